@@ -1,0 +1,415 @@
+"""Argo Rollouts analysis: templates, metrics, and the verdict rules of an AnalysisRun.
+
+The rules follow ``analysis/analysis.go`` (reference/argo-rollouts.md §4): a measurement is
+Successful, Failed, Inconclusive or Error; a metric fails as soon as ``failed > failureLimit``
+(default 0: the first failed measurement); Inconclusive and Error have their own limits; a run
+takes the worst phase of its metrics and terminates as soon as one of them goes bad.
+
+A metric's provider is a simulated query judged by the success/failure conditions (what the
+Argo exporter writes as a Prometheus query), a sequential test (SPRT/mSPRT, which no executor
+has) or a Kayenta-style judge. Everything here is pure: no clock, no randomness except a
+Generator passed in for Kayenta's tie noise.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, field_validator, model_validator
+
+from policies.base import Model
+from policies.conditions import Condition, ConditionError
+from policies.durations import Duration
+from policies.kayenta import KayentaJudge
+from policies.measures import Observation, Query
+from policies.sequential import SequentialState, SequentialTest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "ERROR_RETRY_INTERVAL_S",
+    "AnalysisRun",
+    "AnalysisTemplate",
+    "DryRun",
+    "KayentaProvider",
+    "Metric",
+    "Phase",
+    "Provider",
+]
+
+ERROR_RETRY_INTERVAL_S = 10.0
+"""Argo retries a measurement that errored after 10 s, whatever the interval."""
+
+
+class Phase(StrEnum):
+    """Argo's analysis phases, ordered best to worst by ``severity``."""
+
+    SUCCESSFUL = "Successful"
+    RUNNING = "Running"
+    PENDING = "Pending"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+    FAILED = "Failed"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+    @property
+    def completed(self) -> bool:
+        return self in (Phase.SUCCESSFUL, Phase.INCONCLUSIVE, Phase.ERROR, Phase.FAILED)
+
+    @property
+    def bad(self) -> bool:
+        return self in (Phase.INCONCLUSIVE, Phase.ERROR, Phase.FAILED)
+
+
+_SEVERITY = {p: i for i, p in enumerate(Phase)}
+
+
+class KayentaProvider(KayentaJudge):
+    """Kayenta judge over per-``step`` points of the window (Argo's kayenta provider):
+    score >= pass -> Successful, >= marginal -> Inconclusive, else Failed."""
+
+    step: Duration = Field(60.0, gt=0)
+
+
+class Provider(Model):
+    """Where a metric's value comes from: exactly one of query, sequential, kayenta."""
+
+    query: Query | None = None
+    sequential: SequentialTest | None = None
+    kayenta: KayentaProvider | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Provider:
+        given = [k for k in ("query", "sequential", "kayenta") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a provider needs exactly one of query, sequential, kayenta"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class Metric(Model):
+    """One metric of an AnalysisTemplate, with Argo's field names and defaults (§4, §6)."""
+
+    name: str = Field(min_length=1)
+    provider: Provider
+    interval: Duration | None = None
+    initial_delay: Duration = 0.0
+    count: int | None = Field(None, ge=0)
+    success_condition: str | None = None
+    failure_condition: str | None = None
+    failure_limit: int = Field(0, ge=-1)
+    inconclusive_limit: int = Field(0, ge=0)
+    consecutive_error_limit: int = Field(4, ge=0)
+    consecutive_success_limit: int = Field(0, ge=0)
+
+    @field_validator("success_condition", "failure_condition")
+    @classmethod
+    def _safe_condition(cls, text: str | None) -> str | None:
+        if text is not None:
+            try:
+                Condition(text)
+            except ConditionError as exc:
+                raise ValueError(str(exc)) from None
+        return text
+
+    @model_validator(mode="after")
+    def _argo_rules(self) -> Metric:
+        if self.interval is not None and self.interval <= 0:
+            raise ValueError("interval must be > 0")
+        if self.count is not None and self.count > 1 and self.interval is None:
+            raise ValueError("count > 1 requires an interval (Argo validation)")
+        if self.failure_limit < 0 and self.consecutive_success_limit == 0:
+            raise ValueError("failureLimit -1 and consecutiveSuccessLimit 0 disable both limits")
+        count = self.count  # Argo validates only an explicit count > 0
+        if count is not None and count > 0:
+            needed = max(self.failure_limit, 0) + self.consecutive_success_limit
+            if count < needed:
+                raise ValueError(
+                    f"count ({count}) must be >= failureLimit + consecutiveSuccessLimit ({needed})"
+                )
+            if count < self.inconclusive_limit:
+                raise ValueError(
+                    f"count ({count}) must be >= inconclusiveLimit ({self.inconclusive_limit})"
+                )
+        if self.provider.query is None and (self.success_condition or self.failure_condition):
+            raise ValueError("success/failure conditions apply only to a query provider")
+        return self
+
+    @property
+    def effective_count(self) -> int | None:
+        """Argo ``EffectiveCount``: count if > 0; 1 without interval; None (unbounded) otherwise."""
+        if self.count:
+            return self.count
+        return 1 if self.interval is None else None
+
+
+class DryRun(Model):
+    """``dryRun: [{metricName: <regex>}]``: matching metrics are measured but never decide."""
+
+    metric_name: str
+
+    @field_validator("metric_name")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(
+                f"metricName {value!r} is not a valid regular expression: {exc}"
+            ) from None
+        return value
+
+
+class AnalysisTemplate(Model):
+    """An Argo AnalysisTemplate: a named set of metrics (one AnalysisRun per use)."""
+
+    name: str = Field(min_length=1)
+    metrics: tuple[Metric, ...] = Field(min_length=1)
+    dry_run: tuple[DryRun, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> AnalysisTemplate:
+        names = [m.name for m in self.metrics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"metric names must be unique (repeated: {', '.join(dupes)})")
+        return self
+
+
+# ----------------------------------------------------------------------------- runtime
+
+
+@dataclass(slots=True)
+class _MetricState:
+    metric: Metric
+    dry_run: bool
+    phase: Phase = Phase.PENDING
+    count: int = 0
+    successful: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    errors: int = 0
+    consecutive_error: int = 0
+    consecutive_success: int = 0
+    last_value: float | None = None
+    sequential: SequentialState | None = None
+    history: list[tuple[Phase, float | None]] = field(default_factory=list)
+
+
+class AnalysisRun:
+    """The verdict engine of one Argo AnalysisRun (pure state, fed one measurement at a time).
+
+    The caller owns time: it asks ``next_delay(metric)`` after each ``record`` and measures the
+    metric again after that delay; ``phase`` is the run's phase under Argo's rules.
+    """
+
+    def __init__(self, templates: tuple[AnalysisTemplate, ...] | list[AnalysisTemplate]) -> None:
+        self.metrics: dict[str, _MetricState] = {}
+        self.error: str | None = None
+        patterns = [d.metric_name for t in templates for d in t.dry_run]
+        for template in templates:
+            for metric in template.metrics:
+                if metric.name in self.metrics:
+                    self.error = f"metric {metric.name!r} appears in two templates"
+                dry = any(re.search(p, metric.name) for p in patterns)
+                state = _MetricState(metric, dry)
+                if metric.provider.sequential is not None:
+                    state.sequential = metric.provider.sequential.start()
+                self.metrics[metric.name] = state
+        for pattern in patterns:  # a dryRun rule that matches nothing makes the run Error
+            if not any(re.search(pattern, name) for name in self.metrics):
+                self.error = f"dryRun metricName {pattern!r} matches no metric"
+        self.terminated = False
+
+    def __repr__(self) -> str:
+        return f"AnalysisRun(metrics={list(self.metrics)}, phase={self.phase.value})"
+
+    # --- measuring
+
+    def measure(self, name: str, observation: Observation, rng: np.random.Generator | None = None):
+        """Judge one measurement of metric ``name`` and update its counters and phase."""
+        state = self.metrics[name]
+        if state.phase.completed or self.terminated:
+            return state.phase
+        phase, value = self._judge(state, observation, rng)
+        self._count(state, phase, value)
+        return phase
+
+    def _judge(self, state: _MetricState, obs: Observation, rng) -> tuple[Phase, float | None]:
+        provider = state.metric.provider
+        if provider.query is not None:
+            value = provider.query.evaluate(obs)
+            if math.isnan(value):
+                return Phase.ERROR, None  # an empty query result: Argo reports Error
+            return _evaluate(state.metric, value), value
+        if provider.sequential is not None:
+            assert state.sequential is not None
+            decision = state.sequential.update(
+                obs.canary.errors, obs.canary.requests, obs.stable.errors, obs.stable.requests
+            )
+            value = float(state.sequential.statistic)
+            if decision == "reject":
+                return Phase.FAILED, value
+            return (Phase.SUCCESSFUL, value)
+        return _judge_kayenta(provider.kayenta, obs, rng)
+
+    def _count(self, state: _MetricState, phase: Phase, value: float | None) -> None:
+        state.history.append((phase, value))
+        state.last_value = value
+        if phase == Phase.ERROR:
+            state.errors += 1
+            state.consecutive_error += 1
+        else:
+            state.consecutive_error = 0
+            state.count += 1
+            if phase == Phase.SUCCESSFUL:
+                state.successful += 1
+                state.consecutive_success += 1
+            else:
+                state.consecutive_success = 0
+                if phase == Phase.FAILED:
+                    state.failed += 1
+                else:
+                    state.inconclusive += 1
+        state.phase = self._metric_phase(state)
+
+    @staticmethod
+    def _metric_phase(state: _MetricState) -> Phase:
+        m = state.metric
+        phase: Phase | None = None
+        if m.failure_limit >= 0 and state.failed > m.failure_limit:
+            phase = Phase.FAILED
+        if state.inconclusive > m.inconclusive_limit:
+            phase = Phase.INCONCLUSIVE
+        if state.consecutive_error > m.consecutive_error_limit:
+            phase = Phase.ERROR
+        if phase is not None:
+            return phase
+        if state.sequential is not None and state.sequential.decision == "accept":
+            return Phase.SUCCESSFUL  # the SPRT accepted H0: nothing more to learn
+        if (
+            m.consecutive_success_limit > 0
+            and state.consecutive_success >= m.consecutive_success_limit
+        ):
+            return Phase.SUCCESSFUL
+        count = m.effective_count
+        if count is not None and state.count >= count:
+            failure_applies = m.failure_limit >= 0
+            success_applies = m.consecutive_success_limit > 0
+            if failure_applies and success_applies:
+                return Phase.INCONCLUSIVE
+            return Phase.FAILED if success_applies else Phase.SUCCESSFUL
+        return Phase.RUNNING
+
+    # --- scheduling
+
+    def first_delay(self, name: str) -> float:
+        return self.metrics[name].metric.initial_delay
+
+    def next_delay(self, name: str) -> float | None:
+        """Seconds until ``name`` is measured again, or None when it needs no more measurements."""
+        state = self.metrics[name]
+        if state.phase.completed or self.terminated or self.terminating:
+            return None
+        if state.history and state.history[-1][0] == Phase.ERROR:
+            return ERROR_RETRY_INTERVAL_S
+        return state.metric.interval  # None: a single measurement (count 1) already happened
+
+    # --- run phase
+
+    def _deciding(self):
+        return [s for s in self.metrics.values() if not s.dry_run]
+
+    @property
+    def terminating(self) -> bool:
+        """Argo stops the whole run once any deciding metric is Failed, Error or Inconclusive."""
+        return self.error is not None or any(s.phase.bad for s in self._deciding())
+
+    @property
+    def phase(self) -> Phase:
+        if self.error is not None:
+            return Phase.ERROR
+        deciding = self._deciding()
+        if self.terminating or self.terminated:
+            worst = max(
+                (s.phase for s in deciding if s.phase.completed),
+                key=lambda p: p.severity,
+                default=Phase.SUCCESSFUL,
+            )
+            return worst
+        if deciding and all(s.phase.completed for s in deciding):
+            return max((s.phase for s in deciding), key=lambda p: p.severity)
+        if not deciding:
+            return Phase.SUCCESSFUL
+        return Phase.RUNNING
+
+    @property
+    def completed(self) -> bool:
+        return self.phase.completed
+
+    def terminate(self) -> Phase:
+        """The rollout cancels the run (promotion, abort, step change): unfinished metrics that
+        had not gone bad count as Successful (Argo ``assessMetricStatus`` when terminating)."""
+        for state in self.metrics.values():
+            if not state.phase.completed:
+                state.phase = Phase.SUCCESSFUL
+        self.terminated = True
+        return self.phase
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            name: {
+                "phase": s.phase.value,
+                "count": s.count,
+                "failed": s.failed,
+                "inconclusive": s.inconclusive,
+                "errors": s.errors,
+                "dryRun": s.dry_run,
+            }
+            for name, s in self.metrics.items()
+        }
+
+
+@lru_cache(maxsize=256)
+def _condition(text: str) -> Condition:
+    return Condition(text)
+
+
+def _evaluate(metric: Metric, value: float) -> Phase:
+    """Argo ``EvaluateResult``: failure wins; neither true (both given) -> Inconclusive."""
+    success = metric.success_condition
+    failure = metric.failure_condition
+    if failure is not None and _condition(failure)(value):
+        return Phase.FAILED
+    if success is None:
+        return Phase.SUCCESSFUL
+    if _condition(success)(value):
+        return Phase.SUCCESSFUL
+    return Phase.FAILED if failure is None else Phase.INCONCLUSIVE
+
+
+def _judge_kayenta(judge: KayentaProvider, obs: Observation, rng) -> tuple[Phase, float | None]:
+    series = obs.series or (obs,)
+    canary: dict[str, list[float]] = {}
+    baseline: dict[str, list[float]] = {}
+    for metric in judge.metrics:
+        for version, out in (("canary", canary), ("stable", baseline)):
+            query = Query(measure=metric.measure, version=version, quantile=metric.quantile)
+            out[metric.name] = [query.evaluate(point) for point in series]
+    verdict = judge.judge(canary, baseline, rng)
+    if verdict.score >= judge.pass_score:
+        return Phase.SUCCESSFUL, verdict.score
+    if verdict.score >= judge.marginal_score:
+        return Phase.INCONCLUSIVE, verdict.score
+    return Phase.FAILED, verdict.score

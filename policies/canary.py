@@ -1,0 +1,212 @@
+"""The Canary policy: Argo Rollouts' canary strategy (grayscale release), field for field.
+
+Steps run in order, each with exactly one action (Argo validation); without ``trafficRouting``
+the canary's traffic share is its share of pods behind one Service (Argo's N / N+1 rule), with
+it the router carries the weight and the canary gets ceil(w·N/100) pods (reference §2).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from policies.analysis import AnalysisTemplate
+from policies.base import IntOrPercent, Model
+from policies.common import (
+    HeaderMatch,
+    PolicyBase,
+    RollbackWindow,
+    RolloutAnalysis,
+    check_template_refs,
+)
+from policies.durations import Duration
+
+__all__ = [
+    "BackgroundAnalysis",
+    "Canary",
+    "CanaryStep",
+    "Pause",
+    "RouterConfig",
+    "SetCanaryScale",
+    "SetHeaderRoute",
+    "TrafficRouting",
+]
+
+
+class Pause(Model):
+    """``pause: {}`` waits for a manual promote; ``pause: {duration: 10m}`` for that long."""
+
+    duration: Duration | None = None
+
+
+class SetCanaryScale(Model):
+    """Canary pods without changing the weight (traffic routing only): one of the three forms."""
+
+    replicas: int | None = Field(None, ge=0)
+    weight: int | None = Field(None, ge=0, le=100)
+    match_traffic_weight: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> SetCanaryScale:
+        given = (self.replicas is not None) + (self.weight is not None) + self.match_traffic_weight
+        if given != 1:
+            raise ValueError("give exactly one of replicas, weight, matchTrafficWeight: true")
+        return self
+
+
+class SetHeaderRoute(Model):
+    """Send requests whose headers match to the canary, whatever the weight (Istio, ALB...).
+
+    A route with no ``match`` removes the managed route of that name (Argo semantics).
+    """
+
+    name: str = Field(min_length=1)
+    match: tuple[HeaderMatch, ...] = ()
+
+
+_ACTIONS = ("set_weight", "pause", "analysis", "set_canary_scale", "set_header_route")
+
+
+class CanaryStep(Model):
+    """One Argo canary step: exactly one action."""
+
+    set_weight: int | None = Field(None, ge=0, le=100)
+    pause: Pause | None = None
+    analysis: RolloutAnalysis | None = None
+    set_canary_scale: SetCanaryScale | None = None
+    set_header_route: SetHeaderRoute | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> CanaryStep:
+        given = [name for name in _ACTIONS if getattr(self, name) is not None]
+        camel = {
+            n: "".join(w.capitalize() if i else w for i, w in enumerate(n.split("_")))
+            for n in _ACTIONS
+        }
+        if len(given) != 1:
+            if given:
+                names = " and ".join(camel[g] for g in given)
+                raise ValueError(f"a step has exactly one action (got {names})")
+            raise ValueError(f"a step needs one action: {', '.join(camel.values())}")
+        return self
+
+    @property
+    def action(self) -> str:
+        return next(name for name in _ACTIONS if getattr(self, name) is not None)
+
+
+class BackgroundAnalysis(RolloutAnalysis):
+    """``strategy.canary.analysis``: runs beside the steps from ``startingStep``; never gates
+    promotion, but a Failed or Error run aborts (reference §1)."""
+
+    starting_step: int = Field(0, ge=0)
+
+
+class RouterConfig(Model):
+    """Settings of one traffic router; names of the live objects are given at export time."""
+
+
+class TrafficRouting(Model):
+    """Which router carries the weight: exactly one of nginx, istio, smi, alb."""
+
+    nginx: RouterConfig | None = None
+    istio: RouterConfig | None = None
+    smi: RouterConfig | None = None
+    alb: RouterConfig | None = None
+    max_traffic_weight: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _one_router(self) -> TrafficRouting:
+        given = [r for r in ("nginx", "istio", "smi", "alb") if getattr(self, r) is not None]
+        if len(given) != 1:
+            raise ValueError("trafficRouting needs exactly one of nginx, istio, smi, alb")
+        if self.max_traffic_weight != 100 and given[0] != "nginx":
+            raise ValueError("maxTrafficWeight other than 100 is only supported with nginx")
+        return self
+
+    @property
+    def router(self) -> Literal["nginx", "istio", "smi", "alb"]:
+        return next(r for r in ("nginx", "istio", "smi", "alb") if getattr(self, r) is not None)
+
+
+class Canary(PolicyBase):
+    """Argo Rollouts canary; every default is Argo's (reference/argo-rollouts.md §6)."""
+
+    kind: Literal["Canary"] = "Canary"
+    steps: tuple[CanaryStep, ...] = ()
+    analysis: BackgroundAnalysis | None = None
+    analysis_templates: tuple[AnalysisTemplate, ...] = ()
+    traffic_routing: TrafficRouting | None = None
+    max_surge: IntOrPercent = "25%"
+    max_unavailable: IntOrPercent = "25%"
+    min_ready_seconds: Duration = 0.0
+    dynamic_stable_scale: bool = False
+    min_pods_per_replica_set: int | None = Field(None, ge=1)
+    scale_down_delay_seconds: Duration | None = None
+    abort_scale_down_delay_seconds: Duration | None = None
+    rollback_window: RollbackWindow | None = None
+    progress_deadline_seconds: Duration = 600.0
+    progress_deadline_abort: bool = False
+
+    @model_validator(mode="after")
+    def _argo_validation(self) -> Canary:
+        if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0")
+        routed = self.traffic_routing is not None
+        if not routed:
+            for name, camel in (
+                ("scale_down_delay_seconds", "scaleDownDelaySeconds"),
+                ("abort_scale_down_delay_seconds", "abortScaleDownDelaySeconds"),
+                ("dynamic_stable_scale", "dynamicStableScale"),
+                ("min_pods_per_replica_set", "minPodsPerReplicaSet"),
+            ):
+                if getattr(self, name) not in (None, False):
+                    raise ValueError(f"{camel} requires trafficRouting (Argo validation)")
+        if self.dynamic_stable_scale and self.scale_down_delay_seconds is not None:
+            raise ValueError("dynamicStableScale cannot be combined with scaleDownDelaySeconds")
+        for i, step in enumerate(self.steps):
+            if step.set_canary_scale is not None and not routed:
+                raise ValueError(f"steps[{i}].setCanaryScale requires trafficRouting")
+            if step.set_header_route is not None and (
+                not routed or self.traffic_routing.router not in ("istio", "alb")
+            ):
+                raise ValueError(f"steps[{i}].setHeaderRoute requires istio or alb trafficRouting")
+            if step.set_weight is not None and routed:
+                top = self.traffic_routing.max_traffic_weight
+                if step.set_weight > top:
+                    raise ValueError(f"steps[{i}].setWeight {step.set_weight} > maxTrafficWeight")
+        if self.analysis is not None and self.analysis.starting_step > len(self.steps):
+            raise ValueError("analysis.startingStep is beyond the last step")
+        refs = {f"steps[{i}].analysis": s.analysis for i, s in enumerate(self.steps)}
+        refs["analysis"] = self.analysis
+        check_template_refs(self.analysis_templates, refs)
+        return self
+
+    # --- the executor's effective values (defaults that depend on other fields)
+
+    @property
+    def max_weight(self) -> int:
+        return self.traffic_routing.max_traffic_weight if self.traffic_routing else 100
+
+    @property
+    def effective_scale_down_delay_s(self) -> float:
+        """30 s under traffic routing, 0 (ignored) for a basic canary or dynamicStableScale."""
+        if self.traffic_routing is None or self.dynamic_stable_scale:
+            return 0.0
+        return 30.0 if self.scale_down_delay_seconds is None else self.scale_down_delay_seconds
+
+    @property
+    def effective_abort_scale_down_delay_s(self) -> float | None:
+        """Seconds before an aborted canary is scaled down (0 with setCanaryScale: kept)."""
+        if self.traffic_routing is None:
+            return 0.0
+        if self.abort_scale_down_delay_seconds is None:
+            return 30.0
+        return self.abort_scale_down_delay_seconds
+
+    def template(self, name: str) -> AnalysisTemplate:
+        return next(t for t in self.analysis_templates if t.name == name)
+
+    def templates_for(self, analysis: RolloutAnalysis) -> tuple[AnalysisTemplate, ...]:
+        return tuple(self.template(ref.template_name) for ref in analysis.templates)

@@ -1,0 +1,130 @@
+"""Pieces several policy kinds share: the policy base, analysis references, header matches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_serializer, model_validator
+
+from policies.analysis import AnalysisTemplate
+from policies.base import Model
+
+__all__ = [
+    "HeaderMatch",
+    "PolicyBase",
+    "RollbackWindow",
+    "RolloutAnalysis",
+    "RouteMatch",
+    "StringMatch",
+    "TemplateRef",
+    "check_template_refs",
+]
+
+
+class PolicyBase(Model):
+    """What every policy has: a kind, a name, and the manifest's replica count if imported.
+
+    The replica count belongs to the service (the world); ``replicas`` here is only the default
+    a world takes when it names none (DESIGN §4).
+    """
+
+    kind: str
+    name: str = Field(min_length=1)
+    description: str = ""
+    replicas: int | None = Field(None, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _kind_first(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict):  # kind and name always lead, even though kind is a default
+            head = {"kind": self.kind, "name": self.name}
+            return head | {k: v for k, v in data.items() if k not in head}
+        return data
+
+
+class TemplateRef(Model):
+    """``templates: [{templateName: success-rate}]`` as in an Argo Rollout."""
+
+    template_name: str = Field(min_length=1)
+
+
+class RolloutAnalysis(Model):
+    """An analysis a rollout starts: the templates merged into one AnalysisRun."""
+
+    templates: tuple[TemplateRef, ...] = Field(min_length=1)
+
+
+class RollbackWindow(Model):
+    """``rollbackWindow: {revisions: N}``: undo to the last N revisions skips steps and analysis."""
+
+    revisions: int = Field(ge=0)
+
+
+class StringMatch(Model):
+    """Istio/Argo string match: exactly one of exact, prefix, regex."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StringMatch:
+        if sum(v is not None for v in (self.exact, self.prefix, self.regex)) != 1:
+            raise ValueError("give exactly one of exact, prefix, regex")
+        return self
+
+    def matches(self, value: str | None) -> bool:
+        import re
+
+        if value is None:
+            return False
+        if self.exact is not None:
+            return value == self.exact
+        if self.prefix is not None:
+            return value.startswith(self.prefix)
+        return re.fullmatch(self.regex or "", value) is not None
+
+
+class HeaderMatch(Model):
+    """One header condition of a route: ``{headerName: x-beta, headerValue: {exact: "true"}}``."""
+
+    header_name: str = Field(min_length=1)
+    header_value: StringMatch
+
+
+class RouteMatch(Model):
+    """One entry of a match list (entries are ORed, conditions inside one entry ANDed — Istio).
+
+    ``headers`` maps a header name to a string match (Flagger/Istio form); ``cookie`` names a
+    cookie whose value must match (ingress-nginx sends a request to the canary when it is
+    ``always``). The world decides which users carry which headers and cookies.
+    """
+
+    headers: dict[str, StringMatch] = Field(default_factory=dict)
+    cookie: StringMatch | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> RouteMatch:
+        if not self.headers and self.cookie is None:
+            raise ValueError("a match needs headers or a cookie")
+        return self
+
+
+def check_template_refs(
+    templates: tuple[AnalysisTemplate, ...], refs: dict[str, RolloutAnalysis | None]
+) -> None:
+    """Every templateName used must be defined once under analysisTemplates."""
+    names = [t.name for t in templates]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"analysisTemplates: names must be unique (repeated: {', '.join(dupes)})")
+    for where, analysis in refs.items():
+        if analysis is None:
+            continue
+        for ref in analysis.templates:
+            if ref.template_name not in names:
+                known = ", ".join(names) or "none defined"
+                raise ValueError(
+                    f"{where}: templateName {ref.template_name!r} is not in analysisTemplates"
+                    f" ({known})"
+                )

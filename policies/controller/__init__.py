@@ -1,0 +1,77 @@
+"""The RolloutController: one pure state machine per policy kind, driven by any clock."""
+
+from __future__ import annotations
+
+from policies.controller.base import ControllerBase
+from policies.controller.bluegreen import BlueGreenController
+from policies.controller.canary import CanaryController
+from policies.controller.flagger import FlaggerController
+from policies.controller.protocol import (
+    GROUP_VERSION,
+    Action,
+    Approved,
+    CancelTimer,
+    Event,
+    Measure,
+    MeasurementTaken,
+    PodsChanged,
+    RollbackRequested,
+    Scale,
+    SetMatchRoute,
+    SetSelectors,
+    SetWeight,
+    StartAnalysis,
+    Started,
+    StartTimer,
+    StatusChanged,
+    StopAnalysis,
+    TimerFired,
+)
+from policies.controller.rolling import BatchController, RollingController
+
+__all__ = [
+    "GROUP_VERSION",
+    "Action",
+    "Approved",
+    "BatchController",
+    "BlueGreenController",
+    "CanaryController",
+    "CancelTimer",
+    "ControllerBase",
+    "Event",
+    "FlaggerController",
+    "Measure",
+    "MeasurementTaken",
+    "PodsChanged",
+    "RollbackRequested",
+    "RollingController",
+    "RolloutController",
+    "Scale",
+    "SetMatchRoute",
+    "SetSelectors",
+    "SetWeight",
+    "StartAnalysis",
+    "StartTimer",
+    "Started",
+    "StatusChanged",
+    "StopAnalysis",
+    "TimerFired",
+]
+
+_BY_KIND = {
+    "Canary": CanaryController,
+    "BlueGreen": BlueGreenController,
+    "RollingUpdate": RollingController,
+    "BatchRelease": BatchController,
+    "Progressive": FlaggerController,
+    "ABTest": FlaggerController,
+}
+
+
+def RolloutController(policy, replicas: int, rng=None) -> ControllerBase:
+    """The controller for ``policy`` on a service of ``replicas`` pods (a class-like factory)."""
+    try:
+        cls = _BY_KIND[policy.kind]
+    except KeyError:
+        raise TypeError(f"no controller for policy kind {policy.kind!r}") from None
+    return cls(policy, replicas, rng)

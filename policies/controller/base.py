@@ -1,0 +1,265 @@
+"""What every kind's controller shares: pod groups, timers, analysis runs, status, the loop.
+
+A controller is level-triggered like the executors' reconcile loops: each event updates what
+it knows, then ``_reconcile`` runs until nothing more changes. Reconciles are back-to-back in
+the executors (milliseconds), so the controller treats them as taking no time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from policies.analysis import AnalysisRun, AnalysisTemplate, Phase
+from policies.controller.protocol import (
+    Action,
+    Approved,
+    CancelTimer,
+    Measure,
+    MeasurementTaken,
+    PodsChanged,
+    RollbackRequested,
+    Scale,
+    SetMatchRoute,
+    SetSelectors,
+    SetWeight,
+    StartAnalysis,
+    Started,
+    StartTimer,
+    Status,
+    StatusChanged,
+    StopAnalysis,
+    TimerFired,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["DEADLINE_TIMER", "ControllerBase"]
+
+_MAX_LOOPS = 1000
+DEFAULT_WINDOW_S = 60.0
+DEADLINE_TIMER = "progressDeadline"
+
+
+class ControllerBase:
+    """Shared state and plumbing; subclasses implement ``_reconcile`` and the reactions."""
+
+    kind = ""
+
+    def __init__(self, policy: Any, replicas: int, rng: np.random.Generator | None = None) -> None:
+        if replicas < 0:
+            raise ValueError("replicas must be >= 0")
+        self.policy = policy
+        self.replicas = replicas
+        self.rng = rng  # only for gates that draw (Kayenta tie noise); the controller never does
+        self.status: Status | None = None
+        self.reason = ""
+        self.desired: dict[str, int] = {"stable": replicas, "canary": 0}
+        self.available: dict[str, int] = {"stable": replicas, "canary": 0}
+        self.weight = 0.0
+        self.selectors = (frozenset({"stable"}), frozenset({"canary"}))
+        self.match_routes: dict[str, tuple] = {}
+        self.runs: dict[str, AnalysisRun] = {}
+        self.timers: set[str] = set()
+        self.promoted = False  # all traffic on the new version and it is the stable one
+        self.finished = False  # nothing more will happen without an outside event
+        self._out: list[Action] = []
+        self._last_progress: tuple = ()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(policy={self.policy.name!r}, replicas={self.replicas})"
+
+    # ------------------------------------------------------------------ the public loop
+
+    def handle(self, event: Any) -> list[Action]:
+        """Feed one event; returns the actions to carry out, in order."""
+        self._out = []
+        if isinstance(event, Started):
+            self._started()
+        elif isinstance(event, TimerFired):
+            self.timers.discard(event.key)
+            if event.key.startswith("measure/"):
+                self._measure_due(event.key)
+            else:
+                self._timer(event.key)
+        elif isinstance(event, PodsChanged):
+            self.available.update(event.available)
+        elif isinstance(event, MeasurementTaken):
+            self._measured(event)
+        elif isinstance(event, Approved):
+            self._approved()
+        elif isinstance(event, RollbackRequested):
+            self._rollback_requested(event.source)
+        else:
+            raise TypeError(f"not a controller event: {event!r}")
+        for _ in range(_MAX_LOOPS):
+            before = len(self._out)
+            self._reconcile()
+            if len(self._out) == before:
+                break
+        else:  # pragma: no cover - a controller bug, never a user error
+            raise RuntimeError(f"{self!r} did not settle: {self._out[-5:]}")
+        self._track_progress()
+        return self._out
+
+    def start(self) -> list[Action]:
+        return self.handle(Started())
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def _started(self) -> None:
+        self._set_status("Progressing", "RolloutStarted")
+
+    def _timer(self, key: str) -> None:
+        """A timer of the subclass fired (pause, scale-down delay...)."""
+        if key == DEADLINE_TIMER:
+            self._deadline_exceeded()
+
+    def _deadline_exceeded(self) -> None:
+        """No progress for progressDeadlineSeconds (only reported, unless the kind aborts)."""
+        self._set_status(self.status or "Progressing", "ProgressDeadlineExceeded")
+
+    def _deadline_applies(self) -> bool:
+        """Whether the progress deadline is being evaluated now (not while paused or analysing)."""
+        return False
+
+    def _progress_signature(self) -> tuple:
+        return (tuple(sorted(self.desired.items())), tuple(sorted(self.available.items())))
+
+    def _track_progress(self) -> None:
+        """Restart the progress-deadline timer on any progress; stop it where it does not apply."""
+        signature = self._progress_signature()
+        if not self._deadline_applies():
+            self._cancel_timer(DEADLINE_TIMER)
+        elif signature != self._last_progress or DEADLINE_TIMER not in self.timers:
+            self._cancel_timer(DEADLINE_TIMER)
+            self._start_timer(DEADLINE_TIMER, self.policy.progress_deadline_seconds)
+        self._last_progress = signature
+
+    def _approved(self) -> None:
+        """A manual promote."""
+
+    def _rollback_requested(self, source: str) -> None:
+        raise NotImplementedError
+
+    def _reconcile(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ actions
+
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
+    def _scale(self, group: str, replicas: int) -> None:
+        if self.desired.get(group) != replicas:
+            self.desired[group] = replicas
+            if self.available.get(group, 0) > replicas:  # terminating pods leave endpoints at once
+                self.available[group] = replicas
+            self._emit(Scale(group, replicas))
+
+    def _set_weight(self, weight: float) -> None:
+        if self.weight != weight:
+            self.weight = weight
+            self._emit(SetWeight(weight))
+
+    def _set_selectors(self, stable: set[str], canary: set[str], transition_s: float = 0.0) -> None:
+        wanted = (frozenset(stable), frozenset(canary))
+        if self.selectors != wanted:
+            self.selectors = wanted
+            self._emit(SetSelectors(wanted[0], wanted[1], transition_s))
+
+    def _set_match_route(self, name: str, match: tuple) -> None:
+        if self.match_routes.get(name, ()) != match:
+            if match:
+                self.match_routes[name] = match
+            else:
+                self.match_routes.pop(name, None)
+            self._emit(SetMatchRoute(name, match))
+
+    def _clear_match_routes(self) -> None:
+        for name in list(self.match_routes):
+            self._set_match_route(name, ())
+
+    def _start_timer(self, key: str, delay: float) -> None:
+        self.timers.add(key)
+        self._emit(StartTimer(key, max(0.0, delay)))
+
+    def _cancel_timer(self, key: str) -> None:
+        if key in self.timers:
+            self.timers.discard(key)
+            self._emit(CancelTimer(key))
+
+    def _set_status(self, status: Status, reason: str = "", **detail: Any) -> None:
+        if self.status != status or self.reason != reason:
+            self.status, self.reason = status, reason
+            step = getattr(self, "step_index", None)
+            self._emit(StatusChanged(status, reason, step, detail))
+
+    # ------------------------------------------------------------------ pods
+
+    def _ready(self, group: str) -> bool:
+        """The group has all its desired pods available (and no more)."""
+        return self.available.get(group, 0) == self.desired.get(group, 0)
+
+    # ------------------------------------------------------------------ analysis runs
+
+    def _start_run(self, key: str, templates: tuple[AnalysisTemplate, ...]) -> AnalysisRun:
+        run = AnalysisRun(templates)
+        self.runs[key] = run
+        self._emit(StartAnalysis(key, tuple(run.metrics)))
+        for name in run.metrics:
+            self._start_timer(f"measure/{key}/{name}", run.first_delay(name))
+        return run
+
+    def _stop_run(self, key: str) -> Phase | None:
+        run = self.runs.pop(key, None)
+        if run is None:
+            return None
+        for name in run.metrics:
+            self._cancel_timer(f"measure/{key}/{name}")
+        phase = run.phase if run.completed else run.terminate()
+        self._emit(StopAnalysis(key, phase.value))
+        return phase
+
+    def _measure_due(self, key: str) -> None:
+        _, run_key, metric_name = key.split("/", 2)
+        run = self.runs.get(run_key)
+        if run is None:
+            return
+        metric = run.metrics[metric_name].metric
+        provider = metric.provider
+        quantiles: tuple[float, ...] = ()
+        series_step = None
+        window = metric.interval or DEFAULT_WINDOW_S
+        if provider.query is not None:
+            window = provider.query.window or window
+            if provider.query.measure == "latency":
+                quantiles = (provider.query.quantile,)
+        elif provider.kayenta is not None:
+            series_step = provider.kayenta.step
+            quantiles = tuple(
+                sorted({m.quantile for m in provider.kayenta.metrics if m.measure == "latency"})
+            )
+        self._emit(Measure(run_key, metric_name, window, quantiles, series_step))
+
+    def _measured(self, event: MeasurementTaken) -> None:
+        run = self.runs.get(event.run)
+        if run is None or event.metric not in run.metrics:
+            return  # the run was stopped while the measurement was in flight
+        run.measure(event.metric, event.observation, self.rng)
+        delay = run.next_delay(event.metric)
+        key = f"measure/{event.run}/{event.metric}"
+        if delay is not None and not math.isinf(delay):
+            self._start_timer(key, delay)
+        if run.terminating or run.completed:
+            for name in run.metrics:
+                self._cancel_timer(f"measure/{event.run}/{name}")
+
+    def _run_phase(self, key: str) -> Phase | None:
+        run = self.runs.get(key)
+        return None if run is None else run.phase
+
+    def _stop_all_runs(self) -> None:
+        for key in list(self.runs):
+            self._stop_run(key)

@@ -1,0 +1,432 @@
+"""Argo Rollouts' canary strategy as a state machine (reference/argo-rollouts.md §1–§4).
+
+Without trafficRouting the stable Service selects both groups, so the canary's traffic share
+is its share of available pods, moved one fenced stage per reconcile (§2.2). With it, the
+canary gets ceil(w·N/M) pods and the router takes the weight once they are available (§2.3).
+"""
+
+from __future__ import annotations
+
+from policies.analysis import Phase
+from policies.canary import Canary
+from policies.common import RouteMatch
+from policies.controller.base import ControllerBase
+from policies.replicas import (
+    abort_desired_weight,
+    basic_canary_scale,
+    resolve_fenceposts,
+    traffic_routed_counts,
+)
+
+__all__ = ["CanaryController"]
+
+PAUSE_TIMER = "pause"
+SCALE_DOWN_OLD_TIMER = "scaleDownOld"
+ABORT_SCALE_DOWN_TIMER = "abortScaleDown"
+BACKGROUND_RUN = "background"
+
+
+class CanaryController(ControllerBase):
+    """Argo canary: steps, background analysis, abort, promotion and undo."""
+
+    kind = "Canary"
+
+    def __init__(self, policy: Canary, replicas: int, rng=None) -> None:
+        super().__init__(policy, replicas, rng)
+        self.routed = policy.traffic_routing is not None
+        self.surge, self.unavailable = resolve_fenceposts(
+            policy.max_surge, policy.max_unavailable, replicas
+        )
+        self.step_index = 0
+        self.step_started = False
+        self.paused: str | None = None  # CanaryPauseStep or InconclusiveAnalysisRun
+        self.aborted = False
+        self.undoing = False
+        self.rolled_back = False
+        self.background_started = False
+        if not self.routed:  # one Service over both groups: traffic follows pods
+            self.selectors = (frozenset({"stable", "canary"}), frozenset({"canary"}))
+
+    # ------------------------------------------------------------------ events
+
+    def _started(self) -> None:
+        super()._started()
+        if not self.routed:
+            self._set_selectors({"stable", "canary"}, {"canary"})
+
+    def _timer(self, key: str) -> None:
+        if key == PAUSE_TIMER and self.paused == "CanaryPauseStep":
+            self._end_pause()
+        elif key == SCALE_DOWN_OLD_TIMER:
+            self._scale("canary" if self.rolled_back else "stable", 0)
+        elif key == ABORT_SCALE_DOWN_TIMER:
+            self._scale("canary", 0)
+        else:
+            super()._timer(key)
+
+    def _approved(self) -> None:
+        if self.aborted or self.promoted:
+            return
+        if self.paused == "CanaryPauseStep":
+            self._end_pause()
+        elif self.paused == "InconclusiveAnalysisRun":
+            self.paused = None
+            step = self._step()
+            if step is not None and step.analysis is not None:  # promote skips the step
+                self._stop_run(self._step_run_key())
+                self._advance()
+            self._set_status("Progressing", "Resumed")
+
+    def _rollback_requested(self, source: str) -> None:
+        if self.promoted:
+            if not self.undoing and not self.rolled_back:
+                self.undoing = True
+                self._set_status("Progressing", f"Undo:{source}")
+        elif not self.aborted:
+            self._abort(f"RollbackRequested:{source}")
+
+    def _deadline_exceeded(self) -> None:
+        if self.policy.progress_deadline_abort and not self.promoted and not self.aborted:
+            self._abort("ProgressDeadlineExceeded")
+        else:
+            super()._deadline_exceeded()
+
+    def _deadline_applies(self) -> bool:
+        if self.aborted or self.promoted or self.paused:
+            return False
+        step = self._step()
+        return step is None or (step.pause is None and step.analysis is None)
+
+    def _progress_signature(self) -> tuple:
+        return (self.step_index, *super()._progress_signature())
+
+    # ------------------------------------------------------------------ helpers
+
+    def _step(self):
+        steps = self.policy.steps
+        return steps[self.step_index] if self.step_index < len(steps) else None
+
+    def _step_run_key(self) -> str:
+        return f"step-{self.step_index}"
+
+    def _current_set_weight(self) -> int:
+        """Argo ``GetCurrentSetWeight``: the last setWeight at or before the current step."""
+        if self.step_index >= len(self.policy.steps):
+            return self.policy.max_weight
+        for step in reversed(self.policy.steps[: self.step_index + 1]):
+            if step.set_weight is not None:
+                return step.set_weight
+        return 0
+
+    def _canary_scale(self):
+        """The setCanaryScale in effect (Argo ``UseSetCanaryScale`` walks back from the step)."""
+        if self.step_index >= len(self.policy.steps):
+            return None
+        for step in reversed(self.policy.steps[: self.step_index + 1]):
+            if step.set_canary_scale is not None:
+                return None if step.set_canary_scale.match_traffic_weight else step.set_canary_scale
+        return None
+
+    def _advance(self) -> None:
+        self.step_index += 1
+        self.step_started = False
+
+    def _end_pause(self) -> None:
+        self.paused = None
+        self._cancel_timer(PAUSE_TIMER)
+        self._advance()
+        self._set_status("Progressing", "PauseEnded")
+
+    # ------------------------------------------------------------------ reconcile
+
+    def _reconcile(self) -> None:
+        if self.finished:
+            return
+        if self.aborted:
+            self._reconcile_abort()
+        elif self.undoing:
+            self._reconcile_undo()
+        elif self.promoted:
+            return
+        else:
+            self._reconcile_progress()
+
+    def _reconcile_progress(self) -> None:
+        self._react_to_background()
+        if self.aborted or self.paused == "InconclusiveAnalysisRun":
+            return  # an Inconclusive pause halts replica reconciliation too (haltProgress)
+        self._start_background_if_due()
+        counts_reached = self._reconcile_replicas(self._current_set_weight())
+        step = self._step()
+        if step is None:
+            self._reconcile_full_promotion(counts_reached)
+            return
+        if self.paused:
+            return
+        if step.set_weight is not None or step.set_canary_scale is not None:
+            if counts_reached and (not self.routed or self.weight == self._router_target()):
+                self._advance()
+        elif step.pause is not None:
+            if not self.step_started:
+                self.step_started = True
+                self.paused = "CanaryPauseStep"
+                self._set_status("Paused", "CanaryPauseStep")
+                if step.pause.duration is not None:
+                    self._start_timer(PAUSE_TIMER, step.pause.duration)
+        elif step.analysis is not None:
+            self._reconcile_step_analysis(step)
+        elif step.set_header_route is not None:
+            route = step.set_header_route
+            match = ()
+            if route.match:
+                match = (RouteMatch(headers={h.header_name: h.header_value for h in route.match}),)
+            self._set_match_route(route.name, match)
+            self._advance()
+
+    def _reconcile_step_analysis(self, step) -> None:
+        key = self._step_run_key()
+        if not self.step_started:
+            self.step_started = True
+            self._start_run(key, self.policy.templates_for(step.analysis))
+            return
+        phase = self._run_phase(key)
+        if phase is None or not phase.completed:
+            return
+        self._stop_run(key)
+        if phase == Phase.SUCCESSFUL:
+            self._advance()
+        elif phase == Phase.INCONCLUSIVE:
+            self.paused = "InconclusiveAnalysisRun"
+            self._set_status("Paused", "InconclusiveAnalysisRun")
+        else:
+            self._abort(f"StepAnalysis{phase.value}")
+
+    def _react_to_background(self) -> None:
+        phase = self._run_phase(BACKGROUND_RUN)
+        if phase is None or not phase.completed:
+            return
+        if phase == Phase.SUCCESSFUL:
+            return  # a finished successful run is not recreated
+        self._stop_run(BACKGROUND_RUN)
+        if phase == Phase.INCONCLUSIVE:
+            self.paused = "InconclusiveAnalysisRun"
+            self.background_started = False  # a resume creates a new run
+            self._set_status("Paused", "InconclusiveAnalysisRun")
+        else:
+            self._abort(f"BackgroundAnalysis{phase.value}")
+
+    def _start_background_if_due(self) -> None:
+        analysis = self.policy.analysis
+        if analysis is None or self.background_started:
+            return
+        if self.step_index >= analysis.starting_step:
+            self.background_started = True
+            self._start_run(BACKGROUND_RUN, self.policy.templates_for(analysis))
+
+    # ------------------------------------------------------------------ replicas and weight
+
+    def _router_target(self) -> float:
+        """The weight the router should carry: the step's weight once the canary is available."""
+        return float(self._current_set_weight())
+
+    def _reconcile_replicas(self, weight: int) -> bool:
+        """Move the groups toward this weight's counts; True once they are there and available."""
+        n = self.replicas
+        if not self.routed:
+            canary, stable, _ = basic_canary_scale(
+                n,
+                weight,
+                self.surge,
+                self.unavailable,
+                self.desired["canary"],
+                self.available["canary"],
+                self.desired["stable"],
+                self.available["stable"],
+                max_weight=self.policy.max_weight,
+            )
+            self._scale("stable", stable)
+            self._scale("canary", canary)
+            return (
+                (canary, stable) == (self.desired["canary"], self.desired["stable"])
+                and all(self._ready(g) for g in ("canary", "stable"))
+                and self._basic_at_target(weight)
+            )
+        scale = self._canary_scale()
+        canary, stable = traffic_routed_counts(
+            n,
+            weight,
+            self.policy.max_weight,
+            canary_scale_replicas=scale.replicas if scale else None,
+            canary_scale_weight=scale.weight if scale else None,
+            dynamic_stable_scale=self.policy.dynamic_stable_scale,
+            actual_stable_weight=round(self.policy.max_weight - self.weight),
+            min_pods_per_replica_set=self.policy.min_pods_per_replica_set,
+        )
+        self._scale("canary", canary)
+        self._scale("stable", stable)
+        canary_ok = self._ready("canary")
+        if canary_ok and self._stable_can_take(weight):
+            self._set_weight(float(weight))  # the weight moves only once the canary is available
+        if self.available["canary"] == 0:
+            self._set_weight(0.0)
+        return canary_ok and self._ready("stable")
+
+    def _basic_at_target(self, weight: int) -> bool:
+        from policies.replicas import basic_canary_targets
+
+        canary, stable = basic_canary_targets(
+            self.replicas, weight, self.surge, self.policy.max_weight
+        )
+        if weight >= self.policy.max_weight:
+            canary, stable = self.replicas, 0
+        return self.desired["canary"] == canary and self.desired["stable"] == stable
+
+    def _stable_can_take(self, weight: int) -> bool:
+        """Argo ``checkReplicasAvailable``: the router is not updated while the stable cannot
+        carry its share: available >= floor((M − w)·N/M)."""
+        m = self.policy.max_weight
+        return self.available["stable"] >= ((m - weight) * self.replicas) // m
+
+    def _reconcile_full_promotion(self, counts_reached: bool) -> None:
+        if not counts_reached:
+            return
+        if self.routed and self.weight != self.policy.max_weight:
+            return
+        self._promote()
+
+    def _promote(self) -> None:
+        self.promoted = True
+        self.paused = None
+        self._stop_all_runs()
+        self._clear_match_routes()
+        if self.routed:  # stable Service -> new RS; the old RS lingers scaleDownDelaySeconds
+            self._set_selectors({"canary"}, {"canary"})
+            self._set_weight(0.0)
+            delay = self.policy.effective_scale_down_delay_s
+            if delay > 0:
+                self._start_timer(SCALE_DOWN_OLD_TIMER, delay)
+            else:
+                self._scale("stable", 0)
+        else:  # one Service over both groups: the walk has already drained the stable
+            self._scale("stable", 0)
+        self._set_status("Promoted", "RolloutCompleted")
+
+    # ------------------------------------------------------------------ abort
+
+    def _abort(self, reason: str) -> None:
+        self.aborted = True
+        self.paused = None
+        self._cancel_timer(PAUSE_TIMER)
+        self._stop_all_runs()
+        self._clear_match_routes()
+        self._set_status("Aborted", reason)
+        self.abort_step_weights = [
+            s.set_weight
+            for s in self.policy.steps[: self.step_index + 1]
+            if s.set_weight is not None
+        ]
+        self.abort_keeps_canary = (
+            self.policy.abort_scale_down_delay_seconds == 0 and self._canary_scale() is not None
+        )
+        self.step_index = 0
+        self.step_started = False
+
+    def _reconcile_abort(self) -> None:
+        n, m = self.replicas, self.policy.max_weight
+        if not self.routed:  # a rolling update back to the stable, within the fences
+            canary, stable, _ = basic_canary_scale(
+                n,
+                0,
+                self.surge,
+                self.unavailable,
+                self.desired["canary"],
+                self.available["canary"],
+                self.desired["stable"],
+                self.available["stable"],
+                max_weight=m,
+            )
+            self._scale("stable", stable)
+            self._scale("canary", canary)
+            if (
+                self.desired["canary"] == 0
+                and self._ready("stable")
+                and self.desired["stable"] == n
+            ):
+                self.finished = True
+            return
+        if self.policy.dynamic_stable_scale:
+            self._scale("stable", n)
+            explicit = self.policy.abort_scale_down_delay_seconds is not None
+            target = abort_desired_weight(
+                n,
+                self.abort_step_weights,
+                self.available["stable"],
+                self.available["canary"],
+                m,
+                explicit_abort_delay=explicit,
+            )
+            stable_weight = self.available["stable"] * m // n if n else m
+            if stable_weight >= m - target:  # never back up, and only as the stable can carry it
+                self._set_weight(float(min(self.weight, target)))
+            if not explicit:
+                self._scale("canary", min(self.desired["canary"], -(-int(self.weight) * n // m)))
+        else:
+            self._scale("stable", n)
+            if self.available["stable"] >= n:
+                self._set_weight(0.0)  # one router write: all traffic back on the stable
+        if self.weight == 0 and self.available["stable"] >= n and not self.finished:
+            delay = self.policy.effective_abort_scale_down_delay_s
+            if self.abort_keeps_canary:
+                pass
+            elif delay and self.desired["canary"] > 0:
+                if ABORT_SCALE_DOWN_TIMER not in self.timers:
+                    self._start_timer(ABORT_SCALE_DOWN_TIMER, delay)
+                return
+            else:
+                self._scale("canary", 0)
+            self.finished = True
+
+    # ------------------------------------------------------------------ undo after promotion
+
+    def _reconcile_undo(self) -> None:
+        """Back to the previous version: switch at once while its pods still run, else start
+        them first (DESIGN §4: why scaleDownDelaySeconds matters)."""
+        n = self.replicas
+        self._cancel_timer(SCALE_DOWN_OLD_TIMER)
+        if not self.routed:
+            stable, canary, _ = basic_canary_scale(
+                n,
+                self.policy.max_weight,
+                self.surge,
+                self.unavailable,
+                self.desired["stable"],
+                self.available["stable"],
+                self.desired["canary"],
+                self.available["canary"],
+                max_weight=self.policy.max_weight,
+            )
+            self._scale("canary", canary)
+            self._scale("stable", stable)
+            if (
+                self.desired["canary"] == 0
+                and self.desired["stable"] == n
+                and self._ready("stable")
+            ):
+                self._finish_undo()
+            return
+        self._scale("stable", n)
+        if self.available["stable"] >= n:
+            self._set_selectors({"stable"}, {"canary"})
+            self._set_weight(0.0)
+            self._finish_undo()
+            delay = self.policy.effective_scale_down_delay_s
+            if delay > 0:
+                self._start_timer(SCALE_DOWN_OLD_TIMER, delay)
+            else:
+                self._scale("canary", 0)
+
+    def _finish_undo(self) -> None:
+        self.undoing = False
+        self.rolled_back = True
+        self.finished = True
+        self._set_status("RolledBack", "UndoCompleted")

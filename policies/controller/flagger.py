@@ -1,0 +1,233 @@
+"""Flagger's control loop for Progressive (canary) and ABTest policies (executors.md §A.3–A.5).
+
+Flagger acts only on ticks every ``interval``. On each tick, in order: the threshold gate
+(roll back once ``failedChecks >= threshold``), then the analysis (every metric over its
+window; any failed check, no data included, counts one failure and halts the tick), then the
+strategy step (more weight, or one more A/B iteration, or promotion). The tick that sees the
+new revision only scales the canary up; the first tick after it runs no analysis.
+Promotion rolls the primary Deployment to the new version, then routes all traffic to it.
+"""
+
+from __future__ import annotations
+
+from policies.controller.base import ControllerBase
+from policies.controller.protocol import Measure, MeasurementTaken
+from policies.flagger import ABTest, Progressive
+from policies.replicas import resolve_fenceposts, rolling_update_sync
+
+__all__ = ["FlaggerController"]
+
+TICK_TIMER = "tick"
+PRIMARY_FENCES = ("25%", "25%")  # the primary Deployment's own rolling update defaults
+
+
+class FlaggerController(ControllerBase):
+    """Phases: Progressing -> Promoting -> Finalising -> Succeeded, or Failed (rolled back)."""
+
+    kind = "Flagger"
+
+    def __init__(self, policy: Progressive | ABTest, replicas: int, rng=None) -> None:
+        super().__init__(policy, replicas, rng)
+        self.analysis = policy.analysis
+        self.phase = "Initializing"
+        self.canary_weight = 0
+        self.failed_checks = 0
+        self.iterations = 0
+        self.tick_count = 0
+        self.pending: dict[str, MeasurementTaken | None] = {}
+        self.surge, self.unavailable = resolve_fenceposts(*PRIMARY_FENCES, replicas)
+        self.desired["primary"] = 0
+        self.available["primary"] = 0
+        self.rolling_back = False
+        self.rolled_back = False
+
+    @property
+    def step_index(self) -> int:
+        return self.tick_count
+
+    # ------------------------------------------------------------------ events
+
+    def _started(self) -> None:
+        super()._started()
+        self.phase = "Progressing"  # the detecting tick: scale the canary from zero, no analysis
+        self._set_selectors({"stable"}, {"canary"})
+        self._scale("canary", self.replicas)
+        self._start_timer(TICK_TIMER, self.analysis.effective_interval_s)
+
+    def _timer(self, key: str) -> None:
+        if key == TICK_TIMER:
+            if not self.finished:
+                self._start_timer(TICK_TIMER, self.analysis.effective_interval_s)
+                self._tick()
+        else:
+            super()._timer(key)
+
+    def _rollback_requested(self, source: str) -> None:
+        if self.phase in ("Progressing", "Promoting") and not self.promoted:
+            self._rollback(f"RollbackRequested:{source}")
+        elif self.promoted and not (self.rolling_back or self.rolled_back):
+            self.rolling_back = True  # no undo in Flagger: the primary rolls back to the old spec
+            self._set_status("Progressing", f"Undo:{source}")
+
+    def _deadline_applies(self) -> bool:
+        return self.phase == "Progressing" and not self._canary_ready()
+
+    def _deadline_exceeded(self) -> None:
+        if self.phase == "Progressing":
+            self._rollback("ProgressDeadlineExceeded")  # a stuck canary is non-retriable
+
+    def _measured(self, event: MeasurementTaken) -> None:
+        if event.run == self._tick_key() and event.metric in self.pending:
+            self.pending[event.metric] = event
+            if all(v is not None for v in self.pending.values()):
+                self._finish_analysis()
+
+    # ------------------------------------------------------------------ the tick
+
+    def _tick_key(self) -> str:
+        return f"tick-{self.tick_count}"
+
+    def _canary_ready(self) -> bool:
+        return self.available["canary"] >= self.replicas  # canaryReadyThreshold 100 %
+
+    def _primary_ready(self, group: str) -> bool:
+        return self.available[group] >= self.desired[group]
+
+    def _tick(self) -> None:
+        self.tick_count += 1
+        self.pending = {}
+        if self.phase == "Promoting":
+            self._promotion_tick()
+            return
+        if self.phase == "Finalising":
+            self._scale("canary", 0)
+            self.phase = "Succeeded"
+            self.finished = True
+            self._cancel_timer(TICK_TIMER)
+            return
+        if self.phase != "Progressing":
+            return
+        if not self._primary_ready("stable") or not self._canary_ready():
+            return  # retriable: the tick is spent waiting, nothing counts
+        if self.policy.skip_analysis:
+            self._promote()
+            return
+        if self.failed_checks >= self.analysis.effective_threshold:
+            self._rollback("FailedChecksThreshold")
+            return
+        if self.canary_weight == 0 and self.iterations == 0:
+            self._strategy_step()  # pre-rollout hooks only: no metric is checked on this tick
+            return
+        if not self.analysis.metrics:
+            self._strategy_step()
+            return
+        self.pending = {m.name: None for m in self.analysis.metrics}
+        for metric in self.analysis.metrics:
+            quantiles = (0.99,) if metric.name == "request-duration" else ()
+            if metric.query is not None and metric.query.measure == "latency":
+                quantiles = (metric.query.quantile,)
+            window = (
+                metric.query.window if metric.query and metric.query.window else metric.interval
+            )
+            self._emit(Measure(self._tick_key(), metric.name, window, quantiles))
+
+    def _finish_analysis(self) -> None:
+        results = self.pending
+        self.pending = {}
+        if self.phase != "Progressing":
+            return
+        for metric in self.analysis.metrics:  # the first failing metric short-circuits
+            if not metric.check(results[metric.name].observation):
+                self.failed_checks += 1
+                self._set_status("Progressing", "FailedCheck", failedChecks=self.failed_checks)
+                return
+        self._strategy_step()
+
+    def _strategy_step(self) -> None:
+        if isinstance(self.policy, ABTest):
+            if self.iterations < self.analysis.iterations:
+                self._set_match_route("ab-test", self.analysis.match)
+                self.iterations += 1
+                return
+            self._promote()
+            return
+        if self.canary_weight < self.analysis.effective_max_weight:
+            step = self.analysis.next_step_weight(self.canary_weight)
+            self.canary_weight = min(100, self.canary_weight + step)
+            self._set_weight(float(self.canary_weight))
+            return
+        self._promote()
+
+    # ------------------------------------------------------------------ promotion
+
+    def _promote(self) -> None:
+        """Copy the canary spec to the primary: the primary rolls to the new version."""
+        self.phase = "Promoting"
+        self._set_selectors({"stable", "primary"}, {"canary"})
+        self._set_status("Progressing", "Promoting")
+        if self.policy.skip_analysis:
+            self._set_weight(0.0)
+            self._clear_match_routes()
+
+    def _promotion_tick(self) -> None:
+        if not self._primary_rolled():
+            return  # Promoting ticks wait for the primary's rolling update
+        promotion_step = self.analysis.step_weight_promotion or 0
+        if promotion_step and self.weight > 0 and not isinstance(self.policy, ABTest):
+            self._set_weight(max(0.0, self.weight - promotion_step))
+            if self.weight > 0:
+                return
+        self._set_weight(0.0)
+        self._clear_match_routes()
+        self.phase = "Finalising"
+        self.promoted = True
+        self._set_status("Promoted", "Succeeded")
+
+    def _primary_rolled(self) -> bool:
+        return (
+            self.desired["primary"] == self.replicas
+            and self.available["primary"] >= self.replicas
+            and self.desired["stable"] == 0
+        )
+
+    def _reconcile(self) -> None:
+        if self.rolling_back:
+            new_spec, old_spec = rolling_update_sync(
+                self.replicas,
+                self.surge,
+                self.unavailable,
+                self.desired["stable"],
+                self.available["stable"],
+                self.desired["primary"],
+                self.available["primary"],
+            )
+            self._scale("stable", new_spec)
+            self._scale("primary", old_spec)
+            if old_spec == 0 and self.available["stable"] >= self.replicas:
+                self.rolling_back = False
+                self.rolled_back = True
+                self._set_status("RolledBack", "PrimaryRolledBack")
+            return
+        if self.phase in ("Promoting", "Finalising", "Succeeded") and not self.rolled_back:
+            new_spec, old_spec = rolling_update_sync(
+                self.replicas,
+                self.surge,
+                self.unavailable,
+                self.desired["primary"],
+                self.available["primary"],
+                self.desired["stable"],
+                self.available["stable"],
+            )
+            self._scale("primary", new_spec)
+            self._scale("stable", old_spec)
+
+    # ------------------------------------------------------------------ rollback
+
+    def _rollback(self, reason: str) -> None:
+        self.phase = "Failed"
+        self._set_weight(0.0)
+        self._clear_match_routes()
+        self._scale("canary", 0)
+        self._cancel_timer(TICK_TIMER)
+        self.finished = True
+        self._set_status("Aborted", reason, failedChecks=self.failed_checks)

@@ -1,0 +1,354 @@
+"""What a policy really does on N replicas: each step, its gate, the pods of each version and
+the traffic share the canary really gets after the executor's rounding (``rolloutsim explain``).
+
+The numbers come from the same replica arithmetic the controller uses (policies/replicas.py),
+so a ``setWeight: 5`` on 3 replicas shows its true 25 %.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policies.analysis import AnalysisTemplate, Metric
+from policies.batch import BatchRelease
+from policies.bluegreen import BlueGreen
+from policies.canary import Canary
+from policies.durations import format_duration
+from policies.flagger import ABTest, FlaggerMetric, Progressive
+from policies.replicas import (
+    basic_canary_targets,
+    resolve_fenceposts,
+    rolling_update_trajectory,
+    traffic_routed_counts,
+)
+from policies.rolling import RollingUpdate
+
+__all__ = ["ExplainRow", "Explanation", "explain"]
+
+
+@dataclass(frozen=True)
+class ExplainRow:
+    step: str
+    action: str
+    gate: str
+    canary_pods: int
+    stable_pods: int
+    canary_share: float  # percent of requests served by the new version
+    asked: float | None = None  # the weight the policy wrote, where it differs in meaning
+
+
+@dataclass
+class Explanation:
+    title: str
+    rows: list[ExplainRow]
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_text(self) -> str:
+        head = ("step", "action", "gate", "canary/stable pods", "canary traffic")
+        body = [
+            (
+                r.step,
+                r.action,
+                r.gate or "-",
+                f"{r.canary_pods} / {r.stable_pods}",
+                _pct(r.canary_share)
+                + (f"  (asked {_pct(r.asked)})" if r.asked is not None else ""),
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
+        lines = [self.title, ""]
+        for row in [head, *body]:
+            lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines += (
+            [""] + [f"note: {n}" for n in self.notes] + [f"warning: {w}" for w in self.warnings]
+        )
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1f} %" if value % 1 else f"{value:.0f} %"
+
+
+def _pods(count: int) -> str:
+    return f"{count} pod" if count == 1 else f"{count} pods"
+
+
+def _dur(seconds: float) -> str:
+    return str(format_duration(seconds))
+
+
+def _metric_gate(metric: Metric) -> str:
+    provider = metric.provider
+    if provider.query is not None:
+        q = provider.query
+        what = f"{q.measure}"
+        if q.measure == "latency":
+            what = f"p{q.quantile * 100:g} latency"
+        cond = metric.success_condition or f"not ({metric.failure_condition})"
+        text = f"{metric.name}: {what} of {q.version} {cond}"
+    elif provider.sequential is not None:
+        s = provider.sequential
+        text = (
+            f"{metric.name}: {s.test.upper()} "
+            f"(alpha {s.alpha:g}, relative risk {s.relative_risk:g})"
+        )
+    else:
+        text = f"{metric.name}: Kayenta judge (pass {provider.kayenta.pass_score:g})"
+    every = f" every {_dur(metric.interval)}" if metric.interval else ""
+    count = f" x{metric.effective_count}" if metric.effective_count else ""
+    return f"{text}{every}{count}, failureLimit {metric.failure_limit}"
+
+
+def _templates_gate(templates: tuple[AnalysisTemplate, ...]) -> str:
+    return "; ".join(_metric_gate(m) for t in templates for m in t.metrics)
+
+
+def _flagger_gate(metric: FlaggerMetric) -> str:
+    rng = metric.threshold_range
+    bounds = []
+    if rng is not None and rng.min is not None:
+        bounds.append(f">= {rng.min:g}")
+    if rng is not None and rng.max is not None:
+        bounds.append(f"<= {rng.max:g}")
+    if rng is None:
+        bounds.append(f"threshold {metric.threshold:g}")
+    return f"{metric.name} {' and '.join(bounds)} over {_dur(metric.interval)}"
+
+
+def explain(policy, replicas: int) -> Explanation:
+    """The step table of ``policy`` on ``replicas`` pods."""
+    if isinstance(policy, Canary):
+        return _explain_canary(policy, replicas)
+    if isinstance(policy, BlueGreen):
+        return _explain_bluegreen(policy, replicas)
+    if isinstance(policy, Progressive | ABTest):
+        return _explain_flagger(policy, replicas)
+    if isinstance(policy, RollingUpdate):
+        return _explain_rolling(policy, replicas)
+    if isinstance(policy, BatchRelease):
+        return _explain_batch(policy, replicas)
+    raise TypeError(f"cannot explain {type(policy).__name__}")
+
+
+def _explain_canary(policy: Canary, n: int) -> Explanation:
+    surge, unavailable = resolve_fenceposts(policy.max_surge, policy.max_unavailable, n)
+    routed = policy.traffic_routing is not None
+    m = policy.max_weight
+    mode = (
+        f"traffic routing by {policy.traffic_routing.router}: the router carries the weight"
+        if routed
+        else "no traffic router: one Service over both versions, traffic follows pods"
+    )
+    out = Explanation(
+        f'Canary "{policy.name}" on {n} replicas ({mode}; maxSurge {_pods(surge)}, '
+        f"maxUnavailable {_pods(unavailable)})",
+        [],
+    )
+
+    def counts(weight: int, scale=None) -> tuple[int, int, float]:
+        if routed:
+            c, s = traffic_routed_counts(
+                n,
+                weight,
+                m,
+                canary_scale_replicas=scale.replicas if scale else None,
+                canary_scale_weight=scale.weight if scale else None,
+                dynamic_stable_scale=policy.dynamic_stable_scale,
+                min_pods_per_replica_set=policy.min_pods_per_replica_set,
+            )
+            return c, s, 100.0 * weight / m
+        c, s = basic_canary_targets(n, weight, surge, m)
+        return c, s, (100.0 * c / (c + s) if c + s else 0.0)
+
+    weight, scale = 0, None
+    for i, step in enumerate(policy.steps):
+        gate, asked, action = "", None, ""
+        if step.set_weight is not None:
+            weight = step.set_weight
+            action = f"setWeight {weight}"
+            gate = "pods available" + (", then the router weight" if routed else "")
+        elif step.pause is not None:
+            d = step.pause.duration
+            action = "pause " + (_dur(d) if d is not None else "(until promoted)")
+            gate = "timer" if d is not None else "manual promote"
+        elif step.analysis is not None:
+            action = "analysis"
+            gate = _templates_gate(policy.templates_for(step.analysis))
+        elif step.set_canary_scale is not None:
+            sc = step.set_canary_scale
+            scale = None if sc.match_traffic_weight else sc
+            action = "setCanaryScale " + (
+                f"replicas {sc.replicas}"
+                if sc.replicas is not None
+                else f"weight {sc.weight}"
+                if sc.weight is not None
+                else "matchTrafficWeight"
+            )
+        elif step.set_header_route is not None:
+            route = step.set_header_route
+            heads = ", ".join(h.header_name for h in route.match) or "removed"
+            action = f"setHeaderRoute {route.name} ({heads})"
+        c, s, share = counts(weight, scale)
+        if step.set_weight is not None and abs(share - 100.0 * weight / m) > 1e-9:
+            asked = 100.0 * weight / m
+            out.warnings.append(
+                f"step {i}: setWeight {weight} really sends {_pct(share)} of traffic to the canary "
+                f"({c} canary pod{'s' if c != 1 else ''} beside {s} stable: Argo's N / N+1 rule "
+                f"on {n} replicas)"
+            )
+        out.rows.append(ExplainRow(str(i), action, gate, c, s, share, asked))
+    final = "old pods scaled down after " + (
+        f"{_dur(policy.effective_scale_down_delay_s)} (scaleDownDelaySeconds)"
+        if routed and policy.effective_scale_down_delay_s
+        else "the walk (no delay)"
+    )
+    out.rows.append(ExplainRow("end", "promote", final, n, 0, 100.0))
+    if policy.analysis is not None:
+        out.notes.append(
+            f"background analysis from step {policy.analysis.starting_step}: "
+            + _templates_gate(policy.templates_for(policy.analysis))
+            + " (never blocks promotion; Failed or Error aborts)"
+        )
+    if routed:
+        abort = policy.effective_abort_scale_down_delay_s
+        out.notes.append(
+            "abort: the weight goes to 0 at once; canary pods are scaled down after "
+            + (f"{_dur(abort)}" if abort else "no delay")
+        )
+    else:
+        out.notes.append(
+            "abort: a rolling update back to the stable within maxSurge/maxUnavailable"
+        )
+    if policy.progress_deadline_abort:
+        out.notes.append(
+            f"no progress for {_dur(policy.progress_deadline_seconds)} aborts"
+            " (progressDeadlineAbort)"
+        )
+    return out
+
+
+def _explain_bluegreen(policy: BlueGreen, n: int) -> Explanation:
+    preview = n if policy.preview_replica_count is None else min(policy.preview_replica_count, n)
+    out = Explanation(f'BlueGreen "{policy.name}" on {n} replicas (switch by {policy.switch})', [])
+    out.rows.append(
+        ExplainRow("1", f"preview: {preview} new pods", "pods available", preview, n, 0.0)
+    )
+    if policy.pre_promotion_analysis is not None:
+        gate = _templates_gate(policy.templates_for(policy.pre_promotion_analysis))
+        out.rows.append(ExplainRow("2", "prePromotionAnalysis", gate, preview, n, 0.0))
+    if policy.needs_pause:
+        gate = (
+            "manual promote"
+            if not policy.auto_promotion_enabled
+            else f"autoPromotionSeconds {_dur(policy.auto_promotion_seconds)}"
+        )
+        out.rows.append(ExplainRow("3", "pause", gate, preview, n, 0.0))
+    if preview != n:
+        out.rows.append(ExplainRow("4", f"scale preview to {n}", "pods available", n, n, 0.0))
+    switch = (
+        "Service selector patch"
+        if policy.switch == "serviceSelector"
+        else (f"DNS: clients move within the TTL ({_dur(policy.dns_ttl)})")
+    )
+    out.rows.append(ExplainRow("5", "switch active", switch, n, n, 100.0))
+    if policy.post_promotion_analysis is not None:
+        gate = _templates_gate(policy.templates_for(policy.post_promotion_analysis))
+        out.rows.append(ExplainRow("6", "postPromotionAnalysis", gate, n, n, 100.0))
+    out.rows.append(
+        ExplainRow(
+            "end",
+            "promote",
+            f"old pods scaled down after {_dur(policy.scale_down_delay_seconds)}",
+            n,
+            0,
+            100.0,
+        )
+    )
+    out.notes.append(
+        f"extra capacity: {n} old pods run beside {n} new ones until "
+        f"{_dur(policy.scale_down_delay_seconds)} after the switch; an undo inside that time is "
+        "instant, after it waits for pod start-up"
+    )
+    return out
+
+
+def _explain_flagger(policy: Progressive | ABTest, n: int) -> Explanation:
+    a = policy.analysis
+    interval = a.effective_interval_s
+    gates = "; ".join(_flagger_gate(m) for m in a.metrics) or "no metrics"
+    out = Explanation(
+        f'{policy.kind} "{policy.name}" on {n} replicas (Flagger, provider {policy.provider}; '
+        f"a tick every {_dur(interval)}, rollback after {a.effective_threshold} failed checks)",
+        [],
+    )
+    out.rows.append(ExplainRow("tick 0", "scale canary from zero", "canary ready", n, n, 0.0))
+    if isinstance(policy, ABTest):
+        heads = ", ".join(
+            sorted(
+                {h for m in a.match for h in m.headers}
+                | ({"cookie"} if any(m.cookie for m in a.match) else set())
+            )
+        )
+        out.rows.append(ExplainRow("tick 1", f"route matching requests ({heads})", "-", n, n, 0.0))
+        for k in range(1, a.iterations + 1):
+            out.rows.append(ExplainRow(f"tick {k + 1}", f"iteration {k}", gates, n, n, 0.0))
+        out.notes.append("canary traffic = the matched requests only (100 % of them)")
+        ticks = a.iterations + 1
+    else:
+        schedule = policy.weight_schedule()
+        out.rows.append(
+            ExplainRow("tick 1", f"weight {schedule[0]}", "no analysis", n, n, schedule[0])
+        )
+        for k, w in enumerate(schedule[1:], start=2):
+            out.rows.append(ExplainRow(f"tick {k}", f"weight {w}", gates, n, n, float(w)))
+        out.rows.append(
+            ExplainRow(f"tick {len(schedule) + 1}", "promote", gates, n, n, float(schedule[-1]))
+        )
+        ticks = len(schedule) + 1
+    out.rows.append(
+        ExplainRow("next", "primary rolled; all traffic to it", "primary ready", n, n, 100.0)
+    )
+    out.notes.append(f"a healthy release takes at least {_dur(ticks * interval)} of ticks")
+    return out
+
+
+def _explain_rolling(policy: RollingUpdate, n: int) -> Explanation:
+    surge, unavailable = resolve_fenceposts(policy.max_surge, policy.max_unavailable, n)
+    out = Explanation(
+        f'RollingUpdate "{policy.name}" on {n} replicas (maxSurge {surge}, maxUnavailable '
+        f"{unavailable}; one Service, traffic follows pods; no gate)",
+        [],
+    )
+    for i, (new, old) in enumerate(
+        rolling_update_trajectory(n, policy.max_surge, policy.max_unavailable)
+    ):
+        share = 100.0 * new / (new + old) if new + old else 0.0
+        out.rows.append(ExplainRow(str(i), "sync", "pods available", new, old, share))
+    out.notes.append("a bad version is caught only by the backstops (alerts, humans)")
+    return out
+
+
+def _explain_batch(policy: BatchRelease, n: int) -> Explanation:
+    out = Explanation(
+        f'BatchRelease "{policy.name}" on {n} replicas (one Service, traffic follows pods)', []
+    )
+    for i, (batch, pods) in enumerate(zip(policy.batches, policy.batch_pods(n))):
+        gate = []
+        if batch.analysis is not None:
+            by_name = {t.name: t for t in policy.analysis_templates}
+            gate.append(
+                _templates_gate(tuple(by_name[r.template_name] for r in batch.analysis.templates))
+            )
+        if batch.pause is not None:
+            gate.append(
+                f"pause {_dur(batch.pause.duration)}"
+                if batch.pause.duration is not None
+                else "manual approval"
+            )
+        share = 100.0 * pods / n if n else 0.0
+        out.rows.append(
+            ExplainRow(str(i), f"batch {batch.replicas}", "; ".join(gate), pods, n - pods, share)
+        )
+    return out

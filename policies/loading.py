@@ -1,0 +1,73 @@
+"""Reading and writing policy files: kind dispatch, one-line errors, YAML round trip, schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
+from policies.base import dump_yaml, load_yaml, read_yaml_file, validate_model
+from policies.batch import BatchRelease
+from policies.bluegreen import BlueGreen
+from policies.canary import Canary
+from policies.errors import PolicyError
+from policies.flagger import ABTest, Progressive
+from policies.rolling import RollingUpdate
+
+__all__ = [
+    "POLICY_KINDS",
+    "Policy",
+    "load_policy",
+    "parse_policy",
+    "policy_from_yaml",
+    "policy_json_schema",
+    "policy_to_yaml",
+]
+
+POLICY_KINDS: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (Canary, BlueGreen, RollingUpdate, ABTest, Progressive, BatchRelease)
+}
+
+Policy = Annotated[
+    Canary | BlueGreen | RollingUpdate | ABTest | Progressive | BatchRelease,
+    Field(discriminator="kind"),
+]
+"""Any policy kind, told apart by its ``kind`` key."""
+
+
+def parse_policy(data: Any, *, file: str | None = None, path: str = ""):
+    """A validated policy from plain data (a dict from YAML or JSON)."""
+    if not isinstance(data, dict):
+        raise PolicyError("a policy is a mapping with kind and name", path=path, file=file)
+    kind = data.get("kind")
+    if kind not in POLICY_KINDS:
+        known = ", ".join(POLICY_KINDS)
+        raise PolicyError(
+            f"{kind!r} is not a policy kind ({known})",
+            path=f"{path}.kind" if path else "kind",
+            file=file,
+        )
+    return validate_model(POLICY_KINDS[kind], data, file=file, path=path)
+
+
+def policy_from_yaml(text: str, *, file: str | None = None):
+    return parse_policy(load_yaml(text, file=file), file=file)
+
+
+def load_policy(path: str | Path):
+    """Load one policy file (``scenarios/policies/*.yaml``)."""
+    return parse_policy(read_yaml_file(path), file=str(path))
+
+
+def policy_to_yaml(policy) -> str:
+    """YAML a user would write: camelCase keys, defaults left out; loads back to an equal policy."""
+    return dump_yaml(policy.to_dict())
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """JSON Schema of a policy file (any kind), for editors and for ``rolloutsim schema``."""
+    schema = TypeAdapter(Policy).json_schema(by_alias=True, mode="validation")
+    schema["title"] = "rolloutsim policy"
+    return schema
