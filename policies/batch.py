@@ -37,6 +37,7 @@ class BatchRelease(PolicyBase):
     max_surge: IntOrPercent = "25%"
     max_unavailable: IntOrPercent = "25%"
     min_ready_seconds: Duration = 0.0
+    progress_deadline_seconds: Duration = 600.0
 
     @model_validator(mode="after")
     def _rules(self) -> BatchRelease:

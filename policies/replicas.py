@@ -381,22 +381,27 @@ def rolling_update_sync(
     new_available: int,
     old_spec: int,
     old_available: int,
+    partition: int | None = None,
 ) -> tuple[int, int]:
     """New (new_spec, old_spec) after ONE Kubernetes Deployment ``rolloutRolling`` sync.
 
     Scale the new RS up within N + surge and end the sync if it changed; otherwise scale the old
     RS down: unhealthy pods first (bounded by what the fences allow), then available pods above
     N − unavailable. ``surge``/``unavailable`` come from ``resolve_fenceposts``.
+    ``partition`` stops the update at that many new pods (a batch release paused after a
+    batch): the new RS aims for it and the old RS keeps N − partition.
     """
-    if new_spec != replicas:
-        if new_spec > replicas:
-            return replicas, old_spec
+    target = replicas if partition is None else min(partition, replicas)
+    floor = replicas - target
+    if new_spec != target:
+        if new_spec > target:
+            return target, old_spec
         total = new_spec + old_spec
         if total < replicas + surge:
-            wanted = new_spec + min(replicas + surge - total, replicas - new_spec)
+            wanted = new_spec + min(replicas + surge - total, target - new_spec)
             if wanted != new_spec:
                 return wanted, old_spec
-    if old_spec == 0:
+    if old_spec <= floor:
         return new_spec, old_spec
     min_available = replicas - unavailable
     max_scaled_down = new_spec + old_spec - min_available - (new_spec - new_available)
@@ -410,7 +415,7 @@ def rolling_update_sync(
     excess = new_available + old_available - min_available
     if excess > 0:
         old -= min(old, excess)
-    return new_spec, old
+    return new_spec, max(old, floor)
 
 
 def rolling_update_trajectory(

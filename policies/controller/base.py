@@ -94,9 +94,9 @@ class ControllerBase:
         else:
             raise TypeError(f"not a controller event: {event!r}")
         for _ in range(_MAX_LOOPS):
-            before = len(self._out)
+            before = (len(self._out), self._loop_key())
             self._reconcile()
-            if len(self._out) == before:
+            if (len(self._out), self._loop_key()) == before:
                 break
         else:  # pragma: no cover - a controller bug, never a user error
             raise RuntimeError(f"{self!r} did not settle: {self._out[-5:]}")
@@ -197,6 +197,10 @@ class ControllerBase:
             self._emit(StatusChanged(status, reason, step, detail))
 
     # ------------------------------------------------------------------ pods
+
+    def _loop_key(self) -> tuple:
+        """State whose change means another reconcile is due (a step completed silently)."""
+        return (self.status, self.reason, self.promoted, self.finished)
 
     def _ready(self, group: str) -> bool:
         """The group has all its desired pods available (and no more)."""

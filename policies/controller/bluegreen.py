@@ -116,7 +116,7 @@ class BlueGreenController(ControllerBase):
             self.stage = "pause"
             if policy.needs_pause:
                 self.paused = "BlueGreenPause"
-                self._set_status("Paused", "BlueGreenPause")
+                self._set_status("Paused", "BlueGreenPause", manual=not policy.auto_promotion_enabled)
                 if policy.auto_promotion_enabled:
                     self._start_timer(PAUSE_TIMER, policy.auto_promotion_seconds)
                 return
@@ -151,10 +151,13 @@ class BlueGreenController(ControllerBase):
         if phase == Phase.INCONCLUSIVE:
             self.paused = "InconclusiveAnalysisRun"
             self._inconclusive_run = key
-            self._set_status("Paused", "InconclusiveAnalysisRun")
+            self._set_status("Paused", "InconclusiveAnalysisRun", manual=True)
         else:
             self._abort(f"{key}Analysis{phase.value}")
         return False
+
+    def _loop_key(self) -> tuple:
+        return (*super()._loop_key(), self.stage, self.paused, self.switched)
 
     def _end_pause(self) -> None:
         self.paused = None

@@ -44,8 +44,6 @@ class CanaryController(ControllerBase):
         self.undoing = False
         self.rolled_back = False
         self.background_started = False
-        if not self.routed:  # one Service over both groups: traffic follows pods
-            self.selectors = (frozenset({"stable", "canary"}), frozenset({"canary"}))
 
     # ------------------------------------------------------------------ events
 
@@ -65,17 +63,23 @@ class CanaryController(ControllerBase):
             super()._timer(key)
 
     def _approved(self) -> None:
+        """``kubectl argo rollouts promote``: clear every pause condition; at a pause or an
+        analysis step that has begun, that step is done (index + 1)."""
         if self.aborted or self.promoted:
             return
-        if self.paused == "CanaryPauseStep":
-            self._end_pause()
-        elif self.paused == "InconclusiveAnalysisRun":
-            self.paused = None
-            step = self._step()
-            if step is not None and step.analysis is not None:  # promote skips the step
+        was_paused = self.paused is not None
+        self.paused = None
+        self._cancel_timer(PAUSE_TIMER)
+        step = self._step()
+        reason = "Resumed"
+        if step is not None and self.step_started and (step.pause or step.analysis):
+            if step.analysis is not None:
                 self._stop_run(self._step_run_key())
-                self._advance()
-            self._set_status("Progressing", "Resumed")
+            reason = "PauseEnded" if step.pause else "AnalysisSkipped"
+            self._advance()
+            was_paused = True
+        if was_paused:
+            self._set_status("Progressing", reason)
 
     def _rollback_requested(self, source: str) -> None:
         if self.promoted:
@@ -137,6 +141,9 @@ class CanaryController(ControllerBase):
         self._advance()
         self._set_status("Progressing", "PauseEnded")
 
+    def _loop_key(self) -> tuple:
+        return (*super()._loop_key(), self.step_index, self.step_started, self.paused)
+
     # ------------------------------------------------------------------ reconcile
 
     def _reconcile(self) -> None:
@@ -170,7 +177,7 @@ class CanaryController(ControllerBase):
             if not self.step_started:
                 self.step_started = True
                 self.paused = "CanaryPauseStep"
-                self._set_status("Paused", "CanaryPauseStep")
+                self._set_status("Paused", "CanaryPauseStep", manual=step.pause.duration is None)
                 if step.pause.duration is not None:
                     self._start_timer(PAUSE_TIMER, step.pause.duration)
         elif step.analysis is not None:
@@ -197,7 +204,7 @@ class CanaryController(ControllerBase):
             self._advance()
         elif phase == Phase.INCONCLUSIVE:
             self.paused = "InconclusiveAnalysisRun"
-            self._set_status("Paused", "InconclusiveAnalysisRun")
+            self._set_status("Paused", "InconclusiveAnalysisRun", manual=True)
         else:
             self._abort(f"StepAnalysis{phase.value}")
 
@@ -211,7 +218,7 @@ class CanaryController(ControllerBase):
         if phase == Phase.INCONCLUSIVE:
             self.paused = "InconclusiveAnalysisRun"
             self.background_started = False  # a resume creates a new run
-            self._set_status("Paused", "InconclusiveAnalysisRun")
+            self._set_status("Paused", "InconclusiveAnalysisRun", manual=True)
         else:
             self._abort(f"BackgroundAnalysis{phase.value}")
 

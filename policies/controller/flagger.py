@@ -40,6 +40,7 @@ class FlaggerController(ControllerBase):
         self.available["primary"] = 0
         self.rolling_back = False
         self.rolled_back = False
+        self.stuck = False  # the canary made no progress for progressDeadlineSeconds
 
     @property
     def step_index(self) -> int:
@@ -73,8 +74,10 @@ class FlaggerController(ControllerBase):
         return self.phase == "Progressing" and not self._canary_ready()
 
     def _deadline_exceeded(self) -> None:
-        if self.phase == "Progressing":
-            self._rollback("ProgressDeadlineExceeded")  # a stuck canary is non-retriable
+        self.stuck = True  # Flagger notices on its next tick (non-retriable: rollback)
+
+    def _loop_key(self) -> tuple:
+        return (*super()._loop_key(), self.phase, self.canary_weight, self.iterations)
 
     def _measured(self, event: MeasurementTaken) -> None:
         if event.run == self._tick_key() and event.metric in self.pending:
@@ -107,10 +110,15 @@ class FlaggerController(ControllerBase):
             return
         if self.phase != "Progressing":
             return
-        if not self._primary_ready("stable") or not self._canary_ready():
+        if not self._canary_ready():
+            if self.stuck:
+                self._rollback("ProgressDeadlineExceeded")
             return  # retriable: the tick is spent waiting, nothing counts
+        self.stuck = False
         if self.policy.skip_analysis:
-            self._promote()
+            self._skip_analysis()
+            return
+        if not self._primary_ready("stable"):
             return
         if self.failed_checks >= self.analysis.effective_threshold:
             self._rollback("FailedChecksThreshold")
@@ -168,6 +176,19 @@ class FlaggerController(ControllerBase):
         if self.policy.skip_analysis:
             self._set_weight(0.0)
             self._clear_match_routes()
+
+    def _skip_analysis(self) -> None:
+        """skipAnalysis: all traffic to the primary, promote, scale the canary to zero and
+        report Succeeded at once; the primary rolls to the new spec in the background."""
+        self._set_selectors({"stable", "primary"}, {"canary"})
+        self._set_weight(0.0)
+        self._clear_match_routes()
+        self._scale("canary", 0)
+        self.phase = "Succeeded"
+        self.promoted = True
+        self.finished = True
+        self._cancel_timer(TICK_TIMER)
+        self._set_status("Promoted", "Succeeded")
 
     def _promotion_tick(self) -> None:
         if not self._primary_rolled():

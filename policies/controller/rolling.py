@@ -27,7 +27,6 @@ class _FencedRollout(ControllerBase):
         self.surge, self.unavailable = resolve_fenceposts(
             policy.max_surge, policy.max_unavailable, replicas
         )
-        self.selectors = (frozenset({"stable", "canary"}), frozenset({"canary"}))
         self.rolling_back = False
         self.rolled_back = False
 
@@ -48,9 +47,8 @@ class _FencedRollout(ControllerBase):
             self.available[new],
             self.desired[old],
             self.available[old],
+            partition=cap,
         )
-        new_spec = min(new_spec, target)
-        old_spec = max(old_spec, n - target)
         self._scale(new, new_spec)
         self._scale(old, old_spec)
         return (
@@ -128,6 +126,9 @@ class BatchController(_FencedRollout):
     def _progress_signature(self) -> tuple:
         return (self.batch, *super()._progress_signature())
 
+    def _loop_key(self) -> tuple:
+        return (*super()._loop_key(), self.batch, self.waiting)
+
     def _deadline_applies(self) -> bool:
         return super()._deadline_applies() and self.waiting is None
 
@@ -166,7 +167,7 @@ class BatchController(_FencedRollout):
 
     def _pause(self, duration: float | None) -> None:
         self.waiting = "pause"
-        self._set_status("Paused", f"Batch{self.batch}Pause")
+        self._set_status("Paused", f"Batch{self.batch}Pause", manual=duration is None)
         if duration is not None:
             self._start_timer(PAUSE_TIMER, duration)
 
