@@ -116,7 +116,8 @@ class BlueGreenController(ControllerBase):
             self.stage = "pause"
             if policy.needs_pause:
                 self.paused = "BlueGreenPause"
-                self._set_status("Paused", "BlueGreenPause", manual=not policy.auto_promotion_enabled)
+                manual = not policy.auto_promotion_enabled
+                self._set_status("Paused", "BlueGreenPause", manual=manual)
                 if policy.auto_promotion_enabled:
                     self._start_timer(PAUSE_TIMER, policy.auto_promotion_seconds)
                 return

@@ -1,0 +1,531 @@
+"""The engine: simpy runs the control plane, the tape draws the data plane (DESIGN §5).
+
+simpy carries only control events — controller timers, pods becoming ready, router changes
+landing after their propagation delay, measurements, alerts, humans. Requests are never simpy
+events: between two world changes the tape draws them in bulk (sim/tape.py). The controller is
+the very one the exporters and the live executor use; this module only carries out its actions
+in simulated time and reports back what the world did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from policies.controller import (
+    GROUP_VERSION,
+    Approved,
+    CancelTimer,
+    Measure,
+    MeasurementTaken,
+    PodsChanged,
+    RollbackRequested,
+    RolloutController,
+    Scale,
+    SetMatchRoute,
+    SetSelectors,
+    SetWeight,
+    StartTimer,
+    StatusChanged,
+    TimerFired,
+)
+from sim.flows import RoutingState, UserCells, compute_flows
+from sim.outcome import Outcome
+from sim.tape import FaultState, Tape
+
+__all__ = ["Replication", "router_kind", "simulate"]
+
+CHUNK_S = 600.0  # how far ahead traffic is drafted when no event is nearer
+_LATE = 2  # simpy priority after NORMAL events at the same time (drafting runs last)
+_GATE_REASONS = ("Analysis", "FailedCheck")
+
+
+def router_kind(policy) -> str:
+    """Which router's propagation delay a policy's weight and route changes suffer."""
+    if policy.kind == "Canary":
+        return policy.traffic_routing.router if policy.traffic_routing else "pods"
+    if policy.kind in ("Progressive", "ABTest"):
+        if policy.provider == "kubernetes":
+            return "serviceSelector"
+        return policy.provider if policy.provider in ("nginx", "istio", "smi") else "istio"
+    return "serviceSelector" if policy.kind == "BlueGreen" else "pods"
+
+
+@dataclass(slots=True)
+class _Pod:
+    started: float
+    ready: float  # when it starts serving (inf: never)
+    onset: float  # when its fault begins (inf: never)
+
+
+class Replication:
+    """One release under one policy in one world: ``run()`` returns its ``Outcome``."""
+
+    def __init__(
+        self,
+        cw,
+        cells: UserCells,
+        policy,
+        release,
+        seed: np.random.SeedSequence,
+        *,
+        index: int = 0,
+        run_seed: int = 0,
+        policy_name: str | None = None,
+    ) -> None:
+        world = cw.world
+        self.cw, self.world, self.policy, self.release = cw, world, policy, release
+        self.fault = release.fault
+        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss = seed.spawn(6)
+        self.pods_rng = np.random.default_rng(pods_ss)
+        self.ops_rng = np.random.default_rng(ops_ss)
+        fault_rng = np.random.default_rng(fault_ss)
+        self.n = world.platform.resolve_replicas(getattr(policy, "replicas", None))
+        self.horizon = world.horizon
+        self.env = simpy.Environment()
+        self.ctl = RolloutController(policy, self.n, rng=np.random.default_rng(gate_ss))
+        self.cells = cells
+        self.slot = world.platform.scrape_interval
+        self.tape = Tape(
+            cw,
+            self.fault,
+            self.slot,
+            self.horizon,
+            cells,
+            np.random.default_rng(data_ss),
+            np.random.default_rng(user_ss),
+        )
+        self.router_delay = world.platform.router_delay_for(router_kind(policy))
+        self.selector_delay = world.platform.router_delay_for("serviceSelector")
+        self.min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
+        self.sticky = cw.users.routing == "sticky"
+        self.global_onset = self.fault.onset_time(fault_rng) if self.fault else None
+        ops = world.operators
+        self.human_delay = (
+            float(ops.human_detection.sample(self.ops_rng))
+            if self.fault is not None and ops.human_detection is not None
+            else None
+        )
+        self.alert = ops.burn_rate_alert(
+            world.platform,
+            pre_release_rate=float(world.traffic.rate_at(0.0)),
+            baseline_error_ratio=cw.baseline_bad,
+        )
+        self.alert_peak = cw.baseline_bad  # the history before the release is at baseline
+        self.alert_floor = self.alert.lowest_threshold * (1 - 1e-6) if self.alert else math.inf
+        self.outcome = Outcome(
+            policy_name or policy.name, index, run_seed, release.name, release.is_bad
+        )
+        self.pods: dict[str, list[_Pod]] = {"stable": [], "canary": [], "primary": []}
+        for _ in range(self.n):
+            self.pods["stable"].append(_Pod(-math.inf, -math.inf, math.inf))
+        self.routing = RoutingState()
+        self.match_routes: dict[str, tuple] = {}
+        self.timers: dict[str, object] = {}
+        self.queue: list = []
+        self.draft_pending = False
+        self.alert_token: object | None = None
+        self.human_token: object | None = None
+        self.approval_token: object | None = None
+        self.promoted_at: float | None = None
+        self.pod_time = 0.0
+        self.done = False
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> Outcome:
+        self._call(self.horizon, self._end)
+        self._deliver_all([_Start()])
+        self._schedule_draft()
+        with contextlib.suppress(_Stop):
+            self.env.run(until=self.horizon + 1.0)
+        return self._finish()
+
+    def _call(self, at: float, fn, *args, priority: int = 1) -> object:
+        """Run fn(*args) at absolute time ``at``; returns a token (cancel by forgetting it)."""
+        event = simpy.Event(self.env)
+        event._ok, event._value = True, None
+        event.callbacks.append(lambda _e: fn(*args))
+        self.env.schedule(event, priority, max(0.0, at - self.env.now))
+        return event
+
+    def _deliver_all(self, events) -> None:
+        """Feed events to the controller and carry out its actions (measurements answer at once)."""
+        self.queue.extend(events)
+        while self.queue:
+            event = self.queue.pop(0)
+            if isinstance(event, _Start):
+                actions = self.ctl.start()
+                self._apply(actions, initial=True)
+            else:
+                self._apply(self.ctl.handle(event))
+
+    def _apply(self, actions, initial: bool = False) -> None:
+        now = self.env.now
+        for action in actions:
+            if isinstance(action, StartTimer):
+                token = object()
+                self.timers[action.key] = token
+                self._call(now + action.delay, self._timer, action.key, token)
+            elif isinstance(action, CancelTimer):
+                self.timers.pop(action.key, None)
+            elif isinstance(action, Scale):
+                self._scale(action.group, action.replicas)
+            elif isinstance(action, SetWeight):
+                self._route(self.router_delay, "weight", action.weight)
+            elif isinstance(action, SetSelectors):
+                delay = 0.0 if initial else self.selector_delay
+                self._route(delay, "selectors", action)
+            elif isinstance(action, SetMatchRoute):
+                self._route(self.router_delay, "match", action)
+            elif isinstance(action, Measure):
+                self._measure(action)
+            elif isinstance(action, StatusChanged):
+                self._status(action)
+
+    def _timer(self, key: str, token: object) -> None:
+        if self.done or self.timers.get(key) is not token:
+            return  # cancelled, or restarted since
+        del self.timers[key]
+        self._sync()
+        self._deliver_all([TimerFired(key)])
+
+    # ------------------------------------------------------------------ the world
+
+    def _sync(self) -> None:
+        """Bring the tape to now: draft under the unchanged world if needed, then commit."""
+        now = self.env.now
+        if self.tape.drafted_until < now:
+            self._draft(now)
+        self.tape.commit(now)
+
+    def _change(self) -> None:
+        """The world is about to change now: commit up to now and drop the draft after it."""
+        now = self.env.now
+        self._sync()
+        if self.tape.drafted_until > now:
+            self.tape.cut(now)
+            if self.alert is not None:
+                self.alert.truncate(int(now // self.slot))
+            self.alert_token = None
+        self._schedule_draft()
+
+    def _schedule_draft(self) -> None:
+        if not self.draft_pending:
+            self.draft_pending = True
+            self._call(self.env.now, self._draft_ahead, priority=_LATE)
+
+    def _draft_ahead(self) -> None:
+        self.draft_pending = False
+        if self.done:
+            return
+        now = self.env.now
+        peek = self.env.peek()
+        target = min(self.horizon, max(now + CHUNK_S, peek if peek < math.inf else now))
+        if self.tape.drafted_until < target:
+            self._draft(target)
+
+    def _draft(self, target: float) -> None:
+        tape = self.tape
+        t0 = tape.drafted_until
+        serving = self._serving()
+        by_service = {
+            "canary": sum(serving[g] for g in self.routing.canary),
+            "stable": sum(serving[g] for g in self.routing.stable),
+        }
+        fault_state = self._fault_state()
+        segment = self.fault.segment if self.fault is not None else None
+        dns_end = self.routing.dns_start + self.routing.dns_ttl
+        if self.routing.dns_from is not None and t0 < dns_end:
+            t = t0
+            while t < min(target, dns_end):  # client by client: one slot at a time
+                t1 = min(target, dns_end, (math.floor(t / self.slot) + 1) * self.slot)
+                moved = self.routing.dns_moved(0.5 * (t + t1))
+                flows = compute_flows(
+                    self.routing, serving, self.cells, segment, self.sticky, moved
+                )
+                tape.draft(t, t1, flows, fault_state, by_service)
+                t = t1
+            if t >= dns_end and self.routing.dns_from is not None:
+                self.routing = _replace(self.routing, dns_from=None)
+        if tape.drafted_until < target:
+            flows = compute_flows(self.routing, serving, self.cells, segment, self.sticky)
+            tape.draft(tape.drafted_until, target, flows, fault_state, by_service)
+        self._check_alert()
+        self._check_fault_start()
+
+    def _serving(self) -> dict[str, int]:
+        now = self.env.now
+        return {g: sum(1 for p in pods if p.ready <= now) for g, pods in self.pods.items()}
+
+    def _available(self) -> dict[str, int]:
+        now = self.env.now
+        return {
+            g: sum(1 for p in pods if p.ready + self.min_ready <= now)
+            for g, pods in self.pods.items()
+        }
+
+    def _fault_state(self) -> FaultState:
+        now = self.env.now
+        onsets = [
+            p.onset
+            for g, pods in self.pods.items()
+            if GROUP_VERSION[g] == "canary"
+            for p in pods
+            if p.ready <= now
+        ]
+        return FaultState(np.array(onsets, dtype=float), len(onsets))
+
+    def _scale(self, group: str, replicas: int) -> None:
+        pods = self.pods[group]
+        now = self.env.now
+        self._count_pods()
+        if replicas > len(pods):
+            candidate = GROUP_VERSION[group] == "canary"
+            never = candidate and self.fault is not None and self.fault.crash_loop
+            for _ in range(replicas - len(pods)):
+                ready = (
+                    math.inf
+                    if never
+                    else now + float(self.world.platform.pod_startup.sample(self.pods_rng))
+                )
+                onset = math.inf
+                if candidate and self.fault is not None and math.isfinite(ready):
+                    onset = float(self.fault.onset_at(self.global_onset, now, ready))
+                pod = _Pod(now, ready, onset)
+                pods.append(pod)
+                if math.isfinite(ready):
+                    self._call(ready, self._pod_ready, group, pod)
+        elif replicas < len(pods):
+            # Kubernetes removes not-ready pods first, then the newest ready ones
+            pods.sort(key=lambda p: (p.ready <= now, -p.ready))
+            removed, self.pods[group] = pods[: len(pods) - replicas], pods[len(pods) - replicas :]
+            if any(p.ready <= now for p in removed):
+                self._change()
+
+    def _count_pods(self) -> None:
+        """Accumulate pod-seconds above the steady state up to now."""
+        now = self.env.now
+        total = sum(len(p) for p in self.pods.values())
+        self.outcome.extra_pod_seconds += max(0, total - self.n) * (now - self.pod_time)
+        self.pod_time = now
+
+    def _pod_ready(self, group: str, pod: _Pod) -> None:
+        if pod not in self.pods[group] or self.done:
+            return
+        self._change()
+        if self.min_ready > 0:
+            self._call(self.env.now + self.min_ready, self._pods_changed)
+        else:
+            self._pods_changed()
+
+    def _pods_changed(self) -> None:
+        if self.done:
+            return
+        self._sync()
+        self._deliver_all([PodsChanged(self._available())])
+
+    def _route(self, delay: float, what: str, value) -> None:
+        if delay <= 0:
+            self._apply_route(what, value)
+        else:
+            self._call(self.env.now + delay, self._apply_route, what, value)
+
+    def _apply_route(self, what: str, value) -> None:
+        if self.done:
+            return
+        self._change()
+        state = self.routing
+        if what == "weight":
+            state = _replace(state, weight=float(value))
+        elif what == "selectors":
+            if value.transition_s > 0:
+                state = _replace(
+                    state, dns_from=state.stable, dns_start=self.env.now, dns_ttl=value.transition_s
+                )
+                self._call(self.env.now + value.transition_s, self._dns_settled)
+            state = _replace(state, stable=value.stable, canary=value.canary)
+        else:
+            if value.match:
+                self.match_routes[value.name] = value.match
+            else:
+                self.match_routes.pop(value.name, None)
+            matches = [m for ms in self.match_routes.values() for m in ms]
+            matched = frozenset(self.cw.world.users.segments_matched_by(matches))
+            state = _replace(state, matched=matched)
+        self.routing = state
+        self._check_mitigated()
+
+    def _dns_settled(self) -> None:
+        if not self.done and self.routing.dns_from is not None:
+            self._change()
+            self.routing = _replace(self.routing, dns_from=None)
+
+    # ------------------------------------------------------------------ gates and operators
+
+    def _measure(self, action: Measure) -> None:
+        platform = self.world.platform
+        end = math.floor((self.env.now - platform.scrape_delay) / self.slot + 1e-9) * self.slot
+        self._sync()
+        obs = self.tape.observation(
+            end, action.window, action.quantiles, action.series_step, self.tape.rng
+        )
+        self.queue.append(MeasurementTaken(action.run, action.metric, obs))
+
+    def _check_alert(self) -> None:
+        if self.alert is None or self.outcome.detected_by == "alert" or self.alert_token:
+            return
+        have = self.alert.n_slots
+        complete = int(self.tape.drafted_until // self.slot + 1e-9)
+        if complete <= have:
+            return
+        ends = (np.arange(have, complete) + 1) * self.slot
+        req, bad = self.tape.svc_req[have:complete], self.tape.svc_bad[have:complete]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            peak = float(np.nanmax(bad / req)) if req.any() else 0.0
+        self.alert_peak = max(self.alert_peak, peak)
+        may_fire = self.alert_peak >= self.alert_floor  # else no window can reach a threshold
+        fired = self.alert.extend(ends, req, bad, may_fire=may_fire, check=False)
+        if fired is not None:
+            when = max(fired, self.env.now)
+            token = self.alert_token = object()
+            self._call(when, self._alert_fired, when, token)
+
+    def _alert_fired(self, when: float, token: object) -> None:
+        if self.done or token is not self.alert_token:
+            return
+        self._sync()
+        self._detected(when, "alert")
+        ops = self.world.operators
+        delay = float(ops.acknowledgement.sample(self.ops_rng)) + float(
+            ops.abort_latency.sample(self.ops_rng)
+        )
+        self._call(self.env.now + delay, self._rollback_request, "alert")
+
+    def _check_fault_start(self) -> None:
+        """Schedule the human who notices the fault ``human_delay`` after it began."""
+        if self.human_delay is None or self.human_token is not None:
+            return
+        t_fault = self.tape.totals.t_fault
+        if t_fault is None:
+            first = [b.onset_in[np.isfinite(b.onset_in)] for b in self.tape.blocks]
+            first = [x[0] for x in first if x.size]
+            if not first:
+                return
+            t_fault = float(first[0])
+        token = self.human_token = object()
+        self._call(t_fault + self.human_delay, self._human, t_fault, token)
+
+    def _human(self, t_fault: float, token: object) -> None:
+        if self.done or token is not self.human_token:
+            return
+        self._sync()
+        if self.tape.totals.t_fault is None or self.tape.totals.t_fault > t_fault + 1e-9:
+            self.human_token = None  # that draft was discarded; the fault begins later
+            self._check_fault_start()
+            return
+        self._detected(self.env.now, "human")
+        delay = float(self.world.operators.abort_latency.sample(self.ops_rng))
+        self._call(self.env.now + delay, self._rollback_request, "human")
+
+    def _rollback_request(self, source: str) -> None:
+        if self.done:
+            return
+        self._sync()
+        self._deliver_all([RollbackRequested(source)])
+
+    def _detected(self, when: float, by: str) -> None:
+        if self.outcome.detected_by == "":
+            self.outcome.t_detect = when
+            self.outcome.detected_by = by
+
+    def _status(self, action: StatusChanged) -> None:
+        now = self.env.now
+        out = self.outcome
+        if action.status == "Paused" and action.detail.get("manual"):
+            delay = float(self.world.operators.approval_delay.sample(self.ops_rng))
+            token = object()
+            self.approval_token = token
+            self._call(now + delay, self._approve, token)
+        elif action.status == "Promoted" and self.promoted_at is None:
+            self.promoted_at = now
+            out.rollout_duration = now
+        elif action.status == "Aborted" or action.reason.startswith("Undo:"):
+            if math.isnan(out.t_rollback_start):
+                out.t_rollback_start = now
+            if action.reason.startswith("ProgressDeadline"):
+                self._detected(now, "deadline")
+            elif any(word in action.reason for word in _GATE_REASONS):
+                self._detected(now, "gate")
+            self._check_mitigated()
+
+    def _approve(self, token: object) -> None:
+        if self.done or token is not self.approval_token:
+            return
+        self._sync()
+        self._deliver_all([Approved()])
+
+    def _check_mitigated(self) -> None:
+        """The rollback is done for users once no request can reach the candidate."""
+        out = self.outcome
+        if math.isnan(out.t_rollback_start) or not math.isnan(out.t_mitigated):
+            return
+        segment = self.fault.segment if self.fault is not None else None
+        flows = compute_flows(self.routing, self._serving(), self.cells, segment, self.sticky)
+        if self.routing.dns_from is None and not any(f.version == "canary" for f in flows):
+            out.t_mitigated = self.env.now
+
+    def _end(self) -> None:
+        self._sync()
+        raise _Stop
+
+    # ------------------------------------------------------------------ the record
+
+    def _finish(self) -> Outcome:
+        self.done = True
+        self._count_pods()
+        tape, out = self.tape, self.outcome
+        totals = tape.totals
+        out.failed_requests, out.slow_requests = totals.failed, totals.slow
+        out.bad_requests, out.candidate_requests = totals.bad, totals.requests
+        out.excess_bad_requests = totals.excess
+        out.users_hurt = tape.users_hurt()
+        out.users_exposed = tape.users_exposed(tape.user_rng)
+        if totals.t_fault is not None:
+            out.t_fault = totals.t_fault
+        slo = self.world.operators.slo
+        expected = float(self.world.traffic.integral(0.0, slo.period))
+        out.error_budget_used = totals.excess / slo.budget(expected) if expected else 0.0
+        rolled_back = not math.isnan(out.t_rollback_start)
+        if rolled_back:
+            out.outcome = "rolled_back"
+        elif self.promoted_at is not None:
+            out.outcome = "promoted"
+        out.false_rollback = rolled_back and not self.release.is_bad
+        out.escaped = self.release.is_bad and self.promoted_at is not None
+        return out
+
+
+class _Start:
+    """Internal marker: start the controller."""
+
+
+class _Stop(Exception):
+    """Internal: the horizon was reached."""
+
+
+def _replace(state: RoutingState, **changes) -> RoutingState:
+    from dataclasses import replace
+
+    return replace(state, **changes)
+
+
+def simulate(cw, policy, release, seed: int, *, index: int = 0, cells: UserCells | None = None):
+    """Run replication ``index`` of a run seeded ``seed`` (its streams: SeedSequence by index)."""
+    ss = np.random.SeedSequence(seed, spawn_key=(index,))
+    cells = cells or UserCells(cw.users)
+    return Replication(cw, cells, policy, release, ss, index=index, run_seed=seed).run()

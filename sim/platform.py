@@ -1,0 +1,140 @@
+"""The platform a release runs on: pods, their start-up, capacity, routers and metrics.
+
+These are facts about the cluster, not about the policy: the same Platform meets every policy
+of a scenario. Replicas belong here too (DESIGN §4); a policy imported from a manifest only
+supplies the default.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
+
+from policies.base import Model
+from policies.durations import DURATION_JSON_SCHEMA, Duration
+from policies.errors import PolicyError
+from sim.distributions import DistributionSpec, Fixed
+
+__all__ = ["ROUTER_KINDS", "Platform", "RouterDelays", "RouterKind"]
+
+RouterKind = Literal["nginx", "istio", "smi", "alb", "serviceSelector", "pods"]
+ROUTER_KINDS: tuple[str, ...] = ("nginx", "istio", "smi", "alb", "serviceSelector", "pods")
+
+_SNAKE = {"serviceSelector": "service_selector", "service_selector": "service_selector"}
+
+
+class RouterDelays(Model):
+    """Seconds from a routing change being written to it taking effect, per router kind.
+
+    Defaults are ASSUMPTIONS for a small, healthy cluster, each bounded by a sourced number:
+
+    - ``nginx`` 2 s: ingress-nginx applies weight and endpoint changes without a reload; its
+      Lua balancer polls the backends every 1 s (``BACKENDS_SYNC_INTERVAL = 1`` in
+      ``balancer.lua``) after the controller's sync, which is rate-limited to 0.3/s
+      (``--sync-rate-limit``), so 1–4 s.
+    - ``istio`` 2 s: istiod debounces config events for at least 100 ms and at most 10 s
+      (``PILOT_DEBOUNCE_AFTER``/``PILOT_DEBOUNCE_MAX``), then pushes xDS to every proxy.
+    - ``smi`` 2 s: an SMI TrafficSplit is applied by the mesh's control plane (Linkerd, OSM):
+      taken to behave like Istio; no sourced figure.
+    - ``alb`` 10 s: the AWS Load Balancer Controller reconciles the Ingress and calls the ELB
+      API, which is eventually consistent; no sourced figure.
+    - ``serviceSelector`` 1 s: a Service selector switch reaches the nodes through
+      EndpointSlices and kube-proxy, whose ``iptables.minSyncPeriod`` default is 1 s.
+    - ``pods`` 1 s: a pod that became ready joins the endpoints the same way (no traffic
+      router: traffic follows pods).
+    """
+
+    nginx: Duration = 2.0
+    istio: Duration = 2.0
+    smi: Duration = 2.0
+    alb: Duration = 10.0
+    service_selector: Duration = 1.0
+    pods: Duration = 1.0
+
+
+def _router_delays(value: Any) -> Any:
+    """One duration for every router kind, or a mapping that overrides some."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration or a mapping of router kinds")
+    if isinstance(value, int | float | str):
+        return {name: value for name in RouterDelays.model_fields}
+    return value
+
+
+_ROUTER_DELAY_SCHEMA = {
+    "anyOf": [DURATION_JSON_SCHEMA, RouterDelays.model_json_schema(by_alias=True)],
+    "description": "one duration for every router kind, or a mapping overriding some",
+}
+
+
+class Platform(Model):
+    """Replicas, pod start-up, capacity, router propagation and the metrics pipeline.
+
+    - ``replicas``: None takes the policy's manifest replicas (``resolve_replicas``).
+    - ``podStartup`` 30 s (assumption: image present, a modest readiness probe). The policy's
+      ``minReadySeconds`` is added by the controller, not here.
+    - ``capacityPerPod``: requests/s one ready pod serves; load above what the ready pods of a
+      Service can serve fails. None = unlimited.
+    - ``routerDelay``: see ``RouterDelays``; ``routerDelay: 3s`` sets all kinds.
+    - ``scrapeInterval`` 15 s: the interval in Prometheus's shipped example ``prometheus.yml``
+      (its built-in default is 1 m). ``scrapeDelay`` 0 s: extra lag of the metrics backend; a
+      gate's window ends at the last scrape at or before now − scrapeDelay.
+    - ``ruleEvaluationInterval`` 60 s: Prometheus's ``evaluation_interval`` default (1 m), which
+      paces the burn-rate alerts.
+    """
+
+    replicas: int | None = Field(None, ge=1)
+    pod_startup: DistributionSpec = Fixed(value=30.0)
+    capacity_per_pod: float | None = Field(None, gt=0, allow_inf_nan=False)
+    router_delay: Annotated[
+        RouterDelays,
+        BeforeValidator(_router_delays),
+        WithJsonSchema(_ROUTER_DELAY_SCHEMA, mode="validation"),
+    ] = RouterDelays()
+    scrape_interval: Duration = 15.0
+    scrape_delay: Duration = 0.0
+    rule_evaluation_interval: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _positive(self) -> Platform:
+        if self.scrape_interval <= 0:
+            raise ValueError("scrapeInterval must be > 0")
+        if self.rule_evaluation_interval <= 0:
+            raise ValueError("ruleEvaluationInterval must be > 0")
+        return self
+
+    def resolve_replicas(self, policy_replicas: int | None = None) -> int:
+        """The service's replica count: ours, else the policy's manifest value, else an error."""
+        if self.replicas is not None:
+            return self.replicas
+        if policy_replicas is not None and policy_replicas >= 1:
+            return policy_replicas
+        raise PolicyError(
+            "is not set and the policy carries no manifest replicas; give platform.replicas",
+            path="platform.replicas",
+        )
+
+    def router_delay_for(self, kind: str | None) -> float:
+        """Propagation delay for a router kind; None (no traffic router) means ``pods``."""
+        name = "pods" if kind is None else kind
+        attr = _SNAKE.get(name, name)
+        if attr not in RouterDelays.model_fields:
+            raise ValueError(f"unknown router kind {kind!r} (use one of {', '.join(ROUTER_KINDS)})")
+        return getattr(self.router_delay, attr)
+
+    def capacity(self, ready_pods: int | float) -> float:
+        """Requests/s that ``ready_pods`` can serve (inf when capacity is unlimited)."""
+        if self.capacity_per_pod is None:
+            return math.inf
+        return max(float(ready_pods), 0.0) * self.capacity_per_pod
+
+    def last_scrape(self, now: float) -> float:
+        """The last scrape at or before now − scrapeDelay (scrapes at multiples of the interval).
+
+        A gate's or alert's query window ends here: data newer than that is not yet visible.
+        """
+        visible = now - self.scrape_delay
+        k = math.floor(visible / self.scrape_interval + 1e-9)
+        return k * self.scrape_interval

@@ -1,0 +1,362 @@
+"""The data plane: requests drawn exactly, in scrape-slot pieces, never one by one (DESIGN §5).
+
+Between two world changes the routing, the pods and the fault state are constant, so the counts
+of a piece of time are independent Poisson draws of the integrated rates (failed, slow, and good
+requests per flow: Poisson thinning). The tape keeps per-slot counts (what Prometheus would
+scrape) for gates and alerts.
+
+Drawing is done as a *draft* ahead of the clock, up to the next known event or a chunk, so that
+an SLO alert firing inside it is found at its exact evaluation time; pieces are *committed*
+(counted into the blast radius, split over users) as the clock passes them. A world change at t
+commits the piece it cuts only up to t — a binomial thinning, exact for a Poisson process — and
+discards the rest of the draft, which is then drawn again under the new world.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+
+from policies.measures import Observation, WindowStats
+from sim.flows import Flow, UserCells
+
+__all__ = ["FaultState", "Tape", "Totals"]
+
+
+@dataclass
+class FaultState:
+    """The candidate's pods as the fault sees them: per serving pod, when its fault begins."""
+
+    onsets: np.ndarray  # absolute onset time per serving candidate pod (inf: never)
+    pods: int  # serving candidate pods (the average is over them)
+
+
+@dataclass
+class Totals:
+    """Blast radius so far (candidate-served requests only), committed pieces only."""
+
+    requests: int = 0
+    failed: int = 0
+    slow: int = 0
+    bad: int = 0
+    excess: float = 0.0
+    t_fault: float | None = None
+
+
+class _Block:
+    """One draft: pieces with identical flows, their expected and drawn counts."""
+
+    __slots__ = (
+        "counts",
+        "ends",
+        "fault",
+        "flows",
+        "means",
+        "onset_in",
+        "phi",
+        "serving",
+        "slots",
+        "starts",
+    )
+
+    def __init__(
+        self, flows, starts, ends, slots, means, counts, phi, onset_in, fault=None, serving=None
+    ):
+        self.flows, self.starts, self.ends, self.slots = flows, starts, ends, slots
+        self.means, self.counts, self.phi, self.onset_in = means, counts, phi, onset_in
+        self.fault, self.serving = fault, serving
+
+
+class Tape:
+    """Per-slot counts plus the committed blast radius of one replication."""
+
+    def __init__(self, cw, fault, slot: float, horizon: float, cells: UserCells, rng, user_rng):
+        self.cw, self.fault, self.slot = cw, fault, float(slot)
+        self.traffic = cw.world.traffic
+        self.cells, self.rng, self.user_rng = cells, rng, user_rng
+        self.p0, self.q0, self.b0 = cw.baseline_failure, cw.baseline_slow, cw.baseline_bad
+        self.objective = cw.world.latency_objective
+        self.capacity = cw.world.platform.capacity_per_pod
+        n = math.ceil(horizon / self.slot) + 2
+        self.c_req, self.c_err, self.c_fault = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.s_req, self.s_err = np.zeros(n), np.zeros(n)
+        self.svc_req, self.svc_bad = np.zeros(n), np.zeros(n)
+        self.blocks: list[_Block] = []
+        self.committed_until = 0.0
+        self.drafted_until = 0.0
+        self.totals = Totals()
+        self.hurt = np.zeros(cells.n, dtype=bool)
+        self.exposure: dict = {}
+
+    # ------------------------------------------------------------------ drafting
+
+    def draft(
+        self,
+        t0: float,
+        t1: float,
+        flows: list[Flow],
+        fault: FaultState,
+        serving_by_service: dict[str, int],
+    ) -> None:
+        """Draw the pieces of [t0, t1) under one world state (t0 == drafted_until)."""
+        if t1 <= t0:
+            return
+        s = self.slot
+        first, last = int(t0 // s), math.ceil(t1 / s)
+        edges = np.arange(first, last + 1) * s
+        starts = np.maximum(edges[:-1], t0)
+        ends = np.minimum(edges[1:], t1)
+        keep = ends > starts
+        starts, ends = starts[keep], ends[keep]
+        slots = (starts // s).astype(np.intp)
+        means, phi, onset_in = self._means(flows, starts, ends, fault, serving_by_service)
+        counts = self.rng.poisson(means)
+        block = _Block(
+            flows, starts, ends, slots, means, counts, phi, onset_in, fault, serving_by_service
+        )
+        self._add(block, +1)
+        self.blocks.append(block)
+        self.drafted_until = t1
+
+    def _fault_terms(self, starts, ends, fault: FaultState):
+        """Mean failure and slow probabilities of the candidate's pods per piece, the share of
+        its pods whose fault is active (for latency mixtures), and when the fault starts."""
+        f = self.fault
+        if f is None or fault.pods == 0:
+            n = starts.size
+            return np.full(n, self.p0), np.full(n, self.q0), np.zeros(n), np.full(n, np.inf)
+        a = starts[None, :] - fault.onsets[:, None]
+        b = ends[None, :] - fault.onsets[:, None]
+        p = f.mean_failure_over(self.p0, a, b).mean(axis=0)
+        q = f.mean_slow_over(self.cw.world.baseline, self.objective, a, b).mean(axis=0)
+        mid = 0.5 * (starts + ends)
+        phi = (fault.onsets[:, None] <= mid[None, :]).mean(axis=0)
+        first_onset = float(np.min(fault.onsets))
+        onset_in = np.where(first_onset < ends, np.maximum(starts, first_onset), np.inf)
+        return p, q, phi, onset_in
+
+    def _means(self, flows, starts, ends, fault, serving_by_service):
+        lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
+        p_c, q_c, phi, onset_in = self._fault_terms(starts, ends, fault)
+        n_flows, n_pieces = len(flows), starts.size
+        means = np.zeros((3, n_flows, n_pieces))
+        overload = self._overload(flows, lam / (ends - starts), serving_by_service)
+        for i, flow in enumerate(flows):
+            if flow.unserved:
+                p, q = np.ones(n_pieces), np.zeros(n_pieces)
+            elif flow.version == "canary" and flow.faulty:
+                p, q = p_c, q_c
+            else:
+                p, q = np.full(n_pieces, self.p0), np.full(n_pieces, self.q0)
+            ov = overload.get(flow.service, 0.0)
+            base = flow.share * lam
+            means[0, i] = base * (ov + (1.0 - ov) * p)  # failed
+            ok = base * (1.0 - ov) * (1.0 - p)
+            means[1, i] = ok * q  # slow
+            means[2, i] = ok * (1.0 - q)  # good
+        canary_faulty = np.array([f.version == "canary" and f.faulty for f in flows], dtype=bool)
+        if not canary_faulty.any():
+            onset_in = np.full(n_pieces, np.inf)
+        return means, (phi if canary_faulty.any() else np.zeros(n_pieces)), onset_in
+
+    def _overload(self, flows, rate, serving_by_service) -> dict:
+        """Fraction of a Service's requests beyond what its serving pods can take (fails)."""
+        if self.capacity is None:
+            return {}
+        out = {}
+        for service in ("canary", "stable"):
+            share = sum(f.share for f in flows if f.service == service)
+            if share <= 0:
+                continue
+            capacity = serving_by_service.get(service, 0) * self.capacity
+            load = rate * share
+            out[service] = np.clip(1.0 - capacity / np.maximum(load, 1e-300), 0.0, 1.0)
+        return out
+
+    def _add(self, block: _Block, sign: int, columns=None) -> None:
+        counts = block.counts if columns is None else block.counts[:, :, columns]
+        slots = block.slots if columns is None else block.slots[columns]
+        phi = block.phi if columns is None else block.phi[columns]
+        is_c = np.array([f.version == "canary" for f in block.flows], dtype=bool)
+        per_flow_req = counts.sum(axis=0)  # (flows, pieces)
+        c_req = per_flow_req[is_c].sum(axis=0)
+        s_req = per_flow_req[~is_c].sum(axis=0)
+        # the pieces of one block lie in distinct slots, so plain fancy-index addition is exact
+        self.c_req[slots] += sign * c_req
+        self.c_err[slots] += sign * counts[0][is_c].sum(axis=0)
+        faulty = np.array([f.version == "canary" and f.faulty for f in block.flows], dtype=bool)
+        self.c_fault[slots] += sign * per_flow_req[faulty].sum(axis=0) * phi
+        self.s_req[slots] += sign * s_req
+        self.s_err[slots] += sign * counts[0][~is_c].sum(axis=0)
+        self.svc_req[slots] += sign * (c_req + s_req)
+        self.svc_bad[slots] += sign * (counts[0] + counts[1]).sum(axis=0)
+
+    # ------------------------------------------------------------------ committing
+
+    def commit(self, t: float) -> None:
+        """Count every drafted piece that ends by ``t`` into the blast radius."""
+        while self.blocks:
+            block = self.blocks[0]
+            done = int(np.searchsorted(block.ends, t, side="right"))
+            if done == 0:
+                break
+            self._account(block, slice(0, done))
+            if done == block.ends.size:
+                self.blocks.pop(0)
+                self._archive(block)
+                continue
+            self._trim_front(block, done)
+            break
+        self.committed_until = max(self.committed_until, min(t, self.drafted_until))
+
+    def cut(self, t: float) -> None:
+        """The world changes at ``t``: commit up to t (thinning the piece it cuts), discard
+        the rest of the draft."""
+        self.commit(t)
+        if self.blocks:
+            block = self.blocks[0]
+            if block.starts[0] < t < block.ends[0]:
+                part_means = self._means(
+                    block.flows, block.starts[:1], np.array([t]), block.fault, block.serving
+                )[0][:, :, 0]
+                full = block.means[:, :, 0]
+                ratio = np.divide(part_means, full, out=np.zeros_like(full), where=full > 0)
+                part = self.rng.binomial(block.counts[:, :, 0], np.clip(ratio, 0.0, 1.0))
+                removed = block.counts[:, :, 0] - part
+                self._add(
+                    _Block(
+                        block.flows,
+                        block.starts[:1],
+                        block.ends[:1],
+                        block.slots[:1],
+                        None,
+                        removed[:, :, None],
+                        block.phi[:1],
+                        None,
+                    ),
+                    -1,
+                )
+                head = _Block(
+                    block.flows,
+                    block.starts[:1],
+                    np.array([t]),
+                    block.slots[:1],
+                    part_means[:, :, None],
+                    part[:, :, None],
+                    block.phi[:1],
+                    block.onset_in[:1],
+                )
+                self._account(head, slice(0, 1))
+                self._archive(head)
+                self._trim_front(block, 1)
+            for other in self.blocks:
+                self._add(other, -1)
+            self.blocks.clear()
+        self.drafted_until = t
+        self.committed_until = t
+
+    @staticmethod
+    def _trim_front(block: _Block, n: int) -> None:
+        block.starts, block.ends, block.slots = block.starts[n:], block.ends[n:], block.slots[n:]
+        block.means, block.counts = block.means[:, :, n:], block.counts[:, :, n:]
+        block.phi, block.onset_in = block.phi[n:], block.onset_in[n:]
+
+    def _archive(self, block: _Block) -> None:
+        """Hook for traces (a subclass keeps the committed blocks)."""
+
+    def _account(self, block: _Block, sel: slice) -> None:
+        counts, means = block.counts[:, :, sel], block.means[:, :, sel]
+        onset = block.onset_in[sel]
+        totals = self.totals
+        if totals.t_fault is None and np.isfinite(onset).any():
+            totals.t_fault = float(onset[np.isfinite(onset)][0])
+        starts, ends = block.starts[sel], block.ends[sel]
+        for i, flow in enumerate(block.flows):
+            if flow.version != "canary":
+                continue
+            failed, slow, good = (int(x) for x in counts[:, i].sum(axis=1))
+            bad = failed + slow
+            served = bad + good
+            totals.failed += failed
+            totals.slow += slow
+            totals.bad += bad
+            totals.requests += served
+            totals.excess += bad - served * self.b0
+            if bad:
+                self.hurt[self.cells.draw(self.user_rng, bad, flow.users)] = True
+            if totals.t_fault is not None:
+                after = np.clip((ends - np.maximum(starts, totals.t_fault)) / (ends - starts), 0, 1)
+                expected = float((means[:, i].sum(axis=0) * after).sum())
+                if expected > 0:
+                    key = flow.users
+                    self.exposure[key] = self.exposure.get(key, 0.0) + expected
+
+    # ------------------------------------------------------------------ reading
+
+    def users_hurt(self) -> int:
+        return int(np.count_nonzero(self.hurt))
+
+    def users_exposed(self, rng) -> int:
+        """Hurt users, plus those who reached the fault-active candidate without a bad answer
+        (each user's candidate requests are Poisson: see sim.users.ExposureTally)."""
+        if not self.exposure:
+            return self.users_hurt()
+        lam = self.cells.intensity(self.exposure)
+        live = np.flatnonzero(lam)
+        exposed = self.hurt.copy()
+        exposed[live] |= rng.random(live.size) < -np.expm1(-lam[live])
+        return int(np.count_nonzero(exposed))
+
+    def observation(self, end: float, window: float, quantiles, series_step, rng) -> Observation:
+        """What a metrics query sees over [end − window, end): whole scrape slots only."""
+        s = self.slot
+        j1 = int(end // s)
+        j0 = max(0, j1 - max(1, round(window / s)))
+        obs = self._window(j0, j1, quantiles, rng)
+        if series_step:
+            step = max(1, round(series_step / s))
+            points = tuple(
+                self._window(k, min(k + step, j1), quantiles, rng) for k in range(j0, j1, step)
+            )
+            obs = Observation(obs.start, obs.end, obs.canary, obs.stable, points)
+        return obs
+
+    def _window(self, j0: int, j1: int, quantiles, rng) -> Observation:
+        n_c, e_c = int(self.c_req[j0:j1].sum()), int(self.c_err[j0:j1].sum())
+        n_s, e_s = int(self.s_req[j0:j1].sum()), int(self.s_err[j0:j1].sum())
+        phi = float(self.c_fault[j0:j1].sum()) / n_c if n_c else 0.0
+        canary = WindowStats(n_c, e_c, self._quantiles(n_c, phi, quantiles, rng))
+        stable = WindowStats(n_s, e_s, self._quantiles(n_s, 0.0, quantiles, rng))
+        return Observation(j0 * self.slot, j1 * self.slot, canary, stable)
+
+    def _quantiles(self, n: int, phi: float, quantiles, rng) -> dict:
+        """The q-quantile of n latencies: the k-th order statistic, F⁻¹ of a Beta(k, n−k+1)."""
+        if not n or not quantiles:
+            return {}
+        base = self.cw.world.baseline
+        out = {}
+        for q in quantiles:
+            k = min(n, max(1, math.ceil(q * n)))
+            u = float(rng.beta(k, n - k + 1))
+            out[q] = self._mixture_ppf(u, phi, base)
+        return out
+
+    def _mixture_ppf(self, u: float, phi: float, base) -> float:
+        if self.fault is None or phi <= 0 or not self.fault.changes_latency:
+            return float(base.latency.ppf(u))
+        fault_ppf = float(self.fault.latency_ppf(base, u, np.inf))
+        if phi >= 1:
+            return fault_ppf
+        base_ppf = float(base.latency.ppf(u))
+        lo, hi = min(base_ppf, fault_ppf), max(base_ppf, fault_ppf)
+        if hi - lo < 1e-12:
+            return lo
+
+        def cdf_gap(x: float) -> float:
+            mixed = phi * self.fault.latency_cdf(base, x, np.inf) + (1 - phi) * base.latency.cdf(x)
+            return float(mixed) - u
+
+        return float(optimize.brentq(cdf_gap, lo, hi))

@@ -1,0 +1,499 @@
+"""The user population, and who gets hurt: unique users, not just requests (DESIGN §5).
+
+Users-hurt blast radius depends on the routing key (anchors §3.2: 1 % weight, 1 request/min,
+1 h: random routing touches 45 % of users, sticky 1 %), so users are modelled, never requests:
+
+- ``UserPopulation`` (YAML): how many users, how unequal their activity, which segments.
+- ``Users``: built once, read-only, shared by replications and policies (common random
+  numbers); per group (all users, each segment) members sorted by sticky bucket with their
+  cumulative activity, so the canary's users at sticky weight w are a prefix.
+- ``Users.hurt`` splits bad requests over users ∝ activity (O(n log U)); ``UserTally`` counts
+  unique users hurt; ``ExposureTally`` accumulates Poisson intensities in O(1) per interval.
+
+An eligible set is a tuple: ``("all",)``, ``("sticky_prefix", w)``, ``("segment", name)``,
+``("segment_sticky", name, w)``; weights w are percent (bucket < w is on the canary).
+
+Modelling choices: activity, bucket and segment membership are independent of each other;
+segments whose overlap is not stated are independent (the overlap is the product of the
+shares); with several segments the joint law is the one closest to independence that has the
+stated shares and pairwise overlaps (iterative proportional fitting), so an unstated pair is
+independent unless stated overlaps force otherwise (b ⊆ c forces a&c >= a&b).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
+
+from policies.base import Model
+from sim.distributions import json_object
+
+__all__ = [
+    "Activity",
+    "ExposureTally",
+    "NameValue",
+    "Percent",
+    "Segment",
+    "UserPopulation",
+    "UserTally",
+    "Users",
+]
+
+
+def _percent(value: Any) -> float:
+    try:
+        number = float(value.strip().removesuffix("%") if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not 0.0 <= number <= 100.0:
+        raise ValueError(f'{value!r} is not a percentage in 0..100 (e.g. 2.5 or "2.5%")')
+    return number
+
+
+def _pct(value: float) -> str:
+    return f"{value:.15g}%"
+
+
+_PCT_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0, "maximum": 100}, {"type": "string"}]}
+Percent = Annotated[float, BeforeValidator(_percent), PlainSerializer(_pct, when_used="json"),
+                    WithJsonSchema(_PCT_SCHEMA)]  # fmt: skip
+"""A share of users in percent: ``"2%"`` or ``2`` in YAML, a float 0..100 inside."""
+
+
+class NameValue(Model):
+    """A header or cookie a segment's users send: ``{name: x-beta, value: "true"}``."""
+
+    name: str = Field(min_length=1)
+    value: str
+
+
+class Segment(Model):
+    """A named group of users: ``{share: 2%, header: {name: x-beta, value: "true"}}``."""
+
+    share: Percent
+    header: NameValue | None = None
+    cookie: NameValue | None = None
+
+    def matched_by(self, match: Any) -> bool:
+        """Whether a route-match entry (``policies.common.RouteMatch``; conditions ANDed) selects
+        these users: headers by name (any case) and value, a ``cookie`` header sees name=value,
+        a ``cookie`` matcher (ingress-nginx) names the cookie, whose value must be ``always``."""
+        for name, condition in match.headers.items():
+            if self.header is not None and name.lower() == self.header.name.lower():
+                value = self.header.value
+            elif name.lower() == "cookie" and self.cookie is not None:
+                value = f"{self.cookie.name}={self.cookie.value}"
+            else:
+                return False
+            if not condition.matches(value):
+                return False
+        if match.cookie is not None:
+            cookie = self.cookie
+            if cookie is None or cookie.value != "always" or not match.cookie.matches(cookie.name):
+                return False
+        return True
+
+
+class Activity(Model):
+    """How unequal users' request rates are: ``uniform`` or ``{lognormal: {sigma: 1.5}}``
+    (relative rates: only each user's share of all requests matters)."""
+
+    kind: Literal["uniform", "lognormal"] = "uniform"
+    sigma: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_form(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"kind": data}
+        if isinstance(data, dict) and len(data) == 1 and "kind" not in data:
+            ((kind, body),) = data.items()
+            if not isinstance(body, dict | None):
+                raise ValueError(f"activity {kind} takes a mapping, got {body!r}")
+            return {"kind": kind, **(body or {})}
+        return data
+
+    @model_validator(mode="after")
+    def _params(self) -> Activity:
+        if (self.kind == "lognormal") != (self.sigma is not None):
+            raise ValueError("activity: lognormal needs sigma, uniform takes no parameters")
+        return self
+
+    def shares(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n iid activity weights, normalised to sum to 1."""
+        if self.kind == "uniform":
+            return np.full(n, 1.0 / n)
+        raw = np.exp(self.sigma * rng.standard_normal(n))
+        return raw / raw.sum()
+
+    def to_yaml(self) -> Any:
+        return "uniform" if self.kind == "uniform" else {"lognormal": {"sigma": self.sigma}}
+
+
+_LOGNORMAL = json_object(("sigma",), sigma={"type": "number", "minimum": 0})
+_ACTIVITY_SCHEMA = {"anyOf": [{"enum": ["uniform"]}, json_object(lognormal=_LOGNORMAL)]}
+ActivitySpec = Annotated[Activity, PlainSerializer(lambda a: a.to_yaml(), when_used="json"),
+                         WithJsonSchema(_ACTIVITY_SCHEMA)]  # fmt: skip
+
+
+def _rake(p: np.ndarray, events: list[np.ndarray], targets: list[float]) -> float:
+    """Iterative proportional fitting of ``p`` in place; returns the largest residual."""
+    for _ in range(2000):
+        worst = 0.0  # absolute residuals; sums over 2^16 cells are good to ~1e-13
+        for cells, target in zip(events, targets):
+            inside, outside = p[cells].sum(), p[~cells].sum()
+            worst = max(worst, abs(inside - target * (inside + outside)))
+            p[cells] *= target / inside if inside > 0 else 1.0
+            p[~cells] *= (1.0 - target) / outside if outside > 0 else 1.0
+        if worst < 1e-11:
+            break
+    return worst
+
+
+def _cell_probabilities(shares: list[float], overlaps: dict[tuple[int, int], float]) -> np.ndarray:
+    """P(membership pattern) over the 2^k patterns of k segments (bit j = segment j).
+
+    The law closest to independence (in KL divergence: maximum entropy relative to it) with
+    the given shares and stated pairwise overlaps: start from independence, zero the patterns
+    no solution can use, rake to the stated overlaps. Unstated pairs stay independent whenever
+    the stated ones allow it (always for two segments).
+    """
+    k = len(shares)
+    bits = ((np.arange(1 << k)[:, None] >> np.arange(k)) & 1).astype(bool)
+    s = np.asarray(shares, dtype=float)
+    p = np.prod(np.where(bits, s, 1.0 - s), axis=1)
+    events = [bits[:, i] for i in range(k)] + [bits[:, i] & bits[:, j] for i, j in overlaps]
+    targets = [*s, *overlaps.values()]
+    for (i, j), both in overlaps.items():  # patterns a stated overlap rules out on its own
+        a, b = bits[:, i], bits[:, j]
+        for cells, mass in ((a & b, both), (a & ~b, s[i] - both), (~a & b, s[j] - both),
+                            (~a & ~b, 1.0 - s[i] - s[j] + both)):  # fmt: skip
+            p[cells] *= mass > 1e-15
+    if overlaps and _rake(p, events, targets) > 1e-11 and k <= 10:
+        # Slow: some pattern must be empty that no pair rules out alone; find them by LP.
+        from scipy.optimize import linprog
+
+        a_eq = np.array([np.ones(1 << k), *events], dtype=float)
+        for cell in np.flatnonzero(p > 0):
+            lp = linprog(-np.eye(1 << k)[cell], A_eq=a_eq, b_eq=[1.0, *targets], bounds=(0, 1))
+            if lp.status != 0 or -lp.fun < 1e-12:
+                p[cell] = 0.0
+        p[p > 0] = np.maximum(p[p > 0], 1e-6)  # restart inside the feasible face
+        _rake(p, events, targets)
+    total = p.sum()
+    if not total > 0 or any(abs(p[c].sum() / total - t) > 1e-9 for c, t in zip(events, targets)):
+        raise ValueError("segments: the stated shares and overlaps cannot all hold at once")
+    return np.maximum(p, 0.0) / total
+
+
+class UserPopulation(Model):
+    """``users: {count: 200000, activity: {lognormal: {sigma: 1.5}}, segments: {...}}``.
+
+    ``overlaps: {"betaTesters&oldAndroid": 0.5%}`` states the share of users in both; unstated
+    pairs are independent (as far as the stated ones allow). ``routing`` is the world's default
+    routing key: random per request, or sticky per user by hash bucket.
+    """
+
+    count: int = Field(gt=0)
+    activity: ActivitySpec = Activity()
+    segments: dict[str, Segment] = Field(default_factory=dict, max_length=16)
+    overlaps: dict[str, Percent] = Field(default_factory=dict)
+    routing: Literal["random", "sticky"] = "random"
+
+    @model_validator(mode="after")
+    def _check(self) -> UserPopulation:
+        for name in self.segments:
+            if not name or "&" in name or "|" in name:
+                raise ValueError(f"segment name {name!r} must be non-empty without '&' or '|'")
+        names = list(self.segments)
+        for key, both in self.overlaps.items():
+            pair = [part.strip() for part in key.split("&")]
+            if len(pair) != 2 or pair[0] == pair[1] or any(p not in names for p in pair):
+                raise ValueError(
+                    f'overlaps[{key!r}]: name two different segments as "a&b" (segments: '
+                    f"{', '.join(names) or 'none'})"
+                )
+            sa, sb = (self.segments[p].share for p in pair)
+            low, high = max(0.0, sa + sb - 100.0), min(sa, sb)
+            if not low <= both <= high:
+                raise ValueError(
+                    f"overlaps[{key!r}]: {_pct(both)} is impossible for shares {_pct(sa)} and "
+                    f"{_pct(sb)} (it must be in {_pct(low)}..{_pct(high)})"
+                )
+        _ = self._cells  # infeasible combinations fail here, at load
+        return self
+
+    @cached_property
+    def _cells(self) -> tuple[float, ...]:
+        names = list(self.segments)
+        pairs: dict[tuple[int, int], float] = {}
+        for key, both in self.overlaps.items():
+            i, j = sorted(names.index(part.strip()) for part in key.split("&"))
+            if (i, j) in pairs:
+                raise ValueError(f"overlaps[{key!r}]: this pair is stated twice")
+            pairs[(i, j)] = both / 100.0
+        shares = [seg.share / 100.0 for seg in self.segments.values()]
+        cdf = np.minimum(np.cumsum(_cell_probabilities(shares, pairs)), 1.0)
+        cdf[-1] = 1.0
+        return tuple(cdf.tolist())  # not an array: model equality compares the instance dict
+
+    def segments_matched_by(self, matches: Iterable[Any]) -> tuple[str, ...]:
+        """Names of segments any of the route-match entries selects (entries are ORed)."""
+        entries = list(matches)
+        return tuple(n for n, s in self.segments.items() if any(s.matched_by(m) for m in entries))
+
+    def build(self, seed: int | np.random.SeedSequence | np.random.Generator) -> Users:
+        """Draw a population, deterministic in ``seed`` (activity, buckets, segments from child
+        streams: a new segment changes nothing else). Build once per run and share it across
+        replications and policies (common random numbers); it is read-only and picklable."""
+        if isinstance(seed, np.random.Generator):
+            act_rng, bucket_rng, seg_rng = seed.spawn(3)
+        else:
+            ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+            act_rng, bucket_rng, seg_rng = (np.random.default_rng(s) for s in ss.spawn(3))
+        n, activity = self.count, self.activity.shares(act_rng, self.count)
+        # Sorted iid U(0, 100) buckets without a sort: normalised exponential spacings are the
+        # order statistics; a random permutation then deals them to users.
+        spacings = np.cumsum(bucket_rng.standard_exponential(n + 1))
+        ordered = spacings[:n] * (100.0 / spacings[n])
+        order = bucket_rng.permutation(n)
+        bucket = np.empty(n)
+        bucket[order] = ordered
+        cells = np.searchsorted(self._cells, seg_rng.random(n) if self.segments else (), "right")
+        masks = {name: ((cells >> j) & 1).astype(bool) for j, name in enumerate(self.segments)}
+        return Users(activity, bucket, masks, routing=self.routing, order=order)
+
+
+class _Group:
+    """A group's users sorted by bucket: indices, buckets, activity and its running sum, and
+    (segments) their positions in the bucket order of all users."""
+
+    __slots__ = ("act", "buckets", "cum", "members", "name", "pos", "size")
+
+    def __init__(self, name: str, members: np.ndarray, buckets: np.ndarray, activity: np.ndarray,
+                 pos: np.ndarray | None = None) -> None:  # fmt: skip
+        self.name, self.members, self.buckets, self.pos = name, members, buckets, pos
+        self.size, self.act = members.size, activity[members]
+        self.cum = np.cumsum(self.act)
+        for arr in (members, buckets, self.act, self.cum, *([] if pos is None else [pos])):
+            arr.flags.writeable = False
+
+    def prefix(self, weight: float) -> int:
+        """How many members have bucket < weight (percent)."""
+        return int(np.searchsorted(self.buckets, weight, side="left"))
+
+    def share(self, m: int) -> float:
+        return float(self.cum[m - 1]) if m > 0 else 0.0
+
+
+class Users:
+    """A built population: per-user activity share, sticky bucket, segment masks, groups."""
+
+    __slots__ = ("_all", "_groups", "activity", "bucket", "masks", "n", "routing")
+
+    def __init__(self, activity: np.ndarray, bucket: np.ndarray,
+                 masks: dict[str, np.ndarray] | None = None, *, routing: str = "random",
+                 order: np.ndarray | None = None) -> None:  # fmt: skip
+        """From per-user activity shares and buckets (``order`` = argsort of bucket, if known)."""
+        self.activity = np.asarray(activity, dtype=float)
+        self.bucket = np.asarray(bucket, dtype=float)
+        self.n, self.routing = self.activity.size, routing
+        order = np.argsort(self.bucket, kind="stable") if order is None else order
+        self.masks = {name: np.asarray(m, dtype=bool) for name, m in (masks or {}).items()}
+        self._all = _Group("all", order, self.bucket[order], self.activity)
+        self._groups: dict[str, _Group] = {}
+        for name in self.masks:
+            self.union([name])
+        for arr in (self.activity, self.bucket, *self.masks.values()):
+            arr.flags.writeable = False
+
+    def __repr__(self) -> str:
+        segments = ", ".join(f"{k}={m.mean():.2%}" for k, m in self.masks.items())
+        return f"Users(n={self.n}, routing={self.routing!r}, segments={{{segments}}})"
+
+    def union(self, names: Iterable[str]) -> str:
+        """A group of the users in any of the named segments, usable as ``("segment", key)``."""
+        parts = sorted(set(names))
+        key = "|".join(parts)
+        if key not in self._groups:
+            if not parts or any(p not in self.masks for p in parts):
+                known = ", ".join(self.masks) or "none"
+                raise ValueError(f"unknown segment in {parts!r} (known: {known})")
+            inside = np.logical_or.reduce([self.masks[p] for p in parts])[self._all.members]
+            pos = np.flatnonzero(inside)
+            members, buckets = self._all.members[pos], self._all.buckets[pos]
+            self._groups[key] = _Group(key, members, buckets, self.activity, pos)
+        return key
+
+    def _resolve(self, eligible: tuple) -> tuple[_Group, int]:
+        kind = eligible[0]
+        if kind == "all":
+            return self._all, self._all.size
+        if kind == "sticky_prefix":
+            return self._all, self._all.prefix(eligible[1])
+        if kind in ("segment", "segment_sticky"):
+            group = self._groups.get(eligible[1]) or self._groups[self.union([eligible[1]])]
+            return group, group.size if kind == "segment" else group.prefix(eligible[2])
+        raise ValueError(
+            f"eligible set {eligible!r}: use ('all',), ('sticky_prefix', w), ('segment', name) "
+            "or ('segment_sticky', name, w)"
+        )
+
+    def eligible(self, weight: float = 100.0, segment: str | None = None) -> tuple:
+        """The users a candidate at ``weight`` can reach under this population's routing."""
+        sticky = self.routing == "sticky"
+        if segment is None:
+            return ("sticky_prefix", weight) if sticky else ("all",)
+        return ("segment_sticky", segment, weight) if sticky else ("segment", segment)
+
+    def share(self, eligible: tuple) -> float:
+        """The eligible users' share of all activity (their share of the requests)."""
+        return _Group.share(*self._resolve(eligible))
+
+    def user_fraction(self, eligible: tuple) -> float:
+        """The eligible users' share of the users."""
+        return self._resolve(eligible)[1] / self.n
+
+    def hurt(self, rng: np.random.Generator, n_bad: int, eligible: tuple) -> np.ndarray:
+        """The users of ``n_bad`` requests, each drawn ∝ activity among ``eligible`` (indices,
+        with repeats, in bucket order: sorted keys make the search cache-friendly, 5× at 10^5).
+        O(n_bad · log users)."""
+        group, m = self._resolve(eligible)
+        if n_bad <= 0:
+            return np.empty(0, dtype=np.intp)
+        total = group.share(m)
+        if not total > 0:
+            raise ValueError(f"{n_bad} request(s) from {eligible!r}, which has no active users")
+        keys = np.sort(rng.random(n_bad)) if n_bad > 64 else rng.random(n_bad)
+        picks = np.searchsorted(group.cum[:m], keys * total, side="right")
+        return group.members[np.minimum(picks, m - 1)]
+
+    def tally(self) -> UserTally:  # one per replication, like ``exposure()``
+        return UserTally(self.n)
+
+    def exposure(self) -> ExposureTally:
+        return ExposureTally(self)
+
+
+class UserTally:
+    """Unique users hurt in one replication (a boolean mask over users)."""
+
+    __slots__ = ("mask",)
+
+    def __init__(self, n: int) -> None:
+        self.mask = np.zeros(n, dtype=bool)
+
+    def add(self, indices: np.ndarray) -> None:
+        self.mask[indices] = True
+
+    @property
+    def count(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    def reset(self) -> None:
+        self.mask[:] = False
+
+
+class ExposureTally:
+    """Users exposed (reached the candidate after the fault began), without simulating requests.
+
+    Each user's candidate-bound requests form a Poisson process. An interval in which the
+    eligible set E (activity share A_E) sends ``requests`` expected candidate requests, of which
+    ``bad`` expected bad, adds a_u·requests/A_E to user u's intensity Λ_u and a_u·bad/A_E to
+    Λᵇ_u, for u in E. ``add`` keeps one pair of scalars per (group, sticky prefix), so it is O(1);
+    the per-user Λ is assembled once, at ``sample``, in O(users).
+
+    Derivation. By Poisson thinning a user's bad and good candidate requests are independent
+    Poisson(Λᵇ_u) and Poisson(Λ_u − Λᵇ_u). Hurt H_u = {bad ≥ 1}, exposed X_u = {bad + good ≥ 1},
+    so H ⊆ X, P(X_u) = 1 − e^{−Λ_u}, P(H_u) = 1 − e^{−Λᵇ_u} and, for a user not hurt,
+    P(X_u | not H_u) = (P(X_u) − P(H_u)) / (1 − P(H_u)) = 1 − e^{−(Λ_u − Λᵇ_u)},
+    independent of the bad requests. So given the hurt mask the engine drew (bad requests split
+    ∝ activity, hence per user Poisson(Λᵇ_u)), exposed = hurt ∪ {not hurt, good ≥ 1} has
+    exactly the joint law of (hurt, exposed). Feed ``add`` the same intervals whose bad requests
+    feed the hurt mask; a hurt user outside them is still counted as exposed.
+    """
+
+    __slots__ = ("_terms", "users")
+
+    def __init__(self, users: Users) -> None:
+        self.users = users
+        self._terms: dict[tuple[str, int], list[float]] = {}
+
+    def add(self, eligible: tuple, requests: float, bad: float = 0.0) -> None:
+        """Account an interval: expected candidate requests (and bad ones) from ``eligible``.
+        Bad ones may come in their own call for a subset (a fault confined to a segment)."""
+        if requests < 0.0 or bad < 0.0:
+            raise ValueError(f"expected requests must be >= 0 (got {requests}, bad {bad})")
+        if requests == 0.0 and bad == 0.0:
+            return
+        group, m = self.users._resolve(eligible)
+        total = group.share(m)
+        if not total > 0:
+            raise ValueError(f"candidate requests from {eligible!r}, which has no active users")
+        term = self._terms.setdefault((group.name, m), [0.0, 0.0])
+        term[0] += requests / total
+        term[1] += bad / total
+
+    def reset(self) -> None:
+        self._terms.clear()
+
+    def _assemble(self, which: int) -> tuple[np.ndarray, int]:
+        """Λ (0), Λᵇ (1) or Λ − Λᵇ (2) per position in the bucket order of all users, and the
+        length of the prefix of positions that can be non-zero."""
+        users, by_group = self.users, {}
+        out, span = np.zeros(users.n), 0
+        for (name, m), terms in self._terms.items():
+            by_group.setdefault(name, []).append(
+                (m, (terms[0], terms[1], terms[0] - terms[1])[which])
+            )
+        for name, terms in by_group.items():
+            group = users._all if name == "all" else users._groups[name]
+            top = max(m for m, _ in terms)
+            coef: Any = terms[0][1]
+            if len(terms) > 1:  # prefix m adds its coefficient to positions < m
+                steps = np.zeros(top)
+                for m, c in terms:
+                    steps[m - 1] += c
+                coef = np.cumsum(steps[::-1])[::-1]
+            if group.pos is None:
+                out[:top] += group.act[:top] * coef
+                span = max(span, top)
+            else:
+                out[group.pos[:top]] += group.act[:top] * coef
+                span = max(span, int(group.pos[top - 1]) + 1)
+        return out, span
+
+    def intensities(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-user (Λ_u, Λᵇ_u): expected candidate and bad candidate requests."""
+        order = self.users._all.members
+        lam, lam_bad = np.empty(self.users.n), np.empty(self.users.n)
+        lam[order], lam_bad[order] = self._assemble(0)[0], self._assemble(1)[0]
+        return lam, lam_bad
+
+    def expected(self) -> float:
+        """E[users exposed] = Σ_u 1 − e^{−Λ_u} (a fluid oracle)."""
+        lam, span = self._assemble(0)
+        return float(-np.expm1(-lam[:span]).sum())
+
+    def _good(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        extra, span = self._assemble(2)  # P(Exp(1) < x) = 1 − e^{−x}: no expm1 needed
+        return rng.standard_exponential(span) < extra[:span], span
+
+    def sample_mask(self, rng: np.random.Generator, hurt_mask: np.ndarray | None = None):
+        """Who was exposed, given who was hurt (see the class docstring); O(users) once."""
+        good, span = self._good(rng)
+        exposed = np.zeros(self.users.n, bool) if hurt_mask is None else np.array(hurt_mask, bool)
+        exposed[self.users._all.members[:span]] |= good
+        return exposed
+
+    def sample(self, rng: np.random.Generator, hurt_mask: np.ndarray | None = None) -> int:
+        """The number of users exposed (hurt users included); same draws as ``sample_mask``."""
+        good, span = self._good(rng)
+        if hurt_mask is None:
+            return int(np.count_nonzero(good))
+        hurt_here = hurt_mask[self.users._all.members[:span]]
+        return int(np.count_nonzero(hurt_mask)) + int(np.count_nonzero(good & ~hurt_here))
