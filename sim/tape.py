@@ -47,7 +47,8 @@ class Totals:
 
 
 class _Block:
-    """One draft: pieces with identical flows, their expected and drawn counts."""
+    """One draft: pieces with identical flows, their expected and drawn counts, and their
+    contribution to the per-slot series (computed once, so adding or removing is one update)."""
 
     __slots__ = (
         "counts",
@@ -60,6 +61,8 @@ class _Block:
         "serving",
         "slots",
         "starts",
+        "values",
+        "weights",
     )
 
     def __init__(
@@ -68,6 +71,28 @@ class _Block:
         self.flows, self.starts, self.ends, self.slots = flows, starts, ends, slots
         self.means, self.counts, self.phi, self.onset_in = means, counts, phi, onset_in
         self.fault, self.serving = fault, serving
+        canary = np.array([f.version == "canary" for f in flows], dtype=float)
+        faulty = np.array([f.version == "canary" and f.faulty for f in flows], dtype=float)
+        self.weights = np.stack([canary, faulty, 1.0 - canary])  # (3, flows)
+        self.values = self.slot_values(counts)
+
+    def slot_values(self, counts: np.ndarray) -> np.ndarray:
+        """Contribution to the seven per-slot series, per piece: (7, pieces)."""
+        requests = counts.sum(axis=0)  # (flows, pieces)
+        by_req = self.weights @ requests  # canary, faulty canary, stable requests
+        by_err = self.weights @ counts[0]
+        out = np.empty((7, counts.shape[2]))
+        out[0], out[1] = by_req[0], by_err[0]
+        out[2] = by_req[1] * self.phi[: counts.shape[2]]
+        out[3], out[4] = by_req[2], by_err[2]
+        out[5] = requests.sum(axis=0)
+        out[6] = (counts[0] + counts[1]).sum(axis=0)
+        return out
+
+    def trim_front(self, n: int) -> None:
+        self.starts, self.ends, self.slots = self.starts[n:], self.ends[n:], self.slots[n:]
+        self.means, self.counts = self.means[:, :, n:], self.counts[:, :, n:]
+        self.phi, self.onset_in, self.values = self.phi[n:], self.onset_in[n:], self.values[:, n:]
 
 
 class Tape:
@@ -81,9 +106,11 @@ class Tape:
         self.objective = cw.world.latency_objective
         self.capacity = cw.world.platform.capacity_per_pod
         n = math.ceil(horizon / self.slot) + 2
-        self.c_req, self.c_err, self.c_fault = np.zeros(n), np.zeros(n), np.zeros(n)
-        self.s_req, self.s_err = np.zeros(n), np.zeros(n)
-        self.svc_req, self.svc_bad = np.zeros(n), np.zeros(n)
+        # the per-slot series, rows of one table so a block is added in one indexed update
+        self.table = np.zeros((7, n))
+        self.c_req, self.c_err, self.c_fault = self.table[0], self.table[1], self.table[2]
+        self.s_req, self.s_err = self.table[3], self.table[4]
+        self.svc_req, self.svc_bad = self.table[5], self.table[6]
         self.blocks: list[_Block] = []
         self.committed_until = 0.0
         self.drafted_until = 0.0
@@ -176,23 +203,9 @@ class Tape:
             out[service] = np.clip(1.0 - capacity / np.maximum(load, 1e-300), 0.0, 1.0)
         return out
 
-    def _add(self, block: _Block, sign: int, columns=None) -> None:
-        counts = block.counts if columns is None else block.counts[:, :, columns]
-        slots = block.slots if columns is None else block.slots[columns]
-        phi = block.phi if columns is None else block.phi[columns]
-        is_c = np.array([f.version == "canary" for f in block.flows], dtype=bool)
-        per_flow_req = counts.sum(axis=0)  # (flows, pieces)
-        c_req = per_flow_req[is_c].sum(axis=0)
-        s_req = per_flow_req[~is_c].sum(axis=0)
-        # the pieces of one block lie in distinct slots, so plain fancy-index addition is exact
-        self.c_req[slots] += sign * c_req
-        self.c_err[slots] += sign * counts[0][is_c].sum(axis=0)
-        faulty = np.array([f.version == "canary" and f.faulty for f in block.flows], dtype=bool)
-        self.c_fault[slots] += sign * per_flow_req[faulty].sum(axis=0) * phi
-        self.s_req[slots] += sign * s_req
-        self.s_err[slots] += sign * counts[0][~is_c].sum(axis=0)
-        self.svc_req[slots] += sign * (c_req + s_req)
-        self.svc_bad[slots] += sign * (counts[0] + counts[1]).sum(axis=0)
+    def _add(self, block: _Block, sign: int) -> None:
+        # the pieces of one block lie in distinct slots, so fancy-index addition is exact
+        self.table[:, block.slots] += sign * block.values
 
     # ------------------------------------------------------------------ committing
 
@@ -208,7 +221,7 @@ class Tape:
                 self.blocks.pop(0)
                 self._archive(block)
                 continue
-            self._trim_front(block, done)
+            block.trim_front(done)
             break
         self.committed_until = max(self.committed_until, min(t, self.drafted_until))
 
@@ -225,20 +238,6 @@ class Tape:
                 full = block.means[:, :, 0]
                 ratio = np.divide(part_means, full, out=np.zeros_like(full), where=full > 0)
                 part = self.rng.binomial(block.counts[:, :, 0], np.clip(ratio, 0.0, 1.0))
-                removed = block.counts[:, :, 0] - part
-                self._add(
-                    _Block(
-                        block.flows,
-                        block.starts[:1],
-                        block.ends[:1],
-                        block.slots[:1],
-                        None,
-                        removed[:, :, None],
-                        block.phi[:1],
-                        None,
-                    ),
-                    -1,
-                )
                 head = _Block(
                     block.flows,
                     block.starts[:1],
@@ -249,20 +248,16 @@ class Tape:
                     block.phi[:1],
                     block.onset_in[:1],
                 )
+                # the piece's tail after t is dropped with the rest of the draft
+                self.table[:, block.slots[:1]] -= block.values[:, :1] - head.values
                 self._account(head, slice(0, 1))
                 self._archive(head)
-                self._trim_front(block, 1)
+                block.trim_front(1)
             for other in self.blocks:
                 self._add(other, -1)
             self.blocks.clear()
         self.drafted_until = t
         self.committed_until = t
-
-    @staticmethod
-    def _trim_front(block: _Block, n: int) -> None:
-        block.starts, block.ends, block.slots = block.starts[n:], block.ends[n:], block.slots[n:]
-        block.means, block.counts = block.means[:, :, n:], block.counts[:, :, n:]
-        block.phi, block.onset_in = block.phi[n:], block.onset_in[n:]
 
     def _archive(self, block: _Block) -> None:
         """Hook for traces (a subclass keeps the committed blocks)."""
