@@ -205,6 +205,17 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
         else "the walk (no delay)"
     )
     out.rows.append(ExplainRow("end", "promote", final, n, 0, 100.0))
+    if policy.analysis is not None and policy.analysis.starting_step == 0:
+        first_delay = min(
+            (m.initial_delay for t in policy.templates_for(policy.analysis) for m in t.metrics),
+            default=0.0,
+        )
+        if first_delay == 0 and policy.steps and policy.steps[0].set_weight is not None:
+            out.warnings.append(
+                "background analysis starts at step 0, before any canary pod serves: Argo "
+                "counts a window without canary requests as an Error, and 5 in a row "
+                "(10 s apart) abort the rollout; use startingStep: 1 or an initialDelay"
+            )
     if policy.analysis is not None:
         out.notes.append(
             f"background analysis from step {policy.analysis.starting_step}: "

@@ -149,9 +149,16 @@ class Replication:
         """Run fn(*args) at absolute time ``at``; returns a token (cancel by forgetting it)."""
         event = simpy.Event(self.env)
         event._ok, event._value = True, None
-        event.callbacks.append(lambda _e: fn(*args))
+        event.callbacks.append(lambda _e: self._step(fn, args))
         self.env.schedule(event, priority, max(0.0, at - self.env.now))
         return event
+
+    def _step(self, fn, args) -> None:
+        """Run one callback, then keep the invariant: traffic is drafted at least up to the
+        next scheduled event, so an alert firing before it is found in time."""
+        fn(*args)
+        if not self.done and fn != self._draft_ahead:
+            self._schedule_draft()
 
     def _deliver_all(self, events) -> None:
         """Feed events to the controller and carry out its actions (measurements answer at once)."""
@@ -225,9 +232,10 @@ class Replication:
             return
         now = self.env.now
         peek = self.env.peek()
+        if self.tape.drafted_until >= min(peek, self.horizon):
+            return
         target = min(self.horizon, max(now + CHUNK_S, peek if peek < math.inf else now))
-        if self.tape.drafted_until < target:
-            self._draft(target)
+        self._draft(target)
 
     def _draft(self, target: float) -> None:
         tape = self.tape

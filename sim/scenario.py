@@ -1,0 +1,179 @@
+"""Scenario files: a world, the policies to compare, and how many replications to run.
+
+A scenario is data (STYLE): read with the strict safe loader, validated against exact keys,
+and any mistake is one ``PolicyError`` naming the file, the field path and the rule. Policies
+are given inline (a mapping with ``kind``), by ``file`` (a policy file, relative to the
+scenario), or by ``manifest`` (an Argo Rollout or Flagger Canary, imported on load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from policies.base import Model, read_yaml_file, validate_model
+from policies.errors import PolicyError
+from policies.loading import load_policy, parse_policy
+from sim.traffic import base_directory
+from sim.world import World
+
+__all__ = ["LoadedScenario", "PolicyRef", "Scenario", "load_scenario", "scenario_json_schema"]
+
+
+class PolicyRef(Model):
+    """A policy kept in another file: a policy file, or a live executor's manifest."""
+
+    file: str | None = None
+    manifest: str | None = None
+    name: str | None = None  # rename, e.g. to compare two variants of one file
+    map: dict[str, str] = Field(default_factory=dict)  # metric -> "measure:version[:quantile]"
+
+    @model_validator(mode="after")
+    def _one(self) -> PolicyRef:
+        if (self.file is None) == (self.manifest is None):
+            raise ValueError("give exactly one of file, manifest")
+        if self.map and self.manifest is None:
+            raise ValueError("map applies only to a manifest")
+        return self
+
+
+class Scenario(Model):
+    """``name``, ``world``, ``policies`` and the run's size; see scenarios/*.yaml."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    world: World
+    policies: tuple[dict[str, Any], ...] = Field(min_length=1)
+    replications: int | dict[str, int] = 200
+    seed: int = Field(0, ge=0)
+    backend: Literal["inprocess", "process", "dask"] = "process"
+    workers: int | None = Field(None, ge=1)
+    scheduler: str | None = None
+
+    @model_validator(mode="after")
+    def _replications(self) -> Scenario:
+        counts = self.replications
+        if isinstance(counts, int):
+            if counts < 1:
+                raise ValueError("replications must be >= 1")
+        else:
+            unknown = sorted(set(counts) - set(self.world.releases.names))
+            if unknown:
+                raise ValueError(f"replications names unknown release class {unknown[0]!r}")
+            if any(v < 1 for v in counts.values()):
+                raise ValueError("replications per class must be >= 1")
+        return self
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    """A validated scenario with its policies resolved to objects, in file order."""
+
+    scenario: Scenario
+    policies: dict[str, Any]
+    path: Path | None
+
+    @property
+    def world(self) -> World:
+        return self.scenario.world
+
+    def digest(self) -> str:
+        """A short hash of everything that determines the numbers (for provenance, resume)."""
+        data = {
+            "world": self.scenario.world.to_dict(),
+            "policies": {name: p.to_dict() for name, p in self.policies.items()},
+            "seed": self.scenario.seed,
+        }
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def resolved(self) -> dict[str, Any]:
+        """The scenario with every policy inlined: what was run, for the report's provenance."""
+        data = self.scenario.to_dict()
+        data["policies"] = [p.to_dict() | {"name": n} for n, p in self.policies.items()]
+        return data
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    """Read, validate and resolve a scenario file."""
+    path = Path(path)
+    data = read_yaml_file(path)
+    if not isinstance(data, dict):
+        raise PolicyError("a scenario is a mapping with name, world and policies", file=str(path))
+    with base_directory(path.parent):
+        scenario = validate_model(Scenario, data, file=str(path))
+    policies: dict[str, Any] = {}
+    for i, entry in enumerate(scenario.policies):
+        where = f"policies[{i}]"
+        name, policy = _resolve(entry, path, where)
+        if name in policies:
+            raise PolicyError(
+                f"two policies are named {name!r}; give one a `name:`", path=where, file=str(path)
+            )
+        policies[name] = policy
+    return LoadedScenario(scenario, policies, path)
+
+
+def _resolve(entry: dict[str, Any], path: Path, where: str):
+    if "kind" in entry:
+        policy = parse_policy(entry, file=str(path), path=where)
+        return policy.name, policy
+    ref = validate_model(PolicyRef, entry, file=str(path), path=where)
+    if ref.file is not None:
+        policy = load_policy(path.parent / ref.file)
+    else:
+        from policies.importers import import_manifests
+
+        mapping = _parse_map(ref.map, path, where)
+        policy = import_manifests(path.parent / ref.manifest, mapping=mapping).policy
+    if ref.name is not None:
+        policy = policy.model_copy(update={"name": ref.name})
+    return policy.name, policy
+
+
+def _parse_map(raw: dict[str, str], path: Path, where: str) -> dict[str, Any]:
+    from policies.measures import Query
+
+    out = {}
+    for metric, text in raw.items():
+        parts = text.split(":")
+        try:
+            fields = {"measure": parts[0], "version": parts[1] if len(parts) > 1 else "canary"}
+            if len(parts) > 2:
+                fields["quantile"] = float(parts[2])
+            out[metric] = Query.model_validate(fields)
+        except (ValueError, IndexError) as exc:
+            raise PolicyError(
+                f'"{text}" is not measure:version[:quantile] ({exc})',
+                path=f"{where}.map.{metric}",
+                file=str(path),
+            ) from None
+    return out
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """JSON Schema of scenario files (policies inline by kind, or by file/manifest)."""
+    from pydantic import TypeAdapter
+
+    from policies.loading import Policy
+
+    schema = Scenario.model_json_schema(by_alias=True, mode="validation")
+    policy_schema = TypeAdapter(Policy).json_schema(
+        by_alias=True, mode="validation", ref_template="#/$defs/{model}"
+    )
+    ref_schema = PolicyRef.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+    defs = schema.setdefault("$defs", {})
+    defs.update(policy_schema.pop("$defs", {}))
+    defs.update(ref_schema.pop("$defs", {}))
+    defs["PolicyRef"] = ref_schema
+    defs["InlinePolicy"] = policy_schema
+    schema["properties"]["policies"]["items"] = {
+        "anyOf": [{"$ref": "#/$defs/InlinePolicy"}, {"$ref": "#/$defs/PolicyRef"}]
+    }
+    schema["title"] = "rolloutsim scenario"
+    return schema
