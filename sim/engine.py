@@ -36,6 +36,7 @@ from policies.controller import (
 from sim.flows import RoutingState, UserCells, compute_flows
 from sim.outcome import Outcome
 from sim.tape import FaultState, Tape
+from sim.trace import Trace
 
 __all__ = ["Replication", "router_kind", "simulate"]
 
@@ -76,6 +77,7 @@ class Replication:
         index: int = 0,
         run_seed: int = 0,
         policy_name: str | None = None,
+        trace: bool = False,
     ) -> None:
         world = cw.world
         self.cw, self.world, self.policy, self.release = cw, world, policy, release
@@ -134,6 +136,8 @@ class Replication:
         self.promoted_at: float | None = None
         self.pod_time = 0.0
         self.done = False
+        self.events: list[dict] | None = [] if trace else None
+        self.trace: Trace | None = None
 
     # ------------------------------------------------------------------ running
 
@@ -347,6 +351,7 @@ class Replication:
         if self.done:
             return
         self._change()
+        self._mark(what, value if what == "weight" else _describe(value))
         state = self.routing
         if what == "weight":
             state = _replace(state, weight=float(value))
@@ -450,10 +455,17 @@ class Replication:
         if self.outcome.detected_by == "":
             self.outcome.t_detect = when
             self.outcome.detected_by = by
+            self._mark("detect", by, when)
+
+    def _mark(self, kind: str, value, when: float | None = None) -> None:
+        if self.events is not None:
+            at = self.env.now if when is None else when
+            self.events.append({"time": at, "kind": kind, "value": value})
 
     def _status(self, action: StatusChanged) -> None:
         now = self.env.now
         out = self.outcome
+        self._mark("status", f"{action.status}: {action.reason}")
         if action.status == "Paused" and action.detail.get("manual"):
             delay = float(self.world.operators.approval_delay.sample(self.ops_rng))
             token = object()
@@ -486,6 +498,7 @@ class Replication:
         flows = compute_flows(self.routing, self._serving(), self.cells, segment, self.sticky)
         if self.routing.dns_from is None and not any(f.version == "canary" for f in flows):
             out.t_mitigated = self.env.now
+            self._mark("mitigated", "")
 
     def _end(self) -> None:
         self._sync()
@@ -515,7 +528,25 @@ class Replication:
             out.outcome = "promoted"
         out.false_rollback = rolled_back and not self.release.is_bad
         out.escaped = self.release.is_bad and self.promoted_at is not None
+        if self.events is not None:
+            self.trace = self._make_trace()
         return out
+
+    def _make_trace(self) -> Trace:
+        tape = self.tape
+        n = max(1, math.ceil(min(self.env.now, self.horizon) / self.slot))
+        return Trace(
+            self.outcome.policy,
+            self.release.name,
+            self.outcome.replication,
+            self.slot,
+            np.arange(n) * self.slot,
+            tape.c_req[:n].copy(),
+            tape.c_err[:n].copy(),
+            tape.s_req[:n].copy(),
+            tape.s_err[:n].copy(),
+            list(self.events),
+        )
 
 
 class _Start:
@@ -524,6 +555,12 @@ class _Start:
 
 class _Stop(Exception):
     """Internal: the horizon was reached."""
+
+
+def _describe(action) -> str:
+    if isinstance(action, SetSelectors):
+        return f"stable={sorted(action.stable)} canary={sorted(action.canary)}"
+    return f"{action.name}: {'on' if action.match else 'off'}"
 
 
 def _replace(state: RoutingState, **changes) -> RoutingState:
