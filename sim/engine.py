@@ -162,6 +162,7 @@ class Replication:
         next scheduled event, so an alert firing before it is found in time."""
         fn(*args)
         if not self.done and fn != self._draft_ahead:
+            self._check_mitigated()  # pods, routes and DNS all change what reaches the candidate
             self._schedule_draft()
 
     def _deliver_all(self, events) -> None:

@@ -54,6 +54,7 @@ class Scenario(Model):
     backend: Literal["inprocess", "process", "dask"] = "process"
     workers: int | None = Field(None, ge=1)
     scheduler: str | None = None
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted path -> values
 
     @model_validator(mode="after")
     def _replications(self) -> Scenario:
@@ -99,12 +100,15 @@ class LoadedScenario:
         return data
 
 
-def load_scenario(path: str | Path) -> LoadedScenario:
-    """Read, validate and resolve a scenario file."""
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedScenario:
+    """Read, validate and resolve a scenario file; ``overrides`` sets dotted paths first
+    (``{"world.traffic.startAt": "2h"}``), as a sweep cell does."""
     path = Path(path)
     data = read_yaml_file(path)
     if not isinstance(data, dict):
         raise PolicyError("a scenario is a mapping with name, world and policies", file=str(path))
+    for dotted, value in (overrides or {}).items():
+        set_path(data, dotted, value, file=str(path))
     with base_directory(path.parent):
         scenario = validate_model(Scenario, data, file=str(path))
     policies: dict[str, Any] = {}
@@ -117,6 +121,29 @@ def load_scenario(path: str | Path) -> LoadedScenario:
             )
         policies[name] = policy
     return LoadedScenario(scenario, policies, path)
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any, *, file: str | None = None) -> None:
+    """Set ``world.traffic.startAt`` (or ``policies[1].steps[0].setWeight``) in plain data;
+    every part but the last must exist, so a typo is an error, not a new key."""
+    import re
+
+    parts = [p for p in re.split(r"\.|\[(\d+)\]", dotted) if p]
+    node: Any = data
+    for i, part in enumerate(parts):
+        key: Any = int(part) if part.isdigit() else part
+        last = i == len(parts) - 1
+        try:
+            if last:
+                if isinstance(node, dict) or (isinstance(node, list) and key < len(node)):
+                    node[key] = value
+                    return
+                raise KeyError(key)
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            raise PolicyError(
+                f"{'.'.join(parts[: i + 1])} does not exist", path=f"sweep: {dotted}", file=file
+            ) from None
 
 
 def _resolve(entry: dict[str, Any], path: Path, where: str):
