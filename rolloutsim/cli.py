@@ -39,12 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=_explain)
 
-    p = sub.add_parser("validate", help="check a policy file; prints OK or the first problem")
+    p = sub.add_parser(
+        "validate", help="check scenario or policy files; prints OK or the first problem"
+    )
     p.add_argument("file", nargs="+")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of policy files")
-    p.add_argument("what", nargs="?", default="policy", choices=["policy"])
+    p = sub.add_parser("schema", help="print the JSON Schema of scenario or policy files")
+    p.add_argument("what", nargs="?", default="scenario", choices=["scenario", "policy"])
     p.set_defaults(func=_schema)
     return parser
 
@@ -68,18 +70,33 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from policies.base import read_yaml_file
     from policies.loading import load_policy
 
     for file in args.file:
-        policy = load_policy(file)
-        print(f"{file}: OK ({policy.kind} {policy.name!r})")
+        data = read_yaml_file(file)
+        if isinstance(data, dict) and "kind" in data:
+            policy = load_policy(file)
+            print(f"{file}: OK ({policy.kind} {policy.name!r})")
+        else:
+            from sim.scenario import load_scenario
+
+            loaded = load_scenario(file)
+            names = ", ".join(loaded.policies)
+            print(f"{file}: OK (scenario {loaded.scenario.name!r}: {names})")
     return 0
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from policies.loading import policy_json_schema
+    if args.what == "policy":
+        from policies.loading import policy_json_schema
 
-    print(json.dumps(policy_json_schema(), indent=2))
+        schema = policy_json_schema()
+    else:
+        from sim.scenario import scenario_json_schema
+
+        schema = scenario_json_schema()
+    print(json.dumps(schema, indent=2, sort_keys=True))
     return 0
 
 
