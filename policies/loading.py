@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +70,11 @@ def policy_to_yaml(policy) -> str:
 
 def policy_json_schema() -> dict[str, Any]:
     """JSON Schema of a policy file (any kind), for editors and for ``rolloutsim schema``."""
+    return copy.deepcopy(_policy_schema())
+
+
+@functools.cache
+def _policy_schema() -> dict[str, Any]:
     schema = TypeAdapter(Policy).json_schema(by_alias=True, mode="validation")
     schema["title"] = "rolloutsim policy"
     return schema

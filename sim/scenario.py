@@ -8,6 +8,8 @@ scenario), or by ``manifest`` (an Argo Rollout or Flagger Canary, imported on lo
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -185,6 +187,11 @@ def _parse_map(raw: dict[str, str], path: Path, where: str) -> dict[str, Any]:
 
 def scenario_json_schema() -> dict[str, Any]:
     """JSON Schema of scenario files (policies inline by kind, or by file/manifest)."""
+    return copy.deepcopy(_scenario_schema())
+
+
+@functools.cache
+def _scenario_schema() -> dict[str, Any]:
     from pydantic import TypeAdapter
 
     from policies.loading import Policy
