@@ -3,6 +3,9 @@
 from sim.engine import Replication, simulate
 from sim.flows import UserCells
 from sim.outcome import OUTCOME_FIELDS, Outcome, to_frame
+from sim.runner import RunResult, run
+from sim.scenario import load_scenario
+from sim.summary import compare, pareto, summarize
 from sim.world import CompiledWorld, World
 
 __all__ = [
@@ -10,8 +13,14 @@ __all__ = [
     "CompiledWorld",
     "Outcome",
     "Replication",
+    "RunResult",
     "UserCells",
     "World",
+    "compare",
+    "load_scenario",
+    "pareto",
+    "run",
     "simulate",
+    "summarize",
     "to_frame",
 ]

@@ -35,6 +35,7 @@ from policies.controller import (
 )
 from sim.flows import RoutingState, UserCells, compute_flows
 from sim.outcome import Outcome
+from sim.seeds import replication_seed, shared_parts, streams
 from sim.tape import FaultState, Tape
 from sim.trace import Trace
 
@@ -59,7 +60,8 @@ def router_kind(policy) -> str:
 @dataclass(slots=True)
 class _Pod:
     started: float
-    ready: float  # when it starts serving (inf: never)
+    ready: float  # when its readiness probe passes (inf: never)
+    serve: float  # when it joins the endpoints and gets requests (ready + the pods delay)
     onset: float  # when its fault begins (inf: never)
 
 
@@ -82,7 +84,7 @@ class Replication:
         world = cw.world
         self.cw, self.world, self.policy, self.release = cw, world, policy, release
         self.fault = release.fault
-        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss = seed.spawn(6)
+        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss = streams(seed, 6)
         self.pods_rng = np.random.default_rng(pods_ss)
         self.ops_rng = np.random.default_rng(ops_ss)
         fault_rng = np.random.default_rng(fault_ss)
@@ -124,7 +126,8 @@ class Replication:
         )
         self.pods: dict[str, list[_Pod]] = {"stable": [], "canary": [], "primary": []}
         for _ in range(self.n):
-            self.pods["stable"].append(_Pod(-math.inf, -math.inf, math.inf))
+            self.pods["stable"].append(_Pod(-math.inf, -math.inf, -math.inf, math.inf))
+        self.endpoint_delay = world.platform.router_delay_for("pods")
         self.routing = RoutingState()
         self.match_routes: dict[str, tuple] = {}
         self.timers: dict[str, object] = {}
@@ -163,6 +166,7 @@ class Replication:
         fn(*args)
         if not self.done and fn != self._draft_ahead:
             self._check_mitigated()  # pods, routes and DNS all change what reaches the candidate
+            self._check_fully_rolled_out()
             self._schedule_draft()
 
     def _deliver_all(self, events) -> None:
@@ -223,7 +227,8 @@ class Replication:
             self.tape.cut(now)
             if self.alert is not None:
                 self.alert.truncate(int(now // self.slot))
-            self.alert_token = None
+                if self.alert.firing is None:  # it was decided on slots the cut discarded
+                    self.alert_token = None
         self._schedule_draft()
 
     def _schedule_draft(self) -> None:
@@ -273,7 +278,7 @@ class Replication:
 
     def _serving(self) -> dict[str, int]:
         now = self.env.now
-        return {g: sum(1 for p in pods if p.ready <= now) for g, pods in self.pods.items()}
+        return {g: sum(1 for p in pods if p.serve <= now) for g, pods in self.pods.items()}
 
     def _available(self) -> dict[str, int]:
         now = self.env.now
@@ -289,7 +294,7 @@ class Replication:
             for g, pods in self.pods.items()
             if GROUP_VERSION[g] == "canary"
             for p in pods
-            if p.ready <= now
+            if p.serve <= now
         ]
         return FaultState(np.array(onsets, dtype=float), len(onsets))
 
@@ -301,23 +306,26 @@ class Replication:
             candidate = GROUP_VERSION[group] == "canary"
             never = candidate and self.fault is not None and self.fault.crash_loop
             for _ in range(replicas - len(pods)):
-                ready = (
+                startup = (
                     math.inf
                     if never
-                    else now + float(self.world.platform.pod_startup.sample(self.pods_rng))
+                    else float(self.world.platform.pod_startup.sample(self.pods_rng))
                 )
+                ready = now + startup
+                serve = ready + self.endpoint_delay
                 onset = math.inf
                 if candidate and self.fault is not None and math.isfinite(ready):
-                    onset = float(self.fault.onset_at(self.global_onset, now, ready))
-                pod = _Pod(now, ready, onset)
+                    onset = float(self.fault.onset_at(self.global_onset, now, serve))
+                pod = _Pod(now, ready, serve, onset)
                 pods.append(pod)
                 if math.isfinite(ready):
-                    self._call(ready, self._pod_ready, group, pod)
+                    self._call(serve, self._pod_serving, group, pod)
+                    self._call(ready + self.min_ready, self._pods_changed)
         elif replicas < len(pods):
             # Kubernetes removes not-ready pods first, then the newest ready ones
             pods.sort(key=lambda p: (p.ready <= now, -p.ready))
             removed, self.pods[group] = pods[: len(pods) - replicas], pods[len(pods) - replicas :]
-            if any(p.ready <= now for p in removed):
+            if any(p.serve <= now for p in removed):
                 self._change()
 
     def _count_pods(self) -> None:
@@ -327,14 +335,10 @@ class Replication:
         self.outcome.extra_pod_seconds += max(0, total - self.n) * (now - self.pod_time)
         self.pod_time = now
 
-    def _pod_ready(self, group: str, pod: _Pod) -> None:
-        if pod not in self.pods[group] or self.done:
-            return
-        self._change()
-        if self.min_ready > 0:
-            self._call(self.env.now + self.min_ready, self._pods_changed)
-        else:
-            self._pods_changed()
+    def _pod_serving(self, group: str, pod: _Pod) -> None:
+        """A ready pod joins its Services' endpoints: traffic spreads over one more pod."""
+        if pod in self.pods[group] and not self.done:
+            self._change()
 
     def _pods_changed(self) -> None:
         if self.done:
@@ -361,7 +365,7 @@ class Replication:
                 state = _replace(
                     state, dns_from=state.stable, dns_start=self.env.now, dns_ttl=value.transition_s
                 )
-                self._call(self.env.now + value.transition_s, self._dns_settled)
+                self._call(self.env.now + value.transition_s, self._dns_settled, self.env.now)
             state = _replace(state, stable=value.stable, canary=value.canary)
         else:
             if value.match:
@@ -374,8 +378,13 @@ class Replication:
         self.routing = state
         self._check_mitigated()
 
-    def _dns_settled(self) -> None:
-        if not self.done and self.routing.dns_from is not None:
+    def _dns_settled(self, started: float) -> None:
+        """The TTL of the DNS switch begun at ``started`` has passed (unless another began)."""
+        if (
+            not self.done
+            and self.routing.dns_from is not None
+            and self.routing.dns_start == started
+        ):
             self._change()
             self.routing = _replace(self.routing, dns_from=None)
 
@@ -420,27 +429,35 @@ class Replication:
         )
         self._call(self.env.now + delay, self._rollback_request, "alert")
 
+    def _fault_start(self) -> float | None:
+        """When the fault began: committed, or in the draft (whose past no cut can change)."""
+        if self.tape.totals.t_fault is not None:
+            return self.tape.totals.t_fault
+        firsts = [b.onset_in[np.isfinite(b.onset_in)] for b in self.tape.blocks]
+        firsts = [float(x[0]) for x in firsts if x.size]
+        return min(firsts) if firsts else None
+
     def _check_fault_start(self) -> None:
         """Schedule the human who notices the fault ``human_delay`` after it began."""
         if self.human_delay is None or self.human_token is not None:
             return
-        t_fault = self.tape.totals.t_fault
-        if t_fault is None:
-            first = [b.onset_in[np.isfinite(b.onset_in)] for b in self.tape.blocks]
-            first = [x[0] for x in first if x.size]
-            if not first:
-                return
-            t_fault = float(first[0])
-        token = self.human_token = object()
-        self._call(t_fault + self.human_delay, self._human, t_fault, token)
+        began = self._fault_start()
+        if began is not None:
+            token = self.human_token = object()
+            self._call(began + self.human_delay, self._human, token)
 
-    def _human(self, t_fault: float, token: object) -> None:
+    def _human(self, token: object) -> None:
         if self.done or token is not self.human_token:
             return
         self._sync()
-        if self.tape.totals.t_fault is None or self.tape.totals.t_fault > t_fault + 1e-9:
-            self.human_token = None  # that draft was discarded; the fault begins later
-            self._check_fault_start()
+        began = self._fault_start()
+        if began is None:  # the draft that showed the fault was discarded: wait for a new one
+            self.human_token = None
+            return
+        due = began + self.human_delay
+        if due > self.env.now + 1e-9:  # the fault began later than that draft said
+            token = self.human_token = object()
+            self._call(due, self._human, token)
             return
         self._detected(self.env.now, "human")
         delay = float(self.world.operators.abort_latency.sample(self.ops_rng))
@@ -473,8 +490,7 @@ class Replication:
             self.approval_token = token
             self._call(now + delay, self._approve, token)
         elif action.status == "Promoted" and self.promoted_at is None:
-            self.promoted_at = now
-            out.rollout_duration = now
+            self.promoted_at = now  # rollout_duration: once no request reaches the old version
         elif action.status == "Aborted" or action.reason.startswith("Undo:"):
             if math.isnan(out.t_rollback_start):
                 out.t_rollback_start = now
@@ -500,6 +516,19 @@ class Replication:
         if self.routing.dns_from is None and not any(f.version == "canary" for f in flows):
             out.t_mitigated = self.env.now
             self._mark("mitigated", "")
+
+    def _check_fully_rolled_out(self) -> None:
+        """Full rollout, as users see it: promoted, and no request can reach the old version
+        (a DNS switch is complete only when the last client's TTL has run out)."""
+        out = self.outcome
+        if self.promoted_at is None or not math.isnan(out.rollout_duration):
+            return
+        if not math.isnan(out.t_rollback_start):
+            return
+        segment = self.fault.segment if self.fault is not None else None
+        flows = compute_flows(self.routing, self._serving(), self.cells, segment, self.sticky)
+        if self.routing.dns_from is None and not any(f.version == "stable" for f in flows):
+            out.rollout_duration = self.env.now
 
     def _end(self) -> None:
         self._sync()
@@ -570,8 +599,23 @@ def _replace(state: RoutingState, **changes) -> RoutingState:
     return replace(state, **changes)
 
 
-def simulate(cw, policy, release, seed: int, *, index: int = 0, cells: UserCells | None = None):
-    """Run replication ``index`` of a run seeded ``seed`` (its streams: SeedSequence by index)."""
-    ss = np.random.SeedSequence(seed, spawn_key=(index,))
-    cells = cells or UserCells(cw.users)
-    return Replication(cw, cells, policy, release, ss, index=index, run_seed=seed).run()
+def simulate(world, policy, release, seed: int, *, index: int = 0, trace: bool = False):
+    """Replication ``index`` of ``release`` in run ``seed``: exactly the runner's row for it
+    (``release`` is a class of ``world.releases``, or its name). With ``trace``, returns
+    (outcome, trace)."""
+    classes = list(world.releases)
+    release = world.releases[release] if isinstance(release, str) else release
+    class_index = next(i for i, c in enumerate(classes) if c.name == release.name)
+    cw, cells = shared_parts(world, seed)
+    replication = Replication(
+        cw,
+        cells,
+        policy,
+        release,
+        replication_seed(seed, class_index, index),
+        index=index,
+        run_seed=seed,
+        trace=trace,
+    )
+    outcome = replication.run()
+    return (outcome, replication.trace) if trace else outcome

@@ -29,6 +29,7 @@ class Outcome:
     candidate_requests        requests served by the candidate
     users_hurt                unique users with at least one bad response from the candidate
     users_exposed             unique users who reached the candidate after the fault began
+                              (a release without a fault: who reached it at all)
     error_budget_used         excess bad requests over the SLO budget ((1 − target) × expected
                               requests in the SLO period)
     t_fault                   when the candidate first served with its fault active

@@ -121,8 +121,44 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             raise PolicyError(
                 f"two policies are named {name!r}; give one a `name:`", path=where, file=str(path)
             )
+        _check_matches(policy, scenario.world, path, where)
         policies[name] = policy
     return LoadedScenario(scenario, policies, path)
+
+
+def _route_matches(policy) -> list:
+    """The header/cookie matches a policy routes to the canary (A/B match, setHeaderRoute)."""
+    from policies.common import RouteMatch
+
+    analysis = getattr(policy, "analysis", None)
+    matches = list(getattr(analysis, "match", ()) or ())
+    for step in getattr(policy, "steps", ()):
+        route = step.set_header_route
+        if route is not None and route.match:
+            matches.append(RouteMatch(headers={h.header_name: h.header_value for h in route.match}))
+    return matches
+
+
+def _check_matches(policy, world: World, path: Path, where: str) -> None:
+    """A match route that no user segment satisfies sends the canary no traffic at all, so
+    every good release would fail its checks (Flagger counts no data as a failure): refuse it."""
+    matches = _route_matches(policy)
+    if matches and not world.users.segments_matched_by(matches):
+        known = (
+            ", ".join(
+                f"{name} ({'header ' + seg.header.name if seg.header else ''}"
+                f"{'cookie ' + seg.cookie.name if seg.cookie else ''})".replace(" ()", "")
+                for name, seg in world.users.segments.items()
+            )
+            or "none"
+        )
+        raise PolicyError(
+            f"{policy.name}: no user segment of the world sends the headers or cookies its "
+            f"match routes need, so the canary would get no traffic (segments: {known}); give "
+            "a segment in world.users.segments a matching header or cookie",
+            path=where,
+            file=str(path),
+        )
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any, *, file: str | None = None) -> None:

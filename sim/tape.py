@@ -116,7 +116,8 @@ class Tape:
         self.drafted_until = 0.0
         self.totals = Totals()
         self.hurt = np.zeros(cells.n, dtype=bool)
-        self.exposure: dict = {}
+        self.hurt_after_fault = np.zeros(cells.n, dtype=bool)  # bad answers once it began
+        self.exposure: dict = {}  # selector -> [candidate, bad] requests expected after onset
 
     # ------------------------------------------------------------------ drafting
 
@@ -280,14 +281,27 @@ class Tape:
             totals.bad += bad
             totals.requests += served
             totals.excess += bad - served * self.b0
+            after = None  # the share of each piece after the fault began (all, for a good one)
+            if self.fault is None:
+                after = np.ones(starts.size)
+            elif totals.t_fault is not None:
+                span = ends - starts
+                after = np.clip((ends - np.maximum(starts, totals.t_fault)) / span, 0.0, 1.0)
             if bad:
-                self.hurt[self.cells.draw(self.user_rng, bad, flow.users)] = True
-            if totals.t_fault is not None:
-                after = np.clip((ends - np.maximum(starts, totals.t_fault)) / (ends - starts), 0, 1)
+                per_piece = counts[0, i] + counts[1, i]
+                late = 0 if after is None else int(self.user_rng.binomial(per_piece, after).sum())
+                early_users = self.cells.draw(self.user_rng, bad - late, flow.users)
+                late_users = self.cells.draw(self.user_rng, late, flow.users)
+                self.hurt[early_users] = True
+                self.hurt[late_users] = True
+                self.hurt_after_fault[late_users] = True
+            if after is not None:
                 expected = float((means[:, i].sum(axis=0) * after).sum())
+                expected_bad = float(((means[0, i] + means[1, i]) * after).sum())
                 if expected > 0:
-                    key = flow.users
-                    self.exposure[key] = self.exposure.get(key, 0.0) + expected
+                    term = self.exposure.setdefault(flow.users, [0.0, 0.0])
+                    term[0] += expected
+                    term[1] += expected_bad
 
     # ------------------------------------------------------------------ reading
 
@@ -295,14 +309,18 @@ class Tape:
         return int(np.count_nonzero(self.hurt))
 
     def users_exposed(self, rng) -> int:
-        """Hurt users, plus those who reached the fault-active candidate without a bad answer
-        (each user's candidate requests are Poisson: see sim.users.ExposureTally)."""
+        """Users who reached the candidate after its fault began (for a release without a
+        fault: at all): those with a bad answer since then, plus each other user with
+        probability 1 − e^−(Λ − Λᵇ), their expected good
+        candidate requests (Poisson thinning; the derivation is sim.users.ExposureTally's)."""
         if not self.exposure:
-            return self.users_hurt()
-        lam = self.cells.intensity(self.exposure)
-        live = np.flatnonzero(lam)
-        exposed = self.hurt.copy()
-        exposed[live] |= rng.random(live.size) < -np.expm1(-lam[live])
+            return int(np.count_nonzero(self.hurt_after_fault))
+        lam = self.cells.intensity({k: v[0] for k, v in self.exposure.items()})
+        lam_bad = self.cells.intensity({k: v[1] for k, v in self.exposure.items()})
+        extra = np.maximum(lam - lam_bad, 0.0)
+        live = np.flatnonzero(extra)
+        exposed = self.hurt_after_fault.copy()
+        exposed[live] |= rng.random(live.size) < -np.expm1(-extra[live])
         return int(np.count_nonzero(exposed))
 
     def observation(self, end: float, window: float, quantiles, series_step, rng) -> Observation:

@@ -84,7 +84,7 @@ def test_bad_replicas_exit_2(capsys) -> None:
 
 def test_version_and_schema() -> None:
     assert run_cli("--version").stdout.strip() == f"rolloutsim {__version__}"
-    schema = json.loads(run_cli("schema").stdout)
+    schema = json.loads(run_cli("schema", "policy").stdout)
     assert schema["title"] == "rolloutsim policy"
 
 

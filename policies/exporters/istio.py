@@ -1,0 +1,346 @@
+"""Istio: a DestinationRule with subsets and one VirtualService per step, plus the runbook.
+
+Istio routes by the VirtualService's ordered ``http`` routes, first match wins (executors.md
+§D.2); nothing in Istio moves the weights, so the export is every step's VirtualService in order
+(annotated ``rolloutsim.io/step``) and the runbook that applies them between the waits and
+checks. Argo's header routes and Flagger's A/B match become match routes placed before the
+weighted route. Every object is checked against the Istio CRD schema copied into the anchors
+(``validate``). This module also holds Flagger's loop, which nginx shares (``flagger_runbook``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+import yaml
+
+from policies.bluegreen import BlueGreen
+from policies.canary import Canary
+from policies.common import HeaderMatch, RouteMatch, StringMatch
+from policies.errors import NotExpressibleError
+from policies.exporters import Export, Target
+from policies.exporters.kubernetes import (
+    apply_command,
+    bluegreen_runbook,
+    canary_runbook,
+    deployment,
+    quote,
+    secs,
+    service,
+    whole_seconds,
+)
+from policies.exporters.nginx import STEP, MetricsRunbook, RoutedWeights, jq_values
+from policies.flagger import ABTest, FlaggerMetric, Progressive
+from policies.measures import Query
+
+__all__ = [
+    "API_VERSION",
+    "EXECUTOR",
+    "IstioRouter",
+    "export",
+    "flagger_runbook",
+    "istio_match",
+    "validate",
+    "validate_all",
+]
+
+EXECUTOR = "istio"
+API_VERSION = "networking.istio.io/v1"
+CRD_FILE = "istio/crd-all.gen.yaml"
+
+
+# ----------------------------------------------------------------------------- matches
+
+
+def _string(value: StringMatch, field: str) -> dict[str, str]:
+    if value.exact == "":
+        reason = "Istio reads an empty exact value as 'the header is present'"
+        raise NotExpressibleError(EXECUTOR, field, reason)
+    return value.to_dict()
+
+
+def cookie_regex(name: str) -> str:
+    """The Cookie header holds ``<name>=always`` (ingress-nginx's cookie rule, RE2)."""
+    return rf"^(.*?;\s*)?{re.escape(name)}=always(;.*)?$"
+
+
+def istio_match(matches: tuple[RouteMatch, ...]) -> list[dict[str, Any]]:
+    """Flagger's match as Istio ``HTTPMatchRequest`` entries: conditions inside an entry are
+    ANDed, entries ORed; header names lower-cased (Istio's rule, HTTP's case-insensitivity)."""
+    out = []
+    for i, match in enumerate(matches):
+        where = f"analysis.match[{i}]"
+        headers = {k.lower(): _string(v, f"{where}.headers.{k}") for k, v in match.headers.items()}
+        if match.cookie is not None:
+            if match.cookie.exact is None or "cookie" in headers:
+                reason = "one cookie, named exactly (its value 'always'), and no cookie header"
+                raise NotExpressibleError(EXECUTOR, f"{where}.cookie", reason)
+            headers["cookie"] = {"regex": cookie_regex(match.cookie.exact)}
+        out.append({"headers": headers})
+    return out
+
+
+def _header_route(name: str, match: tuple[HeaderMatch, ...]) -> list[dict[str, Any]]:
+    """Argo's setHeaderRoute: one entry, its headers ANDed."""
+    where = f"setHeaderRoute {name}"
+    return [{"headers": {h.header_name.lower(): _string(h.header_value, where) for h in match}}]
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+class IstioRouter:
+    """One Service over both versions, a DestinationRule with a subset per version (label
+    ``version``), and the VirtualService whose routes a step rewrites."""
+
+    executor = EXECUTOR
+
+    def __init__(self, target: Target, sides: tuple[str, str] = ("stable", "canary")) -> None:
+        self.target, self.sides = target, sides
+
+    def runbook(self, policy, target: Target) -> MetricsRunbook:
+        return MetricsRunbook(EXECUTOR, policy, target, hashes=self.sides[::-1])
+
+    def _meta(self, step: str | None = None) -> dict[str, Any]:
+        t = self.target
+        meta = {"name": t.service, "namespace": t.namespace, "labels": {"app": t.service}}
+        return meta | ({"annotations": {STEP: step}} if step else {})
+
+    def _to(self, side: int, weight: int | None = None) -> dict[str, Any]:
+        route = {"destination": {"host": self.target.service, "subset": self.sides[side]}}
+        return route | ({"weight": weight} if weight is not None else {})
+
+    def destination_rule(self, labels: tuple[str, str] | None = None) -> dict[str, Any]:
+        labels = labels or self.sides
+        subsets = [{"name": s, "labels": {"version": v}} for s, v in zip(self.sides, labels)]
+        spec = {"host": self.target.service, "subsets": subsets}
+        return {"apiVersion": API_VERSION, "kind": "DestinationRule", "metadata": self._meta()} | {
+            "spec": spec
+        }
+
+    def virtual_service(self, http: list[dict[str, Any]], step: str) -> dict[str, Any]:
+        spec = {"hosts": [self.target.service], "http": http}
+        meta = self._meta(step)
+        return {"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta, "spec": spec}
+
+    def objects(self) -> list[dict[str, Any]]:
+        svc = self.target.service
+        own = [service(self.target, svc, {"app": svc}), self.destination_rule()]
+        return [*own, *self.weight(0, "initial")]
+
+    def weight(self, weight: int, step: str, routes=None) -> list[dict[str, Any]]:
+        """Header routes first (Argo's managed routes, in order), then the weighted route."""
+        http = [
+            {"name": name, "match": _header_route(name, match), "route": [self._to(1, 100)]}
+            for name, match in (routes or {}).items()
+        ]
+        http.append({"name": "primary", "route": [self._to(0, 100 - weight), self._to(1, weight)]})
+        return [self.virtual_service(http, step)]
+
+    def match(self, matches: tuple[RouteMatch, ...], step: str) -> list[dict[str, Any]]:
+        """Flagger's A/B routes: the match route to the canary first, the rest to the primary."""
+        ab = {"name": "ab", "match": istio_match(matches)}
+        ab["route"] = [self._to(0, 0), self._to(1, 100)]
+        return [self.virtual_service([ab, {"name": "primary", "route": [self._to(0)]}], step)]
+
+    def promoted(self) -> list[dict[str, Any]]:
+        """Argo's promotion at subset level: the stable subset selects the new pods."""
+        rule = self.destination_rule((self.sides[1], self.sides[1]))
+        return [rule, *self.weight(0, "promoted")]
+
+
+class _IstioSwitch:
+    """Blue-green on Istio: the VirtualService flips blue 100 / green 0 to 0 / 100."""
+
+    executor = EXECUTOR
+
+    def __init__(self, target: Target) -> None:
+        self.router = IstioRouter(target, ("blue", "green"))
+        self.runbook = self.router.runbook
+
+    def objects(self) -> list[dict[str, Any]]:
+        return self.router.objects()
+
+    def manifest(self, side: str) -> list[dict[str, Any]]:
+        return self.router.weight(100 if side == "green" else 0, f"switch to {side}")
+
+    def command(self, side: str) -> str:
+        return apply_command(self.router.target, self.manifest(side))
+
+
+# ----------------------------------------------------------------------------- Flagger
+
+
+def _checks(book: MetricsRunbook, metrics: tuple[FlaggerMetric, ...]) -> str:
+    """One Flagger tick's checks in order, stopping at the first failure (one failure per
+    tick); the built-ins as simulated: success rate in %, P99 latency in whole ms."""
+    tests = []
+    for j, m in enumerate(metrics):
+        where, scale, query = f"analysis.metrics[{j}]", None, m.query
+        if m.name == "request-success-rate" and query is None:
+            query, scale = Query(measure="successRate"), "percent"
+        elif query is None:
+            query, scale = Query(measure="latency", quantile=0.99), "ms_floor"
+        if m.threshold_range is not None:
+            low, high = m.threshold_range.min, m.threshold_range.max
+        elif m.name == "request-success-rate":  # the deprecated threshold: a minimum here,
+            low, high = m.threshold, None
+        else:  # a maximum otherwise
+            low, high = None, m.threshold
+        limits = ((">=", low), ("<=", high))
+        conds = " and ".join(f"$v {op} {x!r}" for op, x in limits if x is not None)
+        judge = jq_values(f'if {conds} then "Successful" else "Failed" end')
+        text = book.query(query, query.window or m.interval, where, scale)
+        tests.append(f'[ "$(rs_measure {quote(text)} {quote(judge)})" = Successful ]')
+    book.functions.append(f"rs_checks() {{ {' && '.join(tests) or 'true'}; }}")
+    return "rs_checks"
+
+
+def flagger_runbook(policy: Progressive | ABTest, target: Target, router) -> Export:
+    """Flagger's loop on ``router`` (executors.md §A.3-A.5): the canary scales up; the first
+    tick only routes; each later tick checks the metrics and advances only when they pass; then
+    the primary (our stable Deployment) takes the new image, traffic returns to it, the canary
+    goes. Failed checks add up; the tick after the threshold-th failure rolls back."""
+    ex, a = router.executor, policy.analysis
+    if policy.provider != ex:
+        reason = f"Flagger would route through {policy.provider} (and measure there), not {ex}"
+        raise NotExpressibleError(ex, "provider", reason)
+    if isinstance(policy, ABTest) and a.step_weight_promotion:
+        reason = "an A/B test routes matched requests wholly; there is no weight to shift back"
+        raise NotExpressibleError(ex, "analysis.stepWeightPromotion", reason)
+    n, svc, book = target.replicas_for(policy), target.service, router.runbook(policy, target)
+    deadline = whole_seconds(ex, "progressDeadlineSeconds", policy.progress_deadline_seconds)
+    book.mode, names = "abort", (f"{svc}-canary", f"{svc}-stable")
+    objects = [deployment(target, "stable", target.stable_image, n, deadline=deadline)]
+    objects += [deployment(target, "canary", target.image, 0, deadline=deadline)]
+    book.apply([*objects, *router.objects()], "The primary (stable) and the canary at 0.")
+    rollback = [book.apply_command(router.weight(0, "rollback")), book.scale_command(names[0], 0)]
+    book.aborts["canary"] = rollback
+    book.scale(names[0], n, state="canary", notes="A new revision: the canary scales up.")
+    tick = (
+        f"rs_tick {secs(a.effective_interval_s)} {a.effective_threshold} {_checks(book, a.metrics)}"
+    )
+    book.pause(a.effective_interval_s, "the first tick runs no analysis")
+    promote = book.kubectl(f"set image deployment/{names[1]} {svc}={quote(target.image)}")
+    if policy.skip_analysis:  # skipAnalysis: promote at once, no checks, no primary wait
+        book.add("promote", promote, state="promoted", notes="skipAnalysis.")
+        book.scale(names[0], 0, notes="The canary goes.")
+        return book.export()
+    last = 100
+    if isinstance(policy, ABTest):
+        book.apply(router.match(a.match, "A/B"), "Matched requests go to the canary.")
+        for k in range(a.iterations):
+            book.add("analysis", check=tick, notes=f"Iteration {k + 1} of {a.iterations}.")
+    else:
+        for last in policy.weight_schedule():
+            book.apply(router.weight(last, f"{last} %"), f"The canary gets {last} %.")
+            book.add("analysis", check=tick, notes=f"A healthy tick at {last} % advances.")
+    book.add("promote", promote, state="promoting", notes="The primary takes the new version.")
+    if isinstance(policy, Progressive):  # a failed promotion sends all to the canary
+        book.aborts["promoting"] = [book.apply_command(router.weight(100, "failed promotion"))]
+    while last > 0:
+        last = max(0, last - a.step_weight_promotion) if a.step_weight_promotion else 0
+        book.pause(a.effective_interval_s, "a promotion tick")
+        book.add("wait", wait=f"rs_ready {names[1]} abort", notes="The primary must be ready.")
+        book.apply(router.weight(last, "promotion"), f"The canary keeps {last} %.")
+    book.pause(a.effective_interval_s, "the finalising tick")
+    book.scale(names[0], 0, notes="Finalising: the canary goes.", state="promoted")
+    return book.export()
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _strict(schema: Any) -> Any:
+    """Kubernetes OpenAPI -> JSON Schema refusing what the apiserver would prune."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items() if k != "nullable"}
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    keep = schema.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in out and "additionalProperties" not in out and not keep:
+        out["additionalProperties"] = False
+    return out
+
+
+@lru_cache(maxsize=8)
+def _validator(kind: str, version: str) -> jsonschema.Draft7Validator:
+    from policies.exporters.crds import anchors_dir
+
+    with open(anchors_dir() / CRD_FILE, encoding="utf-8") as handle:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        docs = [d for d in yaml.load_all(handle, Loader=loader) if d]
+    crd = next(
+        d
+        for d in docs
+        if d["spec"]["group"] == "networking.istio.io" and d["spec"]["names"]["kind"] == kind
+    )
+    entry = next(v for v in crd["spec"]["versions"] if v["name"] == version and v["served"])
+    schema = copy.deepcopy(entry["schema"]["openAPIV3Schema"])
+    name = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+    strings = {"type": "object", "additionalProperties": {"type": "string"}}
+    meta = {"name": name, "namespace": name, "labels": strings, "annotations": strings}
+    schema["properties"] |= {
+        "apiVersion": {"enum": [f"networking.istio.io/{version}"]},
+        "kind": {"enum": [kind]},
+        "metadata": {"type": "object", "required": ["name"], "properties": meta},
+    }
+    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
+    return jsonschema.Draft7Validator(_strict(schema))
+
+
+def validate(obj: dict[str, Any]) -> list[str]:
+    """Every problem of one Istio object against the anchored CRD, ``Kind/name: path: msg``."""
+    kind, api = obj.get("kind"), str(obj.get("apiVersion", ""))
+    label = f"{kind}/{(obj.get('metadata') or {}).get('name', '?')}"
+    if kind not in ("VirtualService", "DestinationRule") or not api.startswith("networking."):
+        return [f"{label}: not an Istio VirtualService or DestinationRule ({api})"]
+    try:
+        validator = _validator(kind, api.rpartition("/")[2])
+    except StopIteration:
+        return [f"{label}: {api} is not a served version in {CRD_FILE}"]
+    found = sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
+    return [
+        f"{label}: {'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in found
+    ]
+
+
+def validate_all(objects) -> list[str]:
+    """Istio objects against the CRD, core objects offline (``k8s_validate``): every error."""
+    from policies.exporters import k8s_validate
+
+    return [
+        error
+        for obj in objects
+        for error in (
+            validate(obj) if "istio.io" in obj.get("apiVersion", "") else k8s_validate.validate(obj)
+        )
+    ]
+
+
+def export(policy, target: Target) -> Export:
+    """VirtualServices, DestinationRule and the runbook; refuses what Istio cannot route."""
+    if isinstance(policy, Canary):
+        routing = policy.traffic_routing
+        if routing is None or routing.router != EXECUTOR:
+            reason = "the canary splits by pods behind one Service (export it to kubernetes)"
+            if routing is not None:
+                reason = f"its weights go through {routing.router}, not Istio"
+            raise NotExpressibleError(EXECUTOR, "trafficRouting", reason)
+        return canary_runbook(policy, target, RoutedWeights(IstioRouter(target)))
+    if isinstance(policy, Progressive | ABTest):
+        return flagger_runbook(policy, target, IstioRouter(target))
+    if isinstance(policy, BlueGreen):
+        return bluegreen_runbook(policy, target, _IstioSwitch(target))
+    reason = {
+        "RollingUpdate": "a rolling update moves pods, not traffic: export it to kubernetes",
+        "BatchRelease": "batches are shares of pods behind one Service: export it to kubernetes",
+    }[policy.kind]
+    raise NotExpressibleError(EXECUTOR, "kind", f"{policy.kind}: {reason}")

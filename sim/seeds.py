@@ -1,0 +1,39 @@
+"""Where every random stream of a run comes from (DESIGN §3), in one place so that the runner,
+reports, notebooks and ``simulate`` all reproduce the same numbers.
+
+Replication ``i`` of release class ``c`` gets ``SeedSequence(seed, spawn_key=(c, i))`` under
+every policy (common random numbers); the run's shared parts (the user population and its
+cells) come from ``spawn_key=(WORLD_KEY,)`` and ``(WORLD_KEY, 1)``, never a class index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["WORLD_KEY", "replication_seed", "shared_parts", "streams"]
+
+WORLD_KEY = 2**32 - 1
+
+
+def replication_seed(seed: int, class_index: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence(seed, spawn_key=(class_index, index))
+
+
+def shared_parts(world, seed: int):
+    """The compiled world and its user cells for run ``seed`` (build once, share)."""
+    from sim.flows import UserCells
+
+    cw = world.compile(np.random.SeedSequence(seed, spawn_key=(WORLD_KEY,)))
+    cells = UserCells(cw.users, seed=np.random.SeedSequence(seed, spawn_key=(WORLD_KEY, 1)))
+    return cw, cells
+
+
+def streams(seed: np.random.SeedSequence, n: int) -> list[np.random.SeedSequence]:
+    """``n`` child seeds of ``seed`` without touching it (``SeedSequence.spawn`` would advance
+    the caller's object, so reusing it for a second policy would break common random numbers)."""
+    return [
+        np.random.SeedSequence(
+            seed.entropy, spawn_key=(*seed.spawn_key, k), pool_size=seed.pool_size
+        )
+        for k in range(n)
+    ]
