@@ -39,6 +39,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=_explain)
 
+    p = sub.add_parser("run", help="run every policy of a scenario and write its report folder")
+    p.add_argument("scenario", help="a scenario YAML file (e.g. scenarios/seed-practice.yaml)")
+    _run_options(p)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("sweep", help="run a scenario over a grid of parameters")
+    p.add_argument("scenario")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="PATH=V1,V2",
+        help="a dotted path of the scenario and its values (repeatable), e.g. "
+        "world.traffic.startAt=2h,14h; adds to the scenario's own sweep: section",
+    )
+    _run_options(p)
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("export", help="a policy as the live executor's manifests")
+    p.add_argument("policy", help="a policy YAML file")
+    p.add_argument(
+        "--to", required=True, choices=["argo", "flagger", "kubernetes", "nginx", "istio", "all"]
+    )
+    p.add_argument("-o", "--output", help="a folder for the files (default: print YAML)")
+    p.add_argument("--service", default=None, help="service name (default: the policy's name)")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--replicas", "-n", type=int, default=None)
+    p.add_argument("--image", default=None, help="the new version's container image")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("import", help="an Argo Rollout or Flagger Canary manifest as a policy")
+    p.add_argument("manifest", nargs="+", help="YAML files (a Rollout and its AnalysisTemplates)")
+    p.add_argument("-o", "--output", help="write the policy YAML here (default: print it)")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="METRIC=measure:version[:quantile]",
+        help="how to simulate a metric whose query is not a recognised form (repeatable)",
+    )
+    p.add_argument("--verbose", "-v", action="store_true", help="list what was ignored and why")
+    p.set_defaults(func=_import)
+
     p = sub.add_parser(
         "validate", help="check scenario or policy files; prints OK or the first problem"
     )
@@ -66,6 +109,121 @@ def _explain(args: argparse.Namespace) -> int:
         print(json.dumps({**asdict(table)}, indent=2))
     else:
         print(table.to_text(), end="")
+    return 0
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", help="the report folder (default: reports/<scenario>)")
+    p.add_argument("-j", "--workers", type=int, default=None, help="worker processes")
+    p.add_argument("--backend", choices=["inprocess", "process", "dask"], default=None)
+    p.add_argument("--scheduler", default=None, help="a Dask scheduler address (--backend dask)")
+    p.add_argument("--replications", type=int, default=None, help="per release class")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
+    )
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _run_kwargs(args: argparse.Namespace) -> dict:
+    if args.workers is not None and args.workers < 1:
+        raise _usage(f"-j: {args.workers} must be >= 1")
+    if args.replications is not None and args.replications < 1:
+        raise _usage(f"--replications: {args.replications} must be >= 1")
+    return {
+        "replications": args.replications,
+        "seed": args.seed,
+        "backend": args.backend,
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "resume": args.resume,
+        "progress": args.progress,
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rolloutsim.batch import run_scenario
+
+    folder = run_scenario(args.scenario, args.output, **_run_kwargs(args))
+    verdict = (folder / "report.md").read_text().split("\n## ", 1)[0]
+    print(verdict.strip())
+    print(f"\nreport: {folder / 'report.html'}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from rolloutsim.batch import sweep_scenario
+
+    folder = sweep_scenario(args.scenario, args.param, args.output, **_run_kwargs(args))
+    print(f"sweep: {folder / 'sweep.csv'} (a report per cell in {folder / 'cells'})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from policies.errors import NotExpressibleError
+    from policies.exporters import EXECUTORS, Target, export
+    from policies.loading import load_policy
+
+    policy = load_policy(args.policy)
+    target = Target(
+        service=args.service or policy.name,
+        namespace=args.namespace,
+        replicas=args.replicas,
+        **({"image": args.image} if args.image else {}),
+    )
+    executors = EXECUTORS if args.to == "all" else (args.to,)
+    refused = []
+    for executor in executors:
+        try:
+            result = export(policy, executor, target)
+        except NotExpressibleError as exc:
+            if args.to != "all":
+                raise
+            refused.append(str(exc))
+            continue
+        if args.output is None:
+            print(result.to_yaml(), end="")
+            continue
+        from sim.files import atomic_write
+
+        folder = Path(args.output) / (executor if args.to == "all" else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        text = result.to_yaml()
+        atomic_write(folder / f"{target.service}.yaml", lambda tmp, t=text: Path(tmp).write_text(t))
+        for name, content in result.files.items():
+            atomic_write(folder / name, lambda tmp, c=content: Path(tmp).write_text(c))
+        print(
+            f"{executor}: {folder / f'{target.service}.yaml'}"
+            + (f" (+ {', '.join(result.files)})" if result.files else "")
+        )
+    for reason in refused:
+        print(f"refused: {reason}", file=sys.stderr)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from policies.importers import import_manifests
+    from policies.loading import policy_to_yaml
+
+    source = [Path(m) for m in args.manifest]
+    result = import_manifests(source, mapping=args.map or None)
+    text = policy_to_yaml(result.policy)
+    if args.output:
+        from sim.files import atomic_write
+
+        atomic_write(args.output, lambda tmp: Path(tmp).write_text(text))
+        print(f"{args.output}: {result.policy.kind} {result.policy.name!r}")
+    else:
+        print(text, end="")
+    if args.verbose:
+        for item in result.ignored:
+            print(f"ignored: {item}", file=sys.stderr)
+        for note in getattr(result, "notes", ()):
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

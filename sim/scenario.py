@@ -194,31 +194,15 @@ def _resolve(entry: dict[str, Any], path: Path, where: str):
     else:
         from policies.importers import import_manifests
 
-        mapping = _parse_map(ref.map, path, where)
-        policy = import_manifests(path.parent / ref.manifest, mapping=mapping).policy
+        try:
+            policy = import_manifests(path.parent / ref.manifest, mapping=ref.map or None).policy
+        except PolicyError as exc:
+            raise PolicyError(
+                exc.message, path=exc.path or where, file=exc.file or str(path)
+            ) from None
     if ref.name is not None:
         policy = policy.model_copy(update={"name": ref.name})
     return policy.name, policy
-
-
-def _parse_map(raw: dict[str, str], path: Path, where: str) -> dict[str, Any]:
-    from policies.measures import Query
-
-    out = {}
-    for metric, text in raw.items():
-        parts = text.split(":")
-        try:
-            fields = {"measure": parts[0], "version": parts[1] if len(parts) > 1 else "canary"}
-            if len(parts) > 2:
-                fields["quantile"] = float(parts[2])
-            out[metric] = Query.model_validate(fields)
-        except (ValueError, IndexError) as exc:
-            raise PolicyError(
-                f'"{text}" is not measure:version[:quantile] ({exc})',
-                path=f"{where}.map.{metric}",
-                file=str(path),
-            ) from None
-    return out
 
 
 def scenario_json_schema() -> dict[str, Any]:

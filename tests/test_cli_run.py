@@ -1,0 +1,134 @@
+"""``rolloutsim run`` / ``sweep`` as a user meets them: a report folder, one-line errors with exit
+code 2, and an interrupted run that resumes without redoing finished work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import sim.runner
+from rolloutsim.batch import run_scenario, sweep_scenario
+from rolloutsim.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_PRACTICE = ROOT / "scenarios" / "seed-practice.yaml"
+
+
+def small_scenario(tmp_path: Path, horizon: str = "1h") -> Path:
+    """The seed practice, shortened: the same question, seconds to run."""
+    text = SEED_PRACTICE.read_text().replace("horizon: 6h", f"horizon: {horizon}")
+    text = text.replace("file: policies/", f"file: {ROOT / 'scenarios' / 'policies'}/")
+    path = tmp_path / "seed.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_run_writes_the_report_and_prints_the_verdict(tmp_path: Path, capsys) -> None:
+    scenario = small_scenario(tmp_path)
+    out = tmp_path / "report"
+    code = main(
+        [
+            "run",
+            str(scenario),
+            "-o",
+            str(out),
+            "--replications",
+            "8",
+            "--backend",
+            "inprocess",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "canary-20-first** is the safest" in printed and "report.html" in printed
+    for name in (
+        "report.html",
+        "report.md",
+        "results.parquet",
+        "summary.csv",
+        "scenario.resolved.yaml",
+    ):
+        assert (out / name).is_file()
+    frame = pd.read_parquet(out / "results.parquet")
+    assert len(frame) == 2 * 2 * 8  # policies x classes x replications
+    assert not (tmp_path / "report.checkpoint").exists()  # removed once the report is whole
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nope.yaml"], "nope.yaml: cannot read file"),
+        (["run", "SCENARIO", "--replications", "0"], "--replications: 0 must be >= 1"),
+        (["run", "SCENARIO", "-j", "0"], "-j: 0 must be >= 1"),
+        (
+            ["sweep", "SCENARIO", "--param", "world.trafic.startAt=1h"],
+            "world.trafic does not exist",
+        ),
+        (["sweep", "SCENARIO", "--param", "no-equals-sign"], "use PATH=VALUE"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path: Path) -> None:
+    scenario = small_scenario(tmp_path)
+    args = [str(scenario) if a == "SCENARIO" else a for a in args]
+    result = subprocess.run(
+        [sys.executable, "-m", "rolloutsim", *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, monkeypatch):
+    scenario = small_scenario(tmp_path)
+    kwargs = {"replications": 12, "backend": "inprocess", "progress": False}
+    calls = []
+    real = sim.runner.run_chunk
+    interrupt_at = None
+
+    def counting(*args):
+        calls.append(args)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the run
+        return real(*args)
+
+    monkeypatch.setattr(sim.runner, "run_chunk", counting)
+    reference = run_scenario(str(scenario), str(tmp_path / "reference"), **kwargs)
+    total = len(calls)  # chunks of an uninterrupted run
+    assert total >= 4
+    calls.clear()
+    interrupt_at = 3
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(str(scenario), str(out), **kwargs)
+    assert not out.exists()  # nothing half-written
+    assert (tmp_path / "interrupted.checkpoint").is_dir()
+    done_before = len(calls) - 1  # the third chunk raised before finishing
+    calls.clear()
+    interrupt_at = None
+    run_scenario(str(scenario), str(out), resume=True, **kwargs)
+    assert len(calls) == total - done_before
+    first = pd.read_parquet(reference / "results.parquet")
+    second = pd.read_parquet(out / "results.parquet")
+    cols = [c for c in first.columns if c != "wall_time"]
+    pd.testing.assert_frame_equal(first[cols], second[cols])
+
+
+def test_sweep_runs_every_cell(tmp_path: Path) -> None:
+    scenario = small_scenario(tmp_path)
+    out = sweep_scenario(
+        str(scenario),
+        ["world.traffic.rate=100,400"],
+        str(tmp_path / "sw"),
+        replications=4,
+        backend="inprocess",
+        progress=False,
+    )
+    table = pd.read_csv(out / "sweep.csv")
+    assert set(table["world.traffic.rate"].astype(str)) == {"100", "400"}
+    assert set(table["policy"]) == {"canary-20-first", "bluegreen"}
+    assert len(list((out / "cells").iterdir())) == 2
