@@ -231,6 +231,7 @@ class AnalysisRun:
             if not any(re.search(pattern, name) for name in self.metrics):
                 self.error = f"dryRun metricName {pattern!r} matches no metric"
         self.terminated = False
+        self._phase: Phase | None = None  # cached; a measurement or terminate() clears it
 
     def __repr__(self) -> str:
         return f"AnalysisRun(metrics={list(self.metrics)}, phase={self.phase.value})"
@@ -265,6 +266,7 @@ class AnalysisRun:
         return _judge_kayenta(provider.kayenta, obs, rng)
 
     def _count(self, state: _MetricState, phase: Phase, value: float | None) -> None:
+        self._phase = None
         state.history.append((phase, value))
         state.last_value = value
         if phase == Phase.ERROR:
@@ -338,6 +340,11 @@ class AnalysisRun:
 
     @property
     def phase(self) -> Phase:
+        if self._phase is None:
+            self._phase = self._assess()
+        return self._phase
+
+    def _assess(self) -> Phase:
         if self.error is not None:
             return Phase.ERROR
         deciding = self._deciding()
@@ -365,6 +372,7 @@ class AnalysisRun:
             if not state.phase.completed:
                 state.phase = Phase.SUCCESSFUL
         self.terminated = True
+        self._phase = None
         return self.phase
 
     def summary(self) -> dict[str, Any]:

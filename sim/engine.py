@@ -167,7 +167,11 @@ class Replication:
         if not self.done and fn != self._draft_ahead:
             self._check_mitigated()  # pods, routes and DNS all change what reaches the candidate
             self._check_fully_rolled_out()
-            self._schedule_draft()
+            if self._settled():
+                self._sync()
+                raise _Stop
+            if self.tape.drafted_until < min(self.env.peek(), self.horizon):
+                self._schedule_draft()  # (a world change has scheduled one already)
 
     def _deliver_all(self, events) -> None:
         """Feed events to the controller and carry out its actions (measurements answer at once)."""
@@ -268,10 +272,11 @@ class Replication:
                 )
                 tape.draft(t, t1, flows, fault_state, by_service)
                 t = t1
-            if t >= dns_end and self.routing.dns_from is not None:
-                self.routing = _replace(self.routing, dns_from=None)
+        routing = self.routing  # past the TTL every client has moved (``_dns_settled`` will say so)
+        if routing.dns_from is not None and tape.drafted_until >= dns_end:
+            routing = _replace(routing, dns_from=None)
         if tape.drafted_until < target:
-            flows = compute_flows(self.routing, serving, self.cells, segment, self.sticky)
+            flows = compute_flows(routing, serving, self.cells, segment, self.sticky)
             tape.draft(tape.drafted_until, target, flows, fault_state, by_service)
         self._check_alert()
         self._check_fault_start()
@@ -325,7 +330,8 @@ class Replication:
             # Kubernetes removes not-ready pods first, then the newest ready ones
             pods.sort(key=lambda p: (p.ready <= now, -p.ready))
             removed, self.pods[group] = pods[: len(pods) - replicas], pods[len(pods) - replicas :]
-            if any(p.serve <= now for p in removed):
+            gone = sum(1 for p in removed if p.serve <= now)
+            if gone and (gone > 1 or self._pods_matter(group, joined=False)):
                 self._change()
 
     def _count_pods(self) -> None:
@@ -337,8 +343,27 @@ class Replication:
 
     def _pod_serving(self, group: str, pod: _Pod) -> None:
         """A ready pod joins its Services' endpoints: traffic spreads over one more pod."""
-        if pod in self.pods[group] and not self.done:
+        if pod in self.pods[group] and not self.done and self._pods_matter(group, joined=True):
             self._change()
+
+    def _pods_matter(self, group: str, *, joined: bool) -> bool:
+        """Whether one more (or one fewer) serving pod of ``group`` changes what the traffic
+        model draws from; if not, the draft stays valid and no cut is needed. It does when a
+        Service mixes versions (traffic follows pods), when capacity is finite, when the group
+        starts or stops serving, or when the candidate's pods differ in their fault state."""
+        serving = sum(1 for p in self.pods[group] if p.serve <= self.env.now)
+        before = serving - 1 if joined else serving + 1
+        if (before == 0) != (serving == 0) or self.world.platform.capacity_per_pod is not None:
+            return True
+        selectors = [self.routing.stable, self.routing.canary]
+        if self.routing.dns_from is not None:
+            selectors.append(self.routing.dns_from)
+        selecting = [svc for svc in selectors if group in svc]
+        if any(len({GROUP_VERSION[g] for g in svc}) > 1 for svc in selecting):
+            return True
+        fault = self.fault
+        uniform = fault is None or (fault.onset is None and fault.growth is None)
+        return GROUP_VERSION[group] == "canary" and bool(selecting) and not uniform
 
     def _pods_changed(self) -> None:
         if self.done:
@@ -516,6 +541,15 @@ class Replication:
         if self.routing.dns_from is None and not any(f.version == "canary" for f in flows):
             out.t_mitigated = self.env.now
             self._mark("mitigated", "")
+
+    def _settled(self) -> bool:
+        """Rolled back, no request reaches the candidate, the controller has nothing left to
+        do and the candidate's pods are gone: nothing later can change any outcome field."""
+        if math.isnan(self.outcome.t_mitigated) or not self.ctl.finished:
+            return False
+        if self.routing.dns_from is not None:
+            return False
+        return not any(self.pods[g] for g in ("canary", "primary"))
 
     def _check_fully_rolled_out(self) -> None:
         """Full rollout, as users see it: promoted, and no request can reach the old version

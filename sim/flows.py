@@ -59,6 +59,7 @@ class UserCells:
         self.users = users
         self.n = users.n
         self._groups: dict = {}
+        self._activity: dict = {}
         self._dns_key = np.random.default_rng(seed).random(users.n) * 100.0
 
     def _mask(self, names: frozenset) -> np.ndarray:
@@ -103,26 +104,70 @@ class UserCells:
         return self.share((key, "bucket", 0.0, 100.0))
 
     def draw(self, rng: np.random.Generator, k: int, selector: Selector) -> np.ndarray:
-        """Users of ``k`` requests from the selection, each ∝ activity (with repeats)."""
+        """Users of ``k`` requests from the selection, each ∝ activity (with repeats, or each
+        hit user once when ``k`` is large: only who was hit matters to the callers)."""
         members, cum, i, j = self._range(selector)
         if k <= 0 or j <= i:
             return np.empty(0, dtype=np.intp)
+        if k > j - i:  # one multinomial over the selection is cheaper than k binary searches
+            key, order = selector[:2]
+            weights = self._sorted_activity(key, order)[i:j]
+            hits = rng.multinomial(k, weights / weights.sum())
+            return members[i:j][hits > 0]
         u = cum[i] + rng.random(k) * (cum[j] - cum[i])
         if k > 64:
             u.sort()  # sorted keys make the binary searches cache-friendly (~5x at 1e5)
         picks = np.searchsorted(cum, u, side="right") - 1
         return members[np.clip(picks, i, j - 1)]
 
-    def intensity(self, terms: dict) -> np.ndarray:
-        """Per-user Poisson intensity from {selector: expected requests} (O(users) per term)."""
-        lam = np.zeros(self.n)
+    def exposed(self, rng: np.random.Generator, terms: dict, already: np.ndarray) -> int:
+        """How many users were reached: ``already`` plus each user with probability
+        1 − e^−λ, λ its intensity from {selector: expected requests}. Drawn per group in the
+        group's own order, scattering only the users drawn: independent draws per group
+        compose exactly (1 − e^−(λ1+λ2) = 1 − (1 − p1)(1 − p2))."""
+        reached = already.copy()
+        for (key, order), ranges in self._ranges_by_group(terms).items():
+            members, _, _ = self._group(key, order)
+            lam = self._sorted_activity(key, order) * self._steps(members.size, ranges)
+            live = np.flatnonzero(lam)
+            hit = rng.random(live.size) < -np.expm1(-lam[live])
+            reached[members[live[hit]]] = True
+        return int(np.count_nonzero(reached))
+
+    def _ranges_by_group(self, terms: dict) -> dict:
+        by_group: dict = {}
         for selector, expected in terms.items():
-            members, cum, i, j = self._range(selector)
+            _, cum, i, j = self._range(selector)
             total = cum[j] - cum[i]
             if expected > 0 and total > 0:
-                chosen = members[i:j]
-                lam[chosen] += self.users.activity[chosen] * (expected / total)
+                by_group.setdefault(selector[:2], []).append((i, j, expected / total))
+        return by_group
+
+    @staticmethod
+    def _steps(size: int, ranges) -> np.ndarray:
+        """Σ of scale over the ranges [i, j) each position lies in (a step function)."""
+        steps = np.zeros(size + 1)
+        for i, j, scale in ranges:
+            steps[i] += scale
+            steps[j] -= scale
+        return np.cumsum(steps[:-1])
+
+    def intensity(self, terms: dict) -> np.ndarray:
+        """Per-user Poisson intensity from {selector: expected requests}: each selection gets
+        its expected requests ∝ activity. One scatter per cell (ranges become a step function
+        over the cell's sorted members), so the cost is O(users) per cell, not per term."""
+        lam = np.zeros(self.n)
+        for (key, order), ranges in self._ranges_by_group(terms).items():
+            members, _, _ = self._group(key, order)
+            lam[members] += self._sorted_activity(key, order) * self._steps(members.size, ranges)
         return lam
+
+    def _sorted_activity(self, key, order: str) -> np.ndarray:
+        cached = self._activity.get((key, order))
+        if cached is None:
+            members, _, _ = self._group(key, order)
+            cached = self._activity[(key, order)] = self.users.activity[members]
+        return cached
 
 
 def compute_flows(

@@ -14,6 +14,7 @@ discards the rest of the draft, which is then drawn again under the new world.
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass
 
@@ -117,6 +118,7 @@ class Tape:
         self.totals = Totals()
         self.hurt = np.zeros(cells.n, dtype=bool)
         self.hurt_after_fault = np.zeros(cells.n, dtype=bool)  # bad answers once it began
+        self.pending_bad: collections.Counter = collections.Counter()  # (selector, late) -> n
         self.exposure: dict = {}  # selector -> [candidate, bad] requests expected after onset
 
     # ------------------------------------------------------------------ drafting
@@ -281,20 +283,15 @@ class Tape:
             totals.bad += bad
             totals.requests += served
             totals.excess += bad - served * self.b0
-            after = None  # the share of each piece after the fault began (all, for a good one)
-            if self.fault is None:
-                after = np.ones(starts.size)
-            elif totals.t_fault is not None:
+            after = None  # the share of each piece after the fault began
+            if totals.t_fault is not None:
                 span = ends - starts
                 after = np.clip((ends - np.maximum(starts, totals.t_fault)) / span, 0.0, 1.0)
-            if bad:
+            if bad:  # whose they were is drawn once per selector at the end (iid draws)
                 per_piece = counts[0, i] + counts[1, i]
                 late = 0 if after is None else int(self.user_rng.binomial(per_piece, after).sum())
-                early_users = self.cells.draw(self.user_rng, bad - late, flow.users)
-                late_users = self.cells.draw(self.user_rng, late, flow.users)
-                self.hurt[early_users] = True
-                self.hurt[late_users] = True
-                self.hurt_after_fault[late_users] = True
+                self.pending_bad[(flow.users, False)] += bad - late
+                self.pending_bad[(flow.users, True)] += late
             if after is not None:
                 expected = float((means[:, i].sum(axis=0) * after).sum())
                 expected_bad = float(((means[0, i] + means[1, i]) * after).sum())
@@ -305,7 +302,18 @@ class Tape:
 
     # ------------------------------------------------------------------ reading
 
+    def _split_bad(self) -> None:
+        """Give the bad requests to users ∝ activity: per selector, all at once (the draws are
+        iid, so one draw of the total is the same in distribution as one per piece)."""
+        for (selector, late), k in sorted(self.pending_bad.items(), key=repr):
+            users = self.cells.draw(self.user_rng, k, selector)
+            self.hurt[users] = True
+            if late:
+                self.hurt_after_fault[users] = True
+        self.pending_bad.clear()
+
     def users_hurt(self) -> int:
+        self._split_bad()
         return int(np.count_nonzero(self.hurt))
 
     def users_exposed(self, rng) -> int:
@@ -313,15 +321,11 @@ class Tape:
         fault: at all): those with a bad answer since then, plus each other user with
         probability 1 − e^−(Λ − Λᵇ), their expected good
         candidate requests (Poisson thinning; the derivation is sim.users.ExposureTally's)."""
+        self._split_bad()
         if not self.exposure:
             return int(np.count_nonzero(self.hurt_after_fault))
-        lam = self.cells.intensity({k: v[0] for k, v in self.exposure.items()})
-        lam_bad = self.cells.intensity({k: v[1] for k, v in self.exposure.items()})
-        extra = np.maximum(lam - lam_bad, 0.0)
-        live = np.flatnonzero(extra)
-        exposed = self.hurt_after_fault.copy()
-        exposed[live] |= rng.random(live.size) < -np.expm1(-extra[live])
-        return int(np.count_nonzero(exposed))
+        good = {k: max(v[0] - v[1], 0.0) for k, v in self.exposure.items()}  # Λ − Λᵇ
+        return self.cells.exposed(rng, good, self.hurt_after_fault)
 
     def observation(self, end: float, window: float, quantiles, series_step, rng) -> Observation:
         """What a metrics query sees over [end − window, end): whole scrape slots only."""

@@ -173,7 +173,8 @@ def _set(x: float) -> bool:
 
 @pytest.mark.parametrize("scenario", list(_INVARIANT_SCENARIOS))
 def test_outcome_invariants(scenario):
-    """bad = failed + slow; users_hurt ≤ users_exposed ≤ users; t_detect ≤ t_rollback_start ≤
+    """bad = failed + slow; users exposed (after the fault began) ≤ users, 0 without a fault,
+    ⊇ users hurt when the fault starts with the candidate; t_detect ≤ t_rollback_start ≤
     t_mitigated; mitigation never without (or before) detection; false rollbacks only of good
     releases, escapes only of bad ones; a good release's excess has mean 0 (within 4·SE)."""
     sections, fault, policy = _INVARIANT_SCENARIOS[scenario]
@@ -187,7 +188,11 @@ def test_outcome_invariants(scenario):
                 assert o.error == "", o.error
                 assert o.bad_requests == o.failed_requests + o.slow_requests, o
                 assert 0 <= o.bad_requests <= o.candidate_requests, o
-                assert 0 <= o.users_hurt <= o.users_exposed <= users, o
+                assert 0 <= o.users_hurt <= users and 0 <= o.users_exposed <= users, o
+                if release == "good":
+                    assert o.users_exposed == 0, o  # nothing to be exposed to
+                elif "onset" not in fault:
+                    assert o.users_hurt <= o.users_exposed, o
                 assert o.detected_by in kinds and _set(o.t_detect) == (o.detected_by != ""), o
                 assert (o.outcome == "rolled_back") == _set(o.t_rollback_start), o
                 if _set(o.t_rollback_start):

@@ -1,0 +1,124 @@
+"""The engine benchmark of issue "The simulated world and the Monte Carlo engine".
+
+Prints, for the reference scenario (benchmarks/reference.yaml):
+  - replications per second on all cores (process backend; the mixture of release classes),
+  - peak memory (this process and its workers),
+  - simulated requests per CPU-second for the fast engine (in-process),
+  - the same for the per-request reference mode, on a short slice of the same scenario (its
+    cost is linear in requests), and the ratio of the two.
+
+Run:  .venv/bin/python benchmarks/bench_engine.py [--replications N] [--workers N]
+Targets on a 2-core machine: >= 500 replications/s, a ratio >= 1,000, peak memory < 1 GB.
+Timings are never asserted in tests; record results in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sim import load_scenario, run
+from sim.engine import Replication
+from sim.seeds import replication_seed, shared_parts
+
+HERE = Path(__file__).resolve().parent
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def fast_requests_per_cpu_second(loaded, n: int) -> tuple[float, float]:
+    """In-process: simulated requests (all traffic over the simulated time) per CPU-second."""
+    world, policy = loaded.world, next(iter(loaded.policies.values()))
+    cw, cells = shared_parts(world, loaded.scenario.seed)
+    classes = list(world.releases)
+    requests, cpu0 = 0.0, time.process_time()
+    for i in range(n):
+        c = i % len(classes)
+        rep = Replication(cw, cells, policy, classes[c], replication_seed(1, c, i), index=i)
+        rep.run()
+        requests += float(world.traffic.integral(0.0, min(rep.env.now, world.horizon)))
+    cpu = time.process_time() - cpu0
+    return requests / cpu, cpu / n
+
+
+def reference_requests_per_cpu_second(loaded, slice_s: float, n: int) -> float | None:
+    try:
+        from sim.reference import simulate_reference
+    except ImportError:
+        return None
+    world = loaded.world.model_copy(update={"horizon": slice_s})
+    cw, _ = shared_parts(world, loaded.scenario.seed)
+    policy = next(iter(loaded.policies.values()))
+    requests, cpu0 = 0.0, time.process_time()
+    for i in range(n):
+        release = list(world.releases)[1]  # a bad class: gates, alerts and users all at work
+        simulate_reference(cw, policy, release, replication_seed(2, 1, i), index=i)
+        requests += float(world.traffic.integral(0.0, slice_s))
+    return requests / (time.process_time() - cpu0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replications", type=int, default=600, help="per release class")
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--slice", type=float, default=60.0, help="seconds for per-request mode")
+    args = parser.parse_args()
+    loaded = load_scenario(HERE / "reference.yaml")
+    world = loaded.world
+    n_classes = len(world.releases)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+
+    rate, cpu_per_rep = fast_requests_per_cpu_second(loaded, 60)
+    print(
+        f"fast engine, in-process: {cpu_per_rep * 1000:.2f} ms CPU per 4 h replication, "
+        f"{rate:,.0f} simulated requests per CPU-second"
+    )
+
+    total = args.replications * n_classes
+    wall0 = time.perf_counter()
+    result = run(
+        world,
+        loaded.policies,
+        replications=args.replications,
+        seed=loaded.scenario.seed,
+        backend="process",
+        workers=args.workers,
+    )
+    wall = time.perf_counter() - wall0
+    print(
+        f"process backend, {args.workers} workers: {total} replications in {wall:.1f} s = "
+        f"{total / wall:,.0f} replications/s (pool start-up included; failed: {result.failed})"
+    )
+    mix = result.summary().xs("mixture", level="release_class")
+    print(
+        f"  mixture: excess bad requests {mix['excess_bad_requests_mean'].iloc[0]:,.0f}, "
+        f"false rollbacks {mix['false_rollback_mean'].iloc[0]:.3f}, "
+        f"escapes {mix['escaped_mean'].iloc[0]:.3f}"
+    )
+
+    ref = reference_requests_per_cpu_second(loaded, args.slice, 2)
+    if ref is None:
+        print("per-request mode: not available (sim.reference missing)")
+    else:
+        print(f"per-request mode, {args.slice:.0f} s slice: {ref:,.0f} requests per CPU-second")
+        print(f"ratio fast / per-request: {rate / ref:,.0f}")
+    own, children = peak_rss_mb()
+    print(f"peak memory: {own:.0f} MB (this process), {children:.0f} MB (largest worker)")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

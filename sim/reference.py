@@ -1,0 +1,499 @@
+"""The per-request reference engine: the fast engine's world, one request at a time (DESIGN §5).
+
+Why: the fast engine (sim/engine.py) never simulates a request; it draws Poisson counts per
+scrape slot, thins them when the world changes mid-slot, takes latency quantiles from Beta
+order statistics and splits bad requests over users by activity — exact in distribution only if
+its bookkeeping is right. Here every request arrives, picks a user ∝ activity, a Service, a pod,
+fails or not and takes a latency, with no code shared with the fast data plane (sim/tape.py,
+sim/flows.py), so the two can be compared statistically (DESIGN §7, tests/test_reference.py).
+Shared are the world *definitions*, the controller and ``router_kind``: they are the spec.
+
+Semantics (the engine's promises, DESIGN §5): router changes land after the router kind's delay
+(selectors after the Service-selector delay; the controller's first actions at once); a pod
+joins the endpoints the ``pods`` delay after its start-up sample; Kubernetes deletes unready pods
+first, then the newest; a DNS switch moves each client at its own uniform time within the TTL; a
+gate sees whole scrape slots [end − window, end), end = last scrape ≤ now − scrapeDelay, its
+q-quantile the k-th order statistic (k = ⌈q·n⌉); the burn-rate rules run every
+ruleEvaluationInterval on per-slot counts with baseline history before t = 0; a human notices
+humanDetection after the first request the fault touched.
+
+Cost: linear in requests, about 1–1.5 µs of CPU each (``python tests/test_reference.py`` measures
+it): 50 req/s for 2 h takes half a second. Small scenarios only (≲ 100 req/s, ≲ 2 h).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_right
+
+import numpy as np
+import simpy
+
+import policies.controller as pc
+from policies.measures import Observation, WindowStats
+from sim.engine import router_kind
+from sim.outcome import Outcome
+from sim.traffic import Constant
+
+__all__ = ["ReferenceReplication", "simulate_reference"]
+
+_BUF = 8192  # random numbers are drawn in blocks and consumed one at a time
+_CHUNK_S = 600.0  # thinning: the rate bound is taken over chunks this long
+_TOL = 1e-9
+_GATE_REASONS = ("Analysis", "FailedCheck")
+
+
+class _Pod:
+    __slots__ = ("candidate", "group", "onset", "ready", "serves")
+
+    def __init__(self, group: str, ready: float, serves: float, onset: float) -> None:
+        self.group, self.ready, self.serves, self.onset = group, ready, serves, onset
+        self.candidate = pc.GROUP_VERSION[group] == "canary"
+
+
+class ReferenceReplication:
+    """One release under one policy, request by request: ``run()`` returns its ``Outcome``."""
+
+    def __init__(self, cw, policy, release, seed, *, index=0, run_seed=0, policy_name=None):
+        world = self.world = cw.world
+        self.cw, self.policy, self.release, self.fault = cw, policy, release, release.fault
+        key = seed.spawn_key  # children made without advancing the seed: it may serve again
+        rngs = [np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=(*key, k)))
+                for k in range(6)]  # fmt: skip
+        self.data, self.pods_rng, self.ops_rng, fault_rng, gate_rng, self.dns_rng = rngs
+        platform, ops, fault = world.platform, world.operators, self.fault
+        self.n = platform.resolve_replicas(getattr(policy, "replicas", None))
+        self.horizon, self.slot = world.horizon, platform.scrape_interval
+        self.env = simpy.Environment()
+        self.ctl = pc.RolloutController(policy, self.n, rng=gate_rng)
+        self.router_delay = platform.router_delay_for(router_kind(policy))
+        self.join_delay = platform.router_delay_for("pods")  # a ready pod joins the endpoints
+        self.selector_delay = platform.router_delay_for("serviceSelector")
+        self.min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
+        self.global_onset = fault.onset_time(fault_rng) if fault else None
+        self.human_delay = None
+        if fault is not None and ops.human_detection is not None:
+            self.human_delay = float(ops.human_detection.sample(self.ops_rng))
+        users = cw.users  # as plain lists: one lookup per request must be cheap
+        self.cum, self.bucket = np.cumsum(users.activity).tolist(), users.bucket.tolist()
+        self.sticky = users.routing == "sticky"
+        segment = fault.segment if fault is not None else None
+        self.in_segment = users.masks[segment].tolist() if segment else None
+        self.p0, self.b0 = cw.baseline_failure, cw.baseline_bad
+        self.objective, self.p1 = world.latency_objective, None
+        if fault is not None and fault.changes_errors:
+            self.p1 = float(fault.target_error_rate(self.p0))
+        self.growth = fault.growth.duration if fault is not None and fault.growth else None
+        self.lat_m = getattr(fault, "latency_multiplier", None) or 1.0  # L' = m·L + shift
+        self.lat_s = getattr(fault, "latency_shift", None) or 0.0
+        self.capacity = platform.capacity_per_pod
+        stable = [_Pod("stable", -math.inf, -math.inf, math.inf) for _ in range(self.n)]
+        self.pods: dict[str, list[_Pod]] = {"stable": stable, "canary": [], "primary": []}
+        self.weight, self.matched, self.routes = 0.0, None, {}
+        self.stable_groups, self.canary_groups = frozenset({"stable"}), frozenset({"canary"})
+        self.dns_from, self.dns_switch = None, []  # old stable groups; per-client switch times
+        self.timers, self.queue = {}, []
+        self.approval_token = self.promoted_at = self.t_fault = None
+        self.pod_count_t, self.extra_pod_seconds = 0.0, 0.0
+        n_slots = math.ceil(self.horizon / self.slot) + 2  # what Prometheus would scrape:
+        self.svc_req, self.svc_bad = [0] * n_slots, [0] * n_slots
+        self.req = {v: [0] * n_slots for v in (True, False)}  # served by the candidate? → slots
+        self.err = {v: [0] * n_slots for v in (True, False)}
+        self.lat: dict = {v: [[] for _ in range(n_slots)] for v in (True, False)}
+        self.rec_t, self.rec_user = array("d"), array("l")  # the candidate's requests
+        self.rec_failed, self.rec_slow = array("b"), array("b")
+        name = policy_name or policy.name
+        self.outcome = Outcome(name, index, run_seed, release.name, release.is_bad)
+        self._refresh()
+
+    def run(self) -> Outcome:
+        self._deliver([None])
+        self.env.process(self._arrivals())
+        if self.world.operators.alerts:
+            self.env.process(self._alert_loop())
+        self.env.run(until=self.horizon)
+        return self._finish()
+
+    def _call(self, at: float, fn, *args) -> None:
+        event = self.env.timeout(max(0.0, at - self.env.now))
+        event.callbacks.append(lambda _e: fn(*args))
+
+    def _deliver(self, events) -> None:
+        """Feed events to the controller and carry out its actions (measurements at once)."""
+        self.queue.extend(events)
+        while self.queue:
+            event = self.queue.pop(0)
+            if event is None:
+                self._apply(self.ctl.start(), initial=True)
+            else:
+                self._apply(self.ctl.handle(event))
+
+    def _apply(self, actions, initial: bool = False) -> None:
+        now = self.env.now
+        for action in actions:
+            if isinstance(action, pc.StartTimer):
+                token = self.timers[action.key] = object()
+                self._call(now + action.delay, self._timer, action.key, token)
+            elif isinstance(action, pc.CancelTimer):
+                self.timers.pop(action.key, None)
+            elif isinstance(action, pc.Scale):
+                self._scale(action.group, action.replicas)
+            elif isinstance(action, pc.SetWeight):
+                self._later(self.router_delay, self._set_weight, action.weight)
+            elif isinstance(action, pc.SetSelectors):
+                self._later(0.0 if initial else self.selector_delay, self._set_selectors, action)
+            elif isinstance(action, pc.SetMatchRoute):
+                self._later(self.router_delay, self._set_route, action)
+            elif isinstance(action, pc.Measure):
+                obs = self._observe(action)
+                self.queue.append(pc.MeasurementTaken(action.run, action.metric, obs))
+            elif isinstance(action, pc.StatusChanged):
+                self._status(action)
+
+    def _later(self, delay: float, fn, value) -> None:
+        _ = fn(value) if delay <= 0 else self._call(self.env.now + delay, fn, value)
+
+    def _timer(self, key: str, token: object) -> None:
+        if self.timers.get(key) is token:
+            del self.timers[key]
+            self._deliver([pc.TimerFired(key)])
+
+    def _scale(self, group: str, replicas: int) -> None:
+        now, pods, fault = self.env.now, self.pods[group], self.fault
+        self._count_pods()
+        candidate = pc.GROUP_VERSION[group] == "canary" and fault is not None
+        for _ in range(replicas - len(pods)):
+            ready = math.inf
+            if not (candidate and fault.crash_loop):
+                ready = now + float(self.world.platform.pod_startup.sample(self.pods_rng))
+            serves, onset = ready + self.join_delay, math.inf
+            if candidate and math.isfinite(ready):
+                onset = float(fault.onset_at(self.global_onset, now, serves))
+            pod = _Pod(group, ready, serves, onset)
+            pods.append(pod)
+            if math.isfinite(ready):
+                self._call(pod.serves, self._if_alive, pod, self._world_changed)
+                self._call(ready + self.min_ready, self._if_alive, pod, self._pods_changed)
+        if replicas < len(pods):  # Kubernetes deletes unready pods first, then the newest
+            ranked = sorted(pods, key=lambda p: (p.ready <= now, -p.ready))
+            self.pods[group] = ranked[len(pods) - replicas :]
+            self._world_changed()
+
+    def _count_pods(self) -> None:
+        now = self.env.now
+        total = sum(len(p) for p in self.pods.values())
+        self.extra_pod_seconds += max(0, total - self.n) * (now - self.pod_count_t)
+        self.pod_count_t = now
+
+    def _if_alive(self, pod: _Pod, fn) -> None:
+        if pod in self.pods[pod.group]:  # else deleted before it got there
+            fn()
+
+    def _pods_changed(self) -> None:
+        ready_by = self.env.now - self.min_ready
+        available = {g: sum(p.ready <= ready_by for p in pods) for g, pods in self.pods.items()}
+        self._deliver([pc.PodsChanged(available)])
+
+    def _set_weight(self, weight: float) -> None:
+        self.weight = float(weight)
+        self._world_changed()
+
+    def _set_selectors(self, action) -> None:
+        now = self.env.now
+        if action.transition_s > 0:  # DNS: each client moves at its own uniform time
+            self.dns_from, ttl = self.stable_groups, action.transition_s
+            self.dns_switch = (now + ttl * self.dns_rng.random(self.cw.users.n)).tolist()
+            self._call(now + ttl, self._dns_settled, self.dns_switch)
+        self.stable_groups, self.canary_groups = action.stable, action.canary
+        self._world_changed()
+
+    def _dns_settled(self, switch: list) -> None:
+        if self.dns_switch is switch:
+            self.dns_from = None
+            self._world_changed()
+
+    def _set_route(self, action) -> None:
+        self.routes[action.name] = action.match
+        names = self.world.users.segments_matched_by(m for ms in self.routes.values() for m in ms)
+        masks = self.cw.users.masks
+        self.matched = np.logical_or.reduce([masks[s] for s in names]).tolist() if names else None
+        self._world_changed()
+
+    def _world_changed(self) -> None:
+        self._refresh()
+        self._check_reach()
+
+    def _refresh(self) -> None:
+        """Cache what each request reads: the serving pods behind each Service."""
+        now = self.env.now
+        serving = {g: [p for p in pods if p.serves <= now] for g, pods in self.pods.items()}
+        self.canary_pods = [p for g in sorted(self.canary_groups) for p in serving[g]]
+        self.stable_pods = [p for g in sorted(self.stable_groups) for p in serving[g]]
+        old = self.dns_from
+        self.old_pods = [p for g in sorted(old) for p in serving[g]] if old else []
+        self.share_c = self._canary_share()
+        self.state = (self.matched, self.weight, self.weight / 100.0, self.canary_pods,
+                      self.stable_pods)  # fmt: skip
+
+    def _canary_share(self) -> float:
+        """Expected fraction of requests the canary Service gets (activity-weighted)."""
+        act = self.cw.users.activity
+        matched = np.asarray(self.matched, bool) if self.matched else np.zeros(act.size, bool)
+        if self.sticky:
+            return float(act[matched | (self.cw.users.bucket < self.weight)].sum())
+        m = float(act[matched].sum())
+        return m + (1.0 - m) * self.weight / 100.0
+
+    def _reaches(self, new: bool) -> bool:
+        """Whether a request can reach the new (or the old) version: a Service with traffic has a
+        serving pod of it, or has no pod at all and is for it (its requests then fail there)."""
+        services = [(self.share_c > 0, self.canary_pods, True), (self.share_c < 1, self.stable_pods,
+                    False), (self.share_c < 1 and self.dns_from, self.old_pods, False)]  # fmt: skip
+        return any(
+            used and (any(p.candidate == new for p in pods) or (not pods and own == new))
+            for used, pods, own in services
+        )
+
+    def _check_reach(self) -> None:
+        """t_mitigated: after the rollback began, no request can reach the candidate any more;
+        rollout_duration: promoted and no request can reach the old version (DNS: the TTL)."""
+        out, now = self.outcome, self.env.now
+        if math.isnan(out.t_rollback_start):
+            if self.promoted_at is not None and math.isnan(out.rollout_duration):
+                out.rollout_duration = math.nan if self._reaches(False) else now
+        elif math.isnan(out.t_mitigated) and not self._reaches(True):
+            out.t_mitigated = now
+
+    def _arrivals(self):
+        """The requests: one Poisson arrival process (Lewis–Shedler thinning under a rate bound
+        per chunk), each request handled on its own at its own time. Between two requests the
+        process yields to simpy only when a control event comes first: the same order as one
+        timeout per request, without its cost. One loop over locals keeps it near 1 µs."""
+        env, traffic, horizon, slot = self.env, self.world.traffic, self.horizon, self.slot
+        constant = isinstance(traffic.rate, Constant)
+        cum, bucket, sticky, segment = self.cum, self.bucket, self.sticky, self.in_segment
+        n_users, total = len(cum) - 1, cum[-1]
+        p0, fault, objective, fault_p = self.p0, self.fault, self.objective, self._fault_p
+        lat_m, lat_s, capacity = self.lat_m, self.lat_s, self.capacity
+        latency = self.world.baseline.latency
+        svc_req, svc_bad, req, err, lats = self.svc_req, self.svc_bad, self.req, self.err, self.lat
+        rec = (self.rec_t, self.rec_user, self.rec_failed, self.rec_slow)
+        ubuf, ebuf, lbuf = [], [], []
+        t = chunk_end = bound = 0.0
+        while True:
+            if t >= chunk_end:
+                if t >= horizon:
+                    return
+                chunk_end = min(horizon, t + _CHUNK_S)
+                bound = float(traffic.max_rate(t, chunk_end))
+            if bound <= 0:
+                t = chunk_end
+                continue
+            if len(ubuf) < 8:
+                ubuf.extend(self.data.random(_BUF).tolist())
+            if not ebuf:
+                ebuf.extend(self.data.standard_exponential(_BUF).tolist())
+            nxt = t + ebuf.pop() / bound
+            if nxt >= chunk_end:
+                t = chunk_end  # memoryless: restart the clock under the next bound
+                continue
+            t = nxt
+            if not constant and ubuf.pop() * bound > float(traffic.rate_at(t)):
+                continue
+            if env.peek() <= t:
+                yield env.timeout(t - env.now)
+            # --- one request at time t: its user, Service, pod, failure and latency
+            matched, weight, w, canary_pods, stable_pods = self.state
+            u = min(bisect_right(cum, ubuf.pop() * total), n_users)
+            if matched is not None and matched[u]:
+                to_canary = True
+            elif sticky:
+                to_canary = bucket[u] < weight
+            else:
+                to_canary = ubuf.pop() < w
+            pods = canary_pods if to_canary else stable_pods
+            if not to_canary and self.dns_from is not None and self.dns_switch[u] > t:
+                pods = self.old_pods  # this client still resolves the old address
+            active = False
+            if pods:
+                pod = pods[int(ubuf.pop() * len(pods))]
+                candidate, p = pod.candidate, p0
+                if candidate and fault is not None and (segment is None or segment[u]):
+                    since = t - pod.onset
+                    active = since >= 0
+                    p = fault_p(since)
+                failed = ubuf.pop() < p
+                if capacity is not None and not failed:
+                    failed = ubuf.pop() < self._overload(t, to_canary)
+            else:  # nobody serves this Service: the request fails on the version it is for
+                candidate, failed = to_canary, True
+            if not lbuf:
+                lbuf.extend(np.asarray(latency.sample(self.data, _BUF)).tolist())
+            lat = lbuf.pop()
+            if active:
+                lat = lat_m * lat + lat_s
+                if self.t_fault is None:
+                    self._fault_began(t)
+            slow = not failed and objective is not None and lat > objective
+            j = int(t // slot)
+            svc_req[j] += 1
+            svc_bad[j] += failed or slow
+            req[candidate][j] += 1
+            err[candidate][j] += failed
+            lats[candidate][j].append(lat)
+            if candidate:  # the blast radius reads only the candidate's requests
+                for column, value in zip(rec, (t, u, failed, slow)):
+                    column.append(value)
+
+    def _overload(self, t: float, to_canary: bool) -> float:
+        """Fraction of a Service's requests beyond what its serving pods can take (they fail)."""
+        share = self.share_c if to_canary else 1.0 - self.share_c
+        pods = len(self.canary_pods if to_canary else self.stable_pods)
+        load = float(self.world.traffic.rate_at(t)) * share
+        return min(1.0, max(0.0, 1.0 - pods * self.capacity / load)) if load > 0 else 0.0
+
+    def _fault_p(self, since: float) -> float:
+        """The fault's failure probability ``since`` seconds after its onset on the pod."""
+        if self.p1 is None or since < 0:
+            return self.p0
+        if self.growth is None:
+            return self.p1
+        return self.p0 + (self.p1 - self.p0) * min(1.0, since / self.growth)
+
+    def _fault_began(self, t: float) -> None:
+        self.t_fault = t
+        if self.human_delay is not None:
+            self._call(t + self.human_delay, self._human)
+
+    def _observe(self, action) -> Observation:
+        """Whole scrape slots [end − window, end), end = last scrape ≤ now − scrapeDelay."""
+        s = self.slot
+        j1 = math.floor((self.env.now - self.world.platform.scrape_delay) / s + _TOL)
+        j0 = max(0, j1 - max(1, round(action.window / s)))
+        obs = self._window(j0, j1, action.quantiles)
+        if action.series_step:
+            step = max(1, round(action.series_step / s))
+            points = tuple(
+                self._window(k, min(k + step, j1), action.quantiles) for k in range(j0, j1, step)
+            )
+            obs = Observation(obs.start, obs.end, obs.canary, obs.stable, points)
+        return obs
+
+    def _window(self, j0: int, j1: int, quantiles) -> Observation:
+        stats = []
+        for version in (True, False):
+            n, q = sum(self.req[version][j0:j1]), {}
+            if n and quantiles:
+                lats = np.concatenate([np.asarray(x, float) for x in self.lat[version][j0:j1]])
+                for quantile in quantiles:  # the k-th order statistic, k = ⌈q·n⌉
+                    k = min(n, max(1, math.ceil(quantile * n)))
+                    q[quantile] = float(np.partition(lats, k - 1)[k - 1])
+            stats.append(WindowStats(n, sum(self.err[version][j0:j1]), q))
+        return Observation(j0 * self.slot, j1 * self.slot, stats[0], stats[1])
+
+    def _alert_loop(self):
+        """The multi-window burn-rate rules, evaluated like Prometheus every interval: a window
+        of m slots ends at the newest slot visible (ending ≤ t − scrapeDelay); slots before
+        t = 0 are history at the pre-release rate and the baseline's bad ratio."""
+        platform, ops = self.world.platform, self.world.operators
+        s, every = self.slot, platform.rule_evaluation_interval
+        hist = float(self.world.traffic.rate_at(0.0)) * s
+
+        def slots(window: float) -> int:
+            return max(1, math.ceil(window / s - _TOL))
+
+        target = ops.slo.target
+        rules = [
+            (slots(r.long_window), slots(r.short_window), r.threshold(target)) for r in ops.alerts
+        ]
+        k = 0
+        while k * every < self.horizon:
+            t, k = k * every, k + 1
+            if t > self.env.now:
+                yield self.env.timeout(t - self.env.now)
+            newest = math.floor((t - platform.scrape_delay) / s + _TOL) - 1
+            if newest < 0:
+                continue  # only history (at the baseline) is visible yet
+            for windows in rules:
+                ok = True
+                for m in windows[:2]:
+                    lo, before = max(0, newest - m + 1), max(0, m - newest - 1)
+                    n = sum(self.svc_req[lo : newest + 1]) + before * hist
+                    bad = sum(self.svc_bad[lo : newest + 1]) + before * hist * self.b0
+                    ok = ok and n > 0 and bad >= windows[2] * n * (1 - _TOL)
+                if ok:
+                    self._detected(t, "alert")
+                    delay = ops.acknowledgement.sample(self.ops_rng)
+                    delay = float(delay) + float(ops.abort_latency.sample(self.ops_rng))
+                    self._call(t + delay, self._deliver, [pc.RollbackRequested("alert")])
+                    return
+
+    def _human(self) -> None:
+        self._detected(self.env.now, "human")
+        delay = float(self.world.operators.abort_latency.sample(self.ops_rng))
+        self._call(self.env.now + delay, self._deliver, [pc.RollbackRequested("human")])
+
+    def _detected(self, when: float, by: str) -> None:
+        if self.outcome.detected_by == "":
+            self.outcome.t_detect, self.outcome.detected_by = when, by
+
+    def _status(self, action) -> None:
+        now, out = self.env.now, self.outcome
+        if action.status == "Paused" and action.detail.get("manual"):
+            token = self.approval_token = object()
+            delay = float(self.world.operators.approval_delay.sample(self.ops_rng))
+            self._call(now + delay, self._approve, token)
+        elif action.status == "Promoted" and self.promoted_at is None:
+            self.promoted_at = now
+            self._check_reach()
+        elif action.status == "Aborted" or action.reason.startswith("Undo:"):
+            if math.isnan(out.t_rollback_start):
+                out.t_rollback_start = now
+            if action.reason.startswith("ProgressDeadline"):
+                self._detected(now, "deadline")
+            elif any(word in action.reason for word in _GATE_REASONS):
+                self._detected(now, "gate")
+            self._check_reach()
+
+    def _approve(self, token: object) -> None:
+        if token is self.approval_token:
+            self._deliver([pc.Approved()])
+
+    def records(self) -> dict[str, np.ndarray]:
+        """The candidate's requests: time, user, failed, slow (the stable's are per-slot counts
+        only: no outcome field reads them one by one)."""
+        t, user = np.frombuffer(self.rec_t, dtype=float), np.asarray(self.rec_user, np.int64)
+        failed, slow = np.asarray(self.rec_failed, bool), np.asarray(self.rec_slow, bool)
+        return {"t": t, "user": user, "failed": failed, "slow": slow}
+
+    def _finish(self) -> Outcome:
+        self._count_pods()
+        out, r = self.outcome, self.records()
+        failed, slow = r["failed"], r["slow"]
+        bad = failed | slow
+        out.failed_requests, out.slow_requests = int(failed.sum()), int(slow.sum())
+        out.bad_requests, out.candidate_requests = int(bad.sum()), int(failed.size)
+        out.excess_bad_requests = out.bad_requests - out.candidate_requests * self.b0
+        out.users_hurt = int(np.unique(r["user"][bad]).size)
+        began = math.inf if self.fault is not None else -math.inf  # a good release: reached at all
+        if self.t_fault is not None:
+            out.t_fault = began = self.t_fault
+        out.users_exposed = int(np.unique(r["user"][r["t"] >= began]).size)
+        slo = self.world.operators.slo
+        expected = float(self.world.traffic.integral(0.0, slo.period))
+        out.error_budget_used = out.excess_bad_requests / slo.budget(expected) if expected else 0.0
+        out.extra_pod_seconds = self.extra_pod_seconds
+        rolled_back, promoted = not math.isnan(out.t_rollback_start), self.promoted_at is not None
+        out.outcome = "rolled_back" if rolled_back else "promoted" if promoted else "stalled"
+        out.false_rollback = rolled_back and not self.release.is_bad
+        out.escaped = self.release.is_bad and promoted
+        return out
+
+
+def simulate_reference(
+    cw, policy, release, seed_sequence, *, index: int = 0, run_seed: int = 0, policy_name=None
+) -> Outcome:
+    """One replication, request by request (small scenarios: the cost is linear in requests)."""
+    kwargs = {"index": index, "run_seed": run_seed, "policy_name": policy_name}
+    return ReferenceReplication(cw, policy, release, seed_sequence, **kwargs).run()
