@@ -304,6 +304,13 @@ def _speed_sentence(f: Facts, per: str) -> str:
             f"It costs {fmt_pct(fr_pick)} false rollbacks of good releases and "
             f"{fmt_pod_seconds(pods_pick)} of extra capacity per release."
         )
+    if not _nan(t_pick) and not _nan(t_fast) and t_pick - t_fast <= max(60.0, 0.05 * t_pick):
+        return (  # a second or two apart is no trade-off worth naming
+            f"**{pick}** rolls out as fast as **{fast}** (about {fmt_duration(t_pick)}): its "
+            f"safety costs no time. It uses {fmt_pod_seconds(pods_pick)} of extra capacity per "
+            f"release (vs {fmt_pod_seconds(pods_fast)}) and rolls back {fmt_pct(fr_pick)} of "
+            f"good releases by mistake (vs {fmt_pct(fr_fast)})."
+        )
     text = (
         f"**{fast}** is the fastest ({fmt_duration(t_fast)} to full rollout vs "
         f"{fmt_duration(t_pick)}), but a bad release under it serves "
