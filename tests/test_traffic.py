@@ -76,6 +76,8 @@ def _quad(profile, t0: float, t1: float) -> float:
     return value
 
 
+# quad is handed the step profiles' breakpoints, yet may still warn about their jumps
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
 @settings(max_examples=60, deadline=None)
 @given(
     name=st.sampled_from(sorted(PROFILES)),
