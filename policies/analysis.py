@@ -256,6 +256,8 @@ class AnalysisRun:
             return _evaluate(state.metric, value), value
         if provider.sequential is not None:
             assert state.sequential is not None
+            if not obs.canary.requests:
+                return Phase.ERROR, None  # no canary data: an Error, as for a query, not a pass
             decision = state.sequential.update(
                 obs.canary.errors, obs.canary.requests, obs.stable.errors, obs.stable.requests
             )

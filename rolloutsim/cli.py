@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="+")
     p.set_defaults(func=_validate)
 
+    from live.cli import register as register_live  # stdlib only at import: --help stays fast
+
+    register_live(sub)
+
     p = sub.add_parser("schema", help="print the JSON Schema of scenario or policy files")
     p.add_argument("what", nargs="?", default="scenario", choices=["scenario", "policy"])
     p.set_defaults(func=_schema)
