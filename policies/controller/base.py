@@ -267,3 +267,27 @@ class ControllerBase:
     def _stop_all_runs(self) -> None:
         for key in list(self.runs):
             self._stop_run(key)
+
+
+class ArgoControllerBase(ControllerBase):
+    """What Argo's canary and blue-green share: a rollback request aborts a rollout in flight
+    and undoes a promoted one; a progress-deadline timeout aborts only with
+    ``progressDeadlineAbort`` (reference/argo-rollouts.md §3). Subclasses define ``_abort``
+    and keep ``aborted``, ``undoing`` and ``rolled_back``."""
+
+    def _abort(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _rollback_requested(self, source: str) -> None:
+        if self.promoted:
+            if not self.undoing and not self.rolled_back:
+                self.undoing = True
+                self._set_status("Progressing", f"Undo:{source}")
+        elif not self.aborted:
+            self._abort(f"RollbackRequested:{source}")
+
+    def _deadline_exceeded(self) -> None:
+        if self.policy.progress_deadline_abort and not self.promoted and not self.aborted:
+            self._abort("ProgressDeadlineExceeded")
+        else:
+            super()._deadline_exceeded()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from policies.analysis import Phase
 from policies.bluegreen import BlueGreen
-from policies.controller.base import ControllerBase
+from policies.controller.base import ArgoControllerBase
 
 __all__ = ["BlueGreenController"]
 
@@ -21,7 +21,7 @@ PRE_RUN = "prePromotion"
 POST_RUN = "postPromotion"
 
 
-class BlueGreenController(ControllerBase):
+class BlueGreenController(ArgoControllerBase):
     """Stages: preview -> prePromotion -> pause -> (scale to N) -> switched -> promoted."""
 
     kind = "BlueGreen"
@@ -66,20 +66,6 @@ class BlueGreenController(ControllerBase):
                 self._inconclusive_run, "pause"
             )
             self._set_status("Progressing", "Resumed")
-
-    def _rollback_requested(self, source: str) -> None:
-        if self.promoted:
-            if not self.undoing and not self.rolled_back:
-                self.undoing = True
-                self._set_status("Progressing", f"Undo:{source}")
-        elif not self.aborted:
-            self._abort(f"RollbackRequested:{source}")
-
-    def _deadline_exceeded(self) -> None:
-        if self.policy.progress_deadline_abort and not self.promoted and not self.aborted:
-            self._abort("ProgressDeadlineExceeded")
-        else:
-            super()._deadline_exceeded()
 
     def _deadline_applies(self) -> bool:
         return not (self.aborted or self.promoted or self.paused) and self.stage in (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from policies.analysis import Phase
 from policies.canary import Canary
 from policies.common import RouteMatch
-from policies.controller.base import ControllerBase
+from policies.controller.base import ArgoControllerBase
 from policies.replicas import (
     abort_desired_weight,
     basic_canary_scale,
@@ -26,7 +26,7 @@ ABORT_SCALE_DOWN_TIMER = "abortScaleDown"
 BACKGROUND_RUN = "background"
 
 
-class CanaryController(ControllerBase):
+class CanaryController(ArgoControllerBase):
     """Argo canary: steps, background analysis, abort, promotion and undo."""
 
     kind = "Canary"
@@ -80,20 +80,6 @@ class CanaryController(ControllerBase):
             was_paused = True
         if was_paused:
             self._set_status("Progressing", reason)
-
-    def _rollback_requested(self, source: str) -> None:
-        if self.promoted:
-            if not self.undoing and not self.rolled_back:
-                self.undoing = True
-                self._set_status("Progressing", f"Undo:{source}")
-        elif not self.aborted:
-            self._abort(f"RollbackRequested:{source}")
-
-    def _deadline_exceeded(self) -> None:
-        if self.policy.progress_deadline_abort and not self.promoted and not self.aborted:
-            self._abort("ProgressDeadlineExceeded")
-        else:
-            super()._deadline_exceeded()
 
     def _deadline_applies(self) -> bool:
         if self.aborted or self.promoted or self.paused:
@@ -240,19 +226,7 @@ class CanaryController(ControllerBase):
         """Move the groups toward this weight's counts; True once they are there and available."""
         n = self.replicas
         if not self.routed:
-            canary, stable, _ = basic_canary_scale(
-                n,
-                weight,
-                self.surge,
-                self.unavailable,
-                self.desired["canary"],
-                self.available["canary"],
-                self.desired["stable"],
-                self.available["stable"],
-                max_weight=self.policy.max_weight,
-            )
-            self._scale("stable", stable)
-            self._scale("canary", canary)
+            canary, stable = self._basic_walk(weight)
             return (
                 (canary, stable) == (self.desired["canary"], self.desired["stable"])
                 and all(self._ready(g) for g in ("canary", "stable"))
@@ -277,6 +251,26 @@ class CanaryController(ControllerBase):
         if self.available["canary"] == 0:
             self._set_weight(0.0)
         return canary_ok and self._ready("stable")
+
+    def _basic_walk(
+        self, weight: int, rising: str = "canary", falling: str = "stable"
+    ) -> tuple[int, int]:
+        """One fenced reconcile of a basic canary toward ``weight`` (§2.2): ``rising`` plays
+        Argo's canary RS, ``falling`` its stable RS. Returns their new desired counts."""
+        up, down, _ = basic_canary_scale(
+            self.replicas,
+            weight,
+            self.surge,
+            self.unavailable,
+            self.desired[rising],
+            self.available[rising],
+            self.desired[falling],
+            self.available[falling],
+            max_weight=self.policy.max_weight,
+        )
+        self._scale(falling, down)
+        self._scale(rising, up)
+        return up, down
 
     def _basic_at_target(self, weight: int) -> bool:
         from policies.replicas import basic_canary_targets
@@ -341,19 +335,7 @@ class CanaryController(ControllerBase):
     def _reconcile_abort(self) -> None:
         n, m = self.replicas, self.policy.max_weight
         if not self.routed:  # a rolling update back to the stable, within the fences
-            canary, stable, _ = basic_canary_scale(
-                n,
-                0,
-                self.surge,
-                self.unavailable,
-                self.desired["canary"],
-                self.available["canary"],
-                self.desired["stable"],
-                self.available["stable"],
-                max_weight=m,
-            )
-            self._scale("stable", stable)
-            self._scale("canary", canary)
+            self._basic_walk(0)
             if (
                 self.desired["canary"] == 0
                 and self._ready("stable")
@@ -400,20 +382,8 @@ class CanaryController(ControllerBase):
         them first (DESIGN §4: why scaleDownDelaySeconds matters)."""
         n = self.replicas
         self._cancel_timer(SCALE_DOWN_OLD_TIMER)
-        if not self.routed:
-            stable, canary, _ = basic_canary_scale(
-                n,
-                self.policy.max_weight,
-                self.surge,
-                self.unavailable,
-                self.desired["stable"],
-                self.available["stable"],
-                self.desired["canary"],
-                self.available["canary"],
-                max_weight=self.policy.max_weight,
-            )
-            self._scale("canary", canary)
-            self._scale("stable", stable)
+        if not self.routed:  # the old version's RS is Argo's canary of this rollback
+            self._basic_walk(self.policy.max_weight, rising="stable", falling="canary")
             if (
                 self.desired["canary"] == 0
                 and self.desired["stable"] == n

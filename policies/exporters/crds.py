@@ -49,6 +49,8 @@ CRD_FILES: dict[tuple[str, str], str] = {
     ("flagger.app", "Canary"): "flagger/crd.yaml",
     ("flagger.app", "MetricTemplate"): "flagger/crd.yaml",
     ("flagger.app", "AlertProvider"): "flagger/crd.yaml",
+    ("networking.istio.io", "VirtualService"): "istio/crd-all.gen.yaml",
+    ("networking.istio.io", "DestinationRule"): "istio/crd-all.gen.yaml",
 }
 """(API group, kind) -> CRD file under the anchors folder."""
 

@@ -10,13 +10,8 @@ weighted route. Every object is checked against the Istio CRD schema copied into
 
 from __future__ import annotations
 
-import copy
 import re
-from functools import lru_cache
 from typing import Any
-
-import jsonschema
-import yaml
 
 from policies.bluegreen import BlueGreen
 from policies.canary import Canary
@@ -50,7 +45,6 @@ __all__ = [
 
 EXECUTOR = "istio"
 API_VERSION = "networking.istio.io/v1"
-CRD_FILE = "istio/crd-all.gen.yaml"
 
 
 # ----------------------------------------------------------------------------- matches
@@ -255,61 +249,11 @@ def flagger_runbook(policy: Progressive | ABTest, target: Target, router) -> Exp
 # ----------------------------------------------------------------------------- validation
 
 
-def _strict(schema: Any) -> Any:
-    """Kubernetes OpenAPI -> JSON Schema refusing what the apiserver would prune."""
-    if isinstance(schema, list):
-        return [_strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _strict(v) for k, v in schema.items() if k != "nullable"}
-    if schema.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    keep = schema.get("x-kubernetes-preserve-unknown-fields")
-    if "properties" in out and "additionalProperties" not in out and not keep:
-        out["additionalProperties"] = False
-    return out
-
-
-@lru_cache(maxsize=8)
-def _validator(kind: str, version: str) -> jsonschema.Draft7Validator:
-    from policies.exporters.crds import anchors_dir
-
-    with open(anchors_dir() / CRD_FILE, encoding="utf-8") as handle:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        docs = [d for d in yaml.load_all(handle, Loader=loader) if d]
-    crd = next(
-        d
-        for d in docs
-        if d["spec"]["group"] == "networking.istio.io" and d["spec"]["names"]["kind"] == kind
-    )
-    entry = next(v for v in crd["spec"]["versions"] if v["name"] == version and v["served"])
-    schema = copy.deepcopy(entry["schema"]["openAPIV3Schema"])
-    name = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
-    strings = {"type": "object", "additionalProperties": {"type": "string"}}
-    meta = {"name": name, "namespace": name, "labels": strings, "annotations": strings}
-    schema["properties"] |= {
-        "apiVersion": {"enum": [f"networking.istio.io/{version}"]},
-        "kind": {"enum": [kind]},
-        "metadata": {"type": "object", "required": ["name"], "properties": meta},
-    }
-    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
-    return jsonschema.Draft7Validator(_strict(schema))
-
-
 def validate(obj: dict[str, Any]) -> list[str]:
     """Every problem of one Istio object against the anchored CRD, ``Kind/name: path: msg``."""
-    kind, api = obj.get("kind"), str(obj.get("apiVersion", ""))
-    label = f"{kind}/{(obj.get('metadata') or {}).get('name', '?')}"
-    if kind not in ("VirtualService", "DestinationRule") or not api.startswith("networking."):
-        return [f"{label}: not an Istio VirtualService or DestinationRule ({api})"]
-    try:
-        validator = _validator(kind, api.rpartition("/")[2])
-    except StopIteration:
-        return [f"{label}: {api} is not a served version in {CRD_FILE}"]
-    found = sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
-    return [
-        f"{label}: {'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in found
-    ]
+    from policies.exporters import crds
+
+    return crds.validate(obj)
 
 
 def validate_all(objects) -> list[str]:
