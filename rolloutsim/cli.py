@@ -57,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(p)
     p.set_defaults(func=_sweep)
 
+    p = sub.add_parser(
+        "tune", help="search a scenario's tune: space for the best policy under its constraints"
+    )
+    p.add_argument(
+        "scenario", help="a scenario with a tune: section (e.g. scenarios/tune-canary.yaml)"
+    )
+    p.add_argument(
+        "--exportable-to",
+        choices=["argo", "flagger", "kubernetes", "nginx", "istio"],
+        help="search only policies this executor can express",
+    )
+    p.add_argument("-o", "--output", help="the output folder (default: reports/<scenario>-tune)")
+    p.add_argument("-j", "--workers", type=int, default=None)
+    p.add_argument("--backend", choices=["inprocess", "process", "dask"], default=None)
+    p.add_argument("--scheduler", default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=_tune)
+
     p = sub.add_parser("export", help="a policy as the live executor's manifests")
     p.add_argument("policy", help="a policy YAML file")
     p.add_argument(
@@ -160,6 +180,38 @@ def _sweep(args: argparse.Namespace) -> int:
 
     folder = sweep_scenario(args.scenario, args.param, args.output, **_run_kwargs(args))
     print(f"sweep: {folder / 'sweep.csv'} (a report per cell in {folder / 'cells'})")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from sim.tune_report import write_tune_report
+    from sim.tuner import load_tune_scenario, tune
+
+    if args.workers is not None and args.workers < 1:
+        raise _usage(f"-j: {args.workers} must be >= 1")
+    scenario = load_tune_scenario(args.scenario)
+    out = Path(args.output or Path("reports") / f"{scenario.name}-tune")
+    checkpoint = out.with_name(out.name + ".checkpoint")
+    if checkpoint.exists() and not args.resume:
+        shutil.rmtree(checkpoint)
+    result = tune(
+        scenario,
+        exportable_to=args.exportable_to,
+        backend=args.backend,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        checkpoint=checkpoint,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+    )
+    folder = write_tune_report(result, out)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    best = result.recommended
+    print(f"recommended: {best.name}" if best is not None else "no candidate meets the constraints")
+    print(f"tune report: {folder}")
     return 0
 
 

@@ -57,6 +57,7 @@ class Scenario(Model):
     workers: int | None = Field(None, ge=1)
     scheduler: str | None = None
     sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted path -> values
+    tune: dict[str, Any] = Field(default_factory=dict)  # a search space: see sim/tuning.py
 
     @model_validator(mode="after")
     def _replications(self) -> Scenario:
