@@ -28,7 +28,13 @@ from policies.exporters.kubernetes import (
     service,
     whole_seconds,
 )
-from policies.exporters.nginx import STEP, MetricsRunbook, RoutedWeights, jq_values
+from policies.exporters.nginx import (
+    STEP,
+    MetricsRunbook,
+    RoutedWeights,
+    jq_values,
+    require_router,
+)
 from policies.flagger import ABTest, FlaggerMetric, Progressive
 from policies.measures import Query
 
@@ -272,12 +278,7 @@ def validate_all(objects) -> list[str]:
 def export(policy, target: Target) -> Export:
     """VirtualServices, DestinationRule and the runbook; refuses what Istio cannot route."""
     if isinstance(policy, Canary):
-        routing = policy.traffic_routing
-        if routing is None or routing.router != EXECUTOR:
-            reason = "the canary splits by pods behind one Service (export it to kubernetes)"
-            if routing is not None:
-                reason = f"its weights go through {routing.router}, not Istio"
-            raise NotExpressibleError(EXECUTOR, "trafficRouting", reason)
+        require_router(policy, EXECUTOR, "Istio")
         return canary_runbook(policy, target, RoutedWeights(IstioRouter(target)))
     if isinstance(policy, Progressive | ABTest):
         return flagger_runbook(policy, target, IstioRouter(target))

@@ -414,15 +414,21 @@ class _NginxSwitch:
         return apply_command(self.router.target, self.manifest(side))
 
 
+def require_router(policy: Canary, executor: str, label: str):
+    """A canary's weights must go through this executor's router (else it is another's)."""
+    routing = policy.traffic_routing
+    if routing is None or routing.router != executor:
+        reason = "the canary splits by pods behind one Service (export it to kubernetes)"
+        if routing is not None:
+            reason = f"its weights go through {routing.router}, not {label}"
+        raise NotExpressibleError(executor, "trafficRouting", reason)
+    return routing
+
+
 def export(policy, target: Target) -> Export:
     """Objects and runbook on ingress-nginx; refuses what its annotations cannot say."""
     if isinstance(policy, Canary):
-        routing = policy.traffic_routing
-        if routing is None or routing.router != EXECUTOR:
-            reason = "the canary splits by pods behind one Service (export it to kubernetes)"
-            if routing is not None:
-                reason = f"its weights go through {routing.router}, not ingress-nginx"
-            raise NotExpressibleError(EXECUTOR, "trafficRouting", reason)
+        routing = require_router(policy, EXECUTOR, "ingress-nginx")
         router = NginxRouter(target, routing.max_traffic_weight)
         return canary_runbook(policy, target, RoutedWeights(router))
     if isinstance(policy, Progressive | ABTest):
