@@ -152,16 +152,6 @@ class UserCells:
             steps[j] -= scale
         return np.cumsum(steps[:-1])
 
-    def intensity(self, terms: dict) -> np.ndarray:
-        """Per-user Poisson intensity from {selector: expected requests}: each selection gets
-        its expected requests ∝ activity. One scatter per cell (ranges become a step function
-        over the cell's sorted members), so the cost is O(users) per cell, not per term."""
-        lam = np.zeros(self.n)
-        for (key, order), ranges in self._ranges_by_group(terms).items():
-            members, _, _ = self._group(key, order)
-            lam[members] += self._sorted_activity(key, order) * self._steps(members.size, ranges)
-        return lam
-
     def _sorted_activity(self, key, order: str) -> np.ndarray:
         cached = self._activity.get((key, order))
         if cached is None:

@@ -222,7 +222,6 @@ class Tape:
             self._account(block, slice(0, done))
             if done == block.ends.size:
                 self.blocks.pop(0)
-                self._archive(block)
                 continue
             block.trim_front(done)
             break
@@ -254,16 +253,12 @@ class Tape:
                 # the piece's tail after t is dropped with the rest of the draft
                 self.table[:, block.slots[:1]] -= block.values[:, :1] - head.values
                 self._account(head, slice(0, 1))
-                self._archive(head)
                 block.trim_front(1)
             for other in self.blocks:
                 self._add(other, -1)
             self.blocks.clear()
         self.drafted_until = t
         self.committed_until = t
-
-    def _archive(self, block: _Block) -> None:
-        """Hook for traces (a subclass keeps the committed blocks)."""
 
     def _account(self, block: _Block, sel: slice) -> None:
         counts, means = block.counts[:, :, sel], block.means[:, :, sel]
