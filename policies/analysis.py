@@ -63,14 +63,16 @@ class Phase(StrEnum):
 
     @property
     def completed(self) -> bool:
-        return self in (Phase.SUCCESSFUL, Phase.INCONCLUSIVE, Phase.ERROR, Phase.FAILED)
+        return self in _COMPLETED
 
     @property
     def bad(self) -> bool:
-        return self in (Phase.INCONCLUSIVE, Phase.ERROR, Phase.FAILED)
+        return self in _BAD
 
 
 _SEVERITY = {p: i for i, p in enumerate(Phase)}
+_BAD = frozenset({Phase.INCONCLUSIVE, Phase.ERROR, Phase.FAILED})
+_COMPLETED = _BAD | {Phase.SUCCESSFUL}
 
 
 class KayentaProvider(KayentaJudge):

@@ -33,7 +33,7 @@ from policies.controller import (
     StatusChanged,
     TimerFired,
 )
-from sim.flows import RoutingState, UserCells, compute_flows
+from sim.flows import RoutingState, UserCells, compute_flows, flow_set
 from sim.outcome import Outcome
 from sim.seeds import replication_seed, shared_parts, streams
 from sim.tape import FaultState, Tape
@@ -267,16 +267,14 @@ class Replication:
             while t < min(target, dns_end):  # client by client: one slot at a time
                 t1 = min(target, dns_end, (math.floor(t / self.slot) + 1) * self.slot)
                 moved = self.routing.dns_moved(0.5 * (t + t1))
-                flows = compute_flows(
-                    self.routing, serving, self.cells, segment, self.sticky, moved
-                )
+                flows = flow_set(self.routing, serving, self.cells, segment, self.sticky, moved)
                 tape.draft(t, t1, flows, fault_state, by_service)
                 t = t1
         routing = self.routing  # past the TTL every client has moved (``_dns_settled`` will say so)
         if routing.dns_from is not None and tape.drafted_until >= dns_end:
             routing = _replace(routing, dns_from=None)
         if tape.drafted_until < target:
-            flows = compute_flows(routing, serving, self.cells, segment, self.sticky)
+            flows = flow_set(routing, serving, self.cells, segment, self.sticky)
             tape.draft(tape.drafted_until, target, flows, fault_state, by_service)
         self._check_alert()
         self._check_fault_start()
@@ -433,9 +431,8 @@ class Replication:
             return
         ends = (np.arange(have, complete) + 1) * self.slot
         req, bad = self.tape.svc_req[have:complete], self.tape.svc_bad[have:complete]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            peak = float(np.nanmax(bad / req)) if req.any() else 0.0
-        self.alert_peak = max(self.alert_peak, peak)
+        ratio = np.divide(bad, req, out=np.zeros_like(bad), where=req > 0)
+        self.alert_peak = max(self.alert_peak, float(ratio.max()))
         may_fire = self.alert_peak >= self.alert_floor  # else no window can reach a threshold
         fired = self.alert.extend(ends, req, bad, may_fire=may_fire, check=False)
         if fired is not None:
@@ -574,7 +571,7 @@ class Replication:
         self.done = True
         self._count_pods()
         tape, out = self.tape, self.outcome
-        totals = tape.totals
+        totals = tape.settle()
         out.failed_requests, out.slow_requests = totals.failed, totals.slow
         out.bad_requests, out.candidate_requests = totals.bad, totals.requests
         out.excess_bad_requests = totals.excess

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import optimize
 
 from policies.measures import Observation, WindowStats
-from sim.flows import Flow, UserCells
+from sim.flows import FlowSet, UserCells
 
 __all__ = ["FaultState", "Tape", "Totals"]
 
@@ -63,7 +63,6 @@ class _Block:
         "slots",
         "starts",
         "values",
-        "weights",
     )
 
     def __init__(
@@ -72,22 +71,20 @@ class _Block:
         self.flows, self.starts, self.ends, self.slots = flows, starts, ends, slots
         self.means, self.counts, self.phi, self.onset_in = means, counts, phi, onset_in
         self.fault, self.serving = fault, serving
-        canary = np.array([f.version == "canary" for f in flows], dtype=float)
-        faulty = np.array([f.version == "canary" and f.faulty for f in flows], dtype=float)
-        self.weights = np.stack([canary, faulty, 1.0 - canary])  # (3, flows)
         self.values = self.slot_values(counts)
 
     def slot_values(self, counts: np.ndarray) -> np.ndarray:
         """Contribution to the seven per-slot series, per piece: (7, pieces)."""
+        weights = self.flows.weights
         requests = counts.sum(axis=0)  # (flows, pieces)
-        by_req = self.weights @ requests  # canary, faulty canary, stable requests
-        by_err = self.weights @ counts[0]
+        by_req = weights @ requests  # canary, faulty canary, stable requests
+        by_err = weights @ counts[0]
         out = np.empty((7, counts.shape[2]))
         out[0], out[1] = by_req[0], by_err[0]
         out[2] = by_req[1] * self.phi[: counts.shape[2]]
         out[3], out[4] = by_req[2], by_err[2]
         out[5] = requests.sum(axis=0)
-        out[6] = (counts[0] + counts[1]).sum(axis=0)
+        out[6] = counts[0].sum(axis=0) + counts[1].sum(axis=0)
         return out
 
     def trim_front(self, n: int) -> None:
@@ -105,6 +102,9 @@ class Tape:
         self.cells, self.rng, self.user_rng = cells, rng, user_rng
         self.p0, self.q0, self.b0 = cw.baseline_failure, cw.baseline_slow, cw.baseline_bad
         self.objective = cw.world.latency_objective
+        if fault is not None:  # the candidate's probabilities once its fault is on (no ramp)
+            self.p1 = float(fault.failure_probability(self.p0, 0.0))
+            self.q1 = float(fault.slow_probability(cw.world.baseline, self.objective, 0.0))
         self.capacity = cw.world.platform.capacity_per_pod
         n = math.ceil(horizon / self.slot) + 2
         # the per-slot series, rows of one table so a block is added in one indexed update
@@ -127,7 +127,7 @@ class Tape:
         self,
         t0: float,
         t1: float,
-        flows: list[Flow],
+        flows: FlowSet,
         fault: FaultState,
         serving_by_service: dict[str, int],
     ) -> None:
@@ -152,12 +152,15 @@ class Tape:
         self.drafted_until = t1
 
     def _fault_terms(self, starts, ends, fault: FaultState):
-        """Mean failure and slow probabilities of the candidate's pods per piece, the share of
-        its pods whose fault is active (for latency mixtures), and when the fault starts."""
+        """Mean failure and slow probabilities of the candidate's pods per piece (scalars when
+        the same for all), the share of its pods whose fault is active (for latency mixtures),
+        and when the fault starts."""
         f = self.fault
-        if f is None or fault.pods == 0:
-            n = starts.size
-            return np.full(n, self.p0), np.full(n, self.q0), np.zeros(n), np.full(n, np.inf)
+        n = starts.size
+        if f is None or fault.pods == 0 or fault.onsets.min() >= ends[-1]:
+            return self.p0, self.q0, np.zeros(n), np.full(n, np.inf)
+        if f.growth is None and fault.onsets.max() <= starts[0]:  # on everywhere, a constant
+            return self.p1, self.q1, np.ones(n), starts.copy()
         a = starts[None, :] - fault.onsets[:, None]
         b = ends[None, :] - fault.onsets[:, None]
         p = f.mean_failure_over(self.p0, a, b).mean(axis=0)
@@ -168,42 +171,37 @@ class Tape:
         onset_in = np.where(first_onset < ends, np.maximum(starts, first_onset), np.inf)
         return p, q, phi, onset_in
 
-    def _means(self, flows, starts, ends, fault, serving_by_service):
+    def _means(self, fs, starts, ends, fault, serving_by_service):
         lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
         p_c, q_c, phi, onset_in = self._fault_terms(starts, ends, fault)
-        n_flows, n_pieces = len(flows), starts.size
-        means = np.zeros((3, n_flows, n_pieces))
-        overload = self._overload(flows, lam / (ends - starts), serving_by_service)
-        for i, flow in enumerate(flows):
-            if flow.unserved:
-                p, q = np.ones(n_pieces), np.zeros(n_pieces)
-            elif flow.version == "canary" and flow.faulty:
-                p, q = p_c, q_c
-            else:
-                p, q = np.full(n_pieces, self.p0), np.full(n_pieces, self.q0)
-            ov = overload.get(flow.service, 0.0)
-            base = flow.share * lam
-            means[0, i] = base * (ov + (1.0 - ov) * p)  # failed
-            ok = base * (1.0 - ov) * (1.0 - p)
-            means[1, i] = ok * q  # slow
-            means[2, i] = ok * (1.0 - q)  # good
-        canary_faulty = np.array([f.version == "canary" and f.faulty for f in flows], dtype=bool)
-        if not canary_faulty.any():
-            onset_in = np.full(n_pieces, np.inf)
-        return means, (phi if canary_faulty.any() else np.zeros(n_pieces)), onset_in
+        p = np.where(fs.faulty[:, None], p_c, self.p0)  # (flows, 1 or pieces)
+        q = np.where(fs.faulty[:, None], q_c, self.q0)
+        p[fs.unserved] = 1.0
+        q[fs.unserved] = 0.0
+        ov = self._overload(fs, lam / (ends - starts), serving_by_service)
+        base = fs.share[:, None] * lam
+        means = np.empty((3, len(fs), starts.size))
+        means[0] = base * (ov + (1.0 - ov) * p)  # failed
+        ok = base * (1.0 - ov) * (1.0 - p)
+        means[1] = ok * q  # slow
+        means[2] = ok * (1.0 - q)  # good
+        if not fs.faulty.any():
+            return means, np.zeros(starts.size), np.full(starts.size, np.inf)
+        return means, phi, onset_in
 
-    def _overload(self, flows, rate, serving_by_service) -> dict:
-        """Fraction of a Service's requests beyond what its serving pods can take (fails)."""
+    def _overload(self, fs, rate, serving_by_service):
+        """Fraction of a Service's requests beyond what its serving pods can take (fails):
+        0, or per flow and piece."""
         if self.capacity is None:
-            return {}
-        out = {}
-        for service in ("canary", "stable"):
-            share = sum(f.share for f in flows if f.service == service)
+            return 0.0
+        out = np.zeros((len(fs), rate.size))
+        for service, rows in (("canary", fs.service_canary), ("stable", ~fs.service_canary)):
+            share = fs.share[rows].sum()
             if share <= 0:
                 continue
             capacity = serving_by_service.get(service, 0) * self.capacity
             load = rate * share
-            out[service] = np.clip(1.0 - capacity / np.maximum(load, 1e-300), 0.0, 1.0)
+            out[rows] = np.clip(1.0 - capacity / np.maximum(load, 1e-300), 0.0, 1.0)
         return out
 
     def _add(self, block: _Block, sign: int) -> None:
@@ -213,7 +211,16 @@ class Tape:
     # ------------------------------------------------------------------ committing
 
     def commit(self, t: float) -> None:
-        """Count every drafted piece that ends by ``t`` into the blast radius."""
+        """The clock has reached ``t``: every drafted piece that ends by then counts. (The
+        counting itself waits for a cut or the end: a draft nobody cuts never changes.)"""
+        self.committed_until = max(self.committed_until, min(t, self.drafted_until))
+
+    def settle(self) -> Totals:
+        """Count the committed pieces into the blast radius; returns the totals so far."""
+        self._settle(self.committed_until)
+        return self.totals
+
+    def _settle(self, t: float) -> None:
         while self.blocks:
             block = self.blocks[0]
             done = int(np.searchsorted(block.ends, t, side="right"))
@@ -225,12 +232,11 @@ class Tape:
                 continue
             block.trim_front(done)
             break
-        self.committed_until = max(self.committed_until, min(t, self.drafted_until))
 
     def cut(self, t: float) -> None:
         """The world changes at ``t``: commit up to t (thinning the piece it cuts), discard
         the rest of the draft."""
-        self.commit(t)
+        self._settle(t)
         if self.blocks:
             block = self.blocks[0]
             if block.starts[0] < t < block.ends[0]:
@@ -261,45 +267,54 @@ class Tape:
         self.committed_until = t
 
     def _account(self, block: _Block, sel: slice) -> None:
-        counts, means = block.counts[:, :, sel], block.means[:, :, sel]
+        idx = block.flows.canary_idx
         onset = block.onset_in[sel]
         totals = self.totals
         if totals.t_fault is None and np.isfinite(onset).any():
             totals.t_fault = float(onset[np.isfinite(onset)][0])
-        starts, ends = block.starts[sel], block.ends[sel]
-        for i, flow in enumerate(block.flows):
-            if flow.version != "canary":
-                continue
-            failed, slow, good = (int(x) for x in counts[:, i].sum(axis=1))
-            bad = failed + slow
-            served = bad + good
-            totals.failed += failed
-            totals.slow += slow
-            totals.bad += bad
-            totals.requests += served
-            totals.excess += bad - served * self.b0
-            after = None  # the share of each piece after the fault began
-            if totals.t_fault is not None:
-                span = ends - starts
-                after = np.clip((ends - np.maximum(starts, totals.t_fault)) / span, 0.0, 1.0)
-            if bad:  # whose they were is drawn once per selector at the end (iid draws)
-                per_piece = counts[0, i] + counts[1, i]
-                late = 0 if after is None else int(self.user_rng.binomial(per_piece, after).sum())
-                self.pending_bad[(flow.users, False)] += bad - late
-                self.pending_bad[(flow.users, True)] += late
-            if after is not None:
-                expected = float((means[:, i].sum(axis=0) * after).sum())
-                expected_bad = float(((means[0, i] + means[1, i]) * after).sum())
-                if expected > 0:
-                    term = self.exposure.setdefault(flow.users, [0.0, 0.0])
-                    term[0] += expected
-                    term[1] += expected_bad
+        if not idx.size:
+            return
+        counts = block.counts[:, idx, sel]  # (failed/slow/good, canary flows, pieces)
+        per_flow = counts.sum(axis=2)
+        failed, slow = int(per_flow[0].sum()), int(per_flow[1].sum())
+        served = int(per_flow.sum())
+        totals.failed += failed
+        totals.slow += slow
+        totals.bad += failed + slow
+        totals.requests += served
+        totals.excess += failed + slow - served * self.b0
+        bad = counts[0] + counts[1]  # (flows, pieces)
+        late = np.zeros(idx.size, dtype=np.int64)
+        after = None  # the share of each piece after the fault began
+        if totals.t_fault is not None:
+            starts, ends = block.starts[sel], block.ends[sel]
+            after = np.clip((ends - np.maximum(starts, totals.t_fault)) / (ends - starts), 0, 1)
+            # whose bad requests came after the onset: all of a piece wholly after it, a
+            # binomial share of the piece it splits
+            late = bad[:, after >= 1].sum(axis=1)
+            split = (after > 0) & (after < 1)
+            if split.any():
+                late += self.user_rng.binomial(bad[:, split], after[split]).sum(axis=1)
+            means = block.means[:, idx, sel]
+            expected = means.sum(axis=0) @ after
+            expected_bad = (means[0] + means[1]) @ after
+        n_bad = per_flow[0] + per_flow[1]
+        for f, i in enumerate(idx):  # whose they were is drawn once per selector at the end
+            users = block.flows.flows[i].users
+            if n_bad[f]:
+                self.pending_bad[(users, False)] += int(n_bad[f] - late[f])
+                self.pending_bad[(users, True)] += int(late[f])
+            if after is not None and expected[f] > 0:
+                term = self.exposure.setdefault(users, [0.0, 0.0])
+                term[0] += float(expected[f])
+                term[1] += float(expected_bad[f])
 
     # ------------------------------------------------------------------ reading
 
     def _split_bad(self) -> None:
         """Give the bad requests to users ∝ activity: per selector, all at once (the draws are
         iid, so one draw of the total is the same in distribution as one per piece)."""
+        self.settle()
         for (selector, late), k in sorted(self.pending_bad.items(), key=repr):
             users = self.cells.draw(self.user_rng, k, selector)
             self.hurt[users] = True
@@ -337,9 +352,9 @@ class Tape:
         return obs
 
     def _window(self, j0: int, j1: int, quantiles, rng) -> Observation:
-        n_c, e_c = int(self.c_req[j0:j1].sum()), int(self.c_err[j0:j1].sum())
-        n_s, e_s = int(self.s_req[j0:j1].sum()), int(self.s_err[j0:j1].sum())
-        phi = float(self.c_fault[j0:j1].sum()) / n_c if n_c else 0.0
+        n_c, e_c, fault, n_s, e_s = self.table[:5, j0:j1].sum(axis=1).tolist()
+        n_c, e_c, n_s, e_s = int(n_c), int(e_c), int(n_s), int(e_s)
+        phi = fault / n_c if n_c else 0.0
         canary = WindowStats(n_c, e_c, self._quantiles(n_c, phi, quantiles, rng))
         stable = WindowStats(n_s, e_s, self._quantiles(n_s, 0.0, quantiles, rng))
         return Observation(j0 * self.slot, j1 * self.slot, canary, stable)

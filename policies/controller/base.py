@@ -125,7 +125,7 @@ class ControllerBase:
         return False
 
     def _progress_signature(self) -> tuple:
-        return (tuple(sorted(self.desired.items())), tuple(sorted(self.available.items())))
+        return (tuple(self.desired.items()), tuple(self.available.items()))
 
     def _track_progress(self) -> None:
         """Restart the progress-deadline timer on any progress; stop it where it does not apply."""
