@@ -234,6 +234,7 @@ class AnalysisRun:
                 self.error = f"dryRun metricName {pattern!r} matches no metric"
         self.terminated = False
         self._phase: Phase | None = None  # cached; a measurement or terminate() clears it
+        self._terminating: bool | None = None  # likewise
 
     def __repr__(self) -> str:
         return f"AnalysisRun(metrics={list(self.metrics)}, phase={self.phase.value})"
@@ -270,7 +271,7 @@ class AnalysisRun:
         return _judge_kayenta(provider.kayenta, obs, rng)
 
     def _count(self, state: _MetricState, phase: Phase, value: float | None) -> None:
-        self._phase = None
+        self._phase = self._terminating = None
         state.history.append((phase, value))
         state.last_value = value
         if phase == Phase.ERROR:
@@ -340,7 +341,10 @@ class AnalysisRun:
     @property
     def terminating(self) -> bool:
         """Argo stops the whole run once any deciding metric is Failed, Error or Inconclusive."""
-        return self.error is not None or any(s.phase.bad for s in self._deciding())
+        if self._terminating is None:
+            bad = any(s.phase.bad for s in self._deciding())
+            self._terminating = self.error is not None or bad
+        return self._terminating
 
     @property
     def phase(self) -> Phase:
@@ -376,7 +380,7 @@ class AnalysisRun:
             if not state.phase.completed:
                 state.phase = Phase.SUCCESSFUL
         self.terminated = True
-        self._phase = None
+        self._phase = self._terminating = None
         return self.phase
 
     def summary(self) -> dict[str, Any]:

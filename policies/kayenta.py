@@ -17,8 +17,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from scipy.optimize import brentq
-from scipy.stats import norm, rankdata
+from scipy.special import ndtri
 
 from policies.base import Model
 
@@ -79,6 +78,8 @@ def mann_whitney_interval(
     mu_min = float(x.min() - y.max())
     mu_max = float(x.max() - y.min())
 
+    from scipy.stats import rankdata
+
     def wdiff(mu: float, q: float) -> float:
         pooled = np.concatenate((x - mu, y))
         w = float(rankdata(pooled)[:nx].sum()) - shift_base
@@ -95,9 +96,11 @@ def mann_whitney_interval(
             return mu_min
         if wdiff(mu_max, q) >= 0.0:
             return mu_max
+        from scipy.optimize import brentq  # scipy.optimize and .stats load lazily: slow imports
+
         return float(brentq(wdiff, mu_min, mu_max, args=(q,), xtol=1e-12, maxiter=1000))
 
-    zq = float(norm.ppf((1.0 - conf_level) / 2.0))  # negative: 0.98 -> -2.326
+    zq = float(ndtri((1.0 - conf_level) / 2.0))  # the normal quantile: 0.98 -> -2.326
     return root(-zq), root(zq), root(0.0)
 
 
@@ -109,6 +112,8 @@ def mean_ratio(experiment: Sequence[float], control: Sequence[float]) -> float:
 
 def cles(experiment: Sequence[float], control: Sequence[float]) -> float:
     """P(experiment > control) + ½P(tie), from the pooled average ranks (``EffectSizes.cles``)."""
+    from scipy.stats import rankdata
+
     m, n = len(experiment), len(control)
     ranks = rankdata(np.concatenate((np.asarray(experiment, float), np.asarray(control, float))))
     r1 = float(ranks[:m].sum())

@@ -17,8 +17,7 @@ from typing import Literal
 
 import numpy as np
 from pydantic import model_validator
-from scipy.special import logsumexp
-from scipy.stats import norm
+from scipy.special import logsumexp, ndtri
 
 from policies.base import Model
 
@@ -55,7 +54,7 @@ def fixed_sample_size(p0: float, p1: float, alpha: float = 0.05, beta: float = 0
     """n* of the one-sided fixed-n test of a canary against a known baseline (§4.1, normal)."""
     _check_rates(p0, p1)
     _check_errors(alpha, beta)
-    z_a, z_b = norm.ppf(1 - alpha), norm.ppf(1 - beta)
+    z_a, z_b = ndtri(1 - alpha), ndtri(1 - beta)  # normal quantiles
     spread = z_a * math.sqrt(p0 * (1 - p0)) + z_b * math.sqrt(p1 * (1 - p1))
     return float(spread**2 / (p1 - p0) ** 2)
 

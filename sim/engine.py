@@ -33,7 +33,7 @@ from policies.controller import (
     StatusChanged,
     TimerFired,
 )
-from sim.flows import RoutingState, UserCells, compute_flows, flow_set
+from sim.flows import RoutingState, UserCells, flow_set
 from sim.outcome import Outcome
 from sim.seeds import replication_seed, shared_parts, streams
 from sim.tape import FaultState, Tape
@@ -57,7 +57,7 @@ def router_kind(policy) -> str:
     return "serviceSelector" if policy.kind == "BlueGreen" else "pods"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # a pod is itself: equal only to itself
 class _Pod:
     started: float
     ready: float  # when its readiness probe passes (inf: never)
@@ -534,8 +534,8 @@ class Replication:
         if math.isnan(out.t_rollback_start) or not math.isnan(out.t_mitigated):
             return
         segment = self.fault.segment if self.fault is not None else None
-        flows = compute_flows(self.routing, self._serving(), self.cells, segment, self.sticky)
-        if self.routing.dns_from is None and not any(f.version == "canary" for f in flows):
+        flows = flow_set(self.routing, self._serving(), self.cells, segment, self.sticky)
+        if self.routing.dns_from is None and not flows.canary.any():
             out.t_mitigated = self.env.now
             self._mark("mitigated", "")
 
@@ -557,8 +557,8 @@ class Replication:
         if not math.isnan(out.t_rollback_start):
             return
         segment = self.fault.segment if self.fault is not None else None
-        flows = compute_flows(self.routing, self._serving(), self.cells, segment, self.sticky)
-        if self.routing.dns_from is None and not any(f.version == "stable" for f in flows):
+        flows = flow_set(self.routing, self._serving(), self.cells, segment, self.sticky)
+        if self.routing.dns_from is None and flows.canary.all():
             out.rollout_duration = self.env.now
 
     def _end(self) -> None:

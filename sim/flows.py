@@ -58,6 +58,7 @@ class FlowSet:
     (and, through ``flow_set``, once per worker for every state a run meets again)."""
 
     __slots__ = (
+        "any_faulty",
         "canary",
         "canary_idx",
         "faulty",
@@ -74,6 +75,7 @@ class FlowSet:
         self.canary = np.array([f.version == "canary" for f in flows], dtype=bool)
         self.canary_idx = np.flatnonzero(self.canary)
         self.faulty = self.canary & np.array([f.faulty for f in flows], dtype=bool)
+        self.any_faulty = bool(self.faulty.any())
         self.unserved = np.array([f.unserved for f in flows], dtype=bool)
         self.service_canary = np.array([f.service == "canary" for f in flows], dtype=bool)
         # rows: canary requests, faulty canary requests, stable requests (for the slot series)

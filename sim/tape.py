@@ -19,10 +19,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 
 from policies.measures import Observation, WindowStats
 from sim.flows import FlowSet, UserCells
+from sim.traffic import Constant
 
 __all__ = ["FaultState", "Tape", "Totals"]
 
@@ -99,6 +99,8 @@ class Tape:
     def __init__(self, cw, fault, slot: float, horizon: float, cells: UserCells, rng, user_rng):
         self.cw, self.fault, self.slot = cw, fault, float(slot)
         self.traffic = cw.world.traffic
+        profile = self.traffic.rate
+        self.constant_rate = profile.rate_ if isinstance(profile, Constant) else None
         self.cells, self.rng, self.user_rng = cells, rng, user_rng
         self.p0, self.q0, self.b0 = cw.baseline_failure, cw.baseline_slow, cw.baseline_bad
         self.objective = cw.world.latency_objective
@@ -172,28 +174,32 @@ class Tape:
         return p, q, phi, onset_in
 
     def _means(self, fs, starts, ends, fault, serving_by_service):
-        lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
+        if self.constant_rate is not None:
+            lam = self.constant_rate * (ends - starts)
+        else:
+            lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
         p_c, q_c, phi, onset_in = self._fault_terms(starts, ends, fault)
         p = np.where(fs.faulty[:, None], p_c, self.p0)  # (flows, 1 or pieces)
         q = np.where(fs.faulty[:, None], q_c, self.q0)
         p[fs.unserved] = 1.0
         q[fs.unserved] = 0.0
-        ov = self._overload(fs, lam / (ends - starts), serving_by_service)
+        ov = self._overload(fs, lam, ends - starts, serving_by_service)
         base = fs.share[:, None] * lam
         means = np.empty((3, len(fs), starts.size))
         means[0] = base * (ov + (1.0 - ov) * p)  # failed
         ok = base * (1.0 - ov) * (1.0 - p)
         means[1] = ok * q  # slow
         means[2] = ok * (1.0 - q)  # good
-        if not fs.faulty.any():
+        if not fs.any_faulty:
             return means, np.zeros(starts.size), np.full(starts.size, np.inf)
         return means, phi, onset_in
 
-    def _overload(self, fs, rate, serving_by_service):
+    def _overload(self, fs, lam, span, serving_by_service):
         """Fraction of a Service's requests beyond what its serving pods can take (fails):
         0, or per flow and piece."""
         if self.capacity is None:
             return 0.0
+        rate = lam / span
         out = np.zeros((len(fs), rate.size))
         for service, rows in (("canary", fs.service_canary), ("stable", ~fs.service_canary)):
             share = fs.share[rows].sum()
@@ -386,4 +392,6 @@ class Tape:
             mixed = phi * self.fault.latency_cdf(base, x, np.inf) + (1 - phi) * base.latency.cdf(x)
             return float(mixed) - u
 
-        return float(optimize.brentq(cdf_gap, lo, hi))
+        from scipy.optimize import brentq  # a slow import, needed only for latency faults
+
+        return float(brentq(cdf_gap, lo, hi))

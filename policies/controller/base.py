@@ -80,9 +80,11 @@ class ControllerBase:
         elif isinstance(event, TimerFired):
             self.timers.discard(event.key)
             if event.key.startswith("measure/"):
+                # only asks for a measurement: no state a reconcile reads has changed, and a
+                # reconcile at its fixed point does nothing, so the loop below is skipped
                 self._measure_due(event.key)
-            else:
-                self._timer(event.key)
+                return self._out
+            self._timer(event.key)
         elif isinstance(event, PodsChanged):
             self.available.update(event.available)
         elif isinstance(event, MeasurementTaken):

@@ -44,6 +44,7 @@ class CanaryController(ArgoControllerBase):
         self.undoing = False
         self.rolled_back = False
         self.background_started = False
+        self._walk_back()
 
     # ------------------------------------------------------------------ events
 
@@ -103,19 +104,26 @@ class CanaryController(ArgoControllerBase):
         """Argo ``GetCurrentSetWeight``: the last setWeight at or before the current step."""
         if self.step_index >= len(self.policy.steps):
             return self.policy.max_weight
-        for step in reversed(self.policy.steps[: self.step_index + 1]):
-            if step.set_weight is not None:
-                return step.set_weight
-        return 0
+        return self._set_weights[self.step_index]
 
     def _canary_scale(self):
         """The setCanaryScale in effect (Argo ``UseSetCanaryScale`` walks back from the step)."""
         if self.step_index >= len(self.policy.steps):
             return None
-        for step in reversed(self.policy.steps[: self.step_index + 1]):
+        return self._scales[self.step_index]
+
+    def _walk_back(self) -> None:
+        """Per step, the setWeight and setCanaryScale in effect there (reconciles ask often)."""
+        weight, scale = 0, None
+        self._set_weights, self._scales = [], []
+        for step in self.policy.steps:
+            if step.set_weight is not None:
+                weight = step.set_weight
             if step.set_canary_scale is not None:
-                return None if step.set_canary_scale.match_traffic_weight else step.set_canary_scale
-        return None
+                match = step.set_canary_scale.match_traffic_weight
+                scale = None if match else step.set_canary_scale
+            self._set_weights.append(weight)
+            self._scales.append(scale)
 
     def _advance(self) -> None:
         self.step_index += 1

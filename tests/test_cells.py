@@ -1,0 +1,123 @@
+"""The engine's user draws (sim/flows.py ``UserCells``) against exact references.
+
+The fast paths — a guide table in place of binary search, Poisson counts corrected to a fixed
+total in place of numpy's multinomial, exposure drawn request by request or user by user —
+must give exactly the reference's answer (lookups) or its distribution (draws), with fixed
+seeds and tolerances of 4 Monte Carlo standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim.flows import UserCells
+from sim.users import UserPopulation, Users
+
+Z = 4.0
+KEY = (frozenset(), None, False, True)  # the whole population, in sticky-bucket order
+GROUP = (KEY, "bucket")
+
+
+def _cells(n: int = 2000, sigma: float = 1.5, seed: int = 3) -> UserCells:
+    population = UserPopulation(count=n, activity={"lognormal": {"sigma": sigma}})
+    return UserCells(population.build(seed))
+
+
+def test_guide_table_lookup_is_binary_search():
+    """``_locate`` returns searchsorted(cum, u, 'right') − 1 for every u, at bin edges, user
+    boundaries and the very ends included, and steps over users with no activity."""
+    cells = _cells()
+    cum = cells._group(*GROUP)[2]
+    rng = np.random.default_rng(0)
+    u = np.concatenate(
+        (
+            rng.random(50_000) * cum[-1],
+            cum[:-1],  # each user's first point
+            np.nextafter(cum[1:], 0.0),  # each user's last point
+            [0.0, np.nextafter(cum[-1], 0.0)],
+        )
+    )
+    expected = np.searchsorted(cum, u, side="right") - 1
+    assert np.array_equal(cells._locate(GROUP, u.copy()), expected)
+
+    built = _cells(n=500).users
+    activity = built.activity.copy()
+    activity[::3] = 0.0  # a third of the users never send a request
+    zeros = UserCells(Users(activity / activity.sum(), built.bucket))
+    zm, _, zc = zeros._group(*GROUP)
+    u = rng.random(20_000) * zc[-1]
+    picks = zeros._locate(GROUP, u.copy())
+    assert np.array_equal(picks, np.searchsorted(zc, u, side="right") - 1)
+    assert not np.any(zeros.users.activity[zm[picks]] == 0.0)
+
+
+@pytest.mark.parametrize("k", [1_500, 12_000, 40_000])
+def test_counts_are_multinomial(k):
+    """``_counts``: the total is exactly k, each user's mean count is k·w, and the number of
+    users hit matches numpy's multinomial (both branches of the correction are exercised)."""
+    cells = _cells()
+    n = cells.n
+    weights = cells._sorted_activity(*GROUP)
+    p = weights / weights.sum()
+    rng = np.random.default_rng(k)
+    reps = 400
+    counts = np.array([cells._counts(rng, k, GROUP, 0, n) for _ in range(reps)])
+    assert (counts.sum(axis=1) == k).all() and (counts >= 0).all()
+    # per-user means: z-scores of the 10 heaviest users
+    top = np.argsort(p)[-10:]
+    se = np.sqrt(k * p[top] * (1 - p[top]) / reps)
+    assert np.all(np.abs(counts[:, top].mean(axis=0) - k * p[top]) < Z * se)
+    # users hit, against numpy's multinomial on another stream
+    ours = (counts > 0).sum(axis=1)
+    ref_rng = np.random.default_rng(10_000 + k)
+    theirs = np.array([(ref_rng.multinomial(k, p) > 0).sum() for _ in range(reps)])
+    se = math.sqrt((ours.var(ddof=1) + theirs.var(ddof=1)) / reps)
+    assert abs(ours.mean() - theirs.mean()) < Z * se
+
+
+def test_draws_hit_users_in_proportion_to_activity():
+    """A user's chance to be among the users of k draws is 1 − (1 − w)^k, whichever path
+    (lookups below 3 draws per user, counts above) ``draw`` takes."""
+    cells = _cells(n=1000)
+    weights = cells._sorted_activity(*GROUP)
+    members, _, _ = cells._group(*GROUP)
+    p = weights / weights.sum()
+    rng = np.random.default_rng(7)
+    for k in (300, 5_000):  # lookups; counts
+        reps = 600
+        hits = np.zeros(cells.n)
+        for _ in range(reps):
+            hits[cells.draw(rng, k, (KEY, "bucket", 0.0, 100.0))] += 1
+        expected = 1 - (1 - p) ** k
+        got = hits[members] / reps
+        se = np.sqrt(expected * (1 - expected) / reps)
+        assert np.sum((got - expected) ** 2 / np.maximum(se, 1e-9) ** 2) < cells.n + 6 * math.sqrt(
+            2 * cells.n
+        )  # χ² with n degrees of freedom, 6 sd
+
+
+@pytest.mark.parametrize("expected_requests", [300.0, 60_000.0])
+def test_exposed_matches_poisson_users(expected_requests):
+    """Users reached by Poisson(Λ) requests from a half of the population and Λ/2 from all of
+    it: Σ_u 1 − e^−λ_u, drawn request by request (small Λ) or user by user (large Λ)."""
+    cells = _cells(n=1500)
+    members, keys, cum = cells._group(*GROUP)
+    act = cells._sorted_activity(*GROUP)
+    half = (KEY, "bucket", 0.0, 50.0)
+    whole = (KEY, "bucket", 0.0, 100.0)
+    terms = {half: expected_requests, whole: expected_requests / 2}
+    j = int(np.searchsorted(keys, 50.0, side="left"))
+    lam = act * (expected_requests / 2) / cum[-1]
+    lam[:j] += act[:j] * expected_requests / cum[j]
+    prob = -np.expm1(-lam)
+    already = np.zeros(cells.n, dtype=bool)
+    already[members[-5:]] = True  # five users already reached (their bad answers)
+    prob[-5:] = 1.0
+    reps = 300
+    rng = np.random.default_rng(int(expected_requests))
+    got = np.array([cells.exposed(rng, terms, already) for _ in range(reps)])
+    se = math.sqrt(float(np.sum(prob * (1 - prob))) / reps)
+    assert abs(got.mean() - prob.sum()) < Z * se
