@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from scipy.special import ndtri
 
 from policies.base import Model
 
@@ -99,6 +98,8 @@ def mann_whitney_interval(
         from scipy.optimize import brentq  # scipy.optimize and .stats load lazily: slow imports
 
         return float(brentq(wdiff, mu_min, mu_max, args=(q,), xtol=1e-12, maxiter=1000))
+
+    from scipy.special import ndtri
 
     zq = float(ndtri((1.0 - conf_level) / 2.0))  # the normal quantile: 0.98 -> -2.326
     return root(-zq), root(zq), root(0.0)

@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import model_validator
-from scipy.special import logsumexp, ndtri
 
 from policies.base import Model
 
@@ -54,6 +53,8 @@ def fixed_sample_size(p0: float, p1: float, alpha: float = 0.05, beta: float = 0
     """n* of the one-sided fixed-n test of a canary against a known baseline (§4.1, normal)."""
     _check_rates(p0, p1)
     _check_errors(alpha, beta)
+    from scipy.special import ndtri  # scipy loads lazily: a slow import
+
     z_a, z_b = ndtri(1 - alpha), ndtri(1 - beta)  # normal quantiles
     spread = z_a * math.sqrt(p0 * (1 - p0)) + z_b * math.sqrt(p1 * (1 - p1))
     return float(spread**2 / (p1 - p0) ** 2)
@@ -221,6 +222,8 @@ class SequentialTest(Model):
         inc = _count_ratio_increment(
             ce[..., None], cr[..., None], be[..., None], br[..., None], grid
         )
+        from scipy.special import logsumexp
+
         return logsumexp(np.cumsum(inc, axis=-2) + self._log_weights, axis=-1)
 
     @property
@@ -375,6 +378,8 @@ class SequentialState:
                 self._components += _count_ratio_increment(
                     canary_errors, canary_requests, baseline_errors, baseline_requests, grid
                 )
+            from scipy.special import logsumexp
+
             self.statistic = float(logsumexp(self._components + self._log_w))
         elif self.canary_requests > 0:
             self.statistic = float(

@@ -32,7 +32,6 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from scipy import special
 
 from policies.base import Model, format_path
 from policies.durations import Duration, format_duration, parse_duration
@@ -221,11 +220,15 @@ class LogNormal(Distribution):
             return _out((x >= self.median).astype(float))
         with np.errstate(divide="ignore"):
             z = (np.log(np.maximum(x, 0.0)) - self._mu) / self.sigma
+        from scipy import special  # scipy loads lazily: a slow import most runs never need
+
         return _out(special.ndtr(z))
 
     def ppf(self, q):
         arr, ok = _quantiles(q)
         with np.errstate(invalid="ignore"):
+            from scipy import special
+
             return _out(np.where(ok, np.exp(self._mu + self.sigma * special.ndtri(arr)), np.nan))
 
     def to_yaml(self):
@@ -256,11 +259,15 @@ class Gamma(Distribution):
 
     def cdf(self, x):
         x = np.asarray(x, dtype=float)
+        from scipy import special
+
         return _out(special.gammainc(self.shape, np.maximum(x, 0.0) / self._scale))
 
     def ppf(self, q):
         arr, ok = _quantiles(q)
         safe = np.where(ok, arr, 0.5)
+        from scipy import special
+
         return _out(np.where(ok, special.gammaincinv(self.shape, safe) * self._scale, np.nan))
 
     def to_yaml(self):

@@ -46,6 +46,10 @@ class ControllerBase:
     """Shared state and plumbing; subclasses implement ``_reconcile`` and the reactions."""
 
     kind = ""
+    quiet_measurements = True
+    """A measurement that leaves its run's phase as it was changes nothing ``_reconcile`` reads
+    (it reads runs only through their phases), so no reconcile follows it; a controller whose
+    reconcile reads measurements themselves (Flagger's checks) sets this False."""
 
     def __init__(self, policy: Any, replicas: int, rng: np.random.Generator | None = None) -> None:
         if replicas < 0:
@@ -88,7 +92,10 @@ class ControllerBase:
         elif isinstance(event, PodsChanged):
             self.available.update(event.available)
         elif isinstance(event, MeasurementTaken):
+            before = self._run_phase(event.run)
             self._measured(event)
+            if self.quiet_measurements and self._run_phase(event.run) == before:
+                return self._out  # nothing a reconcile reads has changed (see above)
         elif isinstance(event, Approved):
             self._approved()
         elif isinstance(event, RollbackRequested):

@@ -25,6 +25,7 @@ class FlaggerController(ControllerBase):
     """Phases: Progressing -> Promoting -> Finalising -> Succeeded, or Failed (rolled back)."""
 
     kind = "Flagger"
+    quiet_measurements = False  # its checks are counted by the reconcile (the tick)
 
     def __init__(self, policy: Progressive | ABTest, replicas: int, rng=None) -> None:
         super().__init__(policy, replicas, rng)
