@@ -71,9 +71,9 @@ class _Block:
         self.flows, self.starts, self.ends, self.slots = flows, starts, ends, slots
         self.means, self.counts, self.phi, self.onset_in = means, counts, phi, onset_in
         self.fault, self.serving = fault, serving
-        self.values = self.slot_values(counts)
+        self.values = self.slot_values(counts, phi)
 
-    def slot_values(self, counts: np.ndarray) -> np.ndarray:
+    def slot_values(self, counts: np.ndarray, phi: np.ndarray) -> np.ndarray:
         """Contribution to the seven per-slot series, per piece: (7, pieces)."""
         weights = self.flows.weights
         requests = counts.sum(axis=0)  # (flows, pieces)
@@ -81,7 +81,7 @@ class _Block:
         by_err = weights @ counts[0]
         out = np.empty((7, counts.shape[2]))
         out[0], out[1] = by_req[0], by_err[0]
-        out[2] = by_req[1] * self.phi[: counts.shape[2]]
+        out[2] = by_req[1] * phi
         out[3], out[4] = by_req[2], by_err[2]
         out[5] = requests.sum(axis=0)
         out[6] = counts[0].sum(axis=0) + counts[1].sum(axis=0)
@@ -242,35 +242,35 @@ class Tape:
     def cut(self, t: float) -> None:
         """The world changes at ``t``: commit up to t (thinning the piece it cuts), discard
         the rest of the draft."""
+        for block in self.blocks:
+            k = int(np.searchsorted(block.ends, t, side="right"))
+            if k < block.ends.size:
+                if block.starts[k] < t:
+                    self._thin(block, k, t)
+                break
         self._settle(t)
-        if self.blocks:
-            block = self.blocks[0]
-            if block.starts[0] < t < block.ends[0]:
-                part_means = self._means(
-                    block.flows, block.starts[:1], np.array([t]), block.fault, block.serving
-                )[0][:, :, 0]
-                full = block.means[:, :, 0]
-                ratio = np.divide(part_means, full, out=np.zeros_like(full), where=full > 0)
-                part = self.rng.binomial(block.counts[:, :, 0], np.clip(ratio, 0.0, 1.0))
-                head = _Block(
-                    block.flows,
-                    block.starts[:1],
-                    np.array([t]),
-                    block.slots[:1],
-                    part_means[:, :, None],
-                    part[:, :, None],
-                    block.phi[:1],
-                    block.onset_in[:1],
-                )
-                # the piece's tail after t is dropped with the rest of the draft
-                self.table[:, block.slots[:1]] -= block.values[:, :1] - head.values
-                self._account(head, slice(0, 1))
-                block.trim_front(1)
-            for other in self.blocks:
-                self._add(other, -1)
-            self.blocks.clear()
+        for other in self.blocks:
+            self._add(other, -1)
+        self.blocks.clear()
         self.drafted_until = t
         self.committed_until = t
+
+    def _thin(self, block: _Block, k: int, t: float) -> None:
+        """Piece k of the block becomes [start, t): each count keeps each of its requests with
+        probability (mean up to t) / (mean of the piece), exact for a Poisson process."""
+        part_means = self._means(
+            block.flows, block.starts[k : k + 1], np.array([t]), block.fault, block.serving
+        )[0][:, :, 0]
+        full = block.means[:, :, k]
+        ratio = np.divide(part_means, full, out=np.zeros_like(full), where=full > 0)
+        block.counts[:, :, k] = self.rng.binomial(block.counts[:, :, k], np.clip(ratio, 0, 1))
+        block.means[:, :, k] = part_means
+        block.ends[k] = t
+        if block.onset_in[k] >= t:
+            block.onset_in[k] = np.inf
+        values = block.slot_values(block.counts[:, :, k : k + 1], block.phi[k : k + 1])[:, 0]
+        self.table[:, block.slots[k]] += values - block.values[:, k]
+        block.values[:, k] = values
 
     def _account(self, block: _Block, sel: slice) -> None:
         idx = block.flows.canary_idx
@@ -289,14 +289,19 @@ class Tape:
         totals.bad += failed + slow
         totals.requests += served
         totals.excess += failed + slow - served * self.b0
-        bad = counts[0] + counts[1]  # (flows, pieces)
+        n_bad = per_flow[0] + per_flow[1]
         late = np.zeros(idx.size, dtype=np.int64)
         after = None  # the share of each piece after the fault began
-        if totals.t_fault is not None:
+        if totals.t_fault is not None and totals.t_fault <= block.starts[sel][0]:
+            late, after = n_bad, 1.0  # all of it after the onset
+            means = block.means[:, idx, sel].sum(axis=2)
+            expected, expected_bad = means.sum(axis=0), means[0] + means[1]
+        elif totals.t_fault is not None:
             starts, ends = block.starts[sel], block.ends[sel]
             after = np.clip((ends - np.maximum(starts, totals.t_fault)) / (ends - starts), 0, 1)
             # whose bad requests came after the onset: all of a piece wholly after it, a
             # binomial share of the piece it splits
+            bad = counts[0] + counts[1]  # (flows, pieces)
             late = bad[:, after >= 1].sum(axis=1)
             split = (after > 0) & (after < 1)
             if split.any():
@@ -304,7 +309,6 @@ class Tape:
             means = block.means[:, idx, sel]
             expected = means.sum(axis=0) @ after
             expected_bad = (means[0] + means[1]) @ after
-        n_bad = per_flow[0] + per_flow[1]
         for f, i in enumerate(idx):  # whose they were is drawn once per selector at the end
             users = block.flows.flows[i].users
             if n_bad[f]:
