@@ -99,18 +99,19 @@ def main() -> None:
     )
     print(f"  {rate:,.0f} simulated requests per CPU-second")
 
-    def timed_run(replications: int):
+    def timed_run(replications: int, backend: str = "process"):
         wall0 = time.perf_counter()
         result = run(
             world,
             loaded.policies,
             replications=replications,
             seed=loaded.scenario.seed,
-            backend="process",
+            backend=backend,
             workers=args.workers,
         )
         return time.perf_counter() - wall0, result
 
+    timed_run(1, "inprocess")  # this process imports what a run needs (pandas...) first
     startup, _ = timed_run(1)  # a pool that starts, runs one replication per class and stops
     wall, result = timed_run(args.replications)
     total = args.replications * n_classes
