@@ -337,10 +337,15 @@ class Tape:
         return int(np.count_nonzero(self.hurt))
 
     def users_exposed(self, rng) -> int:
-        """Users who reached the candidate after its fault began (for a release without a
-        fault: at all): those with a bad answer since then, plus each other user with
-        probability 1 − e^−(Λ − Λᵇ), their expected good
-        candidate requests (Poisson thinning; the derivation is sim.users.ExposureTally's)."""
+        """Users who reached the candidate after its fault began: those with a bad answer
+        since then, plus the users of Poisson(Λ − Λᵇ) good candidate requests per selection.
+
+        Why that is exact: by Poisson thinning a user's bad and good candidate requests are
+        independent Poisson(Λᵇ_u) and Poisson(Λ_u − Λᵇ_u). Hurt H_u = {bad ≥ 1} and exposed
+        X_u = {bad + good ≥ 1}, so H ⊆ X and, for a user not hurt, P(X_u | not H_u) =
+        1 − e^−(Λ_u − Λᵇ_u), independent of the bad requests. Given the bad requests already
+        split over users (∝ activity: per user Poisson(Λᵇ_u)), hurt ∪ {good ≥ 1} has exactly
+        the joint law of (hurt, exposed)."""
         self._split_bad()
         if not self.exposure:
             return int(np.count_nonzero(self.hurt_after_fault))

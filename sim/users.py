@@ -1,17 +1,13 @@
-"""The user population, and who gets hurt: unique users, not just requests (DESIGN §5).
+"""The user population: unique users, not just requests (DESIGN §5).
 
 Users-hurt blast radius depends on the routing key (anchors §3.2: 1 % weight, 1 request/min,
 1 h: random routing touches 45 % of users, sticky 1 %), so users are modelled, never requests:
 
 - ``UserPopulation`` (YAML): how many users, how unequal their activity, which segments.
 - ``Users``: built once, read-only, shared by replications and policies (common random
-  numbers); per group (all users, each segment) members sorted by sticky bucket with their
-  cumulative activity, so the canary's users at sticky weight w are a prefix.
-- ``Users.hurt`` splits bad requests over users ∝ activity (O(n log U)); ``UserTally`` counts
-  unique users hurt; ``ExposureTally`` accumulates Poisson intensities in O(1) per interval.
-
-An eligible set is a tuple: ``("all",)``, ``("sticky_prefix", w)``, ``("segment", name)``,
-``("segment_sticky", name, w)``; weights w are percent (bucket < w is on the canary).
+  numbers): per user an activity share, a sticky bucket in [0, 100) (bucket < w is on the
+  canary at weight w percent) and segment membership. Who was hurt or exposed is drawn by the
+  engine's ``sim.flows.UserCells``.
 
 Modelling choices: activity, bucket and segment membership are independent of each other;
 segments whose overlap is not stated are independent (the overlap is the product of the
@@ -32,16 +28,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, mo
 from policies.base import Model
 from sim.distributions import json_object
 
-__all__ = [
-    "Activity",
-    "ExposureTally",
-    "NameValue",
-    "Percent",
-    "Segment",
-    "UserPopulation",
-    "UserTally",
-    "Users",
-]
+__all__ = ["Activity", "NameValue", "Percent", "Segment", "UserPopulation", "Users"]
 
 
 def _percent(value: Any) -> float:
@@ -265,235 +252,29 @@ class UserPopulation(Model):
         bucket[order] = ordered
         cells = np.searchsorted(self._cells, seg_rng.random(n) if self.segments else (), "right")
         masks = {name: ((cells >> j) & 1).astype(bool) for j, name in enumerate(self.segments)}
-        return Users(activity, bucket, masks, routing=self.routing, order=order)
-
-
-class _Group:
-    """A group's users sorted by bucket: indices, buckets, activity and its running sum, and
-    (segments) their positions in the bucket order of all users."""
-
-    __slots__ = ("act", "buckets", "cum", "members", "name", "pos", "size")
-
-    def __init__(self, name: str, members: np.ndarray, buckets: np.ndarray, activity: np.ndarray,
-                 pos: np.ndarray | None = None) -> None:  # fmt: skip
-        self.name, self.members, self.buckets, self.pos = name, members, buckets, pos
-        self.size, self.act = members.size, activity[members]
-        self.cum = np.cumsum(self.act)
-        for arr in (members, buckets, self.act, self.cum, *([] if pos is None else [pos])):
-            arr.flags.writeable = False
-
-    def prefix(self, weight: float) -> int:
-        """How many members have bucket < weight (percent)."""
-        return int(np.searchsorted(self.buckets, weight, side="left"))
-
-    def share(self, m: int) -> float:
-        return float(self.cum[m - 1]) if m > 0 else 0.0
+        return Users(activity, bucket, masks, routing=self.routing)
 
 
 class Users:
-    """A built population: per-user activity share, sticky bucket, segment masks, groups."""
+    """A built population: per-user activity share, sticky bucket and segment masks.
 
-    __slots__ = ("_all", "_groups", "activity", "bucket", "masks", "n", "routing")
+    Read-only and picklable: built once per run, shared by every replication and policy. The
+    engine's view of it (cells by route match and fault segment, sorted by bucket, with
+    cumulative activity, and the draws of who was hurt or exposed) is ``sim.flows.UserCells``.
+    """
+
+    __slots__ = ("activity", "bucket", "masks", "n", "routing")
 
     def __init__(self, activity: np.ndarray, bucket: np.ndarray,
                  masks: dict[str, np.ndarray] | None = None, *, routing: str = "random",
-                 order: np.ndarray | None = None) -> None:  # fmt: skip
-        """From per-user activity shares and buckets (``order`` = argsort of bucket, if known)."""
+                 ) -> None:  # fmt: skip
         self.activity = np.asarray(activity, dtype=float)
         self.bucket = np.asarray(bucket, dtype=float)
         self.n, self.routing = self.activity.size, routing
-        order = np.argsort(self.bucket, kind="stable") if order is None else order
         self.masks = {name: np.asarray(m, dtype=bool) for name, m in (masks or {}).items()}
-        self._all = _Group("all", order, self.bucket[order], self.activity)
-        self._groups: dict[str, _Group] = {}
-        for name in self.masks:
-            self.union([name])
         for arr in (self.activity, self.bucket, *self.masks.values()):
             arr.flags.writeable = False
 
     def __repr__(self) -> str:
         segments = ", ".join(f"{k}={m.mean():.2%}" for k, m in self.masks.items())
         return f"Users(n={self.n}, routing={self.routing!r}, segments={{{segments}}})"
-
-    def union(self, names: Iterable[str]) -> str:
-        """A group of the users in any of the named segments, usable as ``("segment", key)``."""
-        parts = sorted(set(names))
-        key = "|".join(parts)
-        if key not in self._groups:
-            if not parts or any(p not in self.masks for p in parts):
-                known = ", ".join(self.masks) or "none"
-                raise ValueError(f"unknown segment in {parts!r} (known: {known})")
-            inside = np.logical_or.reduce([self.masks[p] for p in parts])[self._all.members]
-            pos = np.flatnonzero(inside)
-            members, buckets = self._all.members[pos], self._all.buckets[pos]
-            self._groups[key] = _Group(key, members, buckets, self.activity, pos)
-        return key
-
-    def _resolve(self, eligible: tuple) -> tuple[_Group, int]:
-        kind = eligible[0]
-        if kind == "all":
-            return self._all, self._all.size
-        if kind == "sticky_prefix":
-            return self._all, self._all.prefix(eligible[1])
-        if kind in ("segment", "segment_sticky"):
-            group = self._groups.get(eligible[1]) or self._groups[self.union([eligible[1]])]
-            return group, group.size if kind == "segment" else group.prefix(eligible[2])
-        raise ValueError(
-            f"eligible set {eligible!r}: use ('all',), ('sticky_prefix', w), ('segment', name) "
-            "or ('segment_sticky', name, w)"
-        )
-
-    def eligible(self, weight: float = 100.0, segment: str | None = None) -> tuple:
-        """The users a candidate at ``weight`` can reach under this population's routing."""
-        sticky = self.routing == "sticky"
-        if segment is None:
-            return ("sticky_prefix", weight) if sticky else ("all",)
-        return ("segment_sticky", segment, weight) if sticky else ("segment", segment)
-
-    def share(self, eligible: tuple) -> float:
-        """The eligible users' share of all activity (their share of the requests)."""
-        return _Group.share(*self._resolve(eligible))
-
-    def user_fraction(self, eligible: tuple) -> float:
-        """The eligible users' share of the users."""
-        return self._resolve(eligible)[1] / self.n
-
-    def hurt(self, rng: np.random.Generator, n_bad: int, eligible: tuple) -> np.ndarray:
-        """The users of ``n_bad`` requests, each drawn ∝ activity among ``eligible`` (indices,
-        with repeats, in bucket order: sorted keys make the search cache-friendly, 5× at 10^5).
-        O(n_bad · log users)."""
-        group, m = self._resolve(eligible)
-        if n_bad <= 0:
-            return np.empty(0, dtype=np.intp)
-        total = group.share(m)
-        if not total > 0:
-            raise ValueError(f"{n_bad} request(s) from {eligible!r}, which has no active users")
-        keys = np.sort(rng.random(n_bad)) if n_bad > 64 else rng.random(n_bad)
-        picks = np.searchsorted(group.cum[:m], keys * total, side="right")
-        return group.members[np.minimum(picks, m - 1)]
-
-    def tally(self) -> UserTally:  # one per replication, like ``exposure()``
-        return UserTally(self.n)
-
-    def exposure(self) -> ExposureTally:
-        return ExposureTally(self)
-
-
-class UserTally:
-    """Unique users hurt in one replication (a boolean mask over users)."""
-
-    __slots__ = ("mask",)
-
-    def __init__(self, n: int) -> None:
-        self.mask = np.zeros(n, dtype=bool)
-
-    def add(self, indices: np.ndarray) -> None:
-        self.mask[indices] = True
-
-    @property
-    def count(self) -> int:
-        return int(np.count_nonzero(self.mask))
-
-    def reset(self) -> None:
-        self.mask[:] = False
-
-
-class ExposureTally:
-    """Users exposed (reached the candidate after the fault began), without simulating requests.
-
-    Each user's candidate-bound requests form a Poisson process. An interval in which the
-    eligible set E (activity share A_E) sends ``requests`` expected candidate requests, of which
-    ``bad`` expected bad, adds a_u·requests/A_E to user u's intensity Λ_u and a_u·bad/A_E to
-    Λᵇ_u, for u in E. ``add`` keeps one pair of scalars per (group, sticky prefix), so it is O(1);
-    the per-user Λ is assembled once, at ``sample``, in O(users).
-
-    Derivation. By Poisson thinning a user's bad and good candidate requests are independent
-    Poisson(Λᵇ_u) and Poisson(Λ_u − Λᵇ_u). Hurt H_u = {bad ≥ 1}, exposed X_u = {bad + good ≥ 1},
-    so H ⊆ X, P(X_u) = 1 − e^{−Λ_u}, P(H_u) = 1 − e^{−Λᵇ_u} and, for a user not hurt,
-    P(X_u | not H_u) = (P(X_u) − P(H_u)) / (1 − P(H_u)) = 1 − e^{−(Λ_u − Λᵇ_u)},
-    independent of the bad requests. So given the hurt mask the engine drew (bad requests split
-    ∝ activity, hence per user Poisson(Λᵇ_u)), exposed = hurt ∪ {not hurt, good ≥ 1} has
-    exactly the joint law of (hurt, exposed). Feed ``add`` the same intervals whose bad requests
-    feed the hurt mask; a hurt user outside them is still counted as exposed.
-    """
-
-    __slots__ = ("_terms", "users")
-
-    def __init__(self, users: Users) -> None:
-        self.users = users
-        self._terms: dict[tuple[str, int], list[float]] = {}
-
-    def add(self, eligible: tuple, requests: float, bad: float = 0.0) -> None:
-        """Account an interval: expected candidate requests (and bad ones) from ``eligible``.
-        Bad ones may come in their own call for a subset (a fault confined to a segment)."""
-        if requests < 0.0 or bad < 0.0:
-            raise ValueError(f"expected requests must be >= 0 (got {requests}, bad {bad})")
-        if requests == 0.0 and bad == 0.0:
-            return
-        group, m = self.users._resolve(eligible)
-        total = group.share(m)
-        if not total > 0:
-            raise ValueError(f"candidate requests from {eligible!r}, which has no active users")
-        term = self._terms.setdefault((group.name, m), [0.0, 0.0])
-        term[0] += requests / total
-        term[1] += bad / total
-
-    def reset(self) -> None:
-        self._terms.clear()
-
-    def _assemble(self, which: int) -> tuple[np.ndarray, int]:
-        """Λ (0), Λᵇ (1) or Λ − Λᵇ (2) per position in the bucket order of all users, and the
-        length of the prefix of positions that can be non-zero."""
-        users, by_group = self.users, {}
-        out, span = np.zeros(users.n), 0
-        for (name, m), terms in self._terms.items():
-            by_group.setdefault(name, []).append(
-                (m, (terms[0], terms[1], terms[0] - terms[1])[which])
-            )
-        for name, terms in by_group.items():
-            group = users._all if name == "all" else users._groups[name]
-            top = max(m for m, _ in terms)
-            coef: Any = terms[0][1]
-            if len(terms) > 1:  # prefix m adds its coefficient to positions < m
-                steps = np.zeros(top)
-                for m, c in terms:
-                    steps[m - 1] += c
-                coef = np.cumsum(steps[::-1])[::-1]
-            if group.pos is None:
-                out[:top] += group.act[:top] * coef
-                span = max(span, top)
-            else:
-                out[group.pos[:top]] += group.act[:top] * coef
-                span = max(span, int(group.pos[top - 1]) + 1)
-        return out, span
-
-    def intensities(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-user (Λ_u, Λᵇ_u): expected candidate and bad candidate requests."""
-        order = self.users._all.members
-        lam, lam_bad = np.empty(self.users.n), np.empty(self.users.n)
-        lam[order], lam_bad[order] = self._assemble(0)[0], self._assemble(1)[0]
-        return lam, lam_bad
-
-    def expected(self) -> float:
-        """E[users exposed] = Σ_u 1 − e^{−Λ_u} (a fluid oracle)."""
-        lam, span = self._assemble(0)
-        return float(-np.expm1(-lam[:span]).sum())
-
-    def _good(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        extra, span = self._assemble(2)  # P(Exp(1) < x) = 1 − e^{−x}: no expm1 needed
-        return rng.standard_exponential(span) < extra[:span], span
-
-    def sample_mask(self, rng: np.random.Generator, hurt_mask: np.ndarray | None = None):
-        """Who was exposed, given who was hurt (see the class docstring); O(users) once."""
-        good, span = self._good(rng)
-        exposed = np.zeros(self.users.n, bool) if hurt_mask is None else np.array(hurt_mask, bool)
-        exposed[self.users._all.members[:span]] |= good
-        return exposed
-
-    def sample(self, rng: np.random.Generator, hurt_mask: np.ndarray | None = None) -> int:
-        """The number of users exposed (hurt users included); same draws as ``sample_mask``."""
-        good, span = self._good(rng)
-        if hurt_mask is None:
-            return int(np.count_nonzero(good))
-        hurt_here = hurt_mask[self.users._all.members[:span]]
-        return int(np.count_nonzero(hurt_mask)) + int(np.count_nonzero(good & ~hurt_here))

@@ -1,5 +1,6 @@
 """Users: anchors §3.2 (users touched and hurt under random and sticky routing), segment shares
-and overlaps, activity-proportional sampling, and the exposure tally's joint law.
+and overlaps, activity-proportional draws within cells and sticky prefixes, and the joint law
+of users hurt and exposed, through the engine's ``UserCells``.
 
 Tolerances come from the Monte Carlo standard error: a count of independent Bernoulli users has
 SD √(Σ p(1 − p)); checks allow 5 SD (a correct model fails about once in 1.7 million seeds,
@@ -21,10 +22,22 @@ from scipy import stats
 from policies.base import validate_model
 from policies.common import RouteMatch
 from policies.errors import PolicyError
-from sim.users import Activity, Segment, UserPopulation, Users
+from sim.flows import UserCells
+from sim.users import Activity, Segment, UserPopulation
 
 U = 100_000
 W, R, T = 1.0, 1.0 / 60.0, 3600.0  # anchors §3.2: 1 % weight, 1 request/min, 60 min
+ALL = (frozenset(), None, False, True)  # the cell of every user (no route match, no segment)
+
+
+def _in(segment: str, inside: bool = True) -> tuple:
+    """The cell of the users in (or out of) a fault segment."""
+    return (frozenset(), segment, False, inside)
+
+
+def _sel(cell: tuple = ALL, w: float = 100.0) -> tuple:
+    """The cell's users with sticky bucket below w (percent)."""
+    return (cell, "bucket", 0.0, w)
 
 
 def _within(count: float, expected_fraction: np.ndarray | float, n: int | None = None) -> None:
@@ -35,14 +48,24 @@ def _within(count: float, expected_fraction: np.ndarray | float, n: int | None =
     assert abs(count - mean) <= 5 * sd + 1e-9, (count, mean, sd)
 
 
-@pytest.fixture(scope="module")
-def homogeneous() -> Users:
-    return UserPopulation(count=U).build(11)
+def _hurt(cells: UserCells, rng, k: int, selector: tuple) -> np.ndarray:
+    mask = np.zeros(cells.n, dtype=bool)
+    mask[cells.draw(rng, k, selector)] = True
+    return mask
+
+
+def _exposed(cells: UserCells, rng, terms: dict, already: np.ndarray | None = None) -> int:
+    return cells.exposed(rng, terms, np.zeros(cells.n, bool) if already is None else already)
 
 
 @pytest.fixture(scope="module")
-def heterogeneous() -> Users:
-    return UserPopulation(count=U, activity={"lognormal": {"sigma": 1.5}}).build(12)
+def homogeneous() -> UserCells:
+    return UserCells(UserPopulation(count=U).build(11))
+
+
+@pytest.fixture(scope="module")
+def heterogeneous() -> UserCells:
+    return UserCells(UserPopulation(count=U, activity={"lognormal": {"sigma": 1.5}}).build(12))
 
 
 # --------------------------------------------------------------------------- anchors §3.2
@@ -54,37 +77,30 @@ def test_anchor_numbers():
 
 
 def test_random_routing_touches_1_minus_exp_w_r_t(homogeneous):
-    """Simulate the canary's requests themselves: N ~ Poisson(w·U·r·T), users ∝ activity."""
+    """Simulate the canary's requests themselves: N ~ Poisson(w·U·r·T), users ∝ activity; the
+    exposure draw gives the same law."""
     rng = np.random.default_rng(1)
     requests = W / 100 * U * R * T
-    tally = homogeneous.tally()
-    tally.add(homogeneous.hurt(rng, rng.poisson(requests), ("all",)))
+    hurt = _hurt(homogeneous, rng, rng.poisson(requests), _sel())
     expected = 1 - math.exp(-W / 100 * R * T)
-    _within(tally.count, expected, U)
-    assert round(tally.count / U, 2) == 0.45
-    # the exposure tally gives the same law without drawing requests
-    exposure = homogeneous.exposure()
-    exposure.add(("all",), requests)
-    assert exposure.expected() == pytest.approx(U * expected, rel=1e-9)
-    _within(exposure.sample(rng), expected, U)
+    _within(hurt.sum(), expected, U)
+    assert round(hurt.sum() / U, 2) == 0.45
+    _within(_exposed(homogeneous, rng, {_sel(): requests}), expected, U)
 
 
 def test_sticky_routing_touches_w(homogeneous):
     rng = np.random.default_rng(2)
-    eligible = ("sticky_prefix", W)
-    on_canary = homogeneous.user_fraction(eligible)
-    _within(on_canary * U, W / 100, U)  # buckets are U(0, 100): Binomial(U, w)
-    requests = U * R * T * homogeneous.share(eligible)  # every request of those users
-    tally = homogeneous.tally()
-    tally.add(homogeneous.hurt(rng, rng.poisson(requests), eligible))
-    exposure = homogeneous.exposure()
-    exposure.add(eligible, requests)
-    touched = exposure.sample(rng)
+    users = homogeneous.users
+    on_canary = int((users.bucket < W).sum())
+    _within(on_canary, W / 100, U)  # buckets are U(0, 100): Binomial(U, w)
+    requests = U * R * T * homogeneous.share(_sel(ALL, W))  # every request of those users
+    hurt = _hurt(homogeneous, rng, rng.poisson(requests), _sel(ALL, W))
+    touched = _exposed(homogeneous, rng, {_sel(ALL, W): requests})
     # each prefix user sends Poisson(r·T = 60) requests: touched with prob 1 − e^{−60}
-    _within(touched, -math.expm1(-R * T), round(on_canary * U))
-    _within(tally.count, -math.expm1(-R * T), round(on_canary * U))
+    _within(touched, -math.expm1(-R * T), on_canary)
+    _within(hurt.sum(), -math.expm1(-R * T), on_canary)
     assert round(touched / U, 3) == 0.01
-    assert np.all(homogeneous.bucket[tally.mask] < W)
+    assert np.all(users.bucket[hurt] < W)
 
 
 @pytest.mark.parametrize("p_bad", [0.05, 0.5])
@@ -93,19 +109,12 @@ def test_users_hurt_random_and_sticky(homogeneous, p_bad):
     w = 5.0
     # random: each user's bad canary requests are Poisson(w r p T)
     bad = w / 100 * U * R * T * p_bad
-    tally = homogeneous.tally()
-    tally.add(homogeneous.hurt(rng, rng.poisson(bad), ("all",)))
-    _within(tally.count, -math.expm1(-w / 100 * R * p_bad * T), U)
+    hurt = _hurt(homogeneous, rng, rng.poisson(bad), _sel())
+    _within(hurt.sum(), -math.expm1(-w / 100 * R * p_bad * T), U)
     # sticky: users hurt = w·U·(1 − e^{−r p T})
-    eligible = ("sticky_prefix", w)
-    m = round(homogeneous.user_fraction(eligible) * U)
-    tally = homogeneous.tally()
-    tally.add(
-        homogeneous.hurt(
-            rng, rng.poisson(U * R * T * homogeneous.share(eligible) * p_bad), eligible
-        )
-    )
-    _within(tally.count, -math.expm1(-R * p_bad * T), m)
+    m = int((homogeneous.users.bucket < w).sum())
+    k = rng.poisson(U * R * T * homogeneous.share(_sel(ALL, w)) * p_bad)
+    _within(_hurt(homogeneous, rng, k, _sel(ALL, w)).sum(), -math.expm1(-R * p_bad * T), m)
     _within(m, w / 100, U)
 
 
@@ -114,77 +123,56 @@ def test_heterogeneous_activity_touches_the_exact_expectation_and_fewer_users(he
     concave in a_u, unequal activity touches *fewer* users than equal activity (Jensen)."""
     rng = np.random.default_rng(4)
     requests = W / 100 * U * R * T
-    p = -np.expm1(-heterogeneous.activity * requests)
-    tally = heterogeneous.tally()
-    tally.add(heterogeneous.hurt(rng, rng.poisson(requests), ("all",)))
-    _within(tally.count, p)
-    exposure = heterogeneous.exposure()
-    exposure.add(("all",), requests)
-    assert exposure.expected() == pytest.approx(p.sum(), rel=1e-9)
-    _within(exposure.sample(rng), p)
+    p = -np.expm1(-heterogeneous.users.activity * requests)
+    _within(_hurt(heterogeneous, rng, rng.poisson(requests), _sel()).sum(), p)
+    _within(_exposed(heterogeneous, rng, {_sel(): requests}), p)
     assert p.sum() < 0.8 * U * (1 - math.exp(-W / 100 * R * T))
 
 
 # --------------------------------------------------------------------------- sampling
 
 
-def test_hurt_is_proportional_to_activity():
-    users = UserPopulation(count=30, activity={"lognormal": {"sigma": 1.0}}).build(5)
-    n = 60_000
-    for n_bad in (n, 50):  # the sorted-key path and the small path
-        draws = np.concatenate(
-            [users.hurt(np.random.default_rng(6 + i), n_bad, ("all",)) for i in range(n // n_bad)]
-        )
-        counts = np.bincount(draws, minlength=30)
-        assert stats.chisquare(counts, users.activity * n).pvalue > 1e-3
-
-
-def test_hurt_within_segments_and_sticky_prefixes_is_proportional_to_activity():
+def test_draws_within_segments_and_sticky_prefixes_are_proportional_to_activity():
     pop = UserPopulation(
         count=200, activity={"lognormal": {"sigma": 1.0}}, segments={"beta": {"share": "30%"}}
     )
-    users = pop.build(7)
-    eligible = ("segment_sticky", "beta", 60.0)
+    cells = UserCells(pop.build(7))
+    users = cells.users
+    selector = _sel(_in("beta"), 60.0)
     inside = users.masks["beta"] & (users.bucket < 60.0)
-    draws = users.hurt(np.random.default_rng(8), 50_000, eligible)
-    assert inside[draws].all()
-    assert users.share(eligible) == pytest.approx(users.activity[inside].sum())
+    assert cells.share(selector) == pytest.approx(users.activity[inside].sum())
+    rng = np.random.default_rng(8)
+    k = 2 * int(inside.sum())  # a draw of up to 3 per user keeps its repeats
+    draws = np.concatenate([cells.draw(rng, k, selector) for _ in range(50_000 // k)])
+    assert draws.size == k * (50_000 // k) and inside[draws].all()
     counts = np.bincount(draws, minlength=200)[inside]
     expected = users.activity[inside] / users.activity[inside].sum() * draws.size
     assert stats.chisquare(counts, expected).pvalue > 1e-3
 
 
+_SMALL = UserCells(
+    UserPopulation(
+        count=500, activity={"lognormal": {"sigma": 2}}, segments={"beta": {"share": 20}}
+    ).build(0)
+)
+
+
 @settings(max_examples=40, deadline=None)
-@given(w=st.floats(0.0, 100.0), n_bad=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
-def test_eligible_sets_are_respected(w, n_bad, seed):
-    users = _SMALL
+@given(w=st.floats(0.0, 100.0), n_bad=st.integers(1, 3000), seed=st.integers(0, 2**32 - 1))
+def test_draws_stay_in_their_selection(w, n_bad, seed):
+    cells, users = _SMALL, _SMALL.users
     rng = np.random.default_rng(seed)
-    for eligible, inside in [
-        (("all",), np.ones(users.n, bool)),
-        (("sticky_prefix", w), users.bucket < w),
-        (("segment", "beta"), users.masks["beta"]),
-        (("segment_sticky", "beta", w), users.masks["beta"] & (users.bucket < w)),
+    beta = users.masks["beta"]
+    for selector, inside in [
+        (_sel(), np.ones(users.n, bool)),
+        (_sel(ALL, w), users.bucket < w),
+        (_sel(_in("beta")), beta),
+        (_sel(_in("beta"), w), beta & (users.bucket < w)),
+        (_sel(_in("beta", False), w), ~beta & (users.bucket < w)),
     ]:
-        assert users.user_fraction(eligible) == inside.mean()
-        if not inside.any():
-            with pytest.raises(ValueError, match="no active users"):
-                users.hurt(rng, n_bad, eligible)
-            continue
-        picks = users.hurt(rng, n_bad, eligible)
-        assert picks.shape == (n_bad,) and inside[picks].all()
-
-
-_SMALL = UserPopulation(
-    count=500, activity={"lognormal": {"sigma": 2}}, segments={"beta": {"share": 20}}
-).build(0)
-
-
-def test_bad_eligible_sets():
-    with pytest.raises(ValueError, match="unknown segment"):
-        _SMALL.hurt(np.random.default_rng(0), 1, ("segment", "nope"))
-    with pytest.raises(ValueError, match="eligible set"):
-        _SMALL.hurt(np.random.default_rng(0), 1, ("everyone",))
-    assert _SMALL.hurt(np.random.default_rng(0), 0, ("all",)).size == 0
+        picks = cells.draw(rng, n_bad, selector)
+        assert inside[picks].all()
+        assert (picks.size > 0) == bool(inside.any())
 
 
 # --------------------------------------------------------------------------- population
@@ -304,26 +292,10 @@ def test_users_are_read_only_and_picklable(population):
     with pytest.raises(ValueError, match="read-only"):
         users.masks["eu"][0] = True
     clone = pickle.loads(pickle.dumps(users))
-    picks = [u.hurt(np.random.default_rng(1), 10, ("segment", "eu")) for u in (clone, users)]
+    selector = _sel(_in("eu"))
+    picks = [UserCells(u).draw(np.random.default_rng(1), 10, selector) for u in (clone, users)]
     np.testing.assert_array_equal(*picks)
     assert repr(users).startswith("Users(n=200000, routing='sticky', segments={betaTesters=")
-
-
-def test_eligible_follows_routing_and_unions(population):
-    users = population.build(1)
-    assert users.eligible(5.0) == ("sticky_prefix", 5.0)
-    assert users.eligible(5.0, "eu") == ("segment_sticky", "eu", 5.0)
-    random_users = population.model_copy(update={"routing": "random"}).build(1)
-    assert random_users.eligible(5.0) == ("all",) and random_users.eligible(5.0, "eu") == (
-        "segment",
-        "eu",
-    )
-    key = users.union(["oldAndroid", "betaTesters"])
-    both = users.masks["betaTesters"] | users.masks["oldAndroid"]
-    assert users.user_fraction(("segment", key)) == both.mean()
-    assert users.share(("segment", key)) == pytest.approx(users.activity[both].sum())
-    with pytest.raises(ValueError, match="unknown segment"):
-        users.union(["nope"])
 
 
 def test_segments_matched_by_route_matches(population):
@@ -339,82 +311,40 @@ def test_segments_matched_by_route_matches(population):
     assert not never.matched_by(nginx_cookie)
 
 
-# --------------------------------------------------------------------------- exposure tally
-
-
-def test_exposure_intensities_accumulate_per_prefix_and_segment():
-    users = _SMALL
-    tally = users.exposure()
-    tally.add(("sticky_prefix", 1.0), 0.0)  # nothing
-    tally.add(("sticky_prefix", 10.0), 100.0, 10.0)
-    tally.add(("sticky_prefix", 50.0), 300.0, 0.0)
-    tally.add(("sticky_prefix", 10.0), 50.0, 5.0)  # same prefix again: one term
-    tally.add(("segment_sticky", "beta", 80.0), 40.0, 4.0)
-    tally.add(("all",), 20.0)
-    a, b, beta = users.activity, users.bucket, users.masks["beta"]
-
-    def part(mask, requests):
-        return np.where(mask, a * requests / a[mask].sum(), 0.0)
-
-    lam_expected = (part(b < 10, 150.0) + part(b < 50, 300.0) + part(beta & (b < 80), 40.0)
-                    + part(np.ones_like(beta), 20.0))  # fmt: skip
-    bad_expected = part(b < 10, 15.0) + part(beta & (b < 80), 4.0)
-    lam, lam_bad = tally.intensities()
-    np.testing.assert_allclose(lam, lam_expected, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(lam_bad, bad_expected, rtol=1e-12, atol=1e-15)
-    assert tally.expected() == pytest.approx(-np.expm1(-lam_expected).sum())
-    tally.reset()
-    assert tally.expected() == 0.0 and tally.sample(np.random.default_rng(0)) == 0
-
-
-def test_exposure_sample_and_mask_agree_and_contain_the_hurt(homogeneous):
-    tally = homogeneous.exposure()
-    tally.add(("sticky_prefix", 30.0), 5000.0, 500.0)
-    hurt = homogeneous.tally()
-    hurt.add(homogeneous.hurt(np.random.default_rng(1), 500, ("sticky_prefix", 30.0)))
-    mask = tally.sample_mask(np.random.default_rng(9), hurt.mask)
-    assert tally.sample(np.random.default_rng(9), hurt.mask) == mask.sum()
-    assert mask[hurt.mask].all()
-    assert not mask[homogeneous.bucket >= 30.0].any()
+# --------------------------------------------------------------------------- hurt and exposed
 
 
 @pytest.mark.parametrize("confined", [False, True])
 def test_exposed_and_hurt_have_the_right_joint_law(confined):
     """Replications of one interval at random routing: per user, bad ~ Poisson(Λᵇ), all ~
-    Poisson(Λ). Then E[hurt] = Σ 1 − e^{−Λᵇ}, E[exposed] = Σ 1 − e^{−Λ}, and hurt ⊆ exposed.
-    ``confined``: the fault hurts only segment "beta" (bad requests added in their own call)."""
+    Poisson(Λ). The engine draws the bad requests' users, then exposes the users of the good
+    requests on top (``Tape.users_exposed``). Then E[hurt] = Σ 1 − e^{−Λᵇ},
+    E[exposed] = Σ 1 − e^{−Λ}, and exposed ⊇ hurt. ``confined``: the fault hurts only
+    segment "beta" (its cell's requests fail with p, the others' never)."""
     pop = {
         "count": 2000,
         "activity": {"lognormal": {"sigma": 1.0}},
         "segments": {"beta": {"share": 40}},
     }
-    users = UserPopulation.model_validate(pop).build(3)
+    cells = UserCells(UserPopulation.model_validate(pop).build(3))
+    users = cells.users
     rng = np.random.default_rng(10)
     requests, p_bad, reps = 1500.0, 0.3, 300
     lam = users.activity * requests
-    where = ("segment", "beta") if confined else ("all",)
     inside = users.masks["beta"] if confined else np.ones(users.n, bool)
-    bad = requests * users.share(where) * p_bad  # the eligible users' requests, times p
     lam_bad = np.where(inside, lam * p_bad, 0.0)
+    faulty, healthy = (_sel(_in("beta")), _sel(_in("beta", False))) if confined else (_sel(), None)
+    bad = requests * cells.share(faulty) * p_bad
+    good = {faulty: requests * cells.share(faulty) - bad}
+    if healthy is not None:
+        good[healthy] = requests * cells.share(healthy)
     hurt_counts, exposed_counts = [], []
     for _ in range(reps):
-        tally, exposure = users.tally(), users.exposure()
-        tally.add(users.hurt(rng, rng.poisson(bad), where))
-        exposure.add(("all",), requests)
-        exposure.add(where, 0.0, bad)
-        exposed = exposure.sample_mask(rng, tally.mask)
-        assert exposed[tally.mask].all()
-        hurt_counts.append(tally.count)
-        exposed_counts.append(exposed.sum())
-    np.testing.assert_allclose(exposure.intensities()[1], lam_bad, rtol=1e-9, atol=1e-15)
+        hurt = _hurt(cells, rng, rng.poisson(bad), faulty)
+        exposed = _exposed(cells, rng, good, hurt)
+        assert exposed >= hurt.sum()
+        hurt_counts.append(hurt.sum())
+        exposed_counts.append(exposed)
     for counts, p in ((hurt_counts, -np.expm1(-lam_bad)), (exposed_counts, -np.expm1(-lam))):
         sd = math.sqrt(float((p * (1 - p)).sum()) / reps)  # SE of the mean of reps counts
         assert abs(np.mean(counts) - p.sum()) < 5 * sd
-
-
-def test_exposure_rejects_inconsistent_input():
-    tally = _SMALL.exposure()
-    with pytest.raises(ValueError, match=">= 0"):
-        tally.add(("all",), -1.0)
-    with pytest.raises(ValueError, match="no active users"):
-        tally.add(("sticky_prefix", 0.0), 1.0)
