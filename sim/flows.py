@@ -156,11 +156,9 @@ class UserCells:
     def _picks(self, rng, k: int, group_key, i: int, j: int) -> np.ndarray:
         """Positions in the group of k draws ∝ activity from [i, j)."""
         _, _, cum = self._group(*group_key)
-        # sorted uniforms (normalised exponential spacings, no sort needed): the lookups then
-        # walk the tables in order, which keeps them in cache (3x faster at 10^4 draws)
-        spacings = np.cumsum(rng.standard_exponential(k + 1))
-        u = cum[i] + spacings[:k] * ((cum[j] - cum[i]) / spacings[k])
-        return np.clip(self._locate(group_key, u), i, j - 1)
+        u = rng.random(k)
+        u.sort()  # sorted, the lookups walk the tables in order: fewer cache misses
+        return np.clip(self._locate(group_key, cum[i] + u * (cum[j] - cum[i])), i, j - 1)
 
     def _counts(self, rng, k: int, group_key, i: int, j: int) -> np.ndarray:
         """Multinomial(k, activity) counts over [i, j), in one pass for large k: independent
