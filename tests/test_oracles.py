@@ -242,6 +242,25 @@ def test_exposure_formula_excess_is_delta_p_times_canary_traffic(case):
     check(f"excess vs Δp·w·∫R [{case}]", m + mean_expected, mean_expected, se, f"n={n}")
 
 
+# --------------------------------------------------------------------------- 3. capacity
+
+
+def test_requests_beyond_the_serving_pods_capacity_fail():
+    """A 50 % nginx canary on 2 replicas gets 1 pod (ceil(w·N)) of capacity 150 req/s for 500
+    req/s: 1 − 150/500 = 70 % of its requests fail, however healthy the build; the canary
+    period starts when its pod serves (30 s) and the weight lands (2 s later)."""
+    bench = Bench(
+        world(None, traffic={"rate": 1000}, platform={"replicas": 2, "capacityPerPod": 150})
+    )
+    n, horizon = 10, 3600.0
+    outs = bench.outcomes(pause_canary(50), release="good", n=n)
+    total = n * float(bench.traffic.integral(32.0, horizon))
+    cand = sum(o.candidate_requests for o in outs)
+    failed = sum(o.failed_requests for o in outs)
+    check("canary share", cand / total, 0.5, math.sqrt(0.5 * total) / total, f"n={n}")
+    check("overloaded canary error rate", failed / cand, 0.7, math.sqrt(0.7 * 0.3 / cand))
+
+
 # --------------------------------------------------------------------------- 4. burn rate
 
 
