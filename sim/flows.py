@@ -184,8 +184,8 @@ class UserCells:
         _, _, cum = self._group(*group_key)
         guide = self._guides.get(group_key)
         size, n_bins = cum.size - 1, _GUIDE_BINS * (cum.size - 1)
-        if guide is None:
-            edges = np.arange(n_bins) * (cum[-1] / n_bins)
+        if guide is None:  # (bin starts lowered by 1e-12: a rounded u never lands before one)
+            edges = np.arange(n_bins) * (cum[-1] / n_bins) * (1 - 1e-12)
             guide = np.searchsorted(cum, edges, side="right") - 1
             guide = self._guides[group_key] = np.clip(guide, 0, size - 1).astype(np.int32)
         bins = np.minimum((u * (n_bins / cum[-1])).astype(np.intp), n_bins - 1)

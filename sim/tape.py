@@ -6,10 +6,11 @@ requests per flow: Poisson thinning). The tape keeps per-slot counts (what Prome
 scrape) for gates and alerts.
 
 Drawing is done as a *draft* ahead of the clock, up to the next known event or a chunk, so that
-an SLO alert firing inside it is found at its exact evaluation time; pieces are *committed*
-(counted into the blast radius, split over users) as the clock passes them. A world change at t
-commits the piece it cuts only up to t — a binomial thinning, exact for a Poisson process — and
-discards the rest of the draft, which is then drawn again under the new world.
+an SLO alert firing inside it is found at its exact evaluation time; pieces are *committed* as
+the clock passes them, and counted into the blast radius (*settled*) in bulk, once per draft: at
+the end, or when a world change at t cuts the draft. A cut keeps the piece it splits only up to
+t — a binomial thinning, exact for a Poisson process — and discards the rest of the draft,
+which is then drawn again under the new world.
 """
 
 from __future__ import annotations
