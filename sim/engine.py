@@ -402,13 +402,14 @@ class Replication:
         self._check_mitigated()
 
     def _dns_settled(self, started: float) -> None:
-        """The TTL of the DNS switch begun at ``started`` has passed (unless another began)."""
+        """The TTL of the DNS switch begun at ``started`` has passed (unless another began).
+        No cut: ``_draft`` already draws past the TTL's end with every client moved."""
         if (
             not self.done
             and self.routing.dns_from is not None
             and self.routing.dns_start == started
         ):
-            self._change()
+            self._sync()
             self.routing = _replace(self.routing, dns_from=None)
 
     # ------------------------------------------------------------------ gates and operators
