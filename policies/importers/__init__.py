@@ -79,6 +79,15 @@ class Context:
     notes: list[str] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
 
+    def open(self, doc: dict, kind: str) -> tuple[dict, dict]:
+        """Start on a ``kind`` object: label it by name, note its metadata other than the name
+        as ignored; returns (metadata, spec)."""
+        meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+        self.label = f"{kind}/{meta.get('name')}"
+        for key in sorted(set(meta) - {"name"}):
+            self.ignore(f"metadata.{key}")
+        return meta, spec
+
     def ignore(self, path: str, label: str | None = None) -> None:
         self.ignored.append(f"{label or self.label}: {path}")
 

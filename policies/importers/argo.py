@@ -335,11 +335,8 @@ def _fence(value: Any) -> Any:
 
 def import_rollout(doc: dict, ctx: Context) -> Any:
     """The Canary or BlueGreen policy of an Argo Rollout."""
-    meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+    meta, spec = ctx.open(doc, "Rollout")
     name = meta.get("name")
-    ctx.label = f"Rollout/{name}"
-    for key in sorted(set(meta) - {"name"}):
-        ctx.ignore(f"metadata.{key}")
     known = {
         "replicas",
         "minReadySeconds",

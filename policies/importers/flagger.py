@@ -229,11 +229,8 @@ def _replicas(spec: dict, ctx: Context) -> int | None:
 
 def import_canary(doc: dict, ctx: Context) -> Any:
     """The Progressive or ABTest policy of a Flagger Canary."""
-    meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
+    meta, spec = ctx.open(doc, "Canary")
     name = meta.get("name")
-    ctx.label = f"Canary/{name}"
-    for key in sorted(set(meta) - {"name"}):
-        ctx.ignore(f"metadata.{key}")
     known = {
         "provider",
         "service",
