@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from sim import load_scenario, run
-from sim.engine import Replication
-from sim.seeds import replication_seed, shared_parts
+from sim.engine.replication import Replication
+from sim.engine.seeds import replication_seed, shared_parts
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,7 +59,7 @@ def fast_requests_per_cpu_second(loaded, n: int) -> tuple[float, dict[str, float
 
 def reference_requests_per_cpu_second(loaded, slice_s: float, n: int) -> float | None:
     try:
-        from sim.reference import simulate_reference
+        from sim.engine.reference import simulate_reference
     except ImportError:
         return None
     world = loaded.world.model_copy(update={"horizon": slice_s})
@@ -131,7 +131,7 @@ def main() -> None:
 
     ref = reference_requests_per_cpu_second(loaded, args.slice, 2)
     if ref is None:
-        print("per-request mode: not available (sim.reference missing)")
+        print("per-request mode: not available (sim.engine.reference missing)")
     else:
         print(f"per-request mode, {args.slice:.0f} s slice: {ref:,.0f} requests per CPU-second")
         print(f"ratio fast / per-request: {rate / ref:,.0f}")

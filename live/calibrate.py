@@ -85,7 +85,7 @@ def _quantiles(values) -> tuple[float, float, float] | None:
 
 def predict(loaded, case: LiveCase, plan: BenchPlan, replications: int | None = None):
     """Simulate the case's release class under its policy (times scaled to the wall clock)."""
-    from sim.runner import run as simulate
+    from sim.runs.runner import run as simulate
 
     n = replications or _replications(loaded.scenario.replications, case.release)
     started = time.perf_counter()
@@ -289,7 +289,7 @@ def calibrate(
     ``seed``: the live runs' seed (None: the scenario's; "random": fresh). ``bench``: an
     already started ``Bench`` to use (else one is started, and stopped at the end).
     """
-    from sim.scenario import load_scenario
+    from sim.runs.scenario import load_scenario
 
     loaded = load_scenario(scenario_path)
     plan = bench_plan(loaded, time_scale)

@@ -76,9 +76,9 @@ def canary_share(ctl, pods: dict[str, int]) -> float:
     """Percent of requests the new version serves: the canary Service's weight times its new-
     version pod share, plus the stable Service's rest times its new-version pod share.
 
-    This is the simulator's routing picture (sim/flows.py) reduced to a share: a routed canary
-    gives its weight; a basic canary (one Service over both groups) its pod share; a blue-green
-    or Flagger promotion 100 % once the selectors point at the new version.
+    This is the simulator's routing picture (sim/engine/flows.py) reduced to a share: a routed
+    canary gives its weight; a basic canary (one Service over both groups) its pod share; a
+    blue-green or Flagger promotion 100 % once the selectors point at the new version.
     """
 
     def new_fraction(groups, empty: float) -> float:

@@ -1,6 +1,6 @@
 """Which scenarios the loopback bench can realise, and what each live run is.
 
-A calibration scenario is an ordinary scenario file (sim/scenario.py): the simulator runs it
+A calibration scenario is an ordinary scenario file (sim/runs/scenario.py): the simulator runs it
 as it is. ``bench_plan`` checks that its world is one the bench can reproduce and derives the
 bench's settings from it — refusing, with the field named, anything the bench would only
 approximate:
@@ -65,8 +65,8 @@ def _refuse(path: str, why: str, file: str | None) -> PolicyError:
 
 def bench_plan(loaded, time_scale: float = 1.0) -> BenchPlan:
     """Check a loaded scenario against the bench and give its settings and live runs."""
-    from sim.distributions import Fixed
-    from sim.traffic import Constant
+    from sim.world.distributions import Fixed
+    from sim.world.traffic import Constant
 
     file = str(loaded.path) if loaded.path else None
     world = loaded.world

@@ -3,7 +3,7 @@
 This is the one place that knows scenarios, the Monte Carlo runner and reports. Long runs keep
 a checkpoint beside the output folder (``<out>.checkpoint``): ``--resume`` continues an
 interrupted run without redoing finished chunks; the report folder itself is only ever written
-whole (sim/report.py), and the checkpoint is removed once it is.
+whole (sim/report/write.py), and the checkpoint is removed once it is.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _checkpoint(out: Path, resume: bool) -> Path:
 
 
 def _run(loaded, *, replications, seed, backend, workers, scheduler, progress, checkpoint):
-    from sim.runner import run
+    from sim.runs.runner import run
 
     scenario = loaded.scenario
     return run(
@@ -56,8 +56,8 @@ def run_scenario(
     progress: bool | None = None,
 ) -> Path:
     """Run every policy of the scenario and write its report folder; returns the folder."""
-    from sim.report import write_report
-    from sim.scenario import load_scenario
+    from sim.report.write import write_report
+    from sim.runs.scenario import load_scenario
 
     loaded = load_scenario(path)
     out_dir = Path(out or Path("reports") / loaded.scenario.name)
@@ -109,9 +109,9 @@ def sweep_scenario(
     replication with its cell) and a report per cell under ``cells/``."""
     import pandas as pd
 
-    from sim.files import atomic_write
-    from sim.report import write_report
-    from sim.scenario import load_scenario
+    from sim.report.write import write_report
+    from sim.runs.files import atomic_write
+    from sim.runs.scenario import load_scenario
 
     base = load_scenario(path)
     grid = dict(base.scenario.sweep) | parse_params(params)

@@ -187,8 +187,8 @@ def _tune(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from sim.tune_report import write_tune_report
-    from sim.tuner import load_tune_scenario, tune
+    from sim.tune.report import write_tune_report
+    from sim.tune.search import load_tune_scenario, tune
 
     if args.workers is not None and args.workers < 1:
         raise _usage(f"-j: {args.workers} must be >= 1")
@@ -242,7 +242,7 @@ def _export(args: argparse.Namespace) -> int:
         if args.output is None:
             print(result.to_yaml(), end="")
             continue
-        from sim.files import atomic_write
+        from sim.runs.files import atomic_write
 
         folder = Path(args.output) / (executor if args.to == "all" else "")
         folder.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ def _import(args: argparse.Namespace) -> int:
     result = import_manifests(source, mapping=args.map or None)
     text = policy_to_yaml(result.policy)
     if args.output:
-        from sim.files import atomic_write
+        from sim.runs.files import atomic_write
 
         atomic_write(args.output, lambda tmp: Path(tmp).write_text(text))
         print(f"{args.output}: {result.policy.kind} {result.policy.name!r}")
@@ -293,7 +293,7 @@ def _validate(args: argparse.Namespace) -> int:
             policy = load_policy(file)
             print(f"{file}: OK ({policy.kind} {policy.name!r})")
         else:
-            from sim.scenario import load_scenario
+            from sim.runs.scenario import load_scenario
 
             loaded = load_scenario(file)
             names = ", ".join(loaded.policies)
@@ -307,7 +307,7 @@ def _schema(args: argparse.Namespace) -> int:
 
         schema = policy_json_schema()
     else:
-        from sim.scenario import scenario_json_schema
+        from sim.runs.scenario import scenario_json_schema
 
         schema = scenario_json_schema()
     print(json.dumps(schema, indent=2, sort_keys=True))

@@ -7,20 +7,20 @@ and scipy.stats, which halves its start-up.
 from importlib import import_module
 
 _HOME = {
-    "OUTCOME_FIELDS": "sim.outcome",
-    "CompiledWorld": "sim.world",
-    "Outcome": "sim.outcome",
-    "Replication": "sim.engine",
-    "RunResult": "sim.runner",
-    "UserCells": "sim.flows",
-    "World": "sim.world",
-    "compare": "sim.summary",
-    "load_scenario": "sim.scenario",
-    "pareto": "sim.summary",
-    "run": "sim.runner",
-    "simulate": "sim.engine",
-    "summarize": "sim.summary",
-    "to_frame": "sim.outcome",
+    "OUTCOME_FIELDS": "sim.engine.outcome",
+    "CompiledWorld": "sim.world.model",
+    "Outcome": "sim.engine.outcome",
+    "Replication": "sim.engine.replication",
+    "RunResult": "sim.runs.runner",
+    "UserCells": "sim.engine.flows",
+    "World": "sim.world.model",
+    "compare": "sim.runs.summary",
+    "load_scenario": "sim.runs.scenario",
+    "pareto": "sim.runs.summary",
+    "run": "sim.runs.runner",
+    "simulate": "sim.engine.replication",
+    "summarize": "sim.runs.summary",
+    "to_frame": "sim.engine.outcome",
 }
 
 __all__ = sorted(_HOME)

@@ -1,4 +1,4 @@
-"""The engine's user draws (sim/flows.py ``UserCells``) against exact references.
+"""The engine's user draws (sim/engine/flows.py ``UserCells``) against exact references.
 
 The fast paths — a guide table in place of binary search, Poisson counts corrected to a fixed
 total in place of numpy's multinomial, exposure drawn request by request or user by user —
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from sim.flows import UserCells
-from sim.users import UserPopulation, Users
+from sim.engine.flows import UserCells
+from sim.world.users import UserPopulation, Users
 
 Z = 4.0
 KEY = (frozenset(), None, False, True)  # the whole population, in sticky-bucket order

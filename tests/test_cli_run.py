@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import sim.runner
+import sim.runs.runner
 from rolloutsim.batch import run_scenario, sweep_scenario
 from rolloutsim.cli import main
 
@@ -87,7 +87,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, monke
     scenario = small_scenario(tmp_path)
     kwargs = {"replications": 12, "backend": "inprocess", "progress": False}
     calls = []
-    real = sim.runner.run_chunk
+    real = sim.runs.runner.run_chunk
     interrupt_at = None
 
     def counting(*args):
@@ -96,7 +96,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, monke
             raise KeyboardInterrupt  # Ctrl-C in the middle of the run
         return real(*args)
 
-    monkeypatch.setattr(sim.runner, "run_chunk", counting)
+    monkeypatch.setattr(sim.runs.runner, "run_chunk", counting)
     reference = run_scenario(str(scenario), str(tmp_path / "reference"), **kwargs)
     total = len(calls)  # chunks of an uninterrupted run
     assert total >= 4

@@ -16,7 +16,7 @@ from scipy import stats
 
 from policies.base import Model, validate_model
 from policies.errors import PolicyError
-from sim.distributions import (
+from sim.world.distributions import (
     DistributionSpec,
     Empirical,
     Exponential,

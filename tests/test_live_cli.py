@@ -20,7 +20,7 @@ from live.loadgen import run_load
 from live.procs import free_port
 from live.scenario import bench_plan, case_world
 from policies.errors import PolicyError
-from sim.scenario import load_scenario
+from sim.runs.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "live-bench.yaml"

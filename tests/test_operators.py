@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from policies.base import load_yaml, validate_model
 from policies.errors import PolicyError
-from sim.distributions import Exponential, Fixed
-from sim.operators import (
+from sim.world.distributions import Exponential, Fixed
+from sim.world.operators import (
     PAGE_RULES,
     TICKET_RULE,
     BurnRateAlert,
@@ -22,7 +22,7 @@ from sim.operators import (
     budget_consumed_at_alert,
     burn_rate_detection_time,
 )
-from sim.platform import Platform
+from sim.world.platform import Platform
 
 DAY = 86400.0
 HOUR = 3600.0

@@ -24,9 +24,9 @@ from scipy import stats
 
 from policies import policy_from_yaml
 from policies.sequential import SequentialTest, sprt_asn, sprt_bounds
-from sim.engine import Replication
-from sim.flows import UserCells
-from sim.world import World
+from sim.engine.flows import UserCells
+from sim.engine.replication import Replication
+from sim.world.model import World
 
 Z = 4.0
 REPLICATION_TIME_LIMIT_S = 20.0  # a replication here takes milliseconds; more is a hang

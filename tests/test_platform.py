@@ -8,8 +8,8 @@ import pytest
 
 from policies.base import load_yaml, validate_model
 from policies.errors import PolicyError
-from sim.distributions import Fixed, Uniform
-from sim.platform import ROUTER_KINDS, Platform, RouterDelays
+from sim.world.distributions import Fixed, Uniform
+from sim.world.platform import ROUTER_KINDS, Platform, RouterDelays
 
 
 def platform(text: str = "{}") -> Platform:

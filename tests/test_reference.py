@@ -1,10 +1,10 @@
 """The fast engine against the per-request reference: equivalence in distribution (DESIGN §7).
 
-sim/reference.py simulates every request; sim/engine.py draws traffic in bulk. Both run the same
-controller in the same world, so their outcomes must have the same distribution. Per scenario
-both engines run N replications on independent seed streams, and for bad_requests, users_hurt,
-t_detect and users_exposed we assert *equivalence* — a confidence interval inside the margin —
-never merely "a test did not reject":
+sim/engine/reference.py simulates every request; sim/engine/replication.py draws traffic in bulk.
+Both run the same controller in the same world, so their outcomes must have the same distribution.
+Per scenario both engines run N replications on independent seed streams, and for bad_requests,
+users_hurt, t_detect and users_exposed we assert *equivalence* — a confidence interval inside the
+margin — never merely "a test did not reject":
 
 * margin δ = 5 % of the metric's pooled mean, in the metric's units, one band for the mean and
   for the 10th/50th/90th percentiles;
@@ -48,10 +48,10 @@ import pytest
 from scipy import stats
 
 from policies import policy_from_yaml
-from sim.engine import Replication
-from sim.flows import UserCells
-from sim.reference import ReferenceReplication, simulate_reference
-from sim.world import World
+from sim.engine.flows import UserCells
+from sim.engine.reference import ReferenceReplication, simulate_reference
+from sim.engine.replication import Replication
+from sim.world.model import World
 
 WORLD_SEED, FAST_SEED, REF_SEED, BOOT_SEED = 7, 2024, 4242, 0
 MARGIN = 0.05  # relative equivalence margin

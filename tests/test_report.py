@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import figures
-from sim import report as report_module
-from sim.outcome import OUTCOME_FIELDS, Outcome
-from sim.report import REPORT_FILES, example_traces, write_report
-from sim.report_text import Facts, fmt_count, fmt_duration, fmt_pct, fmt_pod_seconds, verdict
-from sim.runner import RunResult, run
-from sim.scenario import load_scenario
-from sim.summary import MIXTURE
+from sim.engine.outcome import OUTCOME_FIELDS, Outcome
+from sim.report import figures
+from sim.report import write as report_module
+from sim.report.text import Facts, fmt_count, fmt_duration, fmt_pct, fmt_pod_seconds, verdict
+from sim.report.write import REPORT_FILES, example_traces, write_report
+from sim.runs.runner import RunResult, run
+from sim.runs.scenario import load_scenario
+from sim.runs.summary import MIXTURE
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "seed-practice.yaml"
@@ -303,7 +303,7 @@ def test_importing_the_report_modules_draws_nothing() -> None:
     import sys
 
     code = (
-        "import sys, sim.report, sim.figures\n"
+        "import sys, sim.report.write, sim.report.figures\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -38,9 +38,9 @@ FLAGS = (
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    from sim.report import write_report
-    from sim.runner import run
-    from sim.scenario import load_scenario
+    from sim.report.write import write_report
+    from sim.runs.runner import run
+    from sim.runs.scenario import load_scenario
 
     full = load_scenario(ROOT / "scenarios" / "seed-practice.yaml")
     world = full.world.model_copy(update={"horizon": 3600.0})

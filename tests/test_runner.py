@@ -1,4 +1,4 @@
-"""sim.runner: the same numbers on every backend, common random numbers, stratification,
+"""sim.runs.runner: the same numbers on every backend, common random numbers, stratification,
 failures recorded, and checkpoints that resume without redoing finished chunks."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from policies import PolicyError, load_policy
-from sim.engine import Replication
-from sim.outcome import OUTCOME_FIELDS
-from sim.runner import Chunk, run
-from sim.summary import MIXTURE
-from sim.world import World
+from sim.engine.outcome import OUTCOME_FIELDS
+from sim.engine.replication import Replication
+from sim.runs.runner import Chunk, run
+from sim.runs.summary import MIXTURE
+from sim.world.model import World
 
 POLICIES = Path(__file__).resolve().parents[1] / "scenarios" / "policies"
 WORLD = {

@@ -13,7 +13,7 @@ import pytest
 
 from policies import PolicyError
 from policies.base import load_yaml
-from sim.scenario import load_scenario, scenario_json_schema
+from sim.runs.scenario import load_scenario, scenario_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))

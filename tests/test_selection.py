@@ -1,4 +1,4 @@
-"""The selection procedure (sim/selection.py) on synthetic data whose truth is known.
+"""The selection procedure (sim/tune/selection.py) on synthetic data whose truth is known.
 
 Each check of a rate uses a tolerance derived from its Monte Carlo standard error: a guarantee
 "rate ≥ 1 − α" is checked as observed ≥ 1 − α − 3·√(α(1 − α)/runs) (a correct procedure fails
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.selection import (
+from sim.tune.selection import (
     ConstraintCheck,
     Observations,
     betting_interval,

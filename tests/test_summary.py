@@ -1,4 +1,4 @@
-"""sim.summary on synthetic frames whose statistics are worked out by hand."""
+"""sim.runs.summary on synthetic frames whose statistics are worked out by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.summary import MIXTURE, compare, pareto, summarize, weighted_quantile
+from sim.runs.summary import MIXTURE, compare, pareto, summarize, weighted_quantile
 
 T4 = 2.7764451051977987  # t quantile 0.975 with 4 degrees of freedom
 T2 = 4.302652729749464  # t quantile 0.975 with 2 degrees of freedom

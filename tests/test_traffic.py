@@ -19,7 +19,7 @@ from scipy import integrate
 
 from policies.base import validate_model
 from policies.errors import PolicyError
-from sim.traffic import (
+from sim.world.traffic import (
     Constant,
     Diurnal,
     Piecewise,

@@ -17,9 +17,9 @@ import pytest
 from policies.errors import PolicyError
 from policies.exporters import export
 from policies.loading import load_policy
-from sim.tune_report import TUNE_FILES, write_tune_report
-from sim.tuner import load_tune_scenario, tune
-from sim.tuning import TuneSpec, candidates, parse_tune_spec
+from sim.tune.report import TUNE_FILES, write_tune_report
+from sim.tune.search import load_tune_scenario, tune
+from sim.tune.space import TuneSpec, candidates, parse_tune_spec
 
 DETECT_S, ABORT_S, STARTUP_S, ROUTER_S = 900.0, 60.0, 30.0, 2.0
 RATE, DP = 20.0, 0.05
@@ -345,7 +345,7 @@ def test_bad_specs_are_one_line_errors(bad, message):
 def test_constraint_values_follow_their_statistic():
     import pandas as pd
 
-    from sim.tuning import Constraint
+    from sim.tune.space import Constraint
 
     rows = pd.DataFrame({"rollout_duration": [100.0, 700.0, np.nan, 300.0]})
     p95 = Constraint(metric="rollout_duration", statistic="p95", max="10m")
@@ -361,7 +361,7 @@ def test_tune_scenario_writes_the_folder_and_drops_its_checkpoint(tmp_path):
     """What `rolloutsim tune SCENARIO -o DIR` calls: a scenario file in, a folder out."""
     import yaml
 
-    from sim.tune_report import tune_scenario
+    from sim.tune.report import tune_scenario
 
     scenario = {
         "name": "small",

@@ -22,8 +22,8 @@ from scipy import stats
 from policies.base import validate_model
 from policies.common import RouteMatch
 from policies.errors import PolicyError
-from sim.flows import UserCells
-from sim.users import Activity, Segment, UserPopulation
+from sim.engine.flows import UserCells
+from sim.world.users import Activity, Segment, UserPopulation
 
 U = 100_000
 W, R, T = 1.0, 1.0 / 60.0, 3600.0  # anchors §3.2: 1 % weight, 1 request/min, 60 min

@@ -10,8 +10,8 @@ from scipy import integrate, stats
 
 from policies.base import load_yaml, validate_model
 from policies.errors import PolicyError
-from sim.distributions import LogNormal, Uniform
-from sim.versions import (
+from sim.world.distributions import LogNormal, Uniform
+from sim.world.versions import (
     Fault,
     ReleaseClass,
     ReleasePopulation,

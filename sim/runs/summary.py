@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sim.outcome import Outcome
+from sim.engine.outcome import Outcome
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -125,7 +125,9 @@ def _prepare(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     need = {"policy", "release_class", "replication", "weight", *metrics}
     missing = sorted(need - set(frame.columns))
     if missing:
-        raise KeyError(f"the frame has no column {', '.join(missing)} (made by sim.runner.run?)")
+        raise KeyError(
+            f"the frame has no column {', '.join(missing)} (made by sim.runs.runner.run?)"
+        )
     df = frame.copy()
     df["_failed"] = df["error"].fillna("").astype(str) != "" if "error" in df else False
     return df

@@ -45,7 +45,7 @@ from pydantic import (
 
 from policies.base import Model
 from policies.durations import Duration, format_duration
-from sim.distributions import json_object, validate_as
+from sim.world.distributions import json_object, validate_as
 
 __all__ = [
     "Constant",

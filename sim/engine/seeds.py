@@ -21,7 +21,7 @@ def replication_seed(seed: int, class_index: int, index: int) -> np.random.SeedS
 
 def shared_parts(world, seed: int):
     """The compiled world and its user cells for run ``seed`` (build once, share)."""
-    from sim.flows import UserCells
+    from sim.engine.flows import UserCells
 
     cw = world.compile(np.random.SeedSequence(seed, spawn_key=(WORLD_KEY,)))
     cells = UserCells(cw.users, seed=np.random.SeedSequence(seed, spawn_key=(WORLD_KEY, 1)))

@@ -6,8 +6,8 @@ budget and are rarely rolled back. A scenario's ``tune:`` section (``TuneSpec``)
 families' knobs to search (``CanarySpace``, ``ProgressiveSpace``, ``BlueGreenSpace``: every
 combination is one candidate policy, built by the executors' own field names and validated
 like any policy file), the ``Objective`` to minimise and the ``Constraint``s to respect, with
-the indifference and the confidence the search must honour. ``sim.tuner`` runs the search,
-``sim.selection`` is its statistics.
+the indifference and the confidence the search must honour. ``sim.tune.search`` runs the search,
+``sim.tune.selection`` is its statistics.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from policies.durations import Duration, format_duration, parse_duration
 from policies.errors import NotExpressibleError, PolicyError
 from policies.exporters import EXECUTORS, export
 from policies.loading import parse_policy
-from sim.selection import ConstraintCheck
-from sim.world import World
+from sim.tune.selection import ConstraintCheck
+from sim.world.model import World
 
 __all__ = [
     "OBJECTIVE_METRICS",
@@ -120,7 +120,7 @@ class Constraint(Model):
 
     @model_validator(mode="after")
     def _known(self) -> Constraint:
-        from sim.outcome import OUTCOME_FIELDS
+        from sim.engine.outcome import OUTCOME_FIELDS
 
         text = ("policy", "error", "seed", "outcome", "detected_by", "release_class", "replication")
         if self.metric not in OUTCOME_FIELDS or self.metric in text:
@@ -421,7 +421,7 @@ Space = Annotated[CanarySpace | ProgressiveSpace | BlueGreenSpace, Field(discrim
 class TuneSpec(Model):
     """A scenario's ``tune:`` section: the search space, the goal and the statistics.
 
-    ``indifference`` (δ, objective units) and ``confidence`` are the guarantee (sim.selection);
+    ``indifference`` (δ, objective units) and ``confidence`` are the guarantee (sim.tune.selection);
     ``firstStage`` observations per candidate first, at most ``maxObservations``; an
     observation is ``perClass`` replications of each release class (default 1 each);
     ``includePolicies``: the scenario's own policies compete too; ``exportableTo``: keep only

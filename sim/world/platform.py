@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 from policies.base import Model
 from policies.durations import DURATION_JSON_SCHEMA, Duration
 from policies.errors import PolicyError
-from sim.distributions import DistributionSpec, Fixed
+from sim.world.distributions import DistributionSpec, Fixed
 
 __all__ = ["ROUTER_KINDS", "Platform", "RouterDelays", "RouterKind"]
 

@@ -2,9 +2,9 @@
 
 simpy carries only control events — controller timers, pods becoming ready, router changes
 landing after their propagation delay, measurements, alerts, humans. Requests are never simpy
-events: between two world changes the tape draws them in bulk (sim/tape.py). The controller is
-the very one the exporters and the live executor use; this module only carries out its actions
-in simulated time and reports back what the world did.
+events: between two world changes the tape draws them in bulk (sim/engine/tape.py). The
+controller is the very one the exporters and the live executor use; this module only carries out
+its actions in simulated time and reports back what the world did.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from policies.controller import (
     StatusChanged,
     TimerFired,
 )
-from sim.flows import RoutingState, UserCells, flow_set
-from sim.outcome import Outcome
-from sim.seeds import replication_seed, shared_parts, streams
-from sim.tape import FaultState, Tape
-from sim.trace import Trace
+from sim.engine.flows import RoutingState, UserCells, flow_set
+from sim.engine.outcome import Outcome
+from sim.engine.seeds import replication_seed, shared_parts, streams
+from sim.engine.tape import FaultState, Tape
+from sim.engine.trace import Trace
 
 __all__ = ["Replication", "router_kind", "simulate"]
 

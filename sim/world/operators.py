@@ -18,9 +18,9 @@ from pydantic import Field, model_validator
 
 from policies.base import Model
 from policies.durations import Duration
-from sim.distributions import DistributionSpec, Fixed
-from sim.platform import Platform
-from sim.versions import Probability, parse_probability
+from sim.world.distributions import DistributionSpec, Fixed
+from sim.world.platform import Platform
+from sim.world.versions import Probability, parse_probability
 
 __all__ = [
     "PAGE_RULES",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sim.summary import MIXTURE
+from sim.runs.summary import MIXTURE
 
 __all__ = [
     "DETECTORS",

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.measures import Observation, WindowStats
-from sim.flows import FlowSet, UserCells
-from sim.traffic import Constant
+from sim.engine.flows import FlowSet, UserCells
+from sim.world.traffic import Constant
 
 __all__ = ["FaultState", "Tape", "Totals"]
 

@@ -14,14 +14,14 @@ from pydantic import Field
 
 from policies.base import Model
 from policies.durations import Duration
-from sim.operators import Operators
-from sim.platform import Platform
-from sim.traffic import Traffic
-from sim.users import UserPopulation
-from sim.versions import ReleasePopulation, Version
+from sim.world.operators import Operators
+from sim.world.platform import Platform
+from sim.world.traffic import Traffic
+from sim.world.users import UserPopulation
+from sim.world.versions import ReleasePopulation, Version
 
 if TYPE_CHECKING:
-    from sim.users import Users
+    from sim.world.users import Users
 
 __all__ = ["CompiledWorld", "World"]
 

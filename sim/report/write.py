@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.report_content import build_blocks
-from sim.report_render import to_html, to_markdown
-from sim.report_text import Facts
+from sim.report.content import build_blocks
+from sim.report.render import to_html, to_markdown
+from sim.report.text import Facts
 
 __all__ = ["REPORT_FILES", "example_traces", "write_report"]
 
@@ -41,7 +41,7 @@ REPORT_FILES = (
 
 
 def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None) -> Path:
-    """Write the report of ``result`` (a ``sim.runner.RunResult``) into the folder ``out_dir``.
+    """Write the report of ``result`` (a ``sim.runs.runner.RunResult``) into the folder ``out_dir``.
 
     ``loaded_scenario`` names the scenario and where it came from; the numbers, the world and
     the policies are taken from ``result`` (what really ran, e.g. with a shortened horizon).
@@ -196,7 +196,7 @@ def _describe_policies(result) -> dict[str, str]:
     """``Kind: step → step → …`` per policy, from ``explain`` (what a reader needs to recall)."""
     from policies.explain import explain
     from policies.loading import parse_policy
-    from sim.world import World
+    from sim.world.model import World
 
     try:
         platform = World.model_validate(result.world).platform
@@ -257,8 +257,8 @@ def _worst_bad(world, frame=None) -> str | None:
 
 
 def _traces(policies: dict, cw, cells, seed: int, classes: list[str], k: int) -> list:
-    from sim.engine import Replication
-    from sim.seeds import replication_seed
+    from sim.engine.replication import Replication
+    from sim.engine.seeds import replication_seed
 
     releases = cw.world.releases
     index = {c.name: i for i, c in enumerate(releases)}
@@ -283,7 +283,7 @@ def example_traces(loaded, cw=None, cells=None, *, seed=None, k: int = 1, frame=
     ``cw``/``cells``: the compiled world and user cells (None: built as the runner does from
     ``loaded.world``); ``frame``: a run's frame, to rank the bad classes by excess bad requests.
     """
-    from sim.seeds import shared_parts
+    from sim.engine.seeds import shared_parts
 
     seed = loaded.scenario.seed if seed is None else int(seed)
     if cw is None:
@@ -299,8 +299,8 @@ def example_traces(loaded, cw=None, cells=None, *, seed=None, k: int = 1, frame=
 
 def _default_traces(result, loaded, facts) -> list:
     from policies.loading import parse_policy
-    from sim.seeds import shared_parts
-    from sim.world import World
+    from sim.engine.seeds import shared_parts
+    from sim.world.model import World
 
     world = World.model_validate(result.world)
     cw, cells = shared_parts(world, int(result.seed))

@@ -31,11 +31,11 @@ import numpy as np
 from policies.base import validate_model
 from policies.errors import PolicyError, RolloutsimError
 from policies.loading import parse_policy
-from sim.engine import Replication
-from sim.files import atomic_write
-from sim.outcome import OUTCOME_FIELDS, Outcome
-from sim.seeds import WORLD_KEY, replication_seed, shared_parts
-from sim.world import World
+from sim.engine.outcome import OUTCOME_FIELDS, Outcome
+from sim.engine.replication import Replication
+from sim.engine.seeds import WORLD_KEY, replication_seed, shared_parts
+from sim.runs.files import atomic_write
+from sim.world.model import World
 
 __all__ = ["BACKENDS", "DEFAULT_CHUNK_SIZE", "WORLD_KEY", "Chunk", "RunResult", "run", "run_chunk"]
 
@@ -356,19 +356,19 @@ class RunResult:
     version: str = ""
 
     def summary(self, metrics=None, confidence: float = 0.95):
-        """Per policy and class, plus the probability-weighted mixture (sim.summary)."""
-        from sim.summary import DEFAULT_METRICS, summarize
+        """Per policy and class, plus the probability-weighted mixture (sim.runs.summary)."""
+        from sim.runs.summary import DEFAULT_METRICS, summarize
 
         return summarize(self.frame, metrics or DEFAULT_METRICS, confidence)
 
     def compare(self, a: str, b: str, metric: str = "excess_bad_requests", confidence=0.95):
-        """Paired differences b − a on common random numbers (sim.summary.compare)."""
-        from sim.summary import compare
+        """Paired differences b − a on common random numbers (sim.runs.summary.compare)."""
+        from sim.runs.summary import compare
 
         return compare(self.frame, a, b, metric, confidence)
 
     def pareto(self, x: str = "rollout_duration", y: str = "excess_bad_requests"):
-        from sim.summary import pareto
+        from sim.runs.summary import pareto
 
         return pareto(self.frame, x, y)
 

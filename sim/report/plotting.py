@@ -1,6 +1,6 @@
 """The house style of report figures: one Agg canvas per figure, colours, time axes, labels.
 
-Everything here is mechanics shared by sim/figures.py: a figure is drawn on its own
+Everything here is mechanics shared by sim/report/figures.py: a figure is drawn on its own
 ``matplotlib.figure.Figure`` with the Agg canvas inside ``draw_png`` (nothing at import, pyplot's
 global state untouched, style in a local ``rc_context``), time axes tick on round durations, and
 point labels are placed where they overlap nothing.

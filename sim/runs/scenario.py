@@ -21,8 +21,8 @@ from pydantic import Field, model_validator
 from policies.base import Model, read_yaml_file, validate_model
 from policies.errors import PolicyError
 from policies.loading import load_policy, parse_policy
-from sim.traffic import base_directory
-from sim.world import World
+from sim.world.model import World
+from sim.world.traffic import base_directory
 
 __all__ = ["LoadedScenario", "PolicyRef", "Scenario", "load_scenario", "scenario_json_schema"]
 
@@ -57,7 +57,7 @@ class Scenario(Model):
     workers: int | None = Field(None, ge=1)
     scheduler: str | None = None
     sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted path -> values
-    tune: dict[str, Any] = Field(default_factory=dict)  # a search space: see sim/tuning.py
+    tune: dict[str, Any] = Field(default_factory=dict)  # a search space: see sim/tune/space.py
 
     @model_validator(mode="after")
     def _replications(self) -> Scenario:

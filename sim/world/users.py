@@ -7,7 +7,7 @@ Users-hurt blast radius depends on the routing key (anchors §3.2: 1 % weight, 1
 - ``Users``: built once, read-only, shared by replications and policies (common random
   numbers): per user an activity share, a sticky bucket in [0, 100) (bucket < w is on the
   canary at weight w percent) and segment membership. Who was hurt or exposed is drawn by the
-  engine's ``sim.flows.UserCells``.
+  engine's ``sim.engine.flows.UserCells``.
 
 Modelling choices: activity, bucket and segment membership are independent of each other;
 segments whose overlap is not stated are independent (the overlap is the product of the
@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from policies.base import Model
-from sim.distributions import json_object
+from sim.world.distributions import json_object
 
 __all__ = ["Activity", "NameValue", "Percent", "Segment", "UserPopulation", "Users"]
 
@@ -260,7 +260,8 @@ class Users:
 
     Read-only and picklable: built once per run, shared by every replication and policy. The
     engine's view of it (cells by route match and fault segment, sorted by bucket, with
-    cumulative activity, and the draws of who was hurt or exposed) is ``sim.flows.UserCells``.
+    cumulative activity, and the draws of who was hurt or exposed) is
+    ``sim.engine.flows.UserCells``.
     """
 
     __slots__ = ("activity", "bucket", "masks", "n", "routing")

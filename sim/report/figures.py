@@ -1,6 +1,6 @@
 """Report figures as PNG bytes: blast radius, Pareto front, timelines, users hurt (DESIGN §6).
 
-Each builder draws on its own Agg figure inside the call (sim/plotting.py: nothing happens at
+Each builder draws on its own Agg figure inside the call (sim/report/plotting.py: nothing happens at
 import and pyplot's global state, e.g. a notebook's backend, is never touched). Callers pass the
 title, a sentence that says what the reader should see; this module only draws. Every policy
 keeps its colour across figures (``policy_colors``).
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sim.plotting import (
+from sim.report.plotting import (
     DPI,
     WIDTH_IN,
     draw_png,
@@ -25,7 +25,7 @@ from sim.plotting import (
     time_axis,
     wrap,
 )
-from sim.report_text import fmt_duration
+from sim.report.text import fmt_duration
 
 __all__ = [
     "DPI",

@@ -29,9 +29,17 @@ import numpy as np
 
 from policies.exporters import EXECUTORS, export
 from policies.loading import policy_to_yaml
-from sim.plotting import WIDTH_IN, draw_png, log_axis, place_labels, thousands, time_axis, wrap
-from sim.report_text import fmt_duration
-from sim.tuning import expressible
+from sim.report.plotting import (
+    WIDTH_IN,
+    draw_png,
+    log_axis,
+    place_labels,
+    thousands,
+    time_axis,
+    wrap,
+)
+from sim.report.text import fmt_duration
+from sim.tune.space import expressible
 
 __all__ = ["TUNE_FILES", "front_figure", "tune_scenario", "write_tune_report"]
 
@@ -68,7 +76,7 @@ def tune_scenario(
     """
     import sys
 
-    from sim.tuner import load_tune_scenario, tune
+    from sim.tune.search import load_tune_scenario, tune
 
     scenario = load_tune_scenario(path)
     folder = Path(out or Path("reports") / f"{scenario.name}-tune")
@@ -91,7 +99,7 @@ def tune_scenario(
 
 
 def write_tune_report(result, out_dir) -> Path:
-    """Write ``result`` (a ``sim.tuner.TuneResult``) as the folder ``out_dir``; returns it.
+    """Write ``result`` (a ``sim.tune.search.TuneResult``) as the folder ``out_dir``; returns it.
 
     An existing ``out_dir`` must be an earlier tune folder (it holds tune.md) or empty: it is
     replaced only once the new folder is complete.

@@ -1,7 +1,7 @@
 """What a report shows, top to bottom: verdict, tables, paired differences, figures, provenance.
 
 ``build_blocks`` turns a run (its frame, summary and a few traces) into the renderer's blocks
-and the figures' PNGs; sim/report.py writes them. Order and wording follow DESIGN §6: the
+and the figures' PNGs; sim/report/write.py writes them. Order and wording follow DESIGN §6: the
 verdict first, for an engineer who did not run the scenario, then the evidence behind it.
 """
 
@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from sim import figures
-from sim.report_render import Box, Bullets, Cell, Figure, Footer, Group, Heading, Para, Table
-from sim.report_text import (
+from sim.report import figures
+from sim.report.render import Box, Bullets, Cell, Figure, Footer, Group, Heading, Para, Table
+from sim.report.text import (
     DETECTORS,
     Facts,
     fmt_count,
@@ -24,7 +24,7 @@ from sim.report_text import (
     policy_lines,
     verdict,
 )
-from sim.summary import MIXTURE
+from sim.runs.summary import MIXTURE
 
 __all__ = ["build_blocks", "describe_fault"]
 
@@ -130,7 +130,7 @@ def build_blocks(result, loaded, facts: Facts, traces: list, prov: dict):
 
 def _budget_note(result) -> list:
     """What "error budget used" is measured against, in this world's own SLO terms."""
-    from sim.world import World
+    from sim.world.model import World
 
     try:
         slo = World.model_validate(result.world).operators.slo

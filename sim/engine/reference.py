@@ -1,11 +1,11 @@
 """The per-request reference engine: the fast engine's world, one request at a time (DESIGN §5).
 
-Why: the fast engine (sim/engine.py) never simulates a request; it draws Poisson counts per
-scrape slot, thins them when the world changes mid-slot, takes latency quantiles from Beta
-order statistics and splits bad requests over users by activity — exact in distribution only if
-its bookkeeping is right. Here every request arrives, picks a user ∝ activity, a Service, a pod,
-fails or not and takes a latency, with no code shared with the fast data plane (sim/tape.py,
-sim/flows.py), so the two can be compared statistically (DESIGN §7, tests/test_reference.py).
+Why: the fast engine (sim/engine/replication.py) never simulates a request; it draws Poisson counts
+per scrape slot, thins them when the world changes mid-slot, takes latency quantiles from Beta order
+statistics and splits bad requests over users by activity — exact in distribution only if its
+bookkeeping is right. Here every request arrives, picks a user ∝ activity, a Service, a pod, fails
+or not and takes a latency, with no code shared with the fast data plane (sim/engine/tape.py,
+sim/engine/flows.py), so the two can be compared statistically (DESIGN §7, tests/test_reference.py).
 Shared are the world *definitions*, the controller and ``router_kind``: they are the spec.
 
 Semantics (the engine's promises, DESIGN §5): router changes land after the router kind's delay
@@ -32,9 +32,9 @@ import simpy
 
 import policies.controller as pc
 from policies.measures import Observation, WindowStats
-from sim.engine import router_kind
-from sim.outcome import Outcome
-from sim.traffic import Constant
+from sim.engine.outcome import Outcome
+from sim.engine.replication import router_kind
+from sim.world.traffic import Constant
 
 __all__ = ["ReferenceReplication", "simulate_reference"]
 

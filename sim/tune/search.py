@@ -1,10 +1,10 @@
-"""``tune``: run the selection procedure (sim/selection.py) on a search space (sim/tuning.py)
-through the Monte Carlo runner, and gather the evidence a report needs.
+"""``tune``: run the selection procedure (sim/tune/selection.py) on a search space
+(sim/tune/space.py) through the Monte Carlo runner, and gather the evidence a report needs.
 
 Observation = one replication of every release class (``perClass`` of each, ``batch`` of those
 for quantile objectives), reduced to the stratified value Σ π_c·mean_c — an unbiased, i.i.d.
 observation of the mixture a random release meets. Each block of observations is one
-``sim.runner.run`` call with the block's own seed (``_block_seed``): every candidate that draws
+``sim.runs.runner.run`` call with the block's own seed (``_block_seed``): every candidate that draws
 block r, whenever it does, meets the same releases, so paired differences keep their common
 random numbers and the procedure's statements hold whatever order the racing chose. With a
 checkpoint directory each call gets its own sub-directory, so an interrupted tune resumes: the
@@ -27,10 +27,10 @@ import numpy as np
 
 from policies.base import validate_model
 from policies.errors import PolicyError, RolloutsimError
-from sim.files import atomic_write
-from sim.selection import Observations, Selection, select
-from sim.summary import weighted_quantile
-from sim.tuning import (
+from sim.runs.files import atomic_write
+from sim.runs.summary import weighted_quantile
+from sim.tune.selection import Observations, Selection, select
+from sim.tune.space import (
     Candidate,
     TuneSpec,
     candidates,
@@ -38,7 +38,7 @@ from sim.tuning import (
     parse_tune_spec,
     stratum_weights,
 )
-from sim.world import World
+from sim.world.model import World
 
 __all__ = ["TuneResult", "TuneScenario", "load_tune_scenario", "tune"]
 
@@ -62,7 +62,7 @@ class TuneScenario:
 
 def load_tune_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None):
     """Read a scenario and validate its ``tune:`` section (one-line errors, as everywhere)."""
-    from sim.scenario import load_scenario
+    from sim.runs.scenario import load_scenario
 
     path = Path(path)
     loaded = load_scenario(path, dict(overrides or {}))
@@ -178,13 +178,13 @@ def tune(
     inprocess_below: int = 2000,
 ) -> TuneResult:
     """Find the best feasible candidate of a search space, with the guarantee of
-    ``sim.selection`` (P(meets every constraint and within ``indifference`` of the best that
+    ``sim.tune.selection`` (P(meets every constraint and within ``indifference`` of the best that
     meets them with margin) ≥ ``confidence``).
 
     ``source``: a ``TuneScenario`` or its path (``tune:`` gives every default), or
     ``(world, spec_or_spaces[, incumbent policies])``. Keyword arguments override the spec;
     ``exportable_to`` keeps only candidates that executor can express. ``backend``, ``workers``,
-    ``scheduler``, ``progress`` and ``on_chunk`` go to ``sim.runner.run``; ``checkpoint`` is a
+    ``scheduler``, ``progress`` and ``on_chunk`` go to ``sim.runs.runner.run``; ``checkpoint`` is a
     directory that makes an interrupted tune resume where it stopped. With the process
     backend, a stage of fewer than ``inprocess_below`` replications runs in this process (a
     spawn pool costs seconds to start; the runner gives the same numbers either way).
@@ -320,7 +320,7 @@ class _Sampler:
             self.hook(chunk)
 
     def __call__(self, phase: str, block: int, names: Sequence[str], size: int):
-        from sim.runner import run
+        from sim.runs.runner import run
 
         stage = len(self.frames)
         where = None

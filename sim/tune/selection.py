@@ -3,7 +3,7 @@
 A tuner compares many candidate policies on noisy simulations; "the one with the lowest sample
 mean" is not an answer a team can rely on. This module is the statistical procedure alone,
 written against an abstract sampler so that it can be tested on synthetic normal data and run
-on the simulator (sim/tuning.py) alike. Observations are drawn in *stages*: every call of the
+on the simulator (sim/tune/space.py) alike. Observations are drawn in *stages*: every call of the
 sampler gives new, independent observations of the candidates it names, paired across those
 candidates (common random numbers: observation j of every candidate met the same releases).
 

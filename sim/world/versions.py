@@ -30,7 +30,7 @@ from pydantic import (
 
 from policies.base import Model
 from policies.durations import Duration
-from sim.distributions import DistributionSpec, LogNormal
+from sim.world.distributions import DistributionSpec, LogNormal
 
 __all__ = [
     "PROBABILITY_JSON_SCHEMA",
