@@ -45,7 +45,6 @@ __all__ = [
 TIME_TOLERANCE_S = 0.5
 LEVEL = 0.95
 BACKEND_LATENCY_S = 0.001  # the backends answer in about a millisecond (no latency objective)
-_GATE_WORDS = ("Analysis", "FailedCheck")
 
 
 @dataclass

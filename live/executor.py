@@ -38,7 +38,10 @@ from live.journal import StateDir, decode_event, describe_action, encode_action,
 from live.realise import canary_share, check_supported, has_gates
 from policies.controller import (
     Approved,
+    AwaitingApproval,
     CancelTimer,
+    FailedChecks,
+    GateVerdict,
     Measure,
     MeasurementTaken,
     PodsChanged,
@@ -59,7 +62,6 @@ EXIT = {"promoted": 0, "aborted": 1, "router": 3, "deadline": 4, "interrupted": 
 possibly not on the stable, 4 not finished by the deadline, 130 interrupted (2, bad input, is
 the CLI's). After 4 and 130 traffic is on the stable unless ``leave_as_is``."""
 _TERMINAL = ("Promoted", "Aborted", "RolledBack")
-_GATE_WORDS = ("Analysis", "FailedCheck")
 _APPROVE = "__approve"
 
 
@@ -234,13 +236,15 @@ class LiveExecutor:
 
     def _status(self, action: StatusChanged, at: float, live: bool) -> None:
         rel = at - (self.t0 or at)
-        if action.status == "Aborted" or action.reason.startswith("Undo:"):
+        cause = action.cause
+        if action.rolls_back:
             self.result.rollback_at = self.result.rollback_at or rel
-            if any(w in action.reason for w in _GATE_WORDS) and self.result.detected_at is None:
+            gate = isinstance(cause, GateVerdict | FailedChecks)  # not a person, alert or guard
+            if gate and self.result.detected_at is None:
                 self.result.detected_at = rel
         if action.status == "Promoted":
             self.result.promoted_at = rel
-        manual = action.status == "Paused" and action.detail.get("manual")
+        manual = isinstance(cause, AwaitingApproval)
         if manual and self.settings.approve_after is not None:
             self.timers[_APPROVE] = at + self.settings.approve_after
         elif not manual:

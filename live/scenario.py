@@ -66,7 +66,7 @@ def _refuse(path: str, why: str, file: str | None) -> PolicyError:
 def bench_plan(loaded, time_scale: float = 1.0) -> BenchPlan:
     """Check a loaded scenario against the bench and give its settings and live runs."""
     from sim.world.distributions import Fixed
-    from sim.world.traffic import Constant
+    from sim.world.rates import Constant
 
     file = str(loaded.path) if loaded.path else None
     world = loaded.world

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field, field_validator, model_validator
 
@@ -268,7 +268,8 @@ class AnalysisRun:
             if decision == "reject":
                 return Phase.FAILED, value
             return (Phase.SUCCESSFUL, value)
-        return _judge_kayenta(provider.kayenta, obs, rng)
+        # a provider holds exactly one source (validated): neither query nor sequential -> kayenta
+        return _judge_kayenta(cast(KayentaProvider, provider.kayenta), obs, rng)
 
     def _count(self, state: _MetricState, phase: Phase, value: float | None) -> None:
         self._phase = self._terminating = None

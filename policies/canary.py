@@ -21,6 +21,7 @@ from policies.common import (
     check_template_refs,
 )
 from policies.durations import Duration
+from policies.vocabulary import ARGO_ROUTERS, ROUTERS, ArgoRouter, routers_where
 
 __all__ = [
     "BackgroundAnalysis",
@@ -118,16 +119,17 @@ class TrafficRouting(Model):
 
     @model_validator(mode="after")
     def _one_router(self) -> TrafficRouting:
-        given = [r for r in ("nginx", "istio", "smi", "alb") if getattr(self, r) is not None]
+        given = [r for r in ARGO_ROUTERS if getattr(self, r) is not None]
         if len(given) != 1:
-            raise ValueError("trafficRouting needs exactly one of nginx, istio, smi, alb")
-        if self.max_traffic_weight != 100 and given[0] != "nginx":
-            raise ValueError("maxTrafficWeight other than 100 is only supported with nginx")
+            raise ValueError(f"trafficRouting needs exactly one of {', '.join(ARGO_ROUTERS)}")
+        if self.max_traffic_weight != 100 and not ROUTERS[given[0]].max_traffic_weight:
+            with_ = " or ".join(routers_where("max_traffic_weight"))
+            raise ValueError(f"maxTrafficWeight other than 100 is only supported with {with_}")
         return self
 
     @property
-    def router(self) -> Literal["nginx", "istio", "smi", "alb"]:
-        return next(r for r in ("nginx", "istio", "smi", "alb") if getattr(self, r) is not None)
+    def router(self) -> ArgoRouter:
+        return next(r for r in ARGO_ROUTERS if getattr(self, r) is not None)
 
 
 class Canary(PolicyBase):
@@ -169,10 +171,12 @@ class Canary(PolicyBase):
             if step.set_canary_scale is not None and not routed:
                 raise ValueError(f"steps[{i}].setCanaryScale requires trafficRouting")
             if step.set_header_route is not None and (
-                not routed or self.traffic_routing.router not in ("istio", "alb")
+                self.traffic_routing is None  # not routed
+                or not ROUTERS[self.traffic_routing.router].header_routes
             ):
-                raise ValueError(f"steps[{i}].setHeaderRoute requires istio or alb trafficRouting")
-            if step.set_weight is not None and routed:
+                with_ = " or ".join(routers_where("header_routes"))
+                raise ValueError(f"steps[{i}].setHeaderRoute requires {with_} trafficRouting")
+            if step.set_weight is not None and self.traffic_routing is not None:  # routed
                 top = self.traffic_routing.max_traffic_weight
                 if step.set_weight > top:
                     raise ValueError(f"steps[{i}].setWeight {step.set_weight} > maxTrafficWeight")
@@ -197,7 +201,7 @@ class Canary(PolicyBase):
         return 30.0 if self.scale_down_delay_seconds is None else self.scale_down_delay_seconds
 
     @property
-    def effective_abort_scale_down_delay_s(self) -> float | None:
+    def effective_abort_scale_down_delay_s(self) -> float:
         """Seconds before an aborted canary is scaled down (0 with setCanaryScale: kept)."""
         if self.traffic_routing is None:
             return 0.0

@@ -12,6 +12,7 @@ import math
 import operator
 import re
 from collections.abc import Callable
+from typing import cast
 
 __all__ = ["Condition", "ConditionError"]
 
@@ -63,7 +64,7 @@ class Condition:
                 raise ConditionError(
                     f"condition {text!r} is not a safe comparison (use e.g. 'result[0] >= 0.99')"
                 )
-            kind = match.lastgroup
+            kind = cast(str, match.lastgroup)  # every alternative of _TOKEN is a named group
             tokens.append((kind, match.group(kind)))
             pos = match.end()
             while pos < len(text) and text[pos].isspace():

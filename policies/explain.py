@@ -8,8 +8,9 @@ so a ``setWeight: 5`` on 3 replicas shows its true 25 %.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
-from policies.analysis import AnalysisTemplate, Metric
+from policies.analysis import AnalysisTemplate, KayentaProvider, Metric
 from policies.batch import BatchRelease
 from policies.bluegreen import BlueGreen
 from policies.canary import Canary
@@ -95,7 +96,8 @@ def _metric_gate(metric: Metric) -> str:
             f"(alpha {s.alpha:g}, relative risk {s.relative_risk:g})"
         )
     else:
-        text = f"{metric.name}: Kayenta judge (pass {provider.kayenta.pass_score:g})"
+        kayenta = cast(KayentaProvider, provider.kayenta)  # a provider has exactly one source
+        text = f"{metric.name}: Kayenta judge (pass {kayenta.pass_score:g})"
     every = f" every {_dur(metric.interval)}" if metric.interval else ""
     count = f" x{metric.effective_count}" if metric.effective_count else ""
     return f"{text}{every}{count}, failureLimit {metric.failure_limit}"
@@ -138,7 +140,7 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
     m = policy.max_weight
     mode = (
         f"traffic routing by {policy.traffic_routing.router}: the router carries the weight"
-        if routed
+        if policy.traffic_routing is not None  # routed
         else "no traffic router: one Service over both versions, traffic follows pods"
     )
     out = Explanation(
@@ -261,7 +263,8 @@ def _explain_bluegreen(policy: BlueGreen, n: int) -> Explanation:
     switch = (
         "Service selector patch"
         if policy.switch == "serviceSelector"
-        else (f"DNS: clients move within the TTL ({_dur(policy.dns_ttl)})")
+        # a DNS switch: BlueGreen's validator requires its dnsTtl
+        else (f"DNS: clients move within the TTL ({_dur(cast(float, policy.dns_ttl))})")
     )
     out.rows.append(ExplainRow("5", "switch active", switch, n, n, 100.0))
     if policy.post_promotion_analysis is not None:
@@ -303,10 +306,11 @@ def _explain_flagger(policy: Progressive | ABTest, n: int) -> Explanation:
             )
         )
         out.rows.append(ExplainRow("tick 1", f"route matching requests ({heads})", "-", n, n, 0.0))
-        for k in range(1, a.iterations + 1):
+        iterations = cast(int, a.iterations)  # ABTest's validator requires iterations >= 1
+        for k in range(1, iterations + 1):
             out.rows.append(ExplainRow(f"tick {k + 1}", f"iteration {k}", gates, n, n, 0.0))
         out.notes.append("canary traffic = the matched requests only (100 % of them)")
-        ticks = a.iterations + 1
+        ticks = iterations + 1
     else:
         schedule = policy.weight_schedule()
         out.rows.append(

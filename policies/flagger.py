@@ -8,7 +8,7 @@ rollback comes on the tick after the ``threshold``-th failure (reference/executo
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -16,6 +16,7 @@ from policies.base import Model
 from policies.common import PolicyBase, RouteMatch
 from policies.durations import Duration
 from policies.measures import Observation, Query
+from policies.vocabulary import FlaggerProvider
 
 __all__ = [
     "MIN_INTERVAL_S",
@@ -30,7 +31,6 @@ __all__ = [
 MIN_INTERVAL_S = 10.0
 """Flagger clamps an analysis interval below 10 s to 10 s."""
 
-FlaggerProvider = Literal["istio", "nginx", "kubernetes", "linkerd", "smi", "contour", "gloo"]
 _BUILTIN = {"request-success-rate", "request-duration"}
 
 
@@ -90,9 +90,10 @@ class FlaggerMetric(Model):
         if self.threshold_range is not None:
             low, high = self.threshold_range.min, self.threshold_range.max
             return not ((low is not None and value < low) or (high is not None and value > high))
+        threshold = cast(float, self.threshold)  # _rules: given when thresholdRange is not
         if self.name == "request-success-rate":
-            return value >= self.threshold  # the deprecated threshold is a minimum here
-        return value <= self.threshold  # and a maximum for duration and custom metrics
+            return value >= threshold  # the deprecated threshold is a minimum here
+        return value <= threshold  # and a maximum for duration and custom metrics
 
 
 class FlaggerAnalysis(Model):

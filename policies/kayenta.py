@@ -50,13 +50,15 @@ Classification = Literal["Pass", "High", "Low", "Nodata", "NodataFailMetric", "E
 Direction = Literal["increase", "decrease", "either"]
 EffectMeasure = Literal["meanRatio", "cles"]
 _DEFAULT_LIMIT = {"meanRatio": 1.0, "cles": 0.5}
+Samples = Sequence[float] | np.ndarray
+"""A series of observations: a sequence of floats or a numpy array (each is read as an array)."""
 
 
 # --------------------------------------------------------------------------- statistics
 
 
 def mann_whitney_interval(
-    experiment: Sequence[float], control: Sequence[float], conf_level: float = CONF_LEVEL
+    experiment: Samples, control: Samples, conf_level: float = CONF_LEVEL
 ) -> tuple[float, float, float]:
     """(lower, upper, estimate) of the shift experiment − control, as ``MannWhitney.scala`` has it.
 
@@ -105,13 +107,13 @@ def mann_whitney_interval(
     return root(-zq), root(zq), root(0.0)
 
 
-def mean_ratio(experiment: Sequence[float], control: Sequence[float]) -> float:
+def mean_ratio(experiment: Samples, control: Samples) -> float:
     """mean(experiment)/mean(control); NaN if either mean is 0 (``EffectSizes.meanRatio``)."""
     e, c = float(np.mean(experiment)), float(np.mean(control))
     return math.nan if e == 0.0 or c == 0.0 else e / c
 
 
-def cles(experiment: Sequence[float], control: Sequence[float]) -> float:
+def cles(experiment: Samples, control: Samples) -> float:
     """P(experiment > control) + ½P(tie), from the pooled average ranks (``EffectSizes.cles``)."""
     from scipy.stats import rankdata
 
@@ -121,7 +123,7 @@ def cles(experiment: Sequence[float], control: Sequence[float]) -> float:
     return (2 * r1 - m * (m + 1)) / (2 * n * m)
 
 
-def iqr_outliers(values: Sequence[float], factor: float = 3.0) -> np.ndarray:
+def iqr_outliers(values: Samples, factor: float = 3.0) -> np.ndarray:
     """Outlier mask of ``IQRDetector(factor, reduceSensitivity=true)``.
 
     Fences are min(P1, Q1 − f·IQR) and max(P99, Q3 + f·IQR). Percentiles follow commons-math

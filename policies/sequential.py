@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from pydantic import model_validator
@@ -228,7 +228,8 @@ class SequentialTest(Model):
 
     @property
     def _tau(self) -> float:
-        return self.tau if self.tau is not None else float(self.baseline_error_rate)
+        # used only by the known-baseline test (not ``conditional``): baseline_error_rate is set
+        return self.tau if self.tau is not None else float(cast(float, self.baseline_error_rate))
 
     @property
     def _log_weights(self) -> np.ndarray:
@@ -317,7 +318,7 @@ class SequentialState:
             self.statistic = 0.0
             self.always_valid_p: float | None = None
             if not test.conditional:
-                p0 = float(test.baseline_error_rate)
+                p0 = float(cast(float, test.baseline_error_rate))  # not conditional: set
                 p1 = test.relative_risk * p0
                 self._inc = (math.log(p1 / p0), math.log((1 - p1) / (1 - p0)))
         else:
@@ -386,12 +387,13 @@ class SequentialState:
                 _normal_mixture(
                     self.canary_errors,
                     self.canary_requests,
-                    float(test.baseline_error_rate),
+                    float(cast(float, test.baseline_error_rate)),  # not conditional: set
                     test._tau,
                 )
             )
         if self.statistic > -math.inf:
-            self.always_valid_p = min(self.always_valid_p, math.exp(-self.statistic))
+            # mSPRT only (the SPRT returned above): __init__ set always_valid_p to 1.0
+            self.always_valid_p = min(cast(float, self.always_valid_p), math.exp(-self.statistic))
         if self.statistic >= self._threshold[0]:
             self.decision = "reject"
         return self.decision

@@ -17,6 +17,8 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from policies.exporters import EXECUTORS  # the exporter registry: stdlib only at import
+
     parser = argparse.ArgumentParser(
         prog="rolloutsim",
         description="Compare release policies by blast radius before adopting one.",
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--exportable-to",
-        choices=["argo", "flagger", "kubernetes", "nginx", "istio"],
+        choices=EXECUTORS,
         help="search only policies this executor can express",
     )
     p.add_argument("-o", "--output", help="the output folder (default: reports/<scenario>-tune)")
@@ -79,9 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="a policy as the live executor's manifests")
     p.add_argument("policy", help="a policy YAML file")
-    p.add_argument(
-        "--to", required=True, choices=["argo", "flagger", "kubernetes", "nginx", "istio", "all"]
-    )
+    p.add_argument("--to", required=True, choices=[*EXECUTORS, "all"])
     p.add_argument("-o", "--output", help="a folder for the files (default: print YAML)")
     p.add_argument("--service", default=None, help="service name (default: the policy's name)")
     p.add_argument("--namespace", default="default")
@@ -149,26 +149,37 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
 
 
-def _run_kwargs(args: argparse.Namespace) -> dict:
+def _options(args: argparse.Namespace):
+    """The run options given on the command line (sim/runs/options.py puts them over the
+    scenario file's); an option left out is None, and progress shows on a terminal."""
+    from sim.runs.options import RunOptions
+
+    replications = getattr(args, "replications", None)  # tune sizes its own stages
     if args.workers is not None and args.workers < 1:
         raise _usage(f"-j: {args.workers} must be >= 1")
-    if args.replications is not None and args.replications < 1:
-        raise _usage(f"--replications: {args.replications} must be >= 1")
-    return {
-        "replications": args.replications,
-        "seed": args.seed,
-        "backend": args.backend,
-        "workers": args.workers,
-        "scheduler": args.scheduler,
-        "resume": args.resume,
-        "progress": args.progress,
-    }
+    if replications is not None and replications < 1:
+        raise _usage(f"--replications: {replications} must be >= 1")
+    return RunOptions(
+        replications=replications,
+        seed=args.seed,
+        backend=args.backend,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        resume=args.resume,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rolloutsim.batch import run_scenario
+    from pathlib import Path
 
-    folder = run_scenario(args.scenario, args.output, **_run_kwargs(args))
+    from sim.runs.scenario import load_scenario
+    from sim.runs.sweep import run_scenario
+
+    options = _options(args)
+    loaded = load_scenario(args.scenario)
+    folder = Path(args.output or Path("reports") / loaded.scenario.name)
+    run_scenario(loaded, options, folder)
     verdict = (folder / "report.md").read_text().split("\n## ", 1)[0]
     print(verdict.strip())
     print(f"\nreport: {folder / 'report.html'}")
@@ -176,39 +187,34 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from rolloutsim.batch import sweep_scenario
+    from pathlib import Path
 
-    folder = sweep_scenario(args.scenario, args.param, args.output, **_run_kwargs(args))
+    from sim.runs.scenario import load_scenario
+    from sim.runs.sweep import sweep
+
+    options = _options(args)
+    loaded = load_scenario(args.scenario)
+    folder = Path(args.output or Path("reports") / f"{loaded.scenario.name}-sweep")
+    sweep(loaded, args.param, options, folder)
     print(f"sweep: {folder / 'sweep.csv'} (a report per cell in {folder / 'cells'})")
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
-    import shutil
-    from pathlib import Path
+    from sim.tune.report import tune_scenario
 
-    from sim.tune.report import write_tune_report
-    from sim.tune.search import load_tune_scenario, tune
-
-    if args.workers is not None and args.workers < 1:
-        raise _usage(f"-j: {args.workers} must be >= 1")
-    scenario = load_tune_scenario(args.scenario)
-    out = Path(args.output or Path("reports") / f"{scenario.name}-tune")
-    checkpoint = out.with_name(out.name + ".checkpoint")
-    if checkpoint.exists() and not args.resume:
-        shutil.rmtree(checkpoint)
-    result = tune(
-        scenario,
+    options = _options(args)
+    folder, result = tune_scenario(
+        args.scenario,
+        args.output,
         exportable_to=args.exportable_to,
-        backend=args.backend,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        seed=args.seed,
-        checkpoint=checkpoint,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        backend=options.backend,
+        workers=options.workers,
+        scheduler=options.scheduler,
+        seed=options.seed,
+        resume=options.resume,
+        progress=options.progress,
     )
-    folder = write_tune_report(result, out)
-    shutil.rmtree(checkpoint, ignore_errors=True)
     best = result.recommended
     print(f"recommended: {best.name}" if best is not None else "no candidate meets the constraints")
     print(f"tune report: {folder}")

@@ -4,13 +4,14 @@ Names load on first use (PEP 562): a process-pool worker imports only the engine
 and scipy.stats, which halves its start-up.
 """
 
-from importlib import import_module
+from sim.lazy import lazy_names
 
 _HOME = {
     "OUTCOME_FIELDS": "sim.engine.outcome",
     "CompiledWorld": "sim.world.model",
     "Outcome": "sim.engine.outcome",
     "Replication": "sim.engine.replication",
+    "RunOptions": "sim.runs.options",
     "RunResult": "sim.runs.runner",
     "UserCells": "sim.engine.flows",
     "World": "sim.world.model",
@@ -20,19 +21,11 @@ _HOME = {
     "run": "sim.runs.runner",
     "simulate": "sim.engine.replication",
     "summarize": "sim.runs.summary",
+    "sweep": "sim.runs.sweep",
     "to_frame": "sim.engine.outcome",
 }
 
 __all__ = sorted(_HOME)
 
 
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module 'sim' has no attribute {name!r}")
-    value = getattr(import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
+__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from policies.controller import (
     Approved,
     CancelTimer,
+    Cause,
     Measure,
     MeasurementTaken,
     PodsChanged,
@@ -56,6 +57,7 @@ class Driver:
     now: float = 0.0
     log: list[tuple[float, object]] = field(default_factory=list)
     statuses: list[tuple[float, str, str]] = field(default_factory=list)
+    causes: list[tuple[float, str, Cause]] = field(default_factory=list)
     measures: list[tuple[float, Measure]] = field(default_factory=list)
     shares: list[tuple[float, float]] = field(default_factory=list)
 
@@ -135,6 +137,7 @@ class Driver:
                 queue.extend(self.ctl.handle(MeasurementTaken(action.run, action.metric, obs)))
             elif isinstance(action, StatusChanged):
                 self.statuses.append((self.now, action.status, action.reason))
+                self.causes.append((self.now, action.status, action.cause))
         self.shares.append((self.now, self.canary_share()))
 
     def _in_flight(self, group: str) -> int:

@@ -1,5 +1,6 @@
 """``rolloutsim run`` / ``sweep`` as a user meets them: a report folder, one-line errors with exit
-code 2, and an interrupted run that resumes without redoing finished work."""
+code 2, and an interrupted run that resumes without redoing finished work. (The sweep from
+Python and the run options: tests/test_sweep.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pandas as pd
 import pytest
 
 import sim.runs.runner
-from rolloutsim.batch import run_scenario, sweep_scenario
 from rolloutsim.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path: Path) -> None:
 
 def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, monkeypatch):
     scenario = small_scenario(tmp_path)
-    kwargs = {"replications": 12, "backend": "inprocess", "progress": False}
+    options = ["--replications", "12", "--backend", "inprocess", "--no-progress"]
     calls = []
     real = sim.runs.runner.run_chunk
     interrupt_at = None
@@ -97,38 +97,82 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, monke
         return real(*args)
 
     monkeypatch.setattr(sim.runs.runner, "run_chunk", counting)
-    reference = run_scenario(str(scenario), str(tmp_path / "reference"), **kwargs)
+    reference = tmp_path / "reference"
+    assert main(["run", str(scenario), "-o", str(reference), *options]) == 0
     total = len(calls)  # chunks of an uninterrupted run
     assert total >= 4
     calls.clear()
     interrupt_at = 3
     out = tmp_path / "interrupted"
-    with pytest.raises(KeyboardInterrupt):
-        run_scenario(str(scenario), str(out), **kwargs)
+    assert main(["run", str(scenario), "-o", str(out), *options]) == 130  # interrupted
     assert not out.exists()  # nothing half-written
     assert (tmp_path / "interrupted.checkpoint").is_dir()
     done_before = len(calls) - 1  # the third chunk raised before finishing
     calls.clear()
     interrupt_at = None
-    run_scenario(str(scenario), str(out), resume=True, **kwargs)
+    assert main(["run", str(scenario), "-o", str(out), "--resume", *options]) == 0
     assert len(calls) == total - done_before
+    assert not (tmp_path / "interrupted.checkpoint").exists()
     first = pd.read_parquet(reference / "results.parquet")
     second = pd.read_parquet(out / "results.parquet")
     cols = [c for c in first.columns if c != "wall_time"]
     pd.testing.assert_frame_equal(first[cols], second[cols])
 
 
-def test_sweep_runs_every_cell(tmp_path: Path) -> None:
+def test_sweep_runs_every_cell(tmp_path: Path, capsys) -> None:
     scenario = small_scenario(tmp_path)
-    out = sweep_scenario(
-        str(scenario),
-        ["world.traffic.rate=100,400"],
-        str(tmp_path / "sw"),
-        replications=4,
-        backend="inprocess",
-        progress=False,
-    )
+    out = tmp_path / "sw"
+    args = ["--replications", "4", "--backend", "inprocess", "--no-progress", "-o", str(out)]
+    assert main(["sweep", str(scenario), "--param", "world.traffic.rate=100,400", *args]) == 0
+    assert f"sweep: {out / 'sweep.csv'}" in capsys.readouterr().out
     table = pd.read_csv(out / "sweep.csv")
     assert set(table["world.traffic.rate"].astype(str)) == {"100", "400"}
     assert set(table["policy"]) == {"canary-20-first", "bluegreen"}
     assert len(list((out / "cells").iterdir())) == 2
+
+
+TUNE = """
+name: small-tune
+world:
+  horizon: 1h
+  traffic: {rate: 20}
+  users: {count: 100}
+  baseline: {errorRate: 0.0}
+  latencyObjective: null
+  releases:
+    - {name: good, probability: 0.5}
+    - {name: bad, probability: 0.5, fault: {errorRate: 0.05}}
+  platform: {replicas: 4, podStartup: 30}
+  operators: {alerts: [], humanDetection: 900, abortLatency: 60}
+policies:
+  - {kind: Canary, name: incumbent, trafficRouting: {nginx: {}}, steps: [{setWeight: 50}]}
+seed: 4
+backend: inprocess
+tune:
+  space:
+    - kind: Canary
+      fixed: {trafficRouting: {nginx: {}}}
+      weights: [[5], [25]]
+      steps: []
+      pause: [20m]
+      gate: [none]
+  objective: {metric: excess_bad_requests, releases: bad}
+  indifference: 10
+  confidence: 0.9
+"""
+
+
+def test_tune_takes_the_run_options_over_the_file(tmp_path: Path, capsys) -> None:
+    """`rolloutsim tune`: the file says seed 4 and in-process; --seed wins over it."""
+    import json
+
+    scenario = tmp_path / "tune.yaml"
+    scenario.write_text(TUNE)
+    seeds = {}
+    for flags in ([], ["--seed", "6"]):
+        out = tmp_path / f"out{len(flags)}"
+        assert main(["tune", str(scenario), "-o", str(out), "--no-progress", *flags]) == 0
+        assert f"tune report: {out}" in capsys.readouterr().out
+        assert not out.with_name(out.name + ".checkpoint").exists()
+        seeds[len(flags)] = json.loads((out / "tune.json").read_text())["seed"]
+    assert seeds == {0: 4, 2: 6}

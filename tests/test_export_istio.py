@@ -14,7 +14,7 @@ from policies import load_policy, policy_from_yaml
 from policies.errors import NotExpressibleError
 from policies.exporters import Target, export
 from policies.exporters.istio import API_VERSION, validate, validate_all
-from policies.exporters.nginx import STEP
+from policies.exporters.manifests import STEP
 
 POLICIES = Path(__file__).resolve().parents[1] / "scenarios" / "policies"
 REFUSED = {

@@ -15,8 +15,10 @@ from policies import load_policy, policy_from_yaml
 from policies.analysis import Metric, Phase, _evaluate
 from policies.errors import NotExpressibleError
 from policies.exporters import Target, export
+from policies.exporters.checks import argo_verdict
 from policies.exporters.k8s_validate import validate_all
-from policies.exporters.nginx import PREFIX, STEP, argo_verdict
+from policies.exporters.manifests import STEP
+from policies.exporters.nginx import PREFIX
 
 POLICIES = Path(__file__).resolve().parents[1] / "scenarios" / "policies"
 REFUSED = {

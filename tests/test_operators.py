@@ -147,15 +147,23 @@ def test_short_window_resets_after_the_burn_stops():
     # evaluated only every 10 minutes, the burn is over by the first evaluation: the
     # 1 h / 5 min rule stays quiet while a long-window-only rule would page at 600 s
     sparse = BurnRateAlert(
-        rules, 0.999, slot_width=15, evaluation_interval=600, pre_release_rate=100,
+        rules,
+        0.999,
+        slot_width=15,
+        evaluation_interval=600,
+        pre_release_rate=100,
         baseline_error_ratio=0.0,
-    )  # fmt: skip
+    )
     firing = sparse.evaluate(ends, req, bad)
     assert firing is not None and firing.rule == long_only and firing.time == 600.0
     multi_only = BurnRateAlert(
-        PAGE_RULES[:1], 0.999, slot_width=15, evaluation_interval=600, pre_release_rate=100,
+        PAGE_RULES[:1],
+        0.999,
+        slot_width=15,
+        evaluation_interval=600,
+        pre_release_rate=100,
         baseline_error_ratio=0.0,
-    )  # fmt: skip
+    )
     assert multi_only.evaluate(ends, req, bad) is None
 
 
@@ -182,9 +190,15 @@ def test_scrape_delay_and_offset_shift_the_firing():
     alert, ends, req, bad = steady(1.0)
     base = alert.evaluate(ends, req, bad).time  # 60 s: closed form 51.84 s
     delayed = BurnRateAlert(
-        PAGE_RULES, 0.999, slot_width=15, evaluation_interval=60, pre_release_rate=100,
-        baseline_error_ratio=0, scrape_delay=30, evaluation_offset=20,
-    )  # fmt: skip
+        PAGE_RULES,
+        0.999,
+        slot_width=15,
+        evaluation_interval=60,
+        pre_release_rate=100,
+        baseline_error_ratio=0,
+        scrape_delay=30,
+        evaluation_offset=20,
+    )
     # the 60 s slot becomes visible at 90 s; evaluations at 20 + 60k: first is 140 s
     assert base == 60.0 and delayed.evaluate(ends, req, bad).time == 140.0
 
@@ -263,9 +277,15 @@ def test_incremental_extend_equals_one_shot(data, n, width, every, delay, rate, 
     ends = start + width * np.arange(1, n + 1)
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=6)))
     make = lambda: BurnRateAlert(  # noqa: E731
-        SMALL_RULES, 0.99, slot_width=width, evaluation_interval=every, pre_release_rate=rate,
-        baseline_error_ratio=p0, scrape_delay=delay, evaluation_offset=offset,
-    )  # fmt: skip
+        SMALL_RULES,
+        0.99,
+        slot_width=width,
+        evaluation_interval=every,
+        pre_release_rate=rate,
+        baseline_error_ratio=p0,
+        scrape_delay=delay,
+        evaluation_offset=offset,
+    )
     expected = brute_force(
         ends, req, bad, width=width, every=every, delay=delay, offset=offset, rate=rate, p0=p0
     )
@@ -325,18 +345,22 @@ def test_operators_build_the_alert_from_the_platform():
     assert disabled.burn_rate_alert(platform, pre_release_rate=1, baseline_error_ratio=0) is None
 
 
+def _one_rule(**rule):
+    """Operators data with one alert rule: 1 h / 5 min at burn rate 1, changed by ``rule``."""
+    return {"alerts": [{"longWindow": "1h", "shortWindow": "5m", "burnRate": 1} | rule]}
+
+
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
-        ({"alerts": [{"longWindow": "5m", "shortWindow": "1h", "burnRate": 2}]}, "shortWindow"),
-        ({"alerts": [{"longWindow": "1h", "shortWindow": "5m", "burnRate": 0}]}, "burnRate"),
-        ({"alerts": [{"longWindow": "1h", "shortWindow": "5m", "burnRate": 1, "severity": "sms"}]},
-         "severity"),
+        (_one_rule(longWindow="5m", shortWindow="1h", burnRate=2), "shortWindow"),
+        (_one_rule(burnRate=0), "burnRate"),
+        (_one_rule(severity="sms"), "severity"),
         ({"acknowledgement": {"normal": 1}}, "unknown distribution"),
         ({"slo": {"target": "99.9"}}, "above 1"),
         ({"pager": True}, "pager: unknown key"),
     ],
-)  # fmt: skip
+)
 def test_operators_validation(data, needle):
     with pytest.raises(PolicyError, match=needle):
         validate_model(Operators, data)

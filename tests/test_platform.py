@@ -8,6 +8,7 @@ import pytest
 
 from policies.base import load_yaml, validate_model
 from policies.errors import PolicyError
+from policies.vocabulary import ROUTERS
 from sim.world.distributions import Fixed, Uniform
 from sim.world.platform import ROUTER_KINDS, Platform, RouterDelays
 
@@ -28,6 +29,9 @@ def test_defaults():
         "istio": 2.0,
         "smi": 2.0,
         "alb": 10.0,
+        "linkerd": 2.0,
+        "contour": 2.0,
+        "gloo": 2.0,
         "serviceSelector": 1.0,
         "pods": 1.0,
     }
@@ -108,8 +112,28 @@ def test_unknown_router_kind():
 def test_router_delays_documented_as_assumptions():
     doc = RouterDelays.__doc__ or ""
     assert "ASSUMPTIONS" in doc
-    for kind in ("nginx", "istio", "smi", "alb", "serviceSelector", "pods"):
-        assert f"``{kind}``" in doc
+    for kind in ROUTER_KINDS:
+        assert f"``{kind}`` {ROUTERS[kind].delay_s:g} s: {ROUTERS[kind].delay_note}" in doc
+
+
+def test_router_delays_come_from_the_one_table():
+    """Every router kind of the table is a field with the table's default, and nothing else."""
+    aliases = {f.alias: name for name, f in RouterDelays.model_fields.items()}
+    assert list(aliases) == list(ROUTER_KINDS) == list(ROUTERS)
+    defaults = RouterDelays()
+    for kind, facts in ROUTERS.items():
+        assert (
+            getattr(defaults, aliases[kind]) == facts.delay_s == Platform().router_delay_for(kind)
+        )
+
+
+@pytest.mark.parametrize("kind", ["linkerd", "contour", "gloo"])
+def test_meshes_without_a_sourced_figure_keep_istios_delay(kind):
+    """linkerd, contour and gloo were simulated with Istio's delay; their own entries keep it
+    and say that no figure is sourced."""
+    assert ROUTERS[kind].delay_s == ROUTERS["istio"].delay_s == 2.0
+    assert "no sourced figure" in ROUTERS[kind].delay_note
+    assert platform(f"routerDelay: {{{kind}: 7s}}").router_delay_for(kind) == 7.0
 
 
 def test_json_schema_accepts_both_router_delay_forms():

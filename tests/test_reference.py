@@ -397,7 +397,8 @@ def test_reference_sre_workbook_identity():
         operators={"alerts": []},
     )
     rep = _reference(spec, _hold(5))
-    n, bad = sum(rep.svc_req[3:80]), sum(rep.svc_bad[3:80])  # from 45 s: the weight lands at 32 s
+    scrapes = rep.scrapes  # from 45 s: the weight lands at 32 s
+    n, bad = sum(scrapes.svc_req[3:80]), sum(scrapes.svc_bad[3:80])
     assert abs(bad / n - 0.01) < 4 * math.sqrt(0.01 * 0.99 / n)
 
 
@@ -429,7 +430,7 @@ def test_reference_is_deterministic_and_self_consistent():
     one, two = _reference(spec, policy, 3), _reference(spec, policy, 3)
     assert repr(one.outcome) == repr(two.outcome)
     rec, out = one.records(), one.outcome
-    assert out.candidate_requests == rec["t"].size == sum(one.req[True])
+    assert out.candidate_requests == rec["t"].size == sum(one.scrapes.req[True])
     assert out.bad_requests == int((rec["failed"] | rec["slow"]).sum())
     assert out.users_hurt <= out.users_exposed <= np.unique(rec["user"]).size
     assert out.t_fault <= out.t_detect <= out.t_rollback_start <= out.t_mitigated
@@ -467,6 +468,6 @@ if __name__ == "__main__":
             cw, policy, release, np.random.SeedSequence(REF_SEED, spawn_key=(i,))
         )
         rep.run()
-        requests += sum(rep.svc_req)
+        requests += sum(rep.scrapes.svc_req)
     cpu = time.process_time() - start
     print(f"{requests} requests, {cpu:.2f} s CPU: {cpu / requests * 1e6:.2f} µs per request")

@@ -41,9 +41,12 @@ def loaded():
 @pytest.fixture(scope="module")
 def result(loaded):
     return run(
-        loaded.world, loaded.policies, replications=20, seed=loaded.scenario.seed,
+        loaded.world,
+        loaded.policies,
+        replications=20,
+        seed=loaded.scenario.seed,
         backend="inprocess",
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -284,9 +287,13 @@ def test_one_policy_and_no_bad_release_still_make_a_readable_report(tmp_path: Pa
     ]
     frame = frame.assign(weight=1.0 / len(frame))
     result = dataclasses.replace(
-        full, frame=frame, policies=("quick-safe",), classes=("good",),
-        replications={"good": len(frame)}, policy_specs={"quick-safe": {"kind": "Canary"}},
-    )  # fmt: skip
+        full,
+        frame=frame,
+        policies=("quick-safe",),
+        classes=("good",),
+        replications={"good": len(frame)},
+        policy_specs={"quick-safe": {"kind": "Canary"}},
+    )
     out = write_report(result, loaded, tmp_path / "report", traces=[])
     md = (out / "report.md").read_text()
     assert "Only one policy was simulated, **quick-safe**" in md

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from sim.tune.betting import betting_interval
 from sim.tune.selection import (
     ConstraintCheck,
     Observations,
-    betting_interval,
     look_schedule,
     procedure_b_size,
     select,
@@ -113,8 +113,9 @@ def test_correct_selection_in_the_slippage_configuration():
     mus = [0.0] + [delta] * 7
     right = 0
     for r in range(runs):
-        sel = select(names(8), normal_sampler(mus, sd=2.0, rho=0.3, run=r), delta=delta,
-                     confidence=1 - alpha)  # fmt: skip
+        sel = select(
+            names(8), normal_sampler(mus, sd=2.0, rho=0.3, run=r), delta=delta, confidence=1 - alpha
+        )
         right += sel.selected == "c0"
     print(f"slippage: correct {right}/{runs}")
     assert right / runs >= floor(alpha, runs)
@@ -126,8 +127,9 @@ def test_good_selection_without_an_indifference_zone():
     mus = list(np.linspace(0.0, 3 * delta * 3, 12))
     good, spent, grid = 0, [], []
     for r in range(runs):
-        sel = select(names(12), normal_sampler(mus, sd=1.5, run=1000 + r), delta=delta,
-                     confidence=1 - alpha)  # fmt: skip
+        sel = select(
+            names(12), normal_sampler(mus, sd=1.5, run=1000 + r), delta=delta, confidence=1 - alpha
+        )
         good += mus[int(sel.selected[1:])] <= mus[0] + delta
         spent.append(sel.spent)
         grid.append(sel.one_shot)

@@ -345,7 +345,7 @@ def test_bad_specs_are_one_line_errors(bad, message):
 def test_constraint_values_follow_their_statistic():
     import pandas as pd
 
-    from sim.tune.space import Constraint
+    from sim.tune.objectives import Constraint
 
     rows = pd.DataFrame({"rollout_duration": [100.0, 700.0, np.nan, 300.0]})
     p95 = Constraint(metric="rollout_duration", statistic="p95", max="10m")
@@ -392,8 +392,15 @@ def test_tune_scenario_writes_the_folder_and_drops_its_checkpoint(tmp_path):
 def test_a_quantile_objective_is_observed_per_batch():
     """p95 of the excess over bad releases: each observation is the quantile of a batch of 5
     replications of each class (10 rows), so the procedure still sees i.i.d. observations."""
-    spec = {**SMALL, "objective": {"metric": "excess_bad_requests", "statistic": "p95",
-                                   "releases": "bad", "batch": 5}}  # fmt: skip
+    spec = {
+        **SMALL,
+        "objective": {
+            "metric": "excess_bad_requests",
+            "statistic": "p95",
+            "releases": "bad",
+            "batch": 5,
+        },
+    }
     result = tune((WORLD, spec), backend="inprocess", seed=8)
     assert result.rows_per_observation == 10
     assert result.replications == result.selection.spent * 10

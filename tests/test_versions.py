@@ -301,9 +301,11 @@ def test_population_sum_rules():
     with pytest.raises(PolicyError, match=r"sum to 0\.95, not 1"):
         validate_model(
             ReleasePopulation,
-            [{"name": "good", "probability": 0.9}, {"name": "bad", "probability": "5%",
-              "fault": {"errorRate": 0.1}}],
-        )  # fmt: skip
+            [
+                {"name": "good", "probability": 0.9},
+                {"name": "bad", "probability": "5%", "fault": {"errorRate": 0.1}},
+            ],
+        )
     with pytest.raises(PolicyError, match=r"sum to 1\.1"):
         validate_model(
             ReleasePopulation,

@@ -15,9 +15,14 @@ from policies.controller.protocol import (
     Action,
     Approved,
     CancelTimer,
+    Cause,
+    DeadlineExceeded,
+    GateVerdict,
+    Intervention,
     Measure,
     MeasurementTaken,
     PodsChanged,
+    Progress,
     RollbackRequested,
     Scale,
     SetMatchRoute,
@@ -59,6 +64,7 @@ class ControllerBase:
         self.rng = rng  # only for gates that draw (Kayenta tie noise); the controller never does
         self.status: Status | None = None
         self.reason = ""
+        self.cause: Cause | None = None
         self.desired: dict[str, int] = {"stable": replicas, "canary": 0}
         self.available: dict[str, int] = {"stable": replicas, "canary": 0}
         self.weight = 0.0
@@ -118,7 +124,7 @@ class ControllerBase:
     # ------------------------------------------------------------------ for subclasses
 
     def _started(self) -> None:
-        self._set_status("Progressing", "RolloutStarted")
+        self._set_status("Progressing", "RolloutStarted", Progress("Started"))
 
     def _timer(self, key: str) -> None:
         """A timer of the subclass fired (pause, scale-down delay...)."""
@@ -127,7 +133,12 @@ class ControllerBase:
 
     def _deadline_exceeded(self) -> None:
         """No progress for progressDeadlineSeconds (only reported, unless the kind aborts)."""
-        self._set_status(self.status or "Progressing", "ProgressDeadlineExceeded")
+        self._set_status(
+            self.status or "Progressing", "ProgressDeadlineExceeded", self._deadline_cause()
+        )
+
+    def _deadline_cause(self) -> DeadlineExceeded:
+        return DeadlineExceeded(self.policy.progress_deadline_seconds, self._step_now())
 
     def _deadline_applies(self) -> bool:
         """Whether the progress deadline is being evaluated now (not while paused or analysing)."""
@@ -199,11 +210,16 @@ class ControllerBase:
             self.timers.discard(key)
             self._emit(CancelTimer(key))
 
-    def _set_status(self, status: Status, reason: str = "", **detail: Any) -> None:
+    def _set_status(self, status: Status, reason: str, cause: Cause) -> None:
+        """Report a new phase (or a new reason for it) with its typed ``cause``; the same status
+        and reason again is no change."""
         if self.status != status or self.reason != reason:
-            self.status, self.reason = status, reason
-            step = getattr(self, "step_index", None)
-            self._emit(StatusChanged(status, reason, step, detail))
+            self.status, self.reason, self.cause = status, reason, cause
+            self._emit(StatusChanged(status, cause, reason, self._step_now()))
+
+    def _step_now(self) -> int | None:
+        """The step (or batch, or Flagger tick) the rollout is at, for kinds that have one."""
+        return getattr(self, "step_index", None)
 
     # ------------------------------------------------------------------ pods
 
@@ -269,6 +285,17 @@ class ControllerBase:
             for name in run.metrics:
                 self._cancel_timer(f"measure/{event.run}/{name}")
 
+    def _verdict(self, key: str, phase: Phase, step: int | None) -> GateVerdict:
+        """Which run ended badly, with the deciding metrics that went bad (read before
+        ``_stop_run`` drops the run)."""
+        run = self.runs.get(key)
+        metrics = ()
+        if run is not None:
+            metrics = tuple(
+                name for name, s in run.metrics.items() if not s.dry_run and s.phase.bad
+            )
+        return GateVerdict(key, metrics, step, phase.value)
+
     def _run_phase(self, key: str) -> Phase | None:
         run = self.runs.get(key)
         return None if run is None else run.phase
@@ -284,19 +311,19 @@ class ArgoControllerBase(ControllerBase):
     ``progressDeadlineAbort`` (reference/argo-rollouts.md §3). Subclasses define ``_abort``
     and keep ``aborted``, ``undoing`` and ``rolled_back``."""
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self, reason: str, cause: Cause) -> None:
         raise NotImplementedError
 
     def _rollback_requested(self, source: str) -> None:
         if self.promoted:
             if not self.undoing and not self.rolled_back:
                 self.undoing = True
-                self._set_status("Progressing", f"Undo:{source}")
+                self._set_status("Progressing", f"Undo:{source}", Intervention(source, undo=True))
         elif not self.aborted:
-            self._abort(f"RollbackRequested:{source}")
+            self._abort(f"RollbackRequested:{source}", Intervention(source))
 
     def _deadline_exceeded(self) -> None:
         if self.policy.progress_deadline_abort and not self.promoted and not self.aborted:
-            self._abort("ProgressDeadlineExceeded")
+            self._abort("ProgressDeadlineExceeded", self._deadline_cause())
         else:
             super()._deadline_exceeded()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from policies.analysis import Phase
 from policies.bluegreen import BlueGreen
 from policies.controller.base import ArgoControllerBase
+from policies.controller.protocol import AwaitingApproval, Cause, Progress
 
 __all__ = ["BlueGreenController"]
 
@@ -65,7 +66,7 @@ class BlueGreenController(ArgoControllerBase):
             self.stage = {PRE_RUN: "pause", POST_RUN: "promote"}.get(
                 self._inconclusive_run, "pause"
             )
-            self._set_status("Progressing", "Resumed")
+            self._set_status("Progressing", "Resumed", Progress("Resumed"))
 
     def _deadline_applies(self) -> bool:
         return not (self.aborted or self.promoted or self.paused) and self.stage in (
@@ -103,7 +104,8 @@ class BlueGreenController(ArgoControllerBase):
             if policy.needs_pause:
                 self.paused = "BlueGreenPause"
                 manual = not policy.auto_promotion_enabled
-                self._set_status("Paused", "BlueGreenPause", manual=manual)
+                cause = AwaitingApproval() if manual else Progress("Paused")
+                self._set_status("Paused", "BlueGreenPause", cause)
                 if policy.auto_promotion_enabled:
                     self._start_timer(PAUSE_TIMER, policy.auto_promotion_seconds)
                 return
@@ -132,15 +134,17 @@ class BlueGreenController(ArgoControllerBase):
             return True
         if not phase.completed:
             return False
+        verdict = self._verdict(key, phase, None)
         self._stop_run(key)
         if phase == Phase.SUCCESSFUL:
             return True
         if phase == Phase.INCONCLUSIVE:
             self.paused = "InconclusiveAnalysisRun"
             self._inconclusive_run = key
-            self._set_status("Paused", "InconclusiveAnalysisRun", manual=True)
+            cause = AwaitingApproval(None, verdict)
+            self._set_status("Paused", "InconclusiveAnalysisRun", cause)
         else:
-            self._abort(f"{key}Analysis{phase.value}")
+            self._abort(f"{key}Analysis{phase.value}", verdict)
         return False
 
     def _loop_key(self) -> tuple:
@@ -149,23 +153,23 @@ class BlueGreenController(ArgoControllerBase):
     def _end_pause(self) -> None:
         self.paused = None
         self._cancel_timer(PAUSE_TIMER)
-        self._set_status("Progressing", "PauseEnded")
+        self._set_status("Progressing", "PauseEnded", Progress("PauseEnded"))
 
     def _promote(self) -> None:
         self.promoted = True
         self.stage = "promoted"
         self._stop_all_runs()
         self._start_timer(SCALE_DOWN_OLD_TIMER, self.policy.scale_down_delay_seconds)
-        self._set_status("Promoted", "RolloutCompleted")
+        self._set_status("Promoted", "RolloutCompleted", Progress("Promoted"))
 
     # ------------------------------------------------------------------ abort and undo
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self, reason: str, cause: Cause) -> None:
         self.aborted = True
         self.paused = None
         self._cancel_timer(PAUSE_TIMER)
         self._stop_all_runs()
-        self._set_status("Aborted", reason)
+        self._set_status("Aborted", reason, cause)
 
     def _reconcile_abort(self) -> None:
         """The active Service goes back to the old stable; the preview scales down later."""
@@ -188,4 +192,4 @@ class BlueGreenController(ArgoControllerBase):
             self.rolled_back = True
             self.finished = True
             self._start_timer(SCALE_DOWN_OLD_TIMER, self.policy.scale_down_delay_seconds)
-            self._set_status("RolledBack", "UndoCompleted")
+            self._set_status("RolledBack", "UndoCompleted", Progress("RolledBack"))

@@ -11,6 +11,7 @@ from policies.analysis import Phase
 from policies.canary import Canary
 from policies.common import RouteMatch
 from policies.controller.base import ArgoControllerBase
+from policies.controller.protocol import AwaitingApproval, Cause, Progress
 from policies.replicas import (
     abort_desired_weight,
     basic_canary_scale,
@@ -72,15 +73,16 @@ class CanaryController(ArgoControllerBase):
         self.paused = None
         self._cancel_timer(PAUSE_TIMER)
         step = self._step()
-        reason = "Resumed"
+        reason, cause = "Resumed", Progress("Resumed", self.step_index)
         if step is not None and self.step_started and (step.pause or step.analysis):
             if step.analysis is not None:
                 self._stop_run(self._step_run_key())
             reason = "PauseEnded" if step.pause else "AnalysisSkipped"
+            cause = Progress("StepCompleted", self.step_index)
             self._advance()
             was_paused = True
         if was_paused:
-            self._set_status("Progressing", reason)
+            self._set_status("Progressing", reason, cause)
 
     def _deadline_applies(self) -> bool:
         if self.aborted or self.promoted or self.paused:
@@ -132,8 +134,9 @@ class CanaryController(ArgoControllerBase):
     def _end_pause(self) -> None:
         self.paused = None
         self._cancel_timer(PAUSE_TIMER)
+        ended = self.step_index
         self._advance()
-        self._set_status("Progressing", "PauseEnded")
+        self._set_status("Progressing", "PauseEnded", Progress("StepCompleted", ended))
 
     def _loop_key(self) -> tuple:
         return (*super()._loop_key(), self.step_index, self.step_started, self.paused)
@@ -171,7 +174,11 @@ class CanaryController(ArgoControllerBase):
             if not self.step_started:
                 self.step_started = True
                 self.paused = "CanaryPauseStep"
-                self._set_status("Paused", "CanaryPauseStep", manual=step.pause.duration is None)
+                if step.pause.duration is None:
+                    cause = AwaitingApproval(self.step_index)
+                else:
+                    cause = Progress("Paused", self.step_index)
+                self._set_status("Paused", "CanaryPauseStep", cause)
                 if step.pause.duration is not None:
                     self._start_timer(PAUSE_TIMER, step.pause.duration)
         elif step.analysis is not None:
@@ -193,14 +200,16 @@ class CanaryController(ArgoControllerBase):
         phase = self._run_phase(key)
         if phase is None or not phase.completed:
             return
+        verdict = self._verdict(key, phase, self.step_index)
         self._stop_run(key)
         if phase == Phase.SUCCESSFUL:
             self._advance()
         elif phase == Phase.INCONCLUSIVE:
             self.paused = "InconclusiveAnalysisRun"
-            self._set_status("Paused", "InconclusiveAnalysisRun", manual=True)
+            cause = AwaitingApproval(self.step_index, verdict)
+            self._set_status("Paused", "InconclusiveAnalysisRun", cause)
         else:
-            self._abort(f"StepAnalysis{phase.value}")
+            self._abort(f"StepAnalysis{phase.value}", verdict)
 
     def _react_to_background(self) -> None:
         phase = self._run_phase(BACKGROUND_RUN)
@@ -208,13 +217,15 @@ class CanaryController(ArgoControllerBase):
             return
         if phase == Phase.SUCCESSFUL:
             return  # a finished successful run is not recreated
+        verdict = self._verdict(BACKGROUND_RUN, phase, self.step_index)
         self._stop_run(BACKGROUND_RUN)
         if phase == Phase.INCONCLUSIVE:
             self.paused = "InconclusiveAnalysisRun"
             self.background_started = False  # a resume creates a new run
-            self._set_status("Paused", "InconclusiveAnalysisRun", manual=True)
+            cause = AwaitingApproval(self.step_index, verdict)
+            self._set_status("Paused", "InconclusiveAnalysisRun", cause)
         else:
-            self._abort(f"BackgroundAnalysis{phase.value}")
+            self._abort(f"BackgroundAnalysis{phase.value}", verdict)
 
     def _start_background_if_due(self) -> None:
         analysis = self.policy.analysis
@@ -318,17 +329,17 @@ class CanaryController(ArgoControllerBase):
                 self._scale("stable", 0)
         else:  # one Service over both groups: the walk has already drained the stable
             self._scale("stable", 0)
-        self._set_status("Promoted", "RolloutCompleted")
+        self._set_status("Promoted", "RolloutCompleted", Progress("Promoted"))
 
     # ------------------------------------------------------------------ abort
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self, reason: str, cause: Cause) -> None:
         self.aborted = True
         self.paused = None
         self._cancel_timer(PAUSE_TIMER)
         self._stop_all_runs()
         self._clear_match_routes()
-        self._set_status("Aborted", reason)
+        self._set_status("Aborted", reason, cause)
         self.abort_step_weights = [
             s.set_weight
             for s in self.policy.steps[: self.step_index + 1]
@@ -414,4 +425,4 @@ class CanaryController(ArgoControllerBase):
         self.undoing = False
         self.rolled_back = True
         self.finished = True
-        self._set_status("RolledBack", "UndoCompleted")
+        self._set_status("RolledBack", "UndoCompleted", Progress("RolledBack"))

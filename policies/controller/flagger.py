@@ -11,7 +11,14 @@ Promotion rolls the primary Deployment to the new version, then routes all traff
 from __future__ import annotations
 
 from policies.controller.base import ControllerBase
-from policies.controller.protocol import Measure, MeasurementTaken
+from policies.controller.protocol import (
+    Cause,
+    FailedChecks,
+    Intervention,
+    Measure,
+    MeasurementTaken,
+    Progress,
+)
 from policies.flagger import ABTest, Progressive
 from policies.replicas import resolve_fenceposts, rolling_update_sync
 
@@ -33,6 +40,7 @@ class FlaggerController(ControllerBase):
         self.phase = "Initializing"
         self.canary_weight = 0
         self.failed_checks = 0
+        self.failed_metric = ""  # the metric of the last failed check
         self.iterations = 0
         self.tick_count = 0
         self.pending: dict[str, MeasurementTaken | None] = {}
@@ -66,10 +74,10 @@ class FlaggerController(ControllerBase):
 
     def _rollback_requested(self, source: str) -> None:
         if self.phase in ("Progressing", "Promoting") and not self.promoted:
-            self._rollback(f"RollbackRequested:{source}")
+            self._rollback(f"RollbackRequested:{source}", Intervention(source))
         elif self.promoted and not (self.rolling_back or self.rolled_back):
             self.rolling_back = True  # no undo in Flagger: the primary rolls back to the old spec
-            self._set_status("Progressing", f"Undo:{source}")
+            self._set_status("Progressing", f"Undo:{source}", Intervention(source, undo=True))
 
     def _deadline_applies(self) -> bool:
         return self.phase == "Progressing" and not self._canary_ready()
@@ -113,7 +121,7 @@ class FlaggerController(ControllerBase):
             return
         if not self._canary_ready():
             if self.stuck:
-                self._rollback("ProgressDeadlineExceeded")
+                self._rollback("ProgressDeadlineExceeded", self._deadline_cause())
             return  # retriable: the tick is spent waiting, nothing counts
         self.stuck = False
         if self.policy.skip_analysis:
@@ -122,7 +130,7 @@ class FlaggerController(ControllerBase):
         if not self._primary_ready("stable"):
             return
         if self.failed_checks >= self.analysis.effective_threshold:
-            self._rollback("FailedChecksThreshold")
+            self._rollback("FailedChecksThreshold", self._failed_checks())
             return
         if self.canary_weight == 0 and self.iterations == 0:
             self._strategy_step()  # pre-rollout hooks only: no metric is checked on this tick
@@ -148,9 +156,14 @@ class FlaggerController(ControllerBase):
         for metric in self.analysis.metrics:  # the first failing metric short-circuits
             if not metric.check(results[metric.name].observation):
                 self.failed_checks += 1
-                self._set_status("Progressing", "FailedCheck", failedChecks=self.failed_checks)
+                self.failed_metric = metric.name
+                self._set_status("Progressing", "FailedCheck", self._failed_checks())
                 return
         self._strategy_step()
+
+    def _failed_checks(self) -> FailedChecks:
+        threshold = self.analysis.effective_threshold
+        return FailedChecks(self.failed_metric, self.failed_checks, threshold, self.tick_count)
 
     def _strategy_step(self) -> None:
         if isinstance(self.policy, ABTest):
@@ -173,7 +186,7 @@ class FlaggerController(ControllerBase):
         """Copy the canary spec to the primary: the primary rolls to the new version."""
         self.phase = "Promoting"
         self._set_selectors({"stable", "primary"}, {"canary"})
-        self._set_status("Progressing", "Promoting")
+        self._set_status("Progressing", "Promoting", Progress("Promoting"))
         if self.policy.skip_analysis:
             self._set_weight(0.0)
             self._clear_match_routes()
@@ -189,7 +202,7 @@ class FlaggerController(ControllerBase):
         self.promoted = True
         self.finished = True
         self._cancel_timer(TICK_TIMER)
-        self._set_status("Promoted", "Succeeded")
+        self._set_status("Promoted", "Succeeded", Progress("Promoted"))
 
     def _promotion_tick(self) -> None:
         if not self._primary_rolled():
@@ -203,7 +216,7 @@ class FlaggerController(ControllerBase):
         self._clear_match_routes()
         self.phase = "Finalising"
         self.promoted = True
-        self._set_status("Promoted", "Succeeded")
+        self._set_status("Promoted", "Succeeded", Progress("Promoted"))
 
     def _primary_rolled(self) -> bool:
         return (
@@ -228,7 +241,7 @@ class FlaggerController(ControllerBase):
             if old_spec == 0 and self.available["stable"] >= self.replicas:
                 self.rolling_back = False
                 self.rolled_back = True
-                self._set_status("RolledBack", "PrimaryRolledBack")
+                self._set_status("RolledBack", "PrimaryRolledBack", Progress("RolledBack"))
             return
         if self.phase in ("Promoting", "Finalising", "Succeeded") and not self.rolled_back:
             new_spec, old_spec = rolling_update_sync(
@@ -245,11 +258,11 @@ class FlaggerController(ControllerBase):
 
     # ------------------------------------------------------------------ rollback
 
-    def _rollback(self, reason: str) -> None:
+    def _rollback(self, reason: str, cause: Cause) -> None:
         self.phase = "Failed"
         self._set_weight(0.0)
         self._clear_match_routes()
         self._scale("canary", 0)
         self._cancel_timer(TICK_TIMER)
         self.finished = True
-        self._set_status("Aborted", reason, failedChecks=self.failed_checks)
+        self._set_status("Aborted", reason, cause)

@@ -17,7 +17,7 @@ on Flagger's primary Deployment after promotion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from policies.common import RouteMatch
@@ -27,11 +27,18 @@ __all__ = [
     "GROUP_VERSION",
     "Action",
     "Approved",
+    "AwaitingApproval",
     "CancelTimer",
+    "Cause",
+    "DeadlineExceeded",
     "Event",
+    "FailedChecks",
+    "GateVerdict",
+    "Intervention",
     "Measure",
     "MeasurementTaken",
     "PodsChanged",
+    "Progress",
     "RollbackRequested",
     "Scale",
     "SetMatchRoute",
@@ -165,14 +172,101 @@ class StopAnalysis:
     phase: str
 
 
+# ----------------------------------------------------------------------------- causes
+# Why the status changed, in typed fields a driver matches on (DESIGN §2: never parsed text).
+
+Verdict = Literal["Failed", "Error", "Inconclusive"]
+Milestone = Literal[
+    "Started",
+    "Paused",
+    "PauseEnded",
+    "Resumed",
+    "StepCompleted",
+    "Promoting",
+    "Promoted",
+    "RolledBack",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class GateVerdict:
+    """An analysis run ended badly: ``run`` is its key (``step-2``, ``background``,
+    ``prePromotion``, ``postPromotion``, ``batch-1``), ``metrics`` the deciding metrics that went
+    bad (empty when the run itself was invalid), ``step`` the step (or batch) it ran at, if any."""
+
+    run: str
+    metrics: tuple[str, ...]
+    step: int | None
+    phase: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class FailedChecks:
+    """Flagger: ``metric`` failed its check, making ``count`` failed checks; with status
+    ``Aborted`` the count reached ``threshold`` and the canary is rolled back."""
+
+    metric: str
+    count: int
+    threshold: int
+    step: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intervention:
+    """An abort (``undo`` False) or an undo after promotion (``undo`` True) asked for from
+    outside the controller, ``by`` whom: ``human``, ``alert``, or the live executor's own
+    guards (``router``, ``missing-data``)."""
+
+    by: str
+    undo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineExceeded:
+    """No progress for ``seconds`` (progressDeadlineSeconds); with status ``Aborted`` the
+    controller rolled back for it, otherwise it is only reported."""
+
+    seconds: float
+    step: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitingApproval:
+    """A pause only a person ends (``kubectl argo rollouts promote``): a pause step without a
+    duration, a blue-green pause without auto-promotion, a batch awaiting approval, or an
+    Inconclusive analysis (``verdict``)."""
+
+    step: int | None = None
+    verdict: GateVerdict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Plain progress: started, a timed pause began or ended, resumed, a step (or batch)
+    completed, promoting, promoted, rolled back."""
+
+    milestone: Milestone
+    step: int | None = None
+
+
+Cause = GateVerdict | FailedChecks | Intervention | DeadlineExceeded | AwaitingApproval | Progress
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChanged:
-    """The rollout's phase changed; ``reason`` says why (for traces and the live log)."""
+    """The rollout's phase changed; ``cause`` says why, in typed fields (drivers match on it);
+    ``reason`` is the executor's own reason string (for traces and the live log only)."""
 
     status: Status
+    cause: Cause
     reason: str = ""
     step: int | None = None
-    detail: dict = field(default_factory=dict)
+
+    @property
+    def rolls_back(self) -> bool:
+        """The release is being rolled back: an abort, or an undo after promotion."""
+        cause = self.cause
+        return self.status == "Aborted" or (isinstance(cause, Intervention) and cause.undo)
 
 
 Action = (

@@ -11,6 +11,13 @@ from __future__ import annotations
 from policies.analysis import Phase
 from policies.batch import BatchRelease
 from policies.controller.base import ControllerBase
+from policies.controller.protocol import (
+    AwaitingApproval,
+    Cause,
+    GateVerdict,
+    Intervention,
+    Progress,
+)
 from policies.replicas import resolve_fenceposts, rolling_update_sync
 from policies.rolling import RollingUpdate
 
@@ -59,20 +66,25 @@ class _FencedRollout(ControllerBase):
         )
 
     def _rollback_requested(self, source: str) -> None:
+        self._roll_back(source, Intervention(source, undo=self.promoted))
+
+    def _roll_back(self, source: str, cause: Cause) -> None:
+        """``kubectl rollout undo``: back to the old version by the same rolling update."""
         if self.rolling_back or self.rolled_back:
             return
         was = "Undo" if self.promoted else "Abort"
         self.rolling_back = True
         self._stop_all_runs()
         self._cancel_timer(PAUSE_TIMER)
-        self._set_status("Aborted" if not self.promoted else "Progressing", f"{was}:{source}")
+        status = "Aborted" if not self.promoted else "Progressing"
+        self._set_status(status, f"{was}:{source}", cause)
 
     def _reconcile_rollback(self) -> None:
         if self._sync("stable", "canary"):
             self.rolling_back = False
             self.rolled_back = True
             self.finished = True
-            self._set_status("RolledBack", "RollbackCompleted")
+            self._set_status("RolledBack", "RollbackCompleted", Progress("RolledBack"))
 
     def _deadline_applies(self) -> bool:
         return not (self.finished or self.promoted or self.rolling_back)
@@ -91,7 +103,7 @@ class RollingController(_FencedRollout):
             self._reconcile_rollback()
         elif not self.promoted and self._sync("canary", "stable"):
             self.promoted = True
-            self._set_status("Promoted", "NewReplicaSetAvailable")
+            self._set_status("Promoted", "NewReplicaSetAvailable", Progress("Promoted"))
 
 
 class BatchController(_FencedRollout):
@@ -121,7 +133,9 @@ class BatchController(_FencedRollout):
     def _next_batch(self) -> None:
         self.waiting = None
         self.batch += 1
-        self._set_status("Progressing", f"Batch{self.batch}")
+        self._set_status(
+            "Progressing", f"Batch{self.batch}", Progress("StepCompleted", self.batch - 1)
+        )
 
     def _progress_signature(self) -> tuple:
         return (self.batch, *super()._progress_signature())
@@ -153,7 +167,7 @@ class BatchController(_FencedRollout):
         spec = self.policy.batches[self.batch]
         if self.batch == len(self.targets) - 1:
             self.promoted = True
-            self._set_status("Promoted", "AllBatchesReleased")
+            self._set_status("Promoted", "AllBatchesReleased", Progress("Promoted"))
             return
         if spec.analysis is not None:
             self.waiting = "analysis"
@@ -165,9 +179,13 @@ class BatchController(_FencedRollout):
         else:
             self._next_batch()
 
-    def _pause(self, duration: float | None) -> None:
+    def _pause(self, duration: float | None, verdict: GateVerdict | None = None) -> None:
         self.waiting = "pause"
-        self._set_status("Paused", f"Batch{self.batch}Pause", manual=duration is None)
+        if duration is None:
+            cause = AwaitingApproval(self.batch, verdict)
+        else:
+            cause = Progress("Paused", self.batch)
+        self._set_status("Paused", f"Batch{self.batch}Pause", cause)
         if duration is not None:
             self._start_timer(PAUSE_TIMER, duration)
 
@@ -176,6 +194,7 @@ class BatchController(_FencedRollout):
         phase = self._run_phase(key)
         if phase is None or not phase.completed:
             return
+        verdict = self._verdict(key, phase, self.batch)
         self._stop_run(key)
         if phase == Phase.SUCCESSFUL:
             pause = self.policy.batches[self.batch].pause
@@ -184,6 +203,6 @@ class BatchController(_FencedRollout):
             else:
                 self._next_batch()
         elif phase == Phase.INCONCLUSIVE:
-            self._pause(None)  # wait for a human, as Argo does on Inconclusive
+            self._pause(None, verdict)  # wait for a human, as Argo does on Inconclusive
         else:
-            self._rollback_requested(f"Batch{self.batch}Analysis{phase.value}")
+            self._roll_back(f"Batch{self.batch}Analysis{phase.value}", verdict)

@@ -1,7 +1,15 @@
 """Policies out to the live executors: Argo Rollouts, Flagger, Kubernetes, ingress-nginx, Istio.
 
-Each executor module has ``export(policy, target) -> Export``. What an executor cannot express
-is refused with ``NotExpressibleError`` naming the field — never silently approximated.
+The registry: ``EXECUTORS`` names the export targets (``policies.vocabulary.Executor``), and
+each has its module here, ``policies.exporters.<executor>``, with ``export(policy, target) ->
+Export``. What an executor cannot express is refused with ``NotExpressibleError`` naming the
+field — never silently approximated. The executors' shared machinery lives beside them:
+``manifests`` (core Kubernetes objects), ``runbook`` (the kubectl runbook), ``checks`` (analysis
+as Prometheus queries judged in the runbook), ``sequences`` (Argo's canary and blue-green
+orders, with or without a router), ``flagger_loop`` (Flagger's loop on a router), ``promql``
+(queries both ways) and ``crds``/``k8s_validate`` (schema checks). Importing this module is
+cheap (the command line reads ``EXECUTORS`` to build its parser); an executor's module is
+imported when it is asked for.
 """
 
 from __future__ import annotations
@@ -10,11 +18,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.base import dump_yaml
+from policies.errors import NotExpressibleError, PolicyError
+from policies.vocabulary import EXECUTORS, Executor
 
-__all__ = ["EXECUTORS", "Export", "Target", "executors_for", "export"]
-
-EXECUTORS = ("argo", "flagger", "kubernetes", "nginx", "istio")
+__all__ = ["EXECUTORS", "Executor", "Export", "Target", "executors_for", "export"]
 
 
 @dataclass(frozen=True)
@@ -38,29 +45,27 @@ class Target:
 class Export:
     """Manifests (Kubernetes objects as dicts, in apply order) and any extra files (runbooks)."""
 
-    executor: str
+    executor: Executor
     manifests: list[dict[str, Any]]
     files: dict[str, str] = field(default_factory=dict)
 
     def to_yaml(self) -> str:
+        from policies.base import dump_yaml  # yaml and pydantic: not needed for the registry
+
         return "---\n".join(dump_yaml(m) for m in self.manifests)
 
 
-def export(policy, to: str, target: Target | None = None) -> Export:
+def export(policy, to: Executor | str, target: Target | None = None) -> Export:
     """Export ``policy`` for executor ``to`` (one of EXECUTORS)."""
     if to not in EXECUTORS:
-        from policies.errors import PolicyError
-
         raise PolicyError(f"unknown executor {to!r} (choose from {', '.join(EXECUTORS)})")
     module = importlib.import_module(f"policies.exporters.{to}")
     return module.export(policy, target or Target())
 
 
-def executors_for(policy) -> dict[str, str | None]:
+def executors_for(policy) -> dict[Executor, str | None]:
     """For each executor: None if it can express ``policy``, else the reason it cannot."""
-    from policies.errors import NotExpressibleError
-
-    out: dict[str, str | None] = {}
+    out: dict[Executor, str | None] = {}
     for name in EXECUTORS:
         try:
             export(policy, name)

@@ -20,16 +20,18 @@ fractional seconds, and the Flagger and Deployment kinds (ABTest, Progressive, R
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from policies.analysis import AnalysisTemplate, Metric
 from policies.batch import BatchRelease
 from policies.bluegreen import BlueGreen
-from policies.canary import Canary, CanaryStep
+from policies.canary import Canary, CanaryStep, SetHeaderRoute, TrafficRouting
 from policies.common import RolloutAnalysis
 from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target, crds, promql
+from policies.measures import Query
 from policies.replicas import basic_canary_targets, resolve_fenceposts
+from policies.vocabulary import ROUTERS, Executor, MetricSource
 
 __all__ = [
     "API_VERSION",
@@ -43,7 +45,7 @@ __all__ = [
     "template_name",
 ]
 
-EXECUTOR = "argo"
+EXECUTOR: Executor = "argo"
 API_VERSION = "argoproj.io/v1alpha1"
 DEFAULT_WINDOW_S = 60.0
 """The simulator's query window for a metric with neither window nor interval."""
@@ -89,10 +91,12 @@ def template_name(service: str, name: str, field: str) -> str:
     return full
 
 
-def metric_source(policy) -> str:
-    """ingress-nginx metrics behind an nginx router, Istio's everywhere else."""
+def metric_source(policy) -> MetricSource:
+    """The router's own metrics where ``promql`` writes them (ingress-nginx, Istio), else
+    Istio's."""
     routing = getattr(policy, "traffic_routing", None)
-    return "nginx" if routing is not None and routing.router == "nginx" else "istio"
+    own = ROUTERS[routing.router].metrics if routing is not None else None
+    return own or "istio"
 
 
 def _args(source: str, target: Target) -> list[dict[str, Any]]:
@@ -146,7 +150,7 @@ def _metric(metric: Metric, where: str, source: str, target: Target) -> dict[str
         value = getattr(metric, name)
         if value != default:
             out[re.sub(r"_(\w)", lambda m: m.group(1).upper(), name)] = value
-    query = provider.query
+    query = cast(Query, provider.query)  # one source per provider: not sequential or kayenta
     window = query.window or metric.interval or DEFAULT_WINDOW_S
     try:
         text = promql.query_for(query, source, window=window, nan_filter=True)
@@ -206,7 +210,7 @@ def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, An
         if scale.weight is not None:
             return {"setCanaryScale": {"weight": scale.weight}}
         return {"setCanaryScale": {"matchTrafficWeight": True}}
-    route = step.set_header_route
+    route = cast(SetHeaderRoute, step.set_header_route)  # the one action left
     out: dict[str, Any] = {"name": route.name}
     if route.match:
         out["match"] = [
@@ -217,7 +221,7 @@ def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, An
 
 
 def _router(policy: Canary, target: Target) -> dict[str, Any]:
-    routing = policy.traffic_routing
+    routing = cast(TrafficRouting, policy.traffic_routing)  # called for a routed canary only
     svc = target.service
     routers = {
         "nginx": {"stableIngress": svc},
@@ -369,9 +373,9 @@ def _batch(policy: BatchRelease, target: Target) -> Export:
     for i, batch in enumerate(policy.batches[:-1]):
         weight = _batch_weight(policy, i, replicas)
         steps.append({"setWeight": weight})
-        canary, stable = basic_canary_targets(replicas, weight, surge)
+        canary_n, stable_n = basic_canary_targets(replicas, weight, surge)
         notes.append(
-            f"| {i + 1} ({weight} %) | {pods[i]}/{replicas - pods[i]} | {canary}/{stable} |"
+            f"| {i + 1} ({weight} %) | {pods[i]}/{replicas - pods[i]} | {canary_n}/{stable_n} |"
         )
         if batch.analysis is not None:
             steps.append({"analysis": _analysis_ref(batch.analysis, source, target)})
@@ -390,7 +394,10 @@ def _batch(policy: BatchRelease, target: Target) -> Export:
             "The last batch's pause/analysis is not exported: the release completes with it,"
             " as the simulator has it."
         )
-    canary = {"maxSurge": policy.max_surge, "maxUnavailable": policy.max_unavailable}
+    canary: dict[str, Any] = {
+        "maxSurge": policy.max_surge,
+        "maxUnavailable": policy.max_unavailable,
+    }
     canary["steps"] = steps
     manifests = [*_templates(policy, source, target), _rollout(policy, target, {"canary": canary})]
     return _finish(manifests, {"NOTES.md": "\n".join(notes) + "\n"})

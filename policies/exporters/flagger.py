@@ -23,15 +23,24 @@ that are not whole seconds, sequential and Kayenta gates.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from policies.analysis import Metric
-from policies.canary import Canary
+from policies.canary import Canary, Pause
 from policies.common import RouteMatch
 from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target, crds, promql
 from policies.flagger import ABTest, FlaggerAnalysis, FlaggerMetric, Progressive
 from policies.measures import Query
+from policies.vocabulary import (
+    FLAGGER_PROVIDERS,
+    ROUTERS,
+    Executor,
+    FlaggerProvider,
+    MetricSource,
+    provider_router,
+    routers_where,
+)
 
 __all__ = [
     "API_VERSION",
@@ -44,14 +53,14 @@ __all__ = [
     "threshold_range",
 ]
 
-EXECUTOR = "flagger"
+EXECUTOR: Executor = "flagger"
 API_VERSION = "flagger.app/v1beta1"
 BUILTIN_SUFFIX = "-canary"
 """Name suffix of a built-in metric rewritten as a canary-only MetricTemplate (nginx)."""
 PROVIDERS = {"smi": "smi:v1alpha3"}
 """Policy provider -> Flagger ``spec.provider`` where the names differ."""
 _BUILTIN = ("request-success-rate", "request-duration")
-_HEADER_ROUTERS = ("istio", "contour", "gloo", "nginx")
+_HEADER_ROUTERS = routers_where("flagger_match")
 _REFUSED = {
     "BlueGreen": (
         "switch",
@@ -156,9 +165,10 @@ def _template(name: str, query: str, target: Target, field: str) -> dict[str, An
     }
 
 
-def _source(provider: str, field: str) -> str:
-    if provider in ("nginx", "istio"):
-        return provider
+def _source(provider: FlaggerProvider, field: str) -> MetricSource:
+    source = ROUTERS[provider_router(provider)].metrics
+    if source is not None:
+        return source
     raise _refuse(
         field,
         f"custom queries are written for ingress-nginx or Istio metrics; provider {provider}"
@@ -177,7 +187,9 @@ def _query(query: Query, source: str, field: str, scale=None) -> str:
         raise _refuse(field, str(exc)) from None
 
 
-def _metric(metric: FlaggerMetric, i: int, provider: str, target: Target, templates: list):
+def _metric(
+    metric: FlaggerMetric, i: int, provider: FlaggerProvider, target: Target, templates: list
+):
     where = f"analysis.metrics[{i}]"
     entry: dict[str, Any] = {"name": metric.name}
     range_ = metric.threshold_range.to_dict() if metric.threshold_range else None
@@ -253,7 +265,7 @@ def _match(matches: tuple[RouteMatch, ...], provider: str) -> list[dict[str, Any
     return out
 
 
-def _analysis(a: FlaggerAnalysis, provider: str, target: Target, templates: list):
+def _analysis(a: FlaggerAnalysis, provider: FlaggerProvider, target: Target, templates: list):
     out: dict[str, Any] = {"interval": flagger_interval("analysis.interval", a.interval)}
     out["threshold"] = a.threshold
     for name, camel in (
@@ -319,7 +331,9 @@ def threshold_range(text: str, success: bool) -> dict[str, float] | None:
     return out or None
 
 
-def _canary_metric(metric: Metric, where: str, tick: float, provider: str, target: Target):
+def _canary_metric(
+    metric: Metric, where: str, tick: float, provider: FlaggerProvider, target: Target
+):
     if metric.provider.query is None:
         kind = "sequential" if metric.provider.sequential is not None else "kayenta"
         raise _refuse(
@@ -344,7 +358,7 @@ def _canary_metric(metric: Metric, where: str, tick: float, provider: str, targe
             "Flagger has one pass range per metric: give exactly one of successCondition and"
             " failureCondition (both can be Inconclusive, which Flagger has not)",
         )
-    text = metric.success_condition or metric.failure_condition
+    text = cast(str, metric.success_condition or metric.failure_condition)  # one is given
     range_ = threshold_range(text, metric.success_condition is not None)
     if range_ is None:
         raise _refuse(
@@ -374,7 +388,7 @@ def _canary(policy: Canary, target: Target) -> Export:
             "Flagger shifts weight with a router; a replica-ratio canary behind one Service has"
             " no Flagger form",
         )
-    if routing.router not in ("nginx", "istio", "smi"):
+    if routing.router not in FLAGGER_PROVIDERS:
         raise _refuse("trafficRouting", f"Flagger has no {routing.router} router")
     if routing.max_traffic_weight != 100:
         raise _refuse("trafficRouting.maxTrafficWeight", "Flagger's total weight is fixed at 100")
@@ -401,7 +415,8 @@ def _canary(policy: Canary, target: Target) -> Export:
                 raise _refuse(f"analysisTemplates[{i}].dryRun", "Flagger has no dry-run metric")
             for j, m in enumerate(template.metrics):
                 where = f"analysisTemplates[{i}].metrics[{j}]"
-                entry, tmpl, limit = _canary_metric(m, where, tick, routing.router, target)
+                provider = cast(FlaggerProvider, routing.router)  # in FLAGGER_PROVIDERS
+                entry, tmpl, limit = _canary_metric(m, where, tick, provider, target)
                 metrics.append(entry)
                 templates.append(tmpl)
                 limits.append(limit)
@@ -449,11 +464,12 @@ def _pairs(policy: Canary) -> tuple[list[int], float]:
                 "Flagger holds each weight for one tick: steps must be setWeight/pause pairs",
             )
         if action == "set_weight":
-            if step.set_weight == 0 or (weights and step.set_weight <= weights[-1]):
+            weight = cast(int, step.set_weight)  # a step's action is the field it gives
+            if weight == 0 or (weights and weight <= weights[-1]):
                 raise _refuse(f"{where}.setWeight", "Flagger's stepWeights rise from 1 to 100")
-            weights.append(step.set_weight)
+            weights.append(weight)
             continue
-        duration = step.pause.duration
+        duration = cast(Pause, step.pause).duration  # the action is pause
         if duration is None:
             raise _refuse(f"{where}.pause", "a manual pause: Flagger ticks on its own")
         if tick is None:
@@ -469,7 +485,8 @@ def _pairs(policy: Canary) -> tuple[list[int], float]:
             f"steps[{len(steps) - 1}]",
             "Argo promotes right after a final setWeight; Flagger holds it one more tick",
         )
-    return weights, tick
+    # steps are an even number (> 0) of setWeight/pause pairs: a pause set the tick
+    return weights, cast(float, tick)
 
 
 def _finish(manifests: list[dict[str, Any]]) -> Export:

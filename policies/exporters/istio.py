@@ -4,8 +4,10 @@ Istio routes by the VirtualService's ordered ``http`` routes, first match wins (
 §D.2); nothing in Istio moves the weights, so the export is every step's VirtualService in order
 (annotated ``rolloutsim.io/step``) and the runbook that applies them between the waits and
 checks. Argo's header routes and Flagger's A/B match become match routes placed before the
-weighted route. Every object is checked against the Istio CRD schema copied into the anchors
-(``validate``). This module also holds Flagger's loop, which nginx shares (``flagger_runbook``).
+weighted route. This module is the router (``IstioRouter``); the orders are shared with
+ingress-nginx (``sequences``, ``flagger_loop``) and the checks query Istio's metrics, telling
+the versions apart by pod (``checks``). Every object is checked against the Istio CRD schema
+copied into the anchors (``validate``).
 """
 
 from __future__ import annotations
@@ -18,38 +20,30 @@ from policies.canary import Canary
 from policies.common import HeaderMatch, RouteMatch, StringMatch
 from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target
-from policies.exporters.kubernetes import (
-    apply_command,
+from policies.exporters.checks import MetricsRunbook
+from policies.exporters.flagger_loop import flagger_runbook
+from policies.exporters.manifests import STEP, service
+from policies.exporters.runbook import apply_command
+from policies.exporters.sequences import (
+    RoutedWeights,
     bluegreen_runbook,
     canary_runbook,
-    deployment,
-    quote,
-    secs,
-    service,
-    whole_seconds,
-)
-from policies.exporters.nginx import (
-    STEP,
-    MetricsRunbook,
-    RoutedWeights,
-    jq_values,
     require_router,
 )
-from policies.flagger import ABTest, FlaggerMetric, Progressive
-from policies.measures import Query
+from policies.flagger import ABTest, Progressive
+from policies.vocabulary import Executor, RouterKind
 
 __all__ = [
     "API_VERSION",
     "EXECUTOR",
     "IstioRouter",
     "export",
-    "flagger_runbook",
     "istio_match",
     "validate",
     "validate_all",
 ]
 
-EXECUTOR = "istio"
+EXECUTOR: Executor = "istio"
 API_VERSION = "networking.istio.io/v1"
 
 
@@ -97,13 +91,14 @@ class IstioRouter:
     """One Service over both versions, a DestinationRule with a subset per version (label
     ``version``), and the VirtualService whose routes a step rewrites."""
 
-    executor = EXECUTOR
+    executor: Executor = EXECUTOR
+    kind: RouterKind = "istio"
 
     def __init__(self, target: Target, sides: tuple[str, str] = ("stable", "canary")) -> None:
         self.target, self.sides = target, sides
 
     def runbook(self, policy, target: Target) -> MetricsRunbook:
-        return MetricsRunbook(EXECUTOR, policy, target, hashes=self.sides[::-1])
+        return MetricsRunbook(EXECUTOR, policy, target, "istio", hashes=self.sides[::-1])
 
     def _meta(self, step: str | None = None) -> dict[str, Any]:
         t = self.target
@@ -172,99 +167,19 @@ class _IstioSwitch:
         return apply_command(self.router.target, self.manifest(side))
 
 
-# ----------------------------------------------------------------------------- Flagger
-
-
-def _checks(book: MetricsRunbook, metrics: tuple[FlaggerMetric, ...]) -> str:
-    """One Flagger tick's checks in order, stopping at the first failure (one failure per
-    tick); the built-ins as simulated: success rate in %, P99 latency in whole ms."""
-    tests = []
-    for j, m in enumerate(metrics):
-        where, scale, query = f"analysis.metrics[{j}]", None, m.query
-        if m.name == "request-success-rate" and query is None:
-            query, scale = Query(measure="successRate"), "percent"
-        elif query is None:
-            query, scale = Query(measure="latency", quantile=0.99), "ms_floor"
-        if m.threshold_range is not None:
-            low, high = m.threshold_range.min, m.threshold_range.max
-        elif m.name == "request-success-rate":  # the deprecated threshold: a minimum here,
-            low, high = m.threshold, None
-        else:  # a maximum otherwise
-            low, high = None, m.threshold
-        limits = ((">=", low), ("<=", high))
-        conds = " and ".join(f"$v {op} {x!r}" for op, x in limits if x is not None)
-        judge = jq_values(f'if {conds} then "Successful" else "Failed" end')
-        text = book.query(query, query.window or m.interval, where, scale)
-        tests.append(f'[ "$(rs_measure {quote(text)} {quote(judge)})" = Successful ]')
-    book.functions.append(f"rs_checks() {{ {' && '.join(tests) or 'true'}; }}")
-    return "rs_checks"
-
-
-def flagger_runbook(policy: Progressive | ABTest, target: Target, router) -> Export:
-    """Flagger's loop on ``router`` (executors.md §A.3-A.5): the canary scales up; the first
-    tick only routes; each later tick checks the metrics and advances only when they pass; then
-    the primary (our stable Deployment) takes the new image, traffic returns to it, the canary
-    goes. Failed checks add up; the tick after the threshold-th failure rolls back."""
-    ex, a = router.executor, policy.analysis
-    if policy.provider != ex:
-        reason = f"Flagger would route through {policy.provider} (and measure there), not {ex}"
-        raise NotExpressibleError(ex, "provider", reason)
-    if isinstance(policy, ABTest) and a.step_weight_promotion:
-        reason = "an A/B test routes matched requests wholly; there is no weight to shift back"
-        raise NotExpressibleError(ex, "analysis.stepWeightPromotion", reason)
-    n, svc, book = target.replicas_for(policy), target.service, router.runbook(policy, target)
-    deadline = whole_seconds(ex, "progressDeadlineSeconds", policy.progress_deadline_seconds)
-    book.mode, names = "abort", (f"{svc}-canary", f"{svc}-stable")
-    objects = [deployment(target, "stable", target.stable_image, n, deadline=deadline)]
-    objects += [deployment(target, "canary", target.image, 0, deadline=deadline)]
-    book.apply([*objects, *router.objects()], "The primary (stable) and the canary at 0.")
-    rollback = [book.apply_command(router.weight(0, "rollback")), book.scale_command(names[0], 0)]
-    book.aborts["canary"] = rollback
-    book.scale(names[0], n, state="canary", notes="A new revision: the canary scales up.")
-    tick = (
-        f"rs_tick {secs(a.effective_interval_s)} {a.effective_threshold} {_checks(book, a.metrics)}"
-    )
-    book.pause(a.effective_interval_s, "the first tick runs no analysis")
-    promote = book.kubectl(f"set image deployment/{names[1]} {svc}={quote(target.image)}")
-    if policy.skip_analysis:  # skipAnalysis: promote at once, no checks, no primary wait
-        book.add("promote", promote, state="promoted", notes="skipAnalysis.")
-        book.scale(names[0], 0, notes="The canary goes.")
-        return book.export()
-    last = 100
-    if isinstance(policy, ABTest):
-        book.apply(router.match(a.match, "A/B"), "Matched requests go to the canary.")
-        for k in range(a.iterations):
-            book.add("analysis", check=tick, notes=f"Iteration {k + 1} of {a.iterations}.")
-    else:
-        for last in policy.weight_schedule():
-            book.apply(router.weight(last, f"{last} %"), f"The canary gets {last} %.")
-            book.add("analysis", check=tick, notes=f"A healthy tick at {last} % advances.")
-    book.add("promote", promote, state="promoting", notes="The primary takes the new version.")
-    if isinstance(policy, Progressive):  # a failed promotion sends all to the canary
-        book.aborts["promoting"] = [book.apply_command(router.weight(100, "failed promotion"))]
-    while last > 0:
-        last = max(0, last - a.step_weight_promotion) if a.step_weight_promotion else 0
-        book.pause(a.effective_interval_s, "a promotion tick")
-        book.add("wait", wait=f"rs_ready {names[1]} abort", notes="The primary must be ready.")
-        book.apply(router.weight(last, "promotion"), f"The canary keeps {last} %.")
-    book.pause(a.effective_interval_s, "the finalising tick")
-    book.scale(names[0], 0, notes="Finalising: the canary goes.", state="promoted")
-    return book.export()
-
-
 # ----------------------------------------------------------------------------- validation
 
 
 def validate(obj: dict[str, Any]) -> list[str]:
     """Every problem of one Istio object against the anchored CRD, ``Kind/name: path: msg``."""
-    from policies.exporters import crds
+    from policies.exporters import crds  # jsonschema and the CRDs: only when validating
 
     return crds.validate(obj)
 
 
 def validate_all(objects) -> list[str]:
     """Istio objects against the CRD, core objects offline (``k8s_validate``): every error."""
-    from policies.exporters import k8s_validate
+    from policies.exporters import k8s_validate  # kubernetes_validate: only when validating
 
     return [
         error
@@ -278,7 +193,7 @@ def validate_all(objects) -> list[str]:
 def export(policy, target: Target) -> Export:
     """VirtualServices, DestinationRule and the runbook; refuses what Istio cannot route."""
     if isinstance(policy, Canary):
-        require_router(policy, EXECUTOR, "Istio")
+        require_router(policy, EXECUTOR, "istio", "Istio")
         return canary_runbook(policy, target, RoutedWeights(IstioRouter(target)))
     if isinstance(policy, Progressive | ABTest):
         return flagger_runbook(policy, target, IstioRouter(target))

@@ -28,9 +28,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from policies.measures import Query
+from policies.vocabulary import METRIC_SOURCES, MetricSource
 
 __all__ = [
     "ARG_CANARY_HASH",
@@ -46,26 +47,26 @@ __all__ = [
     "recognise_form",
 ]
 
-Source = Literal["nginx", "istio", "haproxy"]
+Source = MetricSource
 Layout = Literal["argo", "flagger"]
 Scale = Literal["fraction", "percent", "seconds", "milliseconds", "ms_floor", "count"]
-SOURCES: tuple[str, ...] = ("nginx", "istio", "haproxy")
+SOURCES: tuple[MetricSource, ...] = METRIC_SOURCES
 
 ARG_SERVICE, ARG_NAMESPACE = "service-name", "namespace"
 ARG_CANARY_HASH, ARG_STABLE_HASH = "canary-hash", "stable-hash"
 FLAGGER_INTERVAL = "{{ interval }}"
 """Flagger's template variable for the metric's interval (the query window)."""
 
-_REQUESTS = {
+_REQUESTS: dict[MetricSource, str] = {
     "nginx": "nginx_ingress_controller_requests",
     "istio": "istio_requests_total",
     "haproxy": "haproxy_server_http_responses_total",
 }
-_BUCKETS = {
+_BUCKETS: dict[MetricSource, str] = {
     "nginx": "nginx_ingress_controller_request_duration_seconds_bucket",
     "istio": "istio_request_duration_milliseconds_bucket",
 }
-_STATUS = {"nginx": "status", "istio": "response_code", "haproxy": "code"}
+_STATUS: dict[MetricSource, str] = {"nginx": "status", "istio": "response_code", "haproxy": "code"}
 _SOURCE_OF = {name: src for table in (_REQUESTS, _BUCKETS) for src, name in table.items()}
 _FIVE_XX = {"5..", "5.*", "5.+", "^5.*", "^5..$", "^5.*$", r"5\d\d", "5[0-9][0-9]", "5xx"}
 
@@ -150,7 +151,9 @@ def query_for(
         raise ValueError("the query has no window: pass the metric's interval")
     w = window if isinstance(window, str) else format_window(window)
     sel = _selector(source, layout, query.version, service, namespace, hashes)
+    source = cast(MetricSource, source)  # _selector raised ValueError for any other source
     status = _STATUS[source]
+    natural: Scale
     if query.measure in ("errorRate", "successRate"):
         op = "=" if source == "haproxy" else "=~"
         bad = "5xx" if source == "haproxy" else "5.."
@@ -229,7 +232,8 @@ class _Parser:
             match = _TOKEN.match(text, pos)
             if not match or match.end() == pos:
                 raise ValueError(f"cannot read PromQL at {text[pos : pos + 20]!r}")
-            self.toks.append((match.lastgroup, match.group(match.lastgroup)))
+            kind = cast(str, match.lastgroup)  # every alternative of _TOKEN is a named group
+            self.toks.append((kind, match.group(kind)))
             pos = match.end()
 
     def peek(self, value: str | None = None, kind: str | None = None) -> bool:
@@ -385,7 +389,11 @@ def _version(source: str, matchers: tuple) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _base(node: Any) -> tuple[str, str, str, float | None, dict, tuple] | None:
+_Form = tuple[str, MetricSource, Scale, str, tuple, tuple]
+"""(measure, source, scale, window text, label matchers, extra) of a recognised form."""
+
+
+def _base(node: Any) -> _Form | None:
     """(measure, source, scale, window, labels, extra) of a base form, scale natural."""
     if node[0] == "bin" and node[1] == "/":
         top, bottom = _rate_sum(node[2]), _rate_sum(node[3])
@@ -416,19 +424,19 @@ def _base(node: Any) -> tuple[str, str, str, float | None, dict, tuple] | None:
         source = _SOURCE_OF.get(summed[0])
         if source is None or summed[0] != _BUCKETS.get(source):
             return None
-        scale = "milliseconds" if source == "istio" else "seconds"
+        scale: Scale = "milliseconds" if source == "istio" else "seconds"
         return "latency", source, scale, summed[2], summed[1], (q,)
     return None
 
 
-_SCALED = {
+_SCALED: dict[tuple[str, float | None, Scale], Scale] = {
     ("*", 100, "fraction"): "percent",
     ("*", 1000, "seconds"): "milliseconds",
     ("/", 1000, "milliseconds"): "seconds",
 }
 
 
-def _match(node: Any) -> tuple[str, str, str, str, dict, tuple] | None:
+def _match(node: Any) -> _Form | None:
     """Base forms under the unit changes and complements the exporters and users write."""
     base = _base(node)
     if base:
@@ -445,7 +453,7 @@ def _match(node: Any) -> tuple[str, str, str, str, dict, tuple] | None:
     for factor, other in pairs if op in ("*", "/") else ():
         inner = _match(other) if factor is not None else None
         scale = _SCALED.get((op, factor, inner[2])) if inner else None
-        if scale:
+        if scale and inner:
             return (inner[0], inner[1], scale, *inner[3:])
     if op == "-" and _num(left) in (1, 100):
         inner = _match(right)

@@ -16,8 +16,9 @@ from typing import Any
 from policies.conditions import Condition, ConditionError
 from policies.errors import PolicyError
 from policies.exporters import promql
-from policies.importers import Context, map_hint
+from policies.importers.context import Context, map_hint
 from policies.loading import parse_policy
+from policies.vocabulary import ARGO_ROUTERS, ArgoRouter
 
 __all__ = ["import_rollout", "import_template"]
 
@@ -32,7 +33,7 @@ _IGNORED_SPEC = {
 }
 _NAMES = ("canaryService", "stableService", "activeService", "previewService", "pingPong")
 _DECOR = ("canaryMetadata", "stableMetadata", "activeMetadata", "previewMetadata", "antiAffinity")
-_ROUTER_NAMES = {
+_ROUTER_NAMES: dict[ArgoRouter, tuple[str, ...]] = {  # each router's object names (ignored)
     "nginx": (
         "stableIngress",
         "stableIngresses",
@@ -218,7 +219,7 @@ def import_template(doc: dict, refs: list[dict], ctx: Context, prefix: str) -> d
         ctx.ignore("spec.measurementRetention (history only)", label)
     name = str(meta.get("name"))
     tname = name[len(prefix) :] if name.startswith(prefix) and len(name) > len(prefix) else name
-    results = []
+    results: list[list[dict[str, Any]]] = []
     for ref in refs or [{}]:
         args = _args(ref, doc)
         metrics = [
@@ -241,9 +242,9 @@ def _analysis(obj: dict, path: str, ctx: Context, uses: dict, background: bool =
     _check_keys(obj, known | ({"startingStep"} if background else set()), path, ctx)
     if obj.get("dryRun"):
         raise ctx.error(f"{path}.dryRun", "put dryRun in the AnalysisTemplate (spec.dryRun)")
-    for key in ("args", "measurementRetention", "analysisRunMetadata"):
-        if key in obj:
-            ctx.ignore(f"{path}.{key}")
+    for setting in ("args", "measurementRetention", "analysisRunMetadata"):
+        if setting in obj:
+            ctx.ignore(f"{path}.{setting}")
     refs = []
     for t, ref in enumerate(obj.get("templates") or []):
         kind = "ClusterAnalysisTemplate" if ref.get("clusterScope") else "AnalysisTemplate"
@@ -291,9 +292,9 @@ def _step(step: dict, path: str, ctx: Context, uses: dict) -> dict[str, Any]:
 def _router(tr: dict, ctx: Context) -> dict[str, Any]:
     path = "spec.strategy.canary.trafficRouting"
     routers = [r for r in tr if r not in ("maxTrafficWeight", "managedRoutes")]
-    if len(routers) != 1 or routers[0] not in _ROUTER_NAMES:
+    if len(routers) != 1 or routers[0] not in ARGO_ROUTERS:
         raise ctx.error(
-            path, f"routers {routers}: the simulator models one of nginx, istio, smi, alb"
+            path, f"routers {routers}: the simulator models one of {', '.join(ARGO_ROUTERS)}"
         )
     router = routers[0]
     config = tr[router] or {}

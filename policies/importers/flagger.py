@@ -19,14 +19,14 @@ from typing import Any
 from policies.errors import PolicyError
 from policies.exporters import promql
 from policies.exporters.flagger import cookie_regex
-from policies.importers import Context, map_hint
 from policies.importers.argo import go_seconds
+from policies.importers.context import Context, map_hint
 from policies.loading import parse_policy
+from policies.vocabulary import FLAGGER_PROVIDERS
 
 __all__ = ["import_canary"]
 
 _BUILTIN = ("request-success-rate", "request-duration")
-_PROVIDERS = ("istio", "nginx", "kubernetes", "linkerd", "contour", "gloo")
 _GATES = ("confirm-rollout", "confirm-promotion", "confirm-traffic-increase", "rollback")
 _IGNORED_SPEC = {
     "targetRef": "the workload's name",
@@ -249,9 +249,9 @@ def import_canary(doc: dict, ctx: Context) -> Any:
         ctx.notes.append("spec.provider absent: Flagger's -mesh-provider default, istio")
         provider = "istio"
     provider = "smi" if provider.startswith("smi:") else provider
-    if provider not in (*_PROVIDERS, "smi"):
+    if provider not in FLAGGER_PROVIDERS:
         raise ctx.error(
-            "spec.provider", f"{provider}: the simulator models {', '.join(_PROVIDERS)}, smi"
+            "spec.provider", f"{provider}: the simulator models {', '.join(FLAGGER_PROVIDERS)}"
         )
     service = spec.get("service") or {}
     if service.get("match"):

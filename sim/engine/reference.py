@@ -6,7 +6,9 @@ statistics and splits bad requests over users by activity — exact in distribut
 bookkeeping is right. Here every request arrives, picks a user ∝ activity, a Service, a pod, fails
 or not and takes a latency, with no code shared with the fast data plane (sim/engine/tape.py,
 sim/engine/flows.py), so the two can be compared statistically (DESIGN §7, tests/test_reference.py).
-Shared are the world *definitions*, the controller and ``router_kind``: they are the spec.
+Shared are the world *definitions*, the controller and ``router_of``: they are the spec.
+What Prometheus would scrape — the per-slot series, the gates' windows and the burn-rate rules —
+is in sim/engine/reference_metrics.py.
 
 Semantics (the engine's promises, DESIGN §5): router changes land after the router kind's delay
 (selectors after the Service-selector delay; the controller's first actions at once); a pod
@@ -26,22 +28,21 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_right
+from typing import assert_never
 
 import numpy as np
 import simpy
 
 import policies.controller as pc
-from policies.measures import Observation, WindowStats
+from policies.vocabulary import router_of
 from sim.engine.outcome import Outcome
-from sim.engine.replication import router_kind
-from sim.world.traffic import Constant
+from sim.engine.reference_metrics import Scrapes
+from sim.world.rates import Constant
 
 __all__ = ["ReferenceReplication", "simulate_reference"]
 
 _BUF = 8192  # random numbers are drawn in blocks and consumed one at a time
 _CHUNK_S = 600.0  # thinning: the rate bound is taken over chunks this long
-_TOL = 1e-9
-_GATE_REASONS = ("Analysis", "FailedCheck")
 
 
 class _Pod:
@@ -59,15 +60,15 @@ class ReferenceReplication:
         world = self.world = cw.world
         self.cw, self.policy, self.release, self.fault = cw, policy, release, release.fault
         key = seed.spawn_key  # children made without advancing the seed: it may serve again
-        rngs = [np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=(*key, k)))
-                for k in range(6)]  # fmt: skip
+        children = [np.random.SeedSequence(seed.entropy, spawn_key=(*key, k)) for k in range(6)]
+        rngs = [np.random.default_rng(child) for child in children]
         self.data, self.pods_rng, self.ops_rng, fault_rng, gate_rng, self.dns_rng = rngs
         platform, ops, fault = world.platform, world.operators, self.fault
         self.n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon, self.slot = world.horizon, platform.scrape_interval
         self.env = simpy.Environment()
         self.ctl = pc.RolloutController(policy, self.n, rng=gate_rng)
-        self.router_delay = platform.router_delay_for(router_kind(policy))
+        self.router_delay = platform.router_delay_for(router_of(policy))
         self.join_delay = platform.router_delay_for("pods")  # a ready pod joins the endpoints
         self.selector_delay = platform.router_delay_for("serviceSelector")
         self.min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
@@ -96,11 +97,7 @@ class ReferenceReplication:
         self.timers, self.queue = {}, []
         self.approval_token = self.promoted_at = self.t_fault = None
         self.pod_count_t, self.extra_pod_seconds = 0.0, 0.0
-        n_slots = math.ceil(self.horizon / self.slot) + 2  # what Prometheus would scrape:
-        self.svc_req, self.svc_bad = [0] * n_slots, [0] * n_slots
-        self.req = {v: [0] * n_slots for v in (True, False)}  # served by the candidate? → slots
-        self.err = {v: [0] * n_slots for v in (True, False)}
-        self.lat: dict = {v: [[] for _ in range(n_slots)] for v in (True, False)}
+        self.scrapes = Scrapes(world, self.horizon)  # what Prometheus would scrape
         self.rec_t, self.rec_user = array("d"), array("l")  # the candidate's requests
         self.rec_failed, self.rec_slow = array("b"), array("b")
         name = policy_name or policy.name
@@ -111,7 +108,7 @@ class ReferenceReplication:
         self._deliver([None])
         self.env.process(self._arrivals())
         if self.world.operators.alerts:
-            self.env.process(self._alert_loop())
+            self.env.process(self.scrapes.alert_rules(self.env, self.b0, self._alert_fired))
         self.env.run(until=self.horizon)
         return self._finish()
 
@@ -146,7 +143,8 @@ class ReferenceReplication:
             elif isinstance(action, pc.SetMatchRoute):
                 self._later(self.router_delay, self._set_route, action)
             elif isinstance(action, pc.Measure):
-                obs = self._observe(action)
+                now, window, quantiles = self.env.now, action.window, action.quantiles
+                obs = self.scrapes.observe(now, window, quantiles, action.series_step)
                 self.queue.append(pc.MeasurementTaken(action.run, action.metric, obs))
             elif isinstance(action, pc.StatusChanged):
                 self._status(action)
@@ -233,8 +231,8 @@ class ReferenceReplication:
         old = self.dns_from
         self.old_pods = [p for g in sorted(old) for p in serving[g]] if old else []
         self.share_c = self._canary_share()
-        self.state = (self.matched, self.weight, self.weight / 100.0, self.canary_pods,
-                      self.stable_pods)  # fmt: skip
+        w = self.weight
+        self.state = (self.matched, w, w / 100.0, self.canary_pods, self.stable_pods)
 
     def _canary_share(self) -> float:
         """Expected fraction of requests the canary Service gets (activity-weighted)."""
@@ -248,8 +246,12 @@ class ReferenceReplication:
     def _reaches(self, new: bool) -> bool:
         """Whether a request can reach the new (or the old) version: a Service with traffic has a
         serving pod of it, or has no pod at all and is for it (its requests then fail there)."""
-        services = [(self.share_c > 0, self.canary_pods, True), (self.share_c < 1, self.stable_pods,
-                    False), (self.share_c < 1 and self.dns_from, self.old_pods, False)]  # fmt: skip
+        share, old = self.share_c, self.dns_from
+        services = [
+            (share > 0, self.canary_pods, True),
+            (share < 1, self.stable_pods, False),
+            (share < 1 and old, self.old_pods, False),
+        ]
         return any(
             used and (any(p.candidate == new for p in pods) or (not pods and own == new))
             for used, pods, own in services
@@ -277,7 +279,9 @@ class ReferenceReplication:
         p0, fault, objective, fault_p = self.p0, self.fault, self.objective, self._fault_p
         lat_m, lat_s, capacity = self.lat_m, self.lat_s, self.capacity
         latency = self.world.baseline.latency
-        svc_req, svc_bad, req, err, lats = self.svc_req, self.svc_bad, self.req, self.err, self.lat
+        scrapes = self.scrapes
+        svc_req, svc_bad, req, err = scrapes.svc_req, scrapes.svc_bad, scrapes.req, scrapes.err
+        lats = scrapes.lat
         rec = (self.rec_t, self.rec_user, self.rec_failed, self.rec_slow)
         ubuf, ebuf, lbuf = [], [], []
         t = chunk_end = bound = 0.0
@@ -366,68 +370,13 @@ class ReferenceReplication:
         if self.human_delay is not None:
             self._call(t + self.human_delay, self._human)
 
-    def _observe(self, action) -> Observation:
-        """Whole scrape slots [end − window, end), end = last scrape ≤ now − scrapeDelay."""
-        s = self.slot
-        j1 = math.floor((self.env.now - self.world.platform.scrape_delay) / s + _TOL)
-        j0 = max(0, j1 - max(1, round(action.window / s)))
-        obs = self._window(j0, j1, action.quantiles)
-        if action.series_step:
-            step = max(1, round(action.series_step / s))
-            points = tuple(
-                self._window(k, min(k + step, j1), action.quantiles) for k in range(j0, j1, step)
-            )
-            obs = Observation(obs.start, obs.end, obs.canary, obs.stable, points)
-        return obs
-
-    def _window(self, j0: int, j1: int, quantiles) -> Observation:
-        stats = []
-        for version in (True, False):
-            n, q = sum(self.req[version][j0:j1]), {}
-            if n and quantiles:
-                lats = np.concatenate([np.asarray(x, float) for x in self.lat[version][j0:j1]])
-                for quantile in quantiles:  # the k-th order statistic, k = ⌈q·n⌉
-                    k = min(n, max(1, math.ceil(quantile * n)))
-                    q[quantile] = float(np.partition(lats, k - 1)[k - 1])
-            stats.append(WindowStats(n, sum(self.err[version][j0:j1]), q))
-        return Observation(j0 * self.slot, j1 * self.slot, stats[0], stats[1])
-
-    def _alert_loop(self):
-        """The multi-window burn-rate rules, evaluated like Prometheus every interval: a window
-        of m slots ends at the newest slot visible (ending ≤ t − scrapeDelay); slots before
-        t = 0 are history at the pre-release rate and the baseline's bad ratio."""
-        platform, ops = self.world.platform, self.world.operators
-        s, every = self.slot, platform.rule_evaluation_interval
-        hist = float(self.world.traffic.rate_at(0.0)) * s
-
-        def slots(window: float) -> int:
-            return max(1, math.ceil(window / s - _TOL))
-
-        target = ops.slo.target
-        rules = [
-            (slots(r.long_window), slots(r.short_window), r.threshold(target)) for r in ops.alerts
-        ]
-        k = 0
-        while k * every < self.horizon:
-            t, k = k * every, k + 1
-            if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
-            newest = math.floor((t - platform.scrape_delay) / s + _TOL) - 1
-            if newest < 0:
-                continue  # only history (at the baseline) is visible yet
-            for windows in rules:
-                ok = True
-                for m in windows[:2]:
-                    lo, before = max(0, newest - m + 1), max(0, m - newest - 1)
-                    n = sum(self.svc_req[lo : newest + 1]) + before * hist
-                    bad = sum(self.svc_bad[lo : newest + 1]) + before * hist * self.b0
-                    ok = ok and n > 0 and bad >= windows[2] * n * (1 - _TOL)
-                if ok:
-                    self._detected(t, "alert")
-                    delay = ops.acknowledgement.sample(self.ops_rng)
-                    delay = float(delay) + float(ops.abort_latency.sample(self.ops_rng))
-                    self._call(t + delay, self._deliver, [pc.RollbackRequested("alert")])
-                    return
+    def _alert_fired(self, t: float) -> None:
+        """The burn-rate alert fired at ``t``: a person acknowledges it, then aborts."""
+        self._detected(t, "alert")
+        ops = self.world.operators
+        delay = ops.acknowledgement.sample(self.ops_rng)
+        delay = float(delay) + float(ops.abort_latency.sample(self.ops_rng))
+        self._call(t + delay, self._deliver, [pc.RollbackRequested("alert")])
 
     def _human(self) -> None:
         self._detected(self.env.now, "human")
@@ -440,20 +389,27 @@ class ReferenceReplication:
 
     def _status(self, action) -> None:
         now, out = self.env.now, self.outcome
-        if action.status == "Paused" and action.detail.get("manual"):
+        cause = action.cause
+        if isinstance(cause, pc.AwaitingApproval):
             token = self.approval_token = object()
             delay = float(self.world.operators.approval_delay.sample(self.ops_rng))
             self._call(now + delay, self._approve, token)
-        elif action.status == "Promoted" and self.promoted_at is None:
-            self.promoted_at = now
-            self._check_reach()
-        elif action.status == "Aborted" or action.reason.startswith("Undo:"):
+        elif action.status == "Promoted":
+            if self.promoted_at is None:
+                self.promoted_at = now
+                self._check_reach()
+        elif action.rolls_back:
             if math.isnan(out.t_rollback_start):
                 out.t_rollback_start = now
-            if action.reason.startswith("ProgressDeadline"):
-                self._detected(now, "deadline")
-            elif any(word in action.reason for word in _GATE_REASONS):
-                self._detected(now, "gate")
+            match cause:  # the controller's own detectors; alerts and humans record themselves
+                case pc.GateVerdict() | pc.FailedChecks():
+                    self._detected(now, "gate")
+                case pc.DeadlineExceeded():
+                    self._detected(now, "deadline")
+                case pc.Intervention() | pc.AwaitingApproval() | pc.Progress():
+                    pass
+                case _:
+                    assert_never(cause)
             self._check_reach()
 
     def _approve(self, token: object) -> None:

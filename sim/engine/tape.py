@@ -23,7 +23,7 @@ import numpy as np
 
 from policies.measures import Observation, WindowStats
 from sim.engine.flows import FlowSet, UserCells
-from sim.world.traffic import Constant
+from sim.world.rates import Constant
 
 __all__ = ["FaultState", "Tape", "Totals"]
 

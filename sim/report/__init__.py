@@ -1,2 +1,21 @@
-"""Reports (DESIGN §6): the verdict and numbers in words, the report's blocks, their HTML and
-Markdown renderings, and the figures, written as one folder."""
+"""Reports (DESIGN §6): the verdict and numbers in words (text), the report's blocks (content),
+their HTML and Markdown renderings (render), the figures (figures, in the house style of
+plotting), all written as one folder (write).
+
+Public: ``write_report``, ``example_traces``, ``REPORT_FILES``, the ``figures`` module (one
+function per report figure, each returning PNG bytes) and ``place_labels`` for notebooks that
+label their own plots the way the report does.
+"""
+
+from sim.lazy import lazy_names
+
+_HOME = {
+    "REPORT_FILES": "sim.report.write",
+    "example_traces": "sim.report.write",
+    "place_labels": "sim.report.plotting",
+    "write_report": "sim.report.write",
+}
+
+__all__ = sorted([*_HOME, "figures"])
+
+__getattr__, __dir__ = lazy_names(__name__, _HOME, globals())

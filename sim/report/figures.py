@@ -13,12 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sim.engine.trace import Trace
 from sim.report.plotting import (
     DPI,
     WIDTH_IN,
     draw_png,
     duration_tick,
     log_axis,
+    note_better,
     place_labels,
     policy_colors,
     thousands,
@@ -174,10 +176,7 @@ def pareto_front(
         time_axis(ax.xaxis, max(lo, 1e-9), hi, log=xlog)
         ax.set_xlabel(xlabel + (" (log scale)" if xlog else ""))
         ax.set_ylabel(ylabel + (" (log scale)" if ylog else ""))
-        ax.text(
-            0.01, 0.02, "better: down and left", transform=ax.transAxes, color="#555",
-            style="italic", fontsize=10,
-        )  # fmt: skip
+        note_better(ax)
         fig.suptitle(wrap(title, 88), x=0.01, ha="left")
         place_labels(fig, ax, labels)
 
@@ -223,7 +222,7 @@ def trace_marks(trace) -> list[tuple[float, str, str]]:
 
 
 def timeline(
-    examples: Sequence[tuple[str, object]],
+    examples: Sequence[tuple[str, Trace]],
     color: str,
     *,
     title: str,
@@ -348,9 +347,15 @@ def users_hurt(
             for ax in axes:
                 ax.axvline(total_users, color="#555", lw=1, ls=":", zorder=1)
             axes[0].annotate(
-                f"all {total_users:,} users", (total_users, 1), xycoords=("data", "axes fraction"),
-                xytext=(3, -2), textcoords="offset points", va="top", fontsize=9.5, color="#555",
-            )  # fmt: skip
+                f"all {total_users:,} users",
+                (total_users, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -2),
+                textcoords="offset points",
+                va="top",
+                fontsize=9.5,
+                color="#555",
+            )
         axes[-1].set_xlabel(xlabel + "; dashed outline: users exposed")
         fig.suptitle(wrap(title, 88), x=0.01, ha="left")
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 import io
 import textwrap
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # matplotlib itself is imported only when a figure is drawn
+    from matplotlib.typing import RcKeyType
 
 __all__ = [
     "DPI",
@@ -20,6 +24,7 @@ __all__ = [
     "draw_png",
     "duration_tick",
     "log_axis",
+    "note_better",
     "place_labels",
     "policy_colors",
     "thousands",
@@ -31,7 +36,7 @@ DPI = 100
 """10-inch figures are 1000 px wide: shown 1:1 in the report, text is ~15 px at 100 % zoom."""
 WIDTH_IN = 10.0
 _OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
-_STYLE = {
+_STYLE: dict[RcKeyType, Any] = {
     "font.size": 11,
     "axes.titlesize": 11.5,
     "axes.labelsize": 11,
@@ -54,8 +59,11 @@ def policy_colors(policies: Sequence[str]) -> dict[str, str]:
     return {p: palette[i % len(palette)] for i, p in enumerate(policies)}
 
 
-_TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
-               43200, 86400, 172800, 604800)  # fmt: skip
+_TICK_STEPS = (
+    *(1, 2, 5, 10, 15, 30),  # seconds
+    *(60 * m for m in (1, 2, 5, 10, 15, 30)),  # minutes
+    *(3600 * h for h in (1, 2, 3, 6, 12, 24, 48, 168)),  # hours, days, a week
+)
 """Round durations for time axes: 30 s, 5 min, 1 h, … never 1.67m."""
 
 
@@ -81,7 +89,7 @@ def time_axis(axis, lo: float, hi: float, log: bool = False) -> None:
     from matplotlib.ticker import FixedLocator, FuncFormatter, MultipleLocator, NullLocator
 
     if log:
-        ticks = [s for s in _TICK_STEPS if lo <= s <= hi] or [lo, hi]
+        ticks: list[float] = [s for s in _TICK_STEPS if lo <= s <= hi] or [lo, hi]
         while len(ticks) > 7:
             ticks = ticks[::2]
         axis.set_major_locator(FixedLocator(ticks))
@@ -154,6 +162,12 @@ _OFFSETS = (  # points: (dx, dy, ha, va), tried in order
 )
 
 
+def note_better(ax, where: str = "down and left") -> None:
+    """Say in the lower-left corner, in small grey italics, which way is better."""
+    style = {"color": "#555", "style": "italic", "fontsize": 10}
+    ax.text(0.01, 0.02, f"better: {where}", transform=ax.transAxes, **style)
+
+
 def place_labels(fig, ax, labels) -> None:
     """Put each label where it overlaps no other label, point or the axes' edge (greedy)."""
     from matplotlib.transforms import Bbox
@@ -182,10 +196,17 @@ def place_labels(fig, ax, labels) -> None:
         best = None
         for dx, dy, ha, va in _OFFSETS:
             ann = ax.annotate(
-                text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                fontsize=10.5, fontweight="bold" if bold else "normal", zorder=5,
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=10.5,
+                fontweight="bold" if bold else "normal",
+                zorder=5,
                 annotation_clip=False,
-            )  # fmt: skip
+            )
             ann.set_in_layout(False)
             box = ann.get_window_extent(renderer)
             c = cost(box)
@@ -197,6 +218,7 @@ def place_labels(fig, ax, labels) -> None:
                 ann.remove()
             if c == 0:
                 break
+        assert best is not None  # _OFFSETS is not empty: some place was tried
         taken.append(best[2])
 
 

@@ -380,11 +380,11 @@ def policy_lines(f: Facts) -> list[str]:
         if f.bad:
             bad_rows = f.frame[(f.frame["policy"] == p) & f.frame["release_class"].isin(f.bad)]
             esc = f.share(p, "escaped", f.bad)[0]
-            off = f.over(p, "t_mitigated", f.bad)
+            t_off = f.over(p, "t_mitigated", f.bad)
             off = (
                 "it keeps serving until the horizon"
-                if _nan(off)
-                else f"no traffic left on it after {fmt_duration(off)}"
+                if _nan(t_off)
+                else f"no traffic left on it after {fmt_duration(t_off)}"
             )
             parts.append(
                 f"A bad release: {fmt_count(f.blast(p))} excess bad requests, "

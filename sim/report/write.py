@@ -213,8 +213,8 @@ def _describe_policies(result) -> dict[str, str]:
         except Exception:  # a description is a courtesy; never fail a report over it
             out[name] = kind
             continue
-        mode = re.search(r"\(([^()]*)\)\s*$", told.title)
-        mode = re.split(r"[;:]", mode.group(1))[0].strip() if mode else ""
+        found = re.search(r"\(([^()]*)\)\s*$", told.title)
+        mode = re.split(r"[;:]", found.group(1))[0].strip() if found else ""
         out[name] = f"{kind}{', ' + mode if mode else ''}: {_steps([r.action for r in told.rows])}"
     return out
 
@@ -268,9 +268,16 @@ def _traces(policies: dict, cw, cells, seed: int, classes: list[str], k: int) ->
             for i in range(k):
                 ss = replication_seed(seed, index[cls], i)
                 rep = Replication(
-                    cw, cells, policy, releases[cls], ss, index=i, run_seed=seed,
-                    policy_name=name, trace=True,
-                )  # fmt: skip
+                    cw,
+                    cells,
+                    policy,
+                    releases[cls],
+                    ss,
+                    index=i,
+                    run_seed=seed,
+                    policy_name=name,
+                    trace=True,
+                )
                 rep.run()
                 out.append(rep.trace)
     return out

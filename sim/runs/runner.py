@@ -35,11 +35,11 @@ from sim.engine.outcome import OUTCOME_FIELDS, Outcome
 from sim.engine.replication import Replication
 from sim.engine.seeds import WORLD_KEY, replication_seed, shared_parts
 from sim.runs.files import atomic_write
+from sim.runs.options import BACKENDS, DEFAULTS
 from sim.world.model import World
 
 __all__ = ["BACKENDS", "DEFAULT_CHUNK_SIZE", "WORLD_KEY", "Chunk", "RunResult", "run", "run_chunk"]
 
-BACKENDS = ("inprocess", "process", "dask")
 DEFAULT_CHUNK_SIZE = 50
 """Replications per task: enough to amortise pickling and scheduling, small enough to balance."""
 
@@ -404,12 +404,12 @@ def run(
     world,
     policies,
     *,
-    replications: int | Mapping[str, int] = 200,
-    seed: int = 0,
-    backend: str = "process",
-    workers: int | None = None,
-    scheduler=None,
-    progress: bool = False,
+    replications: int | Mapping[str, int] = DEFAULTS.replications,
+    seed: int = DEFAULTS.seed,
+    backend: str = DEFAULTS.backend,
+    workers: int | None = DEFAULTS.workers,
+    scheduler=DEFAULTS.scheduler,
+    progress: bool = DEFAULTS.progress,
     checkpoint: str | os.PathLike | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     on_chunk: Callable[[Chunk], Any] | None = None,
@@ -421,7 +421,8 @@ def run(
     "inprocess", "process" (a spawn pool of ``workers``, default all cores) or "dask"
     (``scheduler``: an address or a ``Client``; default a LocalCluster of ``workers``). With
     ``checkpoint`` (a directory) finished chunks are kept and a rerun does only the rest.
-    ``on_chunk(chunk)`` is called after each chunk is finished and saved.
+    ``on_chunk(chunk)`` is called after each chunk is finished and saved. The defaults are
+    ``sim.runs.options.DEFAULTS``; ``RunOptions.run_kwargs()`` gives these keywords.
     """
     started = time.perf_counter()
     if backend not in BACKENDS:

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from policies.base import Model, read_yaml_file, validate_model
 from policies.errors import PolicyError
 from policies.loading import load_policy, parse_policy
+from sim.runs.options import DEFAULTS
 from sim.world.model import World
 from sim.world.traffic import base_directory
 
@@ -51,10 +52,11 @@ class Scenario(Model):
     description: str = ""
     world: World
     policies: tuple[dict[str, Any], ...] = Field(min_length=1)
-    replications: int | dict[str, int] = 200
-    seed: int = Field(0, ge=0)
-    backend: Literal["inprocess", "process", "dask"] = "process"
-    workers: int | None = Field(None, ge=1)
+    # the run options a file may set (sim/runs/options.py: the caller's win, DEFAULTS fill in)
+    replications: int | dict[str, int] = DEFAULTS.replications
+    seed: int = Field(DEFAULTS.seed, ge=0)
+    backend: Literal["inprocess", "process", "dask"] = DEFAULTS.backend
+    workers: int | None = Field(DEFAULTS.workers, ge=1)
     scheduler: str | None = None
     sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted path -> values
     tune: dict[str, Any] = Field(default_factory=dict)  # a search space: see sim/tune/space.py

@@ -33,6 +33,7 @@ from sim.report.plotting import (
     WIDTH_IN,
     draw_png,
     log_axis,
+    note_better,
     place_labels,
     thousands,
     time_axis,
@@ -43,8 +44,7 @@ from sim.tune.space import expressible
 
 __all__ = ["TUNE_FILES", "front_figure", "tune_scenario", "write_tune_report"]
 
-TUNE_FILES = ("tune.md", "tune.json", "candidates.csv", "front.csv", "front.png",
-              "results.parquet")  # fmt: skip
+TUNE_FILES = ("tune.md", "tune.json", "candidates.csv", "front.csv", "front.png", "results.parquet")
 """Always in a tune folder (plus recommended.yaml and exports/ when something was chosen)."""
 
 _STATUS = {  # status -> (colour, marker, legend)
@@ -257,11 +257,15 @@ def _markdown(result, facts: dict) -> str:
         for con, check in zip(spec.constraints, result.selection.checks):
             lo, hi = row[f"{check.name} [low]"], row[f"{check.name} [high]"]
             what = _checked(con)
-            lines.append(f"- {check.name}: {what} lies in [{_num(lo)}, {_num(hi)}] "
-                         f"(must be ≤ {check.limit:g})")  # fmt: skip
+            lines.append(
+                f"- {check.name}: {what} lies in [{_num(lo)}, {_num(hi)}] "
+                f"(must be ≤ {check.limit:g})"
+            )
         lines += ["", "Files: `recommended.yaml`; exports:"]
-        lines += [f"- {e}: `{m}`" if m.startswith("exports/") else f"- {e}: refused ({m})"
-                  for e, m in facts["exports"].items()]  # fmt: skip
+        lines += [
+            f"- {e}: `{m}`" if m.startswith("exports/") else f"- {e}: refused ({m})"
+            for e, m in facts["exports"].items()
+        ]
     a = sel.alphas
     lines += [
         "",
@@ -283,8 +287,11 @@ def _markdown(result, facts: dict) -> str:
     ]
     finalists = facts["finalists"]
     if len(finalists) > 1:
-        lines += ["", "| finalist | mean (fresh) | n | μ − best other (MCB interval) |",
-                  "|---|---:|---:|---|"]  # fmt: skip
+        lines += [
+            "",
+            "| finalist | mean (fresh) | n | μ − best other (MCB interval) |",
+            "|---|---:|---:|---|",
+        ]
         for name, f in sorted(finalists.items(), key=lambda kv: kv[1]["mean"]):
             lo, hi = f["mcb"]
             lines.append(f"| `{name}` | {_num(f['mean'])} | {f['n']} | [{lo:+.3g}, {hi:+.3g}] |")
@@ -366,18 +373,39 @@ def front_figure(result) -> bytes:
             if part.empty:
                 continue
             ax.errorbar(
-                part["rollout_time"], part["objective"], yerr=part["objective_ci"].fillna(0),
-                fmt=marker, color=color, ms=16 if status == "selected" else 7, capsize=3,
-                label=label, zorder=5 if status == "selected" else 3, alpha=0.9,
-            )  # fmt: skip
+                part["rollout_time"],
+                part["objective"],
+                yerr=part["objective_ci"].fillna(0),
+                fmt=marker,
+                color=color,
+                ms=16 if status == "selected" else 7,
+                capsize=3,
+                label=label,
+                zorder=5 if status == "selected" else 3,
+                alpha=0.9,
+            )
         front = pts.set_index("candidate").loc[list(result.front)]
         if len(front) > 1:
-            ax.step(front["rollout_time"], front["objective"], where="post", color="black",
-                    lw=1.1, ls="--", zorder=2, label="Pareto front")  # fmt: skip
+            ax.step(
+                front["rollout_time"],
+                front["objective"],
+                where="post",
+                color="black",
+                lw=1.1,
+                ls="--",
+                zorder=2,
+                label="Pareto front",
+            )
         for c in result.spec.constraints:
             if c.metric == "rollout_duration":
-                ax.axvline(c.limit, color="#C00000", lw=1, ls=":", zorder=1,
-                           label=f"rollout-time limit ({c.statistic})")  # fmt: skip
+                ax.axvline(
+                    c.limit,
+                    color="#C00000",
+                    lw=1,
+                    ls=":",
+                    zorder=1,
+                    label=f"rollout-time limit ({c.statistic})",
+                )
         ax.legend(loc="upper right", fontsize=9.5)
         ylog = log_axis(ax, "y", pts["objective"].to_numpy(float))
         if not ylog:
@@ -387,8 +415,7 @@ def front_figure(result) -> bytes:
         time_axis(ax.xaxis, max(lo, 1e-9), hi)
         ax.set_xlabel("rollout time of good releases (mean, when promoted)")
         ax.set_ylabel(result.spec.objective.label() + (" (log scale)" if ylog else ""))
-        ax.text(0.01, 0.02, "better: down and left", transform=ax.transAxes, color="#555",
-                style="italic", fontsize=10)  # fmt: skip
+        note_better(ax)
         fig.suptitle(wrap(title, 88), x=0.01, ha="left")
         named = [
             n for n in dict.fromkeys([*result.front, chosen]) if n in front.index or n == chosen

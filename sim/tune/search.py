@@ -28,16 +28,11 @@ import numpy as np
 from policies.base import validate_model
 from policies.errors import PolicyError, RolloutsimError
 from sim.runs.files import atomic_write
+from sim.runs.options import RunOptions
 from sim.runs.summary import weighted_quantile
+from sim.tune.objectives import stratum_weights
 from sim.tune.selection import Observations, Selection, select
-from sim.tune.space import (
-    Candidate,
-    TuneSpec,
-    candidates,
-    expressible,
-    parse_tune_spec,
-    stratum_weights,
-)
+from sim.tune.space import Candidate, TuneSpec, candidates, expressible, parse_tune_spec
 from sim.world.model import World
 
 __all__ = ["TuneResult", "TuneScenario", "load_tune_scenario", "tune"]
@@ -46,16 +41,13 @@ __all__ = ["TuneResult", "TuneScenario", "load_tune_scenario", "tune"]
 @dataclass(frozen=True)
 class TuneScenario:
     """A scenario file with a ``tune:`` section: the world, its policies (incumbents that
-    compete too) and the tuning spec, plus the run defaults of the file."""
+    compete too) and the tuning spec, plus the run options of the file."""
 
     name: str
     world: World
     spec: TuneSpec
     policies: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    backend: str = "process"
-    workers: int | None = None
-    scheduler: str | None = None
+    options: RunOptions = field(default_factory=RunOptions)  # seed, backend, workers, scheduler
     path: Path | None = None
     description: str = ""
 
@@ -70,9 +62,10 @@ def load_tune_scenario(path: str | Path, overrides: Mapping[str, Any] | None = N
     if not sc.tune:
         raise PolicyError("has no tune: section (the search space and the goal)", file=str(path))
     spec = parse_tune_spec(sc.tune, file=str(path))
-    run = {"seed": sc.seed, "backend": sc.backend, "workers": sc.workers}
-    run |= {"scheduler": sc.scheduler, "path": path, "description": sc.description}
-    return TuneScenario(sc.name, sc.world, spec, dict(loaded.policies), **run)
+    options = RunOptions.of(sc)
+    return TuneScenario(
+        sc.name, sc.world, spec, dict(loaded.policies), options, path, sc.description
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,11 +164,12 @@ def tune(
     seed: int | None = None,
     checkpoint: str | Path | None = None,
     exportable_to: str | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     first_stage: int | None = None,
     max_observations: int | None = None,
     on_chunk: Callable[[Any], Any] | None = None,
     inprocess_below: int = 2000,
+    options: RunOptions | None = None,
 ) -> TuneResult:
     """Find the best feasible candidate of a search space, with the guarantee of
     ``sim.tune.selection`` (P(meets every constraint and within ``indifference`` of the best that
@@ -183,19 +177,22 @@ def tune(
 
     ``source``: a ``TuneScenario`` or its path (``tune:`` gives every default), or
     ``(world, spec_or_spaces[, incumbent policies])``. Keyword arguments override the spec;
-    ``exportable_to`` keeps only candidates that executor can express. ``backend``, ``workers``,
-    ``scheduler``, ``progress`` and ``on_chunk`` go to ``sim.runs.runner.run``; ``checkpoint`` is a
-    directory that makes an interrupted tune resume where it stopped. With the process
-    backend, a stage of fewer than ``inprocess_below`` replications runs in this process (a
-    spawn pool costs seconds to start; the runner gives the same numbers either way).
+    ``exportable_to`` keeps only candidates that executor can express. ``seed``, ``backend``,
+    ``workers``, ``scheduler`` and ``progress`` are run options (sim/runs/options.py): a keyword
+    given here over ``options`` over the scenario file over ``DEFAULTS`` (``replications`` and
+    ``resume`` do not apply: the procedure sizes its stages, and ``checkpoint`` is a directory
+    that makes an interrupted tune resume where it stopped). ``on_chunk`` goes to
+    ``sim.runs.runner.run``. With the process backend, a stage of fewer than
+    ``inprocess_below`` replications runs in this process (a spawn pool costs seconds to start;
+    the runner gives the same numbers either way).
     """
     started = time.perf_counter()
     scenario, world, spec, incumbents = _source(source)
     spec = _spec(spec, {k: v for k, v in locals().items() if k in _KWARGS and v is not None})
-    seed = seed if seed is not None else (scenario.seed if scenario else 0)
-    backend = backend or (scenario.backend if scenario else "process")
-    workers = workers if workers is not None else (scenario.workers if scenario else None)
-    scheduler = scheduler or (scenario.scheduler if scenario else None)
+    given = {"seed": seed, "backend": backend, "workers": workers, "scheduler": scheduler}
+    opts = RunOptions(**given, progress=progress).over(options)
+    opts = opts.resolve(scenario.options if scenario else None)
+    seed, backend, workers, scheduler = opts.seed, opts.backend, opts.workers, opts.scheduler
     pool = list(candidates(spec, incumbents))
     excluded = {}
     if spec.exportable_to:
@@ -207,7 +204,7 @@ def tune(
         if not pool:
             raise PolicyError(f"no candidate of the space is expressible by {spec.exportable_to}")
     sampler = _Sampler(world, spec, {c.name: c for c in pool}, seed, checkpoint, on_chunk)
-    sampler.run_args = {"backend": backend, "workers": workers, "progress": progress}
+    sampler.run_args = {"backend": backend, "workers": workers, "progress": opts.progress}
     sampler.inline = inprocess_below if backend == "process" else 0
     if checkpoint is not None:
         _manifest(Path(checkpoint), world, spec, pool, seed)
@@ -276,7 +273,8 @@ def _dask_client(backend: str, scheduler, workers):
 
 def _manifest(root: Path, world: World, spec: TuneSpec, pool, seed: int) -> None:
     """Refuse to resume a tune with other inputs (each stage's run checks its own, too)."""
-    data = {"world": world.to_dict(), "tune": spec.model_dump(mode="json", by_alias=True)}
+    data: dict[str, Any] = {"world": world.to_dict()}
+    data |= {"tune": spec.model_dump(mode="json", by_alias=True)}
     data |= {"candidates": [c.name for c in pool], "seed": seed}
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     path = root / "tune-manifest.json"
@@ -366,10 +364,8 @@ class _Sampler:
             weights = np.concatenate(
                 [np.full(x.shape[1], w / x.shape[1]) for x, w in zip(parts, self.obj_w.values())]
             )
-            y = np.array(
-                [weighted_quantile(np.concatenate([x[o] for x in parts]), weights, q)
-                 for o in range(size)]
-            )  # fmt: skip
+            batches = (np.concatenate([x[o] for x in parts]) for o in range(size))
+            y = np.array([weighted_quantile(batch, weights, q) for batch in batches])
         cons = np.zeros((size, len(self.checks)))
         for j, (con, check) in enumerate(zip(self.spec.constraints, self.checks)):
             for c, w in self.con_w[j].items():

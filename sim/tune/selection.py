@@ -3,7 +3,7 @@
 A tuner compares many candidate policies on noisy simulations; "the one with the lowest sample
 mean" is not an answer a team can rely on. This module is the statistical procedure alone,
 written against an abstract sampler so that it can be tested on synthetic normal data and run
-on the simulator (sim/tune/space.py) alike. Observations are drawn in *stages*: every call of the
+on the simulator (sim/tune/search.py) alike. Observations are drawn in *stages*: every call of the
 sampler gives new, independent observations of the candidates it names, paired across those
 candidates (common random numbers: observation j of every candidate met the same releases).
 
@@ -12,8 +12,9 @@ there are constraints) and α_0 = α_1 (screening, selection):
 
 1. **Feasibility** (no normality needed). Each constraint observation is bounded in a known
    [lower, upper]. For candidate i and constraint ℓ a betting confidence sequence
-   (Waudby-Smith & Ramdas 2023, "Estimating means of bounded random variables by betting",
-   JRSSB 86(1), hedged capital with the predictable plug-in bets of their §5) at level
+   (``sim.tune.betting``: Waudby-Smith & Ramdas 2023, "Estimating means of bounded random
+   variables by betting", JRSSB 86(1), hedged capital with the predictable plug-in bets of
+   their §5) at level
    β = α_F / (k·s) is valid at every look. Declared *feasible* when its upper end is ≤ the
    limit, *infeasible* when its lower end is > limit − tolerance; a candidate may *eliminate*
    others only once every upper end is ≤ limit − tolerance ("feasible with margin").
@@ -64,6 +65,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from sim.tune.betting import betting_interval
+
 __all__ = [
     "CandidateRecord",
     "ConstraintCheck",
@@ -71,14 +74,10 @@ __all__ = [
     "Sampler",
     "Selection",
     "Stage",
-    "betting_interval",
     "look_schedule",
     "procedure_b_size",
     "select",
 ]
-
-_BISECTIONS = 50
-_BET_CAP = 0.75  # WSR's c: a bet never risks more than 75 % of the capital
 
 
 @dataclass(frozen=True)
@@ -188,53 +187,6 @@ class Selection:
 # ---------------------------------------------------------------------------- statistics
 
 
-def betting_interval(x, alpha: float, lower: float, upper: float) -> tuple[float, float]:
-    """Running intersection of the hedged betting confidence sequence for the mean of ``x``.
-
-    Valid simultaneously for every prefix of ``x`` (so it may be recomputed at every look):
-    P(the true mean ever leaves it) ≤ α for i.i.d. (indeed any conditionally-mean-constant)
-    observations in [lower, upper]. Waudby-Smith & Ramdas (2023), Theorem 3 with the predictable
-    plug-in bets λ_t = √(2 log(2/α) / (σ̂²_{t−1} t log(1 + t))), capped at c/m and c/(1 − m).
-    Both capital processes are monotone in m, so the set is an interval found by bisection.
-    """
-    y = (np.asarray(x, dtype=float) - lower) / (upper - lower)
-    if y.size == 0:
-        return lower, upper
-    if np.any(~np.isfinite(y)) or y.min() < -1e-9 or y.max() > 1 + 1e-9:
-        raise ValueError(f"observations outside their bounds [{lower:g}, {upper:g}]")
-    y = np.clip(y, 0.0, 1.0)
-    t = np.arange(1, y.size + 1, dtype=float)
-    mu = (0.5 + np.cumsum(y)) / (t + 1)
-    sig2 = (0.25 + np.cumsum((y - mu) ** 2)) / (t + 1)
-    prev = np.concatenate(([0.25], sig2[:-1]))
-    thr = math.log(2.0 / alpha)
-    lam = np.sqrt(2.0 * thr / (prev * t * np.log1p(t)))
-
-    def up(m: float) -> bool:  # capital betting the mean is above m reached 2/α
-        bet = np.minimum(lam, _BET_CAP / m)
-        return float(np.max(np.cumsum(np.log1p(bet * (y - m))))) >= thr
-
-    def down(m: float) -> bool:  # ... below m
-        bet = np.minimum(lam, _BET_CAP / (1.0 - m))
-        return float(np.max(np.cumsum(np.log1p(-bet * (y - m))))) >= thr
-
-    lo, hi = 0.0, 1.0  # largest m with up(m): up is monotone (true on [0, a])
-    if up(1e-12):
-        a, b = 1e-12, 1.0
-        for _ in range(_BISECTIONS):
-            mid = 0.5 * (a + b)
-            a, b = (mid, b) if up(mid) else (a, mid)
-        lo = b
-    if down(1.0 - 1e-12):
-        a, b = 0.0, 1.0 - 1e-12
-        for _ in range(_BISECTIONS):
-            mid = 0.5 * (a + b)
-            a, b = (a, mid) if down(mid) else (mid, b)
-        hi = a
-    span = upper - lower
-    return lower + lo * span, lower + hi * span
-
-
 def look_schedule(n0: int, max_observations: int) -> list[int]:
     """The fixed looks n0, 2·n0, 4·n0, … capped at ``max_observations``."""
     looks, n = [], n0
@@ -321,7 +273,8 @@ def select(
     level = a_0 / (len(looks) * max(k - 1, 1))
     blank = dict.fromkeys(c.name for c in constraints)
     records = {n: CandidateRecord(n, feasible=dict(blank)) for n in names}
-    state, stages = _State(names, s, looks), []
+    state = _State(names, s, looks)
+    stages: list[Stage] = []
     beats = _tester(state, level)
 
     def draw(phase: str, block: int, who: list[str], size: int, total: int) -> dict:
@@ -377,8 +330,20 @@ def select(
     if chosen is not None:  # a one-size grid must also show the chosen one feasible
         one_shot_n = max(one_shot_n, records[chosen].shown_at)
         grid_n = records[chosen].n_screen + final_n
-    return Selection(chosen, records, stages, delta, alpha, alphas, n0, final_n, grid_n, one_shot_n,
-                     message, tuple(constraints))  # fmt: skip
+    return Selection(
+        chosen,
+        records,
+        stages,
+        delta,
+        alpha,
+        alphas,
+        n0,
+        final_n,
+        grid_n,
+        one_shot_n,
+        message,
+        tuple(constraints),
+    )
 
 
 def _next(active, state, records, a_1, delta, n0, cap, beats) -> list[str]:
@@ -484,8 +449,9 @@ def _final(survivors, draw, records, a_1, delta, n0, s):
     big_n = procedure_b_size([cols[i] for i in survivors], a_1, delta)
     if big_n > n0:
         more = draw("select", 1, survivors, big_n - n0, big_n)
-        cols = {i: np.concatenate([cols[i], np.asarray(more[i].objective, float)])
-                for i in survivors}  # fmt: skip
+        cols = {
+            i: np.concatenate([cols[i], np.asarray(more[i].objective, float)]) for i in survivors
+        }
     means = {i: float(cols[i].mean()) for i in survivors}
     chosen = min(survivors, key=lambda i: means[i])  # min() keeps the first of ties
     for i in survivors:

@@ -368,8 +368,12 @@ def validate_as(cls: type[M], label: str, body: Any) -> M:
 
 def json_object(required: tuple[str, ...] = (), **props: Any) -> dict[str, Any]:
     """A JSON Schema object with exactly these properties (for the hand-written YAML forms)."""
-    return {"type": "object", "properties": props, "required": list(required),
-            "additionalProperties": False}  # fmt: skip
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(required),
+        "additionalProperties": False,
+    }
 
 
 def parse_distribution(data: Any) -> Distribution:

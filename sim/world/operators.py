@@ -299,6 +299,7 @@ class BurnRateAlert:
             raise ValueError("ends, requests and bad must be 1-d arrays of one length")
         if np.any(req < 0) or np.any(bad < 0) or np.any(bad > req * (1 + _TOL) + _TOL):
             raise ValueError("need 0 <= bad <= requests in every slot")
+        assert self._first_end is not None  # extend() sets it before it checks
         expected = self._first_end + (n0 + np.arange(ends.size)) * self.slot_width
         if not np.allclose(ends, expected, rtol=0.0, atol=1e-6 * max(1.0, self.slot_width)):
             raise ValueError(

@@ -8,50 +8,47 @@ supplies the default.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, create_model, model_validator
+from pydantic.alias_generators import to_snake
 
 from policies.base import Model
 from policies.durations import DURATION_JSON_SCHEMA, Duration
 from policies.errors import PolicyError
+from policies.vocabulary import ROUTER_KINDS, ROUTERS, RouterKind
 from sim.world.distributions import DistributionSpec, Fixed
 
 __all__ = ["ROUTER_KINDS", "Platform", "RouterDelays", "RouterKind"]
 
-RouterKind = Literal["nginx", "istio", "smi", "alb", "serviceSelector", "pods"]
-ROUTER_KINDS: tuple[str, ...] = ("nginx", "istio", "smi", "alb", "serviceSelector", "pods")
+_DELAYS_DOC = """Seconds from a routing change being written to it taking effect, per router kind.
 
-_SNAKE = {"serviceSelector": "service_selector", "service_selector": "service_selector"}
+Defaults are ASSUMPTIONS for a small, healthy cluster, each bounded by a sourced number where
+one exists:
+
+"""
 
 
-class RouterDelays(Model):
-    """Seconds from a routing change being written to it taking effect, per router kind.
+def _delay_line(kind: RouterKind) -> str:
+    facts = ROUTERS[kind]
+    return f"- ``{kind}`` {facts.delay_s:g} s: {facts.delay_note}"
 
-    Defaults are ASSUMPTIONS for a small, healthy cluster, each bounded by a sourced number:
 
-    - ``nginx`` 2 s: ingress-nginx applies weight and endpoint changes without a reload; its
-      Lua balancer polls the backends every 1 s (``BACKENDS_SYNC_INTERVAL = 1`` in
-      ``balancer.lua``) after the controller's sync, which is rate-limited to 0.3/s
-      (``--sync-rate-limit``), so 1–4 s.
-    - ``istio`` 2 s: istiod debounces config events for at least 100 ms and at most 10 s
-      (``PILOT_DEBOUNCE_AFTER``/``PILOT_DEBOUNCE_MAX``), then pushes xDS to every proxy.
-    - ``smi`` 2 s: an SMI TrafficSplit is applied by the mesh's control plane (Linkerd, OSM):
-      taken to behave like Istio; no sourced figure.
-    - ``alb`` 10 s: the AWS Load Balancer Controller reconciles the Ingress and calls the ELB
-      API, which is eventually consistent; no sourced figure.
-    - ``serviceSelector`` 1 s: a Service selector switch reaches the nodes through
-      EndpointSlices and kube-proxy, whose ``iptables.minSyncPeriod`` default is 1 s.
-    - ``pods`` 1 s: a pod that became ready joins the endpoints the same way (no traffic
-      router: traffic follows pods).
-    """
-
-    nginx: Duration = 2.0
-    istio: Duration = 2.0
-    smi: Duration = 2.0
-    alb: Duration = 10.0
-    service_selector: Duration = 1.0
-    pods: Duration = 1.0
+# Fields, defaults and notes come from the one table of router facts, so a router kind added
+# there (policies.vocabulary.ROUTERS) is a field here, with its delay and the reason for it.
+# (Any: a field definition is a type form and a default, and mypy checks a ``**`` mapping's
+# values against create_model's own keyword parameters too.)
+_DELAY_FIELDS: dict[str, Any] = {
+    to_snake(kind): (Duration, ROUTERS[kind].delay_s) for kind in ROUTER_KINDS
+}
+RouterDelays = create_model(
+    "RouterDelays",
+    __base__=Model,
+    __module__=__name__,
+    __doc__=_DELAYS_DOC + "\n".join(_delay_line(kind) for kind in ROUTER_KINDS) + "\n",
+    **_DELAY_FIELDS,
+)
+_FIELD_OF = {name: to_snake(kind) for kind in ROUTER_KINDS for name in (kind, to_snake(kind))}
 
 
 def _router_delays(value: Any) -> Any:
@@ -116,11 +113,11 @@ class Platform(Model):
             path="platform.replicas",
         )
 
-    def router_delay_for(self, kind: str | None) -> float:
-        """Propagation delay for a router kind; None (no traffic router) means ``pods``."""
-        name = "pods" if kind is None else kind
-        attr = _SNAKE.get(name, name)
-        if attr not in RouterDelays.model_fields:
+    def router_delay_for(self, kind: RouterKind | str | None) -> float:
+        """Propagation delay for a router kind (``serviceSelector`` or ``service_selector``);
+        None (no traffic router) means ``pods``."""
+        attr = _FIELD_OF.get("pods" if kind is None else kind)
+        if attr is None:
             raise ValueError(f"unknown router kind {kind!r} (use one of {', '.join(ROUTER_KINDS)})")
         return getattr(self.router_delay, attr)
 

@@ -46,8 +46,12 @@ def _pct(value: float) -> str:
 
 
 _PCT_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0, "maximum": 100}, {"type": "string"}]}
-Percent = Annotated[float, BeforeValidator(_percent), PlainSerializer(_pct, when_used="json"),
-                    WithJsonSchema(_PCT_SCHEMA)]  # fmt: skip
+Percent = Annotated[
+    float,
+    BeforeValidator(_percent),
+    PlainSerializer(_pct, when_used="json"),
+    WithJsonSchema(_PCT_SCHEMA),
+]
 """A share of users in percent: ``"2%"`` or ``2`` in YAML, a float 0..100 inside."""
 
 
@@ -114,6 +118,7 @@ class Activity(Model):
         """n iid activity weights, normalised to sum to 1."""
         if self.kind == "uniform":
             return np.full(n, 1.0 / n)
+        assert self.sigma is not None  # _params: lognormal comes with its sigma
         raw = np.exp(self.sigma * rng.standard_normal(n))
         return raw / raw.sum()
 
@@ -123,8 +128,11 @@ class Activity(Model):
 
 _LOGNORMAL = json_object(("sigma",), sigma={"type": "number", "minimum": 0})
 _ACTIVITY_SCHEMA = {"anyOf": [{"enum": ["uniform"]}, json_object(lognormal=_LOGNORMAL)]}
-ActivitySpec = Annotated[Activity, PlainSerializer(lambda a: a.to_yaml(), when_used="json"),
-                         WithJsonSchema(_ACTIVITY_SCHEMA)]  # fmt: skip
+ActivitySpec = Annotated[
+    Activity,
+    PlainSerializer(lambda a: a.to_yaml(), when_used="json"),
+    WithJsonSchema(_ACTIVITY_SCHEMA),
+]
 
 
 def _rake(p: np.ndarray, events: list[np.ndarray], targets: list[float]) -> float:
@@ -157,8 +165,12 @@ def _cell_probabilities(shares: list[float], overlaps: dict[tuple[int, int], flo
     targets = [*s, *overlaps.values()]
     for (i, j), both in overlaps.items():  # patterns a stated overlap rules out on its own
         a, b = bits[:, i], bits[:, j]
-        for cells, mass in ((a & b, both), (a & ~b, s[i] - both), (~a & b, s[j] - both),
-                            (~a & ~b, 1.0 - s[i] - s[j] + both)):  # fmt: skip
+        for cells, mass in (
+            (a & b, both),
+            (a & ~b, s[i] - both),
+            (~a & b, s[j] - both),
+            (~a & ~b, 1.0 - s[i] - s[j] + both),
+        ):
             p[cells] *= mass > 1e-15
     if overlaps and _rake(p, events, targets) > 1e-11 and k <= 10:
         # Slow: some pattern must be empty that no pair rules out alone; find them by LP.
@@ -266,9 +278,14 @@ class Users:
 
     __slots__ = ("activity", "bucket", "masks", "n", "routing")
 
-    def __init__(self, activity: np.ndarray, bucket: np.ndarray,
-                 masks: dict[str, np.ndarray] | None = None, *, routing: str = "random",
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        activity: np.ndarray,
+        bucket: np.ndarray,
+        masks: dict[str, np.ndarray] | None = None,
+        *,
+        routing: str = "random",
+    ) -> None:
         self.activity = np.asarray(activity, dtype=float)
         self.bucket = np.asarray(bucket, dtype=float)
         self.n, self.routing = self.activity.size, routing

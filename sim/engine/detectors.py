@@ -1,0 +1,202 @@
+"""Who notices a bad release, and when: gates, burn-rate alerts, humans (DESIGN §5).
+
+* A gate's measurement sees what a real query sees: whole scrape slots of its window, ending at
+  the last scrape at or before now − scrapeDelay, from the tape's per-slot counts.
+* The SLO burn-rate alert (sim/world/operators.py) is fed each draft's per-slot counts as the
+  draft is drawn, so it fires at its exact evaluation time; a cut withdraws what it had seen.
+  It pages a person, who aborts after the acknowledgement and abort latencies.
+* A human notices ``humanDetection`` after the fault began (first seen in a draft, whose past no
+  cut changes) and aborts after the abort latency.
+* The detection record (``t_detect``, ``detected_by``) keeps the first detector: an alert or a
+  human as it fires, the controller's own (a gate, the progress deadline) as the rollback it
+  causes begins — read from the status's typed cause, never from its text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import assert_never
+
+import numpy as np
+
+from policies.controller import (
+    AwaitingApproval,
+    Cause,
+    DeadlineExceeded,
+    FailedChecks,
+    GateVerdict,
+    Intervention,
+    Measure,
+    MeasurementTaken,
+    Progress,
+)
+
+__all__ = ["Detectors", "detector"]
+
+
+def detector(cause: Cause) -> str:
+    """Which of the controller's own detectors a rollback's cause names: ``gate`` or
+    ``deadline``; "" when someone outside asked (an alert or a human: recorded as they fired)."""
+    match cause:
+        case GateVerdict() | FailedChecks():
+            return "gate"
+        case DeadlineExceeded():
+            return "deadline"
+        case Intervention() | AwaitingApproval() | Progress():
+            return ""
+        case _:
+            assert_never(cause)
+
+
+class Detectors:
+    """The gates' measurements, the alert, the human and the detection record of one
+    replication. ``sync()`` brings the tape to now; ``mark(kind, value, when)`` records for the
+    trace; ``request_rollback(source)`` hands an abort or undo to the controller."""
+
+    def __init__(
+        self,
+        clock,
+        cw,
+        fault,
+        tape,
+        outcome,
+        ops_rng: np.random.Generator,
+        *,
+        slot: float,
+        sync: Callable[[], None],
+        mark: Callable[..., None],
+        request_rollback: Callable[[str], None],
+    ) -> None:
+        world = cw.world
+        ops = self.operators = world.operators
+        self.env, self.call = clock.env, clock.call
+        self.tape, self.slot = tape, slot
+        self.scrape_delay = world.platform.scrape_delay
+        self.outcome, self.ops_rng = outcome, ops_rng
+        self.sync, self.mark, self.request_rollback = sync, mark, request_rollback
+        self.human_delay = (
+            float(ops.human_detection.sample(ops_rng))
+            if fault is not None and ops.human_detection is not None
+            else None
+        )
+        self.alert = ops.burn_rate_alert(
+            world.platform,
+            pre_release_rate=float(world.traffic.rate_at(0.0)),
+            baseline_error_ratio=cw.baseline_bad,
+        )
+        self.alert_peak = cw.baseline_bad  # the history before the release is at baseline
+        self.alert_floor = self.alert.lowest_threshold * (1 - 1e-6) if self.alert else math.inf
+        self.alert_token: object | None = None
+        self.human_token: object | None = None
+
+    def __repr__(self) -> str:
+        return f"Detectors(alert={self.alert!r}, human_delay={self.human_delay})"
+
+    # ------------------------------------------------------------------ gates
+
+    def measure(self, action: Measure) -> MeasurementTaken:
+        """The gate's observation of ``action.metric`` over its window, as of now."""
+        slot = self.slot
+        end = math.floor((self.env.now - self.scrape_delay) / slot + 1e-9) * slot
+        self.sync()
+        tape = self.tape
+        obs = tape.observation(end, action.window, action.quantiles, action.series_step, tape.rng)
+        return MeasurementTaken(action.run, action.metric, obs)
+
+    # ------------------------------------------------------------------ the draft's news
+
+    def drafted(self) -> None:
+        """A draft was drawn: does the alert fire in it, has the fault begun?"""
+        self._check_alert()
+        self._check_fault_start()
+
+    def cut(self, now: float) -> None:
+        """The draft after ``now`` was discarded: the alert forgets the slots it saw there."""
+        if self.alert is not None:
+            self.alert.truncate(int(now // self.slot))
+            if self.alert.firing is None:  # it was decided on slots the cut discarded
+                self.alert_token = None
+
+    # ------------------------------------------------------------------ the alert
+
+    def _check_alert(self) -> None:
+        if self.alert is None or self.outcome.detected_by == "alert" or self.alert_token:
+            return
+        have = self.alert.n_slots
+        complete = int(self.tape.drafted_until // self.slot + 1e-9)
+        if complete <= have:
+            return
+        ends = (np.arange(have, complete) + 1) * self.slot
+        req, bad = self.tape.svc_req[have:complete], self.tape.svc_bad[have:complete]
+        ratio = np.divide(bad, req, out=np.zeros_like(bad), where=req > 0)
+        self.alert_peak = max(self.alert_peak, float(ratio.max()))
+        may_fire = self.alert_peak >= self.alert_floor  # else no window can reach a threshold
+        fired = self.alert.extend(ends, req, bad, may_fire=may_fire, check=False)
+        if fired is not None:
+            when = max(fired, self.env.now)
+            token = self.alert_token = object()
+            self.call(when, self._alert_fired, when, token)
+
+    def _alert_fired(self, when: float, token: object) -> None:
+        if token is not self.alert_token:
+            return
+        self.sync()
+        self.detected(when, "alert")
+        ops = self.operators
+        delay = float(ops.acknowledgement.sample(self.ops_rng)) + float(
+            ops.abort_latency.sample(self.ops_rng)
+        )
+        self.call(self.env.now + delay, self.request_rollback, "alert")
+
+    # ------------------------------------------------------------------ the human
+
+    def fault_start(self) -> float | None:
+        """When the fault began: committed, or in the draft (whose past no cut can change)."""
+        if self.tape.totals.t_fault is not None:
+            return self.tape.totals.t_fault
+        firsts = [b.onset_in[np.isfinite(b.onset_in)] for b in self.tape.blocks]
+        firsts = [float(x[0]) for x in firsts if x.size]
+        return min(firsts) if firsts else None
+
+    def _check_fault_start(self) -> None:
+        """Schedule the human who notices the fault ``human_delay`` after it began."""
+        if self.human_delay is None or self.human_token is not None:
+            return
+        began = self.fault_start()
+        if began is not None:
+            token = self.human_token = object()
+            self.call(began + self.human_delay, self._human, token)
+
+    def _human(self, token: object) -> None:
+        if token is not self.human_token:
+            return
+        self.sync()
+        began = self.fault_start()
+        if began is None:  # the draft that showed the fault was discarded: wait for a new one
+            self.human_token = None
+            return
+        now = self.env.now
+        due = began + self.human_delay
+        if due > now + 1e-9:  # the fault began later than that draft said
+            token = self.human_token = object()
+            self.call(due, self._human, token)
+            return
+        self.detected(now, "human")
+        delay = float(self.operators.abort_latency.sample(self.ops_rng))
+        self.call(now + delay, self.request_rollback, "human")
+
+    # ------------------------------------------------------------------ the record
+
+    def detected(self, when: float, by: str) -> None:
+        out = self.outcome
+        if out.detected_by == "":
+            out.t_detect = when
+            out.detected_by = by
+            self.mark("detect", by, when)
+
+    def rollback_began(self, cause: Cause) -> None:
+        """The controller began an abort or undo for ``cause``: its own detectors count now."""
+        by = detector(cause)
+        if by:
+            self.detected(self.env.now, by)

@@ -1,0 +1,124 @@
+"""When the tape draws traffic: ahead of the clock, cut when the world changes (DESIGN §5).
+
+The tape (sim/engine/tape.py) draws requests in bulk under a constant world. This module says
+under which world and how far: a *draft* runs from where the tape stands up to the next
+scheduled event or a chunk ahead, whichever is later, so a burn-rate alert or a fault start
+inside it is found at its exact time; the clock *commits* the draft as it passes; a world change
+at t cuts the draft at t (the rest is drawn again under the new world). During a DNS switch
+clients move one scrape slot at a time.
+
+Drafting runs last at a moment: once every event due at that time has run (``after_event``),
+so a world that changes several times at one instant is drawn once, as it ends up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from sim.engine.flows import UserCells, flow_set
+from sim.engine.tape import Tape
+
+__all__ = ["CHUNK_S", "Drafter"]
+
+CHUNK_S = 600.0  # how far ahead traffic is drafted when no event is nearer
+
+
+class Drafter:
+    """Keeps one replication's tape drafted ahead of its clock. ``detectors`` are told of every
+    draft (alerts and the fault's start are found in it) and of every cut."""
+
+    def __init__(
+        self,
+        clock,
+        tape: Tape,
+        pods,
+        router,
+        cells: UserCells,
+        fault,
+        *,
+        sticky: bool,
+        slot: float,
+        horizon: float,
+    ) -> None:
+        self.env = clock.env
+        self.tape, self.pods, self.router, self.cells = tape, pods, router, cells
+        self.segment = fault.segment if fault is not None else None
+        self.sticky, self.slot, self.horizon = sticky, slot, horizon
+        self.pending = False  # a draft is due once the events of this moment have run
+        self.detectors = None
+
+    def __repr__(self) -> str:
+        return f"Drafter(drafted_until={self.tape.drafted_until}, pending={self.pending})"
+
+    def connect(self, *, detectors) -> None:
+        self.detectors = detectors
+
+    # ------------------------------------------------------------------ the clock's side
+
+    def sync(self) -> None:
+        """Bring the tape to now: draft under the unchanged world if needed, then commit."""
+        now = self.env.now
+        if self.tape.drafted_until < now:
+            self.draft(now)
+        self.tape.commit(now)
+
+    def change(self) -> None:
+        """The world is about to change now: commit up to now and drop the draft after it."""
+        now = self.env.now
+        self.sync()
+        if self.tape.drafted_until > now:
+            self.tape.cut(now)
+            self.detectors.cut(now)
+        self.schedule()
+
+    def schedule(self) -> None:
+        """A draft is due now, after the other events of this moment (``after_event``)."""
+        self.pending = True
+
+    def after_event(self) -> None:
+        """After each event: keep the draft at least up to the next scheduled event (so an
+        alert before it is found in time), drawing once no other event is due now."""
+        env = self.env
+        peek = env.peek()
+        if self.tape.drafted_until < min(peek, self.horizon):
+            self.pending = True
+        if self.pending and peek > env.now:
+            self.draft_ahead()
+
+    def draft_ahead(self) -> None:
+        self.pending = False
+        env = self.env
+        now, peek = env.now, env.peek()
+        if self.tape.drafted_until >= min(peek, self.horizon):
+            return
+        target = min(self.horizon, max(now + CHUNK_S, peek if peek < math.inf else now))
+        self.draft(target)
+
+    # ------------------------------------------------------------------ drawing
+
+    def draft(self, target: float) -> None:
+        tape, routing, cells, slot = self.tape, self.router.state, self.cells, self.slot
+        segment, sticky = self.segment, self.sticky
+        t0 = tape.drafted_until
+        serving = self.pods.serving()
+        by_service = {
+            "canary": sum(serving[g] for g in routing.canary),
+            "stable": sum(serving[g] for g in routing.stable),
+        }
+        fault_state = self.pods.fault_state()
+        dns_end = routing.dns_start + routing.dns_ttl
+        if routing.dns_from is not None and t0 < dns_end:
+            t = t0
+            while t < min(target, dns_end):  # client by client: one slot at a time
+                t1 = min(target, dns_end, (math.floor(t / slot) + 1) * slot)
+                moved = routing.dns_moved(0.5 * (t + t1))
+                flows = flow_set(routing, serving, cells, segment, sticky, moved)
+                tape.draft(t, t1, flows, fault_state, by_service)
+                t = t1
+        if routing.dns_from is not None and tape.drafted_until >= dns_end:
+            routing = replace(routing, dns_from=None)  # past the TTL every client has moved
+        if tape.drafted_until < target:
+            flows = flow_set(routing, serving, cells, segment, sticky)
+            tape.draft(tape.drafted_until, target, flows, fault_state, by_service)
+        self.detectors.drafted()

@@ -1,0 +1,163 @@
+"""The pods of each group: start-up, readiness, endpoints, and the capacity they hold (DESIGN §5).
+
+A pod asked for starts up in a sample of the platform's start-up time (never, in a crash loop),
+is *available* to the controller ``minReadySeconds`` after its readiness probe passes, and
+*serves* — joins its Services' endpoints — the ``pods`` router delay after the probe. A scale-down
+takes effect at once: Kubernetes removes pods that are not ready first, then the newest ready
+ones. A candidate pod's fault begins at its own onset (by pod age, or from the release start).
+Pods above the steady state are counted in pod-seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from policies.controller import GROUP_VERSION
+from sim.engine.tape import FaultState
+
+__all__ = ["Pod", "Pods"]
+
+
+@dataclass(slots=True, eq=False)  # a pod is itself: equal only to itself
+class Pod:
+    started: float
+    ready: float  # when its readiness probe passes (inf: never)
+    serve: float  # when it joins the endpoints and gets requests (ready + the pods delay)
+    onset: float  # when its fault begins (inf: never)
+
+
+class Pods:
+    """The groups' pods (``stable``, ``canary``, ``primary``) of one replication.
+
+    ``changing()`` is called when the pods a request can meet are about to change in a way the
+    traffic model sees (sim/engine/drafting.py); ``available_changed()`` once more pods may be
+    available to the controller; ``router`` says which Services select which groups."""
+
+    def __init__(
+        self,
+        clock,
+        platform,
+        fault,
+        global_onset: float | None,
+        replicas: int,
+        min_ready: float,
+        rng: np.random.Generator,
+    ) -> None:
+        self.env, self.call = clock.env, clock.call
+        self.fault, self.global_onset, self.rng = fault, global_onset, rng
+        self.startup = platform.pod_startup
+        self.capacity_bound = platform.capacity_per_pod is not None
+        self.endpoint_delay = platform.router_delay_for("pods")
+        self.n, self.min_ready = replicas, min_ready
+        stable = [Pod(-math.inf, -math.inf, -math.inf, math.inf) for _ in range(replicas)]
+        self.groups: dict[str, list[Pod]] = {"stable": stable, "canary": [], "primary": []}
+        self.extra_pod_seconds = 0.0
+        self.counted_until = 0.0
+        self.changing: Callable[[], None] = _unconnected
+        self.available_changed: Callable[[], None] = _unconnected
+        self.router = None
+
+    def __repr__(self) -> str:
+        return f"Pods({ {g: len(p) for g, p in self.groups.items()} })"
+
+    def connect(self, *, changing, available_changed, router) -> None:
+        self.changing, self.available_changed, self.router = changing, available_changed, router
+
+    # ------------------------------------------------------------------ what the world sees
+
+    def serving(self) -> dict[str, int]:
+        now = self.env.now
+        return {g: sum(1 for p in pods if p.serve <= now) for g, pods in self.groups.items()}
+
+    def available(self) -> dict[str, int]:
+        now = self.env.now
+        return {
+            g: sum(1 for p in pods if p.ready + self.min_ready <= now)
+            for g, pods in self.groups.items()
+        }
+
+    def fault_state(self) -> FaultState:
+        now = self.env.now
+        onsets = [
+            p.onset
+            for g, pods in self.groups.items()
+            if GROUP_VERSION[g] == "canary"
+            for p in pods
+            if p.serve <= now
+        ]
+        return FaultState(np.array(onsets, dtype=float), len(onsets))
+
+    def candidate_gone(self) -> bool:
+        """No pod of the new version is left (running or starting)."""
+        return not any(self.groups[g] for g in ("canary", "primary"))
+
+    # ------------------------------------------------------------------ scaling
+
+    def scale(self, group: str, replicas: int) -> None:
+        pods = self.groups[group]
+        now = self.env.now
+        self.count()
+        if replicas > len(pods):
+            candidate = GROUP_VERSION[group] == "canary"
+            fault = self.fault
+            never = candidate and fault is not None and fault.crash_loop
+            for _ in range(replicas - len(pods)):
+                startup = math.inf if never else float(self.startup.sample(self.rng))
+                ready = now + startup
+                serve = ready + self.endpoint_delay
+                onset = math.inf
+                if candidate and fault is not None and math.isfinite(ready):
+                    onset = float(fault.onset_at(self.global_onset, now, serve))
+                pod = Pod(now, ready, serve, onset)
+                pods.append(pod)
+                if math.isfinite(ready):
+                    self.call(serve, self._joined, group, pod)
+                    self.call(ready + self.min_ready, self.available_changed)
+        elif replicas < len(pods):
+            # Kubernetes removes not-ready pods first, then the newest ready ones
+            pods.sort(key=lambda p: (p.ready <= now, -p.ready))
+            removed = pods[: len(pods) - replicas]
+            self.groups[group] = pods[len(pods) - replicas :]
+            gone = sum(1 for p in removed if p.serve <= now)
+            if gone and (gone > 1 or self._matters(group, joined=False)):
+                self.changing()
+
+    def count(self) -> None:
+        """Accumulate pod-seconds above the steady state up to now."""
+        now = self.env.now
+        total = sum(len(p) for p in self.groups.values())
+        self.extra_pod_seconds += max(0, total - self.n) * (now - self.counted_until)
+        self.counted_until = now
+
+    def _joined(self, group: str, pod: Pod) -> None:
+        """A ready pod joins its Services' endpoints: traffic spreads over one more pod."""
+        if pod in self.groups[group] and self._matters(group, joined=True):
+            self.changing()
+
+    def _matters(self, group: str, *, joined: bool) -> bool:
+        """Whether one more (or one fewer) serving pod of ``group`` changes what the traffic
+        model draws from; if not, the draft stays valid and no cut is needed. It does when a
+        Service mixes versions (traffic follows pods), when capacity is finite, when the group
+        starts or stops serving, or when the candidate's pods differ in their fault state."""
+        serving = sum(1 for p in self.groups[group] if p.serve <= self.env.now)
+        before = serving - 1 if joined else serving + 1
+        if (before == 0) != (serving == 0) or self.capacity_bound:
+            return True
+        routing = self.router.state
+        selectors = [routing.stable, routing.canary]
+        if routing.dns_from is not None:
+            selectors.append(routing.dns_from)
+        selecting = [svc for svc in selectors if group in svc]
+        if any(len({GROUP_VERSION[g] for g in svc}) > 1 for svc in selecting):
+            return True
+        fault = self.fault
+        uniform = fault is None or (fault.onset is None and fault.growth is None)
+        return GROUP_VERSION[group] == "canary" and bool(selecting) and not uniform
+
+
+def _unconnected(*_args):  # pragma: no cover - a wiring bug, never a user error
+    raise RuntimeError("Pods used before connect()")

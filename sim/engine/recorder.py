@@ -1,0 +1,147 @@
+"""The outcome record of one replication, and its optional trace (DESIGN §5 "Outcomes").
+
+While the clock runs it notes when the rollout was fully rolled out (as users see it: promoted,
+and no request can reach the old version), when the rollback began and when it was done for
+users (no request can reach the candidate), and whether anything could still change the record;
+at the end it settles the tape's blast radius into the ``Outcome`` and builds the ``Trace``.
+The detection record (``t_detect``, ``detected_by``) is written by the detectors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sim.engine.flows import UserCells, flow_set
+from sim.engine.outcome import Outcome
+from sim.engine.tape import Tape
+from sim.engine.trace import Trace
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Writes one replication's ``outcome`` (and, with ``trace``, its ``Trace``)."""
+
+    def __init__(
+        self,
+        clock,
+        outcome: Outcome,
+        cw,
+        release,
+        tape: Tape,
+        pods,
+        router,
+        cells: UserCells,
+        *,
+        sticky: bool,
+        slot: float,
+        horizon: float,
+        trace: bool = False,
+    ) -> None:
+        self.env = clock.env
+        self.outcome, self.world, self.release = outcome, cw.world, release
+        self.tape, self.pods, self.router, self.cells = tape, pods, router, cells
+        fault = release.fault
+        self.segment = fault.segment if fault is not None else None
+        self.sticky, self.slot, self.horizon = sticky, slot, horizon
+        self.promoted_at: float | None = None
+        self.events: list[dict] | None = [] if trace else None
+        self.trace: Trace | None = None
+
+    def __repr__(self) -> str:
+        return f"Recorder({self.outcome.policy!r}, replication={self.outcome.replication})"
+
+    def mark(self, kind: str, value, when: float | None = None) -> None:
+        """A trace event (only when tracing)."""
+        if self.events is not None:
+            at = self.env.now if when is None else when
+            self.events.append({"time": at, "kind": kind, "value": value})
+
+    # ------------------------------------------------------------------ during the run
+
+    def promoted(self) -> None:
+        if self.promoted_at is None:  # rollout_duration: once no request reaches the old version
+            self.promoted_at = self.env.now
+
+    def rollback_began(self) -> None:
+        if math.isnan(self.outcome.t_rollback_start):
+            self.outcome.t_rollback_start = self.env.now
+
+    def check_mitigated(self) -> None:
+        """The rollback is done for users once no request can reach the candidate."""
+        out = self.outcome
+        if math.isnan(out.t_rollback_start) or not math.isnan(out.t_mitigated):
+            return
+        routing = self.router.state
+        flows = flow_set(routing, self.pods.serving(), self.cells, self.segment, self.sticky)
+        if routing.dns_from is None and not flows.canary.any():
+            out.t_mitigated = self.env.now
+            self.mark("mitigated", "")
+
+    def check_fully_rolled_out(self) -> None:
+        """Full rollout, as users see it: promoted, and no request can reach the old version
+        (a DNS switch is complete only when the last client's TTL has run out)."""
+        out = self.outcome
+        if self.promoted_at is None or not math.isnan(out.rollout_duration):
+            return
+        if not math.isnan(out.t_rollback_start):
+            return
+        routing = self.router.state
+        flows = flow_set(routing, self.pods.serving(), self.cells, self.segment, self.sticky)
+        if routing.dns_from is None and flows.canary.all():
+            out.rollout_duration = self.env.now
+
+    def settled(self, controller_finished: bool) -> bool:
+        """Rolled back, no request reaches the candidate, the controller has nothing left to
+        do and the candidate's pods are gone: nothing later can change any outcome field."""
+        if math.isnan(self.outcome.t_mitigated) or not controller_finished:
+            return False
+        if self.router.state.dns_from is not None:
+            return False
+        return self.pods.candidate_gone()
+
+    # ------------------------------------------------------------------ the record
+
+    def finish(self) -> Outcome:
+        self.pods.count()
+        tape, out = self.tape, self.outcome
+        out.extra_pod_seconds = self.pods.extra_pod_seconds
+        totals = tape.settle()
+        out.failed_requests, out.slow_requests = totals.failed, totals.slow
+        out.bad_requests, out.candidate_requests = totals.bad, totals.requests
+        out.excess_bad_requests = totals.excess
+        out.users_hurt = tape.users_hurt()
+        out.users_exposed = tape.users_exposed(tape.user_rng)
+        if totals.t_fault is not None:
+            out.t_fault = totals.t_fault
+        slo = self.world.operators.slo
+        expected = float(self.world.traffic.integral(0.0, slo.period))
+        out.error_budget_used = totals.excess / slo.budget(expected) if expected else 0.0
+        rolled_back = not math.isnan(out.t_rollback_start)
+        if rolled_back:
+            out.outcome = "rolled_back"
+        elif self.promoted_at is not None:
+            out.outcome = "promoted"
+        out.false_rollback = rolled_back and not self.release.is_bad
+        out.escaped = self.release.is_bad and self.promoted_at is not None
+        if self.events is not None:
+            self.trace = self._make_trace()
+        return out
+
+    def _make_trace(self) -> Trace:
+        tape, slot = self.tape, self.slot
+        n = max(1, math.ceil(min(self.env.now, self.horizon) / slot))
+        return Trace(
+            self.outcome.policy,
+            self.release.name,
+            self.outcome.replication,
+            slot,
+            np.arange(n) * slot,
+            tape.c_req[:n].copy(),
+            tape.c_err[:n].copy(),
+            tape.s_req[:n].copy(),
+            tape.s_err[:n].copy(),
+            list(self.events),
+        )

@@ -1,0 +1,102 @@
+"""The router as requests meet it: weight, Service selectors, match routes, DNS (DESIGN §5).
+
+The controller's routing actions land after the router kind's propagation delay (a selector
+patch after the Service-selector delay; the controller's first actions at once). A DNS switch
+moves each client at a uniform random moment within the TTL: while it lasts, the old stable
+Service's groups still get the clients that have not moved (sim/engine/flows.py draws them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from policies.controller import SetMatchRoute, SetSelectors
+from sim.engine.flows import RoutingState
+
+__all__ = ["Router"]
+
+
+class Router:
+    """The routing state of one replication (``state``) and how the controller's changes reach
+    it. ``changing()`` is called as a change lands (the traffic drafted past now is redrawn),
+    ``sync()`` to bring the traffic up to now, ``mark(kind, value)`` records it for the trace,
+    and ``landed()`` follows every change (the rollback may now be complete for users)."""
+
+    def __init__(self, clock, users, router_delay: float, selector_delay: float) -> None:
+        self.env, self.call = clock.env, clock.call
+        self.users = users  # the world's user model: which segments a match route selects
+        self.router_delay, self.selector_delay = router_delay, selector_delay
+        self.state = RoutingState()
+        self.match_routes: dict[str, tuple] = {}
+        self.changing: Callable[[], None] = _unconnected
+        self.sync: Callable[[], None] = _unconnected
+        self.mark: Callable[..., None] = _unconnected
+        self.landed: Callable[[], None] = _unconnected
+
+    def __repr__(self) -> str:
+        return f"Router(delay={self.router_delay}, selector_delay={self.selector_delay})"
+
+    def connect(self, *, changing, sync, mark, landed) -> None:
+        self.changing, self.sync, self.mark, self.landed = changing, sync, mark, landed
+
+    # ------------------------------------------------------------------ the controller's actions
+
+    def set_weight(self, weight: float) -> None:
+        self._later(self.router_delay, "weight", weight)
+
+    def set_selectors(self, action: SetSelectors, *, initial: bool = False) -> None:
+        self._later(0.0 if initial else self.selector_delay, "selectors", action)
+
+    def set_match_route(self, action: SetMatchRoute) -> None:
+        self._later(self.router_delay, "match", action)
+
+    def _later(self, delay: float, what: str, value) -> None:
+        if delay <= 0:
+            self._land(what, value)
+        else:
+            self.call(self.env.now + delay, self._land, what, value)
+
+    # ------------------------------------------------------------------ changes landing
+
+    def _land(self, what: str, value) -> None:
+        self.changing()
+        self.mark(what, value if what == "weight" else _describe(value))
+        state = self.state
+        now = self.env.now
+        if what == "weight":
+            state = replace(state, weight=float(value))
+        elif what == "selectors":
+            if value.transition_s > 0:
+                state = replace(
+                    state, dns_from=state.stable, dns_start=now, dns_ttl=value.transition_s
+                )
+                self.call(now + value.transition_s, self._dns_settled, now)
+            state = replace(state, stable=value.stable, canary=value.canary)
+        else:
+            if value.match:
+                self.match_routes[value.name] = value.match
+            else:
+                self.match_routes.pop(value.name, None)
+            matches = [m for ms in self.match_routes.values() for m in ms]
+            state = replace(state, matched=frozenset(self.users.segments_matched_by(matches)))
+        self.state = state
+        self.landed()
+
+    def _dns_settled(self, started: float) -> None:
+        """The TTL of the DNS switch begun at ``started`` has passed (unless another began).
+        No cut: the drafting already draws past the TTL's end with every client moved."""
+        state = self.state
+        if state.dns_from is not None and state.dns_start == started:
+            self.sync()
+            self.state = replace(self.state, dns_from=None)
+
+
+def _describe(action) -> str:
+    if isinstance(action, SetSelectors):
+        return f"stable={sorted(action.stable)} canary={sorted(action.canary)}"
+    return f"{action.name}: {'on' if action.match else 'off'}"
+
+
+def _unconnected(*_args):  # pragma: no cover - a wiring bug, never a user error
+    raise RuntimeError("Router used before connect()")

@@ -1,0 +1,102 @@
+"""How a run is run: the options shared by ``run``, ``sweep`` and ``tune`` (DESIGN §6).
+
+How many replications, which seed, which backend on how many workers, whether to show progress
+and whether to resume: one frozen ``RunOptions``, and one rule for where each option comes from,
+``RunOptions.resolve``: what the caller gave (the command line, or keyword arguments) over what
+the scenario file says over ``DEFAULTS``. Every field is None for "not given here", so a layer
+only speaks for the options it names.
+
+Light on purpose (no numpy, no pandas): the command line builds one before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BACKENDS", "DEFAULTS", "RunOptions", "checkpoint_beside"]
+
+BACKENDS = ("inprocess", "process", "dask")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of a Monte Carlo run; None means "not given" (a lower layer decides).
+
+    ``replications``: per release class, an int or {class: int}. ``seed``: the run's seed (the
+    same seed gives the same numbers on every backend). ``backend``: "inprocess", "process" (a
+    spawn pool of ``workers``, default every core this process may use) or "dask"
+    (``scheduler``: an address or a ``distributed.Client``; default a LocalCluster of
+    ``workers``). ``progress``: show a progress bar. ``resume``: keep a checkpoint left by an
+    interrupted run and continue it (``checkpoint_beside``).
+    """
+
+    replications: int | Mapping[str, int] | None = None
+    seed: int | None = None
+    backend: str | None = None
+    workers: int | None = None
+    scheduler: Any = None
+    progress: bool | None = None
+    resume: bool | None = None
+
+    @classmethod
+    def of(cls, scenario) -> RunOptions:
+        """The options a scenario file sets: a ``Scenario`` or a ``LoadedScenario``."""
+        scenario = getattr(scenario, "scenario", scenario)
+        return cls(
+            replications=scenario.replications,
+            seed=scenario.seed,
+            backend=scenario.backend,
+            workers=scenario.workers,
+            scheduler=scenario.scheduler,
+        )
+
+    def over(self, *lower: RunOptions | None) -> RunOptions:
+        """Each option from the first of ``self, *lower`` that gives it (is not None)."""
+        layers = [self, *(layer for layer in lower if layer is not None)]
+        return replace(
+            self,
+            **{
+                f.name: next(
+                    (getattr(x, f.name) for x in layers if getattr(x, f.name) is not None), None
+                )
+                for f in fields(self)
+            },
+        )
+
+    def resolve(self, scenario=None) -> RunOptions:
+        """The options a run uses: these over the scenario file's (a ``Scenario``, a
+        ``LoadedScenario`` or their ``RunOptions``) over ``DEFAULTS``. The one place that
+        decides where an option comes from."""
+        if scenario is not None and not isinstance(scenario, RunOptions):
+            scenario = RunOptions.of(scenario)
+        return self.over(scenario, DEFAULTS)
+
+    def __repr__(self) -> str:  # only what this layer gives: RunOptions(seed=3)
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        return f"RunOptions({', '.join(f'{k}={v!r}' for k, v in given.items() if v is not None)})"
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``sim.run`` (resolve first: None is passed as None)."""
+        keys = ("replications", "seed", "backend", "workers", "scheduler", "progress")
+        return {k: getattr(self, k) for k in keys}
+
+
+DEFAULTS = RunOptions(
+    replications=200, seed=0, backend="process", workers=None, progress=False, resume=False
+)
+"""What a run uses when neither the caller nor the scenario file says (``workers`` None: every
+core this process may use; ``scheduler`` None: a LocalCluster)."""
+
+
+def checkpoint_beside(out: str | Path, resume: bool | None) -> Path:
+    """The checkpoint directory of the output folder ``out`` (``<out>.checkpoint``). Without
+    ``resume`` an old one is removed first: a fresh run, where resume would have continued."""
+    out = Path(out)
+    path = out.with_name(out.name + ".checkpoint")
+    if path.exists() and not resume:
+        shutil.rmtree(path)
+    return path

@@ -1,0 +1,140 @@
+"""A scenario run into its report folder, and a sweep: that run on every cell of a grid (DESIGN §6).
+
+A cell is the scenario file with some dotted paths set (``world.traffic.startAt: 2h``,
+``policies[1].steps[0].setWeight: 10``) and is loaded like the file itself
+(``load_scenario(path, cell)``), so a cell is validated as strictly as a file and a typo in a
+path is a one-line error. The grid is the scenario's ``sweep:`` section and the caller's
+``params`` (which win on a path both give), crossed in that order.
+
+Every cell is one ``sim.runs.runner.run`` with the options ``RunOptions.resolve`` gives for
+that cell (a cell may set ``seed`` or ``replications`` itself). With an output folder each run
+keeps a checkpoint beside its report folder (``<folder>.checkpoint``): ``resume`` continues an
+interrupted run without redoing its finished chunks, the report folder is only ever written
+whole (sim/report/write.py), and the checkpoint is removed once it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from policies.errors import PolicyError
+from sim.runs.options import RunOptions, checkpoint_beside
+
+__all__ = ["cells", "parse_params", "run_scenario", "sweep", "sweep_grid"]
+
+
+def _loaded(scenario):
+    from sim.runs.scenario import LoadedScenario, load_scenario
+
+    return scenario if isinstance(scenario, LoadedScenario) else load_scenario(scenario)
+
+
+def run_scenario(scenario, options: RunOptions | None = None, out=None, *, traces=None):
+    """Run every policy of a scenario (its path or a ``LoadedScenario``) and return the
+    ``RunResult``; with ``out`` also write its report folder there (``traces`` as in
+    ``sim.report.write.write_report``: None reruns example timelines, [] leaves them out)."""
+    from sim.runs.runner import run
+
+    loaded = _loaded(scenario)
+    opts = (options or RunOptions()).resolve(loaded)
+    checkpoint = None if out is None else checkpoint_beside(out, opts.resume)
+    result = run(loaded.world, loaded.policies, **opts.run_kwargs(), checkpoint=checkpoint)
+    if out is not None:
+        from sim.report.write import write_report
+
+        write_report(result, loaded, out, traces=traces)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return result
+
+
+def parse_params(items: Iterable[str]) -> dict[str, list[Any]]:
+    """``["world.traffic.startAt=2h,14h", ...]`` -> {path: [values]} (YAML scalars)."""
+    from policies.base import load_yaml
+
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        path, sep, values = item.partition("=")
+        if not sep or not path or not values:
+            raise PolicyError(f"--param {item!r}: use PATH=VALUE[,VALUE...]")
+        grid[path.strip()] = [load_yaml(v.strip()) for v in values.split(",")]
+    return grid
+
+
+def sweep_grid(scenario, params=None) -> dict[str, list[Any]]:
+    """The grid of a ``LoadedScenario``: its ``sweep:`` section, then ``params`` (a mapping
+    path -> values, or ``"PATH=V1,V2"`` strings), which win on a path both give."""
+    if params is None:
+        given = {}
+    elif isinstance(params, Mapping):
+        given = {k: list(v) if isinstance(v, list | tuple) else [v] for k, v in params.items()}
+    else:
+        given = parse_params([params] if isinstance(params, str) else params)
+    grid = dict(scenario.scenario.sweep) | given
+    where = str(scenario.path) if scenario.path is not None else None
+    if not grid:
+        raise PolicyError("nothing to sweep: add a `sweep:` section or --param", file=where)
+    for path, values in grid.items():
+        if not values:
+            raise PolicyError("no values to sweep", path=f"sweep: {path}", file=where)
+    return grid
+
+
+def cells(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, {path: value}, the last path varying fastest."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
+    """Run a scenario (its path or a ``LoadedScenario``) on every cell of its grid and return a
+    DataFrame with one row per cell and policy: the swept values (a column per dotted path),
+    ``policy``, then the mixture's summary (sim.runs.summary: mean, CI, quantiles per metric).
+
+    ``params``: paths and values added to the scenario's ``sweep:`` section (``sweep_grid``);
+    ``options``: ``RunOptions`` over each cell's own (``RunOptions.resolve``). With ``out`` (a
+    folder) also write ``sweep.csv`` (this table, values as text), ``results.parquet`` (every
+    replication, with its cell's values as text columns) and each cell's report under
+    ``cells/``, each run with its checkpoint (``options.resume`` continues one).
+    """
+    import pandas as pd
+
+    from sim.runs.files import atomic_write
+    from sim.runs.scenario import load_scenario
+
+    base = _loaded(scenario)
+    if base.path is None:
+        raise PolicyError("a sweep needs a scenario loaded from a file (its cells are reloaded)")
+    grid = sweep_grid(base, params)
+    out_dir = None if out is None else Path(out)
+    frames, rows, texts = [], [], []
+    for cell in cells(grid):
+        text = {k: str(v) for k, v in cell.items()}
+        loaded = load_scenario(base.path, cell)
+        cell_dir = None
+        if out_dir is not None:
+            label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items())
+            cell_dir = out_dir / "cells" / _slug(label)
+        result = run_scenario(loaded, options, cell_dir, traces=[])
+        frames.append(result.frame.assign(**text))
+        mixture = result.summary().xs("mixture", level="release_class")
+        for policy, row in mixture.iterrows():
+            summary = {"policy": policy, **row.to_dict()}
+            rows.append({**cell, **summary})
+            texts.append({**text, **summary})
+    table = pd.DataFrame(rows)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = pd.DataFrame(texts)
+        atomic_write(out_dir / "sweep.csv", lambda tmp: written.to_csv(tmp, index=False))
+        combined = pd.concat(frames, ignore_index=True)
+        atomic_write(out_dir / "results.parquet", lambda tmp: combined.to_parquet(tmp, index=False))
+    return table
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)[:80]
