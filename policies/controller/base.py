@@ -8,7 +8,7 @@ the executors (milliseconds), so the controller treats them as taking no time.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from policies.analysis import AnalysisRun, AnalysisTemplate, Phase
 from policies.controller.protocol import (
@@ -35,6 +35,7 @@ from policies.controller.protocol import (
     StatusChanged,
     StopAnalysis,
     TimerFired,
+    Verdict,
 )
 
 if TYPE_CHECKING:
@@ -109,9 +110,9 @@ class ControllerBase:
         else:
             raise TypeError(f"not a controller event: {event!r}")
         for _ in range(_MAX_LOOPS):
-            before = (len(self._out), self._loop_key())
+            settled = (len(self._out), self._loop_key())
             self._reconcile()
-            if (len(self._out), self._loop_key()) == before:
+            if (len(self._out), self._loop_key()) == settled:
                 break
         else:  # pragma: no cover - a controller bug, never a user error
             raise RuntimeError(f"{self!r} did not settle: {self._out[-5:]}")
@@ -289,12 +290,14 @@ class ControllerBase:
         """Which run ended badly, with the deciding metrics that went bad (read before
         ``_stop_run`` drops the run)."""
         run = self.runs.get(key)
-        metrics = ()
+        metrics: tuple[str, ...] = ()
         if run is not None:
             metrics = tuple(
                 name for name, s in run.metrics.items() if not s.dry_run and s.phase.bad
             )
-        return GateVerdict(key, metrics, step, phase.value)
+        # callers pass a completed phase and keep the verdict only when it is a bad one (a
+        # Successful run's verdict is built before the check and dropped)
+        return GateVerdict(key, metrics, step, cast(Verdict, phase.value))
 
     def _run_phase(self, key: str) -> Phase | None:
         run = self.runs.get(key)
@@ -310,6 +313,10 @@ class ArgoControllerBase(ControllerBase):
     and undoes a promoted one; a progress-deadline timeout aborts only with
     ``progressDeadlineAbort`` (reference/argo-rollouts.md §3). Subclasses define ``_abort``
     and keep ``aborted``, ``undoing`` and ``rolled_back``."""
+
+    aborted: bool
+    undoing: bool
+    rolled_back: bool
 
     def _abort(self, reason: str, cause: Cause) -> None:
         raise NotImplementedError

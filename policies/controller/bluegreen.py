@@ -8,6 +8,8 @@ linger ``scaleDownDelaySeconds``, so an abort or undo in that time switches stra
 
 from __future__ import annotations
 
+from typing import cast
+
 from policies.analysis import Phase
 from policies.bluegreen import BlueGreen
 from policies.controller.base import ArgoControllerBase
@@ -35,7 +37,8 @@ class BlueGreenController(ArgoControllerBase):
         self.undoing = False
         self.rolled_back = False
         self.paused: str | None = None
-        self.transition_s = policy.dns_ttl if policy.switch == "dns" else 0.0
+        # BlueGreen's validator requires dnsTtl with switch: dns
+        self.transition_s = cast(float, policy.dns_ttl) if policy.switch == "dns" else 0.0
         self._inconclusive_run = PRE_RUN
 
     # ------------------------------------------------------------------ events

@@ -174,6 +174,7 @@ class CanaryController(ArgoControllerBase):
             if not self.step_started:
                 self.step_started = True
                 self.paused = "CanaryPauseStep"
+                cause: Cause
                 if step.pause.duration is None:
                     cause = AwaitingApproval(self.step_index)
                 else:
@@ -185,7 +186,7 @@ class CanaryController(ArgoControllerBase):
             self._reconcile_step_analysis(step)
         elif step.set_header_route is not None:
             route = step.set_header_route
-            match = ()
+            match: tuple[RouteMatch, ...] = ()
             if route.match:
                 match = (RouteMatch(headers={h.header_name: h.header_value for h in route.match}),)
             self._set_match_route(route.name, match)

@@ -10,6 +10,8 @@ Promotion rolls the primary Deployment to the new version, then routes all traff
 
 from __future__ import annotations
 
+from typing import cast
+
 from policies.controller.base import ControllerBase
 from policies.controller.protocol import (
     Cause,
@@ -149,7 +151,8 @@ class FlaggerController(ControllerBase):
             self._emit(Measure(self._tick_key(), metric.name, window, quantiles))
 
     def _finish_analysis(self) -> None:
-        results = self.pending
+        # only called once every metric of the tick has its measurement (see ``_measured``)
+        results = cast("dict[str, MeasurementTaken]", self.pending)
         self.pending = {}
         if self.phase != "Progressing":
             return
@@ -167,7 +170,9 @@ class FlaggerController(ControllerBase):
 
     def _strategy_step(self) -> None:
         if isinstance(self.policy, ABTest):
-            if self.iterations < self.analysis.iterations:
+            iterations = self.analysis.iterations
+            assert iterations is not None  # ABTest's validator requires iterations >= 1
+            if self.iterations < iterations:
                 self._set_match_route("ab-test", self.analysis.match)
                 self.iterations += 1
                 return

@@ -17,6 +17,7 @@ from policies.controller.protocol import (
     GateVerdict,
     Intervention,
     Progress,
+    Status,
 )
 from policies.replicas import resolve_fenceposts, rolling_update_sync
 from policies.rolling import RollingUpdate
@@ -76,7 +77,7 @@ class _FencedRollout(ControllerBase):
         self.rolling_back = True
         self._stop_all_runs()
         self._cancel_timer(PAUSE_TIMER)
-        status = "Aborted" if not self.promoted else "Progressing"
+        status: Status = "Aborted" if not self.promoted else "Progressing"
         self._set_status(status, f"{was}:{source}", cause)
 
     def _reconcile_rollback(self) -> None:
@@ -181,6 +182,7 @@ class BatchController(_FencedRollout):
 
     def _pause(self, duration: float | None, verdict: GateVerdict | None = None) -> None:
         self.waiting = "pause"
+        cause: Cause
         if duration is None:
             cause = AwaitingApproval(self.batch, verdict)
         else:

@@ -36,11 +36,11 @@ from policies.vocabulary import (
     FLAGGER_PROVIDERS,
     ROUTERS,
     Executor,
-    FlaggerProvider,
     MetricSource,
     provider_router,
     routers_where,
 )
+from policies.vocabulary import FlaggerProvider as Provider
 
 __all__ = [
     "API_VERSION",
@@ -165,7 +165,7 @@ def _template(name: str, query: str, target: Target, field: str) -> dict[str, An
     }
 
 
-def _source(provider: FlaggerProvider, field: str) -> MetricSource:
+def _source(provider: Provider, field: str) -> MetricSource:
     source = ROUTERS[provider_router(provider)].metrics
     if source is not None:
         return source
@@ -187,9 +187,7 @@ def _query(query: Query, source: str, field: str, scale=None) -> str:
         raise _refuse(field, str(exc)) from None
 
 
-def _metric(
-    metric: FlaggerMetric, i: int, provider: FlaggerProvider, target: Target, templates: list
-):
+def _metric(metric: FlaggerMetric, i: int, provider: Provider, target: Target, templates: list):
     where = f"analysis.metrics[{i}]"
     entry: dict[str, Any] = {"name": metric.name}
     range_ = metric.threshold_range.to_dict() if metric.threshold_range else None
@@ -265,7 +263,7 @@ def _match(matches: tuple[RouteMatch, ...], provider: str) -> list[dict[str, Any
     return out
 
 
-def _analysis(a: FlaggerAnalysis, provider: FlaggerProvider, target: Target, templates: list):
+def _analysis(a: FlaggerAnalysis, provider: Provider, target: Target, templates: list):
     out: dict[str, Any] = {"interval": flagger_interval("analysis.interval", a.interval)}
     out["threshold"] = a.threshold
     for name, camel in (
@@ -331,9 +329,7 @@ def threshold_range(text: str, success: bool) -> dict[str, float] | None:
     return out or None
 
 
-def _canary_metric(
-    metric: Metric, where: str, tick: float, provider: FlaggerProvider, target: Target
-):
+def _canary_metric(metric: Metric, where: str, tick: float, provider: Provider, target: Target):
     if metric.provider.query is None:
         kind = "sequential" if metric.provider.sequential is not None else "kayenta"
         raise _refuse(
@@ -415,8 +411,7 @@ def _canary(policy: Canary, target: Target) -> Export:
                 raise _refuse(f"analysisTemplates[{i}].dryRun", "Flagger has no dry-run metric")
             for j, m in enumerate(template.metrics):
                 where = f"analysisTemplates[{i}].metrics[{j}]"
-                provider = cast(FlaggerProvider, routing.router)  # in FLAGGER_PROVIDERS
-                entry, tmpl, limit = _canary_metric(m, where, tick, provider, target)
+                entry, tmpl, limit = _canary_metric(m, where, tick, routing.router, target)
                 metrics.append(entry)
                 templates.append(tmpl)
                 limits.append(limit)
@@ -463,11 +458,10 @@ def _pairs(policy: Canary) -> tuple[list[int], float]:
                 where,
                 "Flagger holds each weight for one tick: steps must be setWeight/pause pairs",
             )
-        if action == "set_weight":
-            weight = cast(int, step.set_weight)  # a step's action is the field it gives
-            if weight == 0 or (weights and weight <= weights[-1]):
+        if step.set_weight is not None:  # action == "set_weight" (the first of a step's actions)
+            if step.set_weight == 0 or (weights and step.set_weight <= weights[-1]):
                 raise _refuse(f"{where}.setWeight", "Flagger's stepWeights rise from 1 to 100")
-            weights.append(weight)
+            weights.append(step.set_weight)
             continue
         duration = cast(Pause, step.pause).duration  # the action is pause
         if duration is None:
@@ -485,8 +479,7 @@ def _pairs(policy: Canary) -> tuple[list[int], float]:
             f"steps[{len(steps) - 1}]",
             "Argo promotes right after a final setWeight; Flagger holds it one more tick",
         )
-    # steps are an even number (> 0) of setWeight/pause pairs: a pause set the tick
-    return weights, cast(float, tick)
+    return weights, cast(float, tick)  # pairs (steps > 0, even): a pause has set the tick
 
 
 def _finish(manifests: list[dict[str, Any]]) -> Export:

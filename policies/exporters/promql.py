@@ -153,7 +153,6 @@ def query_for(
     sel = _selector(source, layout, query.version, service, namespace, hashes)
     source = cast(MetricSource, source)  # _selector raised ValueError for any other source
     status = _STATUS[source]
-    natural: Scale
     if query.measure in ("errorRate", "successRate"):
         op = "=" if source == "haproxy" else "=~"
         bad = "5xx" if source == "haproxy" else "5.."
@@ -164,7 +163,7 @@ def query_for(
             f'sum(rate({metric}{{{sel}, {status}{op}"{bad}"}}[{w}]))'
             f" / sum(rate({metric}{{{sel}}}[{w}]))"
         )
-        natural = "fraction"
+        natural: Scale = "fraction"
     elif query.measure == "requestCount":
         text, natural = f"sum(increase({_REQUESTS[source]}{{{sel}}}[{w}]))", "count"
     else:
@@ -389,11 +388,7 @@ def _version(source: str, matchers: tuple) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-_Form = tuple[str, MetricSource, Scale, str, tuple, tuple]
-"""(measure, source, scale, window text, label matchers, extra) of a recognised form."""
-
-
-def _base(node: Any) -> _Form | None:
+def _base(node: Any) -> tuple[str, MetricSource, Scale, str, tuple, tuple] | None:
     """(measure, source, scale, window, labels, extra) of a base form, scale natural."""
     if node[0] == "bin" and node[1] == "/":
         top, bottom = _rate_sum(node[2]), _rate_sum(node[3])
@@ -436,7 +431,7 @@ _SCALED: dict[tuple[str, float | None, Scale], Scale] = {
 }
 
 
-def _match(node: Any) -> _Form | None:
+def _match(node: Any) -> tuple[str, MetricSource, Scale, str, tuple, tuple] | None:
     """Base forms under the unit changes and complements the exporters and users write."""
     base = _base(node)
     if base:

@@ -177,6 +177,7 @@ class Detectors:
             self.human_token = None
             return
         now = self.env.now
+        assert self.human_delay is not None  # scheduled by _check_fault_start only when set
         due = began + self.human_delay
         if due > now + 1e-9:  # the fault began later than that draft said
             token = self.human_token = object()

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sim.engine.flows import UserCells, flow_set
 from sim.engine.tape import Tape
+
+if TYPE_CHECKING:
+    from sim.engine.detectors import Detectors
 
 __all__ = ["CHUNK_S", "Drafter"]
 
@@ -46,12 +50,12 @@ class Drafter:
         self.segment = fault.segment if fault is not None else None
         self.sticky, self.slot, self.horizon = sticky, slot, horizon
         self.pending = False  # a draft is due once the events of this moment have run
-        self.detectors = None
+        self.detectors: Detectors | None = None  # set by connect()
 
     def __repr__(self) -> str:
         return f"Drafter(drafted_until={self.tape.drafted_until}, pending={self.pending})"
 
-    def connect(self, *, detectors) -> None:
+    def connect(self, *, detectors: Detectors) -> None:
         self.detectors = detectors
 
     # ------------------------------------------------------------------ the clock's side
@@ -68,6 +72,7 @@ class Drafter:
         now = self.env.now
         self.sync()
         if self.tape.drafted_until > now:
+            assert self.detectors is not None  # connected before the clock runs
             self.tape.cut(now)
             self.detectors.cut(now)
         self.schedule()
@@ -99,6 +104,8 @@ class Drafter:
 
     def draft(self, target: float) -> None:
         tape, routing, cells, slot = self.tape, self.router.state, self.cells, self.slot
+        detectors = self.detectors
+        assert detectors is not None  # connected before the clock runs
         segment, sticky = self.segment, self.sticky
         t0 = tape.drafted_until
         serving = self.pods.serving()
@@ -121,4 +128,4 @@ class Drafter:
         if tape.drafted_until < target:
             flows = flow_set(routing, serving, cells, segment, sticky)
             tape.draft(tape.drafted_until, target, flows, fault_state, by_service)
-        self.detectors.drafted()
+        detectors.drafted()

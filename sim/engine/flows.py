@@ -89,7 +89,7 @@ class UserCells:
     """The population split by (matched, in fault segment), each cell sorted by sticky bucket
     (and, for DNS switches, by an independent per-client key) with cumulative activity."""
 
-    def __init__(self, users, seed: int = 0) -> None:
+    def __init__(self, users, seed: int | np.random.SeedSequence = 0) -> None:
         self.users = users
         self.n = users.n
         self._groups: dict = {}
@@ -278,7 +278,9 @@ def compute_flows(
             else:
                 to_canary = w
                 canary_sel = rest_sel = (key, "bucket", 0.0, 100.0)
-            services = [("canary", state.canary, to_canary, canary_sel)]
+            services: list[tuple[str, frozenset, float, Selector | None]] = [
+                ("canary", state.canary, to_canary, canary_sel)
+            ]
             for groups, part, tag in stable_sets:
                 sel = rest_sel
                 if tag == "dns_old" or (tag == "dns_new" and len(stable_sets) > 1):

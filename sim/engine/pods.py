@@ -13,11 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from policies.controller import GROUP_VERSION
 from sim.engine.tape import FaultState
+
+if TYPE_CHECKING:
+    from sim.engine.routing import Router
 
 __all__ = ["Pod", "Pods"]
 
@@ -59,12 +63,12 @@ class Pods:
         self.counted_until = 0.0
         self.changing: Callable[[], None] = _unconnected
         self.available_changed: Callable[[], None] = _unconnected
-        self.router = None
+        self.router: Router | None = None  # set by connect()
 
     def __repr__(self) -> str:
         return f"Pods({ {g: len(p) for g, p in self.groups.items()} })"
 
-    def connect(self, *, changing, available_changed, router) -> None:
+    def connect(self, *, changing, available_changed, router: Router) -> None:
         self.changing, self.available_changed, self.router = changing, available_changed, router
 
     # ------------------------------------------------------------------ what the world sees
@@ -147,6 +151,7 @@ class Pods:
         before = serving - 1 if joined else serving + 1
         if (before == 0) != (serving == 0) or self.capacity_bound:
             return True
+        assert self.router is not None  # connected before the clock runs
         routing = self.router.state
         selectors = [routing.stable, routing.canary]
         if routing.dns_from is not None:

@@ -131,7 +131,8 @@ class Recorder:
         return out
 
     def _make_trace(self) -> Trace:
-        tape, slot = self.tape, self.slot
+        tape, slot, events = self.tape, self.slot, self.events
+        assert events is not None  # only called when tracing
         n = max(1, math.ceil(min(self.env.now, self.horizon) / slot))
         return Trace(
             self.outcome.policy,
@@ -143,5 +144,5 @@ class Recorder:
             tape.c_err[:n].copy(),
             tape.s_req[:n].copy(),
             tape.s_err[:n].copy(),
-            list(self.events),
+            list(events),
         )

@@ -56,7 +56,7 @@ class _Pod:
 class ReferenceReplication:
     """One release under one policy, request by request: ``run()`` returns its ``Outcome``."""
 
-    def __init__(self, cw, policy, release, seed, *, index=0, run_seed=0, policy_name=None):
+    def __init__(self, cw, policy, release, seed, *, index=0, run_seed=0, policy_name=None) -> None:
         world = self.world = cw.world
         self.cw, self.policy, self.release, self.fault = cw, policy, release, release.fault
         key = seed.spawn_key  # children made without advancing the seed: it may serve again
@@ -91,11 +91,17 @@ class ReferenceReplication:
         self.capacity = platform.capacity_per_pod
         stable = [_Pod("stable", -math.inf, -math.inf, math.inf) for _ in range(self.n)]
         self.pods: dict[str, list[_Pod]] = {"stable": stable, "canary": [], "primary": []}
-        self.weight, self.matched, self.routes = 0.0, None, {}
+        self.weight = 0.0
+        self.matched: list[bool] | None = None  # per user: a match route sends them to canary
+        self.routes: dict[str, tuple] = {}
         self.stable_groups, self.canary_groups = frozenset({"stable"}), frozenset({"canary"})
-        self.dns_from, self.dns_switch = None, []  # old stable groups; per-client switch times
-        self.timers, self.queue = {}, []
-        self.approval_token = self.promoted_at = self.t_fault = None
+        self.dns_from: frozenset[str] | None = None  # old stable groups
+        self.dns_switch: list[float] = []  # per-client switch times
+        self.timers: dict[str, object] = {}
+        self.queue: list[pc.Event | None] = []  # None: the start
+        self.approval_token: object | None = None
+        self.promoted_at: float | None = None
+        self.t_fault: float | None = None
         self.pod_count_t, self.extra_pod_seconds = 0.0, 0.0
         self.scrapes = Scrapes(world, self.horizon)  # what Prometheus would scrape
         self.rec_t, self.rec_user = array("d"), array("l")  # the candidate's requests
@@ -150,7 +156,10 @@ class ReferenceReplication:
                 self._status(action)
 
     def _later(self, delay: float, fn, value) -> None:
-        _ = fn(value) if delay <= 0 else self._call(self.env.now + delay, fn, value)
+        if delay <= 0:
+            fn(value)
+        else:
+            self._call(self.env.now + delay, fn, value)
 
     def _timer(self, key: str, token: object) -> None:
         if self.timers.get(key) is token:
@@ -229,7 +238,7 @@ class ReferenceReplication:
         self.canary_pods = [p for g in sorted(self.canary_groups) for p in serving[g]]
         self.stable_pods = [p for g in sorted(self.stable_groups) for p in serving[g]]
         old = self.dns_from
-        self.old_pods = [p for g in sorted(old) for p in serving[g]] if old else []
+        self.old_pods: list[_Pod] = [p for g in sorted(old) for p in serving[g]] if old else []
         self.share_c = self._canary_share()
         w = self.weight
         self.state = (self.matched, w, w / 100.0, self.canary_pods, self.stable_pods)

@@ -15,11 +15,12 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, cast, get_args
 
-__all__ = ["BACKENDS", "DEFAULTS", "RunOptions", "checkpoint_beside"]
+__all__ = ["BACKENDS", "DEFAULTS", "Backend", "ResolvedOptions", "RunOptions", "checkpoint_beside"]
 
-BACKENDS = ("inprocess", "process", "dask")
+Backend = Literal["inprocess", "process", "dask"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class RunOptions:
             scheduler=scenario.scheduler,
         )
 
-    def over(self, *lower: RunOptions | None) -> RunOptions:
+    def over(self, *lower: RunOptions | ResolvedOptions | None) -> RunOptions:
         """Each option from the first of ``self, *lower`` that gives it (is not None)."""
         layers = [self, *(layer for layer in lower if layer is not None)]
         return replace(
@@ -67,13 +68,14 @@ class RunOptions:
             },
         )
 
-    def resolve(self, scenario=None) -> RunOptions:
+    def resolve(self, scenario=None) -> ResolvedOptions:
         """The options a run uses: these over the scenario file's (a ``Scenario``, a
         ``LoadedScenario`` or their ``RunOptions``) over ``DEFAULTS``. The one place that
         decides where an option comes from."""
         if scenario is not None and not isinstance(scenario, RunOptions):
             scenario = RunOptions.of(scenario)
-        return self.over(scenario, DEFAULTS)
+        # DEFAULTS gives every option that must not be None, so the result gives it too
+        return cast(ResolvedOptions, self.over(scenario, DEFAULTS))
 
     def __repr__(self) -> str:  # only what this layer gives: RunOptions(seed=3)
         given = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -85,8 +87,42 @@ class RunOptions:
         return {k: getattr(self, k) for k in keys}
 
 
-DEFAULTS = RunOptions(
-    replications=200, seed=0, backend="process", workers=None, progress=False, resume=False
+class ResolvedOptions(Protocol):
+    """A ``RunOptions`` as ``resolve`` gives it: every option set (``DEFAULTS`` has each), but
+    ``workers`` (None: every core) and ``scheduler`` (None: a LocalCluster)."""
+
+    @property
+    def replications(self) -> int | Mapping[str, int]: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def workers(self) -> int | None: ...
+    @property
+    def scheduler(self) -> Any: ...
+    @property
+    def progress(self) -> bool: ...
+    @property
+    def resume(self) -> bool: ...
+    def run_kwargs(self) -> dict[str, Any]: ...
+
+
+class _Defaults(ResolvedOptions, Protocol):
+    """``DEFAULTS`` as the types see it: one replication count for every class, a backend of
+    ``BACKENDS`` (``Scenario``'s defaults are these)."""
+
+    @property
+    def replications(self) -> int: ...
+    @property
+    def backend(self) -> Backend: ...
+
+
+DEFAULTS = cast(  # a RunOptions: _Defaults says what its values are
+    _Defaults,
+    RunOptions(
+        replications=200, seed=0, backend="process", workers=None, progress=False, resume=False
+    ),
 )
 """What a run uses when neither the caller nor the scenario file says (``workers`` None: every
 core this process may use; ``scheduler`` None: a LocalCluster)."""

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -198,7 +198,8 @@ def _resolve(entry: dict[str, Any], path: Path, where: str):
         from policies.importers import import_manifests
 
         try:
-            policy = import_manifests(path.parent / ref.manifest, mapping=ref.map or None).policy
+            manifest = cast(str, ref.manifest)  # PolicyRef gives exactly one of file, manifest
+            policy = import_manifests(path.parent / manifest, mapping=ref.map or None).policy
         except PolicyError as exc:
             raise PolicyError(
                 exc.message, path=exc.path or where, file=exc.file or str(path)

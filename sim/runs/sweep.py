@@ -20,7 +20,7 @@ import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from policies.errors import PolicyError
 from sim.runs.options import RunOptions, checkpoint_beside
@@ -48,7 +48,7 @@ def run_scenario(scenario, options: RunOptions | None = None, out=None, *, trace
         from sim.report.write import write_report
 
         write_report(result, loaded, out, traces=traces)
-        shutil.rmtree(checkpoint, ignore_errors=True)
+        shutil.rmtree(cast(Path, checkpoint), ignore_errors=True)  # set whenever out is
     return result
 
 

@@ -190,8 +190,8 @@ def tune(
     scenario, world, spec, incumbents = _source(source)
     spec = _spec(spec, {k: v for k, v in locals().items() if k in _KWARGS and v is not None})
     given = {"seed": seed, "backend": backend, "workers": workers, "scheduler": scheduler}
-    opts = RunOptions(**given, progress=progress).over(options)
-    opts = opts.resolve(scenario.options if scenario else None)
+    layer = RunOptions(**given, progress=progress).over(options)
+    opts = layer.resolve(scenario.options if scenario else None)
     seed, backend, workers, scheduler = opts.seed, opts.backend, opts.workers, opts.scheduler
     pool = list(candidates(spec, incumbents))
     excluded = {}
