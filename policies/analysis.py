@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, assert_never, cast
 
 from pydantic import Field, field_validator, model_validator
 
@@ -41,6 +41,7 @@ __all__ = [
     "Metric",
     "Phase",
     "Provider",
+    "Source",
 ]
 
 ERROR_RETRY_INTERVAL_S = 10.0
@@ -82,12 +83,26 @@ class KayentaProvider(KayentaJudge):
     step: Duration = Field(60.0, gt=0)
 
 
+Source = Query | SequentialTest | KayentaProvider
+"""A provider's one source as a value (``Provider.source``): ``match`` on its type."""
+
+
 class Provider(Model):
-    """Where a metric's value comes from: exactly one of query, sequential, kayenta."""
+    """Where a metric's value comes from: exactly one of query, sequential, kayenta.
+
+    The YAML keeps the executors' shape (one optional key each); code reads ``source``, the one
+    that is set, and matches on its type, so a new source cannot be forgotten silently.
+    """
 
     query: Query | None = None
     sequential: SequentialTest | None = None
     kayenta: KayentaProvider | None = None
+
+    @property
+    def source(self) -> Source:
+        """The one source given (the validator guarantees exactly one)."""
+        source = self.query if self.query is not None else self.sequential
+        return source if source is not None else cast(KayentaProvider, self.kayenta)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Provider:
@@ -251,25 +266,25 @@ class AnalysisRun:
         return phase
 
     def _judge(self, state: _MetricState, obs: Observation, rng) -> tuple[Phase, float | None]:
-        provider = state.metric.provider
-        if provider.query is not None:
-            value = provider.query.evaluate(obs)
-            if math.isnan(value):
-                return Phase.ERROR, None  # an empty query result: Argo reports Error
-            return _evaluate(state.metric, value), value
-        if provider.sequential is not None:
-            assert state.sequential is not None
-            if not obs.canary.requests:
-                return Phase.ERROR, None  # no canary data: an Error, as for a query, not a pass
-            decision = state.sequential.update(
-                obs.canary.errors, obs.canary.requests, obs.stable.errors, obs.stable.requests
-            )
-            value = float(state.sequential.statistic)
-            if decision == "reject":
-                return Phase.FAILED, value
-            return (Phase.SUCCESSFUL, value)
-        # a provider holds exactly one source (validated): neither query nor sequential -> kayenta
-        return _judge_kayenta(cast(KayentaProvider, provider.kayenta), obs, rng)
+        match state.metric.provider.source:
+            case Query() as query:
+                value = query.evaluate(obs)
+                if math.isnan(value):
+                    return Phase.ERROR, None  # an empty query result: Argo reports Error
+                return _evaluate(state.metric, value), value
+            case SequentialTest():
+                assert state.sequential is not None
+                if not obs.canary.requests:
+                    return Phase.ERROR, None  # no canary data: an Error, as for a query
+                decision = state.sequential.update(
+                    obs.canary.errors, obs.canary.requests, obs.stable.errors, obs.stable.requests
+                )
+                value = float(state.sequential.statistic)
+                return (Phase.FAILED if decision == "reject" else Phase.SUCCESSFUL), value
+            case KayentaProvider() as kayenta:
+                return _judge_kayenta(kayenta, obs, rng)
+            case never:
+                assert_never(never)
 
     def _count(self, state: _MetricState, phase: Phase, value: float | None) -> None:
         self._phase = self._terminating = None

@@ -7,7 +7,7 @@ it the router carries the weight and the canary gets ceil(w·N/100) pods (refere
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -31,6 +31,7 @@ __all__ = [
     "RouterConfig",
     "SetCanaryScale",
     "SetHeaderRoute",
+    "StepOperation",
     "TrafficRouting",
 ]
 
@@ -68,6 +69,12 @@ class SetHeaderRoute(Model):
 
 _ACTIONS = ("set_weight", "pause", "analysis", "set_canary_scale", "set_header_route")
 
+StepOperation = int | Pause | RolloutAnalysis | SetCanaryScale | SetHeaderRoute
+"""A canary step's one action as a value (``CanaryStep.operation``); an ``int`` is setWeight.
+
+The YAML keeps Argo's shape (one optional key per action); code matches on this union, so a
+new action cannot be forgotten silently."""
+
 
 class CanaryStep(Model):
     """One Argo canary step: exactly one action."""
@@ -95,6 +102,11 @@ class CanaryStep(Model):
     @property
     def action(self) -> str:
         return next(name for name in _ACTIONS if getattr(self, name) is not None)
+
+    @property
+    def operation(self) -> StepOperation:
+        """The step's one action as a value: ``match`` on its type (an ``int`` is setWeight)."""
+        return cast(StepOperation, getattr(self, self.action))
 
 
 class BackgroundAnalysis(RolloutAnalysis):

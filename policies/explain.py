@@ -8,14 +8,16 @@ so a ``setWeight: 5`` on 3 replicas shows its true 25 %.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import cast
+from typing import assert_never, cast
 
 from policies.analysis import AnalysisTemplate, KayentaProvider, Metric
 from policies.batch import BatchRelease
 from policies.bluegreen import BlueGreen
-from policies.canary import Canary
+from policies.canary import Canary, Pause, SetCanaryScale, SetHeaderRoute
+from policies.common import RolloutAnalysis
 from policies.durations import format_duration
 from policies.flagger import ABTest, FlaggerMetric, Progressive
+from policies.measures import Query
 from policies.replicas import (
     basic_canary_targets,
     resolve_fenceposts,
@@ -23,6 +25,7 @@ from policies.replicas import (
     traffic_routed_counts,
 )
 from policies.rolling import RollingUpdate
+from policies.sequential import SequentialTest
 
 __all__ = ["ExplainRow", "Explanation", "explain"]
 
@@ -81,23 +84,22 @@ def _dur(seconds: float) -> str:
 
 
 def _metric_gate(metric: Metric) -> str:
-    provider = metric.provider
-    if provider.query is not None:
-        q = provider.query
-        what = f"{q.measure}"
-        if q.measure == "latency":
-            what = f"p{q.quantile * 100:g} latency"
-        cond = metric.success_condition or f"not ({metric.failure_condition})"
-        text = f"{metric.name}: {what} of {q.version} {cond}"
-    elif provider.sequential is not None:
-        s = provider.sequential
-        text = (
-            f"{metric.name}: {s.test.upper()} "
-            f"(alpha {s.alpha:g}, relative risk {s.relative_risk:g})"
-        )
-    else:
-        kayenta = cast(KayentaProvider, provider.kayenta)  # a provider has exactly one source
-        text = f"{metric.name}: Kayenta judge (pass {kayenta.pass_score:g})"
+    match metric.provider.source:
+        case Query() as q:
+            what = f"{q.measure}"
+            if q.measure == "latency":
+                what = f"p{q.quantile * 100:g} latency"
+            cond = metric.success_condition or f"not ({metric.failure_condition})"
+            text = f"{metric.name}: {what} of {q.version} {cond}"
+        case SequentialTest() as s:
+            text = (
+                f"{metric.name}: {s.test.upper()} "
+                f"(alpha {s.alpha:g}, relative risk {s.relative_risk:g})"
+            )
+        case KayentaProvider() as kayenta:
+            text = f"{metric.name}: Kayenta judge (pass {kayenta.pass_score:g})"
+        case never:
+            assert_never(never)
     every = f" every {_dur(metric.interval)}" if metric.interval else ""
     count = f" x{metric.effective_count}" if metric.effective_count else ""
     return f"{text}{every}{count}, failureLimit {metric.failure_limit}"
@@ -167,31 +169,30 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
     weight, scale = 0, None
     for i, step in enumerate(policy.steps):
         gate, asked, action = "", None, ""
-        if step.set_weight is not None:
-            weight = step.set_weight
-            action = f"setWeight {weight}"
-            gate = "pods available" + (", then the router weight" if routed else "")
-        elif step.pause is not None:
-            d = step.pause.duration
-            action = "pause " + (_dur(d) if d is not None else "(until promoted)")
-            gate = "timer" if d is not None else "manual promote"
-        elif step.analysis is not None:
-            action = "analysis"
-            gate = _templates_gate(policy.templates_for(step.analysis))
-        elif step.set_canary_scale is not None:
-            sc = step.set_canary_scale
-            scale = None if sc.match_traffic_weight else sc
-            action = "setCanaryScale " + (
-                f"replicas {sc.replicas}"
-                if sc.replicas is not None
-                else f"weight {sc.weight}"
-                if sc.weight is not None
-                else "matchTrafficWeight"
-            )
-        elif step.set_header_route is not None:
-            route = step.set_header_route
-            heads = ", ".join(h.header_name for h in route.match) or "removed"
-            action = f"setHeaderRoute {route.name} ({heads})"
+        match step.operation:
+            case int() as weight:
+                action = f"setWeight {weight}"
+                gate = "pods available" + (", then the router weight" if routed else "")
+            case Pause(duration=d):
+                action = "pause " + (_dur(d) if d is not None else "(until promoted)")
+                gate = "timer" if d is not None else "manual promote"
+            case RolloutAnalysis() as analysis:
+                action = "analysis"
+                gate = _templates_gate(policy.templates_for(analysis))
+            case SetCanaryScale() as sc:
+                scale = None if sc.match_traffic_weight else sc
+                action = "setCanaryScale " + (
+                    f"replicas {sc.replicas}"
+                    if sc.replicas is not None
+                    else f"weight {sc.weight}"
+                    if sc.weight is not None
+                    else "matchTrafficWeight"
+                )
+            case SetHeaderRoute() as route:
+                heads = ", ".join(h.header_name for h in route.match) or "removed"
+                action = f"setHeaderRoute {route.name} ({heads})"
+            case never:
+                assert_never(never)
         c, s, share = counts(weight, scale)
         if step.set_weight is not None and abs(share - 100.0 * weight / m) > 1e-9:
             asked = 100.0 * weight / m

@@ -8,9 +8,9 @@ the executors (milliseconds), so the controller treats them as taking no time.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, assert_never, cast
 
-from policies.analysis import AnalysisRun, AnalysisTemplate, Phase
+from policies.analysis import AnalysisRun, AnalysisTemplate, KayentaProvider, Phase
 from policies.controller.protocol import (
     Action,
     Approved,
@@ -37,6 +37,8 @@ from policies.controller.protocol import (
     TimerFired,
     Verdict,
 )
+from policies.measures import Query
+from policies.sequential import SequentialTest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -262,15 +264,20 @@ class ControllerBase:
         quantiles: tuple[float, ...] = ()
         series_step = None
         window = metric.interval or DEFAULT_WINDOW_S
-        if provider.query is not None:
-            window = provider.query.window or window
-            if provider.query.measure == "latency":
-                quantiles = (provider.query.quantile,)
-        elif provider.kayenta is not None:
-            series_step = provider.kayenta.step
-            quantiles = tuple(
-                sorted({m.quantile for m in provider.kayenta.metrics if m.measure == "latency"})
-            )
+        match provider.source:
+            case Query() as query:
+                window = query.window or window
+                if query.measure == "latency":
+                    quantiles = (query.quantile,)
+            case KayentaProvider() as kayenta:
+                series_step = kayenta.step
+                quantiles = tuple(
+                    sorted({m.quantile for m in kayenta.metrics if m.measure == "latency"})
+                )
+            case SequentialTest():
+                pass  # error counts over the metric's interval
+            case never:
+                assert_never(never)
         self._emit(Measure(run_key, metric_name, window, quantiles, series_step))
 
     def _measured(self, event: MeasurementTaken) -> None:

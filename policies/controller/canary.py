@@ -7,9 +7,11 @@ canary gets ceil(w·N/M) pods and the router takes the weight once they are avai
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from policies.analysis import Phase
-from policies.canary import Canary
-from policies.common import RouteMatch
+from policies.canary import Canary, Pause, SetCanaryScale, SetHeaderRoute
+from policies.common import RolloutAnalysis, RouteMatch
 from policies.controller.base import ArgoControllerBase
 from policies.controller.protocol import AwaitingApproval, Cause, Progress
 from policies.replicas import (
@@ -167,30 +169,33 @@ class CanaryController(ArgoControllerBase):
             return
         if self.paused:
             return
-        if step.set_weight is not None or step.set_canary_scale is not None:
-            if counts_reached and (not self.routed or self.weight == self._router_target()):
+        match step.operation:
+            case int() | SetCanaryScale():
+                if counts_reached and (not self.routed or self.weight == self._router_target()):
+                    self._advance()
+            case Pause() as pause:
+                if not self.step_started:
+                    self.step_started = True
+                    self.paused = "CanaryPauseStep"
+                    cause: Cause
+                    if pause.duration is None:
+                        cause = AwaitingApproval(self.step_index)
+                    else:
+                        cause = Progress("Paused", self.step_index)
+                    self._set_status("Paused", "CanaryPauseStep", cause)
+                    if pause.duration is not None:
+                        self._start_timer(PAUSE_TIMER, pause.duration)
+            case RolloutAnalysis():
+                self._reconcile_step_analysis(step)
+            case SetHeaderRoute() as route:
+                match: tuple[RouteMatch, ...] = ()
+                if route.match:
+                    headers = {h.header_name: h.header_value for h in route.match}
+                    match = (RouteMatch(headers=headers),)
+                self._set_match_route(route.name, match)
                 self._advance()
-        elif step.pause is not None:
-            if not self.step_started:
-                self.step_started = True
-                self.paused = "CanaryPauseStep"
-                cause: Cause
-                if step.pause.duration is None:
-                    cause = AwaitingApproval(self.step_index)
-                else:
-                    cause = Progress("Paused", self.step_index)
-                self._set_status("Paused", "CanaryPauseStep", cause)
-                if step.pause.duration is not None:
-                    self._start_timer(PAUSE_TIMER, step.pause.duration)
-        elif step.analysis is not None:
-            self._reconcile_step_analysis(step)
-        elif step.set_header_route is not None:
-            route = step.set_header_route
-            match: tuple[RouteMatch, ...] = ()
-            if route.match:
-                match = (RouteMatch(headers={h.header_name: h.header_value for h in route.match}),)
-            self._set_match_route(route.name, match)
-            self._advance()
+            case never:
+                assert_never(never)
 
     def _reconcile_step_analysis(self, step) -> None:
         key = self._step_run_key()

@@ -20,12 +20,19 @@ fractional seconds, and the Flagger and Deployment kinds (ABTest, Progressive, R
 from __future__ import annotations
 
 import re
-from typing import Any, cast
+from typing import Any, assert_never, cast
 
 from policies.analysis import AnalysisTemplate, Metric
 from policies.batch import BatchRelease
 from policies.bluegreen import BlueGreen
-from policies.canary import Canary, CanaryStep, SetHeaderRoute, TrafficRouting
+from policies.canary import (
+    Canary,
+    CanaryStep,
+    Pause,
+    SetCanaryScale,
+    SetHeaderRoute,
+    TrafficRouting,
+)
 from policies.common import RolloutAnalysis
 from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target, crds, promql
@@ -194,30 +201,32 @@ def _analysis_ref(analysis: RolloutAnalysis, source: str, target: Target) -> dic
 
 
 def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, Any]:
-    where = f"steps[{i}]"
-    if step.set_weight is not None:
-        return {"setWeight": step.set_weight}
-    if step.pause is not None:
-        if step.pause.duration is None:
+    match step.operation:
+        case int() as weight:
+            return {"setWeight": weight}
+        case Pause(duration=None):
             return {"pause": {}}
-        return {"pause": {"duration": go_duration(f"{where}.pause.duration", step.pause.duration)}}
-    if step.analysis is not None:
-        return {"analysis": _analysis_ref(step.analysis, source, target)}
-    if step.set_canary_scale is not None:
-        scale = step.set_canary_scale
-        if scale.replicas is not None:
-            return {"setCanaryScale": {"replicas": scale.replicas}}
-        if scale.weight is not None:
-            return {"setCanaryScale": {"weight": scale.weight}}
-        return {"setCanaryScale": {"matchTrafficWeight": True}}
-    route = cast(SetHeaderRoute, step.set_header_route)  # the one action left
-    out: dict[str, Any] = {"name": route.name}
-    if route.match:
-        out["match"] = [
-            {"headerName": m.header_name, "headerValue": m.header_value.to_dict()}
-            for m in route.match
-        ]
-    return {"setHeaderRoute": out}
+        case Pause() as pause:
+            duration = cast(float, pause.duration)  # None was the case above
+            return {"pause": {"duration": go_duration(f"steps[{i}].pause.duration", duration)}}
+        case RolloutAnalysis() as analysis:
+            return {"analysis": _analysis_ref(analysis, source, target)}
+        case SetCanaryScale(replicas=int() as replicas):
+            return {"setCanaryScale": {"replicas": replicas}}
+        case SetCanaryScale(weight=int() as weight):
+            return {"setCanaryScale": {"weight": weight}}
+        case SetCanaryScale():
+            return {"setCanaryScale": {"matchTrafficWeight": True}}
+        case SetHeaderRoute() as route:
+            out: dict[str, Any] = {"name": route.name}
+            if route.match:
+                out["match"] = [
+                    {"headerName": m.header_name, "headerValue": m.header_value.to_dict()}
+                    for m in route.match
+                ]
+            return {"setHeaderRoute": out}
+        case never:
+            assert_never(never)
 
 
 def _router(policy: Canary, target: Target) -> dict[str, Any]:

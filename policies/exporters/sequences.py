@@ -21,11 +21,11 @@ The duck-typed parts, each a small object of its executor's module:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
 from policies.bluegreen import BlueGreen
-from policies.canary import Canary
-from policies.common import HeaderMatch
+from policies.canary import Canary, Pause, SetCanaryScale, SetHeaderRoute
+from policies.common import HeaderMatch, RolloutAnalysis
 from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target
 from policies.exporters.checks import MetricsRunbook
@@ -56,16 +56,19 @@ def canary_runbook(policy: Canary, target: Target, weights) -> Export:
             book.add("analysis", f"rs_bg_start {run}", notes="The background analysis starts.")
         if step is None:
             break
-        if step.set_weight is not None:
-            weights.set_weight(step.set_weight, f"{what}: setWeight {step.set_weight}")
-        elif step.pause is not None:
-            book.pause(step.pause.duration, what)
-        elif step.analysis is not None:
-            book.gate(step.analysis, f"step{i}", f"{what}.analysis")
-        elif step.set_canary_scale is not None:
-            weights.set_canary_scale(step.set_canary_scale, f"{what}: setCanaryScale")
-        else:
-            weights.header_route(step.set_header_route, f"{what}: setHeaderRoute")
+        match step.operation:
+            case int() as weight:
+                weights.set_weight(weight, f"{what}: setWeight {weight}")
+            case Pause(duration=duration):
+                book.pause(duration, what)
+            case RolloutAnalysis() as analysis:
+                book.gate(analysis, f"step{i}", f"{what}.analysis")
+            case SetCanaryScale() as scale:
+                weights.set_canary_scale(scale, f"{what}: setCanaryScale")
+            case SetHeaderRoute() as route:
+                weights.header_route(route, f"{what}: setHeaderRoute")
+            case never:
+                assert_never(never)
     weights.promote(background is not None)
     return book.export()
 
