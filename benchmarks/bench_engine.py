@@ -38,6 +38,32 @@ def peak_rss_mb() -> tuple[float, float]:
     return own, children
 
 
+def machine_reference() -> tuple[float, float]:
+    """CPU ms of two fixed workloads, printed with every result so that numbers from another
+    machine can be compared: numpy (Poisson draws and a sort: the engine's random-number floor)
+    and plain Python (a loop: the engine's glue). Best of three."""
+    rng = np.random.default_rng(0)
+
+    def numpy_work() -> None:
+        rng.poisson(3.0, 2_000_000)
+        np.sort(rng.random(1_000_000))
+
+    def python_work() -> None:
+        total = 0
+        for i in range(2_000_000):
+            total += i & 7
+
+    def best(work) -> float:
+        times = []
+        for _ in range(3):
+            cpu0 = time.process_time()
+            work()
+            times.append(1000 * (time.process_time() - cpu0))
+        return min(times)
+
+    return best(numpy_work), best(python_work)
+
+
 def fast_requests_per_cpu_second(loaded, n: int) -> tuple[float, dict[str, float]]:
     """In-process: simulated requests (all traffic over the simulated time) per CPU-second, and
     CPU milliseconds per replication for each release class."""
@@ -85,6 +111,11 @@ def main() -> None:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}"
+    )
+    numpy_ms, python_ms = machine_reference()
+    print(
+        f"machine-speed reference (CPU, best of 3): numpy {numpy_ms:.1f} ms "
+        f"(2 M Poisson draws + sort of 1 M uniforms), Python {python_ms:.1f} ms (a 2 M-step loop)"
     )
 
     rate, per_class = fast_requests_per_cpu_second(loaded, 100)

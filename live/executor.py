@@ -40,8 +40,6 @@ from policies.controller import (
     Approved,
     AwaitingApproval,
     CancelTimer,
-    FailedChecks,
-    GateVerdict,
     Measure,
     MeasurementTaken,
     PodsChanged,
@@ -52,6 +50,7 @@ from policies.controller import (
     StartTimer,
     StatusChanged,
     TimerFired,
+    detector,
 )
 from policies.measures import Observation
 
@@ -239,7 +238,7 @@ class LiveExecutor:
         cause = action.cause
         if action.rolls_back:
             self.result.rollback_at = self.result.rollback_at or rel
-            gate = isinstance(cause, GateVerdict | FailedChecks)  # not a person, alert or guard
+            gate = detector(cause) == "gate"  # not a person, alert, guard or the deadline
             if gate and self.result.detected_at is None:
                 self.result.detected_at = rel
         if action.status == "Promoted":

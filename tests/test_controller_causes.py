@@ -19,6 +19,7 @@ from policies.controller import (
     Intervention,
     Progress,
     StatusChanged,
+    detector,
 )
 from policies.measures import Observation, WindowStats
 
@@ -273,3 +274,18 @@ def test_rolls_back_is_an_abort_or_an_undo():
     d.run(3000)
     undo = [a for _, a in d.log if isinstance(a, StatusChanged) and a.reason == "Undo:human"]
     assert undo[0].status == "Progressing" and undo[0].rolls_back
+
+
+def test_detector_names_the_controllers_own_detectors_only():
+    """The one classification every driver reads: gates and the deadline are the controller's
+    own detectors; alerts, humans and guards record themselves when they fire."""
+    assert detector(GateVerdict("step-1", ("err",), 1, "Failed")) == "gate"
+    assert detector(FailedChecks("err", 5, 5)) == "gate"
+    assert detector(DeadlineExceeded(600.0)) == "deadline"
+    for cause in (
+        Intervention("alert"),
+        Intervention("human", undo=True),
+        AwaitingApproval(2),
+        Progress("Promoted"),
+    ):
+        assert detector(cause) == ""

@@ -14,6 +14,7 @@ from policies.controller.protocol import (
     CancelTimer,
     Cause,
     DeadlineExceeded,
+    Detector,
     Event,
     FailedChecks,
     GateVerdict,
@@ -33,6 +34,7 @@ from policies.controller.protocol import (
     StatusChanged,
     StopAnalysis,
     TimerFired,
+    detector,
 )
 from policies.controller.rolling import BatchController, RollingController
 
@@ -48,6 +50,7 @@ __all__ = [
     "Cause",
     "ControllerBase",
     "DeadlineExceeded",
+    "Detector",
     "Event",
     "FailedChecks",
     "FlaggerController",
@@ -70,6 +73,7 @@ __all__ = [
     "StatusChanged",
     "StopAnalysis",
     "TimerFired",
+    "detector",
 ]
 
 _BY_KIND = {

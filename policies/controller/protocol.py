@@ -18,7 +18,7 @@ on Flagger's primary Deployment after promotion.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, assert_never
 
 from policies.common import RouteMatch
 from policies.measures import Observation
@@ -31,6 +31,7 @@ __all__ = [
     "CancelTimer",
     "Cause",
     "DeadlineExceeded",
+    "Detector",
     "Event",
     "FailedChecks",
     "GateVerdict",
@@ -51,6 +52,7 @@ __all__ = [
     "StatusChanged",
     "StopAnalysis",
     "TimerFired",
+    "detector",
 ]
 
 GroupName = Literal["stable", "canary", "primary"]
@@ -250,6 +252,24 @@ class Progress:
 
 
 Cause = GateVerdict | FailedChecks | Intervention | DeadlineExceeded | AwaitingApproval | Progress
+
+Detector = Literal["gate", "deadline", ""]
+
+
+def detector(cause: Cause) -> Detector:
+    """Which of the controller's own detectors a rollback's cause names: ``gate`` (an analysis
+    run or Flagger's checks) or ``deadline``; "" when someone outside asked (an alert, a human,
+    a guard of the live executor: they record themselves when they fire). Every driver reads
+    detection through this one function."""
+    match cause:
+        case GateVerdict() | FailedChecks():
+            return "gate"
+        case DeadlineExceeded():
+            return "deadline"
+        case Intervention() | AwaitingApproval() | Progress():
+            return ""
+        case never:
+            assert_never(never)
 
 
 @dataclass(frozen=True, slots=True)

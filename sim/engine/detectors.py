@@ -16,37 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import assert_never
 
 import numpy as np
 
-from policies.controller import (
-    AwaitingApproval,
-    Cause,
-    DeadlineExceeded,
-    FailedChecks,
-    GateVerdict,
-    Intervention,
-    Measure,
-    MeasurementTaken,
-    Progress,
-)
+from policies.controller import Cause, Measure, MeasurementTaken, detector
 
-__all__ = ["Detectors", "detector"]
-
-
-def detector(cause: Cause) -> str:
-    """Which of the controller's own detectors a rollback's cause names: ``gate`` or
-    ``deadline``; "" when someone outside asked (an alert or a human: recorded as they fired)."""
-    match cause:
-        case GateVerdict() | FailedChecks():
-            return "gate"
-        case DeadlineExceeded():
-            return "deadline"
-        case Intervention() | AwaitingApproval() | Progress():
-            return ""
-        case _:
-            assert_never(cause)
+__all__ = ["Detectors"]
 
 
 class Detectors:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_right
-from typing import assert_never
 
 import numpy as np
 import simpy
@@ -410,15 +409,9 @@ class ReferenceReplication:
         elif action.rolls_back:
             if math.isnan(out.t_rollback_start):
                 out.t_rollback_start = now
-            match cause:  # the controller's own detectors; alerts and humans record themselves
-                case pc.GateVerdict() | pc.FailedChecks():
-                    self._detected(now, "gate")
-                case pc.DeadlineExceeded():
-                    self._detected(now, "deadline")
-                case pc.Intervention() | pc.AwaitingApproval() | pc.Progress():
-                    pass
-                case _:
-                    assert_never(cause)
+            by = pc.detector(cause)  # alerts and humans record themselves when they fire
+            if by:
+                self._detected(now, by)
             self._check_reach()
 
     def _approve(self, token: object) -> None:
