@@ -84,6 +84,8 @@ def argo_query(query, backend: str, window_s: float) -> str | None:
     except ImportError:  # pragma: no cover - the exporter module is part of the package
         return None
     try:
-        return query_for(query, "haproxy", service=backend, window=window_s, nan_filter=True)
+        return query_for(
+            query, "haproxy", service=backend, window=window_s, nan_filter=query.nan_filter
+        )
     except ValueError:  # e.g. a latency quantile: HAProxy has no histogram
         return None

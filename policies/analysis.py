@@ -2,8 +2,17 @@
 
 The rules follow ``analysis/analysis.go`` (reference/argo-rollouts.md §4): a measurement is
 Successful, Failed, Inconclusive or Error; a metric fails as soon as ``failed > failureLimit``
-(default 0: the first failed measurement); Inconclusive and Error have their own limits; a run
-takes the worst phase of its metrics and terminates as soon as one of them goes bad.
+(default 0: the first failed measurement); Inconclusive and Error have their own limits; an
+Error resets the consecutive-success count as any non-success does (the AnalysisRun CRD's
+``consecutiveSuccess``: "resets to zero when failures, inconclusive measurements, or errors are
+encountered"); a run terminates as soon as a deciding (not dry-run) metric goes bad, and
+otherwise stays Running until **every** metric, dry-run ones included, has completed
+(``assessRunStatus``), then takes the worst phase of its deciding metrics.
+
+A query's result is judged as Argo's Prometheus provider judges it (``policies/measures.py``):
+a NaN value goes through the conditions (``result[0] >= 0.95`` on NaN is false: Failed), an
+empty vector is an Error only where a condition reads its value (``len(result) == 0 || ...``
+guards it; no condition at all is Successful, as ``EvaluateResult`` says).
 
 A metric's provider is a simulated query judged by the success/failure conditions (what the
 Argo exporter writes as a Prometheus query), a sequential test (SPRT/mSPRT, which no executor
@@ -13,7 +22,6 @@ Generator passed in for Kayenta's tie noise.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,7 +31,7 @@ from typing import TYPE_CHECKING, Any, assert_never, cast
 from pydantic import Field, field_validator, model_validator
 
 from policies.base import Model
-from policies.conditions import Condition, ConditionError
+from policies.conditions import Condition, ConditionError, EmptyResult
 from policies.durations import Duration
 from policies.kayenta import KayentaJudge
 from policies.measures import Observation, Query
@@ -163,6 +171,11 @@ class Metric(Model):
             raise ValueError("success/failure conditions apply only to a query provider")
         return self
 
+    def verdict(self, value: float | None) -> Phase:
+        """The phase of one measurement of a query returning ``value`` (None: an empty vector),
+        under this metric's conditions (Argo ``EvaluateResult``)."""
+        return _evaluate(self, value)
+
     @property
     def effective_count(self) -> int | None:
         """Argo ``EffectiveCount``: count if > 0; 1 without interval; None (unbounded) otherwise."""
@@ -268,9 +281,7 @@ class AnalysisRun:
     def _judge(self, state: _MetricState, obs: Observation, rng) -> tuple[Phase, float | None]:
         match state.metric.provider.source:
             case Query() as query:
-                value = query.evaluate(obs)
-                if math.isnan(value):
-                    return Phase.ERROR, None  # an empty query result: Argo reports Error
+                value = query.result(obs)  # None: an empty result vector
                 return _evaluate(state.metric, value), value
             case SequentialTest():
                 assert state.sequential is not None
@@ -293,6 +304,7 @@ class AnalysisRun:
         if phase == Phase.ERROR:
             state.errors += 1
             state.consecutive_error += 1
+            state.consecutive_success = 0  # any non-success breaks the run of successes
         else:
             state.consecutive_error = 0
             state.count += 1
@@ -369,21 +381,26 @@ class AnalysisRun:
         return self._phase
 
     def _assess(self) -> Phase:
+        """Argo ``assessRunStatus``: the worst completed deciding metric once terminating;
+        otherwise Running while any metric, dry-run included, is unfinished; then the worst
+        deciding phase (Successful when every metric is dry-run)."""
         if self.error is not None:
             return Phase.ERROR
-        deciding = self._deciding()
+        worst: Phase | None = None
+        everything_completed = True
+        for state in self.metrics.values():
+            if not state.phase.completed:
+                everything_completed = False
+            elif not state.dry_run:
+                if worst is None or state.phase.severity > worst.severity:
+                    worst = state.phase
+            elif worst is None:
+                worst = Phase.SUCCESSFUL  # a dry-run metric counts only as "something ended"
         if self.terminating or self.terminated:
-            worst = max(
-                (s.phase for s in deciding if s.phase.completed),
-                key=lambda p: p.severity,
-                default=Phase.SUCCESSFUL,
-            )
-            return worst
-        if deciding and all(s.phase.completed for s in deciding):
-            return max((s.phase for s in deciding), key=lambda p: p.severity)
-        if not deciding:
-            return Phase.SUCCESSFUL
-        return Phase.RUNNING
+            return worst or Phase.SUCCESSFUL
+        if not everything_completed or worst is None:
+            return Phase.RUNNING
+        return worst
 
     @property
     def completed(self) -> bool:
@@ -418,17 +435,27 @@ def _condition(text: str) -> Condition:
     return Condition(text)
 
 
-def _evaluate(metric: Metric, value: float) -> Phase:
-    """Argo ``EvaluateResult``: failure wins; neither true (both given) -> Inconclusive."""
+def _evaluate(metric: Metric, value: float | None) -> Phase:
+    """Argo ``EvaluateResult`` on a query's value (None: an empty vector): both conditions are
+    evaluated first, success then failure, and an evaluation error (reading the value of an
+    empty vector) is an Error; then failure wins, and neither true (both given) is
+    Inconclusive. Without conditions the measurement is Successful."""
     success = metric.success_condition
     failure = metric.failure_condition
-    if failure is not None and _condition(failure)(value):
+    try:
+        passed = _condition(success)(value) if success is not None else False
+        failed = _condition(failure)(value) if failure is not None else False
+    except EmptyResult:
+        return Phase.ERROR
+    if success is None and failure is None:
+        return Phase.SUCCESSFUL
+    if success is not None and failure is None:
+        failed = not passed
+    elif success is None:
+        passed = not failed
+    if failed:
         return Phase.FAILED
-    if success is None:
-        return Phase.SUCCESSFUL
-    if _condition(success)(value):
-        return Phase.SUCCESSFUL
-    return Phase.FAILED if failure is None else Phase.INCONCLUSIVE
+    return Phase.SUCCESSFUL if passed else Phase.INCONCLUSIVE
 
 
 def _judge_kayenta(judge: KayentaProvider, obs: Observation, rng) -> tuple[Phase, float | None]:

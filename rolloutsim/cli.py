@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (RolloutsimError, _UsageError) as exc:
         print(f"rolloutsim: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # bad input 2; a report written incomplete 1
     except KeyboardInterrupt:
         print("rolloutsim: interrupted", file=sys.stderr)
         return 130

@@ -54,6 +54,7 @@ class Driver:
     startup: float = 0.0
     observe: Callable[[float, Measure], Observation] = healthy
     never_ready: frozenset[str] = frozenset()
+    first_tick_s: float | None = None  # Flagger: its ticker's phase at the release start
     now: float = 0.0
     log: list[tuple[float, object]] = field(default_factory=list)
     statuses: list[tuple[float, str, str]] = field(default_factory=list)
@@ -63,6 +64,8 @@ class Driver:
 
     def __post_init__(self) -> None:
         self.ctl = RolloutController(self.policy, self.replicas)
+        if self.first_tick_s is not None:
+            self.ctl.first_tick_s = self.first_tick_s  # FlaggerController's setting, read at start
         self.heap: list = []
         self.seq = itertools.count()
         self.timers: dict[str, int] = {}

@@ -1,7 +1,8 @@
 """Argo AnalysisRun verdict rules (reference/argo-rollouts.md §4), table-driven.
 
 Each metric measures the canary's error rate (errors per 1,000 requests) so that a test picks
-the measured value directly; an empty window (0 requests) is a query with no result: Error.
+the measured value directly; an empty window (0 requests, series unknown) is a query with no
+result: an Error wherever a condition reads it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from policies.analysis import (
 )
 from policies.base import validate_model
 from policies.errors import PolicyError
-from policies.measures import Observation, WindowStats
+from policies.measures import Observation, Query, WindowStats
 
 S, F, INC, E, R = (
     Phase.SUCCESSFUL,
@@ -87,6 +88,96 @@ def test_evaluate_result(conditions, rate, expected):
     assert run.measure("m", obs(rate)) == expected
 
 
+# ------------------------------------------------- §4.2 NaN and empty results (Prometheus provider)
+
+NAN, NO_SERIES, UNKNOWN = "nan", "no-series", "unknown"
+"""Windows without a canary request: series exist (0/0 = NaN), none exist (an empty result
+vector), or the engine did not say (``has_series`` None: taken as empty, the older rule)."""
+
+
+def quiet(kind: str) -> Observation:
+    series = {NAN: True, NO_SERIES: False, UNKNOWN: None}[kind]
+    return Observation(0.0, 60.0, WindowStats(has_series=series), WindowStats(1000, 0))
+
+
+def success_rate(nan_filter: bool = False, **conditions) -> dict:
+    """The Argo docs' success-rate query (no NaN filter unless asked)."""
+    query = {"measure": "successRate", "nanFilter": nan_filter}
+    return metric(provider={"query": query}, **conditions)
+
+
+GUARD_NAN = "isNaN(result[0]) || result[0] >= 0.95"
+GUARD_EMPTY = "len(result) == 0 || result[0] >= 0.95"
+
+
+@pytest.mark.parametrize(
+    ("conditions", "window", "expected"),
+    [
+        # Argo docs' success rate: NaN >= 0.95 is false -> Failed (not an Error)
+        ({"successCondition": "result[0] >= 0.95"}, NAN, F),
+        ({"successCondition": GUARD_NAN}, NAN, S),  # the docs' guard
+        ({"successCondition": GUARD_EMPTY}, NAN, F),  # a length guard does not cover NaN
+        # only an empty vector is an Error: result[0] is out of range
+        ({"successCondition": "result[0] >= 0.95"}, NO_SERIES, E),
+        ({"successCondition": GUARD_EMPTY}, NO_SERIES, S),  # short-circuits before result[0]
+        ({"successCondition": "result[0] >= 0.95 || len(result) == 0"}, NO_SERIES, E),
+        ({"successCondition": GUARD_NAN}, NO_SERIES, E),  # isNaN(result[0]) reads it too
+        ({"successCondition": "len(result) > 0 && result[0] >= 0.95"}, NO_SERIES, F),
+        # only a failure condition: false on NaN, so the measurement is Successful
+        ({"failureCondition": "result[0] < 0.95"}, NAN, S),
+        ({"failureCondition": "result[0] < 0.95"}, NO_SERIES, E),
+        # both: neither true on NaN -> Inconclusive
+        ({"successCondition": "result[0] >= 0.95", "failureCondition": "result[0] < 0.9"}, NAN,
+         INC),
+        ({}, NAN, S),  # no condition: Successful whatever the value
+        ({}, NO_SERIES, S),  # EvaluateResult never reads the result
+        # the engine did not say: a NaN window is taken as empty, as before
+        ({"successCondition": "result[0] >= 0.95"}, UNKNOWN, E),
+        ({"successCondition": GUARD_NAN}, UNKNOWN, E),
+        ({"successCondition": GUARD_EMPTY}, UNKNOWN, S),
+    ],
+)  # fmt: skip
+def test_nan_and_empty_results(conditions, window, expected):
+    run = run_of(success_rate(**conditions))
+    assert run.measure("m", quiet(window)) == expected
+
+
+def test_a_nan_window_fails_the_default_metric_at_once():
+    """failureLimit 0: one 0/0 window of an unguarded success rate aborts (Failed, no retry)."""
+    run = run_of(success_rate(interval="60s", successCondition="result[0] >= 0.95"))
+    assert feed_windows(run, [NAN]) == [F]
+    assert run.phase == F and run.next_delay("m") is None
+    empty = run_of(success_rate(interval="60s", successCondition="result[0] >= 0.95"))
+    assert feed_windows(empty, [NO_SERIES] * 5) == [R, R, R, R, E]  # 5 Errors, 10 s apart
+
+
+@pytest.mark.parametrize("window", [NAN, NO_SERIES, UNKNOWN])
+def test_a_nan_filter_makes_every_quiet_window_an_empty_vector(window):
+    """``(...) >= 0`` drops the NaN sample: 0/0 reads as an empty vector, an Error unguarded,
+    and the length guard covers it (what the exporters write by default)."""
+    plain = run_of(success_rate(nan_filter=True, successCondition="result[0] >= 0.95"))
+    assert plain.measure("m", quiet(window)) == E
+    guarded = run_of(success_rate(nan_filter=True, successCondition=GUARD_EMPTY))
+    assert guarded.measure("m", quiet(window)) == S
+
+
+def feed_windows(run: AnalysisRun, kinds) -> list[Phase]:
+    phases = []
+    for kind in kinds:
+        run.measure("m", quiet(kind))
+        phases.append(run.metrics["m"].phase)
+    return phases
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [(NAN, 0.0), (NO_SERIES, None), (UNKNOWN, 0.0)],
+)
+def test_a_request_count_over_existing_series_is_zero(window, expected):
+    """``sum(increase(...))`` of existing series is 0; of no series, an empty vector."""
+    assert Query(measure="requestCount").result(quiet(window)) == expected
+
+
 # --------------------------------------------------------------------------- §4.3 limits
 
 
@@ -129,7 +220,7 @@ def test_a_result_resets_consecutive_errors():
 
 
 def test_consecutive_error_limit_zero_errors_on_the_first_error():
-    run = run_of(metric(interval="60s", consecutiveErrorLimit=0))
+    run = run_of(metric(interval="60s", consecutiveErrorLimit=0, successCondition="result < 0.05"))
     assert feed(run, "m", [EMPTY]) == [E]
 
 
@@ -173,6 +264,22 @@ def test_consecutive_success_limit_succeeds_early():
     # failureLimit 0 still fires at once, so use good values only, broken by nothing
     assert feed(run, "m", [GOOD, GOOD, GOOD]) == [R, R, S]
     assert run.summary()["m"]["count"] == 3
+
+
+def test_consecutive_success_streak_is_broken_by_an_error():
+    """Upstream: the AnalysisRun CRD's ``consecutiveSuccess`` "resets to zero when failures,
+    inconclusive measurements, or errors are encountered" (anchors/argo-rollouts/
+    analysis-run-crd.yaml); an Error is retried and does not count, but it breaks the streak."""
+    run = run_of(
+        metric(
+            interval="60s", count=10, consecutiveSuccessLimit=3, successCondition="result < 0.05"
+        )
+    )
+    assert feed(run, "m", [GOOD, GOOD, EMPTY, GOOD]) == [R, R, R, R]  # kept, S came here
+    assert feed(run, "m", [GOOD]) == [R]
+    assert feed(run, "m", [GOOD]) == [S]  # three successes after the Error
+    summary = run.summary()["m"]
+    assert (summary["count"], summary["errors"]) == (5, 1)
 
 
 def test_consecutive_success_streak_is_broken_by_inconclusive():
@@ -278,7 +385,7 @@ def test_run_phase_is_the_worst_metric_phase():
 
 def test_failed_is_worse_than_error():
     run = run_of(
-        metric("a", interval="60s", consecutiveErrorLimit=0),
+        metric("a", interval="60s", consecutiveErrorLimit=0, successCondition="result < 0.05"),
         metric("b", interval="60s", successCondition="result < 0.05"),
     )
     run.measure("a", obs(EMPTY))
@@ -363,6 +470,66 @@ def test_dry_run_metric_never_decides():
     assert run.phase == S
     assert run.summary()["latency-p99"]["dryRun"] is True
     assert run.summary()["success"]["dryRun"] is False
+
+
+def test_run_waits_for_an_unfinished_dry_run_metric():
+    """Upstream ``assessRunStatus``: "If any metric is not yet completed, the AnalysisRun is
+    still considered Running" — dry-run metrics included; only the worst phase skips them."""
+    run = run_of(
+        metric("success", successCondition="result < 0.05"),
+        metric("shadow", interval="60s", count=3, successCondition="result < 0.05"),
+        dry_run=("shadow",),
+    )
+    run.measure("success", obs(GOOD))
+    assert run.metrics["success"].phase == S
+    assert run.phase == R and not run.completed  # the dry-run metric still measures
+    assert run.next_delay("shadow") == 60.0
+    assert feed(run, "shadow", [BAD]) == [F]  # a dry-run failure ends it, decides nothing
+    assert run.phase == S and not run.terminating
+
+
+def test_run_of_dry_run_metrics_only_runs_until_they_complete():
+    """Upstream TestAssessRunStatusWithOnlyDryRunMetrics: a run of dry-run metrics only is
+    Successful once they completed — not before (rolloutsim used to complete it at once)."""
+    run = run_of(
+        metric("a", interval="60s", count=2, successCondition="result < 0.05"),
+        metric("b", successCondition="result < 0.05"),
+        dry_run=(".",),
+    )
+    assert run.phase == R
+    run.measure("b", obs(BAD))  # Failed: completed, and decides nothing
+    assert feed(run, "a", [GOOD]) == [R]
+    assert run.phase == R
+    assert feed(run, "a", [GOOD]) == [S]
+    assert run.phase == S and run.completed
+
+
+def test_unbounded_dry_run_metric_keeps_the_run_running_until_terminated():
+    """Upstream TestTerminateAnalysisRunInDryRunMode: a terminated run is Successful."""
+    run = run_of(metric("a", interval="60s", successCondition="result < 0.05"), dry_run=("a",))
+    assert feed(run, "a", [BAD] * 3) == [F, F, F]  # Failed at once; dry-run: nothing stops
+    run2 = run_of(
+        metric("a", interval="60s", failureLimit=-1, consecutiveSuccessLimit=2,
+               successCondition="result < 0.05"),
+        dry_run=("a",),
+    )  # fmt: skip
+    assert feed(run2, "a", [BAD] * 20) == [R] * 20
+    assert run2.phase == R
+    assert run2.terminate() == S
+
+
+def test_mixed_run_takes_the_deciding_metric_inconclusive():
+    """Upstream TestAssessRunStatusWithMixedMetrics: a deciding metric Inconclusive and a
+    dry-run metric Failed -> the run is Inconclusive (terminating, dry-run ignored)."""
+    run = run_of(
+        metric("run-forever", interval="60s", **BOTH),
+        metric("success-metric", interval="60s", successCondition="result < 0.05"),
+        dry_run=("success-metric",),
+    )
+    run.measure("success-metric", obs(BAD))
+    assert run.phase == R and not run.terminating
+    run.measure("run-forever", obs(MIDDLE))
+    assert run.terminating and run.phase == INC
 
 
 def test_dry_run_regex_matching_nothing_is_an_error():

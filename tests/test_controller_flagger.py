@@ -217,3 +217,57 @@ def test_never_ready_canary_rolls_back_on_a_tick(interval, deadline, rolled_back
     policy = canary("stepWeight: 20\n  maxWeight: 50", interval, *deadline)
     d = Driver(policy, 4, startup=15, never_ready=frozenset({"canary"})).start().run(3000)
     assert d.statuses[-1] == (rolled_back_at, "Aborted", "ProgressDeadlineExceeded")
+
+
+# --------------------------------------------------------------------------- the ticker's phase
+# Flagger's ticker belongs to the Canary object, not to the release (scheduler.go
+# ``scheduleCanaries``: ``time.NewTicker(analysisInterval)`` per Canary; job.go runs it): a new
+# revision is noticed on the next tick, at a uniformly random phase of the interval.
+
+
+def test_the_first_tick_comes_at_the_drawn_phase_and_the_schedule_follows_it():
+    d = Driver(canary(), 4, startup=15, first_tick_s=37.5).start().run(3000)
+    assert scales(d, "canary") == [(37.5, 4), (397.5, 0)]  # nothing before Flagger notices
+    assert weights(d) == [(97.5, 20.0), (157.5, 40.0), (217.5, 60.0), (337.5, 0.0)]
+    assert measured(d) == [157.5, 217.5, 277.5]
+    assert d.statuses[0] == (0.0, "Progressing", "RolloutStarted")
+    assert d.statuses[-1] == (337.5, "Promoted", "Succeeded")
+
+
+@pytest.mark.parametrize("first", [None, 0.0])
+def test_no_phase_is_a_tick_at_the_release_start(first):
+    """None (or 0) keeps the older schedule: the revision is noticed at t = 0."""
+    d = Driver(canary(), 4, startup=15, first_tick_s=first).start().run(3000)
+    assert scales(d, "canary") == [(0.0, 4), (360.0, 0)]
+    assert weights(d)[0] == (60.0, 20.0) and measured(d) == [120.0, 180.0, 240.0]
+
+
+def test_the_phase_shifts_a_rollback_by_the_same_amount():
+    policy = flagger("  interval: 60s\n  threshold: 2\n  stepWeight: 20\n  maxWeight: 50\n")
+    d = Driver(policy, 4, startup=15, observe=failing, first_tick_s=12.0).start().run(3000)
+    assert measured(d) == [132.0, 192.0]
+    assert d.statuses[-1] == (252.0, "Aborted", "FailedChecksThreshold")
+
+
+def test_a_rollback_before_the_first_tick_ends_the_release_at_once():
+    d = Driver(canary(), 4, startup=15, first_tick_s=50.0).start()
+    d.rollback_at(20.0)
+    d.run(3000)
+    assert d.statuses[-1] == (20.0, "Aborted", "RollbackRequested:human")
+    assert scales(d, "canary") == [] and weights(d) == [] and d.measures == []  # nothing ran
+    assert d.ctl.finished and "tick" not in d.ctl.timers
+
+
+@pytest.mark.parametrize("first", [-1.0, 60.0, 61.0])
+def test_the_phase_is_within_one_interval(first):
+    with pytest.raises(ValueError, match="first_tick_s"):
+        Driver(canary(), 4, first_tick_s=first).start()
+
+
+def test_the_phase_is_a_constructor_setting_too():
+    from policies.controller import FlaggerController
+
+    ctl = FlaggerController(canary(), 4, first_tick_s=5.0)
+    timers = [a for a in ctl.start() if type(a).__name__ == "StartTimer" and a.key == "tick"]
+    assert [t.delay for t in timers] == [5.0]
+    assert ctl.phase == "Initializing"

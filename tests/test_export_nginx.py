@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from policies import load_policy, policy_from_yaml
-from policies.analysis import Metric, Phase, _evaluate
+from policies.analysis import Metric
 from policies.errors import NotExpressibleError
 from policies.exporters import Target, export
 from policies.exporters.checks import argo_verdict
@@ -231,6 +231,11 @@ CONDITIONS = [
     ("result >= 0.95 && result <= 1", "result < 0.5 || result > 2"),
     ("!(result < 0.9)", None),
     ("not (result < 0.9) and (result != 0.95 or result == 1)", "isNaN(result)"),
+    ("isNaN(result[0]) || result[0] >= 0.99", None),
+    ("len(result) == 0 || isNaN(result[0]) || result[0] >= 0.99", None),
+    ("0.99 <= result[0]", "isInf(result[0]) || len(result) > 1"),
+    (None, "len(result) == 0"),
+    (None, None),
 ]
 
 
@@ -244,5 +249,5 @@ def test_the_jq_verdict_judges_exactly_like_argo(success, failure):
         result = [] if value is None else [{"value": [1, text]}]
         answer = json.dumps({"data": {"resultType": "vector", "result": result}})
         done = subprocess.run(["jq", "-r", program], input=answer, capture_output=True, text=True)
-        expected = Phase.ERROR if value is None or math.isnan(value) else _evaluate(metric, value)
+        expected = metric.verdict(value)  # Argo's EvaluateResult: NaN judged, empty an Error
         assert done.stdout.strip() == expected.value, (value, done.stderr)

@@ -98,7 +98,10 @@ EXPECTED_GUESTBOOK = {
                     "interval": 300,
                     "successCondition": "result[0] >= 0.95",
                     "failureLimit": 3,
-                    "provider": {"query": {"measure": "successRate", "version": "canary"}},
+                    # the docs' query has no NaN filter: Argo judges 0/0 by the condition
+                    "provider": {
+                        "query": {"measure": "successRate", "version": "canary", "nanFilter": False}
+                    },
                 }
             ],
         }
@@ -171,6 +174,7 @@ def test_docs_query_with_irate_needs_a_mapping():
     assert mapped.policy.analysis_templates[0].metrics[0].provider.query == expected.model_copy(
         update={"window": None}
     )
+    assert not expected.nan_filter  # the docs' query has none: Argo judges NaN, and so do we
     assert any("mapped explicitly" in note for note in mapped.notes)
 
 

@@ -6,6 +6,14 @@ window; any failed check, no data included, counts one failure and halts the tic
 strategy step (more weight, or one more A/B iteration, or promotion). The tick that sees the
 new revision only scales the canary up; the first tick after it runs no analysis.
 Promotion rolls the primary Deployment to the new version, then routes all traffic to it.
+
+The ticker is not the release's: Flagger starts one per Canary object when it first sees it
+(``scheduleCanaries`` in pkg/controller/scheduler.go: ``time.NewTicker(analysisInterval)``,
+pkg/controller/job.go) and it keeps ticking across releases, so a new revision is noticed at
+the next tick, a uniformly random moment in [0, interval) after the release starts.
+``first_tick_s`` is that moment, drawn by the caller (the controller holds no randomness); None
+(or 0) notices the revision at the release start itself, on a tick at t = 0. Until then the
+controller is Initializing: nothing is scaled, and a rollback request simply ends the release.
 """
 
 from __future__ import annotations
@@ -36,9 +44,20 @@ class FlaggerController(ControllerBase):
     kind = "Flagger"
     quiet_measurements = False  # its checks are counted by the reconcile (the tick)
 
-    def __init__(self, policy: Progressive | ABTest, replicas: int, rng=None) -> None:
+    def __init__(
+        self,
+        policy: Progressive | ABTest,
+        replicas: int,
+        rng=None,
+        *,
+        first_tick_s: float | None = None,
+    ) -> None:
         super().__init__(policy, replicas, rng)
         self.analysis = policy.analysis
+        self.first_tick_s = first_tick_s
+        """Seconds from the release start to Flagger's first tick (the ticker's phase), in
+        [0, interval); None: a tick at the start. Read when the release starts, so a driver may
+        also set it on the controller before ``start()``."""
         self.phase = "Initializing"
         self.canary_weight = 0
         self.failed_checks = 0
@@ -61,21 +80,35 @@ class FlaggerController(ControllerBase):
 
     def _started(self) -> None:
         super()._started()
-        self.phase = "Progressing"  # the detecting tick: scale the canary from zero, no analysis
+        first = self.first_tick_s
+        interval = self.analysis.effective_interval_s
+        if first is not None and not 0.0 <= first < interval:
+            raise ValueError(f"first_tick_s must be in [0, {interval:g}) s (got {first!r})")
+        if first:
+            self._start_timer(TICK_TIMER, first)  # Flagger has not seen the revision yet
+        else:
+            self._detect()
+
+    def _detect(self) -> None:
+        """The tick that sees the new revision: scale the canary from zero, no analysis."""
+        self.phase = "Progressing"
         self._set_selectors({"stable"}, {"canary"})
         self._scale("canary", self.replicas)
         self._start_timer(TICK_TIMER, self.analysis.effective_interval_s)
 
     def _timer(self, key: str) -> None:
         if key == TICK_TIMER:
-            if not self.finished:
+            if self.phase == "Initializing":
+                self._detect()
+            elif not self.finished:
                 self._start_timer(TICK_TIMER, self.analysis.effective_interval_s)
                 self._tick()
         else:
             super()._timer(key)
 
     def _rollback_requested(self, source: str) -> None:
-        if self.phase in ("Progressing", "Promoting") and not self.promoted:
+        # Initializing: reverted before Flagger noticed the revision, nothing ran yet
+        if self.phase in ("Initializing", "Progressing", "Promoting") and not self.promoted:
             self._rollback(f"RollbackRequested:{source}", Intervention(source))
         elif self.promoted and not (self.rolling_back or self.rolled_back):
             self.rolling_back = True  # no undo in Flagger: the primary rolls back to the old spec

@@ -160,7 +160,7 @@ def _metric(metric: Metric, where: str, source: str, target: Target) -> dict[str
     query = cast(Query, provider.query)  # one source per provider: not sequential or kayenta
     window = query.window or metric.interval or DEFAULT_WINDOW_S
     try:
-        text = promql.query_for(query, source, window=window, nan_filter=True)
+        text = promql.query_for(query, source, window=window, nan_filter=query.nan_filter)
     except ValueError as exc:
         raise _refuse(f"{where}.provider.query", str(exc)) from None
     out["provider"] = {"prometheus": {"address": target.prometheus, "query": text}}

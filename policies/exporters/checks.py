@@ -20,7 +20,7 @@ from policies.exporters.runbook import Runbook, quote, secs
 from policies.measures import Query
 from policies.vocabulary import Executor, MetricSource
 
-__all__ = ["MetricsRunbook", "argo_verdict", "jq_condition", "jq_values"]
+__all__ = ["MetricsRunbook", "argo_verdict", "jq_condition", "jq_flagger_values", "jq_values"]
 
 _CHECKS = r"""# One measurement: a Prometheus query judged by a jq program printing the phase
 # (Successful, Failed, Inconclusive; Error for no answer, an empty or a NaN result).
@@ -107,8 +107,20 @@ rs_tick() {
 
 
 def jq_values(test: str) -> str:
-    """jq over a Prometheus answer: ``$v`` is its first value; no value or NaN is Error
-    (Argo's Error, Flagger's failed check), else ``test`` decides."""
+    """jq over a Prometheus answer: ``$r`` is its values (NaN kept), ``v`` its first value;
+    ``test`` decides, and reading ``v`` of an empty vector is Error (Argo's index out of range:
+    no series). NaN is judged by the conditions, as Argo's ``expr`` judges it."""
+    head = '(.data | if .resultType == "scalar" then [.result[1]] else [.result[]?.value[1]] end'
+    return (
+        f"{head} | map(tonumber)) as $r"
+        ' | def v: if ($r | length) == 0 then error("empty") else $r[0] end;'
+        f' try ({test}) catch "Error"'
+    )
+
+
+def jq_flagger_values(test: str) -> str:
+    """jq over a Prometheus answer for Flagger's checks: no value or NaN fails the check
+    (Flagger counts a check without data as failed), else ``test`` of ``$v`` decides."""
     head = '(.data | if .resultType == "scalar" then [.result[1]] else [.result[]?.value[1]] end'
     return (
         f"{head} | map(tonumber)) as $r | if ($r | length) == 0 or ($r[0] | isnan)"
@@ -116,9 +128,16 @@ def jq_values(test: str) -> str:
     )
 
 
+# Go compares NaN false with every number except by !=; jq orders NaN below all numbers, so each
+# comparison of the value says what NaN gives.
+_NAN_GIVES = {"!=": "true", "==": "false", ">=": "false", "<=": "false", ">": "false", "<": "false"}
+
+
 def jq_condition(text: str) -> str:
-    """An Argo condition (``Condition`` checked it is safe) as a jq boolean of ``$v``."""
+    """An Argo condition (``Condition`` checked it is safe) as a jq boolean of ``v`` and ``$r``,
+    short-circuiting left to right like ``expr`` (so ``len(result) == 0 || …`` guards)."""
     tokens, pos = Condition._tokenize(text), [0]
+    read = {"result": "v", "len": "($r | length)"}
 
     def take() -> tuple[str, str]:
         pos[0] += 1
@@ -133,10 +152,17 @@ def jq_condition(text: str) -> str:
             take()
             return f"({inner})"
         if kind == "nan":
-            return "($v | isnan)"
-        (_, op), other = take(), take()
-        left, right = ("$v" if k == "result" else repr(float(v)) for k, v in ((kind, value), other))
-        return f"({left} {op} {right})"
+            return "(v | isnan)"
+        if kind == "inf":
+            return "(v | isinfinite)"
+        (_, op), (kind2, value2) = take(), take()
+        if kind == "num":  # number op value: turn it round so the value reads first
+            op = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}.get(op, op)
+            kind, value, kind2, value2 = kind2, value2, kind, value
+        number = repr(float(value2))
+        if kind == "len":
+            return f"({read['len']} {op} {number})"
+        return f"(v as $x | if $x | isnan then {_NAN_GIVES[op]} else $x {op} {number} end)"
 
     def chain(operand, ops: tuple[str, str]) -> str:
         out = operand()
@@ -152,11 +178,19 @@ def jq_condition(text: str) -> str:
 
 
 def argo_verdict(success: str | None, failure: str | None) -> str:
-    """Argo's ``EvaluateResult`` in jq: failure wins; neither true (both given) -> Inconclusive."""
+    """Argo's ``EvaluateResult`` in jq: both conditions evaluated first (an error in either is
+    Error), then failure wins; neither true (both given) -> Inconclusive; none -> Successful."""
+    succ = jq_condition(success) if success else "false"
     fail = jq_condition(failure) if failure else "false"
-    succ = jq_condition(success) if success else "true"
-    other = "Failed" if failure is None else "Inconclusive"
-    return jq_values(f'if {fail} then "Failed" elif {succ} then "Successful" else "{other}" end')
+    if success is None and failure is None:
+        decide = '"Successful"'
+    elif failure is None:
+        decide = 'if $s then "Successful" else "Failed" end'
+    elif success is None:
+        decide = 'if $f then "Failed" else "Successful" end'
+    else:
+        decide = 'if $f then "Failed" elif $s then "Successful" else "Inconclusive" end'
+    return jq_values(f"({succ}) as $s | ({fail}) as $f | {decide}")
 
 
 class MetricsRunbook(Runbook):
@@ -183,7 +217,14 @@ class MetricsRunbook(Runbook):
         t, source = self.target, self.source
         try:
             return query_for(
-                query, source, t.service, t.namespace, window, scale=scale, hashes=self.hashes
+                query,
+                source,
+                t.service,
+                t.namespace,
+                window,
+                scale=scale,
+                hashes=self.hashes,
+                nan_filter=query.nan_filter,
             )
         except ValueError as exc:
             raise NotExpressibleError(self.executor, field, str(exc)) from None

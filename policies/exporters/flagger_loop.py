@@ -13,7 +13,7 @@ from typing import cast
 
 from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target
-from policies.exporters.checks import MetricsRunbook, jq_values
+from policies.exporters.checks import MetricsRunbook, jq_flagger_values
 from policies.exporters.manifests import deployment, whole_seconds
 from policies.exporters.runbook import quote, secs
 from policies.flagger import ABTest, FlaggerMetric, Progressive
@@ -41,8 +41,9 @@ def flagger_checks(book: MetricsRunbook, metrics: tuple[FlaggerMetric, ...]) -> 
             low, high = None, m.threshold
         limits = ((">=", low), ("<=", high))
         conds = " and ".join(f"$v {op} {x!r}" for op, x in limits if x is not None)
-        judge = jq_values(f'if {conds} then "Successful" else "Failed" end')
-        text = book.query(query, query.window or m.interval, where, scale)
+        judge = jq_flagger_values(f'if {conds} then "Successful" else "Failed" end')
+        unfiltered = query.model_copy(update={"nan_filter": False})  # Flagger fails NaN itself
+        text = book.query(unfiltered, query.window or m.interval, where, scale)
         tests.append(f'[ "$(rs_measure {quote(text)} {quote(judge)})" = Successful ]')
     book.functions.append(f"rs_checks() {{ {' && '.join(tests) or 'true'}; }}")
     return "rs_checks"

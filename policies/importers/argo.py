@@ -52,6 +52,7 @@ _METRIC_LIMITS = (
     "consecutiveErrorLimit",
     "consecutiveSuccessLimit",
 )
+_NAN_FILTER = re.compile(r">=\s*0(?:\.0*)?\s*$")
 _ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
@@ -162,6 +163,10 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
     provider = m.get("provider") or {}
     query = ctx.mapped(f"{tname}/{name}", str(name))
     if query is not None:
+        # a Prometheus query ending in ``>= 0`` filters NaN out; any other reaches the conditions
+        text = str((provider.get("prometheus") or {}).get("query", ""))
+        filtered = bool(_NAN_FILTER.search(text)) or "prometheus" not in provider
+        query = query.model_copy(update={"nan_filter": filtered})
         ctx.notes.append(f"{label} metric {name}: mapped explicitly to {query.to_dict()}")
     elif set(provider) != {"prometheus"}:
         kinds = ", ".join(sorted(provider)) or "none"
@@ -183,7 +188,8 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
         if form.query.window is None:
             why = "its range is an argument no analysis reference gives"
             raise ctx.error(where, map_hint(name, why), label)
-        query = form.query
+        # Argo judges a NaN sample by the conditions unless the query filters it (``>= 0``)
+        query = form.query.model_copy(update={"nan_filter": form.nan_filter})
         factor = {"percent": 100.0, "milliseconds": 1000.0}.get(form.scale)
         if factor:
             conditions = {k: _rescale(v, factor) for k, v in conditions.items()}
@@ -194,8 +200,8 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
         if not form.nan_filter and query.measure != "requestCount":
             ctx.notes.append(
                 f"{label} metric {name}: without a NaN filter (`>= 0`) a window with no"
-                " traffic gives NaN, which Argo judges by the conditions; the simulator"
-                " reports Error (retried after 10 s, counted by consecutiveErrorLimit)"
+                " traffic gives NaN, which Argo and the simulator judge by the conditions (an"
+                " unguarded `result[0] >= x` is Failed; guard it with `isNaN(result[0]) || ...`)"
             )
         if query.window is not None and query.window == out.get("interval", _DEFAULT_WINDOW_S):
             query = query.model_copy(update={"window": None})
