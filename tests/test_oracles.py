@@ -248,7 +248,12 @@ def test_exposure_formula_excess_is_delta_p_times_canary_traffic(case):
 def test_requests_beyond_the_serving_pods_capacity_fail():
     """A 50 % nginx canary on 2 replicas gets 1 pod (ceil(w·N)) of capacity 150 req/s for 500
     req/s: 1 − 150/500 = 70 % of its requests fail, however healthy the build; the canary
-    period starts when its pod serves (30 s) and the weight lands (2 s later)."""
+    period starts when its pod serves (30 s) and the weight lands (2 s later).
+
+    The counterfactual, the old version alone on its 2 pods, fails 70 % too (1000 req/s for
+    300): the canary's share is no worse, and the stable, now serving 500 req/s on its 2 pods,
+    fails 40 %, better than the counterfactual: both count, so the excess is −30 % of the
+    stable's requests (a surge pod adds capacity)."""
     bench = Bench(
         world(None, traffic={"rate": 1000}, platform={"replicas": 2, "capacityPerPod": 150})
     )
@@ -256,9 +261,18 @@ def test_requests_beyond_the_serving_pods_capacity_fail():
     outs = bench.outcomes(pause_canary(50), release="good", n=n)
     total = n * float(bench.traffic.integral(32.0, horizon))
     cand = sum(o.candidate_requests for o in outs)
-    failed = sum(o.failed_requests for o in outs)
+    failed = sum(o.bad_requests_new for o in outs)  # no baseline errors, no objective
     check("canary share", cand / total, 0.5, math.sqrt(0.5 * total) / total, f"n={n}")
     check("overloaded canary error rate", failed / cand, 0.7, math.sqrt(0.7 * 0.3 / cand))
+    stable = total - cand  # from 32 s on (before, the stable is the counterfactual)
+    old = sum(o.bad_requests_old for o in outs)
+    check("relieved stable error rate", old / stable, 0.4, math.sqrt(0.4 * 0.6 / stable))
+    excess = sum(o.excess_bad_requests for o in outs)
+    check(
+        "excess", excess / stable, -0.3, math.sqrt(0.7 * 0.3 * cand + 0.4 * 0.6 * stable) / stable
+    )
+    assert all(o.failed_requests == o.bad_requests for o in outs)
+    assert all(o.users_hurt == 0 and o.caused_bad_requests == 0 for o in outs)
 
 
 # --------------------------------------------------------------------------- 4. burn rate

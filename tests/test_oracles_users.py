@@ -173,26 +173,45 @@ def _set(x: float) -> bool:
 
 @pytest.mark.parametrize("scenario", list(_INVARIANT_SCENARIOS))
 def test_outcome_invariants(scenario):
-    """bad = failed + slow; users exposed (after the fault began) ≤ users, 0 without a fault,
-    ⊇ users hurt when the fault starts with the candidate; t_detect ≤ t_rollback_start ≤
-    t_mitigated; mitigation never without (or before) detection; false rollbacks only of good
-    releases, escapes only of bad ones; a good release's excess has mean 0 (within 4·SE)."""
+    """bad = failed + slow = new + old; users exposed (after the fault began) ≤ users, 0
+    without a fault, ⊇ users hurt when the fault starts with the candidate and the old version
+    lost nothing; users hurt (release-caused) ⊆ users with a bad answer, and none for a good
+    release unless the old version lost capacity; the gate fields name the gate that rolled
+    back; t_detect ≤ t_rollback_start ≤ t_mitigated; mitigation never without (or before)
+    detection; false rollbacks only of good releases, escapes only of bad ones; excess − caused
+    has mean 0 for either release (within 4·SE). (bluegreen-dns: Argo's 30 s scale-down delay
+    removes the old pods while clients still resolve them for the 120 s TTL: the old version
+    fails them, release-caused, also for a good release.)"""
     sections, fault, policy = _INVARIANT_SCENARIOS[scenario]
     bench = Bench(world(fault, **sections))
     users = bench.cw.users.n
     kinds = {"", "gate", "alert", "human", "deadline"}
-    excess_good = []
+    residuals: dict[str, list[float]] = {"good": [], "bad": []}
     for release in ("good", "bad"):
         for seed in (1, 2, 3):
             for o in bench.outcomes(policy, release=release, n=8, seed=seed):
                 assert o.error == "", o.error
                 assert o.bad_requests == o.failed_requests + o.slow_requests, o
-                assert 0 <= o.bad_requests <= o.candidate_requests, o
+                assert o.bad_requests == o.bad_requests_new + o.bad_requests_old, o
+                assert 0 <= o.bad_requests_new <= o.candidate_requests, o
+                assert 0 <= o.caused_bad_requests <= o.bad_requests, o
                 assert 0 <= o.users_hurt <= users and 0 <= o.users_exposed <= users, o
+                assert o.users_with_bad <= users, o
+                if o.bad_requests_old == 0:
+                    assert o.users_hurt <= o.users_with_bad, o
                 if release == "good":
                     assert o.users_exposed == 0, o  # nothing to be exposed to
-                elif "onset" not in fault:
+                    if o.bad_requests_old == 0:  # nothing else changed: nobody hurt
+                        assert o.users_hurt == o.caused_bad_requests == 0, o
+                elif "onset" not in fault and o.bad_requests_old == 0:
                     assert o.users_hurt <= o.users_exposed, o
+                if o.detected_by == "gate":
+                    assert o.gate_run != "" and o.gate_metrics != "", o
+                if o.gate_run:
+                    assert o.outcome == "rolled_back", o
+                else:
+                    assert o.gate_metrics == "" and math.isnan(o.gate_step), o
+                residuals[release].append(o.excess_bad_requests - o.caused_bad_requests)
                 assert o.detected_by in kinds and _set(o.t_detect) == (o.detected_by != ""), o
                 assert (o.outcome == "rolled_back") == _set(o.t_rollback_start), o
                 if _set(o.t_rollback_start):
@@ -207,10 +226,11 @@ def test_outcome_invariants(scenario):
                 assert o.bad_release == (release == "bad")
                 if release == "good":
                     assert math.isnan(o.t_fault), o
-                    excess_good.append(o.excess_bad_requests)
                 elif o.escaped:
                     assert _set(o.rollout_duration), o
-    # the excess is a martingale in the canary's requests (mean-zero increments for a good
-    # release); a rollback is a stopping time, so its mean stays 0 (optional stopping)
-    m, se = mean_se(excess_good)
-    check(f"good-release excess [{scenario}]", m, 0.0, se, f"n={len(excess_good)}")
+    # excess − caused is a martingale in the counted requests (each adds bad − b_ref − caused,
+    # of mean 0 given the past, as the fault here makes no request less likely bad); a
+    # rollback is a stopping time, so its mean stays 0 (optional stopping)
+    for release, values in residuals.items():
+        m, se = mean_se(values)
+        check(f"{release}-release excess − caused [{scenario}]", m, 0.0, se, f"n={len(values)}")

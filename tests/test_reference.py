@@ -3,8 +3,10 @@
 sim/engine/reference.py simulates every request; sim/engine/replication.py draws traffic in bulk.
 Both run the same controller in the same world, so their outcomes must have the same distribution.
 Per scenario both engines run N replications on independent seed streams, and for bad_requests,
-users_hurt, t_detect and users_exposed we assert *equivalence* — a confidence interval inside the
-margin — never merely "a test did not reject":
+users_hurt, t_detect, users_exposed and users_with_bad — and, where the outcome's definitions
+(DESIGN §5 "Outcomes") matter, on good releases and with capacity the release takes away, for
+bad_requests_old and excess_bad_requests — we assert *equivalence* — a confidence interval inside
+the margin — never merely "a test did not reject":
 
 * margin δ = 5 % of the metric's pooled mean, in the metric's units, one band for the mean and
   for the 10th/50th/90th percentiles;
@@ -25,12 +27,17 @@ a correct engine whose random streams change (a refactor re-rolls every draw) st
 binding check with probability ≈ 0.997, not 0.9. The test re-checks the power at the spread it
 observes (every SE ≤ δ/3.29, else it reports "N small").
 
+Where a definition gives 0 (nobody exposed to a good release; nobody hurt by one that changes
+nothing) both engines must give exactly 0. The two engines reach the definitions differently: the
+fast one thins bad counts by (b − b_ref)/b, the reference asks of each request whether the old
+version at full capacity would have served it well on the same random numbers.
+
 Besides: the reference meets closed forms on its own (anchors §1.1, §3.2), both engines meet the
 users_exposed closed form, and a DNS switch must take its TTL (a fast-engine bug this found, now
 fixed: drafts ahead of the clock had ended the switch early).
 
 Fixed seeds (world 7; fast 2024 + k, reference 4242 + k for scenario k; bootstrap 0) make the
-test deterministic. Replications run in a two-process pool: about 50 s of CPU, ~30 s on two
+test deterministic. Replications run in a two-process pool: about 70 s of CPU, ~40 s on two
 idle cores. ``python tests/test_reference.py`` prints the reference's CPU cost per request.
 """
 
@@ -57,7 +64,7 @@ WORLD_SEED, FAST_SEED, REF_SEED, BOOT_SEED = 7, 2024, 4242, 0
 MARGIN = 0.05  # relative equivalence margin
 POWER_Z = 2 * stats.norm.ppf(0.95)  # δ/SE needed for 90 % TOST power at α = 0.05 (3.29)
 QUANTILES = (10, 50, 90)
-METRICS = ("bad_requests", "users_hurt", "t_detect", "users_exposed")
+METRICS = ("bad_requests", "users_hurt", "t_detect", "users_exposed", "users_with_bad")
 
 BASE: dict = {
     "horizon": "6m",
@@ -95,7 +102,8 @@ def _spec(**sections) -> dict:
 
 
 # name: (world, policy, N). Pilot (300 per engine): CVs of bad, hurt, t_detect and the N that
-# gives 90 % power (users_exposed, CV ≤ 0.04, never needs more than 52).
+# gives 90 % power (users_exposed, CV ≤ 0.04, never needs more than 52; users_with_bad is within
+# 1 % of users_hurt here: baseline errors are 1 % of the bad requests).
 SCENARIOS: dict[str, tuple[dict, str, int]] = {
     # (a) random routing, nginx weights, successRate ≥ 0.98 every 1m, failureLimit 1 (a window
     # of ~300 requests at 10 % errors passes it with probability ~1e-7: detection is certain).
@@ -151,8 +159,79 @@ EXPOSED = (
     NGINX.format(name="hold") + "steps: [{setWeight: 20}, {pause: {duration: 24h}}]\n",
     100,
 )
-KEYS = (*SCENARIOS, "e-exposed")
-FIELDS = (*METRICS, "t_fault", "detected_by", "outcome")
+# The outcome's definitions (DESIGN §5 "Outcomes") on good and bad releases, where they differ
+# from the plain counts: name: (world, policy, N, release, metrics compared, metrics that are 0
+# in every replication of both engines). Pilot CVs (300 per engine) and the N they need below.
+HELD = NGINX.format(name="hold") + "steps: [{setWeight: 50}, {pause: {duration: 24h}}]\n"
+WALK = (
+    "kind: Canary\nname: walk\n"
+    "steps: [{setWeight: 25}, {pause: {duration: 2m}}, {setWeight: 75}, {pause: {duration: 2m}}]\n"
+)
+_GOOD = {"name": "good", "probability": 0.5}
+_CAPACITY = _spec(  # 4 pods carry 56 req/s, 3 only 42: the walk leaves the Service short
+    platform={"capacityPerPod": 14, "podStartup": "30s"},
+    operators={"alerts": []},
+    releases=[_GOOD, {"name": "bad", "probability": 0.5, "fault": {"errorRate": 0.1}}],
+)
+DEFINITIONS: dict[str, tuple[dict, str, int, str, tuple[str, ...], tuple[str, ...]]] = {
+    # (g) a good release held at 50 % with 5 % baseline errors (no alerts: they would page):
+    # its ≈ 400 bad requests are all baseline, hitting ≈ 270 users, and nobody is hurt or
+    # exposed. CVs 0.050, 0.047; N ≥ 21 (means), 90 (p10 of bad_requests).
+    "g-good-held": (
+        _spec(
+            baseline={"errorRate": 0.05},
+            operators={"alerts": []},
+            releases=[{"name": "good", "probability": 1.0}],
+        ),
+        HELD,
+        200,
+        "good",
+        ("bad_requests", "users_with_bad"),
+        ("users_hurt", "users_exposed", "caused_bad_requests", "bad_requests_old"),
+    ),
+    # (f) a basic canary walking 25 % → 75 % on 4 pods of 14 req/s at 50 req/s: the stable is
+    # scaled down while canary pods start (30 s), ≈ 760 overload failures on both versions, 420
+    # of them on the old one. Good: the overload alone hurts ≈ 410 users; nobody is exposed.
+    # CVs 0.037 (bad), 0.050 (old), 0.037 (excess), 0.034 (hurt), 0.049 (with bad);
+    # N ≥ 22 (means), 102 (p90 of users_with_bad).
+    "f-capacity-good": (
+        _CAPACITY,
+        WALK,
+        220,
+        "good",
+        ("bad_requests", "bad_requests_old", "excess_bad_requests", "users_hurt", "users_with_bad"),
+        ("users_exposed",),
+    ),
+    # Bad (10 % errors on the canary, never detected in the 6 minutes): both causes at once.
+    # CVs 0.025, 0.050, 0.025, 0.021, 0.024, 0.007 (exposed); N ≥ 22 (means), 68 (p90 of old).
+    "f-capacity-bad": (
+        _CAPACITY,
+        WALK,
+        160,
+        "bad",
+        (
+            "bad_requests",
+            "bad_requests_old",
+            "excess_bad_requests",
+            "users_hurt",
+            "users_with_bad",
+            "users_exposed",
+        ),
+        (),
+    ),
+}
+KEYS = (*SCENARIOS, "e-exposed", *DEFINITIONS)
+FIELDS = (
+    *METRICS,
+    "bad_requests_old",
+    "excess_bad_requests",
+    "caused_bad_requests",
+    "gate_run",
+    "gate_metrics",
+    "t_fault",
+    "detected_by",
+    "outcome",
+)
 
 
 # --------------------------------------------------------------------------- running
@@ -160,10 +239,16 @@ FIELDS = (*METRICS, "t_fault", "detected_by", "outcome")
 
 @functools.cache
 def _setup(key: str):
-    spec, policy = (EXPOSED[0], EXPOSED[1]) if key == "e-exposed" else SCENARIOS[key][:2]
+    release = "bad"
+    if key == "e-exposed":
+        spec, policy = EXPOSED[0], EXPOSED[1]
+    elif key in DEFINITIONS:
+        spec, policy, _, release = DEFINITIONS[key][:4]
+    else:
+        spec, policy = SCENARIOS[key][:2]
     world = World.model_validate(spec)
     cw = world.compile(WORLD_SEED)
-    return cw, UserCells(cw.users), policy_from_yaml(policy), world.releases["bad"]
+    return cw, UserCells(cw.users), policy_from_yaml(policy), world.releases[release]
 
 
 def _chunk(args: tuple[str, str, int, int]) -> list[tuple]:
@@ -186,6 +271,7 @@ def _chunk(args: tuple[str, str, int, int]) -> list[tuple]:
 def _all_results() -> dict[tuple[str, str], dict[str, np.ndarray]]:
     """Every scenario's replications, both engines, in one two-process pool (slow jobs first)."""
     plan = [(key, n) for key, (_, _, n) in SCENARIOS.items()] + [("e-exposed", EXPOSED[2])]
+    plan += [(key, spec[2]) for key, spec in DEFINITIONS.items()]
     jobs = [
         (key, engine, lo, min(n, lo + size))
         for engine, size in (("ref", 20), ("fast", 100))
@@ -263,9 +349,12 @@ def equivalence_problems(fast, ref, what: str) -> list[str]:
 # --------------------------------------------------------------------------- equivalence
 
 
+_PAIRS = [(key, m) for key in SCENARIOS for m in METRICS]
+_PAIRS += [(key, m) for key, spec in DEFINITIONS.items() for m in spec[4]]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("scenario, metric", _PAIRS)
 def test_fast_engine_matches_the_reference(scenario, metric):
     fast, ref = _samples(scenario, metric)
     assert np.isfinite(fast).all() and np.isfinite(ref).all(), "every bad release is detected"
@@ -274,11 +363,23 @@ def test_fast_engine_matches_the_reference(scenario, metric):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scenario", list(DEFINITIONS))
+def test_both_engines_count_nothing_where_the_definitions_say_none(scenario):
+    """A good release exposes nobody; without a shortfall it hurts nobody and leaves the old
+    version uncounted: exactly 0 in every replication of both engines."""
+    results = _all_results()
+    for metric in DEFINITIONS[scenario][5]:
+        for engine in ("fast", "ref"):
+            values = results[(scenario, engine)][metric]
+            assert not values.any(), f"{scenario} {engine} {metric}: {values[values != 0][:5]}"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_both_engines_detect_the_same_way(scenario):
     """Same detector and verdict in every replication (the scenarios make them certain)."""
     results = _all_results()
-    for field in ("detected_by", "outcome"):
+    for field in ("detected_by", "outcome", "gate_run", "gate_metrics"):
         fast = set(results[(scenario, "fast")][field])
         assert fast == set(results[(scenario, "ref")][field]) and len(fast) == 1, field
 
@@ -429,7 +530,7 @@ def test_reference_is_deterministic_and_self_consistent():
     spec, policy, _ = SCENARIOS["a-random-threshold"]
     one, two = _reference(spec, policy, 3), _reference(spec, policy, 3)
     assert repr(one.outcome) == repr(two.outcome)
-    rec, out = one.records(), one.outcome
+    rec, out = one.requests.arrays(), one.outcome
     assert out.candidate_requests == rec["t"].size == sum(one.scrapes.req[True])
     assert out.bad_requests == int((rec["failed"] | rec["slow"]).sum())
     assert out.users_hurt <= out.users_exposed <= np.unique(rec["user"]).size

@@ -18,8 +18,10 @@ import pytest
 from sim.engine.outcome import OUTCOME_FIELDS, Outcome
 from sim.report import figures
 from sim.report import write as report_module
-from sim.report.text import Facts, fmt_count, fmt_duration, fmt_pct, fmt_pod_seconds, verdict
-from sim.report.write import REPORT_FILES, example_traces, write_report
+from sim.report.facts import Facts
+from sim.report.text import fmt_count, fmt_duration, fmt_pct, fmt_pod_seconds
+from sim.report.verdict import verdict
+from sim.report.write import REPORT_FILES, ReportIncomplete, example_traces, write_report
 from sim.runs.runner import RunResult, run
 from sim.runs.scenario import load_scenario
 from sim.runs.summary import MIXTURE
@@ -59,8 +61,9 @@ def _verdict_html(html: str) -> str:
 
 
 def _safest(result) -> str:
-    mix = result.summary().xs(MIXTURE, level="release_class")
-    return str(mix["excess_bad_requests_mean"].idxmin())
+    """Safety is judged per bad release (the one bad class here), never on the mixture."""
+    bad = result.summary().xs("fails-5pct", level="release_class")
+    return str(bad["excess_bad_requests_mean"].idxmin())
 
 
 # ---------------------------------------------------------------------------- the folder
@@ -128,7 +131,8 @@ def test_verdict_comes_first_and_names_the_safest_policy(report: Path, result) -
     text = _verdict_html(html)
     assert f"<strong>{safest}</strong> is the safest" in text
     assert "<strong>bluegreen</strong> is the fastest" in text
-    assert "paired difference significant" in text
+    per_bad = r"paired difference \+[\d,]+ per bad release, 95 % CI \+[\d,]+ to \+[\d,]+, "
+    assert re.search(per_bad + "significant", text)
 
 
 def test_markdown_says_the_same_and_links_the_figures(report: Path) -> None:
@@ -174,13 +178,8 @@ def test_formatting(fmt, value, text) -> None:
 # ---------------------------------------------------------------------------- atomic writes
 
 
-@pytest.mark.parametrize(
-    ("module", "name"),
-    [(figures, "pareto_front"), (report_module, "_write_results")],
-    ids=["while drawing a figure", "while writing the folder"],
-)
-def test_a_failure_leaves_the_old_report_untouched(
-    tmp_path: Path, result, loaded, monkeypatch, module, name
+def test_a_failure_while_writing_the_results_leaves_the_old_report_untouched(
+    tmp_path: Path, result, loaded, monkeypatch
 ) -> None:
     out = write_report(result, loaded, tmp_path / "report", traces=[])
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -188,12 +187,36 @@ def test_a_failure_leaves_the_old_report_untouched(
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(module, name, broken)
+    monkeypatch.setattr(report_module, "_write_results", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         write_report(result, loaded, out, traces=[])
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no partial folder left
+
+
+def test_a_figure_that_fails_is_named_in_its_place_and_the_rest_is_written(
+    tmp_path: Path, result, loaded, monkeypatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(figures, "pareto_front", broken)
+    with pytest.raises(ReportIncomplete, match="no ink") as caught:
+        write_report(result, loaded, tmp_path / "report", traces=[])
+    out = tmp_path / "report"
+    assert "\n" not in str(caught.value) and "report.md" in str(caught.value)
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), result.frame)
+    md = (out / "report.md").read_text()
+    assert "**This report is incomplete.**" in md
+    what = "the figure “Speed against safety” could not be drawn (RuntimeError: no ink)"
+    assert f"Not shown: {what}" in md
+    assert {p.stem for p in (out / "figures").glob("*.png")} == {"blast-radius", "users-hurt"}
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+    monkeypatch.undo()  # the next run replaces it like any report
+    assert write_report(result, loaded, out, traces=[]) == out
 
 
 def test_a_new_report_replaces_the_old_one_whole(tmp_path: Path, result, loaded) -> None:

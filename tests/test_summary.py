@@ -261,3 +261,55 @@ def test_pareto_leaves_out_policies_that_never_finish():
         ]
     )
     assert list(pareto(df).index) == ["slow"]
+
+
+# ------------------------------------------------------------------ a subset of classes
+
+
+def test_classes_make_the_mixture_of_those_classes_alone():
+    df, (_, a_bad, _, b_bad) = pair_frame(np.random.default_rng(6))
+    c = compare(df, "A", "B", "x", classes=["bad"])
+    assert list(c.index) == ["bad", MIXTURE]
+    d = b_bad - a_bad
+    assert c.loc[MIXTURE, "diff"] == pytest.approx(d.mean())  # per bad release, not × 0.1
+    assert c.loc[MIXTURE, "ci_high"] - d.mean() == pytest.approx(Z * d.std(ddof=1) / math.sqrt(8))
+    s = summarize(df, ["x"], classes=["bad"])
+    assert s.loc[("A", MIXTURE), "x_mean"] == pytest.approx(a_bad.mean())
+    assert s.loc[("A", MIXTURE), "probability"] == 1.0
+
+
+def test_optional_metrics_a_frame_lacks_are_left_out():
+    s = summarize(frame("p", {"good": (1.0, {"x": GOOD})}), ["x", "users_with_bad"])
+    assert "x_mean" in s and "users_with_bad_mean" not in s
+    with pytest.raises(KeyError, match="users_hurt"):
+        summarize(frame("p", {"good": (1.0, {"x": GOOD})}), ["x", "users_hurt"])
+
+
+def test_an_all_failed_stratum_summarises_to_nan():
+    df = frame("p", {"good": (1.0, {"x": [1.0, 2.0]})})
+    df["error"] = "RuntimeError: boom"
+    s = summarize(df, ["x"])
+    assert math.isnan(s.loc[("p", MIXTURE), "x_mean"]) and s.loc[("p", MIXTURE), "failed"] == 2
+
+
+def test_pareto_on_chosen_classes():
+    """Rollout of good releases against harm of bad ones: B is faster on good releases and
+    does less harm on bad ones, though its mixture rollout (bad ones too) is slower."""
+    a = frame(
+        "A",
+        {
+            "good": (0.5, {"rollout_duration": [100.0, 100.0], "excess_bad_requests": [0.0, 0.0]}),
+            "bad": (0.5, {"rollout_duration": [10.0, 10.0], "excess_bad_requests": [9.0, 9.0]}),
+        },
+    )
+    b = frame(
+        "B",
+        {
+            "good": (0.5, {"rollout_duration": [90.0, 90.0], "excess_bad_requests": [0.0, 0.0]}),
+            "bad": (0.5, {"rollout_duration": [500.0, 500.0], "excess_bad_requests": [1.0, 1.0]}),
+        },
+    )
+    df = pd.concat([a, b])
+    assert list(pareto(df).index) == ["A", "B"]
+    front = pareto(df, x_classes=["good"], y_classes=["bad"])
+    assert list(front.index) == ["B"] and front.loc["B"].tolist() == [90.0, 1.0]

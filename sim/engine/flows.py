@@ -59,12 +59,14 @@ class FlowSet:
 
     __slots__ = (
         "any_faulty",
+        "any_unserved",
         "canary",
         "canary_idx",
         "faulty",
         "flows",
         "service_canary",
         "share",
+        "stable_idx",
         "unserved",
         "weights",
     )
@@ -74,9 +76,11 @@ class FlowSet:
         self.share = np.array([f.share for f in flows], dtype=float)
         self.canary = np.array([f.version == "canary" for f in flows], dtype=bool)
         self.canary_idx = np.flatnonzero(self.canary)
+        self.stable_idx = np.flatnonzero(~self.canary)
         self.faulty = self.canary & np.array([f.faulty for f in flows], dtype=bool)
         self.any_faulty = bool(self.faulty.any())
         self.unserved = np.array([f.unserved for f in flows], dtype=bool)
+        self.any_unserved = bool(self.unserved.any())
         self.service_canary = np.array([f.service == "canary" for f in flows], dtype=bool)
         # rows: canary requests, faulty canary requests, stable requests (for the slot series)
         self.weights = np.stack([self.canary, self.faulty, ~self.canary]).astype(float)
@@ -143,15 +147,23 @@ class UserCells:
         """Users of ``k`` requests from the selection, each ∝ activity (with repeats, or each
         hit user once when ``k`` is large: only who was hit matters to the callers)."""
         _, _, i, j = self._range(selector)
+        return self._draw_range(rng, k, selector[:2], i, j)[0]
+
+    def draw_counts(self, rng: np.random.Generator, k: int, selector: Selector):
+        """``draw`` with each returned user's number of requests (the same random numbers:
+        the users are ``draw``'s; their counts sum to ``k``)."""
+        _, _, i, j = self._range(selector)
         return self._draw_range(rng, k, selector[:2], i, j)
 
-    def _draw_range(self, rng, k: int, group_key, i: int, j: int) -> np.ndarray:
+    def _draw_range(self, rng, k: int, group_key, i: int, j: int):
         members = self._group(*group_key)[0]
         if k <= 0 or j <= i:
-            return np.empty(0, dtype=np.intp)
+            return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.int64)
         if k > 3 * (j - i):  # per user is cheaper than k lookups
-            return members[i:j][self._counts(rng, k, group_key, i, j) > 0]
-        return members[self._picks(rng, k, group_key, i, j)]
+            counts = self._counts(rng, k, group_key, i, j)
+            hit = counts > 0
+            return members[i:j][hit], counts[hit]
+        return members[self._picks(rng, k, group_key, i, j)], np.ones(k, dtype=np.int64)
 
     def _picks(self, rng, k: int, group_key, i: int, j: int) -> np.ndarray:
         """Positions in the group of k draws ∝ activity from [i, j)."""
@@ -209,7 +221,7 @@ class UserCells:
             if sum(r[3] for r in ranges) <= hi - lo:
                 for i, j, _, expected in ranges:
                     k = int(rng.poisson(expected))
-                    reached[self._draw_range(rng, k, (key, order), i, j)] = True
+                    reached[self._draw_range(rng, k, (key, order), i, j)[0]] = True
                 continue
             lam = self._sorted_activity(key, order)[lo:hi] * self._steps(lo, hi, ranges)
             hit = rng.standard_exponential(hi - lo) < lam

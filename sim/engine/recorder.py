@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 
+from policies.controller import Cause
 from sim.engine.flows import UserCells, flow_set
-from sim.engine.outcome import Outcome
+from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace
 
@@ -65,9 +66,12 @@ class Recorder:
         if self.promoted_at is None:  # rollout_duration: once no request reaches the old version
             self.promoted_at = self.env.now
 
-    def rollback_began(self) -> None:
-        if math.isnan(self.outcome.t_rollback_start):
-            self.outcome.t_rollback_start = self.env.now
+    def rollback_began(self, cause: Cause) -> None:
+        """The first abort or undo: when, and which gate (if any) caused it."""
+        out = self.outcome
+        if math.isnan(out.t_rollback_start):
+            out.t_rollback_start = self.env.now
+            out.gate_run, out.gate_metrics, out.gate_step = gate_fields(cause)
 
     def check_mitigated(self) -> None:
         """The rollback is done for users once no request can reach the candidate."""
@@ -111,9 +115,12 @@ class Recorder:
         totals = tape.settle()
         out.failed_requests, out.slow_requests = totals.failed, totals.slow
         out.bad_requests, out.candidate_requests = totals.bad, totals.requests
+        out.bad_requests_new, out.bad_requests_old = totals.bad_new, totals.bad_old
         out.excess_bad_requests = totals.excess
-        out.users_hurt = tape.users_hurt()
-        out.users_exposed = tape.users_exposed(tape.user_rng)
+        blast = tape.blast
+        out.users_hurt, out.users_with_bad = blast.users_hurt(), blast.users_with_bad()
+        out.users_exposed = blast.users_exposed()
+        out.caused_bad_requests = totals.caused  # complete once the users are drawn
         if totals.t_fault is not None:
             out.t_fault = totals.t_fault
         slo = self.world.operators.slo

@@ -19,6 +19,15 @@ q-quantile the k-th order statistic (k = ⌈q·n⌉); the burn-rate rules run ev
 ruleEvaluationInterval on per-slot counts with baseline history before t = 0; a human notices
 humanDetection after the first request the fault touched.
 
+The blast radius (sim/engine/outcome.py) is counted here by its plain meaning, request by
+request, on a coupled counterfactual: each request also meets *the old version alone at full
+capacity* with its own random numbers (the same failure draw against p₀, the same overload draw
+against full capacity's overload, its latency before the fault's change). It is release-caused
+when it is bad and its counterfactual is not; the fast engine's thinning, (b − b_ref)/b of the
+bad requests, has the same law whenever the release makes no request more likely to be good.
+Counted are every request of the new version and the old version's while the release leaves it
+short of capacity (overloaded beyond full capacity's share, or no serving pod).
+
 Cost: linear in requests, about 1–1.5 µs of CPU each (``python tests/test_reference.py`` measures
 it): 50 req/s for 2 h takes half a second. Small scenarios only (≲ 100 req/s, ≲ 2 h).
 """
@@ -26,7 +35,6 @@ it): 50 req/s for 2 h takes half a second. Small scenarios only (≲ 100 req/s, 
 from __future__ import annotations
 
 import math
-from array import array
 from bisect import bisect_right
 
 import numpy as np
@@ -34,8 +42,9 @@ import simpy
 
 import policies.controller as pc
 from policies.vocabulary import router_of
-from sim.engine.outcome import Outcome
+from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.reference_metrics import Scrapes
+from sim.engine.reference_records import RequestRecords
 from sim.world.rates import Constant
 
 __all__ = ["ReferenceReplication", "simulate_reference"]
@@ -59,14 +68,17 @@ class ReferenceReplication:
         world = self.world = cw.world
         self.cw, self.policy, self.release, self.fault = cw, policy, release, release.fault
         key = seed.spawn_key  # children made without advancing the seed: it may serve again
-        children = [np.random.SeedSequence(seed.entropy, spawn_key=(*key, k)) for k in range(6)]
+        children = [np.random.SeedSequence(seed.entropy, spawn_key=(*key, k)) for k in range(7)]
         rngs = [np.random.default_rng(child) for child in children]
-        self.data, self.pods_rng, self.ops_rng, fault_rng, gate_rng, self.dns_rng = rngs
+        self.data, self.pods_rng, self.ops_rng, fault_rng, gate_rng, self.dns_rng, tick = rngs
         platform, ops, fault = world.platform, world.operators, self.fault
         self.n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon, self.slot = world.horizon, platform.scrape_interval
         self.env = simpy.Environment()
         self.ctl = pc.RolloutController(policy, self.n, rng=gate_rng)
+        if isinstance(self.ctl, pc.FlaggerController):  # its ticker's phase
+            interval = policy.analysis.effective_interval_s
+            self.ctl.first_tick_s = platform.flagger_first_tick(interval, float(tick.random()))
         self.router_delay = platform.router_delay_for(router_of(policy))
         self.join_delay = platform.router_delay_for("pods")  # a ready pod joins the endpoints
         self.selector_delay = platform.router_delay_for("serviceSelector")
@@ -103,8 +115,9 @@ class ReferenceReplication:
         self.t_fault: float | None = None
         self.pod_count_t, self.extra_pod_seconds = 0.0, 0.0
         self.scrapes = Scrapes(world, self.horizon)  # what Prometheus would scrape
-        self.rec_t, self.rec_user = array("d"), array("l")  # the candidate's requests
-        self.rec_failed, self.rec_slow = array("b"), array("b")
+        # the requests the blast radius counts: every one of the new version (``new`` 1), and
+        # the old version's while the release leaves it short of capacity (``new`` 0)
+        self.requests = RequestRecords()  # what the blast radius counts
         name = policy_name or policy.name
         self.outcome = Outcome(name, index, run_seed, release.name, release.is_bad)
         self._refresh()
@@ -241,6 +254,9 @@ class ReferenceReplication:
         self.share_c = self._canary_share()
         w = self.weight
         self.state = (self.matched, w, w / 100.0, self.canary_pods, self.stable_pods)
+        self.overs: tuple[float, float] | None = None  # per Service, while the rate is constant
+        if self.capacity is not None and isinstance(self.world.traffic.rate, Constant):
+            self.overs = (self._overload(now, False), self._overload(now, True))
 
     def _canary_share(self) -> float:
         """Expected fraction of requests the canary Service gets (activity-weighted)."""
@@ -290,7 +306,9 @@ class ReferenceReplication:
         scrapes = self.scrapes
         svc_req, svc_bad, req, err = scrapes.svc_req, scrapes.svc_bad, scrapes.req, scrapes.err
         lats = scrapes.lat
-        rec = (self.rec_t, self.rec_user, self.rec_failed, self.rec_slow)
+        rec, rec_caused, rec_ref = self.requests.columns, self.requests.caused, self.requests.ref
+        no_objective = math.inf if objective is None else objective
+        full_const = self._full_overload(0.0) if constant and capacity is not None else None
         ubuf, ebuf, lbuf = [], [], []
         t = chunk_end = bound = 0.0
         while True:
@@ -327,7 +345,7 @@ class ReferenceReplication:
             pods = canary_pods if to_canary else stable_pods
             if not to_canary and self.dns_from is not None and self.dns_switch[u] > t:
                 pods = self.old_pods  # this client still resolves the old address
-            active = False
+            active, over = False, 0.0
             if pods:
                 pod = pods[int(ubuf.pop() * len(pods))]
                 candidate, p = pod.candidate, p0
@@ -335,28 +353,42 @@ class ReferenceReplication:
                     since = t - pod.onset
                     active = since >= 0
                     p = fault_p(since)
-                failed = ubuf.pop() < p
-                if capacity is not None and not failed:
-                    failed = ubuf.pop() < self._overload(t, to_canary)
+                if capacity is not None:
+                    overs = self.overs
+                    over = self._overload(t, to_canary) if overs is None else overs[to_canary]
             else:  # nobody serves this Service: the request fails on the version it is for
-                candidate, failed = to_canary, True
+                candidate, p, over = to_canary, 1.0, 1.0
+            # The counterfactual, on the same random numbers: the old version at full capacity
+            # (its failure draw, overload draw and latency are this request's own).
+            x = ubuf.pop()
+            failed, base_failed = x < p, x < p0
+            if capacity is not None:
+                y = ubuf.pop()
+                full = self._full_overload(t) if full_const is None else full_const
+                failed, base_failed = failed or y < over, base_failed or y < full
+                short = abs(over - full) > 1e-12
+            else:
+                short = over > 0.0
             if not lbuf:
                 lbuf.extend(np.asarray(latency.sample(self.data, _BUF)).tolist())
-            lat = lbuf.pop()
+            lat = base_lat = lbuf.pop()
             if active:
                 lat = lat_m * lat + lat_s
                 if self.t_fault is None:
                     self._fault_began(t)
-            slow = not failed and objective is not None and lat > objective
+            slow = not failed and lat > no_objective
             j = int(t // slot)
             svc_req[j] += 1
             svc_bad[j] += failed or slow
             req[candidate][j] += 1
             err[candidate][j] += failed
             lats[candidate][j].append(lat)
-            if candidate:  # the blast radius reads only the candidate's requests
-                for column, value in zip(rec, (t, u, failed, slow)):
+            if candidate or short:  # the blast radius: the new version, and a short old one
+                for column, value in zip(rec, (t, u, candidate, failed, slow)):
                     column.append(value)
+                rec_caused.append((failed or slow) and not (base_failed or base_lat > no_objective))
+                if capacity is not None:
+                    rec_ref.append(full + (1.0 - full) * self.b0)
 
     def _overload(self, t: float, to_canary: bool) -> float:
         """Fraction of a Service's requests beyond what its serving pods can take (they fail)."""
@@ -364,6 +396,11 @@ class ReferenceReplication:
         pods = len(self.canary_pods if to_canary else self.stable_pods)
         load = float(self.world.traffic.rate_at(t)) * share
         return min(1.0, max(0.0, 1.0 - pods * self.capacity / load)) if load > 0 else 0.0
+
+    def _full_overload(self, t: float) -> float:
+        """The same for the counterfactual: every request on ``replicas`` old pods."""
+        load = float(self.world.traffic.rate_at(t))
+        return min(1.0, max(0.0, 1.0 - self.n * self.capacity / load)) if load > 0 else 0.0
 
     def _fault_p(self, since: float) -> float:
         """The fault's failure probability ``since`` seconds after its onset on the pod."""
@@ -409,6 +446,7 @@ class ReferenceReplication:
         elif action.rolls_back:
             if math.isnan(out.t_rollback_start):
                 out.t_rollback_start = now
+                out.gate_run, out.gate_metrics, out.gate_step = gate_fields(cause)
             by = pc.detector(cause)  # alerts and humans record themselves when they fire
             if by:
                 self._detected(now, by)
@@ -418,26 +456,11 @@ class ReferenceReplication:
         if token is self.approval_token:
             self._deliver([pc.Approved()])
 
-    def records(self) -> dict[str, np.ndarray]:
-        """The candidate's requests: time, user, failed, slow (the stable's are per-slot counts
-        only: no outcome field reads them one by one)."""
-        t, user = np.frombuffer(self.rec_t, dtype=float), np.asarray(self.rec_user, np.int64)
-        failed, slow = np.asarray(self.rec_failed, bool), np.asarray(self.rec_slow, bool)
-        return {"t": t, "user": user, "failed": failed, "slow": slow}
-
     def _finish(self) -> Outcome:
         self._count_pods()
-        out, r = self.outcome, self.records()
-        failed, slow = r["failed"], r["slow"]
-        bad = failed | slow
-        out.failed_requests, out.slow_requests = int(failed.sum()), int(slow.sum())
-        out.bad_requests, out.candidate_requests = int(bad.sum()), int(failed.size)
-        out.excess_bad_requests = out.bad_requests - out.candidate_requests * self.b0
-        out.users_hurt = int(np.unique(r["user"][bad]).size)
-        began = math.inf if self.fault is not None else -math.inf  # a good release: reached at all
-        if self.t_fault is not None:
-            out.t_fault = began = self.t_fault
-        out.users_exposed = int(np.unique(r["user"][r["t"] >= began]).size)
+        out = self.outcome
+        finite = self.capacity is not None
+        self.requests.fill(out, b0=self.b0, finite_capacity=finite, t_fault=self.t_fault)
         slo = self.world.operators.slo
         expected = float(self.world.traffic.integral(0.0, slo.period))
         out.error_budget_used = out.excess_bad_requests / slo.budget(expected) if expected else 0.0

@@ -64,7 +64,8 @@ class Scrapes:
                 for quantile in quantiles:  # the k-th order statistic, k = ⌈q·n⌉
                     k = min(n, max(1, math.ceil(quantile * n)))
                     q[quantile] = float(np.partition(lats, k - 1)[k - 1])
-            stats.append(WindowStats(n, sum(self.err[version][j0:j1]), q))
+            served = not version or n > 0 or any(self.req[version][:j0])  # the series exist
+            stats.append(WindowStats(n, sum(self.err[version][j0:j1]), q, served))
         return Observation(j0 * self.slot, j1 * self.slot, stats[0], stats[1])
 
     # ------------------------------------------------------------------ the burn-rate rules

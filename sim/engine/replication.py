@@ -23,6 +23,7 @@ from policies.controller import (
     Approved,
     AwaitingApproval,
     CancelTimer,
+    FlaggerController,
     Measure,
     PodsChanged,
     RollbackRequested,
@@ -71,17 +72,26 @@ class Replication:
         platform = world.platform
         self.cw, self.world, self.policy, self.release = cw, world, policy, release
         fault = release.fault
-        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss = streams(seed, 6)
+        # (a stream added later goes last: the earlier ones, and their numbers, stay)
+        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss, tick_ss = streams(seed, 8)
         self.ops_rng = np.random.default_rng(ops_ss)
         n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon = horizon = world.horizon
         self.clock = clock = Clock(self._step)
         self.env = clock.env
         self.ctl = RolloutController(policy, n, rng=np.random.default_rng(gate_ss))
+        if isinstance(self.ctl, FlaggerController):  # its ticker's phase: one draw per replication
+            u = float(np.random.default_rng(tick_ss).random())
+            self.ctl.first_tick_s = platform.flagger_first_tick(
+                policy.analysis.effective_interval_s, u
+            )
         slot = platform.scrape_interval
         sticky = cw.users.routing == "sticky"
         data_rng, user_rng = np.random.default_rng(data_ss), np.random.default_rng(user_ss)
-        self.tape = tape = Tape(cw, fault, slot, horizon, cells, data_rng, user_rng)
+        cause_rng = np.random.default_rng(cause_ss)
+        self.tape = tape = Tape(
+            cw, fault, slot, horizon, cells, data_rng, user_rng, replicas=n, cause_rng=cause_rng
+        )
         global_onset = fault.onset_time(np.random.default_rng(fault_ss)) if fault else None
         min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
         pods_rng = np.random.default_rng(pods_ss)
@@ -222,7 +232,7 @@ class Replication:
         elif action.status == "Promoted":
             self.recorder.promoted()
         elif action.rolls_back:
-            self.recorder.rollback_began()
+            self.recorder.rollback_began(cause)
             self.detectors.rollback_began(cause)
             self.recorder.check_mitigated()
 

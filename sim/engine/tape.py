@@ -10,22 +10,24 @@ an SLO alert firing inside it is found at its exact evaluation time; pieces are 
 the clock passes them, and counted into the blast radius (*settled*) in bulk, once per draft: at
 the end, or when a world change at t cuts the draft. A cut keeps the piece it splits only up to
 t — a binomial thinning, exact for a Poisson process — and discards the rest of the draft,
-which is then drawn again under the new world.
+which is then drawn again under the new world. What the settled pieces count (either version's
+bad requests against the old version at full capacity, and whom they hurt) is
+sim/engine/blast.py's.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from policies.measures import Observation, WindowStats
+from sim.engine.blast import BlastRadius, Totals
 from sim.engine.flows import FlowSet, UserCells
 from sim.world.rates import Constant
 
-__all__ = ["FaultState", "Tape", "Totals"]
+__all__ = ["FaultState", "Tape"]
 
 
 @dataclass
@@ -34,18 +36,6 @@ class FaultState:
 
     onsets: np.ndarray  # absolute onset time per serving candidate pod (inf: never)
     pods: int  # serving candidate pods (the average is over them)
-
-
-@dataclass
-class Totals:
-    """Blast radius so far (candidate-served requests only), committed pieces only."""
-
-    requests: int = 0
-    failed: int = 0
-    slow: int = 0
-    bad: int = 0
-    excess: float = 0.0
-    t_fault: float | None = None
 
 
 class _Block:
@@ -97,7 +87,19 @@ class _Block:
 class Tape:
     """Per-slot counts plus the committed blast radius of one replication."""
 
-    def __init__(self, cw, fault, slot: float, horizon: float, cells: UserCells, rng, user_rng):
+    def __init__(
+        self,
+        cw,
+        fault,
+        slot: float,
+        horizon: float,
+        cells: UserCells,
+        rng,
+        user_rng,
+        *,
+        replicas: int,
+        cause_rng,
+    ):
         self.cw, self.fault, self.slot = cw, fault, float(slot)
         self.traffic = cw.world.traffic
         profile = self.traffic.rate
@@ -118,11 +120,9 @@ class Tape:
         self.blocks: list[_Block] = []
         self.committed_until = 0.0
         self.drafted_until = 0.0
-        self.totals = Totals()
-        self.hurt = np.zeros(cells.n, dtype=bool)
-        self.hurt_after_fault = np.zeros(cells.n, dtype=bool)  # bad answers once it began
-        self.pending_bad: collections.Counter = collections.Counter()  # (selector, late) -> n
-        self.exposure: dict = {}  # selector -> [candidate, bad] requests expected after onset
+        full = None if self.capacity is None else replicas * self.capacity
+        self.blast = BlastRadius(cells, self.b0, full, user_rng, cause_rng)
+        self.totals: Totals = self.blast.totals
 
     # ------------------------------------------------------------------ drafting
 
@@ -274,84 +274,11 @@ class Tape:
         block.values[:, k] = values
 
     def _account(self, block: _Block, sel: slice) -> None:
-        idx = block.flows.canary_idx
-        onset = block.onset_in[sel]
-        totals = self.totals
-        if totals.t_fault is None and np.isfinite(onset).any():
-            totals.t_fault = float(onset[np.isfinite(onset)][0])
-        if not idx.size:
-            return
-        counts = block.counts[:, idx, sel]  # (failed/slow/good, canary flows, pieces)
-        per_flow = counts.sum(axis=2)
-        failed, slow = int(per_flow[0].sum()), int(per_flow[1].sum())
-        served = int(per_flow.sum())
-        totals.failed += failed
-        totals.slow += slow
-        totals.bad += failed + slow
-        totals.requests += served
-        totals.excess += failed + slow - served * self.b0
-        n_bad = per_flow[0] + per_flow[1]
-        late = np.zeros(idx.size, dtype=np.int64)
-        after = None  # the share of each piece after the fault began
-        if totals.t_fault is not None and totals.t_fault <= block.starts[sel][0]:
-            late, after = n_bad, 1.0  # all of it after the onset
-            means = block.means[:, idx, sel].sum(axis=2)
-            expected, expected_bad = means.sum(axis=0), means[0] + means[1]
-        elif totals.t_fault is not None:
-            starts, ends = block.starts[sel], block.ends[sel]
-            after = np.clip((ends - np.maximum(starts, totals.t_fault)) / (ends - starts), 0, 1)
-            # whose bad requests came after the onset: all of a piece wholly after it, a
-            # binomial share of the piece it splits
-            bad = counts[0] + counts[1]  # (flows, pieces)
-            late = bad[:, after >= 1].sum(axis=1)
-            split = (after > 0) & (after < 1)
-            if split.any():
-                late += self.user_rng.binomial(bad[:, split], after[split]).sum(axis=1)
-            means = block.means[:, idx, sel]
-            expected = means.sum(axis=0) @ after
-            expected_bad = (means[0] + means[1]) @ after
-        for f, i in enumerate(idx):  # whose they were is drawn once per selector at the end
-            users = block.flows.flows[i].users
-            if n_bad[f]:
-                self.pending_bad[(users, False)] += int(n_bad[f] - late[f])
-                self.pending_bad[(users, True)] += int(late[f])
-            if after is not None and expected[f] > 0:
-                term = self.exposure.setdefault(users, [0.0, 0.0])
-                term[0] += float(expected[f])
-                term[1] += float(expected_bad[f])
+        flows = block.flows
+        can_change = self.fault is not None or self.capacity is not None or flows.any_unserved
+        self.blast.account(block, sel, can_change)
 
     # ------------------------------------------------------------------ reading
-
-    def _split_bad(self) -> None:
-        """Give the bad requests to users ∝ activity: per selector, all at once (the draws are
-        iid, so one draw of the total is the same in distribution as one per piece)."""
-        self.settle()
-        for (selector, late), k in sorted(self.pending_bad.items(), key=repr):
-            users = self.cells.draw(self.user_rng, k, selector)
-            self.hurt[users] = True
-            if late:
-                self.hurt_after_fault[users] = True
-        self.pending_bad.clear()
-
-    def users_hurt(self) -> int:
-        self._split_bad()
-        return int(np.count_nonzero(self.hurt))
-
-    def users_exposed(self, rng) -> int:
-        """Users who reached the candidate after its fault began: those with a bad answer
-        since then, plus the users of Poisson(Λ − Λᵇ) good candidate requests per selection.
-
-        Why that is exact: by Poisson thinning a user's bad and good candidate requests are
-        independent Poisson(Λᵇ_u) and Poisson(Λ_u − Λᵇ_u). Hurt H_u = {bad ≥ 1} and exposed
-        X_u = {bad + good ≥ 1}, so H ⊆ X and, for a user not hurt, P(X_u | not H_u) =
-        1 − e^−(Λ_u − Λᵇ_u), independent of the bad requests. Given the bad requests already
-        split over users (∝ activity: per user Poisson(Λᵇ_u)), hurt ∪ {good ≥ 1} has exactly
-        the joint law of (hurt, exposed)."""
-        self._split_bad()
-        if not self.exposure:
-            return int(np.count_nonzero(self.hurt_after_fault))
-        good = {k: max(v[0] - v[1], 0.0) for k, v in self.exposure.items()}  # Λ − Λᵇ
-        return self.cells.exposed(rng, good, self.hurt_after_fault)
 
     def observation(self, end: float, window: float, quantiles, series_step, rng) -> Observation:
         """What a metrics query sees over [end − window, end): whole scrape slots only."""
@@ -371,8 +298,11 @@ class Tape:
         n_c, e_c, fault, n_s, e_s = self.table[:5, j0:j1].sum(axis=1).tolist()
         n_c, e_c, n_s, e_s = int(n_c), int(e_c), int(n_s), int(e_s)
         phi = fault / n_c if n_c else 0.0
-        canary = WindowStats(n_c, e_c, self._quantiles(n_c, phi, quantiles, rng))
-        stable = WindowStats(n_s, e_s, self._quantiles(n_s, 0.0, quantiles, rng))
+        # a version's series exist once it has served (the stable always has): 0/0 is NaN then,
+        # an empty vector before (policies/measures.py)
+        served = bool(n_c) or bool(self.table[0, :j0].any())
+        canary = WindowStats(n_c, e_c, self._quantiles(n_c, phi, quantiles, rng), served)
+        stable = WindowStats(n_s, e_s, self._quantiles(n_s, 0.0, quantiles, rng), True)
         return Observation(j0 * self.slot, j1 * self.slot, canary, stable)
 
     def _quantiles(self, n: int, phi: float, quantiles, rng) -> dict:

@@ -1,6 +1,7 @@
-"""Reports (DESIGN §6): the verdict and numbers in words (text), the report's blocks (content),
-their HTML and Markdown renderings (render), the figures (figures, in the house style of
-plotting), all written as one folder (write).
+"""Reports (DESIGN §6): a run's numbers computed once (facts), the verdict and policy lines in
+words (verdict), numbers for humans (text), the report's blocks (content), their HTML and
+Markdown renderings (render), the figures (figures, in the house style of plotting), all written
+as one folder (write), results first.
 
 Public: ``write_report``, ``example_traces``, ``REPORT_FILES``, the ``figures`` module (one
 function per report figure, each returning PNG bytes) and ``place_labels`` for notebooks that

@@ -109,6 +109,8 @@ p { margin: 8px 0; }
 .verdict p { font-size: 1.07em; margin: 6px 0; }
 .verdict h2 { margin-top: 0; border-bottom: none; }
 .notes { color: #6b4e00; font-size: 0.95em; }
+.problem { color: #8a1c1c; background: #fdf2f2; border-left: 4px solid #c00000;
+  padding: 6px 12px; border-radius: 0 4px 4px 0; }
 ul { padding-left: 1.3em; margin: 6px 0; }
 li { margin: 4px 0; }
 .scroll { overflow-x: auto; margin: 8px 0 4px; }

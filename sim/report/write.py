@@ -1,11 +1,19 @@
 """Reports: a run's results as a folder a colleague can read, check and rerun (DESIGN §6).
 
 ``write_report`` writes report.html (self-contained), report.md, results.parquet (one row per
-replication), summary.csv, figures/*.png and scenario.resolved.yaml. The folder appears whole
-or not at all: it is built in a temporary directory beside the target and renamed into place,
-and an existing report is replaced only once the new one is complete. ``example_traces`` reruns
-a few replications with traces on, in-process, for the timelines: the same seeds as the runner,
-so a timeline is exactly that replication's row in results.parquet.
+replication), summary.csv, figures/*.png and scenario.resolved.yaml, and never loses results:
+
+1. the results first: results.parquet, summary.csv and scenario.resolved.yaml are built in a
+   temporary folder beside the target and renamed into place, so the folder holds the whole
+   new run or (if that fails) the old report untouched;
+2. then the figures and the report, each file written atomically into that folder. A figure
+   or section that cannot be drawn says so in its place (and at the top of the report), the
+   rest is still written, and ``ReportIncomplete`` is raised at the end, naming what is
+   missing. Replications that failed stay in results.parquet with their error; the example
+   timelines pass over them, and say so.
+
+``example_traces`` reruns a few replications with traces on, in-process, for the timelines: the
+same seeds as the runner, so a timeline is exactly that replication's row in results.parquet.
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from policies.errors import RolloutsimError
 from sim.report.content import build_blocks
-from sim.report.render import to_html, to_markdown
-from sim.report.text import Facts
+from sim.report.facts import Facts
+from sim.report.render import Heading, Para, to_html, to_markdown
+from sim.runs.files import atomic_write
 
-__all__ = ["REPORT_FILES", "example_traces", "write_report"]
+__all__ = ["REPORT_FILES", "ReportIncomplete", "example_traces", "write_report"]
 
 REPORT_FILES = (
     "report.html",
@@ -38,6 +48,36 @@ REPORT_FILES = (
     "scenario.resolved.yaml",
 )
 """What every report folder holds, besides figures/."""
+RESULT_FILES = ("results.parquet", "summary.csv", "scenario.resolved.yaml")
+
+
+class ReportIncomplete(RolloutsimError):
+    """The results are written, but parts of the report could not be drawn: ``problems`` is
+    ``[(what, why)]``, and the report says the same in their place. One line as a string;
+    ``sim.runs.sweep.run_scenario`` attaches the run's ``result``. Not bad input: the command
+    line exits ``exit_code`` (1), not 2."""
+
+    exit_code = 1
+
+    def __init__(self, folder, problems, *, result=None) -> None:
+        self.folder = Path(folder)
+        self.problems = list(problems)
+        self.result = result  # what was computed (a RunResult, a sweep's table), if known
+        shown = "; ".join(f"{what}: {why}" for what, why in self.problems[:2])
+        more = len(self.problems) - 2
+        if more > 0:
+            shown += f"; and {more} more"
+        text = (
+            f"{self.folder}: results written, but {len(self.problems)} part"
+            f"{'s' if len(self.problems) != 1 else ''} of the report could not be drawn "
+            f"({shown}); see {self.folder / 'report.md'}"
+        )
+        super().__init__(" ".join(text.split()))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None) -> Path:
@@ -47,31 +87,74 @@ def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None)
     the policies are taken from ``result`` (what really ran, e.g. with a shortened horizon).
     ``traces``: the timelines' ``Trace`` objects; None reruns the examples (``example_traces``),
     an empty list leaves the timelines out. An existing ``out_dir`` must be an earlier report
-    (or empty): it is replaced only after the new folder is complete.
+    (or empty): it is replaced only once the new results are written whole. Raises
+    ``ReportIncomplete`` (after writing everything else) when a part could not be drawn.
     """
     out = Path(out_dir)
     _check_target(out)
     version = version or getattr(result, "version", "") or _package_version()
-    facts = Facts.build(result, kinds=_describe_policies(result))
-    if traces is None:
-        traces = _default_traces(result, loaded_scenario, facts)
     created = datetime.now(UTC).replace(microsecond=0)
     provenance = _provenance(result, loaded_scenario, version, created)
-    blocks, figs = build_blocks(result, loaded_scenario, facts, list(traces), provenance)
-    title = f"rolloutsim report: {loaded_scenario.scenario.name}"
-    with _staging(out) as tmp:
-        (tmp / "figures").mkdir()
-        for fig in figs:
-            (tmp / "figures" / f"{fig.name}.png").write_bytes(fig.png)
-        (tmp / "report.html").write_text(to_html(blocks, title), encoding="utf-8")
-        (tmp / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+    problems: list[tuple[str, str]] = []
+    summary = resolved = None
+    try:
+        summary = result.summary()
+    except Exception as exc:  # the frame is still written; the report says what is missing
+        problems.append(("summary.csv", _one_line(exc)))
+    try:
+        resolved = _resolved_yaml(result, loaded_scenario, provenance)
+    except Exception as exc:
+        problems.append(("scenario.resolved.yaml", _one_line(exc)))
+    with _staging(out) as tmp:  # 1. the results, whole, before anything is drawn
         _write_results(result, tmp / "results.parquet")
-        summary = facts.summary.reset_index()
-        summary.to_csv(tmp / "summary.csv", index=False)
-        (tmp / "scenario.resolved.yaml").write_text(
-            _resolved_yaml(result, loaded_scenario, provenance), encoding="utf-8"
+        if summary is not None:
+            summary.reset_index().to_csv(tmp / "summary.csv", index=False)
+        if resolved is not None:
+            (tmp / "scenario.resolved.yaml").write_text(resolved, encoding="utf-8")
+    try:  # 2. the figures and the report: what cannot be drawn says so
+        facts = Facts.build(result, kinds=_describe_policies(result), summary=summary)
+        notes: dict = {}
+        if traces is None:
+            traces, notes = _default_traces(result, facts)
+        blocks, figs, drawn = build_blocks(
+            result, loaded_scenario, facts, list(traces), provenance, notes
         )
+        problems += drawn
+    except Exception as exc:  # nothing to build on (e.g. no summary): say so, keep the files
+        problems.append(("report", _one_line(exc)))
+        blocks, figs = _bare_report(loaded_scenario, problems), []
+    title = f"rolloutsim report: {loaded_scenario.scenario.name}"
+    (out / "figures").mkdir(exist_ok=True)
+    os.chmod(out / "figures", 0o755)
+    for fig in figs:
+        _put(out / "figures" / f"{fig.name}.png", fig.png)
+    _put(out / "report.md", to_markdown(blocks).encode())
+    _put(out / "report.html", to_html(blocks, title).encode())
+    if problems:
+        raise ReportIncomplete(out, problems)
     return out
+
+
+def _put(path: Path, data: bytes) -> None:
+    """One file, whole or not at all, readable by everyone like the rest of the folder."""
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(data)
+        os.chmod(tmp, 0o644)
+
+    atomic_write(path, write)
+
+
+def _bare_report(loaded, problems) -> list:
+    what = "; ".join(f"{w}: {why}" for w, why in problems)
+    return [
+        Heading(f"Release policy report: {loaded.scenario.name}", 1),
+        Para(
+            f"**This report could not be built** ({what}). The results are in "
+            "results.parquet (one row per replication, with any replication's error).",
+            "problem",
+        ),
+    ]
 
 
 # ---------------------------------------------------------------------------- atomic folder
@@ -81,7 +164,8 @@ def _check_target(out: Path) -> None:
     """Refuse to replace anything that is not an earlier report: never delete a user's folder."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise FileExistsError(f"{out} exists and is not a report folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "report.html").exists():
+    ours = (out / "report.html").exists() or (out / "results.parquet").exists()
+    if out.is_dir() and any(out.iterdir()) and not ours:
         raise FileExistsError(
             f"{out} is a folder that holds no report.html: refusing to replace it "
             "(give a new or empty folder, or an earlier report's)"
@@ -256,31 +340,27 @@ def _worst_bad(world, frame=None) -> str | None:
     return max(bad, key=severity).name
 
 
-def _traces(policies: dict, cw, cells, seed: int, classes: list[str], k: int) -> list:
+def _rerun(policy, name: str, cw, cells, seed: int, release, class_index: int, i: int):
     from sim.engine.replication import Replication
     from sim.engine.seeds import replication_seed
 
+    ss = replication_seed(seed, class_index, i)
+    rep = Replication(
+        cw, cells, policy, release, ss, index=i, run_seed=seed, policy_name=name, trace=True
+    )
+    rep.run()
+    return rep.trace
+
+
+def _traces(policies: dict, cw, cells, seed: int, classes: list[str], k: int) -> list:
     releases = cw.world.releases
     index = {c.name: i for i, c in enumerate(releases)}
-    out = []
-    for name, policy in policies.items():
-        for cls in classes:
-            for i in range(k):
-                ss = replication_seed(seed, index[cls], i)
-                rep = Replication(
-                    cw,
-                    cells,
-                    policy,
-                    releases[cls],
-                    ss,
-                    index=i,
-                    run_seed=seed,
-                    policy_name=name,
-                    trace=True,
-                )
-                rep.run()
-                out.append(rep.trace)
-    return out
+    return [
+        _rerun(policy, name, cw, cells, seed, releases[cls], index[cls], i)
+        for name, policy in policies.items()
+        for cls in classes
+        for i in range(k)
+    ]
 
 
 def example_traces(loaded, cw=None, cells=None, *, seed=None, k: int = 1, frame=None) -> list:
@@ -304,13 +384,58 @@ def example_traces(loaded, cw=None, cells=None, *, seed=None, k: int = 1, frame=
     return _traces(dict(loaded.policies), cw, cells, seed, classes, k)
 
 
-def _default_traces(result, loaded, facts) -> list:
+def _default_traces(result, facts) -> tuple[list, dict[str, tuple[list[str], list[str]]]]:
+    """The report's example timelines: per policy, the first replication of the worst bad class
+    and of the first good class whose row did not fail. Returns the traces and, per policy,
+    (sentences on failed replications passed over, sentences on reruns that raised)."""
     from policies.loading import parse_policy
     from sim.engine.seeds import shared_parts
     from sim.world.model import World
 
-    world = World.model_validate(result.world)
-    cw, cells = shared_parts(world, int(result.seed))
-    policies = {n: parse_policy(result.policy_specs[n]) for n in result.policies}
+    notes: dict[str, tuple[list[str], list[str]]] = {p: ([], []) for p in result.policies}
+    try:
+        world = World.model_validate(result.world)
+        cw, cells = shared_parts(world, int(result.seed))
+        policies = {n: parse_policy(result.policy_specs[n]) for n in result.policies}
+    except Exception as exc:
+        for _, errors in notes.values():
+            errors.append(f"the example releases could not be rerun ({_one_line(exc)})")
+        return [], notes
+    releases = world.releases
+    index = {c.name: i for i, c in enumerate(releases)}
     classes = [c for c in (_worst_bad(world, facts.frame),) if c] + list(facts.good[:1])
-    return _traces(policies, cw, cells, int(result.seed), classes, 1)
+    frame = result.frame
+    errors_of = frame["error"].fillna("").astype(str)
+    traces = []
+    for name, policy in policies.items():
+        skipped, errors = notes[name]
+        for cls in classes:
+            rows = frame[(frame["policy"] == name) & (frame["release_class"] == cls)]
+            rows = rows.assign(_error=errors_of[rows.index]).sort_values("replication")
+            ok = rows[rows["_error"] == ""]
+            if ok.empty:
+                if len(rows):
+                    r = rows.iloc[0]
+                    skipped.append(
+                        f"Every replication of {cls} failed (#{int(r['replication'])}: "
+                        f"{r['_error']}; results.parquet keeps each error): none is shown."
+                    )
+                continue
+            first = int(ok["replication"].iloc[0])
+            passed = rows[rows["replication"] < first]
+            for _, r in passed.head(2).iterrows():
+                skipped.append(
+                    f"Replication #{int(r['replication'])} of {cls} failed ({r['_error']}; "
+                    "its row in results.parquet keeps the error) and is passed over."
+                )
+            if len(passed) > 2:
+                skipped.append(f"So did {len(passed) - 2} more of {cls} before #{first}.")
+            try:
+                traces.append(
+                    _rerun(
+                        policy, name, cw, cells, int(result.seed), releases[cls], index[cls], first
+                    )
+                )
+            except Exception as exc:
+                errors.append(f"the rerun of {cls} #{first} raised {_one_line(exc)}")
+    return traces, notes

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "EVENT_TIMES",
     "MIXTURE",
+    "OPTIONAL_METRICS",
     "compare",
     "pareto",
     "summarize",
@@ -36,8 +37,11 @@ __all__ = [
 DEFAULT_METRICS = (
     "excess_bad_requests",
     "bad_requests",
+    "bad_requests_new",
+    "bad_requests_old",
     "failed_requests",
     "users_hurt",
+    "users_with_bad",
     "users_exposed",
     "error_budget_used",
     "t_detect",
@@ -47,6 +51,8 @@ DEFAULT_METRICS = (
     "escaped",
     "extra_pod_seconds",
 )
+OPTIONAL_METRICS = frozenset({"users_with_bad", "bad_requests_new", "bad_requests_old"})
+"""Default metrics a frame from an older run may lack: left out of its summary, not an error."""
 MIXTURE = "mixture"
 """The release_class label of the probability-weighted rows."""
 EVENT_TIMES = frozenset(
@@ -121,13 +127,22 @@ def _normal(mean: float, var: float, confidence: float) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def _prepare(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+def _present(frame: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """``metrics`` without the optional ones the frame lacks (a frame from an older run)."""
+    return [m for m in metrics if m in frame.columns or m not in OPTIONAL_METRICS]
+
+
+def _prepare(
+    frame: pd.DataFrame, metrics: Sequence[str], classes: Sequence[str] | None = None
+) -> pd.DataFrame:
     need = {"policy", "release_class", "replication", "weight", *metrics}
     missing = sorted(need - set(frame.columns))
     if missing:
         raise KeyError(
             f"the frame has no column {', '.join(missing)} (made by sim.runs.runner.run?)"
         )
+    if classes is not None:
+        frame = frame[frame["release_class"].isin(list(classes))]
     df = frame.copy()
     df["_failed"] = df["error"].fillna("").astype(str) != "" if "error" in df else False
     return df
@@ -138,23 +153,28 @@ def _class_order(frame: pd.DataFrame) -> tuple[list, list]:
 
 
 def summarize(
-    frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, confidence: float = 0.95
+    frame: pd.DataFrame,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    confidence: float = 0.95,
+    classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Per (policy, release_class) and per policy's ``mixture``: mean, CI, p50, p95 per metric.
 
     Classes: t-interval of the mean. Mixture: Σ π_c·mean_c with variance Σ π_c²·s_c²/n_c and a
     normal interval; its quantiles use row weights π_c/n_c. Columns: ``probability`` (π_c), ``n``
     (replications that ran), ``failed``, then ``<metric>_{mean,ci_low,ci_high,p50,p95}`` and, for
-    event times, ``<metric>_rate``.
+    event times, ``<metric>_rate``. ``classes``: only these release classes, and the mixture is
+    theirs alone (π_c renormalised over them: e.g. what a *bad* release does). Metrics of
+    ``OPTIONAL_METRICS`` that the frame lacks (an older run) are left out.
     """
-    metrics = list(metrics)
-    df = _prepare(frame, metrics)
-    policies, classes = _class_order(df)
+    metrics = _present(frame, metrics)
+    df = _prepare(frame, metrics, classes)
+    policies, order = _class_order(df)
     rows, index = [], []
     for policy in policies:
         pdf = df[df["policy"] == policy]
         strata = []
-        for cls in classes:
+        for cls in order:
             cdf = pdf[pdf["release_class"] == cls]
             if cdf.empty:
                 continue
@@ -179,11 +199,9 @@ def summarize(
             groups = [(pi, ok[m].to_numpy(dtype=float)) for _, pi, ok in strata]
             mean, var, rate = _mixture(groups)
             lo, hi = _normal(mean, var, confidence)
-            values = np.concatenate([x for _, x in groups]) if groups else np.empty(0)
-            weights = (
-                np.concatenate([np.full(x.size, pi / x.size) for pi, x in groups if x.size])
-                if groups
-                else np.empty(0)
+            values = np.concatenate([np.empty(0), *(x for _, x in groups)])
+            weights = np.concatenate(
+                [np.empty(0), *(np.full(x.size, pi / x.size) for pi, x in groups if x.size)]
             )
             row.update(_stats(m, mean, lo, hi, values, weights, None, rate))
         rows.append(row)
@@ -213,16 +231,23 @@ def _stats(m, mean, lo, hi, values, weights, all_x=None, rate=None) -> dict:
 
 
 def compare(
-    frame: pd.DataFrame, a: str, b: str, metric: str = "excess_bad_requests", confidence=0.95
+    frame: pd.DataFrame,
+    a: str,
+    b: str,
+    metric: str = "excess_bad_requests",
+    confidence=0.95,
+    classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Paired differences b − a, rows matched on (release_class, replication): common random
     numbers make each pair meet the same release, fault onset and traffic.
 
     Per class: mean difference with a t-interval and its p-value; ``mixture``: Σ π_c·d̄_c with a
-    normal interval. ``significant``: the interval excludes 0. Pairs where either side failed
-    are dropped; for event times, so are pairs where either never happened.
+    normal interval. ``significant``: the interval excludes 0 (never when it is undefined).
+    Pairs where either side failed are dropped; for event times, so are pairs where either
+    never happened. ``classes``: only these release classes, and ``mixture`` is the difference
+    per release *of these classes* (π_c renormalised over them), e.g. per bad release.
     """
-    df = _prepare(frame, [metric])
+    df = _prepare(frame, [metric], classes)
     for name in (a, b):
         if not (df["policy"] == name).any():
             raise KeyError(f"no policy named {name!r} in the frame")
@@ -234,9 +259,9 @@ def compare(
     if (pairs["seed_a"] != pairs["seed_b"]).any():
         raise ValueError(f"{a!r} and {b!r} come from runs with different seeds: not paired")
     pairs = pairs[~(pairs["_failed_a"] | pairs["_failed_b"])]
-    _, classes = _class_order(df[df["policy"] == a])
+    _, order = _class_order(df[df["policy"] == a])
     rows, index, groups, groups_a, groups_b = [], [], [], [], []
-    for cls in classes:
+    for cls in order:
         pi = float(left.loc[left["release_class"] == cls, "weight"].sum())
         cp = pairs[pairs["release_class"] == cls]
         xa = cp[f"{metric}_a"].to_numpy(dtype=float)
@@ -292,17 +317,25 @@ def _diff_row(n, mean_a, mean_b, diff, lo, hi, p) -> dict:
 
 
 def pareto(
-    frame: pd.DataFrame, x: str = "rollout_duration", y: str = "excess_bad_requests"
+    frame: pd.DataFrame,
+    x: str = "rollout_duration",
+    y: str = "excess_bad_requests",
+    x_classes: Sequence[str] | None = None,
+    y_classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The policies no other policy beats on both mixture means (lower is better on each).
 
-    A policy with an undefined mean (e.g. never promoted, so no rollout duration) is left out.
-    Returned sorted by ``x``, indexed by policy, with columns ``x`` and ``y`` (the means).
+    ``x_classes``/``y_classes``: the release classes each mean mixes (default all: the next
+    release), e.g. rollout time of good releases against blast radius of bad ones. A policy with
+    an undefined mean (e.g. never promoted, so no rollout duration) is left out. Returned sorted
+    by ``x``, indexed by policy, with columns ``x`` and ``y`` (the means); empty when no policy
+    has both.
     """
-    summary = summarize(frame, [x, y])
-    mix = summary.xs(MIXTURE, level="release_class")[[f"{x}_mean", f"{y}_mean"]]
-    mix.columns = [x, y]
-    mix = mix.dropna()
+    means = {}
+    for metric, classes in ((x, x_classes), (y, y_classes)):
+        summary = summarize(frame, [metric], classes=classes)
+        means[metric] = summary.xs(MIXTURE, level="release_class")[f"{metric}_mean"]
+    mix = pd.DataFrame({x: means[x], y: means[y]}).dropna()
     keep = []
     for name, (px, py) in mix.iterrows():
         dominated = ((mix[x] <= px) & (mix[y] <= py) & ((mix[x] < px) | (mix[y] < py))).any()

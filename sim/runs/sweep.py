@@ -37,7 +37,10 @@ def _loaded(scenario):
 def run_scenario(scenario, options: RunOptions | None = None, out=None, *, traces=None):
     """Run every policy of a scenario (its path or a ``LoadedScenario``) and return the
     ``RunResult``; with ``out`` also write its report folder there (``traces`` as in
-    ``sim.report.write.write_report``: None reruns example timelines, [] leaves them out)."""
+    ``sim.report.write.write_report``: None reruns example timelines, [] leaves them out).
+
+    The results are written before the report is drawn; a report with a part that could not be
+    drawn raises ``sim.report.write.ReportIncomplete`` after everything else is written."""
     from sim.runs.runner import run
 
     loaded = _loaded(scenario)
@@ -45,9 +48,14 @@ def run_scenario(scenario, options: RunOptions | None = None, out=None, *, trace
     checkpoint = None if out is None else checkpoint_beside(out, opts.resume)
     result = run(loaded.world, loaded.policies, **opts.run_kwargs(), checkpoint=checkpoint)
     if out is not None:
-        from sim.report.write import write_report
+        from sim.report.write import ReportIncomplete, write_report
 
-        write_report(result, loaded, out, traces=traces)
+        try:
+            write_report(result, loaded, out, traces=traces)
+        except ReportIncomplete as exc:  # the results are on disk: the checkpoint is done
+            shutil.rmtree(cast(Path, checkpoint), ignore_errors=True)
+            exc.result = result
+            raise
         shutil.rmtree(cast(Path, checkpoint), ignore_errors=True)  # set whenever out is
     return result
 
@@ -99,10 +107,13 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
     ``options``: ``RunOptions`` over each cell's own (``RunOptions.resolve``). With ``out`` (a
     folder) also write ``sweep.csv`` (this table, values as text), ``results.parquet`` (every
     replication, with its cell's values as text columns) and each cell's report under
-    ``cells/``, each run with its checkpoint (``options.resume`` continues one).
+    ``cells/``, each run with its checkpoint (``options.resume`` continues one). A cell whose
+    report could not be drawn whole does not stop the sweep: once every file is written,
+    ``ReportIncomplete`` names those cells (its ``result`` is this table).
     """
     import pandas as pd
 
+    from sim.report.write import ReportIncomplete
     from sim.runs.files import atomic_write
     from sim.runs.scenario import load_scenario
 
@@ -112,6 +123,7 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
     grid = sweep_grid(base, params)
     out_dir = None if out is None else Path(out)
     frames, rows, texts = [], [], []
+    incomplete: list = []
     for cell in cells(grid):
         text = {k: str(v) for k, v in cell.items()}
         loaded = load_scenario(base.path, cell)
@@ -119,7 +131,11 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
         if out_dir is not None:
             label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items())
             cell_dir = out_dir / "cells" / _slug(label)
-        result = run_scenario(loaded, options, cell_dir, traces=[])
+        try:
+            result = run_scenario(loaded, options, cell_dir, traces=[])
+        except ReportIncomplete as exc:  # its results are written: go on with the other cells
+            incomplete.append(exc)
+            result = exc.result
         frames.append(result.frame.assign(**text))
         mixture = result.summary().xs("mixture", level="release_class")
         for policy, row in mixture.iterrows():
@@ -133,6 +149,9 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
         atomic_write(out_dir / "sweep.csv", lambda tmp: written.to_csv(tmp, index=False))
         combined = pd.concat(frames, ignore_index=True)
         atomic_write(out_dir / "results.parquet", lambda tmp: combined.to_parquet(tmp, index=False))
+    if incomplete:
+        problems = [(str(exc.folder.name), str(exc)) for exc in incomplete]
+        raise ReportIncomplete(out_dir, problems, result=table)
     return table
 
 

@@ -80,6 +80,11 @@ class Platform(Model):
       gate's window ends at the last scrape at or before now − scrapeDelay.
     - ``ruleEvaluationInterval`` 60 s: Prometheus's ``evaluation_interval`` default (1 m), which
       paces the burn-rate alerts.
+    - ``flaggerTickPhase``: when Flagger's first analysis tick comes after the release starts.
+      Flagger runs one ticker per Canary object, started long before this release (its
+      ``scheduleCanaries`` job), so by default (None) the phase is uniformly random in [0,
+      interval), drawn per replication and shared by every policy (common random numbers); a
+      duration pins it (taken modulo the interval; ``0s`` is a tick at the release start).
     """
 
     replicas: int | None = Field(None, ge=1)
@@ -93,6 +98,7 @@ class Platform(Model):
     scrape_interval: Duration = 15.0
     scrape_delay: Duration = 0.0
     rule_evaluation_interval: Duration = 60.0
+    flagger_tick_phase: Duration | None = None
 
     @model_validator(mode="after")
     def _positive(self) -> Platform:
@@ -120,6 +126,13 @@ class Platform(Model):
         if attr is None:
             raise ValueError(f"unknown router kind {kind!r} (use one of {', '.join(ROUTER_KINDS)})")
         return getattr(self.router_delay, attr)
+
+    def flagger_first_tick(self, interval: float, u: float) -> float:
+        """Seconds from the release start to Flagger's first tick: the pinned phase, else ``u``
+        (a uniform draw in [0, 1)) of the interval."""
+        if self.flagger_tick_phase is None:
+            return u * interval
+        return self.flagger_tick_phase % interval
 
     def capacity(self, ready_pods: int | float) -> float:
         """Requests/s that ``ready_pods`` can serve (inf when capacity is unlimited)."""

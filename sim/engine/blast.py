@@ -1,0 +1,269 @@
+"""The blast radius: what the tape's committed pieces count into the outcome (DESIGN §5).
+
+The tape (sim/engine/tape.py) draws, per flow and piece of time, Poisson counts of failed, slow
+and good requests. Here they are counted as the clock passes them, against one counterfactual:
+**the old version alone, at full capacity** (``replicas`` serving pods, every request), whose
+bad probability is b_ref = o + (1 − o)·b₀, b₀ the baseline's and o the overload of full
+capacity (0 unless even that is short: ``capacityPerPod`` × replicas below the rate).
+
+* The new version's requests all count: its bad ones are ``bad_new``.
+* The old version's requests count where the release left it worse (or better) off than the
+  counterfactual — overloaded because pods were taken away or are still starting, or with no
+  serving pod behind its Service (an abort or undo onto scaled-down pods): ``bad_old``.
+  Elsewhere its bad probability *is* the counterfactual's, so those requests add nothing to the
+  excess's mean; they are left out, and their noise with them.
+* ``excess``: bad requests minus b_ref × requests, over the pieces counted.
+* Release-caused: of a flow's bad requests, each is caused independently with probability
+  (b − b_ref)/b (b the flow's bad probability in the piece; none when b ≤ b_ref). This
+  thinning of Poisson counts makes the caused requests Poisson of the rate times b − b_ref:
+  their mean is the excess's whenever the release makes no request more likely to be good.
+
+Whose requests: the new version's bad requests are split over users ∝ activity once per user
+selection (all at once: the draws are iid, so one draw of the total is the same in
+distribution as one per piece): those users are ``users_with_bad``. Of a user's c bad requests
+in one selection, Binomial(c, s) are caused, s the selection's expected caused over expected bad
+requests: a request of a superposition of Poisson pieces comes from piece i with probability
+∝ its mean and is caused with that piece's share, so it is caused with probability s,
+independently of the others and of its user — exact, and one vectorised draw per selection
+(``_caused_users``).
+(Bad requests are pooled before and after the fault's onset apart, for users_exposed; the
+fault's caused ones go with those after it, so a user it hurt was exposed to it.) The old
+version's caused requests, drawn per piece, get users of their own. A user with at least one
+caused request is hurt. The caused draws use a random stream of their own, so every other draw
+— and ``users_with_bad`` and ``users_exposed`` with them — is what an engine without them
+draws.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BlastRadius", "Totals"]
+
+_ROUNDING = 1e-9  # |b − b_ref| below this share of the requests is rounding, not a change
+
+
+@dataclass
+class Totals:
+    """Blast radius so far, committed pieces only."""
+
+    requests: int = 0  # served by the new version
+    failed: int = 0  # either version
+    slow: int = 0
+    bad_new: int = 0
+    bad_old: int = 0
+    caused: int = 0  # the new version's are drawn with their users, at the end
+    excess: float = 0.0
+    t_fault: float | None = None
+
+    @property
+    def bad(self) -> int:
+        return self.bad_new + self.bad_old
+
+
+class BlastRadius:
+    """The counting side of one replication's tape: totals, and who was hurt or exposed."""
+
+    def __init__(self, cells, b0: float, full_capacity: float | None, user_rng, cause_rng):
+        self.cells, self.b0, self.full_capacity = cells, b0, full_capacity
+        self.user_rng, self.cause_rng = user_rng, cause_rng
+        self.totals = Totals()
+        self.with_bad = np.zeros(cells.n, dtype=bool)  # any bad answer from the new version
+        self.hurt = np.zeros(cells.n, dtype=bool)  # a release-caused bad answer, either version
+        self.hurt_after_fault = np.zeros(cells.n, dtype=bool)  # bad answers once it began
+        self.pending_bad: collections.Counter = collections.Counter()  # (selector, late) -> n
+        # (selector, late) -> [bad, caused] requests expected of the new version
+        self.pools: collections.defaultdict = collections.defaultdict(lambda: [0.0, 0.0])
+        self.pending_caused_old: collections.Counter = collections.Counter()  # selector -> n
+        self.exposure: dict = {}  # selector -> [candidate, bad] requests expected after onset
+
+    def __repr__(self) -> str:
+        return f"BlastRadius({self.totals})"
+
+    # ------------------------------------------------------------------ counting
+
+    def _b_ref(self, block, sel: slice):
+        """The counterfactual's bad probability: b₀, or per piece when full capacity is short."""
+        if self.full_capacity is None:
+            return self.b0
+        rate = block.means[:, :, sel].sum(axis=(0, 1)) / (block.ends[sel] - block.starts[sel])
+        over = np.clip(1.0 - self.full_capacity / np.maximum(rate, 1e-300), 0.0, 1.0)
+        if not over.any():
+            return self.b0
+        return over + (1.0 - over) * self.b0
+
+    @staticmethod
+    def _change(means: np.ndarray, b_ref) -> np.ndarray:
+        """Per flow and piece: expected bad requests minus the counterfactual's (rounding to 0)."""
+        total = means.sum(axis=0)
+        change = means[0] + means[1] - total * b_ref
+        change[np.abs(change) <= _ROUNDING * total] = 0.0
+        return change
+
+    def _caused(self, bad: np.ndarray, means: np.ndarray, change: np.ndarray) -> np.ndarray:
+        """Release-caused bad requests per flow (of the old version): each bad one of a piece
+        with probability (b − b_ref)/b."""
+        expected_bad = means[0] + means[1]
+        share = np.divide(
+            change, expected_bad, out=np.zeros_like(change), where=(change > 0) & (bad > 0)
+        )
+        return self.cause_rng.binomial(bad, np.minimum(share, 1.0)).sum(axis=1)
+
+    def account(self, block, sel: slice, can_change: bool) -> None:
+        """Count pieces ``sel`` of a block. ``can_change``: a request of it may be more (or
+        less) likely bad than the counterfactual's (a fault, finite capacity, no pods)."""
+        onset = block.onset_in[sel]
+        totals = self.totals
+        if totals.t_fault is None and np.isfinite(onset).any():
+            totals.t_fault = float(onset[np.isfinite(onset)][0])
+        flows = block.flows
+        b_ref = self._b_ref(block, sel) if can_change else self.b0
+        old_can_change = self.full_capacity is not None or flows.any_unserved
+        if old_can_change and flows.stable_idx.size:  # else the old version is the reference
+            self._account_old(block, sel, b_ref)
+        idx = flows.canary_idx
+        if not idx.size:
+            return
+        counts = block.counts[:, idx, sel]  # (failed/slow/good, canary flows, pieces)
+        per_flow = counts.sum(axis=2)
+        failed, slow = int(per_flow[0].sum()), int(per_flow[1].sum())
+        served = int(per_flow.sum())
+        totals.failed += failed
+        totals.slow += slow
+        totals.bad_new += failed + slow
+        totals.requests += served
+        if isinstance(b_ref, float):
+            totals.excess += failed + slow - served * b_ref
+        else:
+            totals.excess += failed + slow - float(counts.sum(axis=(0, 1)) @ b_ref)
+        n_bad = per_flow[0] + per_flow[1]
+        means = block.means[:, idx, sel]  # (failed/slow/good, canary flows, pieces)
+        bad_means = means[0] + means[1]
+        caused_means = np.maximum(self._change(means, b_ref), 0.0) if can_change else None
+        late = np.zeros(idx.size, dtype=np.int64)
+        after = None  # the share of each piece after the fault began
+        late_caused = None
+        if totals.t_fault is not None and totals.t_fault <= block.starts[sel][0]:
+            late, after = n_bad, 1.0  # all of it after the onset
+            summed = means.sum(axis=2)
+            expected, expected_bad = summed.sum(axis=0), summed[0] + summed[1]
+            late_caused = None if caused_means is None else caused_means.sum(axis=1)
+        elif totals.t_fault is not None:
+            starts, ends = block.starts[sel], block.ends[sel]
+            after = np.clip((ends - np.maximum(starts, totals.t_fault)) / (ends - starts), 0, 1)
+            # whose bad requests came after the onset: all of a piece wholly after it, a
+            # binomial share of the piece it splits
+            bad = counts[0] + counts[1]  # (flows, pieces)
+            late = bad[:, after >= 1].sum(axis=1)
+            split = (after > 0) & (after < 1)
+            if split.any():
+                late += self.user_rng.binomial(bad[:, split], after[split]).sum(axis=1)
+            expected = means.sum(axis=0) @ after
+            expected_bad = bad_means @ after
+            if caused_means is not None:  # the fault's caused ones come after its onset
+                late_caused = np.minimum(caused_means, bad_means * after).sum(axis=1)
+        for f, i in enumerate(idx):  # whose they were is drawn once per selector at the end
+            users = flows.flows[i].users
+            if n_bad[f]:
+                self.pending_bad[(users, False)] += int(n_bad[f] - late[f])
+                self.pending_bad[(users, True)] += int(late[f])
+            # what the bad ones of each pool are expected to be, and to be caused (the share)
+            bad_f = float(bad_means[f].sum())
+            caused_f = 0.0 if caused_means is None else float(caused_means[f].sum())
+            late_bad = 0.0 if after is None else float(expected_bad[f])
+            late_c = 0.0 if late_caused is None else float(late_caused[f])
+            early, later = self.pools[(users, False)], self.pools[(users, True)]
+            early[0] += bad_f - late_bad
+            early[1] += caused_f - late_c
+            later[0] += late_bad
+            later[1] += late_c
+            if after is not None and expected[f] > 0:
+                term = self.exposure.setdefault(users, [0.0, 0.0])
+                term[0] += float(expected[f])
+                term[1] += float(expected_bad[f])
+
+    def _account_old(self, block, sel: slice, b_ref) -> None:
+        """The old version's flows in the pieces where the release changed their odds."""
+        rows = block.flows.stable_idx
+        means = block.means[:, rows, sel]
+        change = self._change(means, b_ref)
+        counted = change != 0
+        if not counted.any():
+            return
+        counts = block.counts[:, rows, sel] * counted  # (failed/slow/good, flows, pieces)
+        failed, slow = int(counts[0].sum()), int(counts[1].sum())
+        totals = self.totals
+        totals.failed += failed
+        totals.slow += slow
+        totals.bad_old += failed + slow
+        served = counts.sum(axis=(0, 1))  # per piece
+        expected = served.sum() * b_ref if isinstance(b_ref, float) else served @ b_ref
+        totals.excess += failed + slow - float(expected)
+        if failed + slow and (change > 0).any():
+            caused = self._caused(counts[0] + counts[1], means, change)
+            totals.caused += int(caused.sum())
+            for f, i in enumerate(rows):
+                if caused[f]:
+                    self.pending_caused_old[block.flows.flows[i].users] += int(caused[f])
+
+    # ------------------------------------------------------------------ users
+
+    def split(self) -> None:
+        """Give the pending bad requests to users (see the module docstring)."""
+        rng = self.cause_rng
+        for (selector, late), k in sorted(self.pending_bad.items(), key=repr):
+            users, counts = self.cells.draw_counts(self.user_rng, k, selector)
+            self.with_bad[users] = True
+            if late:
+                self.hurt_after_fault[users] = True
+            bad, caused = self.pools[(selector, late)]
+            if caused > 0 and bad > 0 and users.size:
+                self._caused_users(users, counts, min(1.0, caused / bad))
+        for selector, k in sorted(self.pending_caused_old.items(), key=repr):
+            self.hurt[self.cells.draw(rng, k, selector)] = True
+        self.pending_bad.clear()
+        self.pools.clear()
+        self.pending_caused_old.clear()
+
+    def _caused_users(self, users: np.ndarray, counts: np.ndarray, share: float) -> None:
+        """Binomial(c, share) of each user's c bad requests are caused; a user with one is hurt.
+        Drawn as the first caused request's position, Geometric(share): the user is hurt when
+        it is ≤ c, and the caused ones after it, over all users, are one Binomial(Σ rest,
+        share) — the same law as a binomial per user, at a fraction of its cost."""
+        if share >= 1.0:
+            self.hurt[users] = True
+            self.totals.caused += int(counts.sum())
+            return
+        rng = self.cause_rng
+        first = rng.geometric(share, users.size)
+        hit = first <= counts
+        self.hurt[users[hit]] = True
+        rest = int((counts[hit] - first[hit]).sum())
+        self.totals.caused += int(np.count_nonzero(hit)) + int(rng.binomial(rest, share))
+
+    def users_hurt(self) -> int:
+        self.split()
+        return int(np.count_nonzero(self.hurt))
+
+    def users_with_bad(self) -> int:
+        self.split()
+        return int(np.count_nonzero(self.with_bad))
+
+    def users_exposed(self) -> int:
+        """Users who reached the new version after its fault began: those with a bad answer
+        since then, plus the users of Poisson(Λ − Λᵇ) good candidate requests per selection.
+
+        Why that is exact: by Poisson thinning a user's bad and good candidate requests are
+        independent Poisson(Λᵇ_u) and Poisson(Λ_u − Λᵇ_u). Hurt H_u = {bad ≥ 1} and exposed
+        X_u = {bad + good ≥ 1}, so H ⊆ X and, for a user not hurt, P(X_u | not H_u) =
+        1 − e^−(Λ_u − Λᵇ_u), independent of the bad requests. Given the bad requests already
+        split over users (∝ activity: per user Poisson(Λᵇ_u)), hurt ∪ {good ≥ 1} has exactly
+        the joint law of (hurt, exposed). (Here "hurt" is any bad answer since the onset.)"""
+        self.split()
+        if not self.exposure:
+            return int(np.count_nonzero(self.hurt_after_fault))
+        good = {k: max(v[0] - v[1], 0.0) for k, v in self.exposure.items()}  # Λ − Λᵇ
+        return self.cells.exposed(self.user_rng, good, self.hurt_after_fault)
