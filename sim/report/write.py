@@ -18,15 +18,11 @@ same seeds as the runner, so a timeline is exactly that replication's row in res
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +32,7 @@ from policies.errors import RolloutsimError
 from sim.report.content import build_blocks
 from sim.report.facts import Facts
 from sim.report.render import Heading, Para, to_html, to_markdown
-from sim.runs.files import atomic_write
+from sim.runs.files import atomic_write, staged_folder
 
 __all__ = ["REPORT_FILES", "ReportIncomplete", "example_traces", "write_report"]
 
@@ -105,7 +101,7 @@ def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None)
         resolved = _resolved_yaml(result, loaded_scenario, provenance)
     except Exception as exc:
         problems.append(("scenario.resolved.yaml", _one_line(exc)))
-    with _staging(out) as tmp:  # 1. the results, whole, before anything is drawn
+    with staged_folder(out) as tmp:  # 1. the results, whole, before anything is drawn
         _write_results(result, tmp / "results.parquet")
         if summary is not None:
             summary.reset_index().to_csv(tmp / "summary.csv", index=False)
@@ -170,31 +166,6 @@ def _check_target(out: Path) -> None:
             f"{out} is a folder that holds no report.html: refusing to replace it "
             "(give a new or empty folder, or an earlier report's)"
         )
-
-
-@contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A temp folder beside ``out``; renamed to ``out`` on success, deleted on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
-    try:
-        yield tmp
-        for path in (tmp, *tmp.rglob("*")):  # mkdtemp/mkstemp make 0700/0600; reports are shared
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
-            os.replace(out, old / "report")
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old / "report", out)  # put the old report back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------------------- files

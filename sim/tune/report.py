@@ -16,13 +16,9 @@ written whole or not at all (built beside the target, then renamed), like a run 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +36,7 @@ from sim.report.plotting import (
     wrap,
 )
 from sim.report.text import fmt_duration
+from sim.runs.files import staged_folder
 from sim.tune.space import expressible
 
 __all__ = ["TUNE_FILES", "front_figure", "tune_scenario", "write_tune_report"]
@@ -111,7 +108,7 @@ def write_tune_report(result, out_dir) -> Path:
         raise FileExistsError(f"{out} holds no tune.md: refusing to replace it")
     chosen = result.recommended
     exports = _exports(chosen.policy) if chosen is not None else {}
-    with _staging(out) as tmp:
+    with staged_folder(out) as tmp:
         result.table.to_csv(tmp / "candidates.csv", index=False)
         front = result.table.set_index("candidate").loc[list(result.front)]
         front.reset_index().to_csv(tmp / "front.csv", index=False)
@@ -130,31 +127,6 @@ def write_tune_report(result, out_dir) -> Path:
         (tmp / "tune.json").write_text(json.dumps(facts, indent=1, default=_json), "utf-8")
         (tmp / "tune.md").write_text(_markdown(result, facts), encoding="utf-8")
     return out
-
-
-@contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A temp folder beside ``out``, renamed over it on success and removed on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
-    try:
-        yield tmp
-        for path in (tmp, *tmp.rglob("*")):
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
-            os.replace(out, old / "tune")
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old / "tune", out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _exports(policy) -> dict:
