@@ -127,8 +127,11 @@ GUARD_EMPTY = "len(result) == 0 || result[0] >= 0.95"
         ({"failureCondition": "result[0] < 0.95"}, NAN, S),
         ({"failureCondition": "result[0] < 0.95"}, NO_SERIES, E),
         # both: neither true on NaN -> Inconclusive
-        ({"successCondition": "result[0] >= 0.95", "failureCondition": "result[0] < 0.9"}, NAN,
-         INC),
+        (
+            {"successCondition": "result[0] >= 0.95", "failureCondition": "result[0] < 0.9"},
+            NAN,
+            INC,
+        ),
         ({}, NAN, S),  # no condition: Successful whatever the value
         ({}, NO_SERIES, S),  # EvaluateResult never reads the result
         # the engine did not say: a NaN window is taken as empty, as before
@@ -136,7 +139,7 @@ GUARD_EMPTY = "len(result) == 0 || result[0] >= 0.95"
         ({"successCondition": GUARD_NAN}, UNKNOWN, E),
         ({"successCondition": GUARD_EMPTY}, UNKNOWN, S),
     ],
-)  # fmt: skip
+)
 def test_nan_and_empty_results(conditions, window, expected):
     run = run_of(success_rate(**conditions))
     assert run.measure("m", quiet(window)) == expected
@@ -509,10 +512,15 @@ def test_unbounded_dry_run_metric_keeps_the_run_running_until_terminated():
     run = run_of(metric("a", interval="60s", successCondition="result < 0.05"), dry_run=("a",))
     assert feed(run, "a", [BAD] * 3) == [F, F, F]  # Failed at once; dry-run: nothing stops
     run2 = run_of(
-        metric("a", interval="60s", failureLimit=-1, consecutiveSuccessLimit=2,
-               successCondition="result < 0.05"),
+        metric(
+            "a",
+            interval="60s",
+            failureLimit=-1,
+            consecutiveSuccessLimit=2,
+            successCondition="result < 0.05",
+        ),
         dry_run=("a",),
-    )  # fmt: skip
+    )
     assert feed(run2, "a", [BAD] * 20) == [R] * 20
     assert run2.phase == R
     assert run2.terminate() == S

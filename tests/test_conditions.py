@@ -88,5 +88,17 @@ def test_anything_else_is_refused(text):
 def test_tokens_of_older_conditions_are_unchanged():
     """The exporters translate conditions token by token; the kinds they know stay as they were."""
     kinds = [k for k, _ in Condition._tokenize("!(result[0] < 0.9) && isNaN(result) || 1 > result")]
-    assert kinds == ["not", "lp", "result", "op", "num", "rp", "logic", "nan", "logic", "num",
-                     "op", "result"]  # fmt: skip
+    assert kinds == [
+        "not",
+        "lp",
+        "result",
+        "op",
+        "num",
+        "rp",
+        "logic",
+        "nan",
+        "logic",
+        "num",
+        "op",
+        "result",
+    ]

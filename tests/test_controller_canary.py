@@ -266,10 +266,17 @@ def test_basic_canary_n10_scales_the_stable_down_before_the_canary_up():
     d.start().run(5000)
     assert scales(d)[:2] == [(0.0, "stable", 8), (0.0, "canary", 2)]
     assert [(g, n) for _, g, n in scales(d)] == [
-        ("stable", 8), ("canary", 2),  # w=20
-        ("stable", 6), ("canary", 5), ("stable", 5),  # w=50
-        ("stable", 3), ("canary", 10), ("stable", 2), ("stable", 1), ("stable", 0),  # end
-    ]  # fmt: skip
+        ("stable", 8),
+        ("canary", 2),  # w=20
+        ("stable", 6),
+        ("canary", 5),
+        ("stable", 5),  # w=50
+        ("stable", 3),
+        ("canary", 10),
+        ("stable", 2),
+        ("stable", 1),
+        ("stable", 0),  # end
+    ]
     assert d.status() == "Promoted"
     assert max(total for _, total, _ in states) <= 13  # N + surge
     assert min(avail for _, _, avail in states) >= 8  # N − maxUnavailable

@@ -22,9 +22,16 @@ from policies.explain import explain
 POLICIES = Path(__file__).resolve().parents[1] / "scenarios" / "policies"
 
 
-def canary(condition: str = "successCondition: 'result[0] >= 0.99'", *, start: int = 1,
-           steps: str = "[{setWeight: 20}, {pause: {duration: 10m}}]", measure: str = "successRate",
-           version: str = "canary", delay: str = "0s", nan_filter: str = "false"):  # fmt: skip
+def canary(
+    condition: str = "successCondition: 'result[0] >= 0.99'",
+    *,
+    start: int = 1,
+    steps: str = "[{setWeight: 20}, {pause: {duration: 10m}}]",
+    measure: str = "successRate",
+    version: str = "canary",
+    delay: str = "0s",
+    nan_filter: str = "false",
+):
     return policy_from_yaml(
         "kind: Canary\nname: c\ntrafficRouting: {nginx: {}}\n"
         "analysisTemplates: [{name: t, metrics: [{name: success-rate, interval: 1m, "

@@ -70,10 +70,16 @@ def test_every_shipped_policy_exports_or_is_refused_by_field(path):
 
 def test_the_api_version_is_served_by_the_anchored_crd():
     assert API_VERSION == "networking.istio.io/v1"
-    vs = {"apiVersion": "networking.istio.io/v1alpha9", "kind": "VirtualService",
-          "metadata": {"name": "x"}, "spec": {}}  # fmt: skip
-    assert validate(vs) == ["VirtualService/x: VirtualService: version 'v1alpha9' not in the"
-                            " CRD (v1, v1alpha3, v1beta1)"]  # fmt: skip
+    vs = {
+        "apiVersion": "networking.istio.io/v1alpha9",
+        "kind": "VirtualService",
+        "metadata": {"name": "x"},
+        "spec": {},
+    }
+    assert validate(vs) == [
+        "VirtualService/x: VirtualService: version 'v1alpha9' not in the"
+        " CRD (v1, v1alpha3, v1beta1)"
+    ]
 
 
 def test_ab_test_virtual_service_has_the_match_route_first():
@@ -86,8 +92,9 @@ def test_ab_test_virtual_service_has_the_match_route_first():
     first, default = ab["spec"]["http"]
     assert first["match"] == [{"headers": {"x-canary": {"exact": "insider"}}}]
     assert [(d["destination"]["subset"], d["weight"]) for d in first["route"]] == [
-        ("stable", 0), ("canary", 100),
-    ]  # fmt: skip
+        ("stable", 0),
+        ("canary", 100),
+    ]
     assert default == {
         "name": "primary",
         "route": [{"destination": {"host": "app", "subset": "stable"}}],
@@ -134,11 +141,23 @@ def test_canary_virtual_service_per_step_with_header_routes_first():
     assert validate_all(exported.manifests) == []
     services = virtual_services(exported.manifests)
     assert [v["metadata"]["annotations"][STEP] for v in services] == [
-        "initial", "steps[0]: setHeaderRoute", "steps[1]: setWeight 10",
-        "steps[3]: setWeight 40", "steps[4]: setHeaderRoute", "end of steps", "promoted",
-    ]  # fmt: skip
-    assert [weights(v) for v in services] == [[100, 0], [100, 0], [90, 10], [60, 40], [60, 40],
-                                              [0, 100], [100, 0]]  # fmt: skip
+        "initial",
+        "steps[0]: setHeaderRoute",
+        "steps[1]: setWeight 10",
+        "steps[3]: setWeight 40",
+        "steps[4]: setHeaderRoute",
+        "end of steps",
+        "promoted",
+    ]
+    assert [weights(v) for v in services] == [
+        [100, 0],
+        [100, 0],
+        [90, 10],
+        [60, 40],
+        [60, 40],
+        [0, 100],
+        [100, 0],
+    ]
     header = services[2]["spec"]["http"][0]
     assert header["name"] == "beta" and len(services[2]["spec"]["http"]) == 2
     assert header["match"] == [
@@ -148,8 +167,9 @@ def test_canary_virtual_service_per_step_with_header_routes_first():
     assert len(services[4]["spec"]["http"]) == 1  # the route without match is removed
     rules = [m for m in exported.manifests if m["kind"] == "DestinationRule"]
     assert [[s["labels"]["version"] for s in r["spec"]["subsets"]] for r in rules] == [
-        ["stable", "canary"], ["canary", "canary"],  # promotion: the stable subset is the new pods
-    ]  # fmt: skip
+        ["stable", "canary"],
+        ["canary", "canary"],  # promotion: the stable subset is the new pods
+    ]
 
 
 def test_progressive_on_istio_has_one_virtual_service_per_weight():
@@ -168,8 +188,10 @@ def test_progressive_on_istio_has_one_virtual_service_per_weight():
 def test_bluegreen_flips_the_virtual_service_weights():
     exported = export(load_policy(POLICIES / "bluegreen.yaml"), "istio", Target(replicas=3))
     services = virtual_services(exported.manifests)
-    routes = [[(d["destination"]["subset"], d["weight"]) for d in v["spec"]["http"][0]["route"]]
-              for v in services]  # fmt: skip
+    routes = [
+        [(d["destination"]["subset"], d["weight"]) for d in v["spec"]["http"][0]["route"]]
+        for v in services
+    ]
     assert routes == [[("blue", 100), ("green", 0)], [("blue", 0), ("green", 100)]]
     rule = next(m for m in exported.manifests if m["kind"] == "DestinationRule")
     assert [s["labels"] for s in rule["spec"]["subsets"]] == [
@@ -188,8 +210,13 @@ def test_a_broken_virtual_service_is_caught_with_every_error_listed():
     vs["spec"]["http"][0]["retry"] = {"attempts": 3}  # a typo of "retries"
     vs["metadata"]["name"] = "Bad_Name"
     errors = validate(vs)
-    wanted = ["spec.http[1].route[0].weight", "'host' is a required property", "x-beta",
-              "unknown field(s) retry", "metadata.name"]  # fmt: skip
+    wanted = [
+        "spec.http[1].route[0].weight",
+        "'host' is a required property",
+        "x-beta",
+        "unknown field(s) retry",
+        "metadata.name",
+    ]
     assert len(errors) == len(wanted), errors
     for piece in wanted:
         assert any(piece in e for e in errors), (piece, errors)

@@ -167,8 +167,16 @@ def test_bluegreen_switches_by_selector_patch_then_scales_blue_down(tmp_path):
     steps = check_runbook(exported)
     main = [s for s in steps if s["action"] not in ("setup", "abort")]
     assert [s["action"] for s in main] == [
-        "apply", "scale", "approve", "scale", "switch", "promote", "pause", "scale", "done",
-    ]  # fmt: skip
+        "apply",
+        "scale",
+        "approve",
+        "scale",
+        "switch",
+        "promote",
+        "pause",
+        "scale",
+        "done",
+    ]
     patch = (
         """kubectl -n default patch service/app -p '{"spec":{"selector":{"version":"green"}}}'"""
     )
@@ -241,8 +249,13 @@ def test_a_broken_object_is_caught_with_every_error_listed():
     broken["spec"]["selector"]["matchLabels"]["tier"] = "web"
     broken["metadata"]["name"] = "Not_A_Name"
     errors = validate(broken)
-    wanted = ["spec.replicas", "imagePullPolicy", "'colour' was unexpected", "selector tier=web",
-              "metadata.name"]  # fmt: skip
+    wanted = [
+        "spec.replicas",
+        "imagePullPolicy",
+        "'colour' was unexpected",
+        "selector tier=web",
+        "metadata.name",
+    ]
     assert len(errors) == len(wanted)
     for piece in wanted:
         assert any(piece in e for e in errors), (piece, errors)

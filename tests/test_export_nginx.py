@@ -49,8 +49,14 @@ def run_runbook(script: str, tmp_path: Path, stdin: str = "", **env: str):
     log = tmp_path / "kubectl.log"
     log.write_text("")
     full_env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RS_LOG": str(log)} | env
-    done = subprocess.run(["bash", "-c", script], input=stdin, env=full_env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", script],
+        input=stdin,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return done.returncode, log.read_text().splitlines(), done.stdout + done.stderr
 
 
@@ -92,8 +98,10 @@ def test_canary_ingress_per_step_in_step_order():
     assert [annotation(c, "canary") for c in canaries] == ["true"] * 5
     assert [annotation(c, "canary-weight") for c in canaries] == ["5", "20", "50", "100", "0"]
     assert [c["metadata"]["annotations"][STEP] for c in canaries][:3] == [
-        "steps[0]: setWeight 5", "steps[2]: setWeight 20", "steps[4]: setWeight 50",
-    ]  # fmt: skip
+        "steps[0]: setWeight 5",
+        "steps[2]: setWeight 20",
+        "steps[4]: setWeight 50",
+    ]
     assert all(annotation(c, "canary-weight-total") is None for c in canaries)
     canary_pods = [m for m in exported.manifests if m["metadata"]["name"] == "app-canary"]
     assert canary_pods[0]["kind"] == "Deployment" and canary_pods[0]["spec"]["replicas"] == 0
@@ -125,18 +133,29 @@ def ab_test(match: str) -> str:
 @pytest.mark.parametrize(
     ("match", "wanted"),
     [
-        ("[{headers: {x-canary: {exact: insider}}}]",
-         {"canary-by-header": "x-canary", "canary-by-header-value": "insider"}),
-        ("[{headers: {x-canary: {regex: 'a|b'}}}]",
-         {"canary-by-header": "x-canary", "canary-by-header-pattern": "^(?:a|b)$"}),
-        ("[{headers: {x-canary: {prefix: 'v1.'}}}]",
-         {"canary-by-header": "x-canary", "canary-by-header-pattern": "^v1\\."}),
+        (
+            "[{headers: {x-canary: {exact: insider}}}]",
+            {"canary-by-header": "x-canary", "canary-by-header-value": "insider"},
+        ),
+        (
+            "[{headers: {x-canary: {regex: 'a|b'}}}]",
+            {"canary-by-header": "x-canary", "canary-by-header-pattern": "^(?:a|b)$"},
+        ),
+        (
+            "[{headers: {x-canary: {prefix: 'v1.'}}}]",
+            {"canary-by-header": "x-canary", "canary-by-header-pattern": "^v1\\."},
+        ),
         ("[{cookie: {exact: beta}}]", {"canary-by-cookie": "beta"}),
-        ("[{headers: {x-canary: {exact: 'yes'}}}, {cookie: {exact: beta}}]",
-         {"canary-by-header": "x-canary", "canary-by-header-value": "yes",
-          "canary-by-cookie": "beta"}),
+        (
+            "[{headers: {x-canary: {exact: 'yes'}}}, {cookie: {exact: beta}}]",
+            {
+                "canary-by-header": "x-canary",
+                "canary-by-header-value": "yes",
+                "canary-by-cookie": "beta",
+            },
+        ),
     ],
-)  # fmt: skip
+)
 def test_ab_test_becomes_canary_by_header_or_cookie(match, wanted):
     exported = export(policy_from_yaml(ab_test(match)), "nginx", Target(replicas=2))
     assert validate_all(exported.manifests) == []
@@ -152,12 +171,14 @@ def test_ab_test_becomes_canary_by_header_or_cookie(match, wanted):
     [
         ("[{headers: {x-a: {exact: '1'}, x-b: {exact: '2'}}}]", "analysis.match[0]"),
         ("[{headers: {x-a: {exact: '1'}}, cookie: {exact: c}}]", "analysis.match[0]"),
-        ("[{headers: {x-a: {exact: '1'}}}, {headers: {x-b: {exact: '2'}}}]",
-         "analysis.match[1].headers.x-b"),
+        (
+            "[{headers: {x-a: {exact: '1'}}}, {headers: {x-b: {exact: '2'}}}]",
+            "analysis.match[1].headers.x-b",
+        ),
         ("[{cookie: {regex: 'be.*'}}]", "analysis.match[0].cookie"),
         ("[{headers: {cookie: {exact: 'a=always'}}}]", "analysis.match[0].headers.cookie"),
     ],
-)  # fmt: skip
+)
 def test_matches_nginx_cannot_express_are_refused(match, field):
     with pytest.raises(NotExpressibleError) as refused:
         export(policy_from_yaml(ab_test(match)), "nginx")
@@ -220,8 +241,9 @@ def test_bluegreen_flips_the_canary_ingress_from_0_to_100():
     exported = export(load_policy(POLICIES / "bluegreen.yaml"), "nginx", Target(replicas=3))
     canaries = canary_ingresses(exported.manifests)
     assert [annotation(c, "canary-weight") for c in canaries] == ["0", "100"]
-    backends = {c["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-                for c in canaries}  # fmt: skip
+    backends = {
+        c["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] for c in canaries
+    }
     assert backends == {"app-green"}
 
 
@@ -241,8 +263,12 @@ CONDITIONS = [
 
 @pytest.mark.parametrize(("success", "failure"), CONDITIONS)
 def test_the_jq_verdict_judges_exactly_like_argo(success, failure):
-    metric = Metric(name="m", provider={"query": {"measure": "successRate"}},
-                    success_condition=success, failure_condition=failure)  # fmt: skip
+    metric = Metric(
+        name="m",
+        provider={"query": {"measure": "successRate"}},
+        success_condition=success,
+        failure_condition=failure,
+    )
     program = argo_verdict(success, failure)
     for value in (0.0, 0.3, 0.5, 0.9, 0.95, 0.99, 1.0, 2.5, math.nan, None):
         text = "NaN" if value is not None and math.isnan(value) else str(value)

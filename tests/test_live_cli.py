@@ -121,8 +121,9 @@ def test_coverage_is_a_binomial_lower_tail() -> None:
     found = coverage(checks)
     assert (found["checks"], found["inside"]) == (20, 19)
     assert found["p_value"] == pytest.approx(1 - 0.95**20, rel=1e-6)
-    p = Prediction("r", 10, {"promoted": 0.96, "rolled_back": 0.04}, (0, 1, 2), (0, 1, 2),
-                   0.04, None, None)  # fmt: skip
+    p = Prediction(
+        "r", 10, {"promoted": 0.96, "rolled_back": 0.04}, (0, 1, 2), (0, 1, 2), 0.04, None, None
+    )
     assert p.outcome_set() == ["promoted"]
 
 

@@ -290,8 +290,12 @@ def test_every_event_round_trips_through_the_log() -> None:
     for event in events:
         assert decode_event(json.loads(json.dumps(encode_event(event)))) == event
     record = encode_action(SetSelectors(frozenset({"canary"}), frozenset({"canary"})))
-    assert record == {"type": "SetSelectors", "stable": ["canary"], "canary": ["canary"],
-                      "transition_s": 0.0}  # fmt: skip
+    assert record == {
+        "type": "SetSelectors",
+        "stable": ["canary"],
+        "canary": ["canary"],
+        "transition_s": 0.0,
+    }
 
 
 def test_a_torn_last_line_is_ignored_and_a_dead_pid_is_not_signalled(tmp_path) -> None:

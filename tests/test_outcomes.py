@@ -184,8 +184,10 @@ def test_a_release_that_changes_nothing_hurts_nobody():
 
 # users_hurt before the split by cause (commit 2842892), same seeds: users_with_bad keeps it
 # bit for bit (the caused draws have a random stream of their own), and users_exposed too.
-PINNED = {"good": [(82, 0), (87, 0), (88, 0), (68, 0)],
-          "bad": [(110, 842), (103, 861), (123, 858), (118, 857)]}  # fmt: skip
+PINNED = {
+    "good": [(82, 0), (87, 0), (88, 0), (68, 0)],
+    "bad": [(110, 842), (103, 861), (123, 858), (118, 857)],
+}
 
 
 def test_users_with_bad_is_what_users_hurt_counted_before():

@@ -548,8 +548,9 @@ def test_reference_basic_canary_pods_join_after_the_pods_router_delay():
 
 def test_reference_fault_probability_is_the_fault_model():
     fault = {"errorRate": 0.3, "growth": {"duration": "10m"}}
-    world = World.model_validate(_spec(releases=[{"name": "bad", "probability": 1.0,
-                                                  "fault": fault}]))  # fmt: skip
+    world = World.model_validate(
+        _spec(releases=[{"name": "bad", "probability": 1.0, "fault": fault}])
+    )
     rep = ReferenceReplication(
         world.compile(WORLD_SEED),
         policy_from_yaml(_hold(10)),

@@ -84,8 +84,16 @@ def test_identical_policies_meet_identical_worlds(world, policies):
 
 
 def test_different_policies_share_the_fault_onset():
-    spec = dict(WORLD, releases=[{"name": "bomb", "probability": 1.0, "fault": {
-        "errorRate": 0.05, "onset": {"hazard": {"mean": "20m"}}}}])  # fmt: skip
+    spec = dict(
+        WORLD,
+        releases=[
+            {
+                "name": "bomb",
+                "probability": 1.0,
+                "fault": {"errorRate": 0.05, "onset": {"hazard": {"mean": "20m"}}},
+            }
+        ],
+    )
     canary = load_policy(POLICIES / "canary-basic.yaml")
     rolling = load_policy(POLICIES / "rolling-update.yaml")
     f = run(spec, [canary, rolling], replications=8, seed=11, backend="inprocess").frame
@@ -156,8 +164,10 @@ def test_checkpoint_resumes_only_missing_chunks(world, policies, reference, tmp_
     ran.clear()
     resumed = run(world, policies, backend="process", workers=2, on_chunk=ran.append, **kwargs)
     assert sorted((c.policy_index, c.class_index, c.index) for c in ran) == [
-        (0, 0, 1), (0, 1, 2), (1, 1, 0)
-    ]  # fmt: skip
+        (0, 0, 1),
+        (0, 1, 2),
+        (1, 1, 0),
+    ]
     pd.testing.assert_frame_equal(resumed.frame, reference.frame)
     ran.clear()
     again = run(world, policies, backend="inprocess", on_chunk=ran.append, **kwargs)
