@@ -272,11 +272,27 @@ def test_missing_anchors_fail_loudly(monkeypatch, tmp_path):
         crds._validator.cache_clear()
 
 
-def test_anchors_default_beside_the_repository(monkeypatch):
+def test_the_crds_ship_with_the_package(monkeypatch):
     monkeypatch.delenv(crds.ANCHORS_ENV, raising=False)
     folder = crds.anchors_dir()
-    assert folder == Path(crds.__file__).resolve().parents[3] / "shared" / "anchors"
-    assert (folder / "argo-rollouts" / "rollout-crd.yaml").is_file()
+    assert folder == Path(crds.__file__).resolve().parent / "schemas" == crds.SCHEMAS_DIR
+    for relative in set(crds.CRD_FILES.values()):
+        assert (folder / relative).is_file()
+    for executor in ("argo-rollouts", "flagger", "istio"):  # the licence and the source go along
+        assert (folder / executor / "LICENSE").is_file()
+        assert (folder / executor / "SOURCE.md").is_file()
+
+
+SHARED_ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
+
+
+@pytest.mark.skipif(not SHARED_ANCHORS.is_dir(), reason="no shared/anchors beside the checkout")
+def test_the_shipped_crds_are_the_anchors_unchanged():
+    """The package's copy is byte for byte the project's anchors (CI has them beside the clone)."""
+    for path in sorted(crds.SCHEMAS_DIR.rglob("*")):
+        if path.is_file():
+            anchor = SHARED_ANCHORS / path.relative_to(crds.SCHEMAS_DIR)
+            assert anchor.read_bytes() == path.read_bytes(), path
 
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.stem)

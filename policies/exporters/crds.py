@@ -1,9 +1,10 @@
 """Validation of exported custom resources against the executors' own CRD schemas.
 
-The schemas are the ``openAPIV3Schema`` of the CRDs copied unchanged into the anchors folder
-(Argo Rollouts, Flagger). They are read from ``$ROLLOUTSIM_ANCHORS`` if set, else from
-``<repository>/../shared/anchors`` — CI clones the repository with ``shared/`` beside it. A
-missing folder or file raises ``AnchorsMissingError``: a check that cannot run must never pass.
+The schemas are the ``openAPIV3Schema`` of the executors' CRDs (Argo Rollouts, Flagger, Istio),
+shipped unchanged with the package in ``policies/exporters/schemas/`` with their licences and
+sources (``SOURCE.md``), so ``export`` validates from an installed wheel anywhere;
+``$ROLLOUTSIM_ANCHORS`` points at another copy instead (for example newer CRDs). A missing folder
+or file raises ``AnchorsMissingError``: a check that cannot run must never pass.
 
 Two things are stricter than plain JSON Schema on the CRD, because the apiserver would silently
 *prune* what this module rejects and an exported setting would vanish without a word: an
@@ -30,6 +31,7 @@ from policies.errors import RolloutsimError
 __all__ = [
     "ANCHORS_ENV",
     "CRD_FILES",
+    "SCHEMAS_DIR",
     "AnchorsMissingError",
     "CRDValidationError",
     "anchors_dir",
@@ -70,19 +72,18 @@ class CRDValidationError(RolloutsimError):
         super().__init__(f"{len(errors)} CRD validation error(s):\n  " + "\n  ".join(errors))
 
 
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+"""The CRDs shipped with the package (package data)."""
+
+
 def anchors_dir() -> Path:
-    """The anchors folder: ``$ROLLOUTSIM_ANCHORS`` or ``<repository>/../shared/anchors``."""
+    """The CRD folder: ``$ROLLOUTSIM_ANCHORS`` if set, else the package's own ``schemas/``."""
     env = os.environ.get(ANCHORS_ENV)
-    if env:
-        path = Path(env)
-        where = f"${ANCHORS_ENV}={env}"
-    else:
-        path = Path(__file__).resolve().parents[2].parent / "shared" / "anchors"
-        where = str(path)
+    path, where = (Path(env), f"${ANCHORS_ENV}={env}") if env else (SCHEMAS_DIR, str(SCHEMAS_DIR))
     if not path.is_dir():
         raise AnchorsMissingError(
-            f"CRD anchors folder not found ({where}): set {ANCHORS_ENV} to the folder holding"
-            " argo-rollouts/ and flagger/ (CI clones shared/ beside the repository)"
+            f"CRD schemas folder not found ({where}): set {ANCHORS_ENV} to a folder holding"
+            " argo-rollouts/, flagger/ and istio/, or reinstall rolloutsim"
         )
     return path
 
