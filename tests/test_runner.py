@@ -175,6 +175,20 @@ def test_checkpoint_resumes_only_missing_chunks(world, policies, reference, tmp_
     pd.testing.assert_frame_equal(again.frame, reference.frame)
 
 
+def test_chunks_of_an_older_outcome_record_are_run_again(world, policies, reference, tmp_path):
+    """A checkpoint from a version with other outcome fields resumes by redoing those chunks."""
+    import pyarrow.parquet as pq
+
+    kwargs = dict(replications=10, seed=7, chunk_size=4, checkpoint=tmp_path, backend="inprocess")
+    run(world, policies, **kwargs)
+    old = sorted((tmp_path / "chunks").glob("*.parquet"))[0]
+    pq.write_table(pq.read_table(old).drop_columns(["users_with_bad"]), old)
+    ran: list[Chunk] = []
+    resumed = run(world, policies, on_chunk=ran.append, **kwargs)
+    assert [(c.policy_index, c.class_index, c.index) for c in ran] == [(0, 0, 0)]
+    pd.testing.assert_frame_equal(resumed.frame, reference.frame)
+
+
 def test_interrupted_run_resumes(world, policies, reference, tmp_path):
     kwargs = dict(replications=10, seed=7, chunk_size=4, checkpoint=tmp_path, backend="inprocess")
     finished: list[Chunk] = []

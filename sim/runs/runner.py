@@ -230,6 +230,8 @@ class _Checkpoint:
             return None
         if [r.get("replication") for r in records] != list(range(chunk.start, chunk.stop)):
             return None
+        if any(k not in records[0] for k in OUTCOME_FIELDS):
+            return None  # written by a version with other outcome fields: run it again
         return [{k: _TYPES[k](r[k]) for k in OUTCOME_FIELDS} for r in records]
 
     def save(self, chunk: Chunk, records: list[dict]) -> None:
