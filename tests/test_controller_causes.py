@@ -9,6 +9,7 @@ the progress deadline, a pause awaiting approval, and plain progress.
 from __future__ import annotations
 
 from harness import Driver, empty, failing, healthy
+from test_controller_rolling import BATCHES
 
 from policies import policy_from_yaml
 from policies.controller import (
@@ -202,19 +203,6 @@ def test_flagger_progress_deadline_and_human_abort():
 
 
 # --------------------------------------------------------------------------- rolling and batches
-
-BATCHES = """kind: BatchRelease
-name: b
-analysisTemplates:
-  - name: err
-    metrics:
-      - name: err
-        interval: 60s
-        count: 2
-        successCondition: result < 0.05
-        provider: {query: {measure: errorRate}}
-batches:
-"""
 
 
 def test_rolling_update_progress_abort_and_undo():
