@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal, cast
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_snake
 
 from policies.analysis import AnalysisTemplate
 from policies.base import IntOrPercent, Model
@@ -21,7 +22,14 @@ from policies.common import (
     check_template_refs,
 )
 from policies.durations import Duration
-from policies.vocabulary import ARGO_ROUTERS, ROUTERS, ArgoRouter, routers_where
+from policies.vocabulary import (
+    ARGO_ROUTERS,
+    ROUTERS,
+    ArgoRouter,
+    RouterKind,
+    argo_router_kind,
+    routers_where,
+)
 
 __all__ = [
     "BackgroundAnalysis",
@@ -121,27 +129,49 @@ class RouterConfig(Model):
 
 
 class TrafficRouting(Model):
-    """Which router carries the weight: exactly one of nginx, istio, smi, alb."""
+    """Which routers carry the weight: one or more of Argo's routers and traffic-router plugins
+    (by plugin name); Argo sets the same weight on each."""
 
     nginx: RouterConfig | None = None
     istio: RouterConfig | None = None
     smi: RouterConfig | None = None
     alb: RouterConfig | None = None
+    ambassador: RouterConfig | None = None
+    apisix: RouterConfig | None = None
+    app_mesh: RouterConfig | None = None
+    traefik: RouterConfig | None = None
+    plugins: dict[str, RouterConfig] | None = None
     max_traffic_weight: int = Field(100, ge=1)
 
     @model_validator(mode="after")
-    def _one_router(self) -> TrafficRouting:
-        given = [r for r in ARGO_ROUTERS if getattr(self, r) is not None]
-        if len(given) != 1:
-            raise ValueError(f"trafficRouting needs exactly one of {', '.join(ARGO_ROUTERS)}")
-        if self.max_traffic_weight != 100 and not ROUTERS[given[0]].max_traffic_weight:
+    def _some_router(self) -> TrafficRouting:
+        if not self.routers:
+            raise ValueError(f"trafficRouting needs one of {', '.join(ARGO_ROUTERS)}")
+        if self.max_traffic_weight != 100 and not all(
+            ROUTERS[kind].max_traffic_weight for kind in self.kinds
+        ):
             with_ = " or ".join(routers_where("max_traffic_weight"))
             raise ValueError(f"maxTrafficWeight other than 100 is only supported with {with_}")
         return self
 
     @property
+    def routers(self) -> tuple[ArgoRouter, ...]:
+        """The ``trafficRouting`` keys given, in ``ARGO_ROUTERS`` order."""
+        return tuple(r for r in ARGO_ROUTERS if getattr(self, to_snake(r)))
+
+    @property
     def router(self) -> ArgoRouter:
-        return next(r for r in ARGO_ROUTERS if getattr(self, r) is not None)
+        """The first router (most policies have one)."""
+        return self.routers[0]
+
+    @property
+    def kinds(self) -> tuple[RouterKind, ...]:
+        """The router kinds the weight goes through (a plugin's by its name)."""
+        out: list[RouterKind] = []
+        for r in self.routers:
+            names = sorted(self.plugins or {}) if r == "plugins" else [None]
+            out.extend(argo_router_kind(r, name) for name in names)
+        return tuple(out)
 
 
 class Canary(PolicyBase):
@@ -184,7 +214,7 @@ class Canary(PolicyBase):
                 raise ValueError(f"steps[{i}].setCanaryScale requires trafficRouting")
             if step.set_header_route is not None and (
                 self.traffic_routing is None  # not routed
-                or not ROUTERS[self.traffic_routing.router].header_routes
+                or not any(ROUTERS[k].header_routes for k in self.traffic_routing.kinds)
             ):
                 with_ = " or ".join(routers_where("header_routes"))
                 raise ValueError(f"steps[{i}].setHeaderRoute requires {with_} trafficRouting")

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 __all__ = [
     "ARGO_ROUTERS",
     "EXECUTORS",
     "FLAGGER_PROVIDERS",
     "METRIC_SOURCES",
+    "PLUGIN_ROUTERS",
     "ROUTERS",
     "ROUTER_FAMILIES",
     "ROUTER_KINDS",
@@ -37,16 +38,58 @@ __all__ = [
     "RouterFacts",
     "RouterFamily",
     "RouterKind",
+    "argo_router_kind",
     "provider_router",
     "router_of",
+    "routers_of",
     "routers_where",
 ]
 
-ArgoRouter = Literal["nginx", "istio", "smi", "alb"]
-"""An Argo Rollouts canary's ``trafficRouting`` router (none: the canary splits by pods)."""
-FlaggerProvider = Literal["istio", "nginx", "kubernetes", "linkerd", "smi", "contour", "gloo"]
-"""A Flagger canary's ``provider``; ``kubernetes`` routes by Service selector, not weight."""
-RouterKind = Literal[ArgoRouter, "linkerd", "contour", "gloo", "serviceSelector", "pods"]
+ArgoRouter = Literal[
+    "nginx", "istio", "smi", "alb", "ambassador", "apisix", "appMesh", "traefik", "plugins"
+]
+"""An Argo Rollouts canary's ``trafficRouting`` router, as its key in the manifest (none: the
+canary splits by pods). ``plugins`` are traffic-router plugins, by name (``PLUGIN_ROUTERS``)."""
+FlaggerProvider = Literal[
+    "istio",
+    "nginx",
+    "kubernetes",
+    "linkerd",
+    "smi",
+    "contour",
+    "gloo",
+    "appmesh",
+    "skipper",
+    "traefik",
+    "apisix",
+    "kuma",
+    "osm",
+    "knative",
+    "gatewayapi",
+]
+"""A Flagger canary's ``provider`` without its version suffix (``gatewayapi:v1`` is
+``gatewayapi``, ``smi:v1alpha3`` is ``smi``); ``kubernetes`` routes by Service selector."""
+RouterKind = Literal[
+    "nginx",
+    "istio",
+    "smi",
+    "alb",
+    "ambassador",
+    "apisix",
+    "appMesh",
+    "traefik",
+    "gatewayApi",
+    "plugin",
+    "linkerd",
+    "contour",
+    "gloo",
+    "skipper",
+    "kuma",
+    "osm",
+    "knative",
+    "serviceSelector",
+    "pods",
+]
 """How a traffic change reaches the requests: a weighted router, a Service selector, or pods."""
 RouterFamily = Literal["weighted", "serviceSelector", "pods"]
 """A router that carries a weight; a Service whose selector flips; no router (traffic follows
@@ -126,6 +169,49 @@ ROUTERS: MappingProxyType[RouterKind, RouterFacts] = MappingProxyType(
             " which is eventually consistent; no sourced figure.",
             header_routes=True,
         ),
+        "ambassador": RouterFacts(
+            "weighted",
+            2.0,
+            "Emissary-ingress (Ambassador) watches the canary Mapping's weight and reconfigures"
+            " its Envoy over xDS; " + _NO_FIGURE,
+        ),
+        "apisix": RouterFacts(
+            "weighted",
+            2.0,
+            "the APISIX ingress controller writes the route's upstream weights to APISIX's admin"
+            " API, from which every APISIX node reloads the route; " + _NO_FIGURE,
+            header_routes=True,
+        ),
+        "appMesh": RouterFacts(
+            "weighted",
+            2.0,
+            "App Mesh's control plane pushes the route's weighted targets to the Envoy proxies"
+            " (an eventually consistent AWS API); " + _NO_FIGURE,
+            flagger_match=True,
+        ),
+        "traefik": RouterFacts(
+            "weighted",
+            2.0,
+            "Traefik's Kubernetes CRD provider applies TraefikService weights after"
+            " ``providers.providersThrottleDuration`` (default 2 s).",
+        ),
+        "gatewayApi": RouterFacts(
+            "weighted",
+            2.0,
+            "an HTTPRoute's backendRef weights are applied by the Gateway's implementation"
+            " (Envoy Gateway, Istio, Contour, ...) through its own control plane; " + _NO_FIGURE,
+            max_traffic_weight=True,
+            header_routes=True,
+            flagger_match=True,
+        ),
+        "plugin": RouterFacts(
+            "weighted",
+            2.0,
+            "an Argo Rollouts traffic-router plugin writes the weight to whatever it manages;"
+            " its delay is the scenario's (``routerDelay.plugin``); " + _NO_FIGURE,
+            max_traffic_weight=True,
+            header_routes=True,
+        ),
         "linkerd": RouterFacts(
             "weighted",
             2.0,
@@ -143,6 +229,30 @@ ROUTERS: MappingProxyType[RouterKind, RouterFacts] = MappingProxyType(
             2.0,
             "Gloo Edge turns its routes into Envoy configuration served over xDS; " + _NO_FIGURE,
             flagger_match=True,
+        ),
+        "skipper": RouterFacts(
+            "weighted",
+            3.0,
+            "Skipper polls the Kubernetes API for Ingress changes every"
+            " ``-source-poll-timeout`` (default 3000 ms).",
+        ),
+        "kuma": RouterFacts(
+            "weighted",
+            2.0,
+            "Kuma's control plane turns the route into Envoy configuration served over xDS; "
+            + _NO_FIGURE,
+        ),
+        "osm": RouterFacts(
+            "weighted",
+            2.0,
+            "Open Service Mesh applies an SMI TrafficSplit through its Envoy control plane; "
+            + _NO_FIGURE,
+        ),
+        "knative": RouterFacts(
+            "weighted",
+            2.0,
+            "Knative Serving's route controller programs its ingress (Kourier, Istio, Contour)"
+            " with the revisions' traffic percentages; " + _NO_FIGURE,
         ),
         "serviceSelector": RouterFacts(
             "serviceSelector",
@@ -166,22 +276,48 @@ def routers_where(fact: str) -> tuple[RouterKind, ...]:
     return tuple(kind for kind, facts in ROUTERS.items() if getattr(facts, fact))
 
 
+PLUGIN_ROUTERS: MappingProxyType[str, RouterKind] = MappingProxyType(
+    {"argoproj-labs/gatewayAPI": "gatewayApi", "argoproj-labs/contour": "contour"}
+)
+"""Argo traffic-router plugins whose router has an entry of its own; any other plugin is
+``plugin`` (a weighted router with the scenario's delay)."""
+
+_PROVIDER_ROUTER: dict[str, RouterKind] = {
+    "kubernetes": "serviceSelector",
+    "appmesh": "appMesh",
+    "gatewayapi": "gatewayApi",
+}
+
+
 def provider_router(provider: FlaggerProvider) -> RouterKind:
-    """The router a Flagger provider shifts traffic with: itself, or for ``kubernetes`` (no
+    """The router a Flagger provider shifts traffic with: its own, or for ``kubernetes`` (no
     router: Flagger's blue/green) the Service selector."""
-    return "serviceSelector" if provider == "kubernetes" else provider
+    return _PROVIDER_ROUTER.get(provider) or cast(RouterKind, provider)
+
+
+def argo_router_kind(router: ArgoRouter, plugin: str | None = None) -> RouterKind:
+    """The router kind of an Argo ``trafficRouting`` key (of a plugin, by its name)."""
+    if router == "plugins":
+        return PLUGIN_ROUTERS.get(plugin or "", "plugin")
+    return router
 
 
 def router_of(policy) -> RouterKind:
     """Which router a policy's weight and route changes go through (and wait for).
 
-    An Argo canary: its ``trafficRouting`` router, else pods (a replica-ratio canary). A
-    Flagger canary or A/B test: its provider's router. A blue-green switch: the Service
-    selector (a DNS switch's TTL is the world's, apart from this). A rolling update or a batch
-    release: pods.
+    An Argo canary: its ``trafficRouting`` router (the first of several), else pods (a
+    replica-ratio canary). A Flagger canary or A/B test: its provider's router. A blue-green
+    switch: the Service selector (a DNS switch's TTL is the world's, apart from this). A
+    rolling update or a batch release: pods.
     """
+    return routers_of(policy)[0]
+
+
+def routers_of(policy) -> tuple[RouterKind, ...]:
+    """Every router a policy's weight changes go through: Argo sets the weight on each of a
+    canary's routers (``trafficRouting`` may name several); one router otherwise."""
     if policy.kind == "Canary":
-        return policy.traffic_routing.router if policy.traffic_routing else "pods"
+        return policy.traffic_routing.kinds if policy.traffic_routing else ("pods",)
     if policy.kind in ("Progressive", "ABTest"):
-        return provider_router(policy.provider)
-    return "serviceSelector" if policy.kind == "BlueGreen" else "pods"
+        return (provider_router(policy.provider),)
+    return ("serviceSelector",) if policy.kind == "BlueGreen" else ("pods",)

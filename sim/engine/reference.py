@@ -41,7 +41,7 @@ import numpy as np
 import simpy
 
 import policies.controller as pc
-from policies.vocabulary import router_of
+from policies.vocabulary import routers_of
 from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.reference_metrics import Scrapes
 from sim.engine.reference_records import RequestRecords
@@ -79,7 +79,7 @@ class ReferenceReplication:
         if isinstance(self.ctl, pc.FlaggerController):  # its ticker's phase
             interval = policy.analysis.effective_interval_s
             self.ctl.first_tick_s = platform.flagger_first_tick(interval, float(tick.random()))
-        self.router_delay = platform.router_delay_for(router_of(policy))
+        self.router_delay = max(platform.router_delay_for(k) for k in routers_of(policy))
         self.join_delay = platform.router_delay_for("pods")  # a ready pod joins the endpoints
         self.selector_delay = platform.router_delay_for("serviceSelector")
         self.min_ready = float(getattr(policy, "min_ready_seconds", 0.0))

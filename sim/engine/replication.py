@@ -36,7 +36,7 @@ from policies.controller import (
     StatusChanged,
     TimerFired,
 )
-from policies.vocabulary import router_of
+from policies.vocabulary import routers_of
 from sim.engine.clock import Clock
 from sim.engine.detectors import Detectors
 from sim.engine.drafting import Drafter
@@ -96,7 +96,7 @@ class Replication:
         min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
         pods_rng = np.random.default_rng(pods_ss)
         self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, pods_rng)
-        router_delay = platform.router_delay_for(router_of(policy))
+        router_delay = max(platform.router_delay_for(k) for k in routers_of(policy))
         selector_delay = platform.router_delay_for("serviceSelector")
         self.router = router = Router(clock, world.users, router_delay, selector_delay)
         outcome = Outcome(policy_name or policy.name, index, run_seed, release.name, release.is_bad)
