@@ -129,11 +129,23 @@ def _explain(args: argparse.Namespace) -> int:
     if replicas < 1:
         raise _usage(f"--replicas: {replicas} must be >= 1")
     table = explain(policy, replicas)
+    notes = _replica_notes(policy.replicas, args.replicas)
     if args.json:
-        print(json.dumps({**asdict(table)}, indent=2))
+        print(json.dumps({**asdict(table), "notes": notes}, indent=2))
     else:
         print(table.to_text(), end="")
+        for note in notes:
+            print(f"note: {note}")
     return 0
+
+
+def _replica_notes(own: int | None, given: int | None) -> list[str]:
+    """Say where the replica count came from when it is not the policy's own."""
+    if given is not None and own is not None and given != own:
+        return [f"explained on {given} replicas (--replicas), not the policy's own {own}"]
+    if given is None and own is None:
+        return ["the policy gives no replica count: explained on 10 (set it with --replicas)"]
+    return []
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import copy
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -29,12 +29,15 @@ __all__ = ["LoadedScenario", "PolicyRef", "Scenario", "load_scenario", "scenario
 
 
 class PolicyRef(Model):
-    """A policy kept in another file: a policy file, or a live executor's manifest."""
+    """A policy kept in another file: a policy file, or a live executor's manifest (one file,
+    or a list: the Rollout and its template files). ``replicas`` overrides the file's own
+    replica count (a manifest's ``spec.replicas``), and the report says so."""
 
     file: str | None = None
-    manifest: str | None = None
+    manifest: str | list[str] | None = None
     name: str | None = None  # rename, e.g. to compare two variants of one file
     map: dict[str, str] = Field(default_factory=dict)  # metric -> "measure:version[:quantile]"
+    replicas: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one(self) -> PolicyRef:
@@ -83,6 +86,9 @@ class LoadedScenario:
     scenario: Scenario
     policies: dict[str, Any]
     path: Path | None
+    notes: tuple[str, ...] = field(default=())
+    """What the reader should know about how the policies were read (a replica count the
+    scenario overrides), for the report."""
 
     @property
     def world(self) -> World:
@@ -117,16 +123,22 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     with base_directory(path.parent):
         scenario = validate_model(Scenario, data, file=str(path))
     policies: dict[str, Any] = {}
+    notes: list[str] = []
     for i, entry in enumerate(scenario.policies):
         where = f"policies[{i}]"
-        name, policy = _resolve(entry, path, where)
+        name, policy = _resolve(entry, path, where, notes)
         if name in policies:
             raise PolicyError(
                 f"two policies are named {name!r}; give one a `name:`", path=where, file=str(path)
             )
         _check_matches(policy, scenario.world, path, where)
+        own, world = getattr(policy, "replicas", None), scenario.world.platform.replicas
+        if own is not None and world is not None and own != world:
+            notes.append(
+                f"{name}: runs on {world} replicas (world.platform.replicas), not its own {own}"
+            )
         policies[name] = policy
-    return LoadedScenario(scenario, policies, path)
+    return LoadedScenario(scenario, policies, path, tuple(notes))
 
 
 def _route_matches(policy) -> list:
@@ -187,7 +199,7 @@ def set_path(data: dict[str, Any], dotted: str, value: Any, *, file: str | None 
             ) from None
 
 
-def _resolve(entry: dict[str, Any], path: Path, where: str):
+def _resolve(entry: dict[str, Any], path: Path, where: str, notes: list[str]):
     if "kind" in entry:
         policy = parse_policy(entry, file=str(path), path=where)
         return policy.name, policy
@@ -197,15 +209,24 @@ def _resolve(entry: dict[str, Any], path: Path, where: str):
     else:
         from policies.importers import import_manifests
 
+        given = ref.manifest if isinstance(ref.manifest, list) else [cast(str, ref.manifest)]
         try:
-            manifest = cast(str, ref.manifest)  # PolicyRef gives exactly one of file, manifest
-            policy = import_manifests(path.parent / manifest, mapping=ref.map or None).policy
+            files = [path.parent / f for f in given]
+            policy = import_manifests(files, mapping=ref.map or None).policy
         except PolicyError as exc:
             raise PolicyError(
                 exc.message, path=exc.path or where, file=exc.file or str(path)
             ) from None
     if ref.name is not None:
         policy = policy.model_copy(update={"name": ref.name})
+    if ref.replicas is not None:
+        own = getattr(policy, "replicas", None)
+        if own is not None and own != ref.replicas:
+            notes.append(
+                f"{policy.name}: runs on {ref.replicas} replicas ({where}.replicas), not its"
+                f" own {own}"
+            )
+        policy = policy.model_copy(update={"replicas": ref.replicas})
     return policy.name, policy
 
 
