@@ -19,9 +19,11 @@ from pydantic_core import ErrorDetails
 from policies.errors import PolicyError
 
 __all__ = [
+    "FlowKey",
     "IntOrPercent",
     "Model",
     "dump_yaml",
+    "find_flow_key",
     "format_path",
     "load_yaml",
     "read_yaml_file",
@@ -161,16 +163,58 @@ class _StrictLoader(yaml.SafeLoader):
     """PyYAML's safe loader that also refuses duplicate keys (YAML says keys are unique)."""
 
 
+class FlowKey(str):
+    """A mapping used as a mapping key, kept as its YAML text so that the document loads.
+
+    An unquoted ``{{args.x}}`` (a Helm or Argo placeholder) is a flow mapping whose key is the
+    mapping ``{args.x}``: JSON (and so the API server) has no such key, but a file may carry
+    one in an object nobody uses. ``find_flow_key`` finds it where it is used.
+    """
+
+
+def _key(loader: _StrictLoader, key_node: yaml.Node, deep: bool) -> Any:
+    key = loader.construct_object(key_node, deep=deep)
+    try:
+        hash(key)
+    except TypeError:
+        start, end = key_node.start_mark, key_node.end_mark
+        buffer = getattr(start, "buffer", None)
+        text = buffer[start.pointer : end.pointer] if buffer else repr(key)
+        return FlowKey(text.rstrip("\x00"))
+    return key
+
+
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # ``<<: *anchor`` merges keys that the mapping's own may override
+        key = _key(loader, key_node, deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
+    loader.flatten_mapping(node)
+    return {_key(loader, k, deep): loader.construct_object(v, deep=deep) for k, v in node.value}
+
+
+def find_flow_key(node: Any, path: str = "") -> str | None:
+    """The path of the first ``FlowKey`` in plain data (None: there is none)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, FlowKey):
+                return here
+            found = find_flow_key(value, here)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found = find_flow_key(value, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

@@ -1,6 +1,7 @@
 """The Canary policy: Argo Rollouts' canary strategy (grayscale release), field for field.
 
-Steps run in order, each with exactly one action (Argo validation); without ``trafficRouting``
+Steps run in order, each with at most one of setWeight, pause and analysis (Argo validation)
+and the step's other actions beside it; without ``trafficRouting``
 the canary's traffic share is its share of pods behind one Service (Argo's N / N+1 rule), with
 it the router carries the weight and the canary gets ceil(w·N/100) pods (reference §2).
 """
@@ -28,7 +29,6 @@ from policies.vocabulary import (
     ArgoRouter,
     RouterKind,
     argo_router_kind,
-    routers_where,
 )
 
 __all__ = [
@@ -76,16 +76,27 @@ class SetHeaderRoute(Model):
 
 
 _ACTIONS = ("set_weight", "pause", "analysis", "set_canary_scale", "set_header_route")
+_ONE_OF = ("set_weight", "pause", "analysis")
+"""Argo's ``hasMultipleStepsType``: a step has at most one of these (and experiment)."""
+_COMPLETES = ("pause", "set_canary_scale", "set_weight", "analysis", "set_header_route")
+"""Argo's ``completedCurrentCanaryStep`` switch order: the first action present decides when
+the step is done; the others only take effect (a header route is set, a run started)."""
+
+
+def _camel(name: str) -> str:
+    return "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
+
 
 StepOperation = int | Pause | RolloutAnalysis | SetCanaryScale | SetHeaderRoute
-"""A canary step's one action as a value (``CanaryStep.operation``); an ``int`` is setWeight.
+"""A canary step's action as a value (``CanaryStep.operation``); an ``int`` is setWeight.
 
 The YAML keeps Argo's shape (one optional key per action); code matches on this union, so a
 new action cannot be forgotten silently."""
 
 
 class CanaryStep(Model):
-    """One Argo canary step: exactly one action."""
+    """One Argo canary step: its actions, at most one of setWeight, pause and analysis (Argo
+    validation), with setCanaryScale and setHeaderRoute beside it if wanted."""
 
     set_weight: int | None = Field(None, ge=0, le=100)
     pause: Pause | None = None
@@ -94,27 +105,36 @@ class CanaryStep(Model):
     set_header_route: SetHeaderRoute | None = None
 
     @model_validator(mode="after")
-    def _one_action(self) -> CanaryStep:
-        given = [name for name in _ACTIONS if getattr(self, name) is not None]
-        camel = {
-            n: "".join(w.capitalize() if i else w for i, w in enumerate(n.split("_")))
-            for n in _ACTIONS
-        }
-        if len(given) != 1:
-            if given:
-                names = " and ".join(camel[g] for g in given)
-                raise ValueError(f"a step has exactly one action (got {names})")
-            raise ValueError(f"a step needs one action: {', '.join(camel.values())}")
+    def _actions(self) -> CanaryStep:
+        given = [name for name in _ONE_OF if getattr(self, name) is not None]
+        if len(given) > 1:
+            names = " and ".join(_camel(g) for g in given)
+            # Argo's hasMultipleStepsType; setCanaryScale and setHeaderRoute may join the one
+            raise ValueError(f"a step has exactly one action (got {names})")
+        if not self.actions:
+            names = ", ".join(_camel(n) for n in _ACTIONS)
+            raise ValueError(f"a step needs an action: {names}")
         return self
 
     @property
+    def actions(self) -> tuple[str, ...]:
+        """The actions given, in Argo's completion order (the first decides)."""
+        return tuple(name for name in _COMPLETES if getattr(self, name) is not None)
+
+    @property
     def action(self) -> str:
-        return next(name for name in _ACTIONS if getattr(self, name) is not None)
+        """The action that decides when the step is done (the only one, usually)."""
+        return self.actions[0]
 
     @property
     def operation(self) -> StepOperation:
-        """The step's one action as a value: ``match`` on its type (an ``int`` is setWeight)."""
+        """The deciding action as a value: ``match`` on its type (an ``int`` is setWeight)."""
         return cast(StepOperation, getattr(self, self.action))
+
+    @property
+    def operations(self) -> tuple[StepOperation, ...]:
+        """Every action of the step as a value, the deciding one first."""
+        return tuple(cast(StepOperation, getattr(self, name)) for name in self.actions)
 
 
 class BackgroundAnalysis(RolloutAnalysis):
@@ -147,10 +167,8 @@ class TrafficRouting(Model):
     def _some_router(self) -> TrafficRouting:
         if not self.routers:
             raise ValueError(f"trafficRouting needs one of {', '.join(ARGO_ROUTERS)}")
-        if self.max_traffic_weight != 100 and not all(
-            ROUTERS[kind].max_traffic_weight for kind in self.kinds
-        ):
-            with_ = " or ".join(routers_where("max_traffic_weight"))
+        if self.max_traffic_weight != 100 and not _argo_allows(self.routers, "max_traffic_weight"):
+            with_ = " or ".join(_argo_routers_where("max_traffic_weight"))
             raise ValueError(f"maxTrafficWeight other than 100 is only supported with {with_}")
         return self
 
@@ -174,8 +192,24 @@ class TrafficRouting(Model):
         return tuple(out)
 
 
+def _argo_routers_where(fact: str) -> tuple[ArgoRouter, ...]:
+    """Argo's routers (``plugins`` as any plugin) whose router kind has ``fact``."""
+    return tuple(r for r in ARGO_ROUTERS if getattr(ROUTERS[argo_router_kind(r)], fact))
+
+
+def _argo_allows(routers: tuple[ArgoRouter, ...], fact: str) -> bool:
+    """Argo's validation asks for one router with the feature, not all (any plugin counts)."""
+    return any(r in _argo_routers_where(fact) for r in routers)
+
+
 class Canary(PolicyBase):
-    """Argo Rollouts canary; every default is Argo's (reference/argo-rollouts.md §6)."""
+    """Argo Rollouts canary; every default is Argo's (reference/argo-rollouts.md §6).
+
+    Validation is Argo's: without ``trafficRouting`` it refuses scaleDownDelaySeconds and
+    dynamicStableScale but takes abortScaleDownDelaySeconds and minPodsPerReplicaSet, which
+    its basic canary then ignores (``GetAbortScaleDownDelaySecondsOrDefault`` is nil, the
+    replica-ratio arithmetic has no minimum), and so does the controller here.
+    """
 
     kind: Literal["Canary"] = "Canary"
     steps: tuple[CanaryStep, ...] = ()
@@ -198,12 +232,10 @@ class Canary(PolicyBase):
         if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
             raise ValueError("maxSurge and maxUnavailable cannot both be 0")
         routed = self.traffic_routing is not None
-        if not routed:
+        if not routed:  # Argo ignores minPodsPerReplicaSet and abortScaleDownDelaySeconds
             for name, camel in (
                 ("scale_down_delay_seconds", "scaleDownDelaySeconds"),
-                ("abort_scale_down_delay_seconds", "abortScaleDownDelaySeconds"),
                 ("dynamic_stable_scale", "dynamicStableScale"),
-                ("min_pods_per_replica_set", "minPodsPerReplicaSet"),
             ):
                 if getattr(self, name) not in (None, False):
                     raise ValueError(f"{camel} requires trafficRouting (Argo validation)")
@@ -214,9 +246,9 @@ class Canary(PolicyBase):
                 raise ValueError(f"steps[{i}].setCanaryScale requires trafficRouting")
             if step.set_header_route is not None and (
                 self.traffic_routing is None  # not routed
-                or not any(ROUTERS[k].header_routes for k in self.traffic_routing.kinds)
+                or not _argo_allows(self.traffic_routing.routers, "header_routes")
             ):
-                with_ = " or ".join(routers_where("header_routes"))
+                with_ = " or ".join(_argo_routers_where("header_routes"))
                 raise ValueError(f"steps[{i}].setHeaderRoute requires {with_} trafficRouting")
             if step.set_weight is not None and self.traffic_routing is not None:  # routed
                 top = self.traffic_routing.max_traffic_weight

@@ -15,7 +15,7 @@ from collections.abc import Container
 from policies.analysis import ERROR_RETRY_INTERVAL_S, AnalysisTemplate, Metric, Phase
 from policies.canary import Canary, Pause
 from policies.common import RolloutAnalysis
-from policies.conditions import Condition
+from policies.conditions import Condition, EmptyResult
 from policies.measures import Query
 
 __all__ = ["canary_quiet_windows", "nan_guards", "quiet_warnings"]
@@ -38,6 +38,14 @@ def _guard(text: str, prefix: str) -> str:
     return f"{prefix}{inner}"
 
 
+def _true_on_nan(condition: str) -> bool:
+    """Whether ``condition`` holds for a NaN sample (an evaluation error counts as not)."""
+    try:
+        return bool(Condition(condition)(math.nan))
+    except EmptyResult:
+        return False
+
+
 def _fixes(metric: Metric, query: Query, empty: bool) -> str:
     """The condition fields rewritten so that a window without requests passes: a guard that
     short-circuits before the comparison reads the value, for NaN where NaN is not already
@@ -50,7 +58,7 @@ def _fixes(metric: Metric, query: Query, empty: bool) -> str:
             "isNaN(result[0]) || " if nan_bad else ""
         )
         fixes.append(f'successCondition: "{_guard(success, head)}"')
-    fails_on_nan = failure is not None and not query.nan_filter and Condition(failure)(math.nan)
+    fails_on_nan = failure is not None and not query.nan_filter and _true_on_nan(failure)
     if failure is not None and (fails_on_nan or empty):
         guard = ("len(result) > 0 && " if empty else "") + (
             "!isNaN(result[0]) && " if fails_on_nan else ""
@@ -130,8 +138,9 @@ def canary_quiet_windows(policy: Canary) -> list[tuple[Metric, str]]:
     if policy.analysis is not None and policy.analysis.starting_step <= first:
         start = policy.analysis.starting_step
         waits = any(
-            isinstance(step.operation, Pause | RolloutAnalysis)
+            isinstance(operation, Pause | RolloutAnalysis)
             for step in policy.steps[start:first]
+            for operation in step.operations
         )
         out += quiet_warnings(
             f"background analysis starts at step {start}, before the canary serves "
@@ -140,10 +149,10 @@ def canary_quiet_windows(policy: Canary) -> list[tuple[Metric, str]]:
             lambda metric: waits or first == len(policy.steps) or metric.initial_delay == 0,
         )
     for i, step in enumerate(policy.steps[:first]):
-        if isinstance(step.operation, RolloutAnalysis):
+        if step.analysis is not None:
             out += quiet_warnings(
                 f"step {i}: analysis before any setWeight above 0, the canary serves nothing",
-                policy.templates_for(step.operation),
+                policy.templates_for(step.analysis),
                 lambda metric: True,
             )
     return out

@@ -94,6 +94,8 @@ def _metric_gate(metric: Metric) -> str:
             what = f"{q.measure}"
             if q.measure == "latency":
                 what = f"p{q.quantile * 100:g} latency"
+            if q.unit is not None:
+                what += f" ({q.unit})"
             cond = metric.success_condition or f"not ({metric.failure_condition})"
             text = f"{metric.name}: {what} of {q.version} {cond}"
         case SequentialTest() as s:
@@ -141,12 +143,19 @@ def explain(policy, replicas: int) -> Explanation:
     raise TypeError(f"cannot explain {type(policy).__name__}")
 
 
+def _router_names(routing) -> list[str]:
+    """The routers by their manifest keys, a plugin by its name."""
+    names = [r for r in routing.routers if r != "plugins"]
+    return names + [f"plugin {name}" for name in sorted(routing.plugins or {})]
+
+
 def _explain_canary(policy: Canary, n: int) -> Explanation:
     surge, unavailable = resolve_fenceposts(policy.max_surge, policy.max_unavailable, n)
     routed = policy.traffic_routing is not None
     m = policy.max_weight
     mode = (
-        f"traffic routing by {policy.traffic_routing.router}: the router carries the weight"
+        f"traffic routing by {' and '.join(_router_names(policy.traffic_routing))}: the router"
+        " carries the weight"
         if policy.traffic_routing is not None  # routed
         else "no traffic router: one Service over both versions, traffic follows pods"
     )
@@ -173,31 +182,36 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
 
     weight, scale = 0, None
     for i, step in enumerate(policy.steps):
-        gate, asked, action = "", None, ""
-        match step.operation:
-            case int() as weight:
-                action = f"setWeight {weight}"
-                gate = "pods available" + (", then the router weight" if routed else "")
-            case Pause(duration=d):
-                action = "pause " + (_dur(d) if d is not None else "(until promoted)")
-                gate = "timer" if d is not None else "manual promote"
-            case RolloutAnalysis() as analysis:
-                action = "analysis"
-                gate = _templates_gate(policy.templates_for(analysis))
-            case SetCanaryScale() as sc:
-                scale = None if sc.match_traffic_weight else sc
-                action = "setCanaryScale " + (
-                    f"replicas {sc.replicas}"
-                    if sc.replicas is not None
-                    else f"weight {sc.weight}"
-                    if sc.weight is not None
-                    else "matchTrafficWeight"
-                )
-            case SetHeaderRoute() as route:
-                heads = ", ".join(h.header_name for h in route.match) or "removed"
-                action = f"setHeaderRoute {route.name} ({heads})"
-            case never:
-                assert_never(never)
+        asked, actions, gates = None, [], []
+        for operation in step.operations:  # the deciding action first: its gate ends the step
+            match operation:
+                case int() as weight:
+                    actions.append(f"setWeight {weight}")
+                    gates.append("pods available" + (", then the router weight" if routed else ""))
+                case Pause(duration=d):
+                    actions.append("pause " + (_dur(d) if d is not None else "(until promoted)"))
+                    gates.append("timer" if d is not None else "manual promote")
+                case RolloutAnalysis() as analysis:
+                    actions.append("analysis")
+                    gates.append(_templates_gate(policy.templates_for(analysis)))
+                case SetCanaryScale() as sc:
+                    scale = None if sc.match_traffic_weight else sc
+                    actions.append(
+                        "setCanaryScale "
+                        + (
+                            f"replicas {sc.replicas}"
+                            if sc.replicas is not None
+                            else f"weight {sc.weight}"
+                            if sc.weight is not None
+                            else "matchTrafficWeight"
+                        )
+                    )
+                case SetHeaderRoute() as route:
+                    heads = ", ".join(h.header_name for h in route.match) or "removed"
+                    actions.append(f"setHeaderRoute {route.name} ({heads})")
+                case never:
+                    assert_never(never)
+        action, gate = " + ".join(actions), next((g for g in gates if g), "")
         c, s, share = counts(weight, scale)
         if step.set_weight is not None and abs(share - 100.0 * weight / m) > 1e-9:
             asked = 100.0 * weight / m
@@ -337,7 +351,20 @@ def _explain_flagger(policy: Progressive | ABTest, n: int) -> Explanation:
         f"tick 0 comes up to {_dur(interval)} after the release starts: Flagger's ticker belongs "
         "to the Canary, not to the release, so its phase is random"
     )
+    for gate in getattr(a, "gates", ()):
+        out.notes.append(
+            f"{gate.type}: waits for an approval {_GATE_WAITS[gate.type]}; Flagger sees it on"
+            " its next tick"
+        )
     return out
+
+
+_GATE_WAITS = {
+    "confirm-rollout": "before tick 0 (nothing scales)",
+    "confirm-traffic-increase": "before every weight step and before promotion (analysis goes"
+    " on; no effect on an A/B test)",
+    "confirm-promotion": "before promotion (analysis and failed checks go on)",
+}
 
 
 def _explain_rolling(policy: RollingUpdate, n: int) -> Explanation:

@@ -8,7 +8,7 @@ rollback comes on the tick after the ``threshold``-th failure (reference/executo
 from __future__ import annotations
 
 import math
-from typing import Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from pydantic import Field, model_validator
 
@@ -19,17 +19,41 @@ from policies.measures import Observation, Query
 from policies.vocabulary import FlaggerProvider
 
 __all__ = [
+    "DEFAULT_PROVIDER_VERSION",
+    "GATES",
+    "GATE_URL",
     "MIN_INTERVAL_S",
+    "PROVIDER_VERSIONS",
     "ABTest",
+    "ApprovalGate",
     "FlaggerAnalysis",
     "FlaggerMetric",
     "FlaggerProvider",
+    "GateType",
     "Progressive",
     "ThresholdRange",
 ]
 
 MIN_INTERVAL_S = 10.0
 """Flagger clamps an analysis interval below 10 s to 10 s."""
+
+GateType = Literal["confirm-rollout", "confirm-traffic-increase", "confirm-promotion"]
+"""Flagger's webhooks that wait for an outside answer (``scheduler_hooks.go``)."""
+GATES: tuple[GateType, ...] = get_args(GateType)
+GATE_URL = "http://flagger-loadtester.{namespace}/gate/check"
+"""A gate's webhook when the policy names none: the Flagger load tester's manual gate, closed
+until someone opens it (``/gate/open``); import reads it back as no URL."""
+
+PROVIDER_VERSIONS: dict[str, tuple[str, ...]] = {
+    "gatewayapi": ("v1", "v1beta1"),
+    "smi": ("v1alpha3", "v1alpha2", "v1alpha1"),
+    "appmesh": ("v1beta2",),
+}
+"""The ``provider: NAME:VERSION`` suffixes Flagger's CRD accepts. Bare ``gatewayapi`` or ``smi``
+is not in the CRD's enum (and Flagger's router factory would route it with Istio), so these are
+written with ``DEFAULT_PROVIDER_VERSION`` when the policy names none; bare ``appmesh`` is App
+Mesh v1beta1 (``pkg/router/factory.go``)."""
+DEFAULT_PROVIDER_VERSION = {"gatewayapi": "v1", "smi": "v1alpha3"}
 
 _BUILTIN = {"request-success-rate", "request-duration"}
 
@@ -96,18 +120,38 @@ class FlaggerMetric(Model):
         return value <= threshold  # and a maximum for duration and custom metrics
 
 
+class ApprovalGate(Model):
+    """A ``confirm-*`` webhook: the release waits at it until someone approves (the scenario's
+    approval model, like an Argo pause without duration). Where it waits
+    (reference/executors.md §A.3): ``confirm-rollout`` before the canary scales up (phase
+    Waiting); ``confirm-traffic-increase`` before each weight step of a canary (analysis keeps
+    running); ``confirm-promotion`` before promotion (WaitingPromotion; analysis keeps running
+    and failed checks keep counting). Flagger asks the hook on every tick; each time a gate is
+    reached it waits for one approval. ``name`` and ``url`` are the webhook's, kept for export."""
+
+    type: GateType
+    name: str | None = None
+    url: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"type": data} if isinstance(data, str) else data
+
+
 class FlaggerAnalysis(Model):
     """``spec.analysis`` of a Flagger Canary, with Flagger's defaults (executors.md §A.2)."""
 
     interval: Duration = Field(60.0, gt=0)
     threshold: int = 1
     max_weight: int | None = Field(None, ge=0, le=100)
-    step_weight: int | None = Field(None, ge=0, le=100)
+    step_weight: int | None = Field(None, ge=0)
     step_weights: tuple[int, ...] | None = None
-    step_weight_promotion: int | None = Field(None, ge=0, le=100)
+    step_weight_promotion: int | None = Field(None, ge=0)
     iterations: int | None = Field(None, ge=0)
     match: tuple[RouteMatch, ...] = ()
     metrics: tuple[FlaggerMetric, ...] = ()
+    gates: tuple[ApprovalGate, ...] = ()
 
     @model_validator(mode="after")
     def _rules(self) -> FlaggerAnalysis:
@@ -116,12 +160,17 @@ class FlaggerAnalysis(Model):
         ]
         if len(given) > 1:
             raise ValueError("give only one of iterations, stepWeight, stepWeights (Flagger CRD)")
-        if self.step_weights is not None:
-            if not self.step_weights or any(not 0 < w <= 100 for w in self.step_weights):
-                raise ValueError("stepWeights must be weights in 1..100")
+        if self.step_weights is not None:  # above 100 acts as 100 (maxWeight, nextStepWeight)
+            if not self.step_weights or any(w <= 0 for w in self.step_weights):
+                raise ValueError("stepWeights must be positive weights")
             if list(self.step_weights) != sorted(set(self.step_weights)):
                 raise ValueError("stepWeights must increase")
         return self
+
+    @property
+    def gate_types(self) -> frozenset[str]:
+        """The confirm-* gates present (several webhooks of one type: one approval opens it)."""
+        return frozenset(g.type for g in self.gates)
 
     @property
     def effective_interval_s(self) -> float:
@@ -155,8 +204,28 @@ class FlaggerAnalysis(Model):
 
 class _FlaggerPolicy(PolicyBase):
     provider: FlaggerProvider = "istio"
+    provider_version: str | None = None
+    """The ``provider: NAME:VERSION`` suffix (``gatewayapi:v1beta1`` -> ``v1beta1``); None: the
+    first of ``PROVIDER_VERSIONS`` (or none, for a provider without versions)."""
     skip_analysis: bool = False
     progress_deadline_seconds: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _version(self) -> _FlaggerPolicy:
+        allowed = PROVIDER_VERSIONS.get(self.provider, ())
+        if self.provider_version is not None and self.provider_version not in allowed:
+            versions = ", ".join(allowed) or "none"
+            raise ValueError(
+                f"providerVersion {self.provider_version!r}: Flagger's CRD accepts for"
+                f" {self.provider}: {versions}"
+            )
+        return self
+
+    @property
+    def flagger_provider(self) -> str:
+        """``spec.provider`` as Flagger's CRD spells it (``gatewayapi:v1``, ``smi:v1alpha3``)."""
+        version = self.provider_version or DEFAULT_PROVIDER_VERSION.get(self.provider)
+        return f"{self.provider}:{version}" if version else self.provider
 
 
 class Progressive(_FlaggerPolicy):

@@ -96,8 +96,9 @@ RouterFamily = Literal["weighted", "serviceSelector", "pods"]
 the ready pods behind one Service)."""
 Executor = Literal["argo", "flagger", "kubernetes", "nginx", "istio"]
 """An export target: the live executor a policy's manifests are written for."""
-MetricSource = Literal["nginx", "istio", "haproxy"]
-"""Whose Prometheus metrics a query reads: ingress-nginx's, Istio's or HAProxy's."""
+MetricSource = Literal["nginx", "istio", "haproxy", "linkerd", "envoy"]
+"""Whose Prometheus metrics an exported query reads: ingress-nginx's, Istio's, HAProxy's,
+Linkerd's or a sidecar Envoy's (App Mesh). ``promql`` recognises more families than it writes."""
 
 ARGO_ROUTERS: tuple[ArgoRouter, ...] = get_args(ArgoRouter)
 FLAGGER_PROVIDERS: tuple[FlaggerProvider, ...] = get_args(FlaggerProvider)
@@ -188,6 +189,7 @@ ROUTERS: MappingProxyType[RouterKind, RouterFacts] = MappingProxyType(
             "App Mesh's control plane pushes the route's weighted targets to the Envoy proxies"
             " (an eventually consistent AWS API); " + _NO_FIGURE,
             flagger_match=True,
+            metrics="envoy",
         ),
         "traefik": RouterFacts(
             "weighted",
@@ -216,6 +218,7 @@ ROUTERS: MappingProxyType[RouterKind, RouterFacts] = MappingProxyType(
             "weighted",
             2.0,
             "Linkerd's destination controller streams the new split to the proxies; " + _NO_FIGURE,
+            metrics="linkerd",
         ),
         "contour": RouterFacts(
             "weighted",

@@ -84,9 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=[*EXECUTORS, "all"])
     p.add_argument("-o", "--output", help="a folder for the files (default: print YAML)")
     p.add_argument("--service", default=None, help="service name (default: the policy's name)")
-    p.add_argument("--namespace", default="default")
+    p.add_argument("--namespace", default=None, help="default: default")
     p.add_argument("--replicas", "-n", type=int, default=None)
     p.add_argument("--image", default=None, help="the new version's container image")
+    p.add_argument(
+        "--onto",
+        nargs="+",
+        metavar="MANIFEST",
+        help="the team's own files (a Rollout or Canary and its templates): write them back"
+        " with only the policy's fields changed, comments and key order kept",
+    )
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="METRIC=measure:version[:quantile][:unit]",
+        help="with --onto: the mapping the manifests' import needed (repeatable)",
+    )
     p.set_defaults(func=_export)
 
     p = sub.add_parser("import", help="an Argo Rollout or Flagger Canary manifest as a policy")
@@ -96,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--map",
         action="append",
         default=[],
-        metavar="METRIC=measure:version[:quantile]",
+        metavar="METRIC=measure:version[:quantile][:unit]",
         help="how to simulate a metric whose query is not a recognised form (repeatable)",
     )
     p.add_argument("--verbose", "-v", action="store_true", help="list what was ignored and why")
@@ -241,9 +255,51 @@ def _export(args: argparse.Namespace) -> int:
     from policies.loading import load_policy
 
     policy = load_policy(args.policy)
+    if args.onto:
+        from policies.onto import export_onto
+
+        given = [o for o in ("service", "namespace", "replicas", "image") if getattr(args, o)]
+        if given:
+            raise _usage(
+                f"--{given[0]}: --onto takes names, namespace and replicas from the manifests"
+            )
+        if args.to == "all":
+            raise _usage("--onto: give --to argo for a Rollout or --to flagger for a Canary")
+        onto = export_onto(
+            policy, [Path(m) for m in args.onto], mapping=args.map or None, to=args.to
+        )
+        if args.output is None:
+            for name, text in onto.files.items():
+                state = "" if name in onto.changed else " (unchanged)"
+                print(f"# file: {name}{state}")
+                print(text, end="" if text.endswith("\n") or not text else "\n")
+        else:
+            from functools import partial
+
+            from sim.runs.files import atomic_write
+
+            def write(tmp: str, text: str) -> None:
+                Path(tmp).write_text(text, encoding="utf-8")
+
+            folder = Path(args.output)
+            names = [Path(name).name for name in onto.files]
+            if len(set(names)) != len(names):
+                raise _usage(
+                    "--onto: two manifests share a file name; -o would write one over the other"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, text in onto.files.items():
+                out = folder / Path(name).name
+                atomic_write(out, partial(write, text=text))
+                print(f"{out}" + ("" if name in onto.changed else " (unchanged)"))
+        for note in onto.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return 0
+    if args.map:
+        raise _usage("--map: only with --onto (the mapping the manifests' import needed)")
     target = Target(
         service=args.service or policy.name,
-        namespace=args.namespace,
+        namespace=args.namespace or "default",
         replicas=args.replicas,
         **({"image": args.image} if args.image else {}),
     )

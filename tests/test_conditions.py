@@ -72,17 +72,81 @@ def test_reading_an_empty_vector_is_an_evaluation_error(text):
         "result >= threshold",
         "len(result[0]) == 0",
         "isNaN(0.5)",
-        "result[1] > 0",
         "__import__('os')",
         "result >= 0.95 ||",
         "(result >= 0.95",
         "len(result)",
-        "default(result, 0) > 1",
+        "result.__class__ == 1",
+        "eval('1') == 1",
+        "all(result, # > 0.5) + 1 > 0",
+        "# > 0.5",
+        "isNaN('x') || result > 0",
+        "result > 0 ? true : false",
+        "len(5) == 1 && result > 0",
     ],
 )
 def test_anything_else_is_refused(text):
     with pytest.raises(ConditionError):
         Condition(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "expected"),
+    [
+        # strings and booleans: a web or job provider's result, and literals
+        ('result == "healthy"', "healthy", True),
+        ("result == 'healthy'", "degraded", False),
+        ('result != "healthy"', "degraded", True),
+        ("result == true", True, True),
+        ("result == false", True, False),
+        ('result == "1"', 1.0, False),  # == across kinds is false, not an error
+        ('result in ["ok", "healthy"]', "ok", True),
+        ('result not in ["ok", "healthy"]', "ok", False),
+        ("asInt(result) in [200, 204]", "204", True),
+        ("asFloat(result) >= 0.95", "0.97", True),
+        ("asInt(result[0]) == 2", 2.9, True),  # Go int64(f) truncates
+        ("asInt(result) == -2", -2.9, True),
+        # arithmetic, indexing, length
+        ("result[0] * 100 >= 95", 0.96, True),
+        ("result[0] -1 < 0", 0.5, True),
+        ("100 - result[0] * 100 <= 5", 0.96, True),
+        ("result[-1] >= 0.95", 0.96, True),
+        ("len(result) == 1 && result[0] >= 0.95", 0.96, True),
+        ("len(result) == 1", EMPTY, False),
+        # quantifiers over the vector, with the closure's #
+        ("all(result, {# >= 0.95})", 0.96, True),
+        ("all(result, # >= 0.95)", 0.9, False),
+        ("all(result, {# >= 0.95})", EMPTY, True),  # vacuously true, as expr's all
+        ("any(result, {# < 0.01})", EMPTY, False),
+        ("none(result, {isNaN(#)})", 0.5, True),
+        ("none(result, {isNaN(#)})", NAN, False),
+        # Argo's default and isNil look at result itself: a vector is never nil
+        ("default(result, 0) >= 0.5", 0.6, True),
+        ("isNil(result) || result >= 0.5", 0.6, True),
+        ("!isNil(result)", EMPTY, True),
+        ("isNaN(result[0]) == false", 0.5, True),
+        ("(result[0] + 1) / 2 == 1", 1.0, True),
+    ],
+)
+def test_the_wider_language_judges_like_expr(text, value, expected):
+    assert Condition(text)(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("result[1] > 0", 0.5),  # the simulated query returns one element: out of range
+        ("result[0] >= 0.95", EMPTY),
+        ("asInt(result) == 1", "one"),  # Argo's asInt panics: an Error measurement
+        ('result > "a"', 1.0),  # ordering a number against a string
+        ("default(result, 0) >= 0.5", EMPTY),  # the empty vector is returned, then read
+        ("result + 1 > 0", "x"),
+        ("all(result, {# > 0.5}) && result[0] > 0", EMPTY),
+    ],
+)
+def test_evaluation_errors_are_errors(text, value):
+    with pytest.raises(EmptyResult):
+        Condition(text)(value)
 
 
 def test_tokens_of_older_conditions_are_unchanged():
@@ -102,3 +166,10 @@ def test_tokens_of_older_conditions_are_unchanged():
         "op",
         "result",
     ]
+
+
+def test_simple_says_which_conditions_a_token_translator_may_take():
+    assert Condition("len(result) == 0 || !(result[0] < 0.9) && isNaN(result)").simple
+    assert not Condition('result == "ok"').simple
+    assert not Condition("all(result, {# > 0.9})").simple
+    assert not Condition("result[0] * 100 > 5").simple

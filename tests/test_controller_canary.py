@@ -444,3 +444,69 @@ def test_dynamic_stable_scale_abort_walks_the_weights_back():
     assert seen[-3:] == [(5, 50.0), (8, 20.0), (10, 0.0)]
     assert [n for t, _, n in scales(d, "canary") if t >= 300] == [5, 2, 0]
     assert d.statuses[-1] == (300, "Aborted", "RollbackRequested:human")
+
+
+# ------------------------------------------------------------- steps with several actions
+# Argo's validation refuses only two of setWeight, pause, experiment and analysis in one step
+# (hasMultipleStepsType); every action present takes effect when the step is reached, and the
+# first of pause, setCanaryScale, setWeight, analysis, setHeaderRoute decides when it is done
+# (completedCurrentCanaryStep's switch).
+
+BETA = RouteMatch(headers={"x-beta": StringMatch(exact="true")})
+BETA_MATCH = "      match: [{headerName: x-beta, headerValue: {exact: 'true'}}]\n"
+
+
+def test_set_weight_with_a_header_route_sets_both_and_ends_on_the_weight():
+    steps = "  - setWeight: 20\n    setHeaderRoute:\n      name: beta\n" + BETA_MATCH
+    steps += "  - pause: {}\n"
+    d = Driver(canary(steps, ISTIO), 10, startup=10).start().run(1000)
+    assert [(t, a.name, a.match) for t, a in d.actions(SetMatchRoute)] == [(0.0, "beta", (BETA,))]
+    assert set_weights(d) == [(10.0, 20.0)]
+    assert (10.0, "Paused", "CanaryPauseStep") in d.statuses  # the next step, once at 20 %
+
+
+def test_set_canary_scale_with_a_header_route_ends_when_the_pods_are_available():
+    steps = "  - setCanaryScale: {replicas: 3}\n    setHeaderRoute:\n      name: beta\n"
+    steps += BETA_MATCH + "  - pause: {}\n"
+    d = Driver(canary(steps, ISTIO), 10, startup=25).start().run(1000)
+    assert [(t, a.name) for t, a in d.actions(SetMatchRoute)] == [(0.0, "beta")]
+    assert scales(d, "canary") == [(0.0, "canary", 3)]
+    assert set_weights(d) == []  # setCanaryScale moves no traffic
+    assert (25.0, "Paused", "CanaryPauseStep") in d.statuses
+
+
+def test_analysis_with_a_header_route_waits_for_the_analysis():
+    steps = "  - setWeight: 10\n  - analysis: {templates: [{templateName: err}]}\n"
+    steps += "    setHeaderRoute:\n      name: beta\n" + BETA_MATCH + "  - pause: {}\n"
+    d = Driver(canary(steps, ISTIO), 10, startup=10).start().run(1000)
+    assert [(t, a.name) for t, a in d.actions(SetMatchRoute)] == [(10.0, "beta")]
+    assert [(t, a.run) for t, a in d.actions(StartAnalysis)] == [(10.0, "step-1")]
+    assert (130.0, "Paused", "CanaryPauseStep") in d.statuses  # three measurements, 60 s apart
+
+
+def test_a_failing_analysis_with_a_header_route_aborts_and_removes_the_route():
+    steps = "  - setWeight: 10\n  - analysis: {templates: [{templateName: err}]}\n"
+    steps += "    setHeaderRoute:\n      name: beta\n" + BETA_MATCH + "  - pause: {}\n"
+    d = Driver(canary(steps, ISTIO), 10, startup=10, observe=failing).start().run(1000)
+    assert d.status() == "Aborted"
+    assert [(t, a.match) for t, a in d.actions(SetMatchRoute)] == [(10.0, (BETA,)), (10.0, ())]
+
+
+def test_pause_with_set_canary_scale_scales_at_once_and_waits_for_the_pause():
+    steps = "  - setWeight: 10\n  - pause: {duration: 60}\n    setCanaryScale: {replicas: 4}\n"
+    steps += "  - pause: {}\n"
+    d = Driver(canary(steps, ISTIO), 10, startup=20).start().run(1000)
+    assert scales(d, "canary") == [(0.0, "canary", 1), (20.0, "canary", 4)]
+    assert (20.0, "Paused", "CanaryPauseStep") in d.statuses
+    assert (80.0, "Paused", "CanaryPauseStep") in d.statuses  # the pause, not the pods, decides
+
+
+def test_set_canary_scale_decides_over_analysis_and_the_run_is_cancelled():
+    """Argo's switch tests setCanaryScale before analysis: the step ends with its pods; the
+    step's run is then cancelled, as Argo cancels runs of steps left behind."""
+    steps = "  - setCanaryScale: {replicas: 2}\n    analysis: {templates: [{templateName: err}]}\n"
+    steps += "  - pause: {}\n"
+    d = Driver(canary(steps, ISTIO), 10, startup=30).start().run(1000)
+    assert [(t, a.run) for t, a in d.actions(StartAnalysis)] == [(0.0, "step-0")]
+    assert [(t, a.run) for t, a in d.actions(Stop)] == [(30.0, "step-0")]
+    assert (30.0, "Paused", "CanaryPauseStep") in d.statuses

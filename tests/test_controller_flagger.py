@@ -12,7 +12,14 @@ from harness import Driver, empty, failing, healthy
 
 from policies import policy_from_yaml
 from policies.common import RouteMatch, StringMatch
-from policies.controller import Scale, SetMatchRoute, SetSelectors, SetWeight
+from policies.controller import (
+    AwaitingApproval,
+    Scale,
+    SetMatchRoute,
+    SetSelectors,
+    SetWeight,
+    StatusChanged,
+)
 
 METRICS = """  metrics:
     - name: request-success-rate
@@ -271,3 +278,108 @@ def test_the_phase_is_a_constructor_setting_too():
     timers = [a for a in ctl.start() if type(a).__name__ == "StartTimer" and a.key == "tick"]
     assert [t.delay for t in timers] == [5.0]
     assert ctl.phase == "Initializing"
+
+
+# --------------------------------------------------------------------------- confirm-* gates
+# Flagger's manual gating (scheduler.go, scheduler_hooks.go; executors.md §A.3): each gate
+# waits without counting until someone approves; Flagger sees the approval on its next tick.
+
+
+def gated(gates: str, analysis: str = "  interval: 60s\n  stepWeight: 20\n  maxWeight: 50\n"):
+    kind = "ABTest" if "match" in analysis else "Progressive"
+    return flagger(analysis + f"  gates: [{gates}]\n", kind=kind)
+
+
+def approving(d: Driver, delay: float) -> Driver:
+    """A person who approves every gate ``delay`` seconds after the release reaches it."""
+    handle = d.ctl.handle
+
+    def spy(event):
+        out = handle(event)
+        for action in out:
+            if isinstance(action, StatusChanged) and isinstance(action.cause, AwaitingApproval):
+                d.approve_at(d.now + delay)
+        return out
+
+    d.ctl.handle = spy
+    return d
+
+
+def waits(d: Driver) -> list[tuple[float, str | None]]:
+    return [(t, c.gate) for t, _, c in d.causes if isinstance(c, AwaitingApproval)]
+
+
+def test_confirm_rollout_holds_the_canary_at_zero_until_approved():
+    d = Driver(gated("confirm-rollout"), 4, startup=15).start()
+    d.approve_at(100.0)
+    d.run(3000)
+    assert waits(d) == [(0.0, "confirm-rollout")]
+    assert d.statuses[1] == (0.0, "Paused", "Waiting:confirm-rollout")
+    assert scales(d, "canary") == [(120.0, 4), (480.0, 0)]  # the tick after the approval
+    assert weights(d) == [(180.0, 20.0), (240.0, 40.0), (300.0, 60.0), (420.0, 0.0)]
+    assert d.statuses[-1] == (420.0, "Promoted", "Succeeded")
+
+
+def test_a_rollback_while_waiting_to_roll_out_ends_the_release_untouched():
+    d = Driver(gated("confirm-rollout"), 4, startup=15).start()
+    d.rollback_at(30.0)
+    d.run(3000)
+    assert d.statuses[-1] == (30.0, "Aborted", "RollbackRequested:human")
+    assert scales(d, "canary") == [] and d.measures == [] and d.ctl.finished
+
+
+def test_confirm_traffic_increase_asks_before_every_step_and_before_promotion():
+    d = approving(Driver(gated("confirm-traffic-increase"), 4, startup=15), 10.0).start()
+    d.run(3000)
+    # asked at every healthy tick that would step; at maxWeight too (Flagger runs the hook
+    # whenever nextStepWeight > 0, before runCanary decides to promote)
+    assert [t for t, _ in waits(d)] == [60.0, 180.0, 300.0, 420.0]
+    assert weights(d) == [(120.0, 20.0), (240.0, 40.0), (360.0, 60.0), (540.0, 0.0)]
+    assert measured(d) == [180.0, 240.0, 300.0, 360.0, 420.0, 480.0]  # analysis goes on
+    assert (480.0, "Progressing", "Promoting") in d.statuses
+    assert d.ctl.failed_checks == 0
+
+
+def test_failed_checks_count_while_a_traffic_increase_waits():
+    policy = gated("confirm-traffic-increase")
+    d = Driver(policy, 4, startup=15, observe=at_ticks(180.0)).start()
+    d.approve_at(70.0)
+    d.run(3000)
+    assert weights(d) == [(120.0, 20.0), (240.0, 0.0)]
+    assert d.statuses[-1] == (240.0, "Aborted", "FailedChecksThreshold")
+
+
+def test_confirm_promotion_waits_at_max_weight_and_failures_still_count():
+    d = Driver(gated("confirm-promotion"), 4, startup=15, observe=at_ticks(300.0)).start()
+    d.run(3000)
+    assert waits(d) == [(240.0, "confirm-promotion")]  # asked once, reported once
+    assert weights(d) == [(60.0, 20.0), (120.0, 40.0), (180.0, 60.0), (360.0, 0.0)]
+    assert d.statuses[-1] == (360.0, "Aborted", "FailedChecksThreshold")
+
+
+def test_an_approved_promotion_goes_on_the_next_healthy_tick():
+    d = Driver(gated("confirm-promotion"), 4, startup=15).start()
+    d.approve_at(250.0)
+    d.run(3000)
+    assert (240.0, "Paused", "Waiting:confirm-promotion") in d.statuses
+    assert (300.0, "Progressing", "Confirmed:confirm-promotion") in d.statuses
+    assert (300.0, "Progressing", "Promoting") in d.statuses
+    assert d.statuses[-1] == (360.0, "Promoted", "Succeeded")
+
+
+@pytest.mark.parametrize(("approved", "promoting"), [(250.0, 300.0), (310.0, 420.0)])
+def test_an_ab_test_waiting_for_promotion_steps_its_iterations_back(approved, promoting):
+    """runConfirmPromotionHooks sets iterations to N-1 on a second refusal, so the next tick
+    re-runs one iteration and only the one after asks again (scheduler_hooks.go)."""
+    d = Driver(gated("confirm-promotion", AB), 4, startup=15).start()
+    d.approve_at(approved)
+    d.run(3000)
+    assert waits(d) == [(240.0, "confirm-promotion")]
+    assert d.status_at("Promoting") == promoting
+    assert measured(d) == [t for t in (120.0, 180.0, 240.0, 300.0, 360.0, 420.0) if t <= promoting]
+
+
+def test_an_ab_test_never_asks_confirm_traffic_increase():
+    plain = Driver(flagger(AB, kind="ABTest"), 4, startup=15).start().run(3000)
+    d = Driver(gated("confirm-traffic-increase", AB), 4, startup=15).start().run(3000)
+    assert waits(d) == [] and d.statuses == plain.statuses

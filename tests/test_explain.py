@@ -18,6 +18,7 @@ from policies import load_policy, policy_from_yaml
 from policies.analysis import Metric, Phase
 from policies.base import validate_model
 from policies.explain import explain
+from policies.loading import parse_policy
 
 POLICIES = Path(__file__).resolve().parents[1] / "scenarios" / "policies"
 
@@ -168,3 +169,41 @@ def test_every_warning_is_one_line(path):
 def test_flagger_explains_the_random_phase_of_its_first_tick():
     notes = explain(load_policy(POLICIES / "progressive.yaml"), 4).notes
     assert "tick 0 comes up to 1m after the release starts" in " ".join(notes)
+
+
+def test_explain_names_flaggers_approval_gates_and_where_they_wait():
+    policy = parse_policy(
+        {
+            "kind": "Progressive",
+            "name": "f",
+            "provider": "istio",
+            "analysis": {"stepWeight": 10, "maxWeight": 30, "gates": ["confirm-promotion"]},
+        }
+    )
+    notes = explain(policy, 4).notes
+    assert any(
+        n.startswith("confirm-promotion: waits for an approval before promotion") for n in notes
+    )
+
+
+def test_explain_shows_a_querys_unit():
+    template = {
+        "name": "sr",
+        "metrics": [
+            {
+                "name": "sr",
+                "successCondition": "result[0] >= 99",
+                "provider": {"query": {"measure": "successRate", "unit": "percent"}},
+            }
+        ],
+    }
+    policy = parse_policy(
+        {
+            "kind": "Canary",
+            "name": "c",
+            "steps": [{"setWeight": 10}, {"analysis": {"templates": [{"templateName": "sr"}]}}],
+            "analysisTemplates": [template],
+        }
+    )
+    text = explain(policy, 10).to_text()
+    assert "successRate (percent) of canary result[0] >= 99" in text

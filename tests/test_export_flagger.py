@@ -10,6 +10,7 @@ import pytest
 from policies import load_policy, parse_policy
 from policies.errors import NotExpressibleError
 from policies.exporters import Target, crds, export, flagger, k8s_validate, promql
+from policies.importers import import_manifests
 
 SHIPPED = Path(__file__).parent.parent / "scenarios" / "policies"
 POLICIES = sorted(SHIPPED.glob("*.yaml"))
@@ -64,26 +65,28 @@ def test_shipped_policy_exports_or_is_refused(path):
     assert spec["provider"] == policy.provider
 
 
-def test_progressive_nginx_builtins_become_canary_only_templates():
+def test_progressive_nginx_keeps_its_success_rate_and_templates_the_p99():
+    """Since Flagger 1.15 the ingress-nginx built-in success rate selects the canary's requests
+    only (``canary!=""``, fluxcd/flagger#1023): the simulated measure, so it stays built in. Its
+    built-in duration is the mean, so the simulated P99 becomes a canary-only template."""
     policy = load_policy(SHIPPED / "progressive.yaml")
     out = export(policy, "flagger", Target(service="podinfo"))
+    check_valid(out.manifests)
     templates = {m["metadata"]["name"]: m for m in out.manifests if m["kind"] == "MetricTemplate"}
     spec = out.manifests[-1]["spec"]
     assert spec["ingressRef"]["name"] == "podinfo"
     assert spec["analysis"]["interval"] == "1m" and spec["analysis"]["stepWeight"] == 20
     metrics = {m["name"]: m for m in spec["analysis"]["metrics"]}
-    assert set(metrics) == {"request-success-rate-canary", "request-duration-canary"}
-    rate = templates["podinfo-request-success-rate-canary"]["spec"]["query"]
-    found = promql.recognise_form(rate)
-    assert (found.query.measure, found.query.version, found.scale) == (
-        "successRate",
-        "canary",
-        "percent",
-    )
-    assert found.query.window is None  # {{ interval }}: the metric's own interval
+    assert set(metrics) == {"request-success-rate", "request-duration-canary"}
+    assert "templateRef" not in metrics["request-success-rate"]
+    assert set(templates) == {"podinfo-request-duration-canary"}
     duration = promql.recognise_form(templates["podinfo-request-duration-canary"]["spec"]["query"])
+    assert (duration.query.measure, duration.query.version) == ("latency", "canary")
     assert duration.scale == "ms_floor" and duration.query.quantile == 0.99
+    assert duration.query.window is None  # {{ interval }}: the metric's own interval
     assert metrics["request-duration-canary"]["thresholdRange"] == {"max": 500.0}
+    back = import_manifests(out.to_yaml()).policy
+    assert back == policy.model_copy(update={"replicas": 10, "name": "podinfo"})
 
 
 def test_istio_keeps_builtins():
@@ -150,14 +153,14 @@ def test_progressive_refusals():
     }
     named = parse_policy(base | {"analysis": {"stepWeight": 10, "metrics": [custom]}})
     assert refused(named).field == "analysis.metrics[0].name"
-    linkerd = parse_policy(
+    traefik = parse_policy(
         base
         | {
-            "provider": "linkerd",
+            "provider": "traefik",
             "analysis": {"stepWeight": 10, "metrics": [custom | {"name": "sr"}]},
         }
     )
-    assert refused(linkerd).field == "analysis.metrics[0].query"
+    assert refused(traefik).field == "analysis.metrics[0].query"
 
 
 def test_canary_with_even_pauses_becomes_step_weights():
@@ -270,3 +273,39 @@ def test_executors_for_reports_the_refusals(path):
         assert verdicts["flagger"] is None
     else:
         assert verdicts["flagger"].startswith(f"flagger cannot express {field}: ")
+
+
+@pytest.mark.parametrize(
+    ("routing", "provider"),
+    [
+        ({"appMesh": {}}, "appmesh"),
+        ({"apisix": {}}, "apisix"),
+        ({"traefik": {}}, "traefik"),
+        ({"plugins": {"argoproj-labs/gatewayAPI": {}}}, "gatewayapi:v1"),
+    ],
+)
+def test_an_argo_canary_goes_to_the_flagger_provider_of_its_router(routing, provider):
+    policy = canary(pairs(10, 50), trafficRouting=routing)
+    out = export(policy, "flagger", Target(service="web"))
+    check_valid(out.manifests)
+    assert out.manifests[-1]["spec"]["provider"] == provider
+
+
+def test_an_argo_canary_on_two_routers_or_one_flagger_lacks_is_refused():
+    two = canary(pairs(10, 50), trafficRouting={"nginx": {}, "istio": {}})
+    assert refused(two).field == "trafficRouting"
+    assert "one provider" in refused(two).reason
+    assert refused(canary(pairs(10), trafficRouting={"alb": {}})).field == "trafficRouting"
+
+
+def test_the_flagger_runbook_prompts_for_confirm_rollout_and_refuses_the_waiting_gates():
+    base = {"kind": "Progressive", "name": "web", "provider": "nginx"}
+    rollout = parse_policy(base | {"analysis": {"stepWeight": 50, "gates": ["confirm-rollout"]}})
+    script = export(rollout, "nginx", Target(service="web")).files["runbook.sh"]
+    body = script.split("rs_approve()", 1)[1]
+    assert body.index("confirm-rollout") < body.index("--replicas=10")  # before the scale-up
+    for gate in ("confirm-traffic-increase", "confirm-promotion"):
+        gated = parse_policy(base | {"analysis": {"stepWeight": 50, "gates": [gate]}})
+        with pytest.raises(NotExpressibleError, match="keeps analysing") as info:
+            export(gated, "nginx", Target(service="web"))
+        assert info.value.field == "analysis.gates"

@@ -156,7 +156,8 @@ def test_cluster_template_and_percent_query():
     template = template[: template.rindex("))")] + ")) * 100\n"
     result = import_manifests(rollout + "---" + template)
     metric = result.policy.analysis_templates[0].metrics[0]
-    assert metric.success_condition == "result[0] >= 0.95"  # rescaled from percent
+    assert metric.success_condition == "result[0] >= 95"  # as written: the query is in percent
+    assert metric.provider.query.unit == "percent"
     assert any("percent" in note for note in result.notes)
 
 
@@ -353,8 +354,8 @@ def test_flagger_podinfo_canary():
                     {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": 30},
                     {
                         "name": "error-rate",
-                        "thresholdRange": {"max": 0.01},
-                        "query": {"measure": "errorRate"},
+                        "thresholdRange": {"max": 1},  # as written: the query is in percent
+                        "query": {"measure": "errorRate", "unit": "percent"},
                     },
                 ],
             },
@@ -368,7 +369,7 @@ def test_flagger_podinfo_canary():
         "Deployment/podinfo: spec.template",
     ):
         assert field in ignored
-    assert any("percent thresholds rescaled" in n for n in result.notes)
+    assert any("thresholds are compared in percent" in n for n in result.notes)
 
 
 def test_flagger_ab_test_and_refusals():
@@ -385,8 +386,8 @@ def test_flagger_ab_test_and_refusals():
     with pytest.raises(PolicyError, match="blue/green"):
         import_manifests(bluegreen)
     gate = PODINFO.replace("type: pre-rollout", "type: confirm-promotion")
-    with pytest.raises(PolicyError, match="confirm-promotion"):
-        import_manifests(gate)
+    gated = import_manifests(gate).policy.analysis.gates  # an approval gate now
+    assert [(g.type, g.name) for g in gated] == [("confirm-promotion", "acceptance-test")]
     custom = PODINFO.replace("sum(\n        rate(", "sum(\n        irate(", 1)
     with pytest.raises(PolicyError, match="--map error-rate="):
         import_manifests(custom)

@@ -16,6 +16,7 @@ from policies import parse_policy
 from policies.errors import PolicyError
 from policies.exporters import Target, crds, export
 from policies.importers import import_manifests
+from policies.vocabulary import ARGO_ROUTERS, FLAGGER_PROVIDERS
 
 NAMES = st.from_regex(r"[a-z][a-z0-9]{0,6}(-[a-z0-9]{1,4})?", fullmatch=True)
 SECONDS = st.sampled_from([1, 5, 30, 45, 60, 90, 120, 300, 600, 3600, 7200])
@@ -98,8 +99,9 @@ def refs(names: list[str], draw) -> dict[str, Any]:
 
 @st.composite
 def canaries(draw) -> dict[str, Any]:
-    router = draw(st.sampled_from([None, "nginx", "istio", "smi", "alb"]))
-    top = draw(st.sampled_from([100, 100, 200])) if router == "nginx" else 100
+    routers = draw(st.sampled_from([(), (), *((r,) for r in ARGO_ROUTERS), ("nginx", "istio")]))
+    router = routers[0] if routers else None
+    top = draw(st.sampled_from([100, 100, 200])) if router in ("nginx", "plugins") else 100
     tmpl = draw(templates())
     names = [t["name"] for t in tmpl]
     steps: list[dict[str, Any]] = []
@@ -107,7 +109,7 @@ def canaries(draw) -> dict[str, Any]:
         kinds = ["setWeight", "pause", "pause"] + (["analysis"] if names else [])
         if router is not None:
             kinds.append("setCanaryScale")
-        if router in ("istio", "alb"):
+        if {"istio", "alb", "apisix", "plugins"} & set(routers):  # Argo's setHeaderRoute
             kinds.append("setHeaderRoute")
         kind = draw(st.sampled_from(kinds))
         if kind == "setWeight":
@@ -123,9 +125,11 @@ def canaries(draw) -> dict[str, Any]:
             steps.append({"setCanaryScale": {form: value}})
         else:
             match = [{"headerName": "x-beta", "headerValue": {"prefix": "yes"}}]
-            steps.append(
-                {"setHeaderRoute": {"name": "beta", "match": draw(st.sampled_from([[], match]))}}
-            )
+            route = {"name": "beta", "match": draw(st.sampled_from([[], match]))}
+            if steps and draw(st.booleans()):  # beside the step before (Argo accepts it)
+                steps[-1] = steps[-1] | {"setHeaderRoute": route}
+            else:
+                steps.append({"setHeaderRoute": route})
     policy: dict[str, Any] = {
         "kind": "Canary",
         "name": draw(NAMES),
@@ -143,7 +147,9 @@ def canaries(draw) -> dict[str, Any]:
     if draw(st.booleans()):
         policy["rollbackWindow"] = {"revisions": draw(st.integers(0, 3))}
     if router is not None:
-        policy["trafficRouting"] = {router: {}} | ({"maxTrafficWeight": top} if top != 100 else {})
+        plugins = {"argoproj-labs/gatewayAPI": {}, "acme/mesh": {}}
+        given = {r: plugins if r == "plugins" else {} for r in routers}
+        policy["trafficRouting"] = given | ({"maxTrafficWeight": top} if top != 100 else {})
         if draw(st.booleans()):
             policy["dynamicStableScale"] = True
         else:
@@ -153,6 +159,9 @@ def canaries(draw) -> dict[str, Any]:
         for key in ("scaleDownDelaySeconds", "abortScaleDownDelaySeconds", "minPodsPerReplicaSet"):
             if key in policy and draw(st.booleans()):
                 del policy[key]
+    elif draw(st.booleans()):  # accepted without a router, and ignored, as Argo does
+        policy["abortScaleDownDelaySeconds"] = draw(st.sampled_from([0, 30]))
+        policy["minPodsPerReplicaSet"] = draw(st.integers(1, 3))
     return policy
 
 
@@ -175,9 +184,14 @@ def flagger_metrics(draw, provider: str) -> dict[str, Any]:
     return metric
 
 
+TESTED_ELSEWHERE = ("kubernetes", "knative")
+
+
 @st.composite
 def progressives(draw) -> dict[str, Any]:
-    provider = draw(st.sampled_from(["istio", "nginx", "linkerd", "contour", "gloo", "smi"]))
+    # kubernetes is blue/green only; knative's target (a Knative Service) has no CRD here:
+    # both are tested in test_import_flagger_providers.py
+    provider = draw(st.sampled_from([p for p in FLAGGER_PROVIDERS if p not in TESTED_ELSEWHERE]))
     analysis: dict[str, Any] = {
         "interval": draw(SECONDS),
         "threshold": draw(st.integers(1, 5)),
@@ -194,6 +208,8 @@ def progressives(draw) -> dict[str, Any]:
     metrics = draw(st.lists(flagger_metrics(provider), max_size=3))
     assume(len({m["name"] for m in metrics}) == len(metrics))
     analysis["metrics"] = metrics
+    gates = ("confirm-rollout", "confirm-traffic-increase", "confirm-promotion")
+    analysis["gates"] = draw(st.lists(st.sampled_from(gates), max_size=2, unique=True))
     return {
         "kind": "Progressive",
         "name": draw(NAMES),
@@ -212,10 +228,24 @@ def build(data: dict[str, Any]):
         assume(False)
 
 
+def _referenced(policy):
+    """The policy as an Argo import gives it back: only the templates its analyses use."""
+    if policy.kind == "Canary":
+        analyses = [policy.analysis, *(s.analysis for s in policy.steps)]
+    elif policy.kind == "BlueGreen":
+        analyses = [policy.pre_promotion_analysis, policy.post_promotion_analysis]
+    else:
+        return policy
+    used = {r.template_name for a in analyses if a is not None for r in a.templates}
+    kept = tuple(t for t in policy.analysis_templates if t.name in used)
+    return policy.model_copy(update={"analysis_templates": kept})
+
+
 def round_trip(policy, executor: str):
     out = export(policy, executor, Target(service=policy.name))
     assert crds.validate_all(m for m in out.manifests if m["apiVersion"] != "apps/v1") == []
     back = import_manifests(out.to_yaml())
+    policy = _referenced(policy)
     assert back.policy == policy, (policy, back.policy)
     again = import_manifests(export(back.policy, executor, Target(service=policy.name)).to_yaml())
     assert again.policy == back.policy  # import -> export -> import is a fixed point

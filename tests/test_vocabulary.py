@@ -91,6 +91,8 @@ def test_the_table_facts_consumers_read():
     assert {k: f.metrics for k, f in ROUTERS.items() if f.metrics} == {
         "nginx": "nginx",
         "istio": "istio",
+        "appMesh": "envoy",
+        "linkerd": "linkerd",
     }
 
 
@@ -105,9 +107,19 @@ def test_policy_models_speak_the_vocabulary():
 
 
 def test_importers_speak_the_vocabulary():
-    from policies.importers import argo as argo_importer
+    """The importer knows every Argo router, and ignores exactly the fields of each router
+    that Argo's CRD has (the object names); a plugin's configuration is the plugin's own."""
+    from policies.exporters import crds
+    from policies.importers.argo_steps import ROUTER_NAMES
 
-    assert tuple(argo_importer._ROUTER_NAMES) == ARGO_ROUTERS
+    assert tuple(ROUTER_NAMES) == ARGO_ROUTERS
+    rollout = crds.schema_for("argoproj.io/v1alpha1", "Rollout")
+    canary = rollout["properties"]["spec"]["properties"]["strategy"]["properties"]["canary"]
+    routing = canary["properties"]["trafficRouting"]["properties"]
+    assert set(routing) == {*ARGO_ROUTERS, "maxTrafficWeight", "managedRoutes"}
+    for router in ARGO_ROUTERS:
+        fields = set(routing[router].get("properties", {})) - {"stickinessConfig"}
+        assert set(ROUTER_NAMES[router]) == fields, router
 
 
 # ----------------------------------------------------------------------------- router_of

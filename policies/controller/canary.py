@@ -130,6 +130,9 @@ class CanaryController(ArgoControllerBase):
             self._scales.append(scale)
 
     def _advance(self) -> None:
+        """The next step; a run of the step left behind is stopped (Argo cancels it)."""
+        if self._step_run_key() in self.runs:
+            self._stop_run(self._step_run_key())
         self.step_index += 1
         self.step_started = False
 
@@ -169,53 +172,69 @@ class CanaryController(ArgoControllerBase):
             return
         if self.paused:
             return
-        match step.operation:
+        if not self.step_started:
+            self._enter_step(step)
+            if self.paused:
+                return
+        if step.analysis is not None:
+            done = self._step_analysis_done()
+            if self.aborted or self.paused or (step.action == "analysis" and not done):
+                return
+        match step.operation:  # Argo's completedCurrentCanaryStep: the first action decides
             case int() | SetCanaryScale():
                 if counts_reached and (not self.routed or self.weight == self._router_target()):
                     self._advance()
-            case Pause() as pause:
-                if not self.step_started:
-                    self.step_started = True
-                    self.paused = "CanaryPauseStep"
-                    cause: Cause
-                    if pause.duration is None:
-                        cause = AwaitingApproval(self.step_index)
-                    else:
-                        cause = Progress("Paused", self.step_index)
-                    self._set_status("Paused", "CanaryPauseStep", cause)
-                    if pause.duration is not None:
-                        self._start_timer(PAUSE_TIMER, pause.duration)
-            case RolloutAnalysis():
-                self._reconcile_step_analysis(step)
-            case SetHeaderRoute() as route:
-                match: tuple[RouteMatch, ...] = ()
-                if route.match:
-                    headers = {h.header_name: h.header_value for h in route.match}
-                    match = (RouteMatch(headers=headers),)
-                self._set_match_route(route.name, match)
-                self._advance()
+            case Pause():
+                pass  # its timer or an approval ends it
+            case RolloutAnalysis() | SetHeaderRoute():
+                self._advance()  # the analysis succeeded (above); a route is set at once
             case never:
                 assert_never(never)
 
-    def _reconcile_step_analysis(self, step) -> None:
+    def _enter_step(self, step) -> None:
+        """What a step does when it is reached, every action of it (a header route is set, a
+        step analysis started, a pause begun); the weight and pods follow the walk-back."""
+        self.step_started = True
+        route = step.set_header_route
+        if route is not None:
+            match: tuple[RouteMatch, ...] = ()
+            if route.match:
+                headers = {h.header_name: h.header_value for h in route.match}
+                match = (RouteMatch(headers=headers),)
+            self._set_match_route(route.name, match)
+        if step.analysis is not None:
+            self._start_run(self._step_run_key(), self.policy.templates_for(step.analysis))
+        pause = step.pause
+        if pause is not None:
+            self.paused = "CanaryPauseStep"
+            cause: Cause
+            if pause.duration is None:
+                cause = AwaitingApproval(self.step_index)
+            else:
+                cause = Progress("Paused", self.step_index)
+            self._set_status("Paused", "CanaryPauseStep", cause)
+            if pause.duration is not None:
+                self._start_timer(PAUSE_TIMER, pause.duration)
+
+    def _step_analysis_done(self) -> bool:
+        """The step's analysis run: True once Successful; a Failed or Error run aborts and an
+        Inconclusive one pauses, whichever action ends the step (Argo judges the step's run
+        on every reconcile)."""
         key = self._step_run_key()
-        if not self.step_started:
-            self.step_started = True
-            self._start_run(key, self.policy.templates_for(step.analysis))
-            return
         phase = self._run_phase(key)
         if phase is None or not phase.completed:
-            return
+            return False
+        if phase == Phase.SUCCESSFUL:
+            return True
         verdict = self._verdict(key, phase, self.step_index)
         self._stop_run(key)
-        if phase == Phase.SUCCESSFUL:
-            self._advance()
-        elif phase == Phase.INCONCLUSIVE:
+        if phase == Phase.INCONCLUSIVE:
             self.paused = "InconclusiveAnalysisRun"
             cause = AwaitingApproval(self.step_index, verdict)
             self._set_status("Paused", "InconclusiveAnalysisRun", cause)
         else:
             self._abort(f"StepAnalysis{phase.value}", verdict)
+        return False
 
     def _react_to_background(self) -> None:
         phase = self._run_phase(BACKGROUND_RUN)

@@ -14,6 +14,16 @@ the next tick, a uniformly random moment in [0, interval) after the release star
 ``first_tick_s`` is that moment, drawn by the caller (the controller holds no randomness); None
 (or 0) notices the revision at the release start itself, on a tick at t = 0. Until then the
 controller is Initializing: nothing is scaled, and a rollback request simply ends the release.
+
+``confirm-*`` webhooks (``analysis.gates``) are approval gates, asked where Flagger asks them
+(``scheduler.go``, ``scheduler_hooks.go``; reference/executors.md §A.3): ``confirm-rollout`` on
+the tick that sees the revision (closed: phase Waiting, nothing scales, asked again each tick);
+``confirm-traffic-increase`` after a healthy analysis, before each step of a canary (also at
+maxWeight, before promotion is even considered; not while WaitingPromotion); ``confirm-promotion``
+before promoting (closed: WaitingPromotion, where analysis and the threshold gate go on; an A/B
+test then drops one iteration, as Flagger does). A closed gate reports ``AwaitingApproval`` once;
+an approval opens it, Flagger sees it on its next tick, and the gate closes again behind the
+release (the next weight step asks anew).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import cast
 
 from policies.controller.base import ControllerBase
 from policies.controller.protocol import (
+    AwaitingApproval,
     Cause,
     FailedChecks,
     Intervention,
@@ -71,6 +82,9 @@ class FlaggerController(ControllerBase):
         self.rolling_back = False
         self.rolled_back = False
         self.stuck = False  # the canary made no progress for progressDeadlineSeconds
+        self.gate: str | None = None  # the confirm-* gate the release waits at
+        self.gate_open = False  # approved: the gate lets the next tick through
+        self.waiting_promotion = False  # Flagger's WaitingPromotion phase
 
     @property
     def step_index(self) -> int:
@@ -90,15 +104,40 @@ class FlaggerController(ControllerBase):
             self._detect()
 
     def _detect(self) -> None:
-        """The tick that sees the new revision: scale the canary from zero, no analysis."""
-        self.phase = "Progressing"
-        self._set_selectors({"stable"}, {"canary"})
-        self._scale("canary", self.replicas)
+        """The tick that sees the new revision: the confirm-rollout gate, then scale the canary
+        from zero, no analysis."""
+        if not self._confirmed("confirm-rollout"):
+            self.phase = "Waiting"  # asked again on every tick; nothing is scaled meanwhile
+        else:
+            self.phase = "Progressing"
+            self._set_selectors({"stable"}, {"canary"})
+            self._scale("canary", self.replicas)
         self._start_timer(TICK_TIMER, self.analysis.effective_interval_s)
+
+    def _confirmed(self, gate: str) -> bool:
+        """Whether the ``gate`` webhook answers yes now: no such gate, or approved since the
+        release reached it (then it closes again). A gate reached anew asks for approval."""
+        if gate not in self.analysis.gate_types:
+            return True
+        if self.gate == gate and self.gate_open:
+            self.gate, self.gate_open = None, False
+            self._set_status(
+                "Progressing", f"Confirmed:{gate}", Progress("Resumed", self.tick_count)
+            )
+            return True
+        if self.gate != gate:
+            self.gate, self.gate_open = gate, False
+            cause = AwaitingApproval(self.tick_count, gate=gate)
+            self._set_status("Paused", f"Waiting:{gate}", cause)
+        return False
+
+    def _approved(self) -> None:
+        if self.gate is not None:
+            self.gate_open = True  # Flagger calls the webhook again on its next tick
 
     def _timer(self, key: str) -> None:
         if key == TICK_TIMER:
-            if self.phase == "Initializing":
+            if self.phase in ("Initializing", "Waiting"):
                 self._detect()
             elif not self.finished:
                 self._start_timer(TICK_TIMER, self.analysis.effective_interval_s)
@@ -107,8 +146,12 @@ class FlaggerController(ControllerBase):
             super()._timer(key)
 
     def _rollback_requested(self, source: str) -> None:
-        # Initializing: reverted before Flagger noticed the revision, nothing ran yet
-        if self.phase in ("Initializing", "Progressing", "Promoting") and not self.promoted:
+        # Initializing or Waiting (confirm-rollout): reverted before the canary ran, so this
+        # only ends the release
+        if (
+            self.phase in ("Initializing", "Waiting", "Progressing", "Promoting")
+            and not self.promoted
+        ):
             self._rollback(f"RollbackRequested:{source}", Intervention(source))
         elif self.promoted and not (self.rolling_back or self.rolled_back):
             self.rolling_back = True  # no undo in Flagger: the primary rolls back to the old spec
@@ -121,7 +164,7 @@ class FlaggerController(ControllerBase):
         self.stuck = True  # Flagger notices on its next tick (non-retriable: rollback)
 
     def _loop_key(self) -> tuple:
-        return (*super()._loop_key(), self.phase, self.canary_weight, self.iterations)
+        return (*super()._loop_key(), self.phase, self.canary_weight, self.iterations, self.gate)
 
     def _measured(self, event: MeasurementTaken) -> None:
         if event.run == self._tick_key() and event.metric in self.pending:
@@ -167,7 +210,7 @@ class FlaggerController(ControllerBase):
         if self.failed_checks >= self.analysis.effective_threshold:
             self._rollback("FailedChecksThreshold", self._failed_checks())
             return
-        if self.canary_weight == 0 and self.iterations == 0:
+        if self.canary_weight == 0 and self.iterations == 0 and not self.match_routes:
             self._strategy_step()  # pre-rollout hooks only: no metric is checked on this tick
             return
         if not self.analysis.metrics:
@@ -202,19 +245,30 @@ class FlaggerController(ControllerBase):
         return FailedChecks(self.failed_metric, self.failed_checks, threshold, self.tick_count)
 
     def _strategy_step(self) -> None:
-        if isinstance(self.policy, ABTest):
+        if isinstance(self.policy, ABTest):  # runAB: confirm-traffic-increase is never asked
             iterations = self.analysis.iterations
             assert iterations is not None  # ABTest's validator requires iterations >= 1
             if self.iterations < iterations:
                 self._set_match_route("ab-test", self.analysis.match)
                 self.iterations += 1
                 return
+            if not self._confirmed("confirm-promotion"):
+                if self.waiting_promotion:  # runConfirmPromotionHooks: one iteration back
+                    self.iterations = iterations - 1
+                self.waiting_promotion = True
+                return
             self._promote()
+            return
+        # nextStepWeight > 0 always holds for a Progressive policy (stepWeight or stepWeights)
+        if not self.waiting_promotion and not self._confirmed("confirm-traffic-increase"):
             return
         if self.canary_weight < self.analysis.effective_max_weight:
             step = self.analysis.next_step_weight(self.canary_weight)
             self.canary_weight = min(100, self.canary_weight + step)
             self._set_weight(float(self.canary_weight))
+            return
+        if not self._confirmed("confirm-promotion"):
+            self.waiting_promotion = True
             return
         self._promote()
 
@@ -223,6 +277,7 @@ class FlaggerController(ControllerBase):
     def _promote(self) -> None:
         """Copy the canary spec to the primary: the primary rolls to the new version."""
         self.phase = "Promoting"
+        self.waiting_promotion = False
         self._set_selectors({"stable", "primary"}, {"canary"})
         self._set_status("Progressing", "Promoting", Progress("Promoting"))
         if self.policy.skip_analysis:

@@ -235,11 +235,12 @@ class DeadlineExceeded:
 @dataclass(frozen=True, slots=True)
 class AwaitingApproval:
     """A pause only a person ends (``kubectl argo rollouts promote``): a pause step without a
-    duration, a blue-green pause without auto-promotion, a batch awaiting approval, or an
-    Inconclusive analysis (``verdict``)."""
+    duration, a blue-green pause without auto-promotion, a batch awaiting approval, an
+    Inconclusive analysis (``verdict``), or a Flagger ``confirm-*`` webhook (``gate``, its type)."""
 
     step: int | None = None
     verdict: GateVerdict | None = None
+    gate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,13 @@
 
 What is exported:
 
-* Canary -> ``strategy.canary`` field for field. Routers: nginx (``stableIngress: <svc>``),
-  istio (VirtualService ``<svc>`` route ``primary``, DestinationRule ``<svc>`` subsets
-  ``stable``/``canary``), smi (``trafficSplitName: <svc>``), alb (Ingress ``<svc>``).
+* Canary -> ``strategy.canary`` field for field. Every router of ``trafficRouting`` with the
+  fields its CRD requires, objects named ``<svc>``: nginx (``stableIngress``), istio
+  (VirtualService route ``primary``, DestinationRule subsets ``stable``/``canary``), smi
+  (``trafficSplitName``), alb (Ingress), ambassador (Mapping), apisix (ApisixRoute), appMesh
+  (VirtualService route ``primary``, VirtualNodes ``<svc>-canary``/``<svc>-stable``), traefik
+  (TraefikService); plugins by name (Gateway API: HTTPRoute ``<svc>``; Contour: HTTPProxy
+  ``<svc>``; any other plugin's configuration is its own: left empty, said in NOTES.md).
 * BlueGreen -> ``strategy.blueGreen`` (active Service ``<svc>``, preview ``<svc>-preview``).
 * BatchRelease -> a basic canary: ``setWeight`` = the batch's share, then its analysis step and
   its pause. Argo's N / N+1 rule gives other pod counts than the batches unless the shares fall
@@ -31,6 +35,7 @@ from policies.canary import (
     Pause,
     SetCanaryScale,
     SetHeaderRoute,
+    StepOperation,
     TrafficRouting,
 )
 from policies.common import RolloutAnalysis
@@ -38,7 +43,7 @@ from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target, crds, promql
 from policies.measures import Query
 from policies.replicas import basic_canary_targets, resolve_fenceposts
-from policies.vocabulary import ROUTERS, Executor, MetricSource
+from policies.vocabulary import ROUTERS, ArgoRouter, Executor, MetricSource
 
 __all__ = [
     "API_VERSION",
@@ -102,7 +107,7 @@ def metric_source(policy) -> MetricSource:
     """The router's own metrics where ``promql`` writes them (ingress-nginx, Istio), else
     Istio's."""
     routing = getattr(policy, "traffic_routing", None)
-    own = ROUTERS[routing.router].metrics if routing is not None else None
+    own = ROUTERS[routing.kinds[0]].metrics if routing is not None else None
     return own or "istio"
 
 
@@ -111,7 +116,7 @@ def _args(source: str, target: Target) -> list[dict[str, Any]]:
         {"name": promql.ARG_SERVICE, "value": target.service},
         {"name": promql.ARG_NAMESPACE, "value": target.namespace},
     ]
-    if source == "istio":
+    if source in promql.HASHED_SOURCES:
         args += [
             {"name": promql.ARG_CANARY_HASH, "valueFrom": {"podTemplateHashValue": "Latest"}},
             {"name": promql.ARG_STABLE_HASH, "valueFrom": {"podTemplateHashValue": "Stable"}},
@@ -200,23 +205,23 @@ def _analysis_ref(analysis: RolloutAnalysis, source: str, target: Target) -> dic
     }
 
 
-def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, Any]:
-    match step.operation:
+def _action(op: StepOperation, i: int, source: str, target: Target) -> tuple[str, Any]:
+    match op:
         case int() as weight:
-            return {"setWeight": weight}
+            return "setWeight", weight
         case Pause(duration=None):
-            return {"pause": {}}
+            return "pause", {}
         case Pause() as pause:
             duration = cast(float, pause.duration)  # None was the case above
-            return {"pause": {"duration": go_duration(f"steps[{i}].pause.duration", duration)}}
+            return "pause", {"duration": go_duration(f"steps[{i}].pause.duration", duration)}
         case RolloutAnalysis() as analysis:
-            return {"analysis": _analysis_ref(analysis, source, target)}
+            return "analysis", _analysis_ref(analysis, source, target)
         case SetCanaryScale(replicas=int() as replicas):
-            return {"setCanaryScale": {"replicas": replicas}}
+            return "setCanaryScale", {"replicas": replicas}
         case SetCanaryScale(weight=int() as weight):
-            return {"setCanaryScale": {"weight": weight}}
+            return "setCanaryScale", {"weight": weight}
         case SetCanaryScale():
-            return {"setCanaryScale": {"matchTrafficWeight": True}}
+            return "setCanaryScale", {"matchTrafficWeight": True}
         case SetHeaderRoute() as route:
             out: dict[str, Any] = {"name": route.name}
             if route.match:
@@ -224,34 +229,85 @@ def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, An
                     {"headerName": m.header_name, "headerValue": m.header_value.to_dict()}
                     for m in route.match
                 ]
-            return {"setHeaderRoute": out}
+            return "setHeaderRoute", out
+        case never:
+            assert_never(never)
+
+
+_STEP_KEYS = ("setWeight", "pause", "analysis", "setCanaryScale", "setHeaderRoute")
+
+
+def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, Any]:
+    """Every action of the step, in the order Argo's documentation writes them."""
+    actions = dict(_action(op, i, source, target) for op in step.operations)
+    return {key: actions[key] for key in _STEP_KEYS if key in actions}
+
+
+def _plugin_config(name: str, target: Target) -> dict[str, Any]:
+    """A traffic-router plugin's configuration: the objects it manages, where the plugin is
+    known (Gateway API: an HTTPRoute; Contour: an HTTPProxy), else empty (listed in NOTES)."""
+    if name == "argoproj-labs/gatewayAPI":
+        return {"httpRoute": target.service, "namespace": target.namespace}
+    if name == "argoproj-labs/contour":
+        return {"httpProxy": target.service, "namespace": target.namespace}
+    return {}
+
+
+def _router_config(router: ArgoRouter, routing: TrafficRouting, target: Target) -> Any:
+    """One router's fields as its CRD requires them, naming objects after the service."""
+    svc = target.service
+    match router:
+        case "nginx":
+            return {"stableIngress": svc}
+        case "istio":
+            return {
+                "virtualService": {"name": svc, "routes": ["primary"]},
+                "destinationRule": {
+                    "name": svc,
+                    "canarySubsetName": "canary",
+                    "stableSubsetName": "stable",
+                },
+            }
+        case "smi":
+            return {"trafficSplitName": svc}
+        case "alb":
+            return {"ingress": svc, "servicePort": target.port}
+        case "ambassador":
+            return {"mappings": [svc]}
+        case "apisix":
+            return {"route": {"name": svc, "rules": [svc]}}
+        case "appMesh":
+            return {
+                "virtualService": {"name": svc, "routes": ["primary"]},
+                "virtualNodeGroup": {
+                    "canaryVirtualNodeRef": {"name": f"{svc}-canary"},
+                    "stableVirtualNodeRef": {"name": f"{svc}-stable"},
+                },
+            }
+        case "traefik":
+            return {"weightedTraefikServiceName": svc}
+        case "plugins":
+            return {name: _plugin_config(name, target) for name in routing.plugins or {}}
         case never:
             assert_never(never)
 
 
 def _router(policy: Canary, target: Target) -> dict[str, Any]:
     routing = cast(TrafficRouting, policy.traffic_routing)  # called for a routed canary only
-    svc = target.service
-    routers = {
-        "nginx": {"stableIngress": svc},
-        "istio": {
-            "virtualService": {"name": svc, "routes": ["primary"]},
-            "destinationRule": {
-                "name": svc,
-                "canarySubsetName": "canary",
-                "stableSubsetName": "stable",
-            },
-        },
-        "smi": {"trafficSplitName": svc},
-        "alb": {"ingress": svc, "servicePort": target.port},
-    }
-    out: dict[str, Any] = {routing.router: routers[routing.router]}
+    out: dict[str, Any] = {r: _router_config(r, routing, target) for r in routing.routers}
     if routing.max_traffic_weight != 100:
         out["maxTrafficWeight"] = routing.max_traffic_weight
     routes = [s.set_header_route.name for s in policy.steps if s.set_header_route is not None]
     if routes:
         out["managedRoutes"] = [{"name": n} for n in dict.fromkeys(routes)]
     return out
+
+
+def _plugin_notes(policy: Canary) -> dict[str, str]:
+    plugins = policy.traffic_routing.plugins if policy.traffic_routing else None
+    unknown = [f"- `{n}`" for n in plugins or {} if not _plugin_config(n, Target())]
+    head = "Fill in these traffic-router plugins' configuration (the objects they manage):"
+    return {"NOTES.md": "\n".join([head, *unknown]) + "\n"} if unknown else {}
 
 
 def _rollout(policy, target: Target, strategy: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +377,8 @@ def _canary(policy: Canary, target: Target) -> Export:
         if policy.analysis.starting_step:
             canary["analysis"]["startingStep"] = policy.analysis.starting_step
     canary["steps"] = [_step(s, i, source, target) for i, s in enumerate(policy.steps)]
-    return _finish([*templates, _rollout(policy, target, {"canary": canary})])
+    manifests = [*templates, _rollout(policy, target, {"canary": canary})]
+    return _finish(manifests, _plugin_notes(policy))
 
 
 def _bluegreen(policy: BlueGreen, target: Target) -> Export:

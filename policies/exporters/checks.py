@@ -242,6 +242,13 @@ class MetricsRunbook(Runbook):
                 args += [metric.inconclusive_limit, metric.consecutive_error_limit]
                 args += [metric.consecutive_success_limit, "rs_measure"]
                 args.append(self.query(metric.provider.query, window, where))
+                for key, text in (
+                    ("successCondition", metric.success_condition),
+                    ("failureCondition", metric.failure_condition),
+                ):
+                    if text and not Condition(text).simple:
+                        reason = "the runbook's jq reads comparisons of result, len and isNaN"
+                        raise NotExpressibleError(self.executor, f"{where}.{key}", reason)
                 args.append(argo_verdict(metric.success_condition, metric.failure_condition))
                 names.append(f"{run}_{len(names)}")
                 body = " ".join(quote(str(a)) for a in args)

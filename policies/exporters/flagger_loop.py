@@ -1,10 +1,12 @@
 """Flagger's loop as a runbook, on the router of ingress-nginx or Istio (executors.md §A.3-A.5).
 
 Flagger itself exports a ``Canary`` (``flagger.py``). Where no Flagger runs, the runbook does
-what it would: the canary scales up, the first tick only routes, each later tick runs the
-metrics' checks (``rs_tick``, in ``checks``) and advances only when they pass; failed checks add
-up over the release and the tick after the threshold-th failure rolls back. The router (an
-``nginx.NginxRouter`` or ``istio.IstioRouter``) writes the weights and the A/B match.
+what it would: the canary scales up (after a prompt, for a confirm-rollout gate; the other
+gates are refused: Flagger analyses while they wait), the first tick only routes, each later
+tick runs the metrics' checks (``rs_tick``, in ``checks``) and advances only when they pass;
+failed checks add up over the release and the tick after the threshold-th failure rolls back.
+The router (an ``nginx.NginxRouter`` or ``istio.IstioRouter``) writes the weights and the A/B
+match.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ def flagger_runbook(policy: Progressive | ABTest, target: Target, router) -> Exp
     if provider_router(policy.provider) != router.kind:
         reason = f"Flagger would route through {policy.provider} (and measure there), not {ex}"
         raise NotExpressibleError(ex, "provider", reason)
+    waiting = sorted(a.gate_types - {"confirm-rollout"})
+    if waiting:
+        reason = (
+            f"{', '.join(waiting)}: Flagger keeps analysing (and counting failed checks) while"
+            " the gate waits, a runbook's prompt cannot: export to flagger"
+        )
+        raise NotExpressibleError(ex, "analysis.gates", reason)
     if isinstance(policy, ABTest) and a.step_weight_promotion:
         reason = "an A/B test routes matched requests wholly; there is no weight to shift back"
         raise NotExpressibleError(ex, "analysis.stepWeightPromotion", reason)
@@ -69,6 +78,8 @@ def flagger_runbook(policy: Progressive | ABTest, target: Target, router) -> Exp
     book.apply([*objects, *router.objects()], "The primary (stable) and the canary at 0.")
     rollback = [book.apply_command(router.weight(0, "rollback")), book.scale_command(names[0], 0)]
     book.aborts["canary"] = rollback
+    if a.gate_types:  # confirm-rollout: nothing runs before it opens, as in Flagger (Waiting)
+        book.pause(None, "confirm-rollout")
     book.scale(names[0], n, state="canary", notes="A new revision: the canary scales up.")
     checks = flagger_checks(book, a.metrics)
     tick = f"rs_tick {secs(a.effective_interval_s)} {a.effective_threshold} {checks}"

@@ -56,21 +56,38 @@ def canary_runbook(policy: Canary, target: Target, weights) -> Export:
             book.add("analysis", f"rs_bg_start {run}", notes="The background analysis starts.")
         if step is None:
             break
-        match step.operation:
-            case int() as weight:
-                weights.set_weight(weight, f"{what}: setWeight {weight}")
-            case Pause(duration=duration):
-                book.pause(duration, what)
-            case RolloutAnalysis() as analysis:
-                book.gate(analysis, f"step{i}", f"{what}.analysis")
-            case SetCanaryScale() as scale:
-                weights.set_canary_scale(scale, f"{what}: setCanaryScale")
-            case SetHeaderRoute() as route:
-                weights.header_route(route, f"{what}: setHeaderRoute")
-            case never:
-                assert_never(never)
+        if step.analysis is not None and step.action != "analysis":
+            raise NotExpressibleError(
+                book.executor,
+                f"{what}.analysis",
+                f"Argo ends this step on its {step.action} and cancels the analysis it started;"
+                " a runbook gates on an analysis to its end",
+            )
+        for op in sorted(step.operations, key=_effect_order):
+            match op:
+                case int() as weight:
+                    weights.set_weight(weight, f"{what}: setWeight {weight}")
+                case Pause(duration=duration):
+                    book.pause(duration, what)
+                case RolloutAnalysis() as analysis:
+                    book.gate(analysis, f"step{i}", f"{what}.analysis")
+                case SetCanaryScale() as scale:
+                    weights.set_canary_scale(scale, f"{what}: setCanaryScale")
+                case SetHeaderRoute() as route:
+                    weights.header_route(route, f"{what}: setHeaderRoute")
+                case never:
+                    assert_never(never)
     weights.promote(background is not None)
     return book.export()
+
+
+_EFFECTS = (SetHeaderRoute, SetCanaryScale, int, RolloutAnalysis, Pause)
+
+
+def _effect_order(op) -> int:
+    """A step's actions as Argo's reconcile applies them: routes and pods first, then the
+    weight, then what the step waits on (its analysis or pause)."""
+    return next(i for i, kind in enumerate(_EFFECTS) if isinstance(op, kind))
 
 
 class RoutedWeights:

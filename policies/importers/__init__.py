@@ -3,7 +3,8 @@
 ``import_manifests`` reads one or more YAML files or texts (multi-document; AnalysisTemplates,
 ClusterAnalysisTemplates and MetricTemplates may sit beside the Rollout or Canary or come in
 separate files), finds the one Rollout or Flagger Canary and returns the policy with every
-field that affects timing or traffic. Fields that do not (names, labels, annotations, pod
+field that affects timing or traffic; an Argo AnalysisTemplate the Rollout does not reference
+is listed as ignored, not read. Fields that do not (names, labels, annotations, pod
 templates, images, addresses) are ignored on purpose and listed in ``ImportResult.ignored``;
 anything the simulator cannot model is refused with a ``PolicyError`` naming the field.
 
@@ -88,7 +89,10 @@ def _collect(source: Any) -> Manifests:
                 continue
             kind = doc.get("kind")
             group = str(doc.get("apiVersion", "")).rpartition("/")[0]
-            name = str((doc.get("metadata") or {}).get("name", ""))
+            meta = doc.get("metadata") or {}
+            if not isinstance(meta, dict):
+                raise PolicyError("is not a mapping", path=f"{kind}: metadata", file=file)
+            name = str(meta.get("name", ""))
             if group == "argoproj.io" and kind == "Rollout":
                 out.rollouts.append((doc, file))
             elif group == "flagger.app" and kind == "Canary":
@@ -97,7 +101,7 @@ def _collect(source: Any) -> Manifests:
                 out.analysis_templates[(kind, name)] = doc
                 out.order.append((kind, name))
             elif group == "flagger.app" and kind == "MetricTemplate":
-                out.metric_templates[(str(doc["metadata"].get("namespace", "")), name)] = doc
+                out.metric_templates[(str(meta.get("namespace", "")), name)] = doc
             else:
                 out.others.append(doc)
     return out

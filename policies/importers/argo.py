@@ -1,29 +1,36 @@
-"""Argo ``Rollout`` (+ its AnalysisTemplates) -> Canary or BlueGreen policy.
+"""Argo ``Rollout`` (+ the AnalysisTemplates it references) -> Canary or BlueGreen policy.
 
-Every field of the Rollout that changes timing or traffic is read into the policy; fields that
-name or decorate live objects are ignored and listed; a field the simulator cannot model
-(experiment and mirror steps, step plugins, replicaProgressThreshold, routers it has no model
-of...) is refused with the path to it. Durations follow Argo: a pause takes whole seconds
-(fractions truncate, as ``DurationSeconds`` does) and Go durations have no "d".
+Every field of the Rollout that changes timing or traffic is read into the policy (the
+strategy by ``argo_steps``, single fields by ``argo_fields``); fields that name or decorate live
+objects are ignored and listed, and so are the templates the Rollout does not reference; a
+field the simulator cannot model (experiment and mirror steps, step plugins,
+replicaProgressThreshold...) is refused with the path to it. Durations follow Argo: a pause
+takes whole seconds (fractions truncate, as ``DurationSeconds`` does) and Go durations have no
+"d". A Rollout without ``replicas`` runs Argo's 1.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 from policies.conditions import Condition, ConditionError
 from policies.errors import PolicyError
 from policies.exporters import promql
+from policies.importers.argo_fields import (
+    ARG,
+    as_int,
+    check_keys,
+    go_seconds,
+    mapping,
+    refuse_flow_keys,
+)
+from policies.importers.argo_steps import read_bluegreen, read_canary
 from policies.importers.context import Context, map_hint
 from policies.loading import parse_policy
-from policies.vocabulary import ARGO_ROUTERS, ArgoRouter
 
-__all__ = ["import_rollout", "import_template"]
+__all__ = ["go_seconds", "import_rollout", "import_template"]
 
-_DEFAULT_WINDOW_S = 60.0
-_IGNORED_META = ("namespace", "labels", "annotations", "uid", "resourceVersion", "generation")
 _IGNORED_SPEC = {
     "selector": "pod selector",
     "template": "pod template (images, containers)",
@@ -31,20 +38,9 @@ _IGNORED_SPEC = {
     "revisionHistoryLimit": "history kept, not timing",
     "restartAt": "a one-off restart request",
 }
-_NAMES = ("canaryService", "stableService", "activeService", "previewService", "pingPong")
-_DECOR = ("canaryMetadata", "stableMetadata", "activeMetadata", "previewMetadata", "antiAffinity")
-_ROUTER_NAMES: dict[ArgoRouter, tuple[str, ...]] = {  # each router's object names (ignored)
-    "nginx": (
-        "stableIngress",
-        "stableIngresses",
-        "annotationPrefix",
-        "additionalIngressAnnotations",
-        "canaryIngressAnnotations",
-    ),
-    "istio": ("virtualService", "virtualServices", "destinationRule"),
-    "smi": ("rootService", "trafficSplitName"),
-    "alb": ("ingress", "ingresses", "servicePort", "rootService", "annotationPrefix"),
-}
+
+_DEFAULT_WINDOW_S = 60.0
+_IGNORED_META = ("namespace", "labels", "annotations", "uid", "resourceVersion", "generation")
 _METRIC_LIMITS = (
     "count",
     "failureLimit",
@@ -53,54 +49,9 @@ _METRIC_LIMITS = (
     "consecutiveSuccessLimit",
 )
 _NAN_FILTER = re.compile(r">=\s*0(?:\.0*)?\s*$")
-_ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
-_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-
-
-def go_seconds(value: Any, path: str, ctx: Context, *, whole: bool = False) -> float:
-    """Seconds of an Argo duration (int seconds, numeric string, or Go duration string)."""
-    if isinstance(value, bool):
-        raise ctx.error(path, f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            seconds = float(int(text))
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for m in _GO_PART.finditer(text):
-                if m.start() != pos:
-                    break
-                seconds += float(m.group(1)) * _GO_UNIT[m.group(2)]
-                pos = m.end()
-            if not text or pos != len(text):
-                raise ctx.error(path, f"{value!r} is not a Go duration (no 'd' unit)") from None
-    if whole and seconds != math.floor(seconds):
-        ctx.notes.append(f"{path}: {value!r} truncates to {math.floor(seconds)} s, as Argo does")
-        seconds = float(math.floor(seconds))
-    return seconds
-
-
-def _check_keys(obj: dict, known: set[str], path: str, ctx: Context, label=None) -> None:
-    unknown = sorted(set(obj) - known)
-    if unknown:
-        raise ctx.error(
-            f"{path}.{unknown[0]}" if path else unknown[0],
-            "field not understood: the simulator has no model of it, refusing rather than"
-            " dropping it",
-            label,
-        )
-
-
-def _int(value: Any, path: str, ctx: Context, args: dict[str, str]) -> int:
-    if isinstance(value, str):
-        value = _ARG.sub(lambda m: args.get(m.group(1), m.group(0)), value)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ctx.error(path, f"{value!r} is not an integer") from None
+_ARG = ARG
+_check_keys = check_keys
+_int = as_int
 
 
 def _args(ref: dict, template: dict) -> dict[str, str]:
@@ -118,15 +69,6 @@ def _args(ref: dict, template: dict) -> dict[str, str]:
             name = promql.ARG_CANARY_HASH if hash_of == "latest" else promql.ARG_STABLE_HASH
             out[arg["name"]] = promql.argo_arg(name)
     return out
-
-
-def _rescale(text: str, factor: float) -> str:
-    """Divide every number a condition compares ``result`` with by ``factor``."""
-    return re.sub(
-        r"(?<![\w.\[\]])([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)",
-        lambda m: repr(float(m.group(1)) / factor),
-        text,
-    )
 
 
 def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context, label: str):
@@ -161,16 +103,34 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
                 ) from None
             conditions[key] = text
     provider = m.get("provider") or {}
+    if "plugin" in provider:  # Argo's metric plugins, by name: {plugin: {org/name: config}}
+        plugins = provider["plugin"] if isinstance(provider["plugin"], dict) else {}
+        kind = "metric plugin " + (", ".join(sorted(map(str, plugins))) or "(unnamed)")
+    else:
+        kind = "provider " + (", ".join(sorted(map(str, provider))) or "none")
     query = ctx.mapped(f"{tname}/{name}", str(name))
     if query is not None:
         # a Prometheus query ending in ``>= 0`` filters NaN out; any other reaches the conditions
         text = str((provider.get("prometheus") or {}).get("query", ""))
         filtered = bool(_NAN_FILTER.search(text)) or "prometheus" not in provider
         query = query.model_copy(update={"nan_filter": filtered})
-        ctx.notes.append(f"{label} metric {name}: mapped explicitly to {query.to_dict()}")
+        ctx.notes.append(
+            f"{label} metric {name}: {kind} mapped explicitly to {query.to_dict()}; its"
+            f" conditions are compared in {query.scale or 'a count'}"
+        )
+        form = promql.recognise_form(_ARG.sub(lambda g: args.get(g.group(1), g.group(0)), text))
+        if form is not None and form.query.scale != query.scale:
+            ctx.notes.append(
+                f"{label} metric {name}: its query returns {form.scale}, the mapping says"
+                f" {query.scale}: add :{form.scale} to the mapping if the conditions are in it"
+            )
+        else:  # the numbers the conditions compare with: 99 is no fraction
+            number = r"(?<![\w.\[\]])(\d+\.?\d*|\.\d+)(?![\w.\]])"
+            found = [float(n) for v in conditions.values() for n in re.findall(number, v)]
+            ctx.check_scale(f"{name} ({label})", query, found)
     elif set(provider) != {"prometheus"}:
-        kinds = ", ".join(sorted(provider)) or "none"
-        raise ctx.error(where, map_hint(name, f"provider {kinds} has no recognised form"), label)
+        why = f"{kind} is a metric that needs `map:`"
+        raise ctx.error(where, map_hint(name, why), label)
     else:
         prom = provider["prometheus"]
         for key in sorted(set(prom) - {"query"}):
@@ -190,12 +150,10 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
             raise ctx.error(where, map_hint(name, why), label)
         # Argo judges a NaN sample by the conditions unless the query filters it (``>= 0``)
         query = form.query.model_copy(update={"nan_filter": form.nan_filter})
-        factor = {"percent": 100.0, "milliseconds": 1000.0}.get(form.scale)
-        if factor:
-            conditions = {k: _rescale(v, factor) for k, v in conditions.items()}
+        if query.unit is not None:  # the conditions stay as written, in the query's unit
             ctx.notes.append(
-                f"{label} metric {name}: the query returns {form.scale}; conditions rescaled"
-                f" to the simulator's {'fraction' if factor == 100 else 'seconds'}"
+                f"{label} metric {name}: the query returns {query.unit}; its conditions are"
+                f" compared in {query.unit}, as Argo compares them"
             )
         if not form.nan_filter and query.measure != "requestCount":
             ctx.notes.append(
@@ -243,107 +201,15 @@ def import_template(doc: dict, refs: list[dict], ctx: Context, prefix: str) -> d
     return out
 
 
-def _analysis(obj: dict, path: str, ctx: Context, uses: dict, background: bool = False):
-    known = {"templates", "args", "measurementRetention", "analysisRunMetadata", "dryRun"}
-    _check_keys(obj, known | ({"startingStep"} if background else set()), path, ctx)
-    if obj.get("dryRun"):
-        raise ctx.error(f"{path}.dryRun", "put dryRun in the AnalysisTemplate (spec.dryRun)")
-    for setting in ("args", "measurementRetention", "analysisRunMetadata"):
-        if setting in obj:
-            ctx.ignore(f"{path}.{setting}")
-    refs = []
-    for t, ref in enumerate(obj.get("templates") or []):
-        kind = "ClusterAnalysisTemplate" if ref.get("clusterScope") else "AnalysisTemplate"
-        key = (kind, str(ref.get("templateName")))
-        if key not in ctx.manifests.analysis_templates:
-            raise ctx.error(
-                f"{path}.templates[{t}]",
-                f"{kind} {key[1]!r} is not among the manifests: pass its file too",
-            )
-        uses.setdefault(key, []).append(obj)
-        refs.append(key)
-    out: dict[str, Any] = {"templates": refs}
-    if background and obj.get("startingStep"):
-        out["startingStep"] = _int(obj["startingStep"], f"{path}.startingStep", ctx, {})
-    return out
-
-
-def _step(step: dict, path: str, ctx: Context, uses: dict) -> dict[str, Any]:
-    if len(step) != 1:
-        raise ctx.error(path, "a step has exactly one action")
-    action, value = next(iter(step.items()))
-    if action == "setWeight":
-        return {"setWeight": _int(value, f"{path}.setWeight", ctx, {})}
-    if action == "pause":
-        value = value or {}
-        _check_keys(value, {"duration"}, f"{path}.pause", ctx)
-        if value.get("duration") is None:
-            return {"pause": {}}
-        return {
-            "pause": {
-                "duration": go_seconds(value["duration"], f"{path}.pause.duration", ctx, whole=True)
-            }
-        }
-    if action == "analysis":
-        return {"analysis": _analysis(value or {}, f"{path}.analysis", ctx, uses)}
-    if action == "setCanaryScale":
-        _check_keys(value, {"replicas", "weight", "matchTrafficWeight"}, f"{path}.{action}", ctx)
-        return {"setCanaryScale": dict(value)}
-    if action == "setHeaderRoute":
-        _check_keys(value, {"name", "match"}, f"{path}.{action}", ctx)
-        return {"setHeaderRoute": dict(value)}
-    raise ctx.error(f"{path}.{action}", f"the simulator has no model of {action} steps")
-
-
-def _router(tr: dict, ctx: Context) -> dict[str, Any]:
-    path = "spec.strategy.canary.trafficRouting"
-    routers = [r for r in tr if r not in ("maxTrafficWeight", "managedRoutes")]
-    if len(routers) != 1 or routers[0] not in ARGO_ROUTERS:
-        raise ctx.error(
-            path, f"routers {routers}: the simulator models one of {', '.join(ARGO_ROUTERS)}"
-        )
-    router = routers[0]
-    config = tr[router] or {}
-    if router == "alb" and config.get("stickinessConfig", {}).get("enabled"):
-        raise ctx.error(f"{path}.alb.stickinessConfig", "sticky target groups are not modelled")
-    for key in sorted(config):
-        if key not in _ROUTER_NAMES[router] and key != "stickinessConfig":
-            raise ctx.error(f"{path}.{router}.{key}", "field not understood")
-        ctx.ignore(f"{path}.{router}.{key} (object names)")
-    if "managedRoutes" in tr:
-        ctx.ignore(f"{path}.managedRoutes (derived from the setHeaderRoute steps)")
-    out: dict[str, Any] = {router: {}}
-    if tr.get("maxTrafficWeight") is not None:
-        out["maxTrafficWeight"] = _int(tr["maxTrafficWeight"], f"{path}.maxTrafficWeight", ctx, {})
-    return out
-
-
-def _common(strategy: dict, path: str, ctx: Context, out: dict) -> None:
-    for key in _NAMES + _DECOR:
-        if key in strategy:
-            ctx.ignore(f"{path}.{key}")
-    limit = strategy.get("scaleDownDelayRevisionLimit")
-    if limit is not None:
-        if _int(limit, f"{path}.scaleDownDelayRevisionLimit", ctx, {}) == 0:
-            raise ctx.error(
-                f"{path}.scaleDownDelayRevisionLimit",
-                "0 scales old pods down at once; not modelled",
-            )
-        ctx.ignore(f"{path}.scaleDownDelayRevisionLimit (only older ReplicaSets beyond one)")
-    for key in ("scaleDownDelaySeconds", "abortScaleDownDelaySeconds", "autoPromotionSeconds"):
-        if strategy.get(key) is not None:
-            out[key] = float(_int(strategy[key], f"{path}.{key}", ctx, {}))
-
-
-def _fence(value: Any) -> Any:
-    """Argo reads any string maxSurge/maxUnavailable as a percentage ("25" is 25 %)."""
-    return f"{value}%" if isinstance(value, str) and not value.endswith("%") else value
-
-
 def import_rollout(doc: dict, ctx: Context) -> Any:
-    """The Canary or BlueGreen policy of an Argo Rollout."""
+    """The Canary or BlueGreen policy of an Argo Rollout (and the templates it references)."""
+    ctx.label = "Rollout"
+    mapping(doc.get("metadata"), "metadata", ctx)
     meta, spec = ctx.open(doc, "Rollout")
     name = meta.get("name")
+    spec = mapping(spec, "spec", ctx)
+    read = {k: v for k, v in spec.items() if k not in _IGNORED_SPEC}  # a pod template may be
+    refuse_flow_keys({"spec": read}, ctx)  # a Helm template's: only what is read must parse
     known = {
         "replicas",
         "minReadySeconds",
@@ -355,7 +221,7 @@ def import_rollout(doc: dict, ctx: Context) -> Any:
         "analysis",
         *_IGNORED_SPEC,
     }
-    _check_keys(spec, known, "spec", ctx)
+    check_keys(spec, known, "spec", ctx)
     for key, why in _IGNORED_SPEC.items():
         if key in spec:
             ctx.ignore(f"spec.{key} ({why})")
@@ -365,29 +231,36 @@ def import_rollout(doc: dict, ctx: Context) -> Any:
         ctx.ignore("spec.analysis (AnalysisRun history limits)")
     data: dict[str, Any] = {"name": name}
     if spec.get("replicas") is not None:
-        data["replicas"] = _int(spec["replicas"], "spec.replicas", ctx, {})
+        data["replicas"] = as_int(spec["replicas"], "spec.replicas", ctx)
     else:
-        ctx.notes.append("spec.replicas is absent: Argo runs 1 replica; the world decides here")
+        data["replicas"] = 1
+        ctx.notes.append("spec.replicas is absent: Argo runs 1 replica (its default): replicas 1")
     for key in ("minReadySeconds", "progressDeadlineSeconds"):
         if spec.get(key) is not None:
-            data[key] = float(_int(spec[key], f"spec.{key}", ctx, {}))
+            data[key] = float(as_int(spec[key], f"spec.{key}", ctx))
     if spec.get("progressDeadlineAbort"):
         data["progressDeadlineAbort"] = True
     if spec.get("rollbackWindow") is not None:
-        data["rollbackWindow"] = {"revisions": spec["rollbackWindow"].get("revisions")}
-    strategy = spec.get("strategy") or {}
+        window = mapping(spec["rollbackWindow"], "spec.rollbackWindow", ctx)
+        data["rollbackWindow"] = {"revisions": window.get("revisions")}
+    strategy = mapping(spec.get("strategy"), "spec.strategy", ctx)
     uses: dict[tuple[str, str], list[dict]] = {}
     if set(strategy) == {"canary"}:
         data["kind"] = "Canary"
-        _canary(strategy["canary"] or {}, ctx, data, uses)
+        read_canary(strategy["canary"], ctx, data, uses)
     elif set(strategy) == {"blueGreen"}:
         data["kind"] = "BlueGreen"
-        _bluegreen(strategy["blueGreen"] or {}, ctx, data, uses)
+        read_bluegreen(strategy["blueGreen"], ctx, data, uses)
     else:
         raise ctx.error("spec.strategy", "needs exactly one of canary, blueGreen")
-    # every given AnalysisTemplate (the export writes them all), referenced cluster ones
-    order = ctx.manifests.order
-    keys = [k for k in dict.fromkeys(order) if k in uses or k[0] == "AnalysisTemplate"]
+    # the templates the Rollout references, in the order given; the others are listed
+    keys = [k for k in dict.fromkeys(ctx.manifests.order) if k in uses]
+    for k in dict.fromkeys(ctx.manifests.order):
+        if k not in uses:
+            ctx.ignored.append(f"{k[0]}/{k[1]}: not referenced by {ctx.label}")
+    for k in keys:
+        spec_of = ctx.manifests.analysis_templates[k].get("spec")
+        refuse_flow_keys({"spec": spec_of}, ctx, f"{k[0]}/{k[1]}")
     templates = [
         import_template(ctx.manifests.analysis_templates[k], uses.get(k, []), ctx, f"{name}-")
         for k in keys
@@ -416,70 +289,3 @@ def _resolve_refs(node: Any, names: dict) -> None:
     elif isinstance(node, list):
         for value in node:
             _resolve_refs(value, names)
-
-
-def _canary(canary: dict, ctx: Context, data: dict, uses: dict) -> None:
-    path = "spec.strategy.canary"
-    known = {
-        "steps",
-        "analysis",
-        "trafficRouting",
-        "maxSurge",
-        "maxUnavailable",
-        "dynamicStableScale",
-        "minPodsPerReplicaSet",
-        "scaleDownDelaySeconds",
-        "abortScaleDownDelaySeconds",
-        "scaleDownDelayRevisionLimit",
-        "replicaProgressThreshold",
-        *_NAMES,
-        *_DECOR,
-    }
-    _check_keys(canary, known, path, ctx)
-    if canary.get("replicaProgressThreshold") is not None:
-        raise ctx.error(f"{path}.replicaProgressThreshold", "not modelled: steps wait for 100 %")
-    _common(canary, path, ctx, data)
-    for key in ("maxSurge", "maxUnavailable"):
-        if canary.get(key) is not None:
-            data[key] = _fence(canary[key])
-    if canary.get("dynamicStableScale"):
-        data["dynamicStableScale"] = True
-    if canary.get("minPodsPerReplicaSet") is not None:
-        data["minPodsPerReplicaSet"] = canary["minPodsPerReplicaSet"]
-    if canary.get("trafficRouting"):
-        data["trafficRouting"] = _router(canary["trafficRouting"], ctx)
-    if canary.get("analysis"):
-        data["analysis"] = _analysis(canary["analysis"], f"{path}.analysis", ctx, uses, True)
-    data["steps"] = [
-        _step(s, f"{path}.steps[{i}]", ctx, uses) for i, s in enumerate(canary.get("steps") or [])
-    ]
-
-
-def _bluegreen(bg: dict, ctx: Context, data: dict, uses: dict) -> None:
-    path = "spec.strategy.blueGreen"
-    known = {
-        "autoPromotionEnabled",
-        "autoPromotionSeconds",
-        "previewReplicaCount",
-        "scaleDownDelaySeconds",
-        "abortScaleDownDelaySeconds",
-        "scaleDownDelayRevisionLimit",
-        "prePromotionAnalysis",
-        "postPromotionAnalysis",
-        "maxUnavailable",
-        *_NAMES,
-        *_DECOR,
-    }
-    _check_keys(bg, known, path, ctx)
-    _common(bg, path, ctx, data)
-    if "maxUnavailable" in bg:
-        ctx.ignore(f"{path}.maxUnavailable (pod restarts only)")
-    if bg.get("autoPromotionEnabled") is False:
-        data["autoPromotionEnabled"] = False
-    if bg.get("previewReplicaCount") is not None:
-        data["previewReplicaCount"] = _int(
-            bg["previewReplicaCount"], f"{path}.previewReplicaCount", ctx, {}
-        )
-    for key in ("prePromotionAnalysis", "postPromotionAnalysis"):
-        if bg.get(key):
-            data[key] = _analysis(bg[key], f"{path}.{key}", ctx, uses)

@@ -3,15 +3,20 @@
 ``Context`` carries the objects found (``Manifests``), the explicit metric mapping, and the
 report (fields ignored on purpose, notes); it labels every error with the object and field.
 The mapping of metrics the importer cannot recognise comes from ``load_mapping`` (a dict, a
-list of ``METRIC=measure:version[:quantile]`` or a YAML file) and ``map_hint`` says how to
-give one.
+list of ``METRIC=measure:version[:quantile][:unit]`` or a YAML file; a scenario's ``map:`` goes
+through the same parser) and ``map_hint`` says how to give one. The unit is the scale the
+manifest's query returns (``percent`` or ``fraction`` for a rate, ``ms`` or ``s`` for a
+latency): the metric's conditions and thresholds are then compared in it, as the executor does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from policies.base import read_yaml_file
 from policies.errors import PolicyError
@@ -19,9 +24,21 @@ from policies.measures import Query
 
 __all__ = ["MAP_SYNTAX", "Context", "Manifests", "load_mapping", "map_hint", "parse_map"]
 
-MAP_SYNTAX = "--map METRIC=measure:version[:quantile]"
+MAP_SYNTAX = "--map METRIC=measure:version[:quantile][:unit]"
 """How the CLI takes an explicit mapping (measures successRate, errorRate, latency,
-requestCount; versions canary, stable; quantile for latency, default 0.99)."""
+requestCount; versions canary, stable; quantile for latency, default 0.99; unit percent or
+fraction for a rate, ms or s for a latency, default fraction and s)."""
+_SPEC = "measure:version[:quantile][:unit]"
+_UNIT_NAMES = {
+    "fraction": "fraction",
+    "percent": "percent",
+    "%": "percent",
+    "seconds": "seconds",
+    "s": "seconds",
+    "milliseconds": "milliseconds",
+    "ms": "milliseconds",
+}
+"""The unit spellings a mapping accepts, and the ``Query.unit`` each stands for."""
 
 
 @dataclass
@@ -63,6 +80,18 @@ class Context:
     def error(self, path: str, message: str, label: str | None = None) -> PolicyError:
         return PolicyError(message, path=f"{label or self.label}: {path}", file=self.file)
 
+    def check_scale(self, metric: str, query: Query, bounds: Sequence[float | None]) -> None:
+        """Note a mapped rate or latency compared with numbers beyond its unit (99 with a
+        fraction, 500 with seconds): the query likely returns percent or ms, unsaid in the map."""
+        big = max((b for b in bounds if b is not None), default=0.0)
+        limit = {"fraction": 1.0, "seconds": 60.0}.get(str(query.scale))
+        if limit is not None and big > limit:
+            other = "percent" if query.scale == "fraction" else "ms"
+            self.notes.append(
+                f"metric {metric}: compared with {big:g}, not a {query.scale} value: add"
+                f" :{other} to the mapping if the query returns it"
+            )
+
     def mapped(self, *keys: str) -> Query | None:
         for key in keys:
             if key in self.mapping:
@@ -76,15 +105,16 @@ def map_hint(metric: str | None, why: str) -> str:
     manifest names no metric)."""
     return (
         f"metric {metric!r}: {why}; map it to a simulated query with"
-        f" `{MAP_SYNTAX}` (e.g. --map {metric}=errorRate:canary or"
-        f" --map {metric}=latency:canary:0.95; measures successRate, errorRate, latency,"
-        " requestCount; versions canary, stable), or from Python"
-        f" mapping={{{metric!r}: Query(measure=..., version=...)}}"
+        f" `{MAP_SYNTAX}` or a scenario's `map:` (e.g. --map {metric}=errorRate:canary,"
+        f" --map {metric}=successRate:canary:percent or --map {metric}=latency:canary:0.95:ms;"
+        " measures successRate, errorRate, latency, requestCount; versions canary, stable;"
+        " the unit the query returns: fraction or percent, s or ms, conditions being compared"
+        f" in it), or from Python mapping={{{metric!r}: Query(measure=..., version=...)}}"
     )
 
 
 def parse_map(text: str) -> tuple[str, Query]:
-    """``METRIC=measure:version[:quantile]`` -> (metric, Query)."""
+    """``METRIC=measure:version[:quantile][:unit]`` -> (metric, Query)."""
     name, sep, spec = text.partition("=")
     if not sep or not name.strip():
         raise PolicyError(f"{text!r} is not {MAP_SYNTAX}")
@@ -96,32 +126,54 @@ def _query(value: Any, name: str) -> Query:
         return value
     try:
         if isinstance(value, dict):
-            return Query.model_validate(value)
-        parts = str(value).split(":")
-        if len(parts) > 3 or not parts[0]:
-            raise ValueError("too many or too few parts")
-        fields: dict[str, Any] = {"measure": parts[0]}
-        if len(parts) > 1:
-            fields["version"] = parts[1]
-        if len(parts) > 2:
-            fields["quantile"] = float(parts[2])
-        return Query.model_validate(fields)
+            data = dict(value)
+            if isinstance(data.get("unit"), str):
+                data["unit"] = _UNIT_NAMES.get(data["unit"], data["unit"])
+            return Query.model_validate(data)
+        return Query.model_validate(_fields(str(value)))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        message = (f"{where}: " if where else "") + error["msg"].removeprefix("Value error, ")
     except (ValueError, TypeError) as exc:
         message = str(exc).splitlines()[0]
-        raise PolicyError(
-            f"mapping {name}: {value!r} is not measure:version[:quantile] ({message})"
-        ) from None
+    raise PolicyError(f"mapping {name}: {value!r} is not {_SPEC} ({message})")
+
+
+def _fields(text: str) -> dict[str, Any]:
+    """The fields of ``measure:version[:quantile][:unit]``: after the version, a number is the
+    quantile and a name the unit (``latency:canary:ms`` keeps the default quantile)."""
+    parts = text.split(":")
+    if len(parts) > 4 or not parts[0]:
+        raise ValueError("too many or too few parts")
+    fields: dict[str, Any] = {"measure": parts[0]}
+    if len(parts) > 1:
+        fields["version"] = parts[1]
+    for part in parts[2:]:
+        key = "unit" if part in _UNIT_NAMES else "quantile"
+        if key in fields:
+            raise ValueError(f"{key} given twice")
+        fields[key] = _UNIT_NAMES[part] if key == "unit" else _number(part)
+    return fields
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        units = ", ".join(_UNIT_NAMES)
+        raise ValueError(f"{text!r} is neither a quantile nor a unit ({units})") from None
 
 
 def load_mapping(mapping: Any) -> dict[str, Query]:
-    """A mapping from a dict (values Query, dict or "measure:version[:quantile]"), a list of
-    ``METRIC=...`` strings, or a YAML file of ``metric: measure:version[:quantile]``."""
+    """A mapping from a dict (values Query, dict or "measure:version[:quantile][:unit]"), a list
+    of ``METRIC=...`` strings, or a YAML file of ``metric: measure:version[:quantile][:unit]``."""
     if mapping is None:
         return {}
     if isinstance(mapping, str | Path):
         mapping = read_yaml_file(mapping)
         if not isinstance(mapping, dict):
-            raise PolicyError("a mapping file is metric: measure:version[:quantile] lines")
+            raise PolicyError(f"a mapping file is metric: {_SPEC} lines")
     if isinstance(mapping, list | tuple):
         return dict(parse_map(item) for item in mapping)
     return {str(k): _query(v, str(k)) for k, v in dict(mapping).items()}

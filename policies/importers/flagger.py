@@ -5,10 +5,14 @@ Iterations without match (Flagger's blue/green) is refused: the simulator's Blue
 instant selector switch with a hold-back, while Flagger's promotes by a rolling update of the
 primary (kubernetes provider) or by switching routes and back (meshes); importing it as
 BlueGreen would simulate another release. Built-in metrics stay built in; a custom metric's
-query becomes a simulated query when ``promql`` recognises it (a canary-only query computing
-exactly what a built-in computes becomes that built-in), else it needs an explicit mapping.
-Webhooks other than gates (load tests, acceptance tests, events) and alerts are listed as
-ignored: the simulated world supplies the traffic.
+query becomes a simulated query in its own unit when ``promql`` recognises it (a canary-only
+query of the P99 in truncated milliseconds, exactly the built-in ``request-duration``, becomes
+that built-in), else it needs an explicit mapping.
+``confirm-*`` webhooks become approval gates (``analysis.gates``); other webhooks (load tests,
+acceptance tests, events, rollback signals) and alerts are listed as ignored: the simulated
+world supplies the traffic and its operators decide rollbacks. Without ``spec.provider`` Flagger
+uses its ``-mesh-provider`` flag (default istio); a reference only one router reads
+(``ingressRef``, ``service.gatewayRefs``, ``routeRef``, ``upstreamRef``) says which, in a note.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from policies.errors import PolicyError
 from policies.exporters import promql
 from policies.exporters.flagger import cookie_regex
+from policies.flagger import DEFAULT_PROVIDER_VERSION, GATE_URL, GATES, PROVIDER_VERSIONS
 from policies.importers.argo import go_seconds
 from policies.importers.context import Context, map_hint
 from policies.loading import parse_policy
@@ -27,7 +32,19 @@ from policies.vocabulary import FLAGGER_PROVIDERS
 __all__ = ["import_canary"]
 
 _BUILTIN = ("request-success-rate", "request-duration")
-_GATES = ("confirm-rollout", "confirm-promotion", "confirm-traffic-increase", "rollback")
+_HOOKS_IGNORED = {
+    "rollback": "a rollback on an outside signal: the world's operators decide rollbacks",
+    "skip": "skips the analysis on an outside signal",
+    "manual-traffic-control": "a person setting the weight by hand",
+}
+_REFS = (  # (field, where, provider): the reference only that provider's router reads
+    ("ingressRef", "spec", "nginx"),
+    ("gatewayRefs", "spec.service", "gatewayapi"),
+    ("routeRef", "spec", "apisix"),
+    ("upstreamRef", "spec", "gloo"),
+)
+_ALL_URIS = [{"prefix": "/"}, {"prefix": ""}] + [{"regex": r} for r in (".*", "/.*", "^/.*")]
+_INTEGERS = ("threshold", "maxWeight", "stepWeight", "stepWeightPromotion", "iterations")
 _IGNORED_SPEC = {
     "targetRef": "the workload's name",
     "autoscalerRef": "the autoscaler's name",
@@ -57,13 +74,6 @@ def _render(query: str, variables: dict[str, str]) -> str:
         return variables.get(("variables." if m.group(1) else "") + m.group(2), m.group(0))
 
     return _VAR.sub(sub, query)
-
-
-def _scaled(metric: dict, factor: float) -> None:
-    if metric.get("thresholdRange"):
-        metric["thresholdRange"] = {k: v / factor for k, v in metric["thresholdRange"].items()}
-    if metric.get("threshold") is not None:
-        metric["threshold"] = metric["threshold"] / factor
 
 
 def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: str):
@@ -106,24 +116,27 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
             for key2 in sorted(prov):
                 ctx.ignore(f"spec.provider.{key2}", label)
             if prov.get("type", "prometheus") != "prometheus" and mapped is None:
-                raise ctx.error(where, map_hint(name, f"provider {prov.get('type')} is not PromQL"))
+                why = f"provider {prov.get('type')} is a metric that needs `map:`"
+                raise ctx.error(where, map_hint(name, why))
             text = (template.get("spec") or {}).get("query")
     if mapped is not None:
-        ctx.notes.append(f"metric {name}: mapped explicitly to {mapped.to_dict()}")
+        ctx.notes.append(
+            f"metric {name}: mapped explicitly to {mapped.to_dict()}; its thresholds are"
+            f" compared in {mapped.scale or 'a count'}"
+        )
+        bounds = [*(out.get("thresholdRange") or {}).values(), out.get("threshold")]
+        ctx.check_scale(name, mapped, bounds)
         return out | {"query": mapped.model_dump(by_alias=True, exclude_none=True)}
     if text is None:
         if name not in _BUILTIN:
             raise ctx.error(where, map_hint(name, "neither a built-in nor a query"))
-        if provider == "nginx":
+        # pkg/metrics/observers: nginx (canary!="" since Flagger 1.15) and skipper time the
+        # canary by a mean, traefik reads its P99 in seconds as whole ms (under 1 s: 0 ms)
+        what = {"nginx": "mean", "skipper": "mean", "traefik": "P99 in whole s read as"}
+        if name == _BUILTIN[1] and provider in what:
             ctx.notes.append(
-                f"metric {name}: Flagger's ingress-nginx built-in "
-                + (
-                    "counts the whole Ingress (primary and canary)"
-                    if name == _BUILTIN[0]
-                    else "is the mean duration"
-                )
-                + "; the simulator measures the canary alone"
-                + ("" if name == _BUILTIN[0] else " (P99)")
+                f"metric {name}: Flagger's {provider} built-in is the canary's {what[provider]}"
+                " ms; the simulator measures the canary's P99"
             )
         return out
     if name in _BUILTIN:
@@ -143,9 +156,6 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
     if query.window == interval:
         query = query.model_copy(update={"window": None})
     canary_only = query.version == "canary" and query.window is None
-    if form.scale == "percent" and query.measure == "successRate" and canary_only:
-        ctx.notes.append(f"metric {name}: computes request-success-rate; imported as it")
-        return {**out, "name": "request-success-rate"}
     if (
         form.scale == "ms_floor"
         and query.measure == "latency"
@@ -156,10 +166,11 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
         return {**out, "name": "request-duration"}
     if form.scale == "ms_floor":
         raise ctx.error(where, map_hint(name, "truncated milliseconds of another quantile"))
-    factor = {"percent": 100.0, "milliseconds": 1000.0}.get(form.scale)
-    if factor:
-        _scaled(out, factor)
-        ctx.notes.append(f"metric {name}: {form.scale} thresholds rescaled")
+    if query.unit is not None:  # the thresholds stay as written, in the query's unit
+        ctx.notes.append(
+            f"metric {name}: the query returns {query.unit}; its thresholds are compared in"
+            f" {query.unit}, as Flagger compares them"
+        )
     return out | {"query": query.model_dump(by_alias=True, exclude_none=True)}
 
 
@@ -198,19 +209,140 @@ def _matches(matches: list, provider: str, ctx: Context) -> list[dict[str, Any]]
     return out
 
 
-def _webhooks(hooks: list, ctx: Context) -> None:
-    for i, hook in enumerate(hooks):
-        kind = hook.get("type") or "rollout"
+def _webhooks(hooks: Any, ctx: Context) -> list[dict[str, Any]]:
+    """The confirm-* webhooks as approval gates; every other hook is listed as ignored."""
+    gates = []
+    for i, hook in enumerate(_listed(hooks, "spec.analysis.webhooks", ctx)):
         path = f"spec.analysis.webhooks[{i}]"
-        if kind in _GATES:
-            raise ctx.error(
-                path, f"a {kind} webhook gates the release on an outside answer: not modelled"
+        if not isinstance(hook, dict):
+            raise ctx.error(path, "a webhook is a mapping with name, type and url")
+        kind, name = hook.get("type") or "rollout", hook.get("name")
+        if kind in GATES:
+            gates.append({"type": kind, "name": name, "url": hook.get("url")})
+            ctx.notes.append(
+                f"{path}: {kind} hook {name}: an approval gate (the scenario's approval model"
+                " decides when it opens)"
             )
-        ctx.ignore(f"{path} ({kind} hook {hook.get('name')}: tests and traffic are the world's)")
+            for key in sorted(set(hook) - {"name", "type", "url"}):
+                ctx.ignore(f"{path}.{key}")
+            continue
+        why = _HOOKS_IGNORED.get(kind, "tests and traffic are the world's")
+        ctx.ignore(f"{path} ({kind} hook {name}: {why})")
+    return gates
+
+
+def _listed(value: Any, path: str, ctx: Context) -> list:
+    if value is not None and not isinstance(value, list):
+        raise ctx.error(path, f"{value!r} is not a list")
+    return value or []
+
+
+def _number(value: Any, path: str, ctx: Context, *, whole: bool = False) -> Any:
+    """A number as Flagger's Go types read it: ints where the field is an int."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ctx.error(path, f"{value!r} is not a number")
+    if whole and value != int(value):
+        raise ctx.error(path, f"{value!r}: Flagger reads this field as a whole number")
+    return int(value) if whole else value
+
+
+def _check_metric(m: Any, i: int, ctx: Context) -> None:
+    """The metric's shape, before it is read: one-line errors, never a traceback."""
+    where = f"spec.analysis.metrics[{i}]"
+    if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+        raise ctx.error(where, "a metric is a mapping with a name")
+    if m.get("threshold") is not None:
+        _number(m["threshold"], f"{where}.threshold", ctx)
+    bounds = m.get("thresholdRange")
+    if bounds is not None:
+        if not isinstance(bounds, dict) or not set(bounds) <= {"min", "max"}:
+            raise ctx.error(f"{where}.thresholdRange", f"{bounds!r} is not {{min, max}}")
+        for key, value in bounds.items():
+            _number(value, f"{where}.thresholdRange.{key}", ctx)
+    for key in ("templateRef", "templateVariables"):
+        if m.get(key) is not None and not isinstance(m[key], dict):
+            raise ctx.error(f"{where}.{key}", f"{m[key]!r} is not a mapping")
+
+
+def _provider(spec: dict, service: dict, ctx: Context) -> tuple[str, str | None]:
+    """(provider, version suffix) as Flagger picks it: ``spec.provider``, else the controller's
+    ``-mesh-provider`` flag (default istio; scheduler.go ``advanceCanary``)."""
+    raw = spec.get("provider")
+    if raw in (None, ""):
+        found = [r for r in _REFS if (service if "service" in r[1] else spec).get(r[0])]
+        if not found:
+            ctx.notes.append("spec.provider absent: Flagger's -mesh-provider default, istio")
+            return "istio", None
+        field, where, name = found[0]
+        ctx.notes.append(
+            f"spec.provider absent: Flagger takes its -mesh-provider flag (default istio), and"
+            f" {where}.{field} is read only by the {name} router, so this Canary runs under"
+            f" -mesh-provider={name}{':v1' if name == 'gatewayapi' else ''}: imported as {name}"
+            " (set spec.provider to say otherwise)"
+        )
+        return name, None
+    if not isinstance(raw, str):
+        raise ctx.error("spec.provider", f"{raw!r} is not a provider name")
+    name, _, version = raw.partition(":")
+    if name not in FLAGGER_PROVIDERS:
+        raise ctx.error(
+            "spec.provider", f"{raw}: Flagger's providers are {', '.join(FLAGGER_PROVIDERS)}"
+        )
+    allowed = PROVIDER_VERSIONS.get(name, ())
+    if (version and version not in allowed) or (not version and name in DEFAULT_PROVIDER_VERSION):
+        spelled = ", ".join(f"{name}:{v}" for v in allowed) or name
+        raise ctx.error(
+            "spec.provider",
+            f"{raw!r} is not in Flagger's CRD (it accepts {spelled}; Flagger's router factory"
+            " routes an unknown name with Istio)",
+        )
+    return name, (None if version == DEFAULT_PROVIDER_VERSION.get(name) else version or None)
+
+
+def _matches_all(entry: Any) -> bool:
+    """An Istio HTTPMatchRequest that every request satisfies (no condition, or any URI)."""
+    if not isinstance(entry, dict):
+        return False
+    keys = set(entry) - {"name", "ignoreUriCase"}
+    return not keys or (keys == {"uri"} and entry["uri"] in _ALL_URIS)
+
+
+def _service_match(matches: Any, ctx: Context) -> None:
+    """``service.match`` for every request has no effect; a subset is refused."""
+    entries = _listed(matches, "spec.service.match", ctx)
+    if any(_matches_all(e) for e in entries):
+        ctx.notes.append("spec.service.match matches every request: no effect")
+    if not entries or any(_matches_all(e) for e in entries):
+        return
+    raise ctx.error(
+        "spec.service.match",
+        f"{entries!r} selects a subset of requests: Flagger's routes then carry only those"
+        " through the canary (the others get no route), while the simulated world sends all"
+        " of the service's requests through one rollout",
+    )
+
+
+def _knative_replicas(target: Any, ctx: Context) -> int | None:
+    """A Knative Service's replicas when its scale is pinned (min-scale = max-scale)."""
+    for doc in list(ctx.manifests.others):
+        knative = doc.get("kind") == "Service" and "knative" in str(doc.get("apiVersion"))
+        if knative and (doc.get("metadata") or {}).get("name") == target:
+            ctx.manifests.others.remove(doc)
+            template = (doc.get("spec") or {}).get("template") or {}
+            notes = (template.get("metadata") or {}).get("annotations") or {}
+            low, high = (notes.get(f"autoscaling.knative.dev/{k}-scale") for k in ("min", "max"))
+            ctx.ignore("spec (a Knative Service: the revision's pods)", f"Service/{target}")
+            if low is not None and low == high and str(low).isdigit():
+                return int(low)
+            break
+    ctx.notes.append("the Knative Service's scale is not pinned: the world decides replicas")
+    return None
 
 
 def _replicas(spec: dict, ctx: Context) -> int | None:
     target = (spec.get("targetRef") or {}).get("name")
+    if (spec.get("targetRef") or {}).get("kind") == "Service":
+        return _knative_replicas(target, ctx)
     for doc in list(ctx.manifests.others):
         meta = doc.get("metadata") or {}
         if doc.get("kind") == "Deployment" and meta.get("name") == target:
@@ -244,32 +376,34 @@ def import_canary(doc: dict, ctx: Context) -> Any:
     for key, why in _IGNORED_SPEC.items():
         if key in spec:
             ctx.ignore(f"spec.{key} ({why})")
-    provider = str(spec.get("provider") or "")
-    if not provider:
-        ctx.notes.append("spec.provider absent: Flagger's -mesh-provider default, istio")
-        provider = "istio"
-    provider = "smi" if provider.startswith("smi:") else provider
-    if provider not in FLAGGER_PROVIDERS:
-        raise ctx.error(
-            "spec.provider", f"{provider}: the simulator models {', '.join(FLAGGER_PROVIDERS)}"
-        )
     service = spec.get("service") or {}
-    if service.get("match"):
-        raise ctx.error("spec.service.match", "a route match for all traffic is not modelled")
-    for key in sorted(service):
+    if not isinstance(service, dict) or not isinstance(spec.get("analysis") or {}, dict):
+        raise ctx.error("spec", "service and analysis are mappings")
+    provider, version = _provider(spec, service, ctx)
+    _service_match(service.get("match"), ctx)
+    for key in sorted(set(service) - {"match"}):
         ctx.ignore(f"spec.service.{key}")
     analysis = dict(spec.get("analysis") or {})
     path = "spec.analysis"
     for key, reason in (
-        ("mirror", "traffic mirroring is not modelled"),
-        ("sessionAffinity", "sticky canary sessions are not modelled"),
+        (
+            "mirror",
+            "Flagger traffic mirroring (shadow requests reach the canary and count in its"
+            " metrics, their responses discarded) is not modelled: the simulated world sends"
+            " each request to one version",
+        ),
+        (
+            "sessionAffinity",
+            "Flagger session affinity (a cookie keeps users who reached the canary on it) is not"
+            " modelled: the simulated router assigns each request by weight, not by user",
+        ),
     ):
         if analysis.get(key):
             raise ctx.error(f"{path}.{key}", reason)
     for key in ("primaryReadyThreshold", "canaryReadyThreshold"):
         if analysis.get(key) not in (None, 100):
             raise ctx.error(f"{path}.{key}", "readiness below 100 % is not modelled")
-    _webhooks(analysis.pop("webhooks", None) or [], ctx)
+    gates = _webhooks(analysis.pop("webhooks", None), ctx)
     if analysis.pop("alerts", None):
         ctx.ignore(f"{path}.alerts (notifications)")
     for key in ("mirror", "mirrorWeight", "primaryReadyThreshold", "canaryReadyThreshold"):
@@ -287,12 +421,28 @@ def import_canary(doc: dict, ctx: Context) -> Any:
     }
     for key in sorted(set(analysis) - known):
         raise ctx.error(f"{path}.{key}", "field not understood")
-    if (analysis.get("iterations") and not analysis.get("match")) or provider == "kubernetes":
+    for key in _INTEGERS:
+        if analysis.get(key) is not None:
+            analysis[key] = _number(analysis[key], f"{path}.{key}", ctx, whole=True)
+    weights = _listed(analysis.get("stepWeights"), f"{path}.stepWeights", ctx)
+    for i, w in enumerate(weights):
+        weights[i] = _number(w, f"{path}.stepWeights[{i}]", ctx, whole=True)
+    if any(w > 100 for w in weights):
+        ctx.notes.append(
+            f"{path}.stepWeights: weights above 100 act as 100 (Flagger caps the canary's"
+            " weight at 100: maxWeight is min(100, last), each step min(100 - weight, step))"
+        )
+    metrics = _listed(analysis.get("metrics"), f"{path}.metrics", ctx)
+    for i, m in enumerate(metrics):
+        _check_metric(m, i, ctx)
+    if provider == "kubernetes" or (analysis.get("iterations") and not analysis.get("match")):
         raise ctx.error(
-            f"{path}.iterations",
-            "Flagger blue/green (iterations without match, or provider kubernetes) has no"
-            " simulated kind: BlueGreen is Argo's instant selector switch with a hold-back,"
-            " Flagger promotes by a rolling update of the primary or switches routes and back",
+            "spec.provider" if provider == "kubernetes" else f"{path}.iterations",
+            "Flagger blue/green ("
+            + ("provider kubernetes drops match" if provider == "kubernetes" else "no match")
+            + "): the canary is tested for N ticks by load-test traffic sent to its own"
+            " Service, which the simulated world does not supply, then live traffic switches;"
+            " not modelled",
         )
     variables = {
         "name": str(name),
@@ -307,27 +457,34 @@ def import_canary(doc: dict, ctx: Context) -> Any:
     out: dict[str, Any] = {
         "interval": _seconds(analysis.get("interval", "60s"), f"{path}.interval", ctx)
     }
-    for key in ("threshold", "maxWeight", "stepWeight", "stepWeightPromotion", "iterations"):
+    for key in _INTEGERS:
         if analysis.get(key) is not None:
-            out[key] = int(analysis[key])
+            out[key] = analysis[key]
     if analysis.get("stepWeights") is not None:
-        out["stepWeights"] = [int(w) for w in analysis["stepWeights"]]
+        out["stepWeights"] = weights
     if analysis.get("match"):
-        out["match"] = _matches(analysis["match"], provider, ctx)
-    out["metrics"] = [
-        _metric(m, i, variables, ctx, provider) for i, m in enumerate(analysis.get("metrics") or [])
-    ]
+        out["match"] = _matches(_listed(analysis["match"], f"{path}.match", ctx), provider, ctx)
+    out["metrics"] = [_metric(m, i, variables, ctx, provider) for i, m in enumerate(metrics)]
+    placeholder = GATE_URL.format(namespace=variables["namespace"])
+    for gate in gates:  # what export writes for a gate without name or URL reads back as none
+        gate["name"] = None if gate["name"] == gate["type"] else gate["name"]
+        gate["url"] = None if gate["url"] == placeholder else gate["url"]
+    if gates:
+        out["gates"] = [{k: v for k, v in g.items() if v is not None} for g in gates]
     data: dict[str, Any] = {
         "kind": "ABTest" if analysis.get("match") else "Progressive",
         "name": name,
         "provider": provider,
         "analysis": out,
     }
+    if version is not None:
+        data["providerVersion"] = version
     replicas = _replicas(spec, ctx)
     if replicas is not None:
         data["replicas"] = replicas
     if spec.get("progressDeadlineSeconds") is not None:
-        data["progressDeadlineSeconds"] = float(spec["progressDeadlineSeconds"])
+        deadline = spec["progressDeadlineSeconds"]
+        data["progressDeadlineSeconds"] = _number(deadline, "spec.progressDeadlineSeconds", ctx)
     if spec.get("skipAnalysis"):
         data["skipAnalysis"] = True
     try:

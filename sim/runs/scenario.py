@@ -36,7 +36,7 @@ class PolicyRef(Model):
     file: str | None = None
     manifest: str | list[str] | None = None
     name: str | None = None  # rename, e.g. to compare two variants of one file
-    map: dict[str, str] = Field(default_factory=dict)  # metric -> "measure:version[:quantile]"
+    map: dict[str, str] = Field(default_factory=dict)  # see MAP_SYNTAX (policies.importers)
     replicas: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")

@@ -1,0 +1,97 @@
+"""How the Argo importer reads single fields: durations, integers, known keys, placeholders.
+
+Shared by the Rollout reader (``argo_steps``), the AnalysisTemplate reader (``argo``) and the
+Flagger importer (Go durations). Every bad value becomes one ``PolicyError`` naming its field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from policies.base import find_flow_key
+from policies.importers.context import Context
+
+__all__ = ["ARG", "as_int", "check_keys", "go_seconds", "mapping", "refuse_flow_keys"]
+
+ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def go_seconds(value: Any, path: str, ctx: Context, *, whole: bool = False) -> float:
+    """Seconds of an Argo duration (int seconds, numeric string, or Go duration string)."""
+    if isinstance(value, bool | dict | list):
+        raise ctx.error(path, f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(int(text))
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for m in _GO_PART.finditer(text):
+                if m.start() != pos:
+                    break
+                seconds += float(m.group(1)) * _GO_UNIT[m.group(2)]
+                pos = m.end()
+            if not text or pos != len(text):
+                raise ctx.error(path, f"{value!r} is not a Go duration (no 'd' unit)") from None
+    if whole and seconds != math.floor(seconds):
+        ctx.notes.append(f"{path}: {value!r} truncates to {math.floor(seconds)} s, as Argo does")
+        seconds = float(math.floor(seconds))
+    return seconds
+
+
+def check_keys(obj: dict, known: set[str], path: str, ctx: Context, label=None) -> None:
+    """Refuse the first key the simulator has no model of (never drop it silently)."""
+    unknown = sorted(set(obj) - known, key=str)
+    if unknown:
+        raise ctx.error(
+            f"{path}.{unknown[0]}" if path else str(unknown[0]),
+            "field not understood: the simulator has no model of it, refusing rather than"
+            " dropping it",
+            label,
+        )
+
+
+def as_int(value: Any, path: str, ctx: Context, args: dict[str, str] | None = None) -> int:
+    """An integer field; in a template (``args`` given) ``{{args.x}}`` is substituted first.
+
+    A Rollout's integer fields are JSON integers (the API server refuses "3" or 2.5); a
+    template's may be strings, since Argo substitutes arguments into them.
+    """
+    if isinstance(value, str) and args is not None:
+        value = ARG.sub(lambda m: args.get(m.group(1), m.group(0)), value)
+        try:
+            return int(value)
+        except ValueError:
+            raise ctx.error(path, f"{value!r} is not an integer") from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.error(path, f"{value!r} is not an integer")
+    return value
+
+
+def mapping(value: Any, path: str, ctx: Context, what: str = "a mapping") -> dict:
+    """``value`` as a dict (None: empty), else one error naming the field."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ctx.error(path, f"{value!r} is not {what}")
+    return value
+
+
+def refuse_flow_keys(doc: dict, ctx: Context, label: str | None = None) -> None:
+    """An object that is used may not hold a mapping as a key (an unquoted ``{{...}}``)."""
+    where = find_flow_key(doc)
+    if where is not None:
+        raise ctx.error(
+            where,
+            "an unquoted {{...}} is a YAML flow mapping, not text: quote it (the API server"
+            " refuses a mapping as a key)",
+            label,
+        )
