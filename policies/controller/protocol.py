@@ -42,8 +42,11 @@ __all__ = [
     "Progress",
     "RollbackRequested",
     "Scale",
+    "SetLoad",
     "SetMatchRoute",
+    "SetMirror",
     "SetSelectors",
+    "SetSessionAffinity",
     "SetWeight",
     "StartAnalysis",
     "StartTimer",
@@ -138,6 +141,38 @@ class SetMatchRoute:
 
     name: str
     match: tuple[RouteMatch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetMirror:
+    """Copy ``percent`` % of the requests the router sends to the stable Service to the canary
+    Service too (Istio's mirror: Flagger ``mirror``/``mirrorWeight``, Argo ``setMirrorRoute``).
+    The copies' responses are discarded: they count in the canary's metrics and hurt no one.
+    ``match`` limits the copies to matching requests (``()``: every request); ``percent`` 0
+    removes the mirror route ``name``. Lands after the router's delay."""
+
+    name: str
+    percent: float
+    match: tuple[RouteMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetLoad:
+    """Synthetic requests straight to the canary Service at ``rate`` per second (a load tester,
+    as Flagger's blue/green analysis relies on): they count in the canary's metrics and hurt no
+    user; 0 stops them. Starts at once (no router in between)."""
+
+    rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetSessionAffinity:
+    """Flagger's ``sessionAffinity``: a user whom the router sent to the canary gets a cookie
+    and from then on goes to the canary whatever the weight, for ``max_age_s`` seconds;
+    ``max_age_s`` 0 removes the cookie route (users follow the weight again). Lands after the
+    router's delay."""
+
+    max_age_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +330,9 @@ Action = (
     | SetWeight
     | SetSelectors
     | SetMatchRoute
+    | SetMirror
+    | SetLoad
+    | SetSessionAffinity
     | StartTimer
     | CancelTimer
     | StartAnalysis
