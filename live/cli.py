@@ -166,7 +166,9 @@ def _live(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.policy)
     check_supported(policy)  # before anything starts or is touched
-    state = StateDir(args.state or Path("live-state") / policy.name)
+    if not args.bench and (not args.haproxy_socket or not args.prometheus):
+        raise PolicyError("give --haproxy-socket and --prometheus (or --bench for a loopback one)")
+    state = StateDir(_state_folder(args.state, policy.name, args.policy))
     settings = _settings(args, policy, state)
     if state.read_pid() is not None:
         raise PolicyError(f"an executor (PID {state.read_pid()}) already runs on {state.path}")
@@ -175,10 +177,23 @@ def _live(args: argparse.Namespace) -> int:
     state.write_settings(settings.to_dict())
     if args.bench:
         return _live_on_bench(args, policy, state, settings)
-    if not args.haproxy_socket or not args.prometheus:
-        raise PolicyError("give --haproxy-socket and --prometheus (or --bench for a loopback one)")
     router, metrics = _targets(args)
     return _execute(policy, router, metrics, state, settings, args.max_duration)
+
+
+def _state_folder(given: Path | None, name: str, file: str) -> Path:
+    """The rollout's state folder: ``--state``, else live-state/<policy name>, the name checked
+    (a Kubernetes name, so the folder stays inside live-state/). Refused before anything is
+    written: a ``--state`` that is an existing file, a name like ``../x`` or ``/x``."""
+    from policies.errors import PolicyError
+    from sim.runs.files import check_name, folder_for
+
+    if given is None:
+        check_name(name, "name", file=file)
+        return folder_for("live-state", name, "name")
+    if given.exists() and not given.is_dir():
+        raise PolicyError("--state: exists and is not a folder", file=str(given))
+    return given
 
 
 def _settings(args, policy, state):

@@ -18,6 +18,18 @@ __all__ = ["canary_share", "check_supported", "has_gates", "latency_gates"]
 EXECUTOR = "the live HAProxy executor"
 
 
+_NOT_A_WEIGHT = (
+    ("set_header_route", "setHeaderRoute", "header routes are not a weight"),
+    ("set_mirror_route", "setMirrorRoute", "the bench's HAProxy does not mirror requests"),
+    ("experiment", "experiment", "experiments run extra ReplicaSets the bench has no servers for"),
+)
+_FLAGGER_NOT_A_WEIGHT = (
+    ("mirror", "mirror", "the bench's HAProxy does not mirror requests"),
+    ("session_affinity", "sessionAffinity", "the bench's HAProxy keeps no canary cookie"),
+    ("load_test", "loadTest", "the bench has no load tester of the canary's own Service"),
+)
+
+
 def check_supported(policy) -> None:
     """Raise ``NotExpressibleError`` naming the field the executor cannot carry out."""
     if policy.kind == "ABTest":
@@ -26,10 +38,17 @@ def check_supported(policy) -> None:
         )
     if policy.kind == "Canary":
         for i, step in enumerate(policy.steps):
-            if step.set_header_route is not None:
-                raise NotExpressibleError(
-                    EXECUTOR, f"steps[{i}].setHeaderRoute", "header routes are not a weight"
-                )
+            for action, camel, why in _NOT_A_WEIGHT:
+                if getattr(step, action) is not None:
+                    raise NotExpressibleError(EXECUTOR, f"steps[{i}].{camel}", why)
+    if policy.kind == "Progressive":
+        analysis = policy.analysis
+        for field, camel, why in _FLAGGER_NOT_A_WEIGHT:
+            if getattr(analysis, field):
+                raise NotExpressibleError(EXECUTOR, f"analysis.{camel}", why)
+        if policy.blue_green:
+            why = "a blue/green's iterations send the canary no traffic the bench can make"
+            raise NotExpressibleError(EXECUTOR, "analysis.iterations", why)
     if policy.kind == "BlueGreen" and policy.switch == "dns":
         raise NotExpressibleError(
             EXECUTOR, "switch: dns", "a DNS switch moves clients over a TTL, not by weight"

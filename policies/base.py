@@ -7,7 +7,10 @@ YAML loader, validated once by pydantic against exact keys, and every failure be
 
 from __future__ import annotations
 
+import codecs
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -22,10 +25,13 @@ __all__ = [
     "FlowKey",
     "IntOrPercent",
     "Model",
+    "brief",
+    "decode_utf8",
     "dump_yaml",
     "find_flow_key",
     "format_path",
     "load_yaml",
+    "read_text_file",
     "read_yaml_file",
     "resolve_int_or_percent",
     "validate_model",
@@ -115,6 +121,20 @@ _RULES = {
 }
 
 
+MAX_MESSAGE = 400
+"""Characters of an error's message: a value it quotes may be a 50,000-node alias expansion."""
+
+
+def brief(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: what an error may quote of an input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
 def _message(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -124,7 +144,7 @@ def _message(error: ErrorDetails) -> str:
     if kind in _RULES:
         rule = _RULES[kind].format(**error.get("ctx", {}))
         value = error.get("input")
-        shown = "" if isinstance(value, dict | list | tuple) else f"{value!r} "
+        shown = "" if isinstance(value, dict | list | tuple) else f"{brief(value)} "
         return f"{shown}{rule}".replace("'", '"') if kind == "literal_error" else f"{shown}{rule}"
     msg = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
@@ -133,7 +153,7 @@ def _message(error: ErrorDetails) -> str:
     value = error.get("input")
     if isinstance(value, dict | list):
         return msg
-    return f"{value!r}: {msg}"
+    return f"{brief(value)}: {msg}"
 
 
 def validate_model(cls: type[M], data: Any, *, file: str | None = None, path: str = "") -> M:
@@ -151,16 +171,90 @@ def validate_model(cls: type[M], data: Any, *, file: str | None = None, path: st
         first = errors[0]
         loc = format_path(tuple(first["loc"]))
         full = ".".join(p for p in (path, loc) if p) if not loc.startswith("[") else path + loc
-        message = _message(first)
+        message = _cut(_message(first))
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         raise PolicyError(message, path=full, file=file) from None
     except PolicyError as exc:
-        raise PolicyError(exc.message, path=exc.path or path, file=file) from None
+        raise PolicyError(_cut(exc.message), path=exc.path or path, file=file) from None
+
+
+MAX_FILE_BYTES = 1024 * 1024
+"""A scenario, policy or manifest file is read only up to this size (1 MiB: about a second
+of parsing for the pure-Python parser)."""
+MAX_DEPTH = 100
+"""Deepest nesting of sequences and mappings in a YAML document."""
+MAX_NODES = 50_000
+"""Nodes one YAML text may hold, aliases counted as if expanded (a billion-laughs bound; the
+pure-Python parser builds about 30,000 nodes a second: this also bounds the time)."""
+MAX_INT_DIGITS = 40
+"""Digits of a YAML integer (a 128-bit seed has 39)."""
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that also refuses duplicate keys (YAML says keys are unique)."""
+    """PyYAML's safe loader that also refuses duplicate keys (YAML says keys are unique) and
+    bounds the work a text can ask for: nesting depth, nodes, alias expansion, integer size.
+
+    Nodes are counted as the composer builds them: each node counts one, each alias the size
+    of what it stands for (already known, as the anchored node was built first), so a
+    billion-laughs text is refused after a handful of aliases, before anything is expanded.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._count = 0  # nodes of this text so far, aliases counted expanded
+        self._sizes: dict[int, int] = {}  # id(node) -> its expanded size, once complete
+
+    def _counted(self, size: int, mark: Any, what: str) -> None:
+        self._count += size
+        if self._count > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"{what} more than {MAX_NODES:,} nodes (the limit)", mark
+            )
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                size = self._sizes.get(id(target))
+                if size is None:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"alias *{event.anchor} refers to itself", event.start_mark
+                    )
+                what = f"alias *{event.anchor} expands the text to"
+                self._counted(size, event.start_mark, what)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        mark = self.peek_event().start_mark
+        if self._depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nesting deeper than {MAX_DEPTH} levels (the limit)", mark
+            )
+        before = self._count
+        self._counted(1, mark, "the text holds")
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._sizes[id(node)] = self._count - before
+        return node
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        self._sizes.clear()  # anchors do not outlive their document
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(node.value).replace("_", "").lstrip("+-")
+        digits = len(text.removeprefix("0x").removeprefix("0b"))
+        if digits > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"an integer of {digits} digits (at most {MAX_INT_DIGITS})",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
 
 
 class FlowKey(str):
@@ -192,7 +286,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         key = _key(loader, key_node, deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {brief(key)}", key_node.start_mark
             )
         seen.add(key)
     loader.flatten_mapping(node)
@@ -218,10 +312,14 @@ def find_flow_key(node: Any, path: str = "") -> str | None:
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 
 
 def load_yaml(text: str, *, file: str | None = None, multi: bool = False) -> Any:
-    """Parse YAML safely; a syntax error or a Python tag becomes a one-line ``PolicyError``."""
+    """Parse YAML safely; a syntax error, a Python tag or a bound exceeded (size, depth, alias
+    expansion, integer digits) becomes a one-line ``PolicyError``."""
+    if len(text) > MAX_FILE_BYTES:
+        raise PolicyError(f"YAML text longer than {_MIB} (the limit)", file=file)
     try:
         if multi:
             return [doc for doc in yaml.load_all(text, Loader=_StrictLoader) if doc is not None]
@@ -235,17 +333,78 @@ def load_yaml(text: str, *, file: str | None = None, multi: bool = False) -> Any
             problem = (
                 f"tag {tag.group(1) if tag else ''} is not allowed: YAML here is plain data".strip()
             )
-        raise PolicyError(f"invalid YAML: {problem}", path=where, file=file) from None
+        raise PolicyError(_cut(f"invalid YAML: {problem}"), path=where, file=file) from None
+
+
+_MIB = f"{MAX_FILE_BYTES / 1024 / 1024:g} MiB"
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def read_text_file(path: str | Path, *, limit: int = MAX_FILE_BYTES) -> str:
+    """A regular file's UTF-8 text, refused in one line if it is anything else.
+
+    The type is checked on the open descriptor (non-blocking, so a pipe cannot hang the
+    open) before a byte is read: ``/dev/zero``, a FIFO or a directory never reaches the
+    parser. Errors name the file and the rule, never the file's contents.
+    """
+    name = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise PolicyError(f"cannot read file: {exc.strerror}", file=name) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _KINDS if test(mode)), "a special file")
+            raise PolicyError(f"is {kind}, not a regular file", file=name)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise PolicyError(f"cannot read file: {exc.strerror}", file=name) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise PolicyError(f"is larger than {limit / 1024 / 1024:g} MiB (the limit)", file=name)
+    return decode_utf8(data, file=name)
+
+
+def decode_utf8(data: bytes, *, file: str | None = None) -> str:
+    """UTF-8 text (a leading BOM dropped); UTF-16/32 and binary files are one-line errors."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise PolicyError("is UTF-32 text (it starts with a byte-order mark): use UTF-8", file=file)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise PolicyError("is UTF-16 text (it starts with a byte-order mark): use UTF-8", file=file)
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise PolicyError(
+            "holds a NUL byte: a binary file or UTF-16/32 text, not UTF-8 text",
+            path=_line(data, nul),
+            file=file,
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            path=_line(data, exc.start),
+            file=file,
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _line(data: bytes, offset: int) -> str:
+    return f"line {data.count(10, 0, offset) + 1}"  # 10: the newline byte
 
 
 def read_yaml_file(path: str | Path, *, multi: bool = False) -> Any:
-    """Read and parse a YAML file; a missing or unreadable file is a ``PolicyError`` too."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"cannot read file: {exc.strerror}", file=str(path)) from None
-    return load_yaml(text, file=str(path), multi=multi)
+    """Read (``read_text_file``) and parse a YAML file; every failure is a ``PolicyError``."""
+    return load_yaml(read_text_file(path), file=str(path), multi=multi)
 
 
 def dump_yaml(data: Any) -> str:

@@ -1,7 +1,7 @@
 """The Canary policy: Argo Rollouts' canary strategy (grayscale release), field for field.
 
-Steps run in order, each with at most one of setWeight, pause and analysis (Argo validation)
-and the step's other actions beside it; without ``trafficRouting``
+Steps run in order, each with at most one of setWeight, pause, experiment and analysis (Argo
+validation) and the step's other actions beside it; without ``trafficRouting``
 the canary's traffic share is its share of pods behind one Service (Argo's N / N+1 rule), with
 it the router carries the weight and the canary gets ceil(w·N/100) pods (reference §2).
 """
@@ -13,13 +13,16 @@ from typing import Literal, cast
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
-from policies.analysis import AnalysisTemplate
+from policies.analysis import AnalysisTemplate, Phase
 from policies.base import IntOrPercent, Model
 from policies.common import (
     HeaderMatch,
     PolicyBase,
     RollbackWindow,
     RolloutAnalysis,
+    RouteMatch,
+    StringMatch,
+    TemplateRef,
     check_template_refs,
 )
 from policies.durations import Duration
@@ -35,10 +38,15 @@ __all__ = [
     "BackgroundAnalysis",
     "Canary",
     "CanaryStep",
+    "Experiment",
+    "ExperimentAnalysis",
+    "ExperimentTemplate",
+    "MirrorMatch",
     "Pause",
     "RouterConfig",
     "SetCanaryScale",
     "SetHeaderRoute",
+    "SetMirrorRoute",
     "StepOperation",
     "TrafficRouting",
 ]
@@ -75,19 +83,167 @@ class SetHeaderRoute(Model):
     match: tuple[HeaderMatch, ...] = ()
 
 
-_ACTIONS = ("set_weight", "pause", "analysis", "set_canary_scale", "set_header_route")
-_ONE_OF = ("set_weight", "pause", "analysis")
-"""Argo's ``hasMultipleStepsType``: a step has at most one of these (and experiment)."""
-_COMPLETES = ("pause", "set_canary_scale", "set_weight", "analysis", "set_header_route")
+class MirrorMatch(Model):
+    """One entry of a setMirrorRoute ``match`` (entries ORed, conditions ANDed, as Istio).
+
+    The world's requests carry headers (its user segments) but no method or path, so a match
+    on a method is refused and a path only as ``{prefix: /}``, which every request satisfies."""
+
+    headers: dict[str, StringMatch] = Field(default_factory=dict)
+    path: StringMatch | None = None
+    method: StringMatch | None = None
+
+    @model_validator(mode="after")
+    def _evaluable(self) -> MirrorMatch:
+        if self.method is not None:
+            raise ValueError(
+                "method: a mirror route matching on the HTTP method is not modelled (the"
+                " simulated requests have no method)"
+            )
+        if self.path is not None and self.path.prefix != "/":
+            raise ValueError(
+                "path: only {prefix: /} (every request) is modelled (the simulated requests"
+                " have no path)"
+            )
+        return self
+
+
+class SetMirrorRoute(Model):
+    """Copy ``percentage`` % of the matching requests to the canary (Istio's mirror): the copies
+    count in its metrics, their responses are discarded. ``percentage`` absent is 100 (Argo's
+    ``createMirrorRoute``); without ``match`` the route ``name`` is removed (Argo removes a
+    mirror route whose match is nil); ``match: []`` matches every request."""
+
+    name: str = Field(min_length=1)
+    percentage: int | None = Field(None, ge=0, le=100)
+    match: tuple[MirrorMatch, ...] | None = None
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.percentage is None else self.percentage
+
+    @property
+    def copied(self) -> tuple[RouteMatch, ...]:
+        """The requests copied: ``()`` for every request (an entry without headers, or
+        ``match: []``), else the header entries (ORed)."""
+        entries = self.match or ()
+        if not entries or any(not m.headers for m in entries):
+            return ()
+        return tuple(RouteMatch(headers=dict(m.headers)) for m in entries)
+
+
+class ExperimentTemplate(Model):
+    """An Argo experiment template: ``replicas`` extra pods (Argo's default 1) of the new
+    (``specRef: canary``) or old (``stable``) version, with ``weight`` % of the requests when
+    routed. ``sharesService`` (not an Argo field): the pods keep the Rollout's labels, so a
+    basic canary's one Service sends them traffic too (Argo copies the pod template's labels;
+    ``metadata.labels`` that change a selector label make it false)."""
+
+    name: str = Field(min_length=1)
+    spec_ref: Literal["canary", "stable"]
+    replicas: int = Field(1, ge=0)
+    weight: int | None = Field(None, ge=0, le=100)
+    shares_service: bool = True
+
+    def group(self, routed: bool) -> str:
+        """Its pods' group: serving when routed with a weight, or in a basic canary while they
+        keep the Rollout's labels; else idle (no Service selects them)."""
+        serving = bool(self.weight) if routed else self.shares_service
+        return f"experiment-{self.spec_ref}" + ("" if serving else "-idle")
+
+
+class ExperimentAnalysis(Model):
+    """An analysis the experiment runs once its pods are available (a named AnalysisRun)."""
+
+    name: str = Field(min_length=1)
+    template_name: str = Field(min_length=1)
+    required_for_completion: bool = False
+
+
+class Experiment(Model):
+    """Argo's ``experiment`` step: ReplicaSets from the templates, then their analyses once all
+    are available, for ``duration`` (or until the required analyses succeed); a Failed or
+    Error experiment aborts the rollout, an Inconclusive one pauses it. Its pods go
+    ``scaleDownDelaySeconds`` (Argo's default 30) after it ends."""
+
+    duration: Duration | None = None
+    templates: tuple[ExperimentTemplate, ...] = Field(min_length=1)
+    analyses: tuple[ExperimentAnalysis, ...] = ()
+    scale_down_delay_seconds: Duration | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> Experiment:
+        for what, names in (
+            ("templates", [t.name for t in self.templates]),
+            ("analyses", [a.name for a in self.analyses]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what}: names must be unique (repeated: {', '.join(dupes)})")
+        return self
+
+    @property
+    def indefinite(self) -> bool:
+        """No duration and no required analysis: it runs until someone promotes (Argo)."""
+        return self.duration is None and not any(a.required_for_completion for a in self.analyses)
+
+    @property
+    def effective_scale_down_delay_s(self) -> float:
+        return 30.0 if self.scale_down_delay_seconds is None else self.scale_down_delay_seconds
+
+    def phase(self, phases: dict[str, Phase], duration_passed: bool) -> Phase | None:
+        """Its phase once its pods are available (Argo's ``calculateStatus`` and
+        ``assessAnalysisRuns``), from its analyses' phases (Running while unfinished); None
+        while it runs on. A bad analysis ends it; before its duration has passed only
+        successful required analyses end it, once every analysis has succeeded; after it, a
+        required analysis still running keeps it going (the others are terminated)."""
+        worst = max(phases.values(), key=lambda p: p.severity, default=Phase.SUCCESSFUL)
+        required = [a.name for a in self.analyses if a.required_for_completion]
+        if duration_passed:
+            if worst.completed:
+                return worst
+            return None if required else Phase.SUCCESSFUL
+        if worst.completed and worst != Phase.SUCCESSFUL:
+            return worst
+        required_ok = bool(required) and all(phases[n] == Phase.SUCCESSFUL for n in required)
+        return Phase.SUCCESSFUL if required_ok and worst == Phase.SUCCESSFUL else None
+
+    def weight_of(self, spec_ref: str) -> int:
+        """The weight its templates of that version take (traffic-routed canaries only)."""
+        return sum(t.weight or 0 for t in self.templates if t.spec_ref == spec_ref)
+
+
+_ACTIONS = (
+    "set_weight",
+    "pause",
+    "experiment",
+    "analysis",
+    "set_canary_scale",
+    "set_header_route",
+    "set_mirror_route",
+)
+_ONE_OF = ("set_weight", "pause", "experiment", "analysis")
+"""Argo's ``hasMultipleStepsType``: a step has at most one of these."""
+_COMPLETES = (
+    "pause",
+    "set_canary_scale",
+    "set_weight",
+    "experiment",
+    "analysis",
+    "set_header_route",
+    "set_mirror_route",
+)
 """Argo's ``completedCurrentCanaryStep`` switch order: the first action present decides when
-the step is done; the others only take effect (a header route is set, a run started)."""
+the step is done; the others only take effect (a route is set, a run started)."""
 
 
 def _camel(name: str) -> str:
     return "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
 
 
-StepOperation = int | Pause | RolloutAnalysis | SetCanaryScale | SetHeaderRoute
+StepOperation = (
+    int | Pause | Experiment | RolloutAnalysis | SetCanaryScale | SetHeaderRoute | SetMirrorRoute
+)
 """A canary step's action as a value (``CanaryStep.operation``); an ``int`` is setWeight.
 
 The YAML keeps Argo's shape (one optional key per action); code matches on this union, so a
@@ -95,21 +251,24 @@ new action cannot be forgotten silently."""
 
 
 class CanaryStep(Model):
-    """One Argo canary step: its actions, at most one of setWeight, pause and analysis (Argo
-    validation), with setCanaryScale and setHeaderRoute beside it if wanted."""
+    """One Argo canary step: its actions, at most one of setWeight, pause, experiment and
+    analysis (Argo validation), with setCanaryScale, setHeaderRoute and setMirrorRoute beside
+    it if wanted."""
 
     set_weight: int | None = Field(None, ge=0, le=100)
     pause: Pause | None = None
+    experiment: Experiment | None = None
     analysis: RolloutAnalysis | None = None
     set_canary_scale: SetCanaryScale | None = None
     set_header_route: SetHeaderRoute | None = None
+    set_mirror_route: SetMirrorRoute | None = None
 
     @model_validator(mode="after")
     def _actions(self) -> CanaryStep:
         given = [name for name in _ONE_OF if getattr(self, name) is not None]
         if len(given) > 1:
             names = " and ".join(_camel(g) for g in given)
-            # Argo's hasMultipleStepsType; setCanaryScale and setHeaderRoute may join the one
+            # Argo's hasMultipleStepsType; setCanaryScale and the routes may join the one
             raise ValueError(f"a step has exactly one action (got {names})")
         if not self.actions:
             names = ", ".join(_camel(n) for n in _ACTIONS)
@@ -192,6 +351,12 @@ class TrafficRouting(Model):
         return tuple(out)
 
 
+_MIRROR_ROUTERS: tuple[ArgoRouter, ...] = ("istio", "plugins")
+"""Argo's validation: setMirrorRoute needs one of these routers (reference §1)."""
+_EXPERIMENT_WEIGHT_ROUTERS: tuple[ArgoRouter, ...] = ("smi", "alb", "istio", "plugins")
+"""Argo's validation: an experiment template's ``weight`` needs one of these (reference §2.4)."""
+
+
 def _argo_routers_where(fact: str) -> tuple[ArgoRouter, ...]:
     """Argo's routers (``plugins`` as any plugin) whose router kind has ``fact``."""
     return tuple(r for r in ARGO_ROUTERS if getattr(ROUTERS[argo_router_kind(r)], fact))
@@ -254,12 +419,42 @@ class Canary(PolicyBase):
                 top = self.traffic_routing.max_traffic_weight
                 if step.set_weight > top:
                     raise ValueError(f"steps[{i}].setWeight {step.set_weight} > maxTrafficWeight")
+            routers = self.traffic_routing.routers if self.traffic_routing else ()
+            if step.set_mirror_route is not None and not set(routers) & set(_MIRROR_ROUTERS):
+                with_ = " or ".join(_MIRROR_ROUTERS)
+                raise ValueError(f"steps[{i}].setMirrorRoute requires {with_} trafficRouting")
+            if step.experiment is not None:
+                self._check_experiment(i, step.experiment, routers)
         if self.analysis is not None and self.analysis.starting_step > len(self.steps):
             raise ValueError("analysis.startingStep is beyond the last step")
         refs = {f"steps[{i}].analysis": s.analysis for i, s in enumerate(self.steps)}
         refs["analysis"] = self.analysis
+        for i, step in enumerate(self.steps):
+            for j, a in enumerate(step.experiment.analyses if step.experiment else ()):
+                ref = RolloutAnalysis(templates=(TemplateRef(template_name=a.template_name),))
+                refs[f"steps[{i}].experiment.analyses[{j}]"] = ref
         check_template_refs(self.analysis_templates, refs)
         return self
+
+    def _check_experiment(self, i: int, experiment: Experiment, routers: tuple) -> None:
+        """Argo's validation of template weights, and the stable's share they leave."""
+        weighted = [j for j, t in enumerate(experiment.templates) if t.weight is not None]
+        if weighted and not set(routers) & set(_EXPERIMENT_WEIGHT_ROUTERS):
+            with_ = ", ".join(_EXPERIMENT_WEIGHT_ROUTERS)
+            raise ValueError(
+                f"steps[{i}].experiment.templates[{weighted[0]}].weight requires trafficRouting"
+                f" with {with_}"
+            )
+        weight = next(
+            (s.set_weight for s in reversed(self.steps[: i + 1]) if s.set_weight is not None), 0
+        )
+        total = weight + experiment.weight_of("canary") + experiment.weight_of("stable")
+        if weighted and total > self.max_weight:
+            raise ValueError(
+                f"steps[{i}].experiment: the canary's weight {weight} and the templates' weights"
+                f" add up to {total}, above {self.max_weight} (the stable's weight would be"
+                " negative)"
+            )
 
     # --- the executor's effective values (defaults that depend on other fields)
 
@@ -288,3 +483,8 @@ class Canary(PolicyBase):
 
     def templates_for(self, analysis: RolloutAnalysis) -> tuple[AnalysisTemplate, ...]:
         return tuple(self.template(ref.template_name) for ref in analysis.templates)
+
+    def experiment_groups(self) -> set[str]:
+        """The pod groups its experiments' templates make (``ExperimentTemplate.group``)."""
+        routed = self.traffic_routing is not None
+        return {t.group(routed) for s in self.steps if s.experiment for t in s.experiment.templates}

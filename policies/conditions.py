@@ -52,6 +52,9 @@ _TOKEN = re.compile(
 """Token kinds; those of the older comparison language (num, op, logic, not, lp, rp, nan,
 inf, len, result) are unchanged, as the runbook exporter reads them."""
 _SIMPLE = frozenset({"num", "op", "logic", "not", "lp", "rp", "nan", "inf", "len", "result"})
+# Bounds on a condition's work (Argo's are a line): characters (evaluation nests a call per
+# operator), and parentheses, brackets, calls and ! or - prefixes open at once.
+MAX_LENGTH, MAX_NESTING = 512, 32
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -182,12 +185,14 @@ class Condition:
     ``EmptyResult`` on an evaluation error (Argo: an Error measurement).
     """
 
-    __slots__ = ("_fn", "_pos", "_scope", "_tokens", "text")
+    __slots__ = ("_depth", "_fn", "_pos", "_scope", "_tokens", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
+        if len(text) > MAX_LENGTH:
+            raise ConditionError(f"a condition of {len(text):,} characters (at most {MAX_LENGTH})")
         self._tokens = self._tokenize(text)
-        self._pos = 0
+        self._pos = self._depth = 0  # the next token; expressions open (at most MAX_NESTING)
         self._scope: tuple[str, ...] = ()  # "#" inside all/any/none
         kind, fn, reads = self._or()
         if self._pos != len(self._tokens):
@@ -229,9 +234,7 @@ class Condition:
                 )
             kind = cast(str, match.lastgroup)  # every alternative of _TOKEN is a named group
             tokens.append((kind, match.group(kind)))
-            pos = match.end()
-            while pos < len(text) and text[pos].isspace():
-                pos += 1
+            pos = match.end()  # a token's leading blanks are its match's; the text is stripped
         if not tokens:
             raise ConditionError("condition is empty")
         return tokens
@@ -254,8 +257,11 @@ class Condition:
         if node[0] not in (*kinds, "any"):
             raise ConditionError(f"{what} takes a {' or '.join(kinds)}, not a {node[0]}")
 
-    def _or(self) -> _Node:
-        return self._chain(("||", "or"), self._and, both=False)
+    def _or(self) -> _Node:  # every nested expression starts here (or at a ! or - prefix)
+        self._depth += 1  # checked in _unary, which every expression reaches first
+        node = self._chain(("||", "or"), self._and, both=False)
+        self._depth -= 1
+        return node
 
     def _and(self) -> _Node:
         return self._chain(("&&", "and"), self._compare, both=True)
@@ -324,16 +330,18 @@ class Condition:
         return kind, lambda e: _arith(op, a(e), b(e)), left[2] or right[2]
 
     def _unary(self) -> _Node:
+        if self._depth > MAX_NESTING:
+            raise ConditionError(f"a condition nested deeper than {MAX_NESTING} levels")
         kind, value = self._peek()
-        if kind == "not":
+        if kind == "not" or (kind == "arith" and value in "+-"):
             self._take()
+            self._depth += 1
             inner = self._unary()
-            self._need(inner, ("bool",), value)
-            f = inner[1]
-            return "bool", lambda e: not _truth(f(e)), inner[2]
-        if kind == "arith" and value in "+-":
-            self._take()
-            inner = self._unary()
+            self._depth -= 1
+            if kind == "not":
+                self._need(inner, ("bool",), value)
+                f = inner[1]
+                return "bool", lambda e: not _truth(f(e)), inner[2]
             self._need(inner, ("num", "vec"), value)
             f, sign = inner[1], -1 if value == "-" else 1
             return "num", lambda e: _arith("*", sign, f(e)), inner[2]
@@ -474,12 +482,12 @@ def _index(value: Any, index: Any) -> Any:
 
 
 def _unquote(token: str) -> str:
-    return re.sub(
-        r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), token[1:-1]
-    )
+    escape = {"n": "\n", "t": "\t"}
+    return re.sub(r"\\(.)", lambda m: escape.get(m.group(1), m.group(1)), token[1:-1])
 
 
 _NUMERIC = ("num", "vec")
+_ANY = ("vec", "list", "str", "num", "bool")
 _FUNCTIONS: dict[str, tuple[tuple[tuple[str, ...], ...], str, Callable[..., Any]]] = {
     "len": ((("vec", "list", "str"),), "num", lambda e, x: _length(x)),
     "isNaN": ((_NUMERIC,), "bool", lambda e, x: math.isnan(_float_arg("isNaN")(x))),
@@ -487,10 +495,6 @@ _FUNCTIONS: dict[str, tuple[tuple[tuple[str, ...], ...], str, Callable[..., Any]
     "asInt": (((*_NUMERIC, "str"),), "num", lambda e, x: _as_int(x)),
     "asFloat": (((*_NUMERIC, "str"),), "num", lambda e, x: _as_float(x)),
     # Argo's isNil and default look at result itself, whatever their first argument
-    "isNil": ((("vec", "list", "str", "num", "bool"),), "bool", lambda e, x: e["result"] is None),
-    "default": (
-        (("vec", "list", "str", "num", "bool"), ("vec", "list", "str", "num", "bool")),
-        "any",
-        lambda e, x, d: d if e["result"] is None else e["result"],
-    ),
+    "isNil": ((_ANY,), "bool", lambda e, x: e["result"] is None),
+    "default": ((_ANY, _ANY), "any", lambda e, x, d: d if e["result"] is None else e["result"]),
 }

@@ -26,8 +26,16 @@ class PolicyError(RolloutsimError, ValueError):
         return PolicyError(self.message, path=self.path, file=file)
 
     def __str__(self) -> str:
-        where = ": ".join(part for part in (self.file, self.path) if part)
-        return f"{where}: {self.message}" if where else self.message
+        where = ": ".join(part for part in (self.file, _short(self.path)) if part)
+        return _short(f"{where}: {self.message}" if where else self.message, MAX_LINE)
+
+
+MAX_LINE = 600
+"""The longest error line: a message quoting a hostile input is cut, never echoed whole."""
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class NotExpressibleError(RolloutsimError):

@@ -17,7 +17,14 @@ from policies.analysis import (
 )
 from policies.batch import BatchRelease
 from policies.bluegreen import BlueGreen
-from policies.canary import Canary, Pause, SetCanaryScale, SetHeaderRoute
+from policies.canary import (
+    Canary,
+    Experiment,
+    Pause,
+    SetCanaryScale,
+    SetHeaderRoute,
+    SetMirrorRoute,
+)
 from policies.common import RolloutAnalysis
 from policies.durations import format_duration
 from policies.empty_windows import canary_quiet_windows, nan_guards, quiet_warnings
@@ -182,7 +189,7 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
 
     weight, scale = 0, None
     for i, step in enumerate(policy.steps):
-        asked, actions, gates = None, [], []
+        asked, actions, gates, extra = None, [], [], (0, 0, 0.0)
         for operation in step.operations:  # the deciding action first: its gate ends the step
             match operation:
                 case int() as weight:
@@ -209,10 +216,23 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
                 case SetHeaderRoute() as route:
                     heads = ", ".join(h.header_name for h in route.match) or "removed"
                     actions.append(f"setHeaderRoute {route.name} ({heads})")
+                case SetMirrorRoute() as mirror:
+                    which = " or ".join(", ".join(e.headers) for e in mirror.copied)
+                    copy = f"{mirror.percent} % of {which or 'every request'} copied"
+                    gone = mirror.match is None
+                    actions.append(f"setMirrorRoute {mirror.name} ({'removed' if gone else copy})")
+                case Experiment() as experiment:
+                    text, gate, extra, warn = _experiment(policy, i, experiment, weight)
+                    actions.append(text)
+                    gates.append(gate)
+                    out.warnings += warn
                 case never:
                     assert_never(never)
         action, gate = " + ".join(actions), next((g for g in gates if g), "")
         c, s, share = counts(weight, scale)
+        if extra != (0, 0, 0.0):  # the experiment's pods: a Service's or its own weight
+            new, old, weighted = extra
+            share = share + weighted if routed else 100.0 * (c + new) / (c + s + new + old)
         if step.set_weight is not None and abs(share - 100.0 * weight / m) > 1e-9:
             asked = 100.0 * weight / m
             out.warnings.append(
@@ -252,6 +272,39 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
             " (progressDeadlineAbort)"
         )
     return out
+
+
+def _experiment(policy: Canary, i: int, exp: Experiment, weight: int) -> tuple:
+    """An experiment step's action, gate (Argo's experiment lifecycle), the new and old
+    version's pods in a Service and its canary-spec weight, and warnings."""
+    routed, pods = policy.traffic_routing is not None, {"experiment-canary": 0}
+    for t in exp.templates:
+        pods[t.group(routed)] = pods.get(t.group(routed), 0) + t.replicas
+    new, old = (0, 0) if routed else (pods["experiment-canary"], pods.get("experiment-stable", 0))
+    parts = [
+        f"{t.name}: {t.replicas} {t.spec_ref}"
+        + (f" at {t.weight} %" if routed and t.weight else "")
+        for t in exp.templates
+    ]
+    required = [a.name for a in exp.analyses if a.required_for_completion]
+    ends = [f"{_dur(exp.duration)} once its pods are available"] if exp.duration else []
+    ends += [f"required analyses {', '.join(required)} succeed"] if required else []
+    gate = " and ".join(ends) or "manual promote (no duration, no required analysis)"
+    runs = "; ".join(_templates_gate((policy.template(a.template_name),)) for a in exp.analyses)
+    serve = "keep the Rollout's labels: its Service sends them requests (users meet it)"
+    warn = [f"step {i}: the experiment's {new} new-version pod(s) {serve}"] if new else []
+    if exp.analyses and not (weight or new or exp.weight_of("canary")):
+        warn.append(
+            f"step {i}: the experiment's analyses measure the new version, which no"
+            " request reaches here (no weight, no template in a Service): no data"
+        )
+    text = f"experiment ({'; '.join(parts)})"
+    return (
+        text,
+        gate + (f"; analyses: {runs}" if runs else ""),
+        (new, old, float(exp.weight_of("canary") * routed)),
+        warn,
+    )
 
 
 def _explain_bluegreen(policy: BlueGreen, n: int) -> Explanation:
@@ -320,29 +373,67 @@ def _explain_flagger(policy: Progressive | ABTest, n: int) -> Explanation:
     )
     out.rows.append(ExplainRow("tick 0", "scale canary from zero", "canary ready", n, n, 0.0))
     if isinstance(policy, ABTest):
-        heads = ", ".join(
-            sorted(
-                {h for m in a.match for h in m.headers}
-                | ({"cookie"} if any(m.cookie for m in a.match) else set())
-            )
-        )
-        out.rows.append(ExplainRow("tick 1", f"route matching requests ({heads})", "-", n, n, 0.0))
+        heads = {h for m in a.match for h in m.headers} | {"cookie" for m in a.match if m.cookie}
+        route = f"route matching requests ({', '.join(sorted(heads))})"
+        out.rows.append(ExplainRow("tick 1", route, "-", n, n, 0.0))
         iterations = cast(int, a.iterations)  # ABTest's validator requires iterations >= 1
         for k in range(1, iterations + 1):
             out.rows.append(ExplainRow(f"tick {k + 1}", f"iteration {k}", gates, n, n, 0.0))
         out.notes.append("canary traffic = the matched requests only (100 % of them)")
         ticks = iterations + 1
+    elif policy.blue_green:  # runBlueGreen: iterations at weight 0, switch, one more, promote
+        routed, iterations = policy.provider != "kubernetes", policy.effective_iterations
+        mirror = a.mirror_percent if routed else 0.0
+        load = f"load test {a.load_test.rate:g}/s" if a.load_test else ""
+        seen = ", ".join(x for x in (f"mirrored {mirror:g} %" * bool(mirror), load) if x)
+        first = "pre-rollout hooks" + (f"; mirror {mirror:g} % of requests" if mirror else "")
+        out.rows.append(ExplainRow("tick 1", first, "no analysis", n, n, 0.0))
+        for k in range(2, iterations + 1):
+            what = f"iteration {k} (canary sees: {seen or 'no requests'})"
+            out.rows.append(ExplainRow(f"tick {k}", what, gates, n, n, 0.0))
+        switch = "switch all traffic to the canary" + ("; mirror off" if mirror else "")
+        step = switch if routed else "confirm promotion (no router: nothing switches)"
+        for k, what in ((iterations + 1, step), (iterations + 2, "promote (primary rolls)")):
+            out.rows.append(ExplainRow(f"tick {k}", what, gates, n, n, 100.0 * routed))
+        ticks = iterations + 2
+        out.notes.append(
+            f"blue/green: {iterations + 1} analyses, {iterations} before users reach the"
+            " canary" + ("" if routed else "; no router: users see the primary's rolling update")
+        )
+        out.warnings += [
+            "blue/green with neither mirror nor a load test: at weight 0 the canary gets no"
+            " request, Flagger's checks find no value and count failed checks"
+        ] * (not seen and bool(a.metrics))
     else:
-        schedule = policy.weight_schedule()
-        out.rows.append(
-            ExplainRow("tick 1", f"weight {schedule[0]}", "no analysis", n, n, schedule[0])
-        )
-        for k, w in enumerate(schedule[1:], start=2):
+        schedule, k0 = policy.weight_schedule(), 2 if a.mirror else 1
+        if a.mirror:  # runCanary: one step of mirroring at weight 0 first
+            mirrored = f"mirror {a.mirror_percent:g} % of requests (weight 0)"
+            out.rows.append(ExplainRow("tick 1", mirrored, "no analysis", n, n, 0.0))
+        gate0 = "mirrored requests: " + gates if a.mirror else "no analysis"
+        out.rows.append(ExplainRow(f"tick {k0}", f"weight {schedule[0]}", gate0, n, n, schedule[0]))
+        for k, w in enumerate(schedule[1:], start=k0 + 1):
             out.rows.append(ExplainRow(f"tick {k}", f"weight {w}", gates, n, n, float(w)))
-        out.rows.append(
-            ExplainRow(f"tick {len(schedule) + 1}", "promote", gates, n, n, float(schedule[-1]))
+        ticks = len(schedule) + k0
+        out.rows.append(ExplainRow(f"tick {ticks}", "promote", gates, n, n, float(schedule[-1])))
+    test, sticky = a.load_test, a.session_affinity
+    out.notes += [
+        "mirrored requests reach the canary and count in its metrics; their responses are"
+        " discarded, so they hurt no user"
+    ] * a.mirror
+    if test is not None:
+        when = "from the first analysis tick until promotion or rollback (rerun every tick; that"
+        when += " tick's window holds none of it yet)"
+        if test.type == "pre-rollout":
+            when = f"for {_dur(test.duration)} from tick 1 (pre-rollout)"
+        out.notes.append(
+            f"load test: hey on the canary's Service at {test.rate:g} requests/s {when}:"
+            " synthetic requests that count in the canary's metrics and hurt no user"
         )
-        ticks = len(schedule) + 1
+    if sticky is not None:
+        out.notes.append(
+            f"session affinity: users routed to the canary get its cookie ({sticky.cookie_name},"
+            f" {_dur(sticky.max_age)}) and stay on it until the weight returns to 0"
+        )
     out.rows.append(
         ExplainRow("next", "primary rolled; all traffic to it", "primary ready", n, n, 100.0)
     )

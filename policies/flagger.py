@@ -1,8 +1,14 @@
-"""Flagger's policies: Progressive (the Flagger canary) and ABTest (match + iterations).
+"""Flagger's policies: Progressive (the Flagger canary, or with ``iterations`` and no match
+Flagger's blue/green) and ABTest (match + iterations).
 
 Flagger advances on an analysis tick every ``interval``; each tick checks every metric over its
 query window, a failed check (including *no data*) counts, failures are cumulative, and the
 rollback comes on the tick after the ``threshold``-th failure (reference/executors.md §A.3).
+Flagger picks the strategy from the analysis (``canary.go`` ``DeploymentStrategy``): match and
+iterations make an A/B test, iterations alone blue/green, weights a canary; the kubernetes
+provider forces blue/green (``scheduler.go``: match dropped, ``iterations := 10`` if < 1), so a
+Progressive policy on it is a blue/green whatever its weights say (they are kept for export, as
+Flagger keeps them in the Canary and ignores them).
 """
 
 from __future__ import annotations
@@ -22,15 +28,20 @@ __all__ = [
     "DEFAULT_PROVIDER_VERSION",
     "GATES",
     "GATE_URL",
+    "LOAD_TESTER",
     "MIN_INTERVAL_S",
+    "MIRROR_PROVIDERS",
     "PROVIDER_VERSIONS",
+    "STICKY_PROVIDERS",
     "ABTest",
     "ApprovalGate",
     "FlaggerAnalysis",
     "FlaggerMetric",
     "FlaggerProvider",
     "GateType",
+    "LoadTest",
     "Progressive",
+    "SessionAffinity",
     "ThresholdRange",
 ]
 
@@ -54,8 +65,23 @@ is not in the CRD's enum (and Flagger's router factory would route it with Istio
 written with ``DEFAULT_PROVIDER_VERSION`` when the policy names none; bare ``appmesh`` is App
 Mesh v1beta1 (``pkg/router/factory.go``)."""
 DEFAULT_PROVIDER_VERSION = {"gatewayapi": "v1", "smi": "v1alpha3"}
+LOAD_TESTER = "http://flagger-loadtester.{namespace}/"
+"""A load test's webhook when the policy names none: the Flagger load tester in the namespace;
+import reads it back as no URL."""
 
 _BUILTIN = {"request-success-rate", "request-duration"}
+KUBERNETES_ITERATIONS = 10
+"""What Flagger sets ``iterations`` to on the kubernetes provider when it is below 1."""
+
+MIRROR_PROVIDERS = {"istio": "canary and blue/green", "gatewayapi": "blue/green"}
+"""Where Flagger's ``mirror`` works: Istio's router writes ``mirror`` (+ ``mirrorPercentage``
+from ``mirrorWeight``) on the route (``pkg/router/istio.go``); the Gateway API v1 router adds a
+RequestMirror filter only when ``iterations > 0`` and without a percentage
+(``gateway_api.go``); no other router mirrors. A canary whose router does not mirror never
+leaves weight 0 (``runCanary`` asks for the mirror again on every tick), a blue/green runs
+unmirrored."""
+STICKY_PROVIDERS = ("istio", "gatewayapi")
+"""Routers that write Flagger's session-affinity cookie route (istio.go, gateway_api*.go)."""
 
 
 class ThresholdRange(Model):
@@ -139,6 +165,35 @@ class ApprovalGate(Model):
         return {"type": data} if isinstance(data, str) else data
 
 
+class LoadTest(Model):
+    """A Flagger load-tester webhook that runs ``hey`` against the canary's own Service
+    (``<target>-canary``): synthetic requests that count in the canary's metrics and hurt no
+    user. ``rate`` is requests per second in all (hey's ``-q`` is per worker: rate = q x c);
+    ``concurrency`` is hey's ``-c``, ``duration`` its ``-z``. A ``rollout`` hook is called on
+    every analysis tick and the load tester starts the command unless it still runs
+    (``pkg/loadtester/runner.go``), so load runs for ``duration`` from each analysis tick
+    (continuously when duration >= interval); a ``pre-rollout`` hook is called once, on the
+    tick before the first analysis, and runs for ``duration``. ``name`` and ``url`` are the
+    webhook's, kept for export (None: ``load-test`` and the load tester in the namespace)."""
+
+    rate: float = Field(gt=0)
+    concurrency: int = Field(1, ge=1)
+    duration: Duration = Field(60.0, gt=0)
+    type: Literal["rollout", "pre-rollout"] = "rollout"
+    name: str | None = None
+    url: str | None = None
+
+
+class SessionAffinity(Model):
+    """``analysis.sessionAffinity``: while the canary has weight, its responses set a cookie
+    (``cookieName``, ``Max-Age`` = ``maxAge`` s, Flagger's default 86400) and requests bearing
+    it go to the canary whatever the weight; when the weight returns to 0 (promotion, rollback)
+    the cookie route is replaced by one that expires the cookie (``Max-Age=-1``)."""
+
+    cookie_name: str = Field(min_length=1)
+    max_age: Duration = Field(86400.0, gt=0)
+
+
 class FlaggerAnalysis(Model):
     """``spec.analysis`` of a Flagger Canary, with Flagger's defaults (executors.md §A.2)."""
 
@@ -152,6 +207,11 @@ class FlaggerAnalysis(Model):
     match: tuple[RouteMatch, ...] = ()
     metrics: tuple[FlaggerMetric, ...] = ()
     gates: tuple[ApprovalGate, ...] = ()
+    mirror: bool = False
+    mirror_weight: float | None = Field(None, gt=0, le=100)
+    """Percent of requests mirrored (Istio ``mirrorPercentage``); None: all of them."""
+    session_affinity: SessionAffinity | None = None
+    load_test: LoadTest | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> FlaggerAnalysis:
@@ -165,7 +225,16 @@ class FlaggerAnalysis(Model):
                 raise ValueError("stepWeights must be positive weights")
             if list(self.step_weights) != sorted(set(self.step_weights)):
                 raise ValueError("stepWeights must increase")
+        if self.mirror_weight is not None and not self.mirror:
+            raise ValueError("mirrorWeight needs mirror: true")
         return self
+
+    @property
+    def mirror_percent(self) -> float:
+        """Percent of requests copied to the canary while mirroring (0: no mirror)."""
+        if not self.mirror:
+            return 0.0
+        return self.mirror_weight if self.mirror_weight is not None else 100.0
 
     @property
     def gate_types(self) -> frozenset[str]:
@@ -209,6 +278,7 @@ class _FlaggerPolicy(PolicyBase):
     first of ``PROVIDER_VERSIONS`` (or none, for a provider without versions)."""
     skip_analysis: bool = False
     progress_deadline_seconds: Duration = 600.0
+    analysis: FlaggerAnalysis
 
     @model_validator(mode="after")
     def _version(self) -> _FlaggerPolicy:
@@ -218,6 +288,12 @@ class _FlaggerPolicy(PolicyBase):
             raise ValueError(
                 f"providerVersion {self.provider_version!r}: Flagger's CRD accepts for"
                 f" {self.provider}: {versions}"
+            )
+        sticky = self.analysis.session_affinity
+        if sticky is not None and self.provider not in STICKY_PROVIDERS:
+            raise ValueError(
+                f"analysis.sessionAffinity: Flagger's {self.provider} router writes no cookie"
+                f" route (only {', '.join(STICKY_PROVIDERS)} do)"
             )
         return self
 
@@ -230,22 +306,59 @@ class _FlaggerPolicy(PolicyBase):
 
 class Progressive(_FlaggerPolicy):
     """The Flagger canary: weight grows by stepWeight (or along stepWeights) each healthy tick
-    up to maxWeight, then promotes."""
+    up to maxWeight, then promotes. With ``iterations`` (and always on the kubernetes provider)
+    it is Flagger's blue/green (``runBlueGreen``): ``iterations`` analysis ticks at weight 0
+    (the canary sees only mirrored and load-test requests), then live traffic switches to the
+    canary, one more analysis, the primary rolls to the new version and traffic returns to it;
+    on the kubernetes provider there is no router and the primary's rolling update is the
+    switch users see."""
 
     kind: Literal["Progressive"] = "Progressive"
-    analysis: FlaggerAnalysis
 
     @model_validator(mode="after")
     def _needs_weights(self) -> Progressive:
         a = self.analysis
-        if a.iterations is not None or a.match:
-            raise ValueError("analysis.iterations/match make an A/B test or blue/green: use ABTest")
-        if not a.step_weight and not a.step_weights:
-            raise ValueError("analysis needs stepWeight or stepWeights")
+        if a.match:
+            raise ValueError("analysis.match makes an A/B test: use ABTest")
+        if self.provider != "kubernetes":
+            if a.iterations is not None and a.iterations < 1:
+                raise ValueError("analysis.iterations must be >= 1 for blue/green")
+            if a.iterations is None and not a.step_weight and not a.step_weights:
+                raise ValueError("analysis needs stepWeight, stepWeights or iterations")
+        if a.mirror:
+            modes = MIRROR_PROVIDERS.get(self.provider, "")
+            if self.provider_version == "v1beta1":  # gateway_api_v1beta1.go has no filter
+                modes = ""
+            mode = "blue/green" if self.blue_green else "canary"
+            if mode not in modes:
+                where = f" ({modes} only)" if modes else ""
+                raise ValueError(
+                    f"analysis.mirror: Flagger's {self.provider} router does not mirror in a"
+                    f" {mode}{where}"
+                )
+            if a.mirror_weight is not None and self.provider != "istio":
+                raise ValueError(
+                    "analysis.mirrorWeight: only Flagger's Istio router mirrors a percentage"
+                    " (the Gateway API's RequestMirror filter copies every request)"
+                )
         return self
 
+    @property
+    def blue_green(self) -> bool:
+        """Flagger's blue/green: iterations without match, or the kubernetes provider."""
+        return self.provider == "kubernetes" or self.analysis.iterations is not None
+
+    @property
+    def effective_iterations(self) -> int:
+        """Blue/green analysis iterations (kubernetes: 10 when below 1, as Flagger sets)."""
+        n = self.analysis.iterations or 0
+        return n if n >= 1 else KUBERNETES_ITERATIONS
+
     def weight_schedule(self) -> list[int]:
-        """Canary weights per healthy tick until promotion (Flagger ``runCanary``)."""
+        """Canary weights per healthy tick until promotion (Flagger ``runCanary``); a
+        blue/green has none before its switch to 100."""
+        if self.blue_green:
+            return []
         weights, current = [], 0
         while current < self.analysis.effective_max_weight:
             current = min(100, current + self.analysis.next_step_weight(current))
@@ -258,7 +371,6 @@ class ABTest(_FlaggerPolicy):
     ``iterations`` healthy ticks, everyone else stays on the primary; then it promotes."""
 
     kind: Literal["ABTest"] = "ABTest"
-    analysis: FlaggerAnalysis
 
     @model_validator(mode="after")
     def _needs_match(self) -> ABTest:
@@ -270,5 +382,12 @@ class ABTest(_FlaggerPolicy):
         if self.provider == "kubernetes":
             raise ValueError(
                 "provider kubernetes cannot route by match (Flagger turns it blue/green)"
+            )
+        if a.mirror:
+            raise ValueError("analysis.mirror: Flagger's A/B test never mirrors (runAB)")
+        if a.session_affinity is not None:
+            raise ValueError(
+                "analysis.sessionAffinity: Flagger's A/B routes replace the cookie route"
+                " (the match decides who sees the canary)"
             )
         return self

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
-from policies.base import dump_yaml, load_yaml, read_yaml_file, validate_model
+from policies.base import brief, dump_yaml, load_yaml, read_yaml_file, validate_model
 from policies.batch import BatchRelease
 from policies.bluegreen import BlueGreen
 from policies.canary import Canary
@@ -44,10 +44,10 @@ def parse_policy(data: Any, *, file: str | None = None, path: str = ""):
     if not isinstance(data, dict):
         raise PolicyError("a policy is a mapping with kind and name", path=path, file=file)
     kind = data.get("kind")
-    if kind not in POLICY_KINDS:
+    if not isinstance(kind, str) or kind not in POLICY_KINDS:
         known = ", ".join(POLICY_KINDS)
         raise PolicyError(
-            f"{kind!r} is not a policy kind ({known})",
+            f"{brief(kind)} is not a policy kind ({known})",
             path=f"{path}.kind" if path else "kind",
             file=file,
         )

@@ -41,10 +41,30 @@ from pydantic import Field, model_validator
 from policies.base import Model
 from policies.durations import Duration
 
-__all__ = ["UNITS", "MeasureName", "Observation", "Query", "Unit", "VersionName", "WindowStats"]
+__all__ = [
+    "LAST_SCRAPE_S",
+    "UNITS",
+    "ErrorClass",
+    "MeasureName",
+    "Observation",
+    "Query",
+    "QueryVersion",
+    "Unit",
+    "VersionName",
+    "WindowStats",
+]
 
 MeasureName = Literal["successRate", "errorRate", "latency", "requestCount"]
 VersionName = Literal["canary", "stable"]
+QueryVersion = Literal["canary", "stable", "all"]
+"""What a query selects: one version, or ``all``, both together (the whole Service)."""
+ErrorClass = Literal["5xx", "4xx", "404", "4xx+5xx"]
+"""The responses a rate counts as errors. The simulated world's failures are 5xx and it answers
+no 4xx: a 4xx (or 404) rate is 0 wherever there is traffic, and 4xx+5xx is its 5xx rate."""
+LAST_SCRAPE_S = 0.001
+"""The window of an ``irate`` query. Prometheus's irate is the rate between the last two samples
+in its range, i.e. over the last scrape interval; the world measures whole scrape slots, at
+least one, so a window shorter than any scrape interval is exactly that last interval."""
 Unit = Literal["fraction", "percent", "seconds", "milliseconds"]
 """The scale a query's value is in: rates as fractions or percent, latencies in s or ms."""
 
@@ -86,8 +106,18 @@ class Observation:
     stable: WindowStats
     series: tuple[Observation, ...] = ()
 
-    def of(self, version: VersionName) -> WindowStats:
-        return self.canary if version == "canary" else self.stable
+    def of(self, version: QueryVersion) -> WindowStats:
+        """One version's stats, or (``all``) both versions' requests and errors together; the
+        latency of both together is no function of each one's quantiles, so it is left out."""
+        if version != "all":
+            return self.canary if version == "canary" else self.stable
+        c, s = self.canary, self.stable
+        series = (
+            None
+            if c.has_series is None and s.has_series is None
+            else bool(c.has_series or s.has_series)
+        )
+        return WindowStats(c.requests + s.requests, c.errors + s.errors, {}, series)
 
 
 class Query(Model):
@@ -99,10 +129,18 @@ class Query(Model):
     """
 
     measure: MeasureName
-    version: VersionName = "canary"
+    version: QueryVersion = "canary"
     quantile: float = Field(0.99, gt=0, lt=1)
     window: Duration | None = None
     unit: Unit | None = None
+    irate: Duration | None = None
+    """The range of an ``irate(...[range])`` query (None: ``rate``): irate reads the last two
+    samples in it, so the measured ``window`` is the last scrape interval (``LAST_SCRAPE_S``)."""
+    errors: ErrorClass = "5xx"
+    """The responses a success or error rate counts as errors (see ``ErrorClass``)."""
+    min_rate: float | None = Field(None, gt=0)
+    """``clamp_min(total, r)``: the rate's denominator is at least ``r`` requests per second, so
+    a window with little or no traffic gives a small rate (0 without traffic), never NaN."""
     nan_filter: bool = True
     """The query drops a NaN sample (``(...) >= 0``): 0/0 is an empty vector (an Error), never
     judged as NaN. Exported queries carry the filter when this is set; an imported query
@@ -118,10 +156,29 @@ class Query(Model):
                 data = {k: v for k, v in data.items() if k != "unit"}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _irate_window(cls, data: Any) -> Any:
+        """An irate query is measured over the last scrape interval, whatever its range."""
+        if isinstance(data, dict) and data.get("irate") is not None:
+            data = {**data, "window": LAST_SCRAPE_S}
+        return data
+
     @model_validator(mode="after")
     def _window_positive(self) -> Query:
         if self.window is not None and self.window <= 0:
             raise ValueError("window must be > 0")
+        if self.version == "all" and self.measure == "latency":
+            raise ValueError(
+                "a latency quantile of both versions together is not modelled: the world hands"
+                " back each version's quantiles, and the quantile of their mixture is no"
+                " function of them"
+            )
+        if (self.errors != "5xx" or self.min_rate) and self.measure not in (
+            "errorRate",
+            "successRate",
+        ):
+            raise ValueError("errors and minRate belong to a success or error rate")
         if self.unit is not None and self.unit not in UNITS[self.measure]:
             allowed = ", ".join(UNITS[self.measure]) or "none (a count)"
             raise ValueError(f"unit {self.unit} is not one of {self.measure}'s: {allowed}")
@@ -149,12 +206,16 @@ class Query(Model):
         stats = observation.of(self.version)
         if self.measure == "requestCount":
             return float(stats.requests)
-        if not stats.requests:
+        errors = stats.errors if self.errors in ("5xx", "4xx+5xx") else 0  # the world has no 4xx
+        total = float(stats.requests)
+        if self.min_rate:  # clamp_min on the request rate: seconds of the window x the minimum
+            total = max(total, self.min_rate * max(observation.end - observation.start, 0.0))
+        if not total:
             return math.nan
         if self.measure == "errorRate":
-            value = stats.errors / stats.requests
+            value = errors / total
         elif self.measure == "successRate":
-            value = 1.0 - stats.errors / stats.requests
+            value = 1.0 - errors / total
         else:
             value = stats.latency.get(self.quantile, math.nan)
         return value * _FACTOR[self.unit] if self.unit else value

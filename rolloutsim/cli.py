@@ -7,11 +7,17 @@ instant. Bad input exits 2 with one line naming the file, the field and the rule
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from rolloutsim import __version__
+from rolloutsim.manifest_commands import export_command, import_command
+from rolloutsim.usage import UsageError as _UsageError
+from rolloutsim.usage import usage as _usage
 
 __all__ = ["build_parser", "main"]
 
@@ -101,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=measure:version[:quantile][:unit]",
         help="with --onto: the mapping the manifests' import needed (repeatable)",
     )
-    p.set_defaults(func=_export)
+    p.set_defaults(func=export_command)
 
     p = sub.add_parser("import", help="an Argo Rollout or Flagger Canary manifest as a policy")
     p.add_argument("manifest", nargs="+", help="YAML files (a Rollout and its AnalysisTemplates)")
@@ -113,8 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=measure:version[:quantile][:unit]",
         help="how to simulate a metric whose query is not a recognised form (repeatable)",
     )
+    p.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the Rollout or Canary to import when the files hold several (its metadata.name)",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="list what was ignored and why")
-    p.set_defaults(func=_import)
+    p.set_defaults(func=import_command)
 
     p = sub.add_parser(
         "validate", help="check scenario or policy files; prints OK or the first problem"
@@ -173,11 +184,16 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
     )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
+
+
+_ALLOW_LARGE = "run a plan beyond the work and memory budget (sim/runs/budget.py)"
 
 
 def _options(args: argparse.Namespace):
     """The run options given on the command line (sim/runs/options.py puts them over the
     scenario file's); an option left out is None, and progress shows on a terminal."""
+    from sim.runs.budget import Budget
     from sim.runs.options import RunOptions
 
     replications = getattr(args, "replications", None)  # tune sizes its own stages
@@ -193,34 +209,54 @@ def _options(args: argparse.Namespace):
         scheduler=args.scheduler,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
         resume=args.resume,
+        budget=Budget.unlimited() if getattr(args, "allow_large", False) else None,
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def _output(args: argparse.Namespace, loaded, kind: str, suffix: str):
+    """The output folder, checked before any work: names are Kubernetes names (the default is
+    reports/<name><suffix>), the folder is new, empty or an earlier one of ``kind``, writable."""
     from pathlib import Path
 
+    from sim.runs.files import check_output, folder_for
+    from sim.runs.sweep import check_names
+
+    check_names(loaded)
+    name = loaded.scenario.name
+    folder = Path(args.output) if args.output else folder_for("reports", name, "name", suffix)
+    check_output(folder, kind)
+    args.resumable = folder
+    return folder
+
+
+def _run(args: argparse.Namespace) -> int:
     from sim.runs.scenario import load_scenario
     from sim.runs.sweep import run_scenario
 
     options = _options(args)
-    loaded = load_scenario(args.scenario)
-    folder = Path(args.output or Path("reports") / loaded.scenario.name)
-    run_scenario(loaded, options, folder)
+    loaded = _say_notes(load_scenario(args.scenario))
+    folder = _output(args, loaded, "report", "")
+    _say_notes(run_scenario(loaded, options, folder))
     verdict = (folder / "report.md").read_text().split("\n## ", 1)[0]
     print(verdict.strip())
     print(f"\nreport: {folder / 'report.html'}")
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _say_notes(loaded_or_result):
+    """Print what a scenario's reading or a run noted (warnings, overrides) on stderr."""
+    for note in getattr(loaded_or_result, "notes", ()):
+        print(f"rolloutsim: {note}", file=sys.stderr)
+    return loaded_or_result
 
+
+def _sweep(args: argparse.Namespace) -> int:
     from sim.runs.scenario import load_scenario
     from sim.runs.sweep import sweep
 
     options = _options(args)
-    loaded = load_scenario(args.scenario)
-    folder = Path(args.output or Path("reports") / f"{loaded.scenario.name}-sweep")
+    loaded = _say_notes(load_scenario(args.scenario))
+    folder = _output(args, loaded, "sweep", "-sweep")
     sweep(loaded, args.param, options, folder)
     print(f"sweep: {folder / 'sweep.csv'} (a report per cell in {folder / 'cells'})")
     return 0
@@ -230,6 +266,7 @@ def _tune(args: argparse.Namespace) -> int:
     from sim.tune.report import tune_scenario
 
     options = _options(args)
+    args.resumable = args.output
     folder, result = tune_scenario(
         args.scenario,
         args.output,
@@ -247,129 +284,22 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from policies.errors import NotExpressibleError
-    from policies.exporters import EXECUTORS, Target, export
-    from policies.loading import load_policy
-
-    policy = load_policy(args.policy)
-    if args.onto:
-        from policies.onto import export_onto
-
-        given = [o for o in ("service", "namespace", "replicas", "image") if getattr(args, o)]
-        if given:
-            raise _usage(
-                f"--{given[0]}: --onto takes names, namespace and replicas from the manifests"
-            )
-        if args.to == "all":
-            raise _usage("--onto: give --to argo for a Rollout or --to flagger for a Canary")
-        onto = export_onto(
-            policy, [Path(m) for m in args.onto], mapping=args.map or None, to=args.to
-        )
-        if args.output is None:
-            for name, text in onto.files.items():
-                state = "" if name in onto.changed else " (unchanged)"
-                print(f"# file: {name}{state}")
-                print(text, end="" if text.endswith("\n") or not text else "\n")
-        else:
-            from functools import partial
-
-            from sim.runs.files import atomic_write
-
-            def write(tmp: str, text: str) -> None:
-                Path(tmp).write_text(text, encoding="utf-8")
-
-            folder = Path(args.output)
-            names = [Path(name).name for name in onto.files]
-            if len(set(names)) != len(names):
-                raise _usage(
-                    "--onto: two manifests share a file name; -o would write one over the other"
-                )
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, text in onto.files.items():
-                out = folder / Path(name).name
-                atomic_write(out, partial(write, text=text))
-                print(f"{out}" + ("" if name in onto.changed else " (unchanged)"))
-        for note in onto.notes:
-            print(f"note: {note}", file=sys.stderr)
-        return 0
-    if args.map:
-        raise _usage("--map: only with --onto (the mapping the manifests' import needed)")
-    target = Target(
-        service=args.service or policy.name,
-        namespace=args.namespace or "default",
-        replicas=args.replicas,
-        **({"image": args.image} if args.image else {}),
-    )
-    executors = EXECUTORS if args.to == "all" else (args.to,)
-    refused = []
-    for executor in executors:
-        try:
-            result = export(policy, executor, target)
-        except NotExpressibleError as exc:
-            if args.to != "all":
-                raise
-            refused.append(str(exc))
-            continue
-        if args.output is None:
-            print(result.to_yaml(), end="")
-            continue
-        from sim.runs.files import atomic_write
-
-        folder = Path(args.output) / (executor if args.to == "all" else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        text = result.to_yaml()
-        atomic_write(folder / f"{target.service}.yaml", lambda tmp, t=text: Path(tmp).write_text(t))
-        for name, content in result.files.items():
-            atomic_write(folder / name, lambda tmp, c=content: Path(tmp).write_text(c))
-        print(
-            f"{executor}: {folder / f'{target.service}.yaml'}"
-            + (f" (+ {', '.join(result.files)})" if result.files else "")
-        )
-    for reason in refused:
-        print(f"refused: {reason}", file=sys.stderr)
-    return 0
-
-
-def _import(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from policies.importers import import_manifests
-    from policies.loading import policy_to_yaml
-
-    source = [Path(m) for m in args.manifest]
-    result = import_manifests(source, mapping=args.map or None)
-    text = policy_to_yaml(result.policy)
-    if args.output:
-        from sim.runs.files import atomic_write
-
-        atomic_write(args.output, lambda tmp: Path(tmp).write_text(text))
-        print(f"{args.output}: {result.policy.kind} {result.policy.name!r}")
-    else:
-        print(text, end="")
-    if args.verbose:
-        for item in result.ignored:
-            print(f"ignored: {item}", file=sys.stderr)
-        for note in getattr(result, "notes", ()):
-            print(f"note: {note}", file=sys.stderr)
-    return 0
-
-
 def _validate(args: argparse.Namespace) -> int:
     from policies.base import read_yaml_file
     from policies.loading import load_policy
+    from sim.runs.files import check_name  # names become folders: OK only if run takes them
 
     for file in args.file:
         data = read_yaml_file(file)
         if isinstance(data, dict) and "kind" in data:
             policy = load_policy(file)
+            check_name(policy.name, "name", file=file)
             print(f"{file}: OK ({policy.kind} {policy.name!r})")
         else:
             from sim.runs.scenario import load_scenario
+            from sim.runs.sweep import check_names
 
-            loaded = load_scenario(file)
+            loaded = _say_notes(check_names(load_scenario(file)))
             names = ", ".join(loaded.policies)
             print(f"{file}: OK (scenario {loaded.scenario.name!r}: {names})")
     return 0
@@ -388,12 +318,47 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-class _UsageError(Exception):
-    pass
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be: the same stop (the
+    pool shut down, the checkpoint kept, live traffic moved to the stable)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _usage(message: str) -> _UsageError:
-    return _UsageError(message)
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While a command runs, SIGTERM and SIGHUP stop it like Ctrl-C (a second one is ignored,
+    so the clean-up it started is not cut short)."""
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def stop(signum: int, _frame) -> None:
+        for s in wanted:
+            signal.signal(s, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    old = {s: signal.signal(s, stop) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
+    signum = getattr(exc, "signum", signal.SIGINT)
+    how = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+    text = f"rolloutsim: interrupted{how}"
+    if hasattr(args, "resume"):  # run, sweep, tune: their finished work is in a checkpoint
+        where = getattr(args, "resumable", None)
+        text += "; the finished work is kept" + (f" beside {where}" if where else "")
+        text += ": rerun the same command with --resume to continue"
+    print(text, file=sys.stderr)
+    return 128 + int(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,15 +367,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from policies.errors import RolloutsimError
 
     try:
-        return args.func(args)
+        with _stop_on_signals():
+            return args.func(args)
     except (RolloutsimError, _UsageError) as exc:
         print(f"rolloutsim: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)  # bad input 2; a report written incomplete 1
-    except KeyboardInterrupt:
-        print("rolloutsim: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(args, exc)
     except BrokenPipeError:  # e.g. piped into head
         return 0
+    except OSError as exc:  # a full disk, a folder removed under us: the machine, not the input
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rolloutsim: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

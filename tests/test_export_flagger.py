@@ -136,6 +136,13 @@ def test_ab_test_match_per_router():
     assert refused(ab("nginx", anded)).field == "analysis.match[0]"
     prefix = [{"headers": {"x-beta": {"prefix": "o"}}}]
     assert refused(ab("nginx", prefix)).field == "analysis.match[0].headers.x-beta"
+    # Flagger's ingress router writes a regex as canary-by-header-pattern
+    agent = [{"headers": {"user-agent": {"regex": ".*Firefox.*"}}}]
+    regex = export(ab("nginx", agent), "flagger", Target(service="web"))
+    assert regex.manifests[-1]["spec"]["analysis"]["match"] == agent
+    assert (
+        import_manifests(regex.to_yaml()).policy.analysis.match == ab("nginx", agent).analysis.match
+    )
     two = [{"headers": {"x-a": {"exact": "1"}}}, {"headers": {"x-b": {"exact": "1"}}}]
     assert refused(ab("nginx", two)).field == "analysis.match[1]"
     assert refused(ab("linkerd", both)).field == "provider"
@@ -143,7 +150,6 @@ def test_ab_test_match_per_router():
 
 def test_progressive_refusals():
     base = {"kind": "Progressive", "name": "web", "analysis": {"stepWeight": 10}}
-    assert refused(parse_policy(base | {"provider": "kubernetes"})).field == "provider"
     sub = parse_policy(base | {"analysis": {"stepWeight": 10, "interval": 1.5}})
     assert refused(sub).field == "analysis.interval"
     custom = {
@@ -309,3 +315,100 @@ def test_the_flagger_runbook_prompts_for_confirm_rollout_and_refuses_the_waiting
         with pytest.raises(NotExpressibleError, match="keeps analysing") as info:
             export(gated, "nginx", Target(service="web"))
         assert info.value.field == "analysis.gates"
+
+
+# --------------------------------------------------------------------------- blue/green and co.
+
+
+def round_trip(data: dict, target: Target | None = None):
+    policy = parse_policy(data)
+    out = export(policy, "flagger", target or Target(service="web", namespace="shop", port=9898))
+    check_valid(out.manifests)
+    back = import_manifests(out.to_yaml()).policy
+    assert back.model_dump(exclude={"replicas"}) == policy.model_dump(exclude={"replicas"})
+    return out.manifests[-1]["spec"]
+
+
+METRIC = {"name": "request-success-rate", "thresholdRange": {"min": 99}}
+
+
+def test_blue_green_mirror_and_load_test_export_and_come_back():
+    spec = round_trip(
+        {
+            "kind": "Progressive",
+            "name": "web",
+            "analysis": {
+                "iterations": 5,
+                "mirror": True,
+                "mirrorWeight": 50,
+                "loadTest": {"rate": 20, "concurrency": 2},
+                "metrics": [METRIC],
+            },
+        }
+    )
+    analysis = spec["analysis"]
+    assert analysis["iterations"] == 5 and analysis["mirror"] is True
+    assert analysis["mirrorWeight"] == 50
+    assert analysis["webhooks"] == [
+        {
+            "name": "load-test",
+            "type": "rollout",
+            "url": "http://flagger-loadtester.shop/",
+            "metadata": {"cmd": "hey -z 1m -q 10 -c 2 http://web-canary.shop:9898/"},
+        }
+    ]
+
+
+def test_kubernetes_blue_green_and_pre_rollout_load_test():
+    spec = round_trip(
+        {
+            "kind": "Progressive",
+            "name": "web",
+            "provider": "kubernetes",
+            "analysis": {
+                "iterations": 3,
+                "loadTest": {"rate": 5, "duration": 90, "type": "pre-rollout", "name": "hey"},
+                "metrics": [METRIC],
+            },
+        }
+    )
+    assert spec["provider"] == "kubernetes" and "ingressRef" not in spec
+    assert spec["analysis"]["webhooks"][0]["metadata"]["cmd"].startswith("hey -z 90s -q 5 -c 1")
+
+
+def test_session_affinity_exports_with_its_max_age():
+    spec = round_trip(
+        {
+            "kind": "Progressive",
+            "name": "web",
+            "provider": "gatewayapi",
+            "analysis": {
+                "stepWeight": 10,
+                "sessionAffinity": {"cookieName": "flagger-cookie", "maxAge": 21600},
+                "metrics": [METRIC],
+            },
+        }
+    )
+    assert spec["analysis"]["sessionAffinity"] == {"cookieName": "flagger-cookie", "maxAge": 21600}
+
+
+def test_gateway_api_custom_queries_read_the_gateways_envoy_clusters():
+    """The corpus's Gateway API canaries (Envoy MetricTemplates) exported: the query selects the
+    canary's Envoy upstream cluster as Flagger's Gateway API tutorial does, and comes back."""
+    query = {"measure": "errorRate", "unit": "percent"}
+    policy = parse_policy(
+        {
+            "kind": "Progressive",
+            "name": "web",
+            "provider": "gatewayapi",
+            "analysis": {
+                "stepWeight": 10,
+                "metrics": [{"name": "error-rate", "thresholdRange": {"max": 1}, "query": query}],
+            },
+        }
+    )
+    out = export(policy, "flagger", Target(service="web", namespace="shop"))
+    check_valid(out.manifests)
+    text = out.manifests[0]["spec"]["query"]
+    assert 'envoy_cluster_name=~"{{ namespace }}_{{ target }}-canary_[0-9a-zA-Z-]+"' in text
+    assert import_manifests(out.to_yaml()).policy.analysis == policy.analysis

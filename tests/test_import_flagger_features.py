@@ -1,6 +1,6 @@
 """Flagger Canary features in and out: service.match for every request, stepWeights above 100,
-confirm-* approval gates, one-line refusals of bad shapes and of the features not modelled
-(blue/green, mirroring, session affinity), and a gate's cost in a simulated release."""
+confirm-* approval gates, blue/green, mirroring, session affinity and load tests, one-line
+refusals of bad shapes and of what is not modelled, and a gate's cost in a simulated release."""
 
 from __future__ import annotations
 
@@ -174,23 +174,53 @@ def test_a_gate_without_a_url_gets_the_load_testers_manual_gate():
 # --------------------------------------------------------------------------- not modelled
 
 
+LOAD = """    webhooks:
+    - name: load-test
+      url: http://flagger-loadtester.test/
+      metadata: {cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"}
+"""
+
+
+def test_blue_green_mirror_session_affinity_and_load_test_import():
+    bg = import_manifests(with_analysis(LOAD, "    iterations: 10\n    mirror: true\n")).policy
+    assert bg.kind == "Progressive" and bg.blue_green and bg.analysis.mirror
+    load = bg.analysis.load_test
+    assert (load.rate, load.concurrency, load.duration, load.type) == (20.0, 2, 60.0, "rollout")
+    kube = import_manifests(manifests("kubernetes")).policy
+    assert kube.blue_green and kube.effective_iterations == 10  # weights ignored, as by Flagger
+    sticky = import_manifests(
+        with_analysis("    sessionAffinity: {cookieName: flagger-cookie, maxAge: 3600}\n")
+    ).policy
+    assert sticky.analysis.session_affinity.max_age == 3600.0
+
+
+def test_a_load_test_through_the_ingress_is_listed_not_modelled():
+    text = LOAD.replace("http://podinfo-canary.test:9898/", "-host app.example.com http://gw")
+    result = import_manifests(with_analysis(text))
+    assert result.policy.analysis.load_test is None
+    assert any("not the canary's own Service podinfo-canary" in i for i in result.ignored)
+
+
 @pytest.mark.parametrize(
-    ("text", "field", "feature"),
+    ("text", "field", "words"),
     [
-        (with_analysis("", "    iterations: 10\n"), "spec.analysis.iterations", "blue/green"),
-        (manifests("kubernetes"), "spec.provider", "blue/green"),
-        (with_analysis("    mirror: true\n"), "spec.analysis.mirror", "traffic mirroring"),
+        (with_analysis("    mirror: true\n").replace("istio", "nginx"), "mirror", "not mirror"),
         (
-            with_analysis("    sessionAffinity: {cookieName: flagger-cookie}\n"),
-            "spec.analysis.sessionAffinity",
-            "session affinity",
+            with_analysis("    sessionAffinity: {cookieName: a, primaryCookieName: b}\n"),
+            "spec.analysis.sessionAffinity.primaryCookieName",
+            "not modelled",
+        ),
+        (with_analysis(LOAD.replace("-q 10 ", "")), "metadata.cmd", "without -q"),
+        (
+            with_analysis(LOAD + LOAD.replace("    webhooks:\n", "")),
+            "spec.analysis.webhooks[1]",
+            "second load test",
         ),
     ],
 )
-def test_features_not_modelled_are_refused_naming_the_feature_and_why(text, field, feature):
+def test_what_is_not_modelled_is_refused_naming_the_field_and_why(text, field, words):
     message = refusal(text)
-    assert field in message and f"Flagger {feature}" in message
-    assert "not modelled" in message
+    assert field in message and words in message and "\n" not in message
 
 
 # --------------------------------------------------------------------------- simulated

@@ -101,13 +101,13 @@ def test_the_scale_survives_export_and_import():
 
 
 def test_map_states_the_scale():
-    irate = LINKERD_TEMPLATE.replace("sum(rate(", "sum(irate(")
+    averaged = LINKERD_TEMPLATE.replace("sum(rate(", "avg(rate(")  # an average: no form
     with pytest.raises(PolicyError) as info:
-        import_manifests(ROLLOUT + "---" + irate)
+        import_manifests(ROLLOUT + "---" + averaged)
     message = str(info.value)
     assert "\n" not in message and MAP_SYNTAX in message and ":percent" in message
     unscaled = import_manifests(
-        ROLLOUT + "---" + irate, mapping=["success-rate=successRate", "latency=latency"]
+        ROLLOUT + "---" + averaged, mapping=["success-rate=successRate", "latency=latency"]
     )
     assert any("with 99, not a fraction value: add :percent" in n for n in unscaled.notes)
     assert any("with 500, not a seconds value: add :ms" in n for n in unscaled.notes)
@@ -116,7 +116,7 @@ def test_map_states_the_scale():
     )
     assert any("returns percent, the mapping says fraction" in n for n in recognised.notes)
     mapped = import_manifests(
-        ROLLOUT + "---" + irate,
+        ROLLOUT + "---" + averaged,
         mapping=["success-rate=successRate:canary:percent", "latency=latency:canary:0.99:ms"],
     )
     rate, latency = mapped.policy.analysis_templates[0].metrics

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.exporters import promql
-from policies.measures import UNITS, Observation, Query, WindowStats
+from policies.measures import LAST_SCRAPE_S, UNITS, Observation, Query, WindowStats
 
 POD = "[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
 
@@ -209,16 +209,31 @@ _WINDOWS = st.sampled_from([1.5, 30.0, 60.0, 90.0, 600.0, 3600.0])
 def _queries(draw) -> Query:
     measure = draw(st.sampled_from(sorted(UNITS)))
     units = (None, *UNITS[measure][1:])
-    return Query(
-        measure=measure,
-        version=draw(st.sampled_from(["canary", "stable"])),
-        quantile=draw(st.sampled_from([0.5, 0.9, 0.95, 0.99, 0.999]))
+    rate = measure in ("errorRate", "successRate")
+    versions = ["canary", "stable"] + ([] if measure == "latency" else ["all"])
+    fields = {
+        "measure": measure,
+        "version": draw(st.sampled_from(versions)),
+        "quantile": draw(st.sampled_from([0.5, 0.9, 0.95, 0.99, 0.999]))
         if measure == "latency"
         else 0.99,
-        window=draw(_WINDOWS),
-        unit=draw(st.sampled_from(units)),
-        nan_filter=draw(st.booleans()),
-    )
+        "window": draw(_WINDOWS),
+        "unit": draw(st.sampled_from(units)),
+        "nan_filter": draw(st.booleans()),
+    }
+    if measure != "requestCount" and draw(st.booleans()):
+        fields["irate"] = draw(_WINDOWS)
+    if rate:
+        fields["errors"] = draw(st.sampled_from(["5xx", "4xx", "404", "4xx+5xx"]))
+        fields["min_rate"] = draw(st.sampled_from([None, 1.0, 0.5]))
+    return Query(**fields)
+
+
+def _cannot(query: Query, source: str) -> bool:
+    """The sources that cannot write ``query`` (and say why with ValueError)."""
+    if source == "haproxy" and (query.measure == "latency" or query.errors == "404"):
+        return True
+    return source == "linkerd" and query.errors != "5xx"
 
 
 @given(
@@ -227,14 +242,16 @@ def _queries(draw) -> Query:
     layout=st.sampled_from(["argo", "flagger"]),
 )
 def test_what_is_written_is_read_back(query, source, layout):
-    """forms x measures: ``recognise(query_for(q)) == q`` for every source that can measure q."""
+    """forms x measures: ``recognise(query_for(q)) == q`` for every source that can measure q:
+    versions (both together too), rate or irate, the errors counted, clamp_min."""
     try:
         text = promql.query_for(
             query, source, "svc", "ns", layout=layout, nan_filter=query.nan_filter
         )
     except ValueError as exc:
-        assert source == "haproxy" and query.measure == "latency", exc
+        assert _cannot(query, source), exc
         return
+    assert not _cannot(query, source), text
     found = promql.recognise_form(text)
     assert found is not None, text
     if query.measure == "latency":  # a quantile is written with repr: read back exactly
@@ -282,3 +299,119 @@ def test_hashed_sources_are_those_whose_argo_queries_name_the_hashes():
         assert (promql.argo_arg(promql.ARG_CANARY_HASH) in text) == (
             source in promql.HASHED_SOURCES
         )
+
+
+_ISTIO_DOCS = (  # Argo's documentation: the whole Service, irate
+    'sum(irate(istio_requests_total{reporter="source",destination_service=~"{svc}",'
+    'response_code!~"5.*"}[5m])) / sum(irate(istio_requests_total{reporter="source",'
+    'destination_service=~"{svc}"}[5m]))'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "query"),
+    [
+        (  # irate over the whole Service: both versions, the last scrape interval
+            _ISTIO_DOCS.replace("{svc}", "guestbook-svc.default.svc.cluster.local"),
+            Query(measure="successRate", version="all", irate=300),
+        ),
+        (  # an unresolved argument whose name says canary
+            _ISTIO_DOCS.replace("{svc}", "{{args.canary-host}}").replace("irate", "rate"),
+            Query(measure="successRate", window=300),
+        ),
+        (  # an nginx query over the whole Ingress
+            'sum(rate(nginx_ingress_controller_requests{ingress="shop", status=~"5.*"}[1m]))'
+            ' / sum(rate(nginx_ingress_controller_requests{ingress="shop"}[1m]))',
+            Query(measure="errorRate", version="all", window=60),
+        ),
+        (  # an application's counter by service label, 1 - errors / clamped total
+            '1 - ((sum(rate(demo_http_requests_total{service="demo-canary",code=~"5.."}[30s]))'
+            " or vector(0)) / clamp_min(sum(rate(demo_http_requests_total"
+            '{service="demo-canary"}[30s])), 1))',
+            Query(measure="successRate", window=30, min_rate=1),
+        ),
+        (  # a histogram's _count as the request counter; 4xx count as failures
+            'sum(rate(http_request_duration_seconds_count{code!~"[45].*", service="app-stable"}'
+            '[1m])) / sum(rate(http_request_duration_seconds_count{service="app-stable"}[1m]))',
+            Query(measure="successRate", version="stable", window=60, errors="4xx+5xx"),
+        ),
+        (  # grouped by the label that picks the series, on both sides; guarded: no NaN
+            'sum(rate(nginx_http_upstream_peer_responses_total{nginx_upstream_name="d_app-canary'
+            '_80", nginx_status_range!~"[4-5].*"}[1m])) by (nginx_upstream_name) / sum(rate('
+            'nginx_http_upstream_peer_responses_total{nginx_upstream_name="d_app-canary_80"}'
+            "[1m])) by (nginx_upstream_name) unless sum(rate(nginx_http_upstream_peer_"
+            'responses_total{nginx_upstream_name="d_app-canary_80"}[1m])) by '
+            "(nginx_upstream_name) == 0",
+            Query(measure="successRate", window=60, errors="4xx+5xx"),
+        ),
+        (  # an application histogram in ms, by its name; no value without traffic
+            "histogram_quantile(0.95, sum(rate(api_latency_milliseconds_bucket"
+            '{app="api-preview"}[2m])) by (le)) and on() (sum(rate(api_requests_total'
+            '{app="api-preview"}[2m])) > 0)',
+            Query(measure="latency", quantile=0.95, window=120, unit="milliseconds"),
+        ),
+        (  # OSM's 404 percentage (Flagger's docs)
+            '100 - (sum(rate(osm_request_total{destination_name="podinfo", response_code!="404"}'
+            '[1m])) / sum(rate(osm_request_total{destination_name="podinfo"}[1m])) * 100)',
+            Query(measure="errorRate", window=60, unit="percent", errors="404"),
+        ),
+    ],
+)
+def test_application_metrics_whole_services_and_irate(text, query):
+    found = promql.recognise_form(text)
+    assert found is not None, text
+    assert found.query == query
+    assert found.nan_filter == ("> 0" in text or "== 0" in text)
+
+
+def test_what_a_selector_cannot_tell_is_no_form():
+    latency_all = (
+        "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket"
+        '{destination_service=~"shop.default.svc.cluster.local"}[1m])) by (le))'
+    )
+    whole_mesh = (
+        'sum(rate(istio_requests_total{reporter="destination", response_code=~"5.."}[1m]))'
+        ' / sum(rate(istio_requests_total{reporter="destination"}[1m]))'
+    )
+    five_xx_buckets = (  # summed buckets weigh 5xx by latency: not a request ratio
+        'sum(rate(app_seconds_bucket{job="a", code=~"5.."}[1m])) / sum(rate(app_seconds_bucket'
+        '{job="a"}[1m]))'
+    )
+    for text in (latency_all, whole_mesh, five_xx_buckets):
+        assert promql.recognise_form(text) is None, text
+    assert "NaN" in promql.why_unrecognised(
+        'histogram_quantile(0.99, sum(rate(x_seconds_bucket{le="+Inf"}[1m])) by (le))'
+    )
+    assert "constant" in promql.why_unrecognised("vector(100)")
+    assert "raw counter" in promql.why_unrecognised('exceptions_total{instance="a:80"}')
+
+
+def test_both_versions_errors_classes_and_clamp_evaluate_as_the_world_says():
+    canary = WindowStats(requests=100, errors=10, has_series=True)
+    stable = WindowStats(requests=900, errors=0, has_series=True)
+    obs = Observation(0, 60, canary, stable)
+    assert Query(measure="errorRate", version="all").evaluate(obs) == pytest.approx(0.01)
+    assert Query(measure="requestCount", version="all").evaluate(obs) == 1000
+    # the world answers no 4xx: a 4xx (or 404) rate is 0 with traffic, 4xx+5xx its 5xx rate
+    assert Query(measure="errorRate", errors="4xx").evaluate(obs) == 0
+    assert Query(measure="successRate", errors="404", unit="percent").evaluate(obs) == 100
+    assert Query(measure="errorRate", errors="4xx+5xx").evaluate(obs) == pytest.approx(0.1)
+    # clamp_min(total, 1) over 60 s: the denominator is at least 60 requests; none: 0, no NaN
+    few = Observation(0, 60, WindowStats(requests=6, errors=3, has_series=True), stable)
+    assert Query(measure="errorRate", min_rate=1).evaluate(few) == pytest.approx(3 / 60)
+    idle = Observation(0, 60, WindowStats(has_series=True), stable)
+    assert Query(measure="successRate", min_rate=1).result(idle) == 1.0
+    assert math.isnan(Query(measure="successRate", nan_filter=False).evaluate(idle))
+    with pytest.raises(ValueError, match="both versions together is not modelled"):
+        Query(measure="latency", version="all")
+
+
+def test_irate_is_measured_over_the_last_scrape_interval():
+    """The engine measures whole scrape slots, at least one: irate's window is below one."""
+    from sim.world.platform import Platform  # the world's scrape interval, for the bound
+
+    query = Query(measure="errorRate", irate=300)
+    assert query.window == LAST_SCRAPE_S < Platform().scrape_interval
+    assert max(1, round(query.window / Platform().scrape_interval)) == 1
+    text = promql.query_for(query, "istio", "svc", "ns")
+    assert "irate(" in text and "[5m]" in text and "rate(" not in text.replace("irate(", "")

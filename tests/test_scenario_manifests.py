@@ -95,8 +95,9 @@ def test_the_report_says_the_override(tmp_path):
     out = tmp_path / "report"
     code = main(["run", str(path), "--replications", "4", "-o", str(out), "--no-progress"])
     assert code == 0
-    text = (out / "report.md").read_text()
-    assert "checkout: runs on 10 replicas (policies[0].replicas), not its own 3" in text
+    said = "checkout: runs on 10 replicas (policies[0].replicas), not its own 3"
+    assert said in (out / "report.html").read_text()
+    assert said.replace("[", "\\[").replace("]", "\\]") in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -194,8 +194,8 @@ def test_trace_from_csv_relative_to_the_base_directory(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("content", "spec", "message"),
     [
-        ("minute,n\n0,1\n", {"file": "t.csv"}, "has no column 'count' (minute, n)"),
-        ("count\n1\nabc\n", {"file": "t.csv"}, "line 3: count 'abc' is not a number"),
+        ("minute,n\n0,1\n", {"file": "t.csv"}, "has no column 'count' (its header has 2)"),
+        ("count\n1\nabc\n", {"file": "t.csv"}, "line 3: count is not a number (value not shown)"),
         ("count\n", {"file": "t.csv"}, "has no rows"),
         ("count\n1\n", {"file": "missing.csv"}, "cannot read trace file"),
         ("count\n-1\n", {"file": "t.csv"}, "finite and >= 0"),

@@ -10,9 +10,16 @@ from __future__ import annotations
 from typing import assert_never
 
 from policies.analysis import Phase
-from policies.canary import Canary, Pause, SetCanaryScale, SetHeaderRoute
+from policies.canary import (
+    Canary,
+    Experiment,
+    Pause,
+    SetCanaryScale,
+    SetHeaderRoute,
+    SetMirrorRoute,
+)
 from policies.common import RolloutAnalysis, RouteMatch
-from policies.controller.base import ArgoControllerBase
+from policies.controller.base import ArgoControllerBase, ArgoExperiments
 from policies.controller.protocol import AwaitingApproval, Cause, Progress
 from policies.replicas import (
     abort_desired_weight,
@@ -29,7 +36,7 @@ ABORT_SCALE_DOWN_TIMER = "abortScaleDown"
 BACKGROUND_RUN = "background"
 
 
-class CanaryController(ArgoControllerBase):
+class CanaryController(ArgoExperiments, ArgoControllerBase):
     """Argo canary: steps, background analysis, abort, promotion and undo."""
 
     kind = "Canary"
@@ -47,14 +54,20 @@ class CanaryController(ArgoControllerBase):
         self.undoing = False
         self.rolled_back = False
         self.background_started = False
+        self.canary_weight = 0.0  # the router's weight without the experiment's templates'
+        self._init_experiments()
         self._walk_back()
 
     # ------------------------------------------------------------------ events
 
     def _started(self) -> None:
         super()._started()
-        if not self.routed:
-            self._set_selectors({"stable", "canary"}, {"canary"})
+        serving = self.policy.experiment_groups() & {"experiment-canary", "experiment-stable"}
+        if not self.routed:  # one Service over both versions (and experiment pods it selects)
+            self._set_selectors({"stable", "canary"} | serving, {"canary"})
+        else:  # a weighted template's Service carries its version's share of the weight
+            stable = {"stable"} | (serving & {"experiment-stable"})
+            self._set_selectors(stable, {"canary"} | (serving & {"experiment-canary"}))
 
     def _timer(self, key: str) -> None:
         if key == PAUSE_TIMER and self.paused == "CanaryPauseStep":
@@ -63,7 +76,7 @@ class CanaryController(ArgoControllerBase):
             self._scale("canary" if self.rolled_back else "stable", 0)
         elif key == ABORT_SCALE_DOWN_TIMER:
             self._scale("canary", 0)
-        else:
+        elif not self._experiment_timer(key):
             super()._timer(key)
 
     def _approved(self) -> None:
@@ -76,10 +89,13 @@ class CanaryController(ArgoControllerBase):
         self._cancel_timer(PAUSE_TIMER)
         step = self._step()
         reason, cause = "Resumed", Progress("Resumed", self.step_index)
-        if step is not None and self.step_started and (step.pause or step.analysis):
+        waits = step is not None and (step.pause or step.analysis or step.experiment)
+        if step is not None and self.step_started and waits:
             if step.analysis is not None:
                 self._stop_run(self._step_run_key())
-            reason = "PauseEnded" if step.pause else "AnalysisSkipped"
+            if self.exp is not None:  # the experiment is terminated, its pods go later
+                self._end_experiment()
+            reason = "PauseEnded" if step.pause else "StepSkipped"
             cause = Progress("StepCompleted", self.step_index)
             self._advance()
             was_paused = True
@@ -89,8 +105,10 @@ class CanaryController(ArgoControllerBase):
     def _deadline_applies(self) -> bool:
         if self.aborted or self.promoted or self.paused:
             return False
-        step = self._step()
-        return step is None or (step.pause is None and step.analysis is None)
+        step = self._step()  # Argo's isIndefiniteStep: pause, analysis and experiment steps
+        return step is None or (
+            step.pause is None and step.analysis is None and step.experiment is None
+        )
 
     def _progress_signature(self) -> tuple:
         return (self.step_index, *super()._progress_signature())
@@ -144,7 +162,8 @@ class CanaryController(ArgoControllerBase):
         self._set_status("Progressing", "PauseEnded", Progress("StepCompleted", ended))
 
     def _loop_key(self) -> tuple:
-        return (*super()._loop_key(), self.step_index, self.step_started, self.paused)
+        exp = (self.exp is not None, self.exp_running, self.exp_failed)
+        return (*super()._loop_key(), self.step_index, self.step_started, self.paused, *exp)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -180,14 +199,16 @@ class CanaryController(ArgoControllerBase):
             done = self._step_analysis_done()
             if self.aborted or self.paused or (step.action == "analysis" and not done):
                 return
+        if step.experiment is not None and not self._experiment_done():
+            return  # running, failed (aborted) or inconclusive (paused)
         match step.operation:  # Argo's completedCurrentCanaryStep: the first action decides
             case int() | SetCanaryScale():
                 if counts_reached and (not self.routed or self.weight == self._router_target()):
                     self._advance()
             case Pause():
                 pass  # its timer or an approval ends it
-            case RolloutAnalysis() | SetHeaderRoute():
-                self._advance()  # the analysis succeeded (above); a route is set at once
+            case Experiment() | RolloutAnalysis() | SetHeaderRoute() | SetMirrorRoute():
+                self._advance()  # the experiment or analysis succeeded; a route is set at once
             case never:
                 assert_never(never)
 
@@ -202,8 +223,14 @@ class CanaryController(ArgoControllerBase):
                 headers = {h.header_name: h.header_value for h in route.match}
                 match = (RouteMatch(headers=headers),)
             self._set_match_route(route.name, match)
+        mirror = step.set_mirror_route
+        if mirror is not None:
+            percent = 0.0 if mirror.match is None else float(mirror.percent)  # nil: removed
+            self._set_mirror(mirror.name, percent, mirror.copied)
         if step.analysis is not None:
             self._start_run(self._step_run_key(), self.policy.templates_for(step.analysis))
+        if step.experiment is not None:
+            self._start_experiment(step.experiment)
         pause = step.pause
         if pause is not None:
             self.paused = "CanaryPauseStep"
@@ -284,17 +311,27 @@ class CanaryController(ArgoControllerBase):
             canary_scale_replicas=scale.replicas if scale else None,
             canary_scale_weight=scale.weight if scale else None,
             dynamic_stable_scale=self.policy.dynamic_stable_scale,
-            actual_stable_weight=round(self.policy.max_weight - self.weight),
+            actual_stable_weight=round(self.policy.max_weight - self.weight - self._stable_extra()),
             min_pods_per_replica_set=self.policy.min_pods_per_replica_set,
         )
         self._scale("canary", canary)
         self._scale("stable", stable)
         canary_ok = self._ready("canary")
+        target = self.canary_weight
         if canary_ok and self._stable_can_take(weight):
-            self._set_weight(float(weight))  # the weight moves only once the canary is available
+            target = float(weight)  # the weight moves only once the canary is available
         if self.available["canary"] == 0:
-            self._set_weight(0.0)
+            target = 0.0
+        self._route(target)
         return canary_ok and self._ready("stable")
+
+    def _route(self, canary_weight: float) -> None:
+        """The router's weight: the canary's, plus the weights of a running experiment's
+        canary-spec templates, whose Service joins the canary's (new-version traffic);
+        stable-spec templates' weights stay in the stable's share (old-version traffic)."""
+        self.canary_weight = canary_weight
+        extra = self.exp.weight_of("canary") if self.exp is not None and self.exp_running else 0
+        self._set_weight(canary_weight + extra)
 
     def _basic_walk(
         self, weight: int, rising: str = "canary", falling: str = "stable"
@@ -346,7 +383,7 @@ class CanaryController(ArgoControllerBase):
         self._clear_match_routes()
         if self.routed:  # stable Service -> new RS; the old RS lingers scaleDownDelaySeconds
             self._set_selectors({"canary"}, {"canary"})
-            self._set_weight(0.0)
+            self._route(0.0)
             delay = self.policy.effective_scale_down_delay_s
             if delay > 0:
                 self._start_timer(SCALE_DOWN_OLD_TIMER, delay)
@@ -362,6 +399,8 @@ class CanaryController(ArgoControllerBase):
         self.aborted = True
         self.paused = None
         self._cancel_timer(PAUSE_TIMER)
+        if self.exp is not None:  # terminated: its weight goes at once, its pods later
+            self._end_experiment()
         self._stop_all_runs()
         self._clear_match_routes()
         self._set_status("Aborted", reason, cause)
@@ -400,13 +439,13 @@ class CanaryController(ArgoControllerBase):
             )
             stable_weight = self.available["stable"] * m // n if n else m
             if stable_weight >= m - target:  # never back up, and only as the stable can carry it
-                self._set_weight(float(min(self.weight, target)))
+                self._route(float(min(self.weight, target)))
             if not explicit:
                 self._scale("canary", min(self.desired["canary"], -(-int(self.weight) * n // m)))
         else:
             self._scale("stable", n)
             if self.available["stable"] >= n:
-                self._set_weight(0.0)  # one router write: all traffic back on the stable
+                self._route(0.0)  # one router write: all traffic back on the stable
         if self.weight == 0 and self.available["stable"] >= n and not self.finished:
             delay = self.policy.effective_abort_scale_down_delay_s
             if self.abort_keeps_canary:
@@ -438,7 +477,7 @@ class CanaryController(ArgoControllerBase):
         self._scale("stable", n)
         if self.available["stable"] >= n:
             self._set_selectors({"stable"}, {"canary"})
-            self._set_weight(0.0)
+            self._route(0.0)
             self._finish_undo()
             delay = self.policy.effective_scale_down_delay_s
             if delay > 0:

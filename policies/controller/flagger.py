@@ -24,6 +24,20 @@ before promoting (closed: WaitingPromotion, where analysis and the threshold gat
 test then drops one iteration, as Flagger does). A closed gate reports ``AwaitingApproval`` once;
 an approval opens it, Flagger sees it on its next tick, and the gate closes again behind the
 release (the next weight step asks anew).
+
+Blue/green (a Progressive policy with ``iterations``, or on the kubernetes provider;
+``runBlueGreen``): after the pre-rollout tick, ``iterations`` ticks at weight 0 each add one
+iteration (the first turns the mirror on, when asked), then confirm-promotion, the switch of all
+live traffic to the canary (mirror off) and one more iteration, one more analysis and promotion;
+the Promoting ticks wait for the primary's rolling update and route back to it. The kubernetes
+provider has no router: no weight, no mirror; promotion goes to Finalising once the primary has
+rolled. Mirror in a canary (``runCanary``): at weight 0 the first step only mirrors, the next
+shifts the first step's weight with the mirror off (and confirm-traffic-increase is not asked
+while mirrored). ``loadTest`` is the load tester's ``hey`` on the canary Service: a ``rollout``
+hook from the first analysis tick until the analysis ends (the tester restarts it on every tick),
+a ``pre-rollout`` hook for its duration from the pre-rollout tick. ``sessionAffinity`` follows
+the weight: the cookie route is written while the canary has weight and expires the cookie when
+the weight returns to 0 (istio.go ``SetRoutes``).
 """
 
 from __future__ import annotations
@@ -39,6 +53,8 @@ from policies.controller.protocol import (
     Measure,
     MeasurementTaken,
     Progress,
+    SetLoad,
+    SetSessionAffinity,
 )
 from policies.flagger import ABTest, Progressive
 from policies.replicas import resolve_fenceposts, rolling_update_sync
@@ -46,6 +62,8 @@ from policies.replicas import resolve_fenceposts, rolling_update_sync
 __all__ = ["FlaggerController"]
 
 TICK_TIMER = "tick"
+LOAD_TIMER = "loadTest"
+MIRROR_ROUTE = "mirror"
 PRIMARY_FENCES = ("25%", "25%")  # the primary Deployment's own rolling update defaults
 
 
@@ -85,6 +103,10 @@ class FlaggerController(ControllerBase):
         self.gate: str | None = None  # the confirm-* gate the release waits at
         self.gate_open = False  # approved: the gate lets the next tick through
         self.waiting_promotion = False  # Flagger's WaitingPromotion phase
+        self.blue_green = isinstance(policy, Progressive) and policy.blue_green
+        self.routed = policy.provider != "kubernetes"  # kubernetes: no router at all
+        self.loading = False  # the load tester's hey runs against the canary
+        self.sticky = False  # the session-affinity cookie route is written
 
     @property
     def step_index(self) -> int:
@@ -136,7 +158,9 @@ class FlaggerController(ControllerBase):
             self.gate_open = True  # Flagger calls the webhook again on its next tick
 
     def _timer(self, key: str) -> None:
-        if key == TICK_TIMER:
+        if key == LOAD_TIMER:
+            self._stop_load()  # hey's -z ran out
+        elif key == TICK_TIMER:
             if self.phase in ("Initializing", "Waiting"):
                 self._detect()
             elif not self.finished:
@@ -210,9 +234,16 @@ class FlaggerController(ControllerBase):
         if self.failed_checks >= self.analysis.effective_threshold:
             self._rollback("FailedChecksThreshold", self._failed_checks())
             return
-        if self.canary_weight == 0 and self.iterations == 0 and not self.match_routes:
-            self._strategy_step()  # pre-rollout hooks only: no metric is checked on this tick
+        if (
+            self.canary_weight == 0
+            and self.iterations == 0
+            and not self.match_routes
+            and not self.mirrored
+        ):
+            self._hook_load("pre-rollout")  # pre-rollout hooks only: no metric is checked
+            self._strategy_step()
             return
+        self._hook_load("rollout")  # runAnalysis: rollout hooks, then the metrics
         if not self.analysis.metrics:
             self._strategy_step()
             return
@@ -245,6 +276,9 @@ class FlaggerController(ControllerBase):
         return FailedChecks(self.failed_metric, self.failed_checks, threshold, self.tick_count)
 
     def _strategy_step(self) -> None:
+        if self.blue_green:
+            self._blue_green_step()
+            return
         if isinstance(self.policy, ABTest):  # runAB: confirm-traffic-increase is never asked
             iterations = self.analysis.iterations
             assert iterations is not None  # ABTest's validator requires iterations >= 1
@@ -259,11 +293,19 @@ class FlaggerController(ControllerBase):
                 return
             self._promote()
             return
-        # nextStepWeight > 0 always holds for a Progressive policy (stepWeight or stepWeights)
-        if not self.waiting_promotion and not self._confirmed("confirm-traffic-increase"):
+        # nextStepWeight > 0 always holds for a Progressive canary (stepWeight or stepWeights)
+        if (
+            not self.waiting_promotion
+            and not self.mirrored
+            and not self._confirmed("confirm-traffic-increase")
+        ):
             return
         if self.canary_weight < self.analysis.effective_max_weight:
             step = self.analysis.next_step_weight(self.canary_weight)
+            if self.analysis.mirror and self.canary_weight == 0 and not self.mirrored:
+                self._mirror(True)  # one step of mirroring before any weight
+                return
+            self._mirror(False)
             self.canary_weight = min(100, self.canary_weight + step)
             self._set_weight(float(self.canary_weight))
             return
@@ -272,12 +314,72 @@ class FlaggerController(ControllerBase):
             return
         self._promote()
 
+    def _blue_green_step(self) -> None:
+        """``runBlueGreen``: iterations at weight 0 (mirrored if asked), then the switch of all
+        live traffic to the canary and one more iteration, then promotion."""
+        assert isinstance(self.policy, Progressive)  # blue_green is Progressive's only
+        n = self.policy.effective_iterations
+        if self.iterations < n:
+            if self.analysis.mirror and self.routed:
+                self._mirror(True)  # mirror during the entire blue/green test
+            self.iterations += 1
+            return
+        if self.iterations == n:
+            if not self._confirmed("confirm-promotion"):
+                if self.waiting_promotion:  # runConfirmPromotionHooks: one iteration back
+                    self.iterations = n - 1
+                self.waiting_promotion = True
+                return
+            self.waiting_promotion = False
+            if self.routed:  # stop mirroring and route all live traffic to the canary
+                self._mirror(False)
+                self._set_weight(100.0)
+            self.iterations += 1
+            return
+        self._promote()
+
+    # ------------------------------------------------------------------ traffic the canary sees
+
+    def _set_weight(self, weight: float) -> None:
+        """The router's weight, and with it the session-affinity cookie route: written while
+        the canary has weight, replaced by one expiring the cookie when it returns to 0."""
+        super()._set_weight(weight)
+        sticky = self.analysis.session_affinity
+        if sticky is not None and (self.weight > 0) != self.sticky:
+            self.sticky = self.weight > 0
+            self._emit(SetSessionAffinity(sticky.max_age if self.sticky else 0.0))
+
+    def _mirror(self, on: bool) -> None:
+        """Flagger's ``mirrored`` route flag: all requests (or mirrorWeight %) copied."""
+        self._set_mirror(MIRROR_ROUTE, self.analysis.mirror_percent if on else 0.0, ())
+
+    @property
+    def mirrored(self) -> bool:
+        return MIRROR_ROUTE in self.mirrors
+
+    def _hook_load(self, hook: str) -> None:
+        """The load tester is called (a ``hook`` webhook): hey starts unless it still runs."""
+        test = self.analysis.load_test
+        if test is None or test.type != hook or self.loading:
+            return
+        self.loading = True
+        self._emit(SetLoad(test.rate))
+        if hook == "pre-rollout":  # called once: hey runs for its -z
+            self._start_timer(LOAD_TIMER, test.duration)
+
+    def _stop_load(self) -> None:
+        self._cancel_timer(LOAD_TIMER)
+        if self.loading:
+            self.loading = False
+            self._emit(SetLoad(0.0))
+
     # ------------------------------------------------------------------ promotion
 
     def _promote(self) -> None:
         """Copy the canary spec to the primary: the primary rolls to the new version."""
         self.phase = "Promoting"
         self.waiting_promotion = False
+        self._stop_load()  # the analysis is over: the load tester is no longer called
         self._set_selectors({"stable", "primary"}, {"canary"})
         self._set_status("Progressing", "Promoting", Progress("Promoting"))
         if self.policy.skip_analysis:
@@ -289,6 +391,8 @@ class FlaggerController(ControllerBase):
         report Succeeded at once; the primary rolls to the new spec in the background."""
         self._set_selectors({"stable", "primary"}, {"canary"})
         self._set_weight(0.0)
+        self._mirror(False)
+        self._stop_load()
         self._clear_match_routes()
         self._scale("canary", 0)
         self.phase = "Succeeded"
@@ -354,6 +458,8 @@ class FlaggerController(ControllerBase):
     def _rollback(self, reason: str, cause: Cause) -> None:
         self.phase = "Failed"
         self._set_weight(0.0)
+        self._mirror(False)
+        self._stop_load()
         self._clear_match_routes()
         self._scale("canary", 0)
         self._cancel_timer(TICK_TIMER)

@@ -58,9 +58,30 @@ __all__ = [
     "detector",
 ]
 
-GroupName = Literal["stable", "canary", "primary"]
-GROUP_VERSION: dict[str, str] = {"stable": "stable", "canary": "canary", "primary": "canary"}
-"""Which version each pod group runs (the version names gates use: stable = old, canary = new)."""
+GroupName = Literal[
+    "stable",
+    "canary",
+    "primary",
+    "experiment-canary",
+    "experiment-stable",
+    "experiment-canary-idle",
+    "experiment-stable-idle",
+]
+GROUP_VERSION: dict[str, str] = {
+    "stable": "stable",
+    "canary": "canary",
+    "primary": "canary",
+    "experiment-canary": "canary",
+    "experiment-stable": "stable",
+    "experiment-canary-idle": "canary",
+    "experiment-stable-idle": "stable",
+}
+"""Which version each pod group runs (the version names gates use: stable = old, canary = new).
+
+The ``experiment-*`` groups are an Argo experiment's ReplicaSets, by the spec they copy: those
+that serve (a routed template with a weight, whose Service the controller adds to the
+Service of its version; or, in a basic canary, a template whose pods keep the Rollout's labels)
+and the ``-idle`` ones, which no Service selects (they cost capacity and get no requests)."""
 
 Status = Literal["Progressing", "Paused", "Promoted", "Aborted", "RolledBack"]
 

@@ -32,18 +32,21 @@ from policies.bluegreen import BlueGreen
 from policies.canary import (
     Canary,
     CanaryStep,
+    Experiment,
     Pause,
     SetCanaryScale,
     SetHeaderRoute,
+    SetMirrorRoute,
     StepOperation,
     TrafficRouting,
 )
 from policies.common import RolloutAnalysis
 from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target, crds, promql
+from policies.exporters.sequences import plugin_notes, router_config
 from policies.measures import Query
 from policies.replicas import basic_canary_targets, resolve_fenceposts
-from policies.vocabulary import ROUTERS, ArgoRouter, Executor, MetricSource
+from policies.vocabulary import ROUTERS, Executor, MetricSource
 
 __all__ = [
     "API_VERSION",
@@ -91,8 +94,14 @@ def go_duration(field: str, seconds: float, *, millis: bool = False) -> str:
 
 
 def condition(text: str) -> str:
-    """An Argo condition: the query returns a one-element vector, so ``result`` is ``result[0]``."""
-    return re.sub(r"\bresult\b(?!\s*\[)", "result[0]", text)
+    """An Argo condition: the query returns a one-element vector, so a bare ``result`` compared
+    is ``result[0]``; the vector itself stays where a function takes it (``len(result)``)."""
+    return re.sub(
+        r"(?<!len\()(?<!isNil\()(?<!default\()(?<!all\()(?<!any\()(?<!none\()"
+        r"\bresult\b(?!\s*\[)",
+        "result[0]",
+        text,
+    )
 
 
 def template_name(service: str, name: str, field: str) -> str:
@@ -230,11 +239,44 @@ def _action(op: StepOperation, i: int, source: str, target: Target) -> tuple[str
                     for m in route.match
                 ]
             return "setHeaderRoute", out
+        case SetMirrorRoute() as mirror:
+            return "setMirrorRoute", mirror.to_dict()
+        case Experiment() as experiment:
+            return "experiment", _experiment(experiment, i, source, target)
         case never:
             assert_never(never)
 
 
-_STEP_KEYS = ("setWeight", "pause", "analysis", "setCanaryScale", "setHeaderRoute")
+def _experiment(experiment: Experiment, i: int, source: str, target: Target) -> dict[str, Any]:
+    """An experiment step; a template that leaves the Rollout's Service gets a label of its
+    own (``app: <svc>-<template>``), as Argo's canary-preview example does."""
+    where, out = f"steps[{i}].experiment", experiment.to_dict()
+    if experiment.duration is not None:
+        out["duration"] = go_duration(f"{where}.duration", experiment.duration)
+    if (delay := experiment.scale_down_delay_seconds) is not None:
+        out["scaleDownDelaySeconds"] = whole(f"{where}.scaleDownDelaySeconds", delay)
+    for entry in out["templates"]:
+        if entry.pop("sharesService", True) is False:
+            own = f"{target.service}-{entry['name']}"
+            entry |= {
+                "selector": {"matchLabels": {"app": own}},
+                "metadata": {"labels": {"app": own}},
+            }
+    for ref in out.get("analyses", []):
+        ref |= {"templateName": f"{target.service}-{ref['templateName']}"}
+        ref["args"] = _args(source, target)
+    return out
+
+
+_STEP_KEYS = (
+    "setWeight",
+    "pause",
+    "experiment",
+    "analysis",
+    "setCanaryScale",
+    "setHeaderRoute",
+    "setMirrorRoute",
+)
 
 
 def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, Any]:
@@ -243,71 +285,20 @@ def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, An
     return {key: actions[key] for key in _STEP_KEYS if key in actions}
 
 
-def _plugin_config(name: str, target: Target) -> dict[str, Any]:
-    """A traffic-router plugin's configuration: the objects it manages, where the plugin is
-    known (Gateway API: an HTTPRoute; Contour: an HTTPProxy), else empty (listed in NOTES)."""
-    if name == "argoproj-labs/gatewayAPI":
-        return {"httpRoute": target.service, "namespace": target.namespace}
-    if name == "argoproj-labs/contour":
-        return {"httpProxy": target.service, "namespace": target.namespace}
-    return {}
-
-
-def _router_config(router: ArgoRouter, routing: TrafficRouting, target: Target) -> Any:
-    """One router's fields as its CRD requires them, naming objects after the service."""
-    svc = target.service
-    match router:
-        case "nginx":
-            return {"stableIngress": svc}
-        case "istio":
-            return {
-                "virtualService": {"name": svc, "routes": ["primary"]},
-                "destinationRule": {
-                    "name": svc,
-                    "canarySubsetName": "canary",
-                    "stableSubsetName": "stable",
-                },
-            }
-        case "smi":
-            return {"trafficSplitName": svc}
-        case "alb":
-            return {"ingress": svc, "servicePort": target.port}
-        case "ambassador":
-            return {"mappings": [svc]}
-        case "apisix":
-            return {"route": {"name": svc, "rules": [svc]}}
-        case "appMesh":
-            return {
-                "virtualService": {"name": svc, "routes": ["primary"]},
-                "virtualNodeGroup": {
-                    "canaryVirtualNodeRef": {"name": f"{svc}-canary"},
-                    "stableVirtualNodeRef": {"name": f"{svc}-stable"},
-                },
-            }
-        case "traefik":
-            return {"weightedTraefikServiceName": svc}
-        case "plugins":
-            return {name: _plugin_config(name, target) for name in routing.plugins or {}}
-        case never:
-            assert_never(never)
-
-
 def _router(policy: Canary, target: Target) -> dict[str, Any]:
     routing = cast(TrafficRouting, policy.traffic_routing)  # called for a routed canary only
-    out: dict[str, Any] = {r: _router_config(r, routing, target) for r in routing.routers}
+    out: dict[str, Any] = {r: router_config(r, routing, target) for r in routing.routers}
     if routing.max_traffic_weight != 100:
         out["maxTrafficWeight"] = routing.max_traffic_weight
-    routes = [s.set_header_route.name for s in policy.steps if s.set_header_route is not None]
+    routes = [
+        route.name
+        for s in policy.steps
+        for route in (s.set_header_route, s.set_mirror_route)
+        if route is not None
+    ]
     if routes:
         out["managedRoutes"] = [{"name": n} for n in dict.fromkeys(routes)]
     return out
-
-
-def _plugin_notes(policy: Canary) -> dict[str, str]:
-    plugins = policy.traffic_routing.plugins if policy.traffic_routing else None
-    unknown = [f"- `{n}`" for n in plugins or {} if not _plugin_config(n, Target())]
-    head = "Fill in these traffic-router plugins' configuration (the objects they manage):"
-    return {"NOTES.md": "\n".join([head, *unknown]) + "\n"} if unknown else {}
 
 
 def _rollout(policy, target: Target, strategy: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +369,7 @@ def _canary(policy: Canary, target: Target) -> Export:
             canary["analysis"]["startingStep"] = policy.analysis.starting_step
     canary["steps"] = [_step(s, i, source, target) for i, s in enumerate(policy.steps)]
     manifests = [*templates, _rollout(policy, target, {"canary": canary})]
-    return _finish(manifests, _plugin_notes(policy))
+    return _finish(manifests, plugin_notes(policy))
 
 
 def _bluegreen(policy: BlueGreen, target: Target) -> Export:

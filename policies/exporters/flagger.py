@@ -4,12 +4,17 @@ Flagger's CRD.
 
 What is exported:
 
-* Progressive -> a Flagger canary (stepWeight or stepWeights, maxWeight, stepWeightPromotion).
+* Progressive -> a Flagger canary (stepWeight or stepWeights, maxWeight, stepWeightPromotion),
+  or with ``iterations`` Flagger's blue/green (the kubernetes provider included); ``mirror``,
+  ``mirrorWeight`` and ``sessionAffinity`` as written; ``loadTest`` as the load tester's
+  webhook running ``hey -z <duration> -q <rate / concurrency> -c <concurrency>`` on
+  ``http://<service>-canary.<namespace>:<port>/``.
 * ABTest -> a Flagger A/B test (iterations + match). Istio, App Mesh, Contour, Gloo and the
   Gateway API take the match as is (a cookie becomes Istio's ``cookie`` header regex);
-  ingress-nginx honours one header (exact value) and one cookie (``canary-by-cookie``), so
-  anything more is refused. Providers without A/B routing (``ROUTERS``' ``flagger_match``) are
-  refused.
+  ingress-nginx honours one header (``canary-by-header`` with ``-value`` for an exact value or
+  ``-pattern`` for a regex, as Flagger's ingress router writes them) and one cookie
+  (``canary-by-cookie``), so anything more is refused. Providers without A/B routing
+  (``ROUTERS``' ``flagger_match``) are refused.
 * Canary (Argo policy) -> stepWeights when Flagger's uniform tick can hold it
   (``flagger_argo``).
 
@@ -21,7 +26,7 @@ namespace: a placeholder, the team's own Gateway goes there), a Knative ``Servic
 target for knative. Approval gates become ``confirm-*`` webhooks with their own URL, else the
 Flagger load tester's manual gate (``/gate/check``, closed until someone opens it). Metrics:
 ``flagger_metrics``. Refused, naming the field: BlueGreen and RollingUpdate (see ``_REFUSED``),
-the kubernetes provider, Argo-only steps, uneven pauses, intervals that are not whole seconds,
+Argo-only steps, uneven pauses, intervals that are not whole seconds,
 sequential and Kayenta gates.
 """
 
@@ -43,7 +48,7 @@ from policies.exporters.flagger_metrics import (
     refuse,
     threshold_range,
 )
-from policies.flagger import GATE_URL, ABTest, FlaggerAnalysis, Progressive
+from policies.flagger import GATE_URL, LOAD_TESTER, ABTest, FlaggerAnalysis, LoadTest, Progressive
 from policies.vocabulary import FlaggerProvider as Provider
 from policies.vocabulary import provider_router, routers_where
 
@@ -182,11 +187,12 @@ def _match(matches: tuple[RouteMatch, ...], provider: Provider) -> list[dict[str
                     "ingress-nginx ORs its header and cookie rules: conditions ANDed in one"
                     " match entry cannot be expressed",
                 )
-            for name in plain:
-                if headers[name].get("exact") is None:
+            for name in plain:  # canary-by-header-value (exact) or -pattern (regex)
+                if headers[name].get("prefix") is not None:
                     raise refuse(
                         f"{where}.headers.{name}",
-                        "Flagger's ingress-nginx router matches a header by exact value only",
+                        "Flagger's ingress-nginx router matches a header by exact value or"
+                        " regex (canary-by-header-value, -pattern), not by prefix",
                     )
             if headers_seen > 1 or cookies_seen > 1:
                 raise refuse(where, "ingress-nginx takes one canary header and one canary cookie")
@@ -195,9 +201,59 @@ def _match(matches: tuple[RouteMatch, ...], provider: Provider) -> list[dict[str
 
 
 def _webhooks(a: FlaggerAnalysis, target: Target) -> list[dict[str, Any]]:
-    """The approval gates as confirm-* webhooks (the load tester's manual gate by default)."""
+    """The approval gates as confirm-* webhooks (the load tester's manual gate by default),
+    then the load test."""
     default = GATE_URL.format(namespace=target.namespace)
-    return [{"name": g.name or g.type, "type": g.type, "url": g.url or default} for g in a.gates]
+    out = [{"name": g.name or g.type, "type": g.type, "url": g.url or default} for g in a.gates]
+    if a.load_test is not None:
+        out.append(_load_test(a.load_test, target))
+    return out
+
+
+def _go_duration(field: str, seconds: float) -> str:
+    """hey's ``-z`` (a Go duration): whole minutes or seconds, else milliseconds."""
+    ms = round(seconds * 1000)
+    if abs(ms - seconds * 1000) > 1e-6 or ms <= 0:
+        raise refuse(field, f"{seconds} s is not a whole number of milliseconds")
+    if ms % 1000:
+        return f"{ms}ms"
+    return f"{ms // 60000}m" if ms % 60000 == 0 else f"{ms // 1000}s"
+
+
+def _load_test(test: LoadTest, target: Target) -> dict[str, Any]:
+    """The load tester's webhook: hey against the canary's own Service."""
+    per_worker = test.rate / test.concurrency
+    url = f"http://{target.service}-canary.{target.namespace}:{target.port}/"
+    duration = _go_duration("analysis.loadTest.duration", test.duration)
+    cmd = f"hey -z {duration} -q {per_worker:g} -c {test.concurrency} {url}"
+    if float(f"{per_worker:g}") * test.concurrency != test.rate:
+        raise refuse(
+            "analysis.loadTest.rate",
+            f"{test.rate:g}/s is not {test.concurrency} workers at a rate hey's -q can write",
+        )
+    return {
+        "name": test.name or "load-test",
+        "type": test.type,
+        "url": test.url or LOAD_TESTER.format(namespace=target.namespace),
+        "metadata": {"cmd": cmd},
+    }
+
+
+def _traffic(a: FlaggerAnalysis, out: dict[str, Any]) -> None:
+    """``mirror``, ``mirrorWeight``, ``sessionAffinity`` (the policy checked the provider)."""
+    if a.mirror:
+        out["mirror"] = True
+    if a.mirror_weight is not None:
+        whole = a.mirror_weight == int(a.mirror_weight)
+        out["mirrorWeight"] = int(a.mirror_weight) if whole else a.mirror_weight
+    if a.session_affinity is not None:
+        sticky: dict[str, Any] = {"cookieName": a.session_affinity.cookie_name}
+        age = a.session_affinity.max_age
+        if age != 86400.0:
+            if age != int(age):
+                raise refuse("analysis.sessionAffinity.maxAge", f"{age} s: whole seconds only")
+            sticky["maxAge"] = int(age)
+        out["sessionAffinity"] = sticky
 
 
 def _analysis(a: FlaggerAnalysis, provider: Provider, target: Target, templates: list):
@@ -218,18 +274,13 @@ def _analysis(a: FlaggerAnalysis, provider: Provider, target: Target, templates:
     out["metrics"] = [
         metric_entry(m, i, provider, target, templates) for i, m in enumerate(a.metrics)
     ]
-    if a.gates:
+    _traffic(a, out)
+    if a.gates or a.load_test is not None:
         out["webhooks"] = _webhooks(a, target)
     return out
 
 
 def _flagger_policy(policy: Progressive | ABTest, target: Target) -> Export:
-    if policy.provider == "kubernetes":
-        raise refuse(
-            "provider",
-            "Flagger's kubernetes provider runs blue/green only (it drops match and forces"
-            " iterations): no weights",
-        )
     templates: list[dict[str, Any]] = []
     analysis = _analysis(policy.analysis, policy.provider, target, templates)
     deadline = policy.progress_deadline_seconds

@@ -88,6 +88,15 @@ def canary_analysis(policy: Canary, target: Target) -> tuple[Provider, dict[str,
     return provider, analysis, templates
 
 
+_ARGO_ONLY = {
+    "set_canary_scale": "setCanaryScale",
+    "set_header_route": "setHeaderRoute",
+    "set_mirror_route": "setMirrorRoute",
+    "experiment": "experiment",
+}
+"""Step actions Flagger has no counterpart of, by their Argo names."""
+
+
 def _pairs(policy: Canary) -> tuple[list[int], float]:
     """The stepWeights and the tick of setWeight/pause pairs with one pause duration."""
     steps = policy.steps
@@ -98,9 +107,9 @@ def _pairs(policy: Canary) -> tuple[list[int], float]:
     for i, step in enumerate(steps):
         where = f"steps[{i}]"
         action = step.action
-        argo_only = [a for a in step.actions if a in ("set_canary_scale", "set_header_route")]
+        argo_only = [a for a in step.actions if a in _ARGO_ONLY]
         if argo_only:
-            camel = "setCanaryScale" if argo_only[0] == "set_canary_scale" else "setHeaderRoute"
+            camel = _ARGO_ONLY[argo_only[0]]
             raise refuse(f"{where}.{camel}", "an Argo-only step: Flagger has no such action")
         if action == "analysis":
             raise refuse(

@@ -60,6 +60,20 @@ def flagger_runbook(policy: Progressive | ABTest, target: Target, router) -> Exp
     if provider_router(policy.provider) != router.kind:
         reason = f"Flagger would route through {policy.provider} (and measure there), not {ex}"
         raise NotExpressibleError(ex, "provider", reason)
+    if isinstance(policy, Progressive) and policy.blue_green:
+        reason = (
+            "Flagger's blue/green (analysis at weight 0 fed by mirror or load tests, a switch"
+            " and a route back) is not written as a runbook: export to flagger"
+        )
+        raise NotExpressibleError(ex, "analysis.iterations", reason)
+    for field, given in (
+        ("mirror", a.mirror),
+        ("sessionAffinity", a.session_affinity is not None),
+        ("loadTest", a.load_test is not None),
+    ):
+        if given:
+            reason = f"the runbook's {router.kind} router does not write it: export to flagger"
+            raise NotExpressibleError(ex, f"analysis.{field}", reason)
     waiting = sorted(a.gate_types - {"confirm-rollout"})
     if waiting:
         reason = (

@@ -6,8 +6,12 @@ requests only (``canary!=""`` on ``nginx_ingress_controller_requests``, fluxcd/f
 percent, as simulated. Its ``request-duration`` is the canary's *mean* upstream latency, while
 the simulator checks the P99, so that one becomes a MetricTemplate computing the simulated value
 (truncated milliseconds), named ``request-duration-canary``. A custom metric's query is written
-for the router's own metrics (ingress-nginx's or Istio's); an Argo metric becomes a Flagger one
-when its condition is an inclusive range Flagger's ``thresholdRange`` can hold.
+for the router's own metrics (ingress-nginx's, Istio's, Linkerd's, App Mesh's Envoy); with the
+Gateway API, whose metrics are its implementation's, for the Gateway's Envoy upstream clusters
+as Flagger's Gateway API tutorial and end-to-end tests write them
+(``envoy_cluster_name=~"<namespace>_<service>-canary_..."``: Contour, Istio and Envoy Gateway
+are Envoy-based). An Argo metric becomes a Flagger one when its condition is an inclusive range
+Flagger's ``thresholdRange`` can hold.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from policies.errors import NotExpressibleError
 from policies.exporters import Target, promql
 from policies.flagger import FlaggerMetric
 from policies.measures import Query
-from policies.vocabulary import ROUTERS, Executor, MetricSource, provider_router
+from policies.vocabulary import ROUTERS, Executor, provider_router
 from policies.vocabulary import FlaggerProvider as Provider
 
 __all__ = [
@@ -67,7 +71,13 @@ def template(name: str, query: str, target: Target, field: str) -> dict[str, Any
     }
 
 
-def _source(provider: Provider, field: str) -> MetricSource:
+_GATEWAY = "gatewayapi"
+"""The ``_source`` of the Gateway API: the Gateway's Envoy clusters (see the module docstring)."""
+
+
+def _source(provider: Provider, field: str) -> str:
+    if provider == "gatewayapi":
+        return _GATEWAY
     source = ROUTERS[provider_router(provider)].metrics
     if source is not None:
         return source
@@ -81,12 +91,23 @@ def _source(provider: Provider, field: str) -> MetricSource:
 def _query(query: Query, source: str, field: str, scale=None) -> str:
     window = promql.FLAGGER_INTERVAL if query.window is None else query.window
     name = "{{ ingress }}" if source == "nginx" else "{{ target }}"  # Flagger's variables
+    envoy = "envoy" if source == _GATEWAY else source
     try:
-        return promql.query_for(
-            query, source, name, "{{ namespace }}", window, layout="flagger", scale=scale
+        text = promql.query_for(
+            query, envoy, name, "{{ namespace }}", window, layout="flagger", scale=scale
         )
     except ValueError as exc:
         raise refuse(field, str(exc)) from None
+    if source == _GATEWAY:  # the same Envoy metrics, selected by the Gateway's cluster names
+        for suffix in ("", "-primary"):
+            sidecar = (
+                'kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~'
+                f'"{name}{suffix}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
+            )
+            service = name + (suffix or "-canary")
+            cluster = f'envoy_cluster_name=~"{{{{ namespace }}}}_{service}_[0-9a-zA-Z-]+"'
+            text = text.replace(sidecar, cluster)
+    return text
 
 
 def metric_entry(

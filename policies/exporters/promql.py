@@ -36,7 +36,7 @@ built-in units: percent, truncated milliseconds).
 from __future__ import annotations
 
 import math
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from policies.exporters.promql_forms import (
     ARG_CANARY_HASH,
@@ -47,10 +47,12 @@ from policies.exporters.promql_forms import (
     Recognised,
     Scale,
     argo_arg,
+    form_notes,
     parse_window,
     recognise,
     recognise_form,
 )
+from policies.exporters.promql_parse import parse
 from policies.measures import Query
 from policies.vocabulary import METRIC_SOURCES, MetricSource
 
@@ -66,11 +68,13 @@ __all__ = [
     "Recognised",
     "Scale",
     "argo_arg",
+    "form_notes",
     "format_window",
     "parse_window",
     "query_for",
     "recognise",
     "recognise_form",
+    "why_unrecognised",
 ]
 
 Source = MetricSource
@@ -120,30 +124,55 @@ def format_window(seconds: float) -> str:
 
 
 def _selector(source: str, layout: str, version: str, service: str, namespace: str, hashes):
-    canary = version == "canary"
-    pod = f"{service}-{hashes[0 if canary else 1]}-.+"
+    """The labels of one version's series, or (``all``) both versions' together."""
+    canary, both = version == "canary", version == "all"
+    pod = f"{service}-.+" if both else f"{service}-{hashes[0 if canary else 1]}-.+"
+    if both:
+        primary = f'~"{service}|{service}-primary"'
+    else:
+        primary = f'"{service}"' if canary else f'"{service}-primary"'
     if source == "nginx":
-        label = 'canary!=""' if canary else 'canary=""'
-        return f'namespace="{namespace}", ingress="{service}", {label}'
+        label = "" if both else ', canary!=""' if canary else ', canary=""'
+        return f'namespace="{namespace}", ingress="{service}"{label}'
     if source == "istio":
         head = f'reporter="destination", destination_workload_namespace="{namespace}", '
         if layout == "flagger":
-            suffix = "" if canary else "-primary"
-            return head + f'destination_workload="{service}{suffix}"'
+            return head + f"destination_workload={primary}"
         return head + f'pod=~"{pod}"'
     if source == "haproxy":
-        return f'proxy="{service}", server="{version}"'
+        return f'proxy="{service}"' + ("" if both else f', server="{version}"')
     if source == "linkerd":
         head = f'namespace="{namespace}", direction="inbound", '
         if layout == "flagger":
-            return head + f'deployment="{service}{"" if canary else "-primary"}"'
+            return head + f"deployment={primary}"
         return head + f'pod=~"{pod}"'
     if source == "envoy":
         head = f'kubernetes_namespace="{namespace}", kubernetes_pod_name=~'
-        if layout == "flagger":
+        if layout == "flagger" and not both:
             return head + f'"{service}{"" if canary else "-primary"}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
         return head + f'"{pod}"'
     raise ValueError(f"unknown metric source {source!r} (choose from {', '.join(SOURCES)})")
+
+
+_CLASS_MATCHERS: dict[str, tuple[str, str]] = {  # (errors, the rest) by the errors counted
+    "5xx": ('=~"5.."', '!~"5.."'),
+    "4xx": ('=~"4.."', '!~"4.."'),
+    "404": ('="404"', '!="404"'),
+    "4xx+5xx": ('=~"[45].."', '!~"[45].."'),
+}
+
+
+def _matchers(source: str, errors: str) -> tuple[str, str]:
+    """The status matchers keeping the errors and the rest, for the responses counted."""
+    if errors == "5xx" and source in _ERRORS:
+        return _ERRORS[source]
+    if source == "linkerd":
+        raise ValueError("Linkerd classifies responses as success or failure: no 4xx class")
+    if source == "haproxy":  # its code label holds classes
+        if errors == "404":
+            raise ValueError("HAProxy counts responses by class (4xx): no 404")
+        return ('=~"[45]xx"', '!~"[45]xx"') if errors == "4xx+5xx" else ('="4xx"', '!="4xx"')
+    return _CLASS_MATCHERS[errors]
 
 
 def query_for(
@@ -168,6 +197,8 @@ def query_for(
     """
     if window is None:
         window = query.window
+    if query.irate is not None:  # irate's range: the window is its last scrape interval
+        window = query.irate
     if window is None:
         raise ValueError("the query has no window: pass the metric's interval")
     w = window if isinstance(window, str) else format_window(window)
@@ -175,13 +206,18 @@ def query_for(
     source = cast(MetricSource, source)  # _selector raised ValueError for any other source
     metric = _REQUESTS[source]
     status = cast(str, METRICS[metric].status)  # every requests metric has a status label
+    rate = "irate" if query.irate is not None else "rate"
     if query.measure in ("errorRate", "successRate"):
-        bad, good = _ERRORS.get(source, ('=~"5.."', '!~"5.."'))
-        matcher = bad if query.measure == "errorRate" else good
-        text = (
-            f"sum(rate({metric}{{{sel}, {status}{matcher}}}[{w}]))"
-            f" / sum(rate({metric}{{{sel}}}[{w}]))"
-        )
+        bad, good = _matchers(source, query.errors)
+        total = f"sum({rate}({metric}{{{sel}}}[{w}]))"
+        if query.min_rate:  # clamp_min: 1 - errors / total, no NaN without traffic
+            errors = f"(sum({rate}({metric}{{{sel}, {status}{bad}}}[{w}])) or vector(0))"
+            text = f"{errors} / clamp_min({total}, {query.min_rate!r})"
+            if query.measure == "successRate":
+                text = f"1 - ({text})"
+        else:
+            matcher = bad if query.measure == "errorRate" else good
+            text = f"sum({rate}({metric}{{{sel}, {status}{matcher}}}[{w}])) / {total}"
         natural: Scale = "fraction"
     elif query.measure == "requestCount":
         text, natural = f"sum(increase({metric}{{{sel}}}[{w}]))", "count"
@@ -190,7 +226,7 @@ def query_for(
             raise ValueError(f"{source} exports no latency histogram: no latency quantile")
         text = (
             f"histogram_quantile({query.quantile!r},"
-            f" sum by (le) (rate({_BUCKETS[source]}{{{sel}}}[{w}])))"
+            f" sum by (le) ({rate}({_BUCKETS[source]}{{{sel}}}[{w}])))"
         )
         natural = METRICS[_BUCKETS[source]].unit
     scale = scale or query.unit or ("seconds" if natural == "milliseconds" else natural)
@@ -213,3 +249,31 @@ def _rescale(text: str, natural: str, scale: str) -> str:
     if (natural, scale) not in _UNITS:
         raise ValueError(f"a {natural} query cannot be written in {scale}")
     return _UNITS[natural, scale].format(text)
+
+
+def _nodes(node: Any) -> list[Any]:
+    """Every node of a parsed query, depth first."""
+    out = [node]
+    for child in node[2] if node[0] == "call" else node[2:] if node[0] == "bin" else ():
+        out += _nodes(child)
+    return out
+
+
+def why_unrecognised(promql: str) -> str:
+    """Why ``promql`` is no recognised form, in words, for the importer's refusal."""
+    try:
+        nodes = _nodes(parse(promql))
+    except (ValueError, IndexError) as exc:
+        return f"its query is outside the PromQL the importer reads ({exc})"
+    selectors = [n for n in nodes if n[0] == "sel"]
+    calls = {n[1] for n in nodes if n[0] == "call"}
+    if not selectors:
+        return "its query reads no metric (a constant): no simulated measure"
+    if not calls & {"rate", "irate", "increase"}:
+        return (
+            "its query reads a raw counter (no rate or increase over a window): a total since"
+            " the process started, no simulated measure"
+        )
+    if "histogram_quantile" in calls and any(("le", "=", "+Inf") in s[2] for s in selectors):
+        return 'its quantile is of one bucket (le="+Inf"), which Prometheus answers with NaN'
+    return "its query is not a recognised form"

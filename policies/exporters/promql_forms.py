@@ -24,25 +24,37 @@ query's own unit. The families (``METRICS``), from the executors' and meshes' ow
   ``osm_request_duration_ms_bucket``; the ``kubernetes`` provider's application metrics
   ``http_request_duration_seconds_count``/``_bucket``.
 
-A version is read from the label that names it: Flagger's ``-canary``/``-primary`` names (a
-Service, cluster, route or workload), its canary pod pattern
-``<target>-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)``, Argo's ReplicaSet-hash arguments, ingress-nginx's
-``canary`` label, HAProxy's server names.
+Any other counter (``_total``, ``_count``) with a status label (``code``, ``status``,
+``status_code``, ``response_code``, ``nginx_status_range``...) is an application's, and any
+histogram in seconds or ms by its name's suffix. Which version a selector measures is read by
+``promql_versions``: one, or both together (``all``). ``irate`` is the rate over the last scrape
+interval (``Query.irate``); 4xx, 404 and 4xx+5xx matchers are kept as ``Query.errors``.
 Not recognised: means of a latency (Flagger's nginx and skipper request-duration, a
-``_sum / _count`` ratio: no quantile), ``irate`` (two samples, not the window), and Knative's
-revision clusters (a revision name does not say which version it is).
+``_sum / _count`` ratio: no quantile), a quantile of one bucket (``le="+Inf"``: NaN), a latency
+of both versions together, and Knative's revision clusters (a revision name does not say which
+version it is).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
 from policies.exporters.promql_parse import number, parse
-from policies.measures import Query
+from policies.exporters.promql_versions import (
+    ARG_CANARY_HASH,
+    ARG_NAMESPACE,
+    ARG_SERVICE,
+    ARG_STABLE_HASH,
+    GENERIC_FAMILIES,
+    STATUS_LABELS,
+    argo_arg,
+    version_of,
+)
+from policies.measures import ErrorClass, Query
 
 __all__ = [
     "ARG_CANARY_HASH",
@@ -50,24 +62,18 @@ __all__ = [
     "ARG_SERVICE",
     "ARG_STABLE_HASH",
     "METRICS",
+    "STATUS_LABELS",
     "MetricFacts",
     "Recognised",
     "Scale",
     "argo_arg",
+    "form_notes",
     "parse_window",
     "recognise",
     "recognise_form",
 ]
 
 Scale = Literal["fraction", "percent", "seconds", "milliseconds", "ms_floor", "count"]
-
-ARG_SERVICE, ARG_NAMESPACE = "service-name", "namespace"
-ARG_CANARY_HASH, ARG_STABLE_HASH = "canary-hash", "stable-hash"
-
-
-def argo_arg(name: str) -> str:
-    """``{{args.name}}``: an Argo AnalysisTemplate argument, resolved when the run starts."""
-    return "{{args." + name + "}}"
 
 
 @dataclass(frozen=True)
@@ -139,146 +145,180 @@ def parse_window(text: str) -> float | None:
     return total if text and pos == len(text) else None
 
 
-# ----------------------------------------------------------------------------- versions
-
-_FLAGGER_POD = "-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
-"""Flagger's canary pod pattern: one ReplicaSet hash and one pod suffix after the target's name
-(the primary's pods carry ``-primary-`` before them, so the anchored regex leaves them out)."""
-_END = r"(?=$|[-_.@/(\[\\*+])"
-_CANARY = re.compile(r"[-_]canary" + _END)
-_STABLE = re.compile(r"[-_](stable|primary)" + _END)
-
-
-def _tag(value: str) -> str | None:
-    """canary/stable from a name: a ReplicaSet-hash argument, a -canary/-stable/-primary part
-    (``_`` too: Envoy clusters and Skipper routes), or Flagger's canary pod pattern."""
-    if argo_arg(ARG_CANARY_HASH) in value or _CANARY.search(value):
-        return "canary"
-    if argo_arg(ARG_STABLE_HASH) in value or _STABLE.search(value):
-        return "stable"
-    return "canary" if value.endswith(_FLAGGER_POD) else None
-
-
-_NAME_LABELS = {
-    "pod",
-    "destination_service_name",
-    "destination_pod",
-    "envoy_cluster_name",
-    "kubernetes_pod_name",
-    "service",
-    "exported_service",
-    "route",
-    "proxy",
-}
-"""Labels whose value names one version's pods, Service, cluster or route."""
-_WORKLOAD_LABELS = {"destination_workload", "deployment", "dst_deployment", "destination_name"}
-"""Labels naming a workload: Flagger's primary is ``<target>-primary``, the canary ``<target>``."""
-_VERSION_LABELS = {"destination_canonical_revision", "destination_version", "server"}
-
-
-def _version(matchers: tuple) -> str | None:
-    """Which version a selector's labels pick out (None: both, or unknown)."""
-    found = set()
-    for label, op, value in matchers:
-        if label == "canary" and op in ("=", "=~", "!="):  # ingress-nginx's canary label
-            if (op, value) in (("!=", ""), ("=~", ".+")) or (op == "=" and value):
-                found.add("canary")
-            elif (op, value) == ("=", ""):
-                found.add("stable")
-        elif op not in ("=", "=~"):
-            continue
-        elif label in _NAME_LABELS:
-            found.add(_tag(value) or "")
-        elif label == "destination_service":
-            found.add(_tag(value.split(".")[0]) or "")  # a host name: its first label
-        elif label in _WORKLOAD_LABELS:
-            found.add("stable" if value.endswith("-primary") else "canary")
-        elif label in _VERSION_LABELS and op == "=":
-            found.add(value if value in ("canary", "stable") else "")
-    found.discard("")
-    return found.pop() if len(found) == 1 else None
-
-
 # ----------------------------------------------------------------------------- forms
 
 
-def _rate_sum(node: Any, funcs=("rate",), group=()) -> tuple[str, tuple, str] | None:
-    """``sum(rate(m{...}[w]))`` (grouped only by ``group`` or labels the matchers fix)."""
+def _facts(metric: str) -> MetricFacts | None:
+    """A known metric's facts, else an application's by Prometheus's naming conventions: a
+    ``_total`` or ``_count`` counter, or a ``_bucket`` histogram in its name's unit."""
+    if metric in METRICS:
+        return METRICS[metric]
+    if metric.endswith(("_total", "_count")):
+        return MetricFacts("application", "requests")
+    unit = re.search(r"_(seconds|milliseconds|ms)_bucket$", metric)
+    if unit:
+        return _buckets("application", "seconds" if unit.group(1) == "seconds" else "milliseconds")
+    return None
+
+
+@dataclass(frozen=True)
+class _Sum:
+    """``sum(f(metric{matchers}[window]))``, grouped ``by``."""
+
+    metric: str
+    matchers: tuple
+    window: str
+    func: str
+    by: tuple = ()
+
+
+def _rate_sum(node: Any, funcs=("rate", "irate"), group=()) -> _Sum | None:
+    """``sum(rate(m{...}[w]))`` (or irate), grouped only by ``group`` or labels the selector
+    constrains (``=`` or ``=~``: the version's series)."""
     if node[0] != "call" or node[1] != "sum" or len(node[2]) != 1:
         return None
     inner = node[2][0]
     if inner[0] != "call" or inner[1] not in funcs or len(inner[2]) != 1 or inner[3]:
         return None
     sel = inner[2][0]
-    if sel[0] != "sel" or sel[3] is None or sel[1] not in METRICS:
+    if sel[0] != "sel" or sel[3] is None or _facts(sel[1]) is None:
         return None
+    labels: tuple = ()
     if node[3] is not None:
         kind, labels = node[3]
-        fixed = {label for label, op, _ in sel[2] if op == "="} | set(group)
+        fixed = {label for label, op, _ in sel[2] if op in ("=", "=~")} | set(group)
         if kind != "by" or not set(labels) <= fixed:
             return None
-    return sel[1], sel[2], sel[3]
+    return _Sum(sel[1], sel[2], sel[3], inner[1], tuple(labels))
 
 
 def _counts(metric: str, matchers: tuple) -> bool:
     """Whether the series count requests: a counter, or a histogram's ``le="+Inf"`` bucket."""
-    kind = METRICS[metric].kind
-    return kind != "buckets" or (_INF in matchers and METRICS[metric].status is not None)
+    facts = _facts(metric)
+    return facts is not None and (facts.kind != "buckets" or _INF in matchers)
 
 
-def _is_error(facts: MetricFacts, label: str, op: str, value: str) -> bool | None:
-    """True for a matcher that keeps the errors, False for one that keeps the rest."""
-    if label != facts.status:
+_CLASSES: dict[str, ErrorClass] = {
+    **dict.fromkeys(_FIVE_XX, "5xx"),
+    **dict.fromkeys(("4..", "4.*", "4.+", "^4.*", r"4\d\d", "4[0-9][0-9]", "4xx"), "4xx"),
+    "404": "404",
+    **dict.fromkeys(
+        ("[45]..", "[45].*", "[4-5]..", "[4-5].*", "[45]xx", "4..|5..", "5..|4..", "4xx|5xx"),
+        "4xx+5xx",
+    ),
+}
+"""Status matcher values and the responses they keep."""
+_CLASS_LABELS = {"nginx_status_range", "status_class"}
+"""Labels holding a class ("5xx") rather than a code: ``=`` matches a class there."""
+
+
+def _is_error(facts: MetricFacts, label: str, op: str, value: str) -> tuple[bool, str] | None:
+    """(True for a matcher that keeps the errors, False for one that keeps the rest; the
+    class of responses counted as errors), or None for no status matcher."""
+    if label != facts.status and not (facts.family in GENERIC_FAMILIES and label in STATUS_LABELS):
         return None
     if label == "classification":  # Linkerd: failure (5xx, gRPC error) or success
         kept = {("=", "failure"): True, ("!=", "success"): True}
         kept |= {("!=", "failure"): False, ("=", "success"): False}
-        return kept.get((op, value))
+        bad = kept.get((op, value))
+        return None if bad is None else (bad, "5xx")
     if label == "envoy_response_code_class":
-        return op in ("=", "=~") if value == "5" else None
-    ops = ("=~", "!~", "=", "!=") if facts.family == "haproxy" else ("=~", "!~")
-    return op in ("=~", "=") if value in _FIVE_XX and op in ops else None
-
-
-Found = tuple[str, str, Scale, str, tuple, tuple]
-"""(measure, family, scale, window text, matchers, (quantile,) or ())."""
-
-
-def _ratio(node: Any) -> Found | None:
-    top, bottom = _rate_sum(node[2]), _rate_sum(node[3])
-    if not top or not bottom or top[2] != bottom[2]:
+        klass = {"5": "5xx", "4": "4xx"}.get(value)
+        return None if klass is None or op not in ("=", "=~") else (True, klass)
+    klass = _CLASSES.get(value)
+    literal = facts.family == "haproxy" or label in _CLASS_LABELS or value == "404"
+    if klass is None or (op in ("=", "!=") and not literal):
         return None
-    facts, under = METRICS[top[0]], METRICS[bottom[0]]
-    same = top[0] == bottom[0] or (under.kind == "total" and facts.family == under.family)
-    if not same or not _counts(top[0], top[1]) or not _counts(bottom[0], bottom[1]):
-        return None
-    extra = [m for m in top[1] if m not in bottom[1]]
-    if len(extra) != 1 or set(bottom[1]) - set(top[1]):
-        return None
-    bad = _is_error(facts, *extra[0])
-    if bad is None:
-        return None
-    measure = "errorRate" if bad else "successRate"
-    return measure, facts.family, "fraction", top[2], bottom[1], ()
+    return op in ("=~", "="), klass
 
 
-def _base(node: Any) -> Found | None:
+@dataclass(frozen=True)
+class _Found:
+    """A form matched: its measure, family, scale, window text, matchers and the rest."""
+
+    measure: str
+    family: str
+    scale: Scale
+    window: str
+    matchers: tuple
+    quantile: float | None = None
+    irate: bool = False
+    errors: str = "5xx"
+    min_rate: float | None = None
+    nan_filter: bool = False
+
+
+_ZERO = ("call", "vector", (("num", 0.0),), None)
+
+
+def _ratio(node: Any) -> _Found | None:
+    top, bottom, min_rate = node[2], node[3], None
+    if top[0] == "bin" and top[1] == "or" and top[3] == _ZERO:  # no error series yet: 0
+        top = top[2]
+    if bottom[0] == "call" and bottom[1] == "clamp_min" and len(bottom[2]) == 2:
+        bottom, min_rate = bottom[2][0], number(bottom[2][1])
+        if not min_rate or min_rate <= 0:
+            return None
+    t, b = _rate_sum(top), _rate_sum(bottom)
+    if not t or not b or (t.window, t.func, t.by) != (b.window, b.func, b.by):
+        return None
+    facts, under = _facts(t.metric), _facts(b.metric)
+    if facts is None or under is None:
+        return None
+    same = t.metric == b.metric or (under.kind == "total" and facts.family == under.family)
+    extra = [m for m in t.matchers if m not in b.matchers]
+    if not same or len(extra) != 1 or set(b.matchers) - set(t.matchers):
+        return None
+    found = _is_error(facts, *extra[0])
+    if found is None or (min_rate and not found[0]):
+        return None
+    # summed buckets weigh each request by its buckets: exact only for responses the world
+    # never gives (its 4xx: 0 of any weighting)
+    if found[1] not in ("4xx", "404") and not (
+        _counts(t.metric, t.matchers) and _counts(b.metric, b.matchers)
+    ):
+        return None
+    measure = "errorRate" if found[0] else "successRate"
+    return _Found(
+        measure,
+        facts.family,
+        "fraction",
+        t.window,
+        b.matchers,
+        irate=t.func == "irate",
+        errors=found[1],
+        min_rate=min_rate,
+    )
+
+
+def _base(node: Any) -> _Found | None:
     """A base form in its natural scale."""
     if node[0] == "bin" and node[1] == "/":
         return _ratio(node)
     if node[0] == "call" and node[1] == "sum":
         counted = _rate_sum(node, funcs=("increase",))
-        if counted and _counts(counted[0], counted[1]):
-            return "requestCount", METRICS[counted[0]].family, "count", counted[2], counted[1], ()
+        if counted and _counts(counted.metric, counted.matchers):
+            family = METRICS[counted.metric].family if counted.metric in METRICS else "application"
+            return _Found("requestCount", family, "count", counted.window, counted.matchers)
         return None
     if node[0] == "call" and node[1] == "histogram_quantile" and len(node[2]) == 2:
         q, inner = number(node[2][0]), node[2][1]
         grouped = inner[0] == "call" and inner[3] == ("by", ("le",))
         summed = _rate_sum(inner, group=("le",)) if grouped else None
-        if q is None or not 0 < q < 1 or not summed or METRICS[summed[0]].kind != "buckets":
+        facts = _facts(summed.metric) if summed else None
+        if q is None or not 0 < q < 1 or not summed or not facts or facts.kind != "buckets":
             return None
-        facts = METRICS[summed[0]]
-        return "latency", facts.family, facts.unit, summed[2], summed[1], (q,)
+        if _INF in summed.matchers:  # one bucket: Prometheus gives NaN
+            return None
+        return _Found(
+            "latency",
+            facts.family,
+            facts.unit,
+            summed.window,
+            summed.matchers,
+            q,
+            irate=summed.func == "irate",
+        )
     return None
 
 
@@ -289,19 +329,34 @@ _SCALED: dict[tuple[str, float | None, Scale], Scale] = {
 }
 
 
-def _match(node: Any) -> Found | None:
+def _guarded(node: Any) -> _Found | None:
+    """``X and on() (sum(rate(R[w])) > 0)`` or ``X unless sum(rate(R[w])) == 0``: X only
+    while there is traffic, else an empty vector, which is what a NaN filter does to a window
+    without requests."""
+    right, want = node[3], ">" if node[1].startswith("and") else "=="
+    if right[0] != "bin" or right[1] != want or number(right[3]) != 0:
+        return None
+    inner = _match(node[2])
+    if inner is None or _rate_sum(right[2]) is None:
+        return None
+    return replace(inner, nan_filter=True)
+
+
+def _match(node: Any) -> _Found | None:
     """Base forms under the unit changes and complements the exporters and users write."""
     base = _base(node)
     if base:
         return base
     if node[0] == "call" and node[1] == "floor" and len(node[2]) == 1 and not node[3]:
         inner = _match(node[2][0])
-        if inner and inner[2] == "milliseconds":
-            return (inner[0], inner[1], "ms_floor", *inner[3:])
+        if inner and inner.scale == "milliseconds":
+            return replace(inner, scale="ms_floor")
         return None
     if node[0] != "bin":
         return None
     op, left, right = node[1], node[2], node[3]
+    if op in ("and", "and on()", "unless", "unless on()"):
+        return _guarded(node)
     if op == "/" and left[0] == "bin" and left[1] == "*":  # 100 * a / b is 100 * (a / b)
         factor, top = (left[2], left[3]) if number(left[2]) is not None else (left[3], left[2])
         if number(factor) is not None:
@@ -309,15 +364,17 @@ def _match(node: Any) -> Found | None:
     pairs = [(number(right), left)] + ([(number(left), right)] if op == "*" else [])
     for factor, other in pairs if op in ("*", "/") else ():
         inner = _match(other) if factor is not None else None
-        scale = _SCALED.get((op, factor, inner[2])) if inner else None
+        scale = _SCALED.get((op, factor, inner.scale)) if inner else None
         if scale and inner:
-            return (inner[0], inner[1], scale, *inner[3:])
+            return replace(inner, scale=scale)
     if op == "-" and number(left) in (1, 100):
         inner = _match(right)
         want = "fraction" if number(left) == 1 else "percent"
-        if inner and inner[2] == want and inner[0] in ("errorRate", "successRate"):
-            flipped = "successRate" if inner[0] == "errorRate" else "errorRate"
-            return (flipped, *inner[1:])
+        if inner and inner.scale == want and inner.measure in ("errorRate", "successRate"):
+            if inner.min_rate and inner.measure == "successRate":
+                return None  # 1 - ok/clamp_min(total) is no rate the simulator computes
+            flipped = "successRate" if inner.measure == "errorRate" else "errorRate"
+            return replace(inner, measure=flipped)
     return None
 
 
@@ -325,25 +382,32 @@ def _match(node: Any) -> Found | None:
 class Recognised:
     """A query read back: the ``Query`` (its ``unit`` the scale written; window None: a
     template variable, the metric's interval), the scale (``ms_floor``: truncated ms, which no
-    ``Query`` computes), the metric family, and the fixed labels."""
+    ``Query`` computes), the metric family, the fixed labels, and the labels that say which
+    version it measures (``version_from``)."""
 
     query: Query
     source: str
     scale: Scale
     nan_filter: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    version_from: str = ""
 
 
 def recognise_form(promql: str) -> Recognised | None:
     """The recognised form of ``promql`` with its unit, or None.
 
-    Forms (any whitespace; ``sum by (le) (...)`` or ``sum(...) by (le)``; ``rate`` only):
-    ``sum(rate(R{5xx}[w])) / sum(rate(R[w]))`` (error rate; the denominator may be the family's
-    status-less total), the same with the complement matcher (success rate), ``1 - `` either,
+    Forms (any whitespace; ``sum by (le) (...)`` or ``sum(...) by (le)``; ``rate`` or
+    ``irate``): ``sum(rate(R{5xx}[w])) / sum(rate(R[w]))`` (error rate; the denominator may be
+    the family's status-less total, ``clamp_min(..., r)``, the numerator ``... or vector(0)``;
+    both sides may be grouped ``by`` the labels that pick the series), the same with the
+    complement matcher (success rate), 4xx, 404 or 4xx+5xx in place of 5xx, ``1 - `` either,
     ``100 *`` or ``* 100`` either (percent), ``histogram_quantile(q, sum by (le) (rate(B[w])))``
     (latency in the histogram's unit; ``/ 1000`` gives seconds, ``1000 *`` ms, ``floor(...)``
-    truncated ms), ``sum(increase(R[w]))`` (request count), each optionally ``>= 0`` (a NaN
-    filter). The selector must pick out one version (see the module docs).
+    truncated ms; ``and on() (sum(rate(R[w])) > 0)``: no value without traffic),
+    ``sum(increase(R[w]))`` (request count), each optionally ``>= 0`` (a NaN filter). R is a
+    known family's counter or any application's (``_total``, ``_count``, with a status label),
+    B any histogram in seconds or ms by its name. The selector must name what it measures:
+    one version, or both (``all``; see the module docs).
     """
     try:
         node = parse(promql)
@@ -355,19 +419,30 @@ def recognise_form(promql: str) -> Recognised | None:
     found = _match(node)
     if not found:
         return None
-    measure, family, scale, window_text, matchers, extra = found
-    version = _version(matchers)
-    templated = "{{" in window_text  # a template variable: the metric's interval
-    window = None if templated else parse_window(window_text)
-    if version is None or not (templated or ((window or 0) > 0 and math.isfinite(window or 0))):
+    picked = version_of(found.matchers, found.family)
+    templated = "{{" in found.window  # a template variable: the metric's interval
+    window = None if templated else parse_window(found.window)
+    if picked is None or not (templated or ((window or 0) > 0 and math.isfinite(window or 0))):
         return None
-    fields: dict[str, Any] = {"measure": measure, "version": version, "window": window}
-    if extra:
-        fields["quantile"] = extra[0]
-    if scale in ("percent", "milliseconds", "ms_floor"):
-        fields["unit"] = "milliseconds" if scale == "ms_floor" else scale
-    labels = {label: value for label, op, value in matchers if op == "="}
-    return Recognised(Query(**fields), family, scale, nan_filter, labels)
+    if picked[0] == "all" and found.measure == "latency":
+        return None  # no quantile of both versions together (``Query``)
+    fields: dict[str, Any] = {"measure": found.measure, "version": picked[0], "window": window}
+    if found.irate:  # the range read as irate's lookback, the window its last scrape interval
+        fields["irate"], fields["window"] = window, None
+        if templated:
+            return None
+    if found.quantile is not None:
+        fields["quantile"] = found.quantile
+    if found.scale in ("percent", "milliseconds", "ms_floor"):
+        fields["unit"] = "milliseconds" if found.scale == "ms_floor" else found.scale
+    if found.errors != "5xx":
+        fields["errors"] = found.errors
+    if found.min_rate:
+        fields["min_rate"] = found.min_rate
+    labels = {label: value for label, op, value in found.matchers if op == "="}
+    nan_filter = nan_filter or found.nan_filter
+    query = Query(**fields)
+    return Recognised(query, found.family, found.scale, nan_filter, labels, picked[1])
 
 
 def recognise(promql: str) -> Query | None:
@@ -376,3 +451,40 @@ def recognise(promql: str) -> Query | None:
     milliseconds are no ``Query``: None."""
     found = recognise_form(promql)
     return found.query if found and found.scale != "ms_floor" else None
+
+
+def form_notes(found: Recognised) -> list[str]:
+    """What an importer should say about a recognised query beyond its measure: the version
+    read from its labels when they name both or an application's, how irate, 4xx and
+    clamp_min are modelled."""
+    query, notes = found.query, []
+    if query.version == "all" or found.source in GENERIC_FAMILIES:
+        what = (
+            "both versions together (the whole Service)"
+            if query.version == "all"
+            else (f"the {query.version}")
+        )
+        notes.append(f"its selector ({found.version_from}) measures {what}")
+    if query.irate is not None:
+        notes.append(
+            "irate reads the last two samples of its range: simulated as the rate over the last"
+            " scrape interval (the world's scrapeInterval), not over the range"
+        )
+    if query.errors in ("4xx", "404"):
+        full = "100 %" if query.unit == "percent" else "1"
+        notes.append(
+            f"it counts {query.errors} responses, which the simulated world never gives (its"
+            f" failures are 5xx): its value is {full if query.measure == 'successRate' else 0}"
+            " whenever there is traffic"
+        )
+    elif query.errors == "4xx+5xx":
+        notes.append(
+            "it counts 4xx responses as failures too; the simulated world gives none, so it"
+            " counts its 5xx"
+        )
+    if query.min_rate:
+        notes.append(
+            f"clamp_min(..., {query.min_rate:g}): below {query.min_rate:g} request/s the rate's"
+            " denominator is that minimum, so a window without traffic gives 0, not NaN"
+        )
+    return notes

@@ -2,8 +2,9 @@
 
 Nodes are tuples: ``("num", value)``, ``("sel", metric, matchers, range)`` with matchers a
 sorted tuple of ``(label, op, value)``, ``("call", name, args, grouping)`` and
-``("bin", op, left, right)``. What lies outside the subset (offsets, ``bool``, ``on``/``ignoring``
-vector matching, subqueries) raises ``ValueError``: such a query is no recognised form.
+``("bin", op, left, right)``; a set operator's vector matching is part of its op
+(``"and on()"``). What lies outside the subset (offsets, ``bool``, ``on``/``ignoring`` on
+arithmetic, subqueries) raises ``ValueError``: such a query is no recognised form.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ _TOKEN = re.compile(
     r"|(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(?P<op>=~|!~|==|!=|>=|<=|[-+*/<>=(){},])"
     r"|(?P<ident>[A-Za-z_:][A-Za-z0-9_:]*))"
 )
-_LEVELS = (("==", "!=", ">=", "<=", ">", "<"), ("+", "-"), ("*", "/"))
+_LEVELS = (("or",), ("and", "unless"), ("==", "!=", ">=", "<=", ">", "<"), ("+", "-"), ("*", "/"))
+_SET_OPS = ("or", "and", "unless")
 
 
 def parse(text: str) -> Any:
@@ -69,7 +71,7 @@ class _Parser:
         return node
 
     def expr(self, level: int = 0) -> Any:
-        """Binary operators by precedence: comparisons, then + -, then * /."""
+        """Binary operators by precedence: or, and/unless, comparisons, + -, * /."""
         if level == len(_LEVELS):
             if self.peek("-"):
                 self.take()
@@ -80,6 +82,9 @@ class _Parser:
             op = self.take()
             if self.peek("bool"):
                 raise ValueError("bool comparisons are not a recognised form")
+            if op in _SET_OPS and (self.peek("on") or self.peek("ignoring")):
+                kind, labels = self.grouping()
+                op = f"{op} {kind}({','.join(labels)})"
             left = ("bin", op, left, self.expr(level + 1))
         return left
 
@@ -109,7 +114,7 @@ class _Parser:
         return self.selector(name)
 
     def grouping(self) -> tuple[str, tuple[str, ...]]:
-        kind, labels = self.take(), []
+        kind, labels = self.take(), []  # by, without, on or ignoring
         self.take("(")
         while not self.peek(")"):
             labels.append(self.take(kind="ident"))

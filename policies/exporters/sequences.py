@@ -17,6 +17,9 @@ The duck-typed parts, each a small object of its executor's module:
   ``weight(weight, step, routes)``, ``match(matches, step)``, ``promoted()``;
 - a switch: ``executor``, ``runbook(policy, target)``, ``objects()``, ``manifest(side)``,
   ``command(side)``.
+
+Also here, for the Argo Rollout's export: each Argo router's ``trafficRouting`` fields
+(``router_config``), the objects it routes through, named after the service.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from __future__ import annotations
 from typing import Any, assert_never
 
 from policies.bluegreen import BlueGreen
-from policies.canary import Canary, Pause, SetCanaryScale, SetHeaderRoute
+from policies.canary import (
+    Canary,
+    Experiment,
+    Pause,
+    SetCanaryScale,
+    SetHeaderRoute,
+    SetMirrorRoute,
+    TrafficRouting,
+)
 from policies.common import HeaderMatch, RolloutAnalysis
 from policies.errors import NotExpressibleError
 from policies.exporters import Export, Target
@@ -34,7 +45,15 @@ from policies.exporters.runbook import Runbook, refuse_unrunnable, secs
 from policies.replicas import traffic_routed_counts
 from policies.vocabulary import ArgoRouter, Executor
 
-__all__ = ["RoutedWeights", "bluegreen_runbook", "canary_runbook", "require_router"]
+__all__ = [
+    "RoutedWeights",
+    "bluegreen_runbook",
+    "canary_runbook",
+    "plugin_config",
+    "plugin_notes",
+    "require_router",
+    "router_config",
+]
 
 
 def canary_runbook(policy: Canary, target: Target, weights) -> Export:
@@ -75,13 +94,30 @@ def canary_runbook(policy: Canary, target: Target, weights) -> Export:
                     weights.set_canary_scale(scale, f"{what}: setCanaryScale")
                 case SetHeaderRoute() as route:
                     weights.header_route(route, f"{what}: setHeaderRoute")
+                case Experiment() | SetMirrorRoute():
+                    name = "experiment" if isinstance(op, Experiment) else "setMirrorRoute"
+                    raise NotExpressibleError(
+                        book.executor,
+                        f"{what}.{name}",
+                        "a runbook runs the canary's own Deployments and routes; an Argo"
+                        " experiment's ReplicaSets and a mirror route are the Argo controller's"
+                        " (export to argo)",
+                    )
                 case never:
                     assert_never(never)
     weights.promote(background is not None)
     return book.export()
 
 
-_EFFECTS = (SetHeaderRoute, SetCanaryScale, int, RolloutAnalysis, Pause)
+_EFFECTS = (
+    SetHeaderRoute,
+    SetMirrorRoute,
+    SetCanaryScale,
+    int,
+    Experiment,
+    RolloutAnalysis,
+    Pause,
+)
 
 
 def _effect_order(op) -> int:
@@ -218,3 +254,59 @@ def bluegreen_runbook(policy: BlueGreen, target: Target, switch) -> Export:
     book.pause(policy.scale_down_delay_seconds, "scaleDownDelaySeconds before blue goes")
     book.scale(blue, 0, notes="Blue goes; for the next release the colours swap.")
     return book.export()
+
+
+def plugin_config(name: str, target: Target) -> dict[str, Any]:
+    """A traffic-router plugin's configuration: the objects it manages, where the plugin is
+    known (Gateway API: an HTTPRoute; Contour: an HTTPProxy), else empty (listed in NOTES)."""
+    if name == "argoproj-labs/gatewayAPI":
+        return {"httpRoute": target.service, "namespace": target.namespace}
+    if name == "argoproj-labs/contour":
+        return {"httpProxy": target.service, "namespace": target.namespace}
+    return {}
+
+
+def router_config(router: ArgoRouter, routing: TrafficRouting, target: Target) -> Any:
+    """One router's fields as its CRD requires them, naming objects after the service."""
+    svc = target.service
+    match router:
+        case "nginx":
+            return {"stableIngress": svc}
+        case "istio":
+            return {
+                "virtualService": {"name": svc, "routes": ["primary"]},
+                "destinationRule": {
+                    "name": svc,
+                    "canarySubsetName": "canary",
+                    "stableSubsetName": "stable",
+                },
+            }
+        case "smi":
+            return {"trafficSplitName": svc}
+        case "alb":
+            return {"ingress": svc, "servicePort": target.port}
+        case "ambassador":
+            return {"mappings": [svc]}
+        case "apisix":
+            return {"route": {"name": svc, "rules": [svc]}}
+        case "appMesh":
+            return {
+                "virtualService": {"name": svc, "routes": ["primary"]},
+                "virtualNodeGroup": {
+                    "canaryVirtualNodeRef": {"name": f"{svc}-canary"},
+                    "stableVirtualNodeRef": {"name": f"{svc}-stable"},
+                },
+            }
+        case "traefik":
+            return {"weightedTraefikServiceName": svc}
+        case "plugins":
+            return {name: plugin_config(name, target) for name in routing.plugins or {}}
+        case never:
+            assert_never(never)
+
+
+def plugin_notes(policy: Canary) -> dict[str, str]:
+    plugins = policy.traffic_routing.plugins if policy.traffic_routing else None
+    unknown = [f"- `{n}`" for n in plugins or {} if not plugin_config(n, Target())]
+    head = "Fill in these traffic-router plugins' configuration (the objects they manage):"
+    return {"NOTES.md": "\n".join([head, *unknown]) + "\n"} if unknown else {}

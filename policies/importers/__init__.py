@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policies.base import load_yaml
+from policies.base import load_yaml, read_text_file
 from policies.errors import PolicyError
 from policies.importers.argo import import_rollout
 from policies.importers.context import (
@@ -39,6 +39,7 @@ from policies.importers.context import (
     parse_map,
 )
 from policies.importers.flagger import import_canary
+from policies.importers.prune import PRUNED, check_object, crd_name
 
 __all__ = [
     "MAP_SYNTAX",
@@ -50,6 +51,11 @@ __all__ = [
     "map_hint",
     "parse_map",
 ]
+
+
+_ARGO_KINDS = ("Rollout", "AnalysisTemplate", "ClusterAnalysisTemplate")
+_KINDS = (*_ARGO_KINDS, "Canary", "MetricTemplate")
+_GROUPS = ("argoproj.io", "flagger.app")
 
 
 @dataclass
@@ -65,10 +71,7 @@ def _texts(source: Any) -> list[tuple[str, str | None]]:
     if isinstance(source, list | tuple):
         return [t for item in source for t in _texts(item)]
     if isinstance(source, Path):
-        try:
-            return [(source.read_text(encoding="utf-8"), str(source))]
-        except OSError as exc:
-            raise PolicyError(f"cannot read file: {exc.strerror}", file=str(source)) from None
+        return [(read_text_file(source), str(source))]
     text = str(source)
     if "\n" not in text and ":" not in text.split("/")[0] and Path(text).suffix:
         return _texts(Path(text))
@@ -93,6 +96,12 @@ def _collect(source: Any) -> Manifests:
             if not isinstance(meta, dict):
                 raise PolicyError("is not a mapping", path=f"{kind}: metadata", file=file)
             name = str(meta.get("name", ""))
+            if group in _GROUPS and kind in _KINDS:  # what the executor sees of it
+                checked = check_object(doc)
+                doc = checked.doc
+                out.dropped[f"{kind}/{name}"] = checked.dropped
+                if checked.problem:
+                    out.invalid[f"{kind}/{name}"] = checked.problem
             if group == "argoproj.io" and kind == "Rollout":
                 out.rollouts.append((doc, file))
             elif group == "flagger.app" and kind == "Canary":
@@ -107,27 +116,86 @@ def _collect(source: Any) -> Manifests:
     return out
 
 
-def import_manifests(text_or_path: Any, *, mapping: Any = None) -> ImportResult:
-    """The policy of the one Argo ``Rollout`` or Flagger ``Canary`` in ``text_or_path``.
+def _label(doc: dict) -> str:
+    return f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+
+
+def _choose(found: Manifests, name: str | None, ctx: Context) -> tuple[dict, str | None]:
+    """The one Rollout or Canary to import: the only one, or the one named ``name``."""
+    candidates = [*found.rollouts, *found.canaries]
+    if name is not None:
+        chosen = [c for c in candidates if (c[0].get("metadata") or {}).get("name") == name]
+        listed = ", ".join(_label(d) for d, _ in candidates) or "none"
+        if not chosen:
+            raise PolicyError(f"no Rollout or Canary named {name!r} (found: {listed})")
+        if len(chosen) > 1:
+            raise PolicyError(f"{len(chosen)} rollout objects are named {name!r} ({listed})")
+        for doc, _ in candidates:
+            if doc is not chosen[0][0]:
+                ctx.ignored.append(f"{_label(doc)}: not the one chosen by name")
+        return chosen[0]
+    if len(candidates) != 1:
+        if not candidates:
+            raise PolicyError(
+                "found no Argo Rollout or Flagger Canary: import exactly one Rollout or Canary"
+                " at a time"
+            )
+        listed = ", ".join(_label(d) for d, _ in candidates)
+        raise PolicyError(
+            f"found {len(candidates)} rollout objects ({listed}): pick one with --name NAME"
+            " (import_manifests(..., name=NAME))"
+        )
+    return candidates[0]
+
+
+def _pruned_hint(exc: PolicyError, found: Manifests) -> PolicyError:
+    """An error at or above a pruned field says so: the executor never saw the field."""
+    label, _, path = exc.path.partition(": ")
+    near = [p for p in found.dropped.get(label, []) if path and p.startswith(path)]
+    if not near:
+        return exc
+    what = f"{near[0]} is {PRUNED.format(crd=_crd(label))}"
+    return PolicyError(f"{exc.message} ({what})", path=exc.path, file=exc.file)
+
+
+def _crd(label: str) -> str:
+    """Argo or Flagger, by the kind in ``Kind/name``."""
+    return crd_name("argoproj.io" if label.split("/")[0] in _ARGO_KINDS else "flagger.app")
+
+
+def import_manifests(
+    text_or_path: Any, *, mapping: Any = None, name: str | None = None
+) -> ImportResult:
+    """The policy of the one Argo ``Rollout`` or Flagger ``Canary`` in ``text_or_path`` (or of
+    the one named ``name`` among several).
 
     ``text_or_path``: YAML text, a path, or a list of them. ``mapping``: see ``load_mapping``.
+    Each object is read as the API server stores it: pruned to its CRD (each dropped path is
+    noted) and refused if it breaks the CRD's schema otherwise.
     """
     found = _collect(text_or_path)
     ctx = Context(found, load_mapping(mapping))
-    total = len(found.rollouts) + len(found.canaries)
-    if total != 1:
-        what = "no Argo Rollout or Flagger Canary" if not total else f"{total} rollout objects"
-        raise PolicyError(f"found {what}: import exactly one Rollout or Canary at a time")
-    if found.rollouts:
-        doc, ctx.file = found.rollouts[0]
-        policy = import_rollout(doc, ctx)
-    else:
-        doc, ctx.file = found.canaries[0]
-        policy = import_canary(doc, ctx)
+    doc, ctx.file = _choose(found, name, ctx)
+    label = _label(doc)
+    try:
+        if doc.get("kind") == "Rollout":
+            policy = import_rollout(doc, ctx)
+        else:
+            policy = import_canary(doc, ctx)
+    except PolicyError as exc:
+        raise _pruned_hint(exc, found) from None
+    # what the importer accepted must pass the CRD too (its own errors, more precise, first)
+    for read in (label, *sorted(ctx.read)):
+        if read in found.invalid:
+            raise PolicyError(found.invalid[read], path=read, file=ctx.file)
+    for where in (label, *sorted(ctx.read)):
+        for path in found.dropped.get(where, []):
+            ctx.notes.append(f"{where}: {path}: {PRUNED.format(crd=_crd(where))}")
     for other in found.others:
         name = (other.get("metadata") or {}).get("name", "?")
         ctx.ignored.append(f"{other.get('kind')}/{name}: not a rollout object")
     unused = sorted(set(ctx.mapping) - ctx.used)
     if unused:
         ctx.notes.append(f"mapping for {', '.join(unused)} matched no metric")
-    return ImportResult(policy, ctx.ignored, ctx.notes)
+    notes = list(dict.fromkeys(ctx.notes))  # a template used several times says it once
+    return ImportResult(policy, ctx.ignored, notes)

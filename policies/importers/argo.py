@@ -3,8 +3,8 @@
 Every field of the Rollout that changes timing or traffic is read into the policy (the
 strategy by ``argo_steps``, single fields by ``argo_fields``); fields that name or decorate live
 objects are ignored and listed, and so are the templates the Rollout does not reference; a
-field the simulator cannot model (experiment and mirror steps, step plugins,
-replicaProgressThreshold...) is refused with the path to it. Durations follow Argo: a pause
+field the simulator cannot model (step plugins, replicaProgressThreshold...) is refused with the
+path to it. Durations follow Argo: a pause
 takes whole seconds (fractions truncate, as ``DurationSeconds`` does) and Go durations have no
 "d". A Rollout without ``replicas`` runs Argo's 1.
 """
@@ -24,6 +24,7 @@ from policies.importers.argo_fields import (
     go_seconds,
     mapping,
     refuse_flow_keys,
+    substitute,
 )
 from policies.importers.argo_steps import read_bluegreen, read_canary
 from policies.importers.context import Context, map_hint
@@ -82,19 +83,21 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
         *_METRIC_LIMITS,
     }
     _check_keys(m, known, where, ctx, label)
+    ctx.read.add(label)
     name = m.get("name")
     out: dict[str, Any] = {"name": name}
-    if m.get("interval") not in (None, ""):
-        out["interval"] = go_seconds(m["interval"], f"{where}.interval", ctx)
-    if m.get("initialDelay") not in (None, ""):
-        out["initialDelay"] = go_seconds(m["initialDelay"], f"{where}.initialDelay", ctx)
+    for key in ("interval", "initialDelay"):  # arguments resolved first, as Argo does
+        if m.get(key) not in (None, ""):
+            value = substitute(m[key], args, f"{where}.{key}", ctx, label)
+            out[key] = go_seconds(value, f"{where}.{key}", ctx)
     for key in _METRIC_LIMITS:
         if m.get(key) is not None:
-            out[key] = _int(m[key], f"{where}.{key}", ctx, args)
+            value = substitute(m[key], args, f"{where}.{key}", ctx, label)
+            out[key] = _int(value, f"{where}.{key}", ctx, args)
     conditions = {}
     for key in ("successCondition", "failureCondition"):
         if m.get(key):
-            text = _ARG.sub(lambda g: args.get(g.group(1), g.group(0)), str(m[key]))
+            text = substitute(str(m[key]), args, f"{where}.{key}", ctx, label)
             try:
                 Condition(text)
             except ConditionError as exc:
@@ -144,18 +147,21 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
         text = _ARG.sub(lambda g: args.get(g.group(1), g.group(0)), str(prom.get("query", "")))
         form = promql.recognise_form(text)
         if form is None or form.scale == "ms_floor":
-            raise ctx.error(where, map_hint(name, "its query is not a recognised form"), label)
+            why = promql.why_unrecognised(text) if form is None else "truncated milliseconds"
+            raise ctx.error(where, map_hint(name, why), label)
         if form.query.window is None:
             why = "its range is an argument no analysis reference gives"
             raise ctx.error(where, map_hint(name, why), label)
         # Argo judges a NaN sample by the conditions unless the query filters it (``>= 0``)
         query = form.query.model_copy(update={"nan_filter": form.nan_filter})
+        for note in promql.form_notes(form):
+            ctx.notes.append(f"{label} metric {name}: {note}")
         if query.unit is not None:  # the conditions stay as written, in the query's unit
             ctx.notes.append(
                 f"{label} metric {name}: the query returns {query.unit}; its conditions are"
                 f" compared in {query.unit}, as Argo compares them"
             )
-        if not form.nan_filter and query.measure != "requestCount":
+        if not form.nan_filter and query.measure != "requestCount" and not query.min_rate:
             ctx.notes.append(
                 f"{label} metric {name}: without a NaN filter (`>= 0`) a window with no"
                 " traffic gives NaN, which Argo and the simulator judge by the conditions (an"
@@ -247,7 +253,9 @@ def import_rollout(doc: dict, ctx: Context) -> Any:
     uses: dict[tuple[str, str], list[dict]] = {}
     if set(strategy) == {"canary"}:
         data["kind"] = "Canary"
-        read_canary(strategy["canary"], ctx, data, uses)
+        selector = spec.get("selector")
+        labels = selector.get("matchLabels") if isinstance(selector, dict) else None
+        read_canary(strategy["canary"], ctx, data, uses, labels if isinstance(labels, dict) else {})
     elif set(strategy) == {"blueGreen"}:
         data["kind"] = "BlueGreen"
         read_bluegreen(strategy["blueGreen"], ctx, data, uses)
@@ -279,7 +287,11 @@ def import_rollout(doc: dict, ctx: Context) -> Any:
 
 
 def _resolve_refs(node: Any, names: dict) -> None:
+    """Template keys (kind, name) -> the policy's template names, in analyses' ``templates``
+    and experiment analyses' ``templateName``."""
     if isinstance(node, dict):
+        if isinstance(node.get("templateName"), tuple):
+            node["templateName"] = names[node["templateName"]]
         if isinstance(node.get("templates"), list) and all(
             isinstance(t, tuple) for t in node["templates"]
         ):

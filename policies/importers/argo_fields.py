@@ -13,7 +13,15 @@ from typing import Any
 from policies.base import find_flow_key
 from policies.importers.context import Context
 
-__all__ = ["ARG", "as_int", "check_keys", "go_seconds", "mapping", "refuse_flow_keys"]
+__all__ = [
+    "ARG",
+    "as_int",
+    "check_keys",
+    "go_seconds",
+    "mapping",
+    "refuse_flow_keys",
+    "substitute",
+]
 
 ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -45,6 +53,25 @@ def go_seconds(value: Any, path: str, ctx: Context, *, whole: bool = False) -> f
     return seconds
 
 
+def substitute(
+    value: Any, args: dict[str, str], path: str, ctx: Context, label: str | None = None
+) -> Any:
+    """``value`` with its ``{{args.x}}`` replaced as Argo does when the run starts: by the
+    analysis reference's value, else the template's default; one that has neither is refused
+    by name (a field read before the run cannot stay a placeholder)."""
+    if not isinstance(value, str) or "{{" not in value:
+        return value
+    missing = [m.group(1) for m in ARG.finditer(value) if m.group(1) not in args]
+    if missing:
+        raise ctx.error(
+            path,
+            f"argument {missing[0]!r} has no value: neither the analysis reference's args nor"
+            " the template's defaults give one",
+            label,
+        )
+    return ARG.sub(lambda m: args[m.group(1)], value)
+
+
 def check_keys(obj: dict, known: set[str], path: str, ctx: Context, label=None) -> None:
     """Refuse the first key the simulator has no model of (never drop it silently)."""
     unknown = sorted(set(obj) - known, key=str)
@@ -64,7 +91,7 @@ def as_int(value: Any, path: str, ctx: Context, args: dict[str, str] | None = No
     template's may be strings, since Argo substitutes arguments into them.
     """
     if isinstance(value, str) and args is not None:
-        value = ARG.sub(lambda m: args.get(m.group(1), m.group(0)), value)
+        value = substitute(value, args, path, ctx)
         try:
             return int(value)
         except ValueError:

@@ -1,10 +1,11 @@
 """An Argo Rollout's strategy -> policy data: canary steps, traffic routers, blue-green.
 
 Steps keep Argo's shape; a step may hold several actions where Argo's validation accepts them
-(at most one of setWeight, pause, analysis, plus setCanaryScale and setHeaderRoute). Every Argo
-traffic router is read, several at once, and traffic-router plugins by name: their settings
-name live objects and are ignored and listed. Experiments, mirror routes and step plugins are
-refused naming the Argo feature.
+(at most one of setWeight, pause, experiment, analysis, plus setCanaryScale, setHeaderRoute and
+setMirrorRoute). Every Argo traffic router is read, several at once, and traffic-router plugins
+by name: their settings name live objects and are ignored and listed. An experiment's templates
+are read with whether their pods keep the Rollout's selector labels (a basic canary's Service
+then sends them traffic). Step plugins are refused naming the Argo feature.
 """
 
 from __future__ import annotations
@@ -37,14 +38,10 @@ ROUTER_NAMES: dict[ArgoRouter, tuple[str, ...]] = {  # each router's object name
     "plugins": (),  # a plugin's configuration is its own: every key is ignored and listed
 }
 _UNMODELLED = {
-    "experiment": "Argo experiment steps are not modelled: the extra ReplicaSets they run"
-    " (with their own weights and analyses) have no simulated counterpart",
-    "setMirrorRoute": "Argo setMirrorRoute steps (traffic mirroring) are not modelled: mirrored"
-    " requests reaching the canary have no simulated counterpart",
     "plugin": "Argo step plugins are not modelled: what the plugin does (a load test, a job, a"
     " gate) and when it finishes or fails is the plugin's own",
 }
-_ONE_OF = ("setWeight", "pause", "analysis")  # Argo's hasMultipleStepsType (experiment aside)
+_ONE_OF = ("setWeight", "pause", "experiment", "analysis")  # Argo's hasMultipleStepsType
 
 
 def analysis(obj: Any, path: str, ctx: Context, uses: dict, background: bool = False):
@@ -60,25 +57,100 @@ def analysis(obj: Any, path: str, ctx: Context, uses: dict, background: bool = F
     templates = obj.get("templates") or []
     if not isinstance(templates, list):
         raise ctx.error(f"{path}.templates", "is a list of {templateName: ...}")
-    refs = []
-    for t, ref in enumerate(templates):
-        ref = mapping(ref, f"{path}.templates[{t}]", ctx)
-        kind = "ClusterAnalysisTemplate" if ref.get("clusterScope") else "AnalysisTemplate"
-        key = (kind, str(ref.get("templateName")))
-        if key not in ctx.manifests.analysis_templates:
-            raise ctx.error(
-                f"{path}.templates[{t}]",
-                f"{kind} {key[1]!r} is not among the manifests: pass its file too",
-            )
-        uses.setdefault(key, []).append(obj)
-        refs.append(key)
+    refs = [
+        _template_key(ref, obj, f"{path}.templates[{t}]", ctx, uses)
+        for t, ref in enumerate(templates)
+    ]
     out: dict[str, Any] = {"templates": refs}
     if background and obj.get("startingStep"):
         out["startingStep"] = as_int(obj["startingStep"], f"{path}.startingStep", ctx)
     return out
 
 
-def _action(action: str, value: Any, path: str, ctx: Context, uses: dict) -> Any:
+def _template_key(ref: Any, use: dict, where: str, ctx: Context, uses: dict) -> tuple[str, str]:
+    """A template reference ({templateName, clusterScope}) as the (kind, name) of a manifest;
+    ``use`` (the analysis with its args) is recorded as one of its uses."""
+    ref = mapping(ref, where, ctx)
+    extra = {"name", "args", "requiredForCompletion"} if ref is use else set()  # experiment's
+    check_keys(ref, {"templateName", "clusterScope"} | extra, where, ctx)
+    if not ref.get("templateName"):  # (an old clusterTemplateName is pruned: see the note)
+        raise ctx.error(where, "templateName is required: Argo cannot create the run without one")
+    kind = "ClusterAnalysisTemplate" if ref.get("clusterScope") else "AnalysisTemplate"
+    key = (kind, str(ref["templateName"]))
+    if key not in ctx.manifests.analysis_templates:
+        raise ctx.error(where, f"{kind} {key[1]!r} is not among the manifests: pass its file too")
+    uses.setdefault(key, []).append(use)
+    return key
+
+
+def _experiment(value: Any, where: str, ctx: Context, uses: dict, labels: dict) -> dict:
+    """An experiment step: its templates (with ``sharesService`` from their labels against
+    the Rollout's selector, ``labels``), its analyses (template keys, resolved later)."""
+    value = mapping(value, where, ctx)
+    known = {"duration", "templates", "analyses", "analysisRunMetadata", "dryRun"}
+    check_keys(value, known | {"scaleDownDelaySeconds"}, where, ctx)
+    if value.get("dryRun"):
+        raise ctx.error(f"{where}.dryRun", "put dryRun in the AnalysisTemplate (spec.dryRun)")
+    if "analysisRunMetadata" in value:
+        ctx.ignore(f"{where}.analysisRunMetadata")
+    out: dict[str, Any] = {}
+    if value.get("duration") not in (None, ""):
+        out["duration"] = go_seconds(value["duration"], f"{where}.duration", ctx)
+    if value.get("scaleDownDelaySeconds") is not None:
+        delay = as_int(value["scaleDownDelaySeconds"], f"{where}.scaleDownDelaySeconds", ctx)
+        out["scaleDownDelaySeconds"] = float(delay)
+    templates = value.get("templates")
+    if not isinstance(templates, list) or not templates:
+        raise ctx.error(f"{where}.templates", "is a list of {name, specRef: canary|stable}")
+    out["templates"] = [
+        _experiment_template(t, f"{where}.templates[{i}]", ctx, labels)
+        for i, t in enumerate(templates)
+    ]
+    analyses = value.get("analyses") or []
+    if not isinstance(analyses, list):
+        raise ctx.error(f"{where}.analyses", "is a list of {name, templateName}")
+    out["analyses"] = []
+    for j, a in enumerate(analyses):
+        here = f"{where}.analyses[{j}]"
+        a = mapping(a, here, ctx)
+        if "args" in a:
+            ctx.ignore(f"{here}.args")
+        entry: dict[str, Any] = {
+            "name": a.get("name"),
+            "templateName": _template_key(a, a, here, ctx, uses),
+        }
+        if a.get("requiredForCompletion"):
+            entry["requiredForCompletion"] = True
+        out["analyses"].append(entry)
+    return out
+
+
+def _experiment_template(t: Any, where: str, ctx: Context, labels: dict) -> dict:
+    t = mapping(t, where, ctx)
+    check_keys(
+        t, {"name", "specRef", "replicas", "weight", "selector", "metadata", "service"}, where, ctx
+    )
+    out: dict[str, Any] = {"name": t.get("name"), "specRef": t.get("specRef")}
+    for key in ("replicas", "weight"):
+        if t.get(key) is not None:
+            out[key] = as_int(t[key], f"{where}.{key}", ctx)
+    for key in ("selector", "service"):
+        if key in t:
+            ctx.ignore(f"{where}.{key} (names and labels of live objects)")
+    own = ((t.get("metadata") or {}).get("labels")) or {}
+    changed = sorted(k for k, v in own.items() if k in labels and labels[k] != v)
+    if changed:
+        out["sharesService"] = False
+        ctx.notes.append(
+            f"{where}: its labels change {', '.join(changed)} of the Rollout's selector: a basic"
+            " canary's Service does not send its pods traffic"
+        )
+    elif "metadata" in t:
+        ctx.ignore(f"{where}.metadata (labels that keep the Rollout's selector)")
+    return out
+
+
+def _action(action: str, value: Any, path: str, ctx: Context, uses: dict, labels: dict) -> Any:
     where = f"{path}.{action}"
     if action == "setWeight":
         return as_int(value, where, ctx)
@@ -105,22 +177,33 @@ def _action(action: str, value: Any, path: str, ctx: Context, uses: dict) -> Any
         value = mapping(value, where, ctx)
         check_keys(value, {"name", "match"}, where, ctx)
         return dict(value)
+    if action == "setMirrorRoute":
+        value = mapping(value, where, ctx)
+        check_keys(value, {"name", "match", "percentage"}, where, ctx)
+        out = dict(value)
+        if value.get("percentage") is not None:
+            out["percentage"] = as_int(value["percentage"], f"{where}.percentage", ctx)
+        return out
+    if action == "experiment":
+        return _experiment(value, where, ctx, uses, labels)
     if action in _UNMODELLED:
         raise ctx.error(where, _UNMODELLED[action])
     raise ctx.error(where, f"{action!r} is not an Argo canary step action")
 
 
-def step(value: Any, path: str, ctx: Context, uses: dict) -> dict[str, Any]:
-    """One canary step; several actions where Argo's validation accepts them."""
+def step(value: Any, path: str, ctx: Context, uses: dict, labels: dict) -> dict[str, Any]:
+    """One canary step; several actions where Argo's validation accepts them (``labels``:
+    the Rollout's selector, which an experiment's pods may keep or leave)."""
     value = mapping(value, path, ctx, "a step (a mapping such as {setWeight: 20})")
     if not value:
         raise ctx.error(path, "a step needs an action (setWeight, pause, analysis, ...)")
     exclusive = [a for a in _ONE_OF if a in value]
     if len(exclusive) > 1:
         raise ctx.error(
-            path, f"a step has at most one of setWeight, pause, analysis (got {exclusive})"
+            path,
+            f"a step has at most one of setWeight, pause, experiment, analysis (got {exclusive})",
         )
-    return {str(a): _action(str(a), v, path, ctx, uses) for a, v in value.items()}
+    return {str(a): _action(str(a), v, path, ctx, uses, labels) for a, v in value.items()}
 
 
 def _router(tr: Any, ctx: Context) -> dict[str, Any]:
@@ -155,7 +238,9 @@ def _router(tr: Any, ctx: Context) -> dict[str, Any]:
     if not routers:
         raise ctx.error(path, f"names no router (Argo has {', '.join(ARGO_ROUTERS)})")
     if "managedRoutes" in tr:
-        ctx.ignore(f"{path}.managedRoutes (derived from the setHeaderRoute steps)")
+        ctx.ignore(
+            f"{path}.managedRoutes (derived from the setHeaderRoute and setMirrorRoute steps)"
+        )
     if tr.get("maxTrafficWeight") is not None:
         out["maxTrafficWeight"] = as_int(tr["maxTrafficWeight"], f"{path}.maxTrafficWeight", ctx)
     return out
@@ -183,8 +268,11 @@ def _fence(value: Any) -> Any:
     return f"{value}%" if isinstance(value, str) and not value.endswith("%") else value
 
 
-def read_canary(canary: Any, ctx: Context, data: dict, uses: dict) -> None:
-    """``strategy.canary`` into ``data`` (policy fields); ``uses`` collects template uses."""
+def read_canary(
+    canary: Any, ctx: Context, data: dict, uses: dict, labels: dict | None = None
+) -> None:
+    """``strategy.canary`` into ``data`` (policy fields); ``uses`` collects template uses;
+    ``labels`` are the Rollout's selector labels (for experiment templates)."""
     path = "spec.strategy.canary"
     canary = mapping(canary, path, ctx)
     known = {
@@ -229,7 +317,9 @@ def read_canary(canary: Any, ctx: Context, data: dict, uses: dict) -> None:
     steps = canary.get("steps") or []
     if not isinstance(steps, list):
         raise ctx.error(f"{path}.steps", "is a list of steps (- setWeight: 20), not a mapping")
-    data["steps"] = [step(s, f"{path}.steps[{i}]", ctx, uses) for i, s in enumerate(steps)]
+    data["steps"] = [
+        step(s, f"{path}.steps[{i}]", ctx, uses, labels or {}) for i, s in enumerate(steps)
+    ]
 
 
 def read_bluegreen(bg: Any, ctx: Context, data: dict, uses: dict) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from policies.base import read_yaml_file
+from policies.base import brief, read_yaml_file
 from policies.errors import PolicyError
 from policies.measures import Query
 
@@ -51,6 +51,10 @@ class Manifests:
     metric_templates: dict[tuple[str, str], dict] = field(default_factory=dict)
     others: list[dict] = field(default_factory=list)
     order: list[tuple[str, str]] = field(default_factory=list)
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+    """Per object (``Kind/name``): the paths the API server prunes (not in the CRD)."""
+    invalid: dict[str, str] = field(default_factory=dict)
+    """Per object: the first rule of its CRD's schema it breaks, once pruned."""
 
 
 @dataclass
@@ -64,12 +68,17 @@ class Context:
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
+    read: set[str] = field(default_factory=set)
+    """The templates read (``Kind/name``): their pruned fields are noted, their CRD checked."""
 
     def open(self, doc: dict, kind: str) -> tuple[dict, dict]:
         """Start on a ``kind`` object: label it by name, note its metadata other than the name
         as ignored; returns (metadata, spec)."""
         meta, spec = doc.get("metadata") or {}, doc.get("spec") or {}
-        self.label = f"{kind}/{meta.get('name')}"
+        self.label = f"{kind}/{meta.get('name') if isinstance(meta, dict) else '?'}"
+        for where, value in (("metadata", meta), ("spec", spec)):
+            if not isinstance(value, dict):
+                raise self.error(where, f"{brief(value)} is not a mapping")
         for key in sorted(set(meta) - {"name"}):
             self.ignore(f"metadata.{key}")
         return meta, spec

@@ -1,18 +1,22 @@
 """Flagger ``Canary`` (+ MetricTemplates, + the target Deployment) -> Progressive or ABTest.
 
-``analysis.match`` with ``iterations`` is an A/B test, ``stepWeight(s)`` a progressive canary.
-Iterations without match (Flagger's blue/green) is refused: the simulator's BlueGreen is Argo's
-instant selector switch with a hold-back, while Flagger's promotes by a rolling update of the
-primary (kubernetes provider) or by switching routes and back (meshes); importing it as
-BlueGreen would simulate another release. Built-in metrics stay built in; a custom metric's
+``analysis.match`` with ``iterations`` is an A/B test, ``stepWeight(s)`` a progressive canary,
+``iterations`` without match Flagger's blue/green (a Progressive policy with ``iterations``: not
+the simulator's BlueGreen, Argo's instant selector switch with a hold-back, since Flagger's
+analyses the canary at weight 0, switches routes and rolls the primary). The kubernetes provider
+forces blue/green as Flagger does (``scheduler.go``): match dropped, weights replaced by
+``iterations: 10`` when iterations is below 1, each said in a note. ``mirror``/``mirrorWeight``
+and ``sessionAffinity`` are read as they are (the policy refuses what the provider's router
+cannot do). Built-in metrics stay built in; a custom metric's
 query becomes a simulated query in its own unit when ``promql`` recognises it (a canary-only
 query of the P99 in truncated milliseconds, exactly the built-in ``request-duration``, becomes
 that built-in), else it needs an explicit mapping.
-``confirm-*`` webhooks become approval gates (``analysis.gates``); other webhooks (load tests,
-acceptance tests, events, rollback signals) and alerts are listed as ignored: the simulated
-world supplies the traffic and its operators decide rollbacks. Without ``spec.provider`` Flagger
-uses its ``-mesh-provider`` flag (default istio); a reference only one router reads
-(``ingressRef``, ``service.gatewayRefs``, ``routeRef``, ``upstreamRef``) says which, in a note.
+Webhooks (``flagger_traffic``): ``confirm-*`` become approval gates, a ``hey`` load test on
+the canary's own Service ``analysis.loadTest``; the others and alerts are listed as ignored:
+the simulated world supplies the users' traffic and its operators decide rollbacks. Without
+``spec.provider`` Flagger uses its ``-mesh-provider`` flag (default istio); a reference only one
+router reads (``ingressRef``, ``service.gatewayRefs``, ``routeRef``, ``upstreamRef``) says
+which, in a note.
 """
 
 from __future__ import annotations
@@ -23,20 +27,27 @@ from typing import Any
 from policies.errors import PolicyError
 from policies.exporters import promql
 from policies.exporters.flagger import cookie_regex
-from policies.flagger import DEFAULT_PROVIDER_VERSION, GATE_URL, GATES, PROVIDER_VERSIONS
+from policies.flagger import (
+    DEFAULT_PROVIDER_VERSION,
+    GATE_URL,
+    PROVIDER_VERSIONS,
+)
 from policies.importers.argo import go_seconds
 from policies.importers.context import Context, map_hint
+from policies.importers.flagger_traffic import (
+    kubernetes_blue_green,
+    listed,
+    number,
+    traffic_fields,
+    variables_of,
+    webhooks,
+)
 from policies.loading import parse_policy
 from policies.vocabulary import FLAGGER_PROVIDERS
 
 __all__ = ["import_canary"]
 
 _BUILTIN = ("request-success-rate", "request-duration")
-_HOOKS_IGNORED = {
-    "rollback": "a rollback on an outside signal: the world's operators decide rollbacks",
-    "skip": "skips the analysis on an outside signal",
-    "manual-traffic-control": "a person setting the weight by hand",
-}
 _REFS = (  # (field, where, provider): the reference only that provider's router reads
     ("ingressRef", "spec", "nginx"),
     ("gatewayRefs", "spec.service", "gatewayapi"),
@@ -77,6 +88,7 @@ def _render(query: str, variables: dict[str, str]) -> str:
 
 
 def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: str):
+    go_printf = re.compile(r'\{\{\s*printf\s+"([^"]*)"((?:\s+[A-Za-z0-9_.]+)*)\s*\}\}')
     where = f"spec.analysis.metrics[{i}]"
     known = {
         "name",
@@ -112,6 +124,7 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
             )
         if template is not None:
             label = f"MetricTemplate/{key[1]}"
+            ctx.read.add(label)
             prov = (template.get("spec") or {}).get("provider") or {}
             for key2 in sorted(prov):
                 ctx.ignore(f"spec.provider.{key2}", label)
@@ -148,10 +161,18 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
         **spec_vars,
         **{f"variables.{k}": str(v) for k, v in (m.get("templateVariables") or {}).items()},
     }
-    form = promql.recognise_form(_render(str(text), variables))
+
+    def printf(m: re.Match) -> str:  # Go's {{ printf "fmt" var ... }}, as Flagger renders
+        values = [variables.get(v, v) for v in m.group(2).split()]
+        return m.group(1).replace("%s", "{}").format(*values)
+
+    rendered = _render(go_printf.sub(printf, str(text)), variables)
+    form = promql.recognise_form(rendered)
     if form is None:
-        raise ctx.error(where, map_hint(name, "its query is not a recognised form"))
+        raise ctx.error(where, map_hint(name, promql.why_unrecognised(rendered)))
     query = form.query
+    for note in promql.form_notes(form):
+        ctx.notes.append(f"metric {name}: {note}")
     interval = out.get("interval", 60.0)
     if query.window == interval:
         query = query.model_copy(update={"window": None})
@@ -183,7 +204,45 @@ def _string_match(value: dict, path: str, ctx: Context) -> dict[str, str]:
     return dict(value)
 
 
+def _nginx_matches(matches: list, ctx: Context) -> list[dict[str, Any]]:
+    """What Flagger's ingress router writes (``ingress.go`` ``SetRoutes``): one
+    ``canary-by-cookie`` (the last exact cookie) and one ``canary-by-header`` (the last header
+    of the last entry, with ``-value`` for exact or ``-pattern`` for regex; with neither,
+    ingress-nginx routes the header's value ``always``). ingress-nginx ORs them."""
+    cookie, header, where = None, None, ""
+    for i, match in enumerate(matches):
+        path = f"spec.analysis.match[{i}]"
+        for key in sorted(set(match) - {"headers"}):
+            raise ctx.error(f"{path}.{key}", "only header and cookie matches are modelled")
+        plain = {k: dict(v or {}) for k, v in (match.get("headers") or {}).items()}
+        if "cookie" in plain:
+            cookie = plain.pop("cookie").get("exact") or cookie
+        if len(plain) > 1:
+            raise ctx.error(
+                f"{path}.headers",
+                "Flagger's ingress-nginx router keeps one of these headers, whichever its"
+                " map order gives last: not modelled",
+            )
+        for name, value in plain.items():
+            if header is not None:
+                ctx.notes.append(
+                    f"{where}: dropped, as Flagger's ingress-nginx router keeps only the last"
+                    f" header ({path}.headers.{name})"
+                )
+            kind = "exact" if value.get("exact") else "regex" if value.get("regex") else ""
+            if not kind:
+                ctx.notes.append(
+                    f"{path}.headers.{name}: Flagger writes canary-by-header alone, which"
+                    " ingress-nginx matches on the value always"
+                )
+            header, where = {name: {kind or "exact": value.get(kind) or "always"}}, path
+    out: list[dict[str, Any]] = [{"headers": header}] if header else []
+    return out + ([{"cookie": {"exact": cookie}}] if cookie else [])
+
+
 def _matches(matches: list, provider: str, ctx: Context) -> list[dict[str, Any]]:
+    if provider == "nginx":
+        return _nginx_matches(matches, ctx)
     out = []
     for i, match in enumerate(matches):
         path = f"spec.analysis.match[{i}]"
@@ -192,9 +251,6 @@ def _matches(matches: list, provider: str, ctx: Context) -> list[dict[str, Any]]
         entry: dict[str, Any] = {"headers": {}}
         for header, value in (match.get("headers") or {}).items():
             value = dict(value or {})
-            if header.lower() == "cookie" and provider == "nginx" and "exact" in value:
-                entry["cookie"] = {"exact": value["exact"]}
-                continue
             regex = value.get("regex", "")
             named = re.fullmatch(r"\^\(\.\*\?;\)\?\((.+)=always\)\(;\.\*\)\?\$", regex)
             if header.lower() == "cookie" and named:
@@ -209,56 +265,19 @@ def _matches(matches: list, provider: str, ctx: Context) -> list[dict[str, Any]]
     return out
 
 
-def _webhooks(hooks: Any, ctx: Context) -> list[dict[str, Any]]:
-    """The confirm-* webhooks as approval gates; every other hook is listed as ignored."""
-    gates = []
-    for i, hook in enumerate(_listed(hooks, "spec.analysis.webhooks", ctx)):
-        path = f"spec.analysis.webhooks[{i}]"
-        if not isinstance(hook, dict):
-            raise ctx.error(path, "a webhook is a mapping with name, type and url")
-        kind, name = hook.get("type") or "rollout", hook.get("name")
-        if kind in GATES:
-            gates.append({"type": kind, "name": name, "url": hook.get("url")})
-            ctx.notes.append(
-                f"{path}: {kind} hook {name}: an approval gate (the scenario's approval model"
-                " decides when it opens)"
-            )
-            for key in sorted(set(hook) - {"name", "type", "url"}):
-                ctx.ignore(f"{path}.{key}")
-            continue
-        why = _HOOKS_IGNORED.get(kind, "tests and traffic are the world's")
-        ctx.ignore(f"{path} ({kind} hook {name}: {why})")
-    return gates
-
-
-def _listed(value: Any, path: str, ctx: Context) -> list:
-    if value is not None and not isinstance(value, list):
-        raise ctx.error(path, f"{value!r} is not a list")
-    return value or []
-
-
-def _number(value: Any, path: str, ctx: Context, *, whole: bool = False) -> Any:
-    """A number as Flagger's Go types read it: ints where the field is an int."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ctx.error(path, f"{value!r} is not a number")
-    if whole and value != int(value):
-        raise ctx.error(path, f"{value!r}: Flagger reads this field as a whole number")
-    return int(value) if whole else value
-
-
 def _check_metric(m: Any, i: int, ctx: Context) -> None:
     """The metric's shape, before it is read: one-line errors, never a traceback."""
     where = f"spec.analysis.metrics[{i}]"
     if not isinstance(m, dict) or not isinstance(m.get("name"), str):
         raise ctx.error(where, "a metric is a mapping with a name")
     if m.get("threshold") is not None:
-        _number(m["threshold"], f"{where}.threshold", ctx)
+        number(m["threshold"], f"{where}.threshold", ctx)
     bounds = m.get("thresholdRange")
     if bounds is not None:
         if not isinstance(bounds, dict) or not set(bounds) <= {"min", "max"}:
             raise ctx.error(f"{where}.thresholdRange", f"{bounds!r} is not {{min, max}}")
         for key, value in bounds.items():
-            _number(value, f"{where}.thresholdRange.{key}", ctx)
+            number(value, f"{where}.thresholdRange.{key}", ctx)
     for key in ("templateRef", "templateVariables"):
         if m.get(key) is not None and not isinstance(m[key], dict):
             raise ctx.error(f"{where}.{key}", f"{m[key]!r} is not a mapping")
@@ -309,7 +328,7 @@ def _matches_all(entry: Any) -> bool:
 
 def _service_match(matches: Any, ctx: Context) -> None:
     """``service.match`` for every request has no effect; a subset is refused."""
-    entries = _listed(matches, "spec.service.match", ctx)
+    entries = listed(matches, "spec.service.match", ctx)
     if any(_matches_all(e) for e in entries):
         ctx.notes.append("spec.service.match matches every request: no effect")
     if not entries or any(_matches_all(e) for e in entries):
@@ -385,29 +404,15 @@ def import_canary(doc: dict, ctx: Context) -> Any:
         ctx.ignore(f"spec.service.{key}")
     analysis = dict(spec.get("analysis") or {})
     path = "spec.analysis"
-    for key, reason in (
-        (
-            "mirror",
-            "Flagger traffic mirroring (shadow requests reach the canary and count in its"
-            " metrics, their responses discarded) is not modelled: the simulated world sends"
-            " each request to one version",
-        ),
-        (
-            "sessionAffinity",
-            "Flagger session affinity (a cookie keeps users who reached the canary on it) is not"
-            " modelled: the simulated router assigns each request by weight, not by user",
-        ),
-    ):
-        if analysis.get(key):
-            raise ctx.error(f"{path}.{key}", reason)
     for key in ("primaryReadyThreshold", "canaryReadyThreshold"):
         if analysis.get(key) not in (None, 100):
             raise ctx.error(f"{path}.{key}", "readiness below 100 % is not modelled")
-    gates = _webhooks(analysis.pop("webhooks", None), ctx)
+        analysis.pop(key, None)
+    variables = variables_of(name, meta, spec, service)
+    gates, load_test = webhooks(analysis.pop("webhooks", None), variables, ctx)
     if analysis.pop("alerts", None):
         ctx.ignore(f"{path}.alerts (notifications)")
-    for key in ("mirror", "mirrorWeight", "primaryReadyThreshold", "canaryReadyThreshold"):
-        analysis.pop(key, None)
+    extras = traffic_fields(analysis, ctx)
     known = {
         "interval",
         "threshold",
@@ -423,37 +428,32 @@ def import_canary(doc: dict, ctx: Context) -> Any:
         raise ctx.error(f"{path}.{key}", "field not understood")
     for key in _INTEGERS:
         if analysis.get(key) is not None:
-            analysis[key] = _number(analysis[key], f"{path}.{key}", ctx, whole=True)
-    weights = _listed(analysis.get("stepWeights"), f"{path}.stepWeights", ctx)
+            analysis[key] = number(analysis[key], f"{path}.{key}", ctx, whole=True)
+    weights = listed(analysis.get("stepWeights"), f"{path}.stepWeights", ctx)
     for i, w in enumerate(weights):
-        weights[i] = _number(w, f"{path}.stepWeights[{i}]", ctx, whole=True)
+        weights[i] = number(w, f"{path}.stepWeights[{i}]", ctx, whole=True)
     if any(w > 100 for w in weights):
         ctx.notes.append(
             f"{path}.stepWeights: weights above 100 act as 100 (Flagger caps the canary's"
             " weight at 100: maxWeight is min(100, last), each step min(100 - weight, step))"
         )
-    metrics = _listed(analysis.get("metrics"), f"{path}.metrics", ctx)
+    metrics = listed(analysis.get("metrics"), f"{path}.metrics", ctx)
     for i, m in enumerate(metrics):
         _check_metric(m, i, ctx)
-    if provider == "kubernetes" or (analysis.get("iterations") and not analysis.get("match")):
-        raise ctx.error(
-            "spec.provider" if provider == "kubernetes" else f"{path}.iterations",
-            "Flagger blue/green ("
-            + ("provider kubernetes drops match" if provider == "kubernetes" else "no match")
-            + "): the canary is tested for N ticks by load-test traffic sent to its own"
-            " Service, which the simulated world does not supply, then live traffic switches;"
-            " not modelled",
+    if provider == "kubernetes":
+        kubernetes_blue_green(analysis, ctx)
+    elif analysis.get("iterations") and not analysis.get("match"):
+        ctx.notes.append(
+            f"{path}.iterations without match: Flagger's blue/green ({analysis['iterations']}"
+            " analysis ticks at weight 0, a switch of all traffic, one more analysis, promotion)"
         )
-    variables = {
-        "name": str(name),
-        "namespace": str(meta.get("namespace") or "default"),
-        "target": str((spec.get("targetRef") or {}).get("name", name)),
-        "service": str(service.get("name") or (spec.get("targetRef") or {}).get("name", name)),
-        "ingress": str(
-            (spec.get("ingressRef") or {}).get("name")
-            or (spec.get("targetRef") or {}).get("name", name)
-        ),
-    }
+    unmirrored = analysis.get("iterations") and not analysis.get("match")
+    if unmirrored and not extras.get("mirror") and not load_test and metrics:
+        ctx.notes.append(
+            f"{path}: blue/green with neither mirror nor a load test on the canary's"
+            " Service: at weight 0 the canary gets no request, so Flagger's checks find no"
+            " value and count failed checks, as simulated"
+        )
     out: dict[str, Any] = {
         "interval": _seconds(analysis.get("interval", "60s"), f"{path}.interval", ctx)
     }
@@ -463,7 +463,7 @@ def import_canary(doc: dict, ctx: Context) -> Any:
     if analysis.get("stepWeights") is not None:
         out["stepWeights"] = weights
     if analysis.get("match"):
-        out["match"] = _matches(_listed(analysis["match"], f"{path}.match", ctx), provider, ctx)
+        out["match"] = _matches(listed(analysis["match"], f"{path}.match", ctx), provider, ctx)
     out["metrics"] = [_metric(m, i, variables, ctx, provider) for i, m in enumerate(metrics)]
     placeholder = GATE_URL.format(namespace=variables["namespace"])
     for gate in gates:  # what export writes for a gate without name or URL reads back as none
@@ -471,6 +471,9 @@ def import_canary(doc: dict, ctx: Context) -> Any:
         gate["url"] = None if gate["url"] == placeholder else gate["url"]
     if gates:
         out["gates"] = [{k: v for k, v in g.items() if v is not None} for g in gates]
+    out.update(extras)
+    if load_test is not None:
+        out["loadTest"] = load_test
     data: dict[str, Any] = {
         "kind": "ABTest" if analysis.get("match") else "Progressive",
         "name": name,
@@ -484,7 +487,7 @@ def import_canary(doc: dict, ctx: Context) -> Any:
         data["replicas"] = replicas
     if spec.get("progressDeadlineSeconds") is not None:
         deadline = spec["progressDeadlineSeconds"]
-        data["progressDeadlineSeconds"] = _number(deadline, "spec.progressDeadlineSeconds", ctx)
+        data["progressDeadlineSeconds"] = number(deadline, "spec.progressDeadlineSeconds", ctx)
     if spec.get("skipAnalysis"):
         data["skipAnalysis"] = True
     try:

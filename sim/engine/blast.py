@@ -79,6 +79,7 @@ class BlastRadius:
         self.pools: collections.defaultdict = collections.defaultdict(lambda: [0.0, 0.0])
         self.pending_caused_old: collections.Counter = collections.Counter()  # selector -> n
         self.exposure: dict = {}  # selector -> [candidate, bad] requests expected after onset
+        self.joined: set = set()  # cookie joiners (each reached the candidate) after the onset
 
     def __repr__(self) -> str:
         return f"BlastRadius({self.totals})"
@@ -89,7 +90,10 @@ class BlastRadius:
         """The counterfactual's bad probability: b₀, or per piece when full capacity is short."""
         if self.full_capacity is None:
             return self.b0
-        rate = block.means[:, :, sel].sum(axis=(0, 1)) / (block.ends[sel] - block.starts[sel])
+        means = block.means[:, :, sel]
+        if block.flows.shadow is not None:  # the counterfactual serves the users' requests only
+            means = means[:, ~block.flows.shadow]
+        rate = means.sum(axis=(0, 1)) / (block.ends[sel] - block.starts[sel])
         over = np.clip(1.0 - self.full_capacity / np.maximum(rate, 1e-300), 0.0, 1.0)
         if not over.any():
             return self.b0
@@ -180,10 +184,22 @@ class BlastRadius:
             early[1] += caused_f - late_c
             later[0] += late_bad
             later[1] += late_c
-            if after is not None and expected[f] > 0:
+            if after is not None and expected[f] > 0 and _each(users) and isinstance(after, float):
+                self.joined.add(self._joined_by(users, float(expected[f])))
+            elif after is not None and expected[f] > 0:
                 term = self.exposure.setdefault(users, [0.0, 0.0])
                 term[0] += float(expected[f])
                 term[1] += float(expected_bad[f])
+
+    def _joined_by(self, selector, expected: float):
+        """The joiners of a piece, each of whom sent its joining request: the range of its
+        cookie keys up to where the piece ended (W grows with the requests: a piece cut at t
+        holds the share ``expected`` / (joiners of the whole piece) of the range)."""
+        key, order, lo, hi = selector
+        n = self.cells.members(selector).size
+        if n and expected < n * (1.0 - 1e-9):
+            hi = lo + (hi - lo) * expected / n
+        return (key, order, lo, hi)
 
     def _account_old(self, block, sel: slice, b_ref) -> None:
         """The old version's flows in the pieces where the release changed their odds."""
@@ -263,7 +279,18 @@ class BlastRadius:
         split over users (∝ activity: per user Poisson(Λᵇ_u)), hurt ∪ {good ≥ 1} has exactly
         the joint law of (hurt, exposed). (Here "hurt" is any bad answer since the onset.)"""
         self.split()
+        already = self.hurt_after_fault
+        if self.joined:  # session affinity: every joiner reached it (sim/engine/affinity.py)
+            already = already.copy()
+            for selector in sorted(self.joined, key=repr):
+                already[self.cells.members(selector)] = True
         if not self.exposure:
-            return int(np.count_nonzero(self.hurt_after_fault))
+            return int(np.count_nonzero(already))
         good = {k: max(v[0] - v[1], 0.0) for k, v in self.exposure.items()}  # Λ − Λᵇ
-        return self.cells.exposed(self.user_rng, good, self.hurt_after_fault)
+        return self.cells.exposed(self.user_rng, good, already)
+
+
+def _each(selector) -> bool:
+    """A cookie order's ``each`` range: every user in it sent one request (the joining one)."""
+    order = selector[1]
+    return isinstance(order, tuple) and len(order) > 2

@@ -125,7 +125,20 @@ class Drafter:
                 t = t1
         if routing.dns_from is not None and tape.drafted_until >= dns_end:
             routing = replace(routing, dns_from=None)  # past the TTL every client has moved
-        if tape.drafted_until < target:
+        if routing.cookie is not None:  # session affinity: the cookie holders, slot by slot
+            cookies = self.router.cookies
+            t = tape.drafted_until
+            while t < target:
+                t1 = min(target, cookies.steady_until(t))
+                if t1 <= t:  # the range moves: one slot at a time, and no further ahead than
+                    if t >= self.env.peek():  # the next event (a cut would discard the rest)
+                        break
+                    t1 = min(target, (math.floor(t / slot) + 1) * slot)
+                piece = replace(routing, cookie=cookies.piece(t, t1))
+                flows = flow_set(piece, serving, cells, segment, sticky)
+                tape.draft(t, t1, flows, fault_state, by_service)
+                t = t1
+        elif tape.drafted_until < target:
             flows = flow_set(routing, serving, cells, segment, sticky)
             tape.draft(tape.drafted_until, target, flows, fault_state, by_service)
         detectors.drafted()

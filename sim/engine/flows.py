@@ -7,15 +7,22 @@ sent to the canary Service (always if matched; else with probability w under ran
 or if the user's sticky bucket is below w), and lands on a pod of that Service's groups
 (in proportion to their serving pods). A *flow* is one (cell, Service, version) combination with
 its constant share of all requests; the data plane draws counts per flow.
+
+A mirror's copies and a load tester's requests are *shadow* flows to the canary Service: the
+canary's metrics (the gates' windows) count them and its pods carry their load, but no user
+meets them, so the blast radius, the service's own series (SLO alerts), when the fault began
+and whether the candidate is still reached read the users' flows only. Under a cookie route
+(session affinity) the users are ranged by their cookie key (sim/engine/affinity.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from policies.controller.protocol import GROUP_VERSION
+from sim.engine.affinity import cookie_services
 
 __all__ = ["Flow", "FlowSet", "RoutingState", "Selector", "UserCells", "compute_flows", "flow_set"]
 
@@ -35,6 +42,12 @@ class RoutingState:
     dns_from: frozenset | None = None  # stable Service groups before a DNS switch
     dns_start: float = 0.0
     dns_ttl: float = 0.0
+    # session affinity over one piece (sim/engine/affinity.py): (order, lo, W(s), W(e), requests)
+    cookie: tuple | None = None
+    # mirror routes in order, (percent, segments matched or None for every request): a stable
+    # request is copied by the first route it matches; ``load``: synthetic requests per second
+    mirrors: tuple = ()
+    load: float = 0.0
 
     def dns_moved(self, t: float) -> float:
         """Fraction of clients that have moved to the new address at time t."""
@@ -49,8 +62,11 @@ class Flow:
     service: str  # "canary" or "stable" Service (for capacity)
     share: float  # fraction of all requests
     faulty: bool  # the candidate's fault applies to these requests (segment rule)
-    users: Selector = field(compare=False)
+    users: Selector | None = field(compare=False)
     unserved: bool = False  # the Service had no serving pod: every request fails
+    # a copy (mirror) or a synthetic request: the canary's metrics see it, no user does
+    shadow: bool = False
+    rate: float = 0.0  # requests per second on top of ``share`` of the traffic (load tests)
 
 
 class FlowSet:
@@ -64,7 +80,10 @@ class FlowSet:
         "canary_idx",
         "faulty",
         "flows",
+        "rate",
+        "reach",
         "service_canary",
+        "shadow",
         "share",
         "stable_idx",
         "unserved",
@@ -75,10 +94,16 @@ class FlowSet:
         self.flows = tuple(flows)
         self.share = np.array([f.share for f in flows], dtype=float)
         self.canary = np.array([f.version == "canary" for f in flows], dtype=bool)
-        self.canary_idx = np.flatnonzero(self.canary)
-        self.stable_idx = np.flatnonzero(~self.canary)
+        # copies and synthetic requests (``shadow``) reach no user: the blast radius, the
+        # service's own series and whether the candidate is reached read users' flows only
+        shadow = np.array([f.shadow for f in flows], dtype=bool)
+        self.shadow = shadow if shadow.any() else None
+        self.reach = self.canary & ~shadow  # users' requests served by the new version
+        self.canary_idx = np.flatnonzero(self.reach)
+        self.stable_idx = np.flatnonzero(~self.canary & ~shadow)
         self.faulty = self.canary & np.array([f.faulty for f in flows], dtype=bool)
-        self.any_faulty = bool(self.faulty.any())
+        self.any_faulty = bool((self.faulty & ~shadow).any())  # users meet the fault
+        self.rate = np.array([f.rate for f in flows], dtype=float) if shadow.any() else None
         self.unserved = np.array([f.unserved for f in flows], dtype=bool)
         self.any_unserved = bool(self.unserved.any())
         self.service_canary = np.array([f.service == "canary" for f in flows], dtype=bool)
@@ -100,6 +125,9 @@ class UserCells:
         self._activity: dict = {}
         self._guides: dict = {}
         self.flow_sets: dict = {}  # flow_set's cache
+        self._mirrors: dict = {}  # mirror routes -> percent copied per user
+        self._cookie: dict = {}  # a replication's cookie order -> (keys, exponentials)
+        self._serial = 0
         self._dns_key = np.random.default_rng(seed).random(users.n) * 100.0
 
     def _mask(self, names: frozenset) -> np.ndarray:
@@ -113,6 +141,11 @@ class UserCells:
     def _group(self, key, order: str):
         cache_key = (key, order)
         group = self._groups.get(cache_key)
+        if group is None and isinstance(order, tuple) and len(order) > 2:
+            # a cookie order's ``each``: its users in the same order, each counting once
+            members, keys, _ = self._group(key, order[:2])
+            cum = np.arange(members.size + 1) / self.n
+            group = self._groups[cache_key] = (members, keys, cum)
         if group is None:
             matched, fault_segment, in_m, in_f = key
             inside = np.ones(self.n, dtype=bool)
@@ -120,7 +153,10 @@ class UserCells:
                 inside &= self._mask(matched) == in_m
             if fault_segment is not None:
                 inside &= self.users.masks[fault_segment] == in_f
-            keys = self.users.bucket if order == "bucket" else self._dns_key
+            if order == "bucket":
+                keys = self.users.bucket
+            else:  # a DNS switch's client keys, or a replication's cookie keys
+                keys = self._dns_key if order == "dns" else self._cookie[order][0]
             members = np.flatnonzero(inside)
             members = members[np.argsort(keys[members], kind="stable")]
             cum = np.concatenate(([0.0], np.cumsum(self.users.activity[members])))
@@ -132,13 +168,62 @@ class UserCells:
         key, order, lo, hi = selector
         members, keys, cum = self._group(key, order)
         i = 0 if lo <= 0 else int(np.searchsorted(keys, lo, side="left"))
-        j = members.size if hi >= 100 else int(np.searchsorted(keys, hi, side="left"))
+        full = hi >= 100 if isinstance(order, str) else hi == np.inf  # cookie keys: unbounded
+        j = members.size if full else int(np.searchsorted(keys, hi, side="left"))
         return members, cum, i, j
+
+    def cookie_order(self, exponentials: np.ndarray) -> tuple:
+        """A replication's cookie keys K = E / activity (sim/engine/affinity.py) as an order
+        of the cells; the previous replication's order and what was cached for it go."""
+        for old in list(self._cookie):
+            del self._cookie[old]
+            for cache in (self._groups, self._activity, self._guides):
+                for k in [k for k in cache if isinstance(k[1], tuple) and k[1][:2] == old]:
+                    del cache[k]
+            self.flow_sets.clear()
+        self._serial += 1
+        order = ("cookie", self._serial)
+        self._cookie[order] = (exponentials / self.users.activity, exponentials)
+        return order
+
+    def members(self, selector: Selector) -> np.ndarray:
+        members, _, i, j = self._range(selector)
+        return members[i:j]
+
+    def count_and_sum(self, selector: Selector) -> tuple[int, float]:
+        """Cookie order: how many users the range holds, and Σ E (= Σ activity × key)."""
+        members, _, i, j = self._range(selector)
+        exponentials = self._cookie[selector[1]][1]
+        return j - i, float(exponentials[members[i:j]].sum())
 
     def share(self, selector: Selector) -> float:
         """The selected users' share of all requests (activity)."""
         _, cum, i, j = self._range(selector)
         return float(cum[j] - cum[i])
+
+    def mirror_percent(self, mirrors: tuple) -> np.ndarray:
+        """Per user, the percent of its requests to the stable Service that are copied: the
+        first mirror route whose match selects the user's segments (``None``: every user)."""
+        found = self._mirrors.get(mirrors)
+        if found is None:
+            found = np.zeros(self.n)
+            assigned = np.zeros(self.n, dtype=bool)
+            for percent, segments in mirrors:
+                mask = np.ones(self.n, dtype=bool) if segments is None else self._mask(segments)
+                found[mask & ~assigned] = percent
+                assigned |= mask
+            if len(self._mirrors) > 64:
+                self._mirrors.clear()
+            self._mirrors[mirrors] = found
+        return found
+
+    def mean_over(self, values: np.ndarray, selector: Selector) -> float:
+        """The activity-weighted mean of a per-user value over the selected users."""
+        members, cum, i, j = self._range(selector)
+        if j <= i or cum[j] - cum[i] <= 0:
+            return 0.0
+        chosen = members[i:j]
+        return float(self.users.activity[chosen] @ values[chosen] / (cum[j] - cum[i]))
 
     def cell_share(self, key) -> float:
         return self.share((key, "bucket", 0.0, 100.0))
@@ -153,7 +238,23 @@ class UserCells:
         """``draw`` with each returned user's number of requests (the same random numbers:
         the users are ``draw``'s; their counts sum to ``k``)."""
         _, _, i, j = self._range(selector)
+        order = selector[1]
+        if isinstance(order, tuple) and len(order) > 2 and k > 0 and i < j:
+            return self._draw_each(rng, k, selector[:2], i, j)
         return self._draw_range(rng, k, selector[:2], i, j)
+
+    def _draw_each(self, rng, k: int, group_key, i: int, j: int):
+        """Joining requests (one per joiner): k distinct users of the range, uniformly (more
+        than it holds, which a Poisson count allows, go to its users at random)."""
+        members = self._group(*group_key)[0][i:j]
+        counts = np.zeros(members.size, dtype=np.int64)
+        counts[rng.choice(members.size, min(k, members.size), replace=False)] = 1
+        if k > members.size:
+            counts += np.bincount(
+                rng.integers(0, members.size, k - members.size), minlength=members.size
+            )
+        hit = counts > 0
+        return members[hit], counts[hit]
 
     def _draw_range(self, rng, k: int, group_key, i: int, j: int):
         members = self._group(*group_key)[0]
@@ -251,8 +352,11 @@ class UserCells:
     def _sorted_activity(self, key, order: str) -> np.ndarray:
         cached = self._activity.get((key, order))
         if cached is None:
-            members, _, _ = self._group(key, order)
-            cached = self._activity[(key, order)] = self.users.activity[members]
+            members, _, cum = self._group(key, order)
+            if isinstance(order, tuple) and len(order) > 2:
+                cached = self._activity[(key, order)] = np.diff(cum)
+            else:
+                cached = self._activity[(key, order)] = self.users.activity[members]
         return cached
 
 
@@ -299,6 +403,8 @@ def compute_flows(
                     lo, hi = (0.0, moved * 100.0) if tag == "dns_new" else (moved * 100.0, 100.0)
                     sel = (key, "dns", lo, hi)
                 services.append(("stable", groups, (1.0 - to_canary) * part, sel))
+            if state.cookie is not None and not in_m:  # session affinity: who holds a cookie
+                services = cookie_services(state, cells, key, a_cell)
             for service, groups, fraction, sel in services:
                 if fraction <= 0 or sel is None:
                     continue
@@ -312,7 +418,37 @@ def compute_flows(
                     share = a_cell * fraction * part_v
                     if share > 0:
                         flows.append(Flow(version, service, share, faulty, sel, total == 0))
+    if state.mirrors or state.load > 0:
+        flows += _shadow_flows(state, serving, cells, flows, fault_segment)
     return flows
+
+
+def _shadow_flows(state: RoutingState, serving, cells: UserCells, flows, fault_segment):
+    """Mirror copies of the users' requests to the stable Service, and synthetic requests, both
+    to the canary Service: each copy has its source's fault rule (a segment fault applies to
+    copies of that segment's requests), a synthetic request has no user (no segment fault)."""
+    pods = {g: serving.get(g, 0) for g in state.canary}
+    total = sum(pods.values())
+    new = sum(n for g, n in pods.items() if GROUP_VERSION.get(g) == "canary")
+    new_frac = new / total if total else 1.0  # nobody serves: they fail on the canary version
+    parts = [(v, p) for v, p in (("canary", new_frac), ("stable", 1.0 - new_frac)) if p > 0]
+    out: list[Flow] = []
+    if state.mirrors:
+        percent = cells.mirror_percent(state.mirrors)
+        for f in flows:
+            if f.service != "stable" or f.users is None:
+                continue
+            copied = f.share * cells.mean_over(percent, f.users) / 100.0
+            for version, part_v in parts:
+                if copied * part_v > 0:
+                    shadow = Flow(version, "canary", copied * part_v, f.faulty, None, total == 0)
+                    out.append(replace(shadow, shadow=True))
+    if state.load > 0:
+        faulty = fault_segment is None
+        for version, part_v in parts:
+            load = Flow(version, "canary", 0.0, faulty, None, total == 0, True, state.load * part_v)
+            out.append(load)
+    return out
 
 
 _FLOW_SETS_MAX = 4096

@@ -5,7 +5,8 @@ is *available* to the controller ``minReadySeconds`` after its readiness probe p
 *serves* — joins its Services' endpoints — the ``pods`` router delay after the probe. A scale-down
 takes effect at once: Kubernetes removes pods that are not ready first, then the newest ready
 ones. A candidate pod's fault begins at its own onset (by pod age, or from the release start).
-Pods above the steady state are counted in pod-seconds.
+Pods above the steady state are counted in pod-seconds, an Argo experiment's among them (its
+``experiment-*`` groups: ``GROUP_VERSION``); an idle group's pods serve no Service.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class Pods:
         self.endpoint_delay = platform.router_delay_for("pods")
         self.n, self.min_ready = replicas, min_ready
         stable = [Pod(-math.inf, -math.inf, -math.inf, math.inf) for _ in range(replicas)]
-        self.groups: dict[str, list[Pod]] = {"stable": stable, "canary": [], "primary": []}
+        self.groups: dict[str, list[Pod]] = {g: [] for g in GROUP_VERSION}
+        self.groups["stable"] = stable
         self.extra_pod_seconds = 0.0
         self.counted_until = 0.0
         self.changing: Callable[[], None] = _unconnected
@@ -85,19 +87,30 @@ class Pods:
         }
 
     def fault_state(self) -> FaultState:
+        """The candidate's serving pods that a Service selects (an idle experiment's get no
+        requests, so they do not dilute a per-pod fault)."""
         now = self.env.now
+        selected = self._selected()
         onsets = [
             p.onset
             for g, pods in self.groups.items()
-            if GROUP_VERSION[g] == "canary"
+            if GROUP_VERSION[g] == "canary" and g in selected
             for p in pods
             if p.serve <= now
         ]
         return FaultState(np.array(onsets, dtype=float), len(onsets))
 
     def candidate_gone(self) -> bool:
-        """No pod of the new version is left (running or starting)."""
-        return not any(self.groups[g] for g in ("canary", "primary"))
+        """No pod of the new version is left (running or starting), an experiment's included."""
+        return not any(pods for g, pods in self.groups.items() if GROUP_VERSION[g] == "canary")
+
+    def _selected(self) -> set[str]:
+        """The groups some Service selects now (the canary, the stable, a DNS switch's old)."""
+        if self.router is None:
+            return set(self.groups)
+        routing = self.router.state
+        old = routing.dns_from or frozenset()
+        return set(routing.stable) | set(routing.canary) | set(old)
 
     # ------------------------------------------------------------------ scaling
 
@@ -147,8 +160,13 @@ class Pods:
         model draws from; if not, the draft stays valid and no cut is needed. It does when a
         Service mixes versions (traffic follows pods), when capacity is finite, when the group
         starts or stops serving, or when the candidate's pods differ in their fault state."""
-        serving = sum(1 for p in self.groups[group] if p.serve <= self.env.now)
-        before = serving - 1 if joined else serving + 1
+        if group not in self._selected():
+            return False  # no Service selects it (an idle experiment's pods): no request meets it
+        now = self.env.now
+        serving = sum(1 for p in self.groups[group] if p.serve <= now)
+        # pods joining at one instant are all serving by the first one's call: before it, the
+        # group had the pods that served strictly earlier (two joining an empty group cut too)
+        before = sum(1 for p in self.groups[group] if p.serve < now) if joined else serving + 1
         if (before == 0) != (serving == 0) or self.capacity_bound:
             return True
         assert self.router is not None  # connected before the clock runs

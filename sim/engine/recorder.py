@@ -78,9 +78,9 @@ class Recorder:
         out = self.outcome
         if math.isnan(out.t_rollback_start) or not math.isnan(out.t_mitigated):
             return
-        routing = self.router.state
+        routing = self.router.now_state()
         flows = flow_set(routing, self.pods.serving(), self.cells, self.segment, self.sticky)
-        if routing.dns_from is None and not flows.canary.any():
+        if routing.dns_from is None and not flows.canary_idx.size:  # users' requests only
             out.t_mitigated = self.env.now
             self.mark("mitigated", "")
 
@@ -92,9 +92,9 @@ class Recorder:
             return
         if not math.isnan(out.t_rollback_start):
             return
-        routing = self.router.state
+        routing = self.router.now_state()
         flows = flow_set(routing, self.pods.serving(), self.cells, self.segment, self.sticky)
-        if routing.dns_from is None and flows.canary.all():
+        if routing.dns_from is None and not flows.stable_idx.size:  # users' requests only
             out.rollout_duration = self.env.now
 
     def settled(self, controller_finished: bool) -> bool:

@@ -45,6 +45,7 @@ from policies.vocabulary import routers_of
 from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.reference_metrics import Scrapes
 from sim.engine.reference_records import RequestRecords
+from sim.engine.reference_shadow import Shadow
 from sim.world.rates import Constant
 
 __all__ = ["ReferenceReplication", "simulate_reference"]
@@ -120,6 +121,8 @@ class ReferenceReplication:
         self.requests = RequestRecords()  # what the blast radius counts
         name = policy_name or policy.name
         self.outcome = Outcome(name, index, run_seed, release.name, release.is_bad)
+        shadow_seed = np.random.SeedSequence(seed.entropy, spawn_key=(*key, 7))
+        self.shadow = Shadow(self, np.random.default_rng(shadow_seed))  # copies, load, cookies
         self._refresh()
 
     def run(self) -> Outcome:
@@ -160,6 +163,12 @@ class ReferenceReplication:
                 self._later(0.0 if initial else self.selector_delay, self._set_selectors, action)
             elif isinstance(action, pc.SetMatchRoute):
                 self._later(self.router_delay, self._set_route, action)
+            elif isinstance(action, pc.SetMirror):
+                self._later(self.router_delay, self.shadow.set_mirror, action)
+            elif isinstance(action, pc.SetLoad):
+                self.shadow.set_load(action)  # the load tester calls the canary Service directly
+            elif isinstance(action, pc.SetSessionAffinity):
+                self._later(self.router_delay, self.shadow.set_affinity, action)
             elif isinstance(action, pc.Measure):
                 now, window, quantiles = self.env.now, action.window, action.quantiles
                 obs = self.scrapes.observe(now, window, quantiles, action.series_step)
@@ -217,6 +226,8 @@ class ReferenceReplication:
     def _set_weight(self, weight: float) -> None:
         self.weight = float(weight)
         self._world_changed()
+        if self.shadow.cookie is not None:  # the cookies given until now expire by then
+            self._call(self.env.now + self.shadow.max_age, self._world_changed)
 
     def _set_selectors(self, action) -> None:
         now = self.env.now
@@ -259,9 +270,11 @@ class ReferenceReplication:
             self.overs = (self._overload(now, False), self._overload(now, True))
 
     def _canary_share(self) -> float:
-        """Expected fraction of requests the canary Service gets (activity-weighted)."""
+        """Expected share of requests the canary Service gets (activity; cookie holders now)."""
         act = self.cw.users.activity
         matched = np.asarray(self.matched, bool) if self.matched else np.zeros(act.size, bool)
+        holders = self.shadow.refresh(self.weight, self.matched, self.sticky)
+        matched = matched if holders is None else matched | holders  # a cookie: like a match
         if self.sticky:
             return float(act[matched | (self.cw.users.bucket < self.weight)].sum())
         m = float(act[matched].sum())
@@ -303,7 +316,7 @@ class ReferenceReplication:
         p0, fault, objective, fault_p = self.p0, self.fault, self.objective, self._fault_p
         lat_m, lat_s, capacity = self.lat_m, self.lat_s, self.capacity
         latency = self.world.baseline.latency
-        scrapes = self.scrapes
+        scrapes, shadow = self.scrapes, self.shadow
         svc_req, svc_bad, req, err = scrapes.svc_req, scrapes.svc_bad, scrapes.req, scrapes.err
         lats = scrapes.lat
         rec, rec_caused, rec_ref = self.requests.columns, self.requests.caused, self.requests.ref
@@ -336,12 +349,15 @@ class ReferenceReplication:
             # --- one request at time t: its user, Service, pod, failure and latency
             matched, weight, w, canary_pods, stable_pods = self.state
             u = min(bisect_right(cum, ubuf.pop() * total), n_users)
-            if matched is not None and matched[u]:
+            cookie = shadow.cookie  # a cookie route: a valid cookie goes to canary
+            if (matched is not None and matched[u]) or (cookie is not None and cookie[u] > t):
                 to_canary = True
-            elif sticky:
-                to_canary = bucket[u] < weight
             else:
-                to_canary = ubuf.pop() < w
+                to_canary = bucket[u] < weight if sticky else ubuf.pop() < w
+                if to_canary and cookie is not None:  # sent by weight: it gets a cookie
+                    cookie[u] = t + shadow.max_age
+            if not to_canary and shadow.percent is not None and shadow.copied(u):
+                shadow.serve(t, segment is None or segment[u])  # a mirror's copy
             pods = canary_pods if to_canary else stable_pods
             if not to_canary and self.dns_from is not None and self.dns_switch[u] > t:
                 pods = self.old_pods  # this client still resolves the old address
@@ -395,6 +411,9 @@ class ReferenceReplication:
         share = self.share_c if to_canary else 1.0 - self.share_c
         pods = len(self.canary_pods if to_canary else self.stable_pods)
         load = float(self.world.traffic.rate_at(t)) * share
+        if to_canary and (self.shadow.copy_share or self.shadow.load):  # copies, load tests
+            load += float(self.world.traffic.rate_at(t)) * self.shadow.copy_share
+            load += self.shadow.load
         return min(1.0, max(0.0, 1.0 - pods * self.capacity / load)) if load > 0 else 0.0
 
     def _full_overload(self, t: float) -> float:

@@ -29,14 +29,18 @@ from policies.controller import (
     RollbackRequested,
     RolloutController,
     Scale,
+    SetLoad,
     SetMatchRoute,
+    SetMirror,
     SetSelectors,
+    SetSessionAffinity,
     SetWeight,
     StartTimer,
     StatusChanged,
     TimerFired,
 )
 from policies.vocabulary import routers_of
+from sim.engine.affinity import Cookies
 from sim.engine.clock import Clock
 from sim.engine.detectors import Detectors
 from sim.engine.drafting import Drafter
@@ -73,7 +77,9 @@ class Replication:
         self.cw, self.world, self.policy, self.release = cw, world, policy, release
         fault = release.fault
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
-        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss, tick_ss = streams(seed, 8)
+        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss, tick_ss, cookie_ss = (
+            streams(seed, 9)
+        )
         self.ops_rng = np.random.default_rng(ops_ss)
         n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon = horizon = world.horizon
@@ -98,7 +104,8 @@ class Replication:
         self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, pods_rng)
         router_delay = max(platform.router_delay_for(k) for k in routers_of(policy))
         selector_delay = platform.router_delay_for("serviceSelector")
-        self.router = router = Router(clock, world.users, router_delay, selector_delay)
+        cookies = Cookies(world.traffic, cells, cookie_ss, sticky)
+        self.router = router = Router(clock, world.users, router_delay, selector_delay, cookies)
         outcome = Outcome(policy_name or policy.name, index, run_seed, release.name, release.is_bad)
         self.recorder = recorder = Recorder(
             clock,
@@ -208,6 +215,12 @@ class Replication:
                 self.router.set_selectors(action, initial=initial)
             elif isinstance(action, SetMatchRoute):
                 self.router.set_match_route(action)
+            elif isinstance(action, SetMirror):
+                self.router.set_mirror(action)
+            elif isinstance(action, SetLoad):
+                self.router.set_load(action)
+            elif isinstance(action, SetSessionAffinity):
+                self.router.set_session_affinity(action)
             elif isinstance(action, Measure):
                 self.queue.append(self.detectors.measure(action))
             elif isinstance(action, StatusChanged):

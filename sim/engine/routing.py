@@ -4,6 +4,8 @@ The controller's routing actions land after the router kind's propagation delay 
 patch after the Service-selector delay; the controller's first actions at once). A DNS switch
 moves each client at a uniform random moment within the TTL: while it lasts, the old stable
 Service's groups still get the clients that have not moved (sim/engine/flows.py draws them).
+Mirror routes and the cookie route (session affinity, sim/engine/affinity.py) are router
+routes too and land after its delay; a load tester calls the canary Service at once.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from policies.controller import SetMatchRoute, SetSelectors
+from policies.controller import SetLoad, SetMatchRoute, SetMirror, SetSelectors, SetSessionAffinity
+from sim.engine.affinity import Cookies
 from sim.engine.flows import RoutingState
 
 __all__ = ["Router"]
@@ -23,12 +26,16 @@ class Router:
     ``sync()`` to bring the traffic up to now, ``mark(kind, value)`` records it for the trace,
     and ``landed()`` follows every change (the rollback may now be complete for users)."""
 
-    def __init__(self, clock, users, router_delay: float, selector_delay: float) -> None:
+    def __init__(
+        self, clock, users, router_delay: float, selector_delay: float, cookies: Cookies
+    ) -> None:
         self.env, self.call = clock.env, clock.call
         self.users = users  # the world's user model: which segments a match route selects
         self.router_delay, self.selector_delay = router_delay, selector_delay
         self.state = RoutingState()
         self.match_routes: dict[str, tuple] = {}
+        self.cookies = cookies  # session affinity (sim/engine/affinity.py)
+        self.mirror_routes: dict[str, tuple] = {}  # name -> (percent, match), in order set
         self.changing: Callable[[], None] = _unconnected
         self.sync: Callable[[], None] = _unconnected
         self.mark: Callable[..., None] = _unconnected
@@ -51,6 +58,15 @@ class Router:
     def set_match_route(self, action: SetMatchRoute) -> None:
         self._later(self.router_delay, "match", action)
 
+    def set_mirror(self, action: SetMirror) -> None:
+        self._later(self.router_delay, "mirror", action)
+
+    def set_load(self, action: SetLoad) -> None:
+        self._later(0.0, "load", action)  # the load tester calls the canary Service directly
+
+    def set_session_affinity(self, action: SetSessionAffinity) -> None:
+        self._later(self.router_delay, "affinity", action)
+
     def _later(self, delay: float, what: str, value) -> None:
         if delay <= 0:
             self._land(what, value)
@@ -66,6 +82,9 @@ class Router:
         now = self.env.now
         if what == "weight":
             state = replace(state, weight=float(value))
+            self.cookies.checkpoint(now, state.weight)
+            if self.cookies.on and self.cookies.max_age < float("inf"):  # the last cookies end
+                self.call(now + self.cookies.max_age, self._cookies_expired)
         elif what == "selectors":
             if value.transition_s > 0:
                 state = replace(
@@ -73,6 +92,16 @@ class Router:
                 )
                 self.call(now + value.transition_s, self._dns_settled, now)
             state = replace(state, stable=value.stable, canary=value.canary)
+        elif what == "mirror":
+            state = replace(state, mirrors=self._mirrors(value))
+        elif what == "load":
+            state = replace(state, load=max(0.0, float(value.rate)))
+        elif what == "affinity":
+            self.cookies.land(now, value.max_age_s, state.weight)
+            if self.cookies.on and self.cookies.order is not None:
+                state = replace(state, cookie=self.cookies.piece(now, now))
+            else:
+                state = replace(state, cookie=None)
         else:
             if value.match:
                 self.match_routes[value.name] = value.match
@@ -81,6 +110,29 @@ class Router:
             matches = [m for ms in self.match_routes.values() for m in ms]
             state = replace(state, matched=frozenset(self.users.segments_matched_by(matches)))
         self.state = state
+        self.landed()
+
+    def _mirrors(self, action: SetMirror) -> tuple:
+        """The mirror routes as the flows read them: (percent, segments or None), in order."""
+        if action.percent > 0:
+            self.mirror_routes[action.name] = (min(100.0, float(action.percent)), action.match)
+        else:
+            self.mirror_routes.pop(action.name, None)
+        routes = []
+        for percent, match in self.mirror_routes.values():
+            segments = frozenset(self.users.segments_matched_by(match)) if match else None
+            routes.append((percent, segments))
+        return tuple(routes)
+
+    def now_state(self):
+        """The routing state as a request meets it now (with a cookie route: who holds one)."""
+        if self.state.cookie is None:
+            return self.state
+        return replace(self.state, cookie=self.cookies.piece(self.env.now, self.env.now))
+
+    def _cookies_expired(self) -> None:
+        """A weight set max-age ago: the cookies given before it have expired by now."""
+        self.sync()
         self.landed()
 
     def _dns_settled(self, started: float) -> None:
@@ -95,6 +147,12 @@ class Router:
 def _describe(action) -> str:
     if isinstance(action, SetSelectors):
         return f"stable={sorted(action.stable)} canary={sorted(action.canary)}"
+    if isinstance(action, SetMirror):
+        return f"{action.name}: {action.percent:g}%"
+    if isinstance(action, SetLoad):
+        return f"{action.rate:g}/s"
+    if isinstance(action, SetSessionAffinity):
+        return f"max-age {action.max_age_s:g}s"
     return f"{action.name}: {'on' if action.match else 'off'}"
 
 

@@ -74,8 +74,13 @@ class _Block:
         out[0], out[1] = by_req[0], by_err[0]
         out[2] = by_req[1] * phi
         out[3], out[4] = by_req[2], by_err[2]
-        out[5] = requests.sum(axis=0)
-        out[6] = counts[0].sum(axis=0) + counts[1].sum(axis=0)
+        if self.flows.shadow is None:
+            out[5] = requests.sum(axis=0)
+            out[6] = counts[0].sum(axis=0) + counts[1].sum(axis=0)
+        else:  # the service's series (SLO alerts) are what users get: no copies, no load tests
+            users = ~self.flows.shadow
+            out[5] = requests[users].sum(axis=0)
+            out[6] = counts[0][users].sum(axis=0) + counts[1][users].sum(axis=0)
         return out
 
     def trim_front(self, n: int) -> None:
@@ -186,12 +191,16 @@ class Tape:
         q[fs.unserved] = 0.0
         ov = self._overload(fs, lam, ends - starts, serving_by_service)
         base = fs.share[:, None] * lam
+        if fs.rate is not None:  # synthetic requests come at their own rate
+            base = base + fs.rate[:, None] * (ends - starts)
         means = np.empty((3, len(fs), starts.size))
         means[0] = base * (ov + (1.0 - ov) * p)  # failed
         ok = base * (1.0 - ov) * (1.0 - p)
         means[1] = ok * q  # slow
         means[2] = ok * (1.0 - q)  # good
         if not fs.any_faulty:
+            if fs.shadow is not None and fs.faulty.any():  # only copies meet the fault
+                return means, phi, np.full(starts.size, np.inf)
             return means, np.zeros(starts.size), np.full(starts.size, np.inf)
         return means, phi, onset_in
 
@@ -204,10 +213,11 @@ class Tape:
         out = np.zeros((len(fs), rate.size))
         for service, rows in (("canary", fs.service_canary), ("stable", ~fs.service_canary)):
             share = fs.share[rows].sum()
-            if share <= 0:
+            extra = 0.0 if fs.rate is None else float(fs.rate[rows].sum())  # load tests
+            if share <= 0 and extra <= 0:
                 continue
             capacity = serving_by_service.get(service, 0) * self.capacity
-            load = rate * share
+            load = rate * share if fs.rate is None else rate * share + extra
             out[rows] = np.clip(1.0 - capacity / np.maximum(load, 1e-300), 0.0, 1.0)
         return out
 

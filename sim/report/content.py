@@ -100,8 +100,9 @@ def build_blocks(result, loaded, facts: Facts, traces: list, prov: dict, timelin
     blocks += guarded("verdict", verdict_box)
     blocks.append(Heading("What each policy does"))
     blocks += guarded("policy summaries", lambda: [Bullets(tuple(policy_lines(facts)))])
-    if getattr(loaded, "notes", ()):
-        blocks.append(Bullets(tuple(loaded.notes), "notes"))
+    notes = (*getattr(loaded, "notes", ()), *getattr(result, "notes", ()))
+    if notes:
+        blocks.append(Bullets(notes, "notes"))
     blocks += [Heading("Blast radius, speed and cost"), Para(_blast_caption(facts))]
     blocks += guarded("budget note", lambda: _budget_note(result))
     blocks += guarded(

@@ -49,6 +49,9 @@ _STYLE: dict[RcKeyType, Any] = {
     "grid.color": "#e4e4e4",
     "grid.linewidth": 0.8,
     "legend.frameon": False,
+    # names are shown as written: a policy called "$x$" or "a_{b}" is text, not TeX
+    "text.parse_math": False,
+    "text.usetex": False,
 }
 
 
@@ -133,7 +136,7 @@ def log_axis(ax, axis: str, values: np.ndarray) -> bool:
     """Log (or symlog, if anything is ≤ 0) scale when the values span a wide range."""
     if not _wide(values):
         return False
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     setter = ax.set_xscale if axis == "x" else ax.set_yscale
     v = values[np.isfinite(values)]
@@ -142,7 +145,9 @@ def log_axis(ax, axis: str, values: np.ndarray) -> bool:
     else:
         setter("log")
     fmt = FuncFormatter(lambda x, _p: f"{x:,.0f}" if abs(x) >= 1 else f"{x:g}")
-    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(fmt)
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    which.set_major_formatter(fmt)
+    which.set_minor_formatter(NullFormatter())  # the default one writes TeX, shown raw here
     return True
 
 

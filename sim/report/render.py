@@ -4,7 +4,8 @@ The report's content is a list of small blocks (headings, paragraphs, tables, fi
 renderers walk the same list, so report.html and report.md cannot drift apart. The HTML embeds
 its figures as base64 PNG and its CSS inline: it makes no request, works offline and survives
 being mailed around. Text may carry ``**bold**`` (policy names) and ``*italic*``; nothing else
-is markup.
+is markup: both renderers escape everything else, so a name is shown as written, never run
+(``<script>``) or read as structure (a newline and ``#`` in Markdown).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "Heading",
     "Para",
     "Table",
+    "md_escape",
     "to_html",
     "to_markdown",
 ]
@@ -226,17 +228,47 @@ def to_html(blocks, title: str) -> str:
     )
 
 
+_MARKUP = re.compile(rf"{_BOLD.pattern}|{_ITALIC.pattern}")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>~|&])")
+_MD_BLOCK_START = re.compile(r"^(?:[#>+=-]|\d+[.)])")
+
+
+def _literal(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _line(text: str) -> str:
+    """Escape what would start a heading, quote, list or rule at the start of a line."""
+    return _MD_BLOCK_START.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], text, count=1)
+
+
+def md_escape(text: str) -> str:
+    """``text`` as literal Markdown: one line (a newline in a name cannot start a heading), and
+    every character Markdown or HTML would read as markup backslash-escaped (``<script>``,
+    ``<img onerror>``, links, code, emphasis, a leading ``#``, ``>``, ``-`` or ``1.``)."""
+    return _line(_literal(" ".join(text.splitlines())))
+
+
 def _md_text(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Report text in Markdown: ``**bold**`` and ``*italic*`` kept, everything else literal."""
+    out, pos = [], 0
+    text = " ".join(text.splitlines())
+    for m in _MARKUP.finditer(text):
+        bold = m.group(1) is not None
+        mark = "**" if bold else "*"
+        out += [_literal(text[pos : m.start()]), mark, _literal(m.group(1 if bold else 2)), mark]
+        pos = m.end()
+    out.append(_literal(text[pos:]))
+    return _line("".join(out))
 
 
 def _md_cell(c: Cell | str) -> str:
     if not isinstance(c, Cell):
         return _md_text(str(c))
-    text = f"**{c.text}**" if c.strong else c.text
+    text = f"**{_md_text(c.text)}**" if c.strong else _md_text(c.text)
     if c.sub:
-        text += " (" + "; ".join(c.sub) + ")"
-    return _md_text(text)
+        text += " (" + "; ".join(_md_text(s) for s in c.sub) + ")"
+    return text
 
 
 def _md_table(t: Table) -> str:
@@ -248,7 +280,7 @@ def _md_table(t: Table) -> str:
         else:
             lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
     if t.note:
-        lines += ["", f"_{t.note}_"]
+        lines += ["", f"_{_md_text(t.note)}_"]
     return "\n".join(lines)
 
 
@@ -257,18 +289,20 @@ def to_markdown(blocks, figure_dir: str = "figures") -> str:
     out = []
     for b in blocks:
         if isinstance(b, Heading):
-            out.append("#" * b.level + " " + b.text)
+            out.append("#" * b.level + " " + _md_text(b.text))
         elif isinstance(b, Para):
-            out.append(b.text)
+            out.append(_md_text(b.text))
         elif isinstance(b, Bullets):
-            out.append("\n".join(f"- {i}" for i in b.items))
+            out.append("\n".join(f"- {_md_text(i)}" for i in b.items))
         elif isinstance(b, Table):
             out.append(_md_table(b))
         elif isinstance(b, Figure):
-            out.append(f"![{b.title}]({figure_dir}/{b.name}.png)\n\n_{b.caption}_")
+            link = f"![{md_escape(b.title)}]({figure_dir}/{b.name}.png)"
+            out.append(f"{link}\n\n_{_md_text(b.caption)}_")
         elif isinstance(b, Box):
             inner = to_markdown(b.blocks, figure_dir).rstrip("\n")
             out.append("\n".join(("> " + line).rstrip() for line in inner.split("\n")))
         elif isinstance(b, Footer):
-            out.append("---\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in b.items))
+            rows = (f"- **{_md_text(k)}**: {_md_text(v)}" for k, v in b.items)
+            out.append("---\n\n" + "\n".join(rows))
     return "\n\n".join(out) + "\n"

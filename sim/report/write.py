@@ -32,7 +32,7 @@ from policies.errors import RolloutsimError
 from sim.report.content import build_blocks
 from sim.report.facts import Facts
 from sim.report.render import Heading, Para, to_html, to_markdown
-from sim.runs.files import atomic_write, staged_folder
+from sim.runs.files import atomic_write, check_output, staged_folder
 
 __all__ = ["REPORT_FILES", "ReportIncomplete", "example_traces", "write_report"]
 
@@ -157,15 +157,9 @@ def _bare_report(loaded, problems) -> list:
 
 
 def _check_target(out: Path) -> None:
-    """Refuse to replace anything that is not an earlier report: never delete a user's folder."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise FileExistsError(f"{out} exists and is not a report folder")
-    ours = (out / "report.html").exists() or (out / "results.parquet").exists()
-    if out.is_dir() and any(out.iterdir()) and not ours:
-        raise FileExistsError(
-            f"{out} is a folder that holds no report.html: refusing to replace it "
-            "(give a new or empty folder, or an earlier report's)"
-        )
+    """Refuse to replace anything that is not an earlier report: never delete a user's folder
+    (one line, ``sim.runs.files.check_output``; a run checks the same before it starts)."""
+    check_output(out, "report")
 
 
 # ---------------------------------------------------------------------------- files

@@ -11,13 +11,24 @@ Light on purpose (no numpy, no pandas): the command line builds one before anyth
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast, get_args
 
-__all__ = ["BACKENDS", "DEFAULTS", "Backend", "ResolvedOptions", "RunOptions", "checkpoint_beside"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULTS",
+    "Backend",
+    "ResolvedOptions",
+    "RunOptions",
+    "checkpoint_beside",
+    "die_with_parent",
+]
 
 Backend = Literal["inprocess", "process", "dask"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
@@ -32,7 +43,8 @@ class RunOptions:
     spawn pool of ``workers``, default every core this process may use) or "dask"
     (``scheduler``: an address or a ``distributed.Client``; default a LocalCluster of
     ``workers``). ``progress``: show a progress bar. ``resume``: keep a checkpoint left by an
-    interrupted run and continue it (``checkpoint_beside``).
+    interrupted run and continue it (``checkpoint_beside``). ``budget``: the work and memory a
+    run may take (``sim.runs.budget``; None: its default, ``Budget.unlimited()`` lifts it).
     """
 
     replications: int | Mapping[str, int] | None = None
@@ -42,6 +54,7 @@ class RunOptions:
     scheduler: Any = None
     progress: bool | None = None
     resume: bool | None = None
+    budget: Any = None
 
     @classmethod
     def of(cls, scenario) -> RunOptions:
@@ -83,7 +96,7 @@ class RunOptions:
 
     def run_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``sim.run`` (resolve first: None is passed as None)."""
-        keys = ("replications", "seed", "backend", "workers", "scheduler", "progress")
+        keys = ("replications", "seed", "backend", "workers", "scheduler", "progress", "budget")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -105,6 +118,8 @@ class ResolvedOptions(Protocol):
     def progress(self) -> bool: ...
     @property
     def resume(self) -> bool: ...
+    @property
+    def budget(self) -> Any: ...
     def run_kwargs(self) -> dict[str, Any]: ...
 
 
@@ -136,3 +151,19 @@ def checkpoint_beside(out: str | Path, resume: bool | None) -> Path:
     if path.exists() and not resume:
         shutil.rmtree(path)
     return path
+
+
+def die_with_parent(parent: int, every: float = 0.5) -> None:
+    """In a ``process`` backend worker: exit as soon as ``parent`` (the run's process) is gone,
+    even when it was killed with SIGKILL and could not shut its pool down, so no worker lives on
+    as an orphan. A daemon thread polls the parent PID (a dead parent's children are given to
+    another process); portable, and blind to which of the parent's threads started the pool."""
+    if os.getppid() != parent:  # already gone before the worker started
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)  # no cleanup to do: the chunk in hand is lost with its parent anyway
+
+    threading.Thread(target=watch, name="rolloutsim-parent-watch", daemon=True).start()

@@ -17,16 +17,14 @@ import json
 import math
 import multiprocessing
 import os
-import re
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from policies.base import validate_model
 from policies.errors import PolicyError, RolloutsimError
@@ -34,8 +32,12 @@ from policies.loading import parse_policy
 from sim.engine.outcome import OUTCOME_FIELDS, Outcome
 from sim.engine.replication import Replication
 from sim.engine.seeds import WORLD_KEY, replication_seed, shared_parts
+from sim.runs.budget import Budget, check, estimate, few_replications
+from sim.runs.budget import counts as plan_counts
+from sim.runs.budget import whole as _whole
+from sim.runs.checkpoint import TYPES, Checkpoint
 from sim.runs.files import atomic_write
-from sim.runs.options import BACKENDS, DEFAULTS
+from sim.runs.options import BACKENDS, DEFAULTS, die_with_parent
 from sim.world.model import World
 
 __all__ = ["BACKENDS", "DEFAULT_CHUNK_SIZE", "WORLD_KEY", "Chunk", "RunResult", "run", "run_chunk"]
@@ -45,8 +47,6 @@ DEFAULT_CHUNK_SIZE = 50
 
 _CACHE_SIZE = 4
 _FORMAT = 1
-_CASTS = {"int": int, "float": float, "bool": bool, "str": str}
-_TYPES = {f.name: _CASTS[str(f.type)] for f in fields(Outcome)}
 
 
 @dataclass(frozen=True, order=True)
@@ -99,8 +99,11 @@ def _prepared(world: dict, seed: int) -> tuple:
     return _remember(_PREPARED, _digest({"world": world, "seed": seed}), build)
 
 
-def _warm(world: dict, seed: int) -> None:
-    """Process-pool initializer: compile the world while the other workers start."""
+def _warm(world: dict, seed: int, parent: int | None = None) -> None:
+    """Process-pool initializer: die with the parent (no orphans after its SIGKILL), and
+    compile the world while the other workers start."""
+    if parent is not None:
+        die_with_parent(parent)
     _prepared(world, seed)
 
 
@@ -130,7 +133,7 @@ def run_chunk(
             out = Outcome(
                 name, i, seed, release.name, release.is_bad, outcome="error", error=_one_line(exc)
             )
-        records.append({k: _TYPES[k](v) for k, v in out.to_dict().items()})
+        records.append({k: TYPES[k](v) for k, v in out.to_dict().items()})
     return records
 
 
@@ -154,30 +157,6 @@ def _named_policies(policies) -> list[tuple[str, Any]]:
     return named
 
 
-def _whole(value, path: str, low: int, high: float = math.inf) -> int:
-    whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not (whole and low <= value < high):
-        bounds = f"[{low}, {high})" if math.isfinite(high) else f">= {low}"
-        raise PolicyError(f"{value!r} is not a whole number {bounds}", path=path)
-    return int(value)
-
-
-def _counts(replications, classes: Sequence[str]) -> dict[str, int]:
-    if isinstance(replications, Mapping):
-        unknown = sorted(set(replications) - set(classes))
-        missing = [c for c in classes if c not in replications]
-        if unknown or missing:
-            what = f"unknown {', '.join(unknown)}" if unknown else f"missing {', '.join(missing)}"
-            raise PolicyError(
-                f"replications must name every release class ({', '.join(classes)}): {what}",
-                path="replications",
-            )
-        counts = {c: replications[c] for c in classes}
-    else:
-        counts = dict.fromkeys(classes, replications)
-    return {c: _whole(n, f"replications.{c}", 1) for c, n in counts.items()}
-
-
 def _plan(policies: Sequence[str], classes: Sequence[str], counts, size: int) -> list[Chunk]:
     return [
         Chunk(p, c, k, start, min(start + size, counts[cname]), pname, cname)
@@ -185,74 +164,6 @@ def _plan(policies: Sequence[str], classes: Sequence[str], counts, size: int) ->
         for c, cname in enumerate(classes)
         for k, start in enumerate(range(0, counts[cname], size))
     ]
-
-
-# ---------------------------------------------------------------------------- checkpoints
-
-
-class _Checkpoint:
-    """A directory of finished chunks (one parquet file each, written atomically) + manifest."""
-
-    def __init__(self, directory, manifest: dict) -> None:
-        self.dir = Path(directory)
-        self.chunks = self.dir / "chunks"
-        path = self.dir / "manifest.json"
-        if path.exists():
-            old = json.loads(path.read_text())
-            if old.get("digest") != manifest["digest"]:
-                diff = [k for k in manifest if k != "digest" and old.get(k) != manifest[k]]
-                raise PolicyError(
-                    f"this checkpoint was made for different inputs ({', '.join(diff) or 'format'}"
-                    " differ); resume with the same world, policies, seed, replications and chunk"
-                    " size, or use a new directory",
-                    file=str(path),
-                )
-        else:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
-        self.chunks.mkdir(parents=True, exist_ok=True)
-
-    def path(self, chunk: Chunk) -> Path:
-        p, c = _slug(chunk.policy), _slug(chunk.release_class)
-        name = f"{chunk.policy_index:03d}-{p}__{chunk.class_index:03d}-{c}__{chunk.index:05d}"
-        return self.chunks / f"{name}.parquet"
-
-    def load(self, chunk: Chunk) -> list[dict] | None:
-        """The chunk's records if finished and intact, else None (it is run again)."""
-        import pyarrow.parquet as pq
-
-        path = self.path(chunk)
-        if not path.exists():
-            return None
-        try:
-            records = pq.read_table(path).to_pylist()
-        except Exception:  # a damaged file is a missing chunk
-            return None
-        if [r.get("replication") for r in records] != list(range(chunk.start, chunk.stop)):
-            return None
-        if any(k not in records[0] for k in OUTCOME_FIELDS):
-            return None  # written by a version with other outcome fields: run it again
-        return [{k: _TYPES[k](r[k]) for k in OUTCOME_FIELDS} for r in records]
-
-    def save(self, chunk: Chunk, records: list[dict]) -> None:
-        if any(r["error"] for r in records):
-            return  # not finished: a resume retries it
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pylist(records, schema=_arrow_schema())
-        atomic_write(self.path(chunk), lambda tmp: pq.write_table(table, tmp))
-
-
-def _arrow_schema():
-    import pyarrow as pa
-
-    kinds = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
-    return pa.schema([(name, kinds[_TYPES[name]]) for name in OUTCOME_FIELDS])
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40]
 
 
 # ---------------------------------------------------------------------------- backends
@@ -278,7 +189,7 @@ def _process(tasks, finished, workers, _scheduler, world, seed, _digest) -> None
         max_workers=_n_workers(workers, len(tasks)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_warm,
-        initargs=(world, seed),
+        initargs=(world, seed, os.getpid()),
     )
     try:
         futures = {pool.submit(run_chunk, *args): chunk for chunk, args in tasks}
@@ -297,7 +208,7 @@ def _dask(tasks, finished, workers, scheduler, _world, _seed, digest) -> None:
     if isinstance(scheduler, Client):
         client = scheduler
     elif scheduler is not None:
-        client = Client(scheduler)
+        client = connect_scheduler(scheduler)
     else:
         options = {"dashboard_address": None, "silence_logs": logging.ERROR}
         n = _n_workers(workers, len(tasks))
@@ -323,6 +234,30 @@ def _dask(tasks, finished, workers, scheduler, _world, _seed, digest) -> None:
 
 
 _BACKENDS = {"inprocess": _inprocess, "process": _process, "dask": _dask}
+
+SCHEDULER_TIMEOUT_S = 5.0
+"""How long to try a Dask scheduler's address before giving up (distributed's default: 30 s)."""
+
+
+def connect_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S):
+    """A ``distributed.Client`` on ``address``, after saying on stderr what that trusts: Dask
+    sends pickles both ways, so the scheduler and its workers can run code in this process. An
+    address that does not answer within ``timeout`` is a one-line ``RolloutsimError``."""
+    from distributed import Client  # heavy, and needed only when a scheduler is named
+
+    print(
+        f"rolloutsim: note: connecting to the Dask scheduler {address}: Dask exchanges pickles,"
+        " so it and its workers can run code here; use only a scheduler you trust",
+        file=sys.stderr,
+    )
+    try:
+        return Client(address, timeout=timeout)
+    except (ValueError, TypeError) as exc:  # an address distributed cannot parse
+        raise PolicyError(
+            f"{address!r} is not a scheduler address ({exc})", path="scheduler"
+        ) from None
+    except (OSError, TimeoutError):
+        raise RolloutsimError(f"scheduler: no answer from {address} within {timeout:g} s") from None
 
 
 @contextlib.contextmanager
@@ -356,6 +291,7 @@ class RunResult:
     backend: str = "inprocess"
     wall_time_s: float = math.nan
     version: str = ""
+    notes: tuple[str, ...] = ()  # for the report, like LoadedScenario.notes
 
     def summary(self, metrics=None, confidence: float = 0.95):
         """Per policy and class, plus the probability-weighted mixture (sim.runs.summary)."""
@@ -415,6 +351,7 @@ def run(
     checkpoint: str | os.PathLike | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     on_chunk: Callable[[Chunk], Any] | None = None,
+    budget: Budget | None = None,
 ) -> RunResult:
     """Run every policy on every release class, ``replications`` each, and collect outcomes.
 
@@ -423,8 +360,11 @@ def run(
     "inprocess", "process" (a spawn pool of ``workers``, default all cores) or "dask"
     (``scheduler``: an address or a ``Client``; default a LocalCluster of ``workers``). With
     ``checkpoint`` (a directory) finished chunks are kept and a rerun does only the rest.
-    ``on_chunk(chunk)`` is called after each chunk is finished and saved. The defaults are
-    ``sim.runs.options.DEFAULTS``; ``RunOptions.run_kwargs()`` gives these keywords.
+    ``on_chunk(chunk)`` is called after each chunk is finished and saved. Before anything is
+    planned or built the work and memory are estimated and a plan beyond ``budget`` (None:
+    ``sim.runs.budget.DEFAULT_BUDGET``; ``Budget.unlimited()`` lifts it) is refused with a
+    ``BudgetError``. The defaults are ``sim.runs.options.DEFAULTS``;
+    ``RunOptions.run_kwargs()`` gives these keywords.
     """
     started = time.perf_counter()
     if backend not in BACKENDS:
@@ -443,7 +383,12 @@ def run(
         if parse_policy(specs[name]) != p:
             raise RolloutsimError(f"policy {name!r} does not survive its own to_dict()")
     classes = model.releases.names
-    counts = _counts(replications, classes)
+    counts = plan_counts(replications, classes)
+    # priced before anything is planned or built: an absurd plan is refused in milliseconds
+    tasks = sum(math.ceil(n / chunk_size) for n in counts.values()) * len(named)
+    single = backend == "inprocess" or (backend == "dask" and scheduler is not None)
+    local = 1 if single else _n_workers(workers, tasks)  # local processes building users
+    check(estimate(model, named, counts, local), budget)
     names = tuple(specs)
     version = _version()
     inputs = {"format": _FORMAT, "rolloutsim": version, "world": world_json, "seed": seed}
@@ -451,7 +396,7 @@ def run(
     inputs["chunk_size"] = chunk_size
     digest = _digest(inputs)
     chunks = _plan(names, classes, counts, chunk_size)
-    store = _Checkpoint(checkpoint, {"digest": digest, **inputs}) if checkpoint else None
+    store = Checkpoint(checkpoint, {"digest": digest, **inputs}) if checkpoint else None
     loaded = {c: store.load(c) for c in chunks} if store is not None else {}
     done = {c: records for c, records in loaded.items() if records is not None}
     todo = [
@@ -476,7 +421,7 @@ def run(
     frame = _frame([r for c in chunks for r in done[c]], model, counts)
     failed, wall = int((frame["error"] != "").sum()), time.perf_counter() - started
     args = (frame, names, classes, failed, seed, counts, world_json, specs, backend, wall)
-    return RunResult(*args, version=version)
+    return RunResult(*args, version=version, notes=tuple(few_replications(counts)))
 
 
 def _frame(records: list[dict], world: World, counts: dict[str, int]):

@@ -16,16 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from policies.base import Model, read_yaml_file, validate_model
+from policies.durations import format_duration
 from policies.errors import PolicyError
 from policies.loading import load_policy, parse_policy
+from sim.runs.budget import BudgetError, check, estimate, few_replications
+from sim.runs.budget import counts as plan_counts
 from sim.runs.options import DEFAULTS
 from sim.world.model import World
 from sim.world.traffic import base_directory
 
 __all__ = ["LoadedScenario", "PolicyRef", "Scenario", "load_scenario", "scenario_json_schema"]
+
+
+FileBackend = Literal["inprocess", "process"]
 
 
 class PolicyRef(Model):
@@ -58,11 +65,32 @@ class Scenario(Model):
     # the run options a file may set (sim/runs/options.py: the caller's win, DEFAULTS fill in)
     replications: int | dict[str, int] = DEFAULTS.replications
     seed: int = Field(DEFAULTS.seed, ge=0)
-    backend: Literal["inprocess", "process", "dask"] = DEFAULTS.backend
+    # the machine-local backends only: both run this package's code on this machine, in this
+    # process or in spawned copies of it; nothing crosses a network and nothing is unpickled
+    # from elsewhere. Dask and its scheduler are the caller's choice (_caller_only).
+    backend: FileBackend = cast(FileBackend, DEFAULTS.backend)
     workers: int | None = Field(DEFAULTS.workers, ge=1)
-    scheduler: str | None = None
+    scheduler: SkipJsonSchema[str | None] = None  # always None: refused by _caller_only
     sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted path -> values
     tune: dict[str, Any] = Field(default_factory=dict)  # a search space: see sim/tune/space.py
+
+    @field_validator("backend", "scheduler", mode="before")
+    @classmethod
+    def _caller_only(cls, value: Any, info: Any) -> Any:
+        """A scenario may be someone else's file, and Dask exchanges pickles: connecting to a
+        scheduler runs code it sends. So the command line or the Python call chooses Dask."""
+        if info.field_name == "backend" and value != "dask":
+            return value
+        if info.field_name == "scheduler" and value is None:
+            return value
+        what = "the dask backend" if info.field_name == "backend" else "a Dask scheduler"
+        flag = "--backend dask" if info.field_name == "backend" else "--scheduler ADDRESS"
+        raise ValueError(
+            f"a scenario file cannot choose {what}: the file may be someone else's, and Dask"
+            " exchanges pickles, so a scheduler can run code on the machine that connects;"
+            f" give {flag} on the command line (Python: run(..., backend=, scheduler=));"
+            " a file may say backend: process or inprocess"
+        )
 
     @model_validator(mode="after")
     def _replications(self) -> Scenario:
@@ -138,7 +166,98 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
                 f"{name}: runs on {world} replicas (world.platform.replicas), not its own {own}"
             )
         policies[name] = policy
+    notes += _warnings(scenario, policies)
     return LoadedScenario(scenario, policies, path, tuple(notes))
+
+
+def _warnings(scenario: Scenario, policies: dict[str, Any]) -> list[str]:
+    """What is valid but odd enough to mislead (sim/world/model.py for the world's own), each
+    saying why; and whether the file's own run is beyond the default budget, which ``run``
+    refuses (``validate`` says so here, before anything runs)."""
+    world = scenario.world
+    out = world.warnings()
+    for name, policy in policies.items():
+        least, what = _least_rollout(policy)
+        if least > world.horizon:
+            out.append(
+                f"warning: {name}: a healthy release takes at least {_dur(least)} ({what}),"
+                f" longer than world.horizon {_dur(world.horizon)}: no release can complete, so"
+                " every one ends stalled and the rollout times and escapes say nothing"
+            )
+        out += _traffic_warnings(name, policy, world)
+    try:
+        counts = plan_counts(scenario.replications, world.releases.names)
+    except PolicyError:  # a class missing from replications: run refuses it, naming the class
+        return out
+    out += few_replications(counts)
+    try:
+        check(estimate(world, policies, counts))
+    except BudgetError as exc:
+        out.append(f"warning: run refuses this file's plan as it stands: {exc}")
+    return out
+
+
+def _least_rollout(policy: Any) -> tuple[float, str]:
+    """A lower bound on a healthy release's duration (seconds) and what sets it."""
+    kind = policy.kind
+    if kind == "Canary":
+        pauses = [s.pause.duration for s in policy.steps if s.pause is not None]
+        return sum(d for d in pauses if d is not None), "its pauses"
+    if kind == "BatchRelease":
+        pauses = [b.pause.duration for b in policy.batches if b.pause is not None]
+        return sum(d for d in pauses if d is not None), "its pauses"
+    if kind == "BlueGreen":
+        return (policy.auto_promotion_seconds if policy.auto_promotion_enabled else 0.0), (
+            "autoPromotionSeconds"
+        )
+    if kind in ("Progressive", "ABTest"):
+        a = policy.analysis
+        if kind == "ABTest":
+            ticks = (a.iterations or 0) + 1
+        elif policy.blue_green:
+            ticks = policy.effective_iterations + 1
+        else:
+            ticks = len(policy.weight_schedule()) + 1
+        interval = a.effective_interval_s
+        return ticks * interval, f"{ticks} Flagger ticks of {_dur(interval)}"
+    return 0.0, ""
+
+
+def _traffic_warnings(name: str, policy: Any, world: World) -> list[str]:
+    """A canary that no step sends traffic to before promotion: nothing can judge it, and at
+    promotion every user moves at once. Odd, not always wrong (a dark launch), so a warning."""
+    kind, out = policy.kind, []
+    if kind == "Canary" and policy.steps:
+        routes = any(
+            s.experiment is not None
+            or s.set_mirror_route is not None
+            or (s.set_header_route is not None and s.set_header_route.match)
+            for s in policy.steps
+        )
+        if not routes and not any(s.set_weight for s in policy.steps):
+            out.append(
+                f"warning: {name}: no step sends traffic to the canary (every setWeight is 0,"
+                " no header or mirror route): its analysis sees no canary request and"
+                " promotion moves every user at once, as a blue-green switch does"
+            )
+    replicas = world.platform.replicas or policy.replicas  # none: run says so, naming it
+    batched = kind == "BatchRelease" and replicas and len(policy.batches) > 1
+    if batched and not any(policy.batch_pods(replicas)[:-1]):
+        out.append(
+            f"warning: {name}: every batch before the last has 0 new pods, so the new"
+            " version gets no traffic until all of it does"
+        )
+    a = policy.analysis if kind == "Progressive" else None
+    if a is not None and a.max_weight == 0 and not (policy.blue_green or a.step_weights):
+        out.append(
+            f"note: {name}: analysis.maxWeight 0 is Flagger's default, 100 (Flagger reads a"
+            " maxWeight below 1 as unset): the canary's weight goes up to 100 %"
+        )
+    return out
+
+
+def _dur(seconds: float) -> str:
+    return str(format_duration(seconds))
 
 
 def _route_matches(policy) -> list:
@@ -158,7 +277,8 @@ def _check_matches(policy, world: World, path: Path, where: str) -> None:
     """A match route that no user segment satisfies sends the canary no traffic at all, so
     every good release would fail its checks (Flagger counts no data as a failure): refuse it."""
     matches = _route_matches(policy)
-    if matches and not world.users.segments_matched_by(matches):
+    matched = world.users.segments_matched_by(matches) if matches else ()
+    if matches and not any(world.users.segments[m].share > 0 for m in matched):
         known = (
             ", ".join(
                 f"{name} ({'header ' + seg.header.name if seg.header else ''}"
@@ -167,10 +287,11 @@ def _check_matches(policy, world: World, path: Path, where: str) -> None:
             )
             or "none"
         )
+        empty = f" ({', '.join(matched)}: 0 % of users)" if matched else ""
         raise PolicyError(
             f"{policy.name}: no user segment of the world sends the headers or cookies its "
-            f"match routes need, so the canary would get no traffic (segments: {known}); give "
-            "a segment in world.users.segments a matching header or cookie",
+            f"match routes need{empty}, so the canary would get no traffic (segments: {known}); "
+            "give a segment in world.users.segments a matching header or cookie",
             path=where,
             file=str(path),
         )

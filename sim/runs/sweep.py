@@ -10,22 +10,36 @@ Every cell is one ``sim.runs.runner.run`` with the options ``RunOptions.resolve`
 that cell (a cell may set ``seed`` or ``replications`` itself). With an output folder each run
 keeps a checkpoint beside its report folder (``<folder>.checkpoint``): ``resume`` continues an
 interrupted run without redoing its finished chunks, the report folder is only ever written
-whole (sim/report/write.py), and the checkpoint is removed once it is.
+whole (sim/report/write.py), and the checkpoint is removed once it is. The folder is checked
+before the run (``sim.runs.files.check_output``) and locked while the run writes it and its
+checkpoint (``<folder>.lock``), so a second run on it is refused instead of deleting the
+first one's checkpoint. Each cell's folder has a unique readable name (``cell_names``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from policies.errors import PolicyError
+from sim.runs.files import atomic_write, check_name, check_output, inside, output_lock
 from sim.runs.options import RunOptions, checkpoint_beside
 
-__all__ = ["cells", "parse_params", "run_scenario", "sweep", "sweep_grid"]
+__all__ = [
+    "cell_names",
+    "cells",
+    "check_names",
+    "parse_params",
+    "run_scenario",
+    "sweep",
+    "sweep_grid",
+]
 
 
 def _loaded(scenario):
@@ -45,19 +59,42 @@ def run_scenario(scenario, options: RunOptions | None = None, out=None, *, trace
 
     loaded = _loaded(scenario)
     opts = (options or RunOptions()).resolve(loaded)
-    checkpoint = None if out is None else checkpoint_beside(out, opts.resume)
-    result = run(loaded.world, loaded.policies, **opts.run_kwargs(), checkpoint=checkpoint)
-    if out is not None:
+    if out is None:
+        return _run_in_file(run, loaded, opts)
+    check_output(out, "report")  # before any work: a bad target is refused, not found at the end
+    with output_lock(out):
+        checkpoint = checkpoint_beside(out, opts.resume)
+        result = _run_in_file(run, loaded, opts, checkpoint=checkpoint)
         from sim.report.write import ReportIncomplete, write_report
 
         try:
             write_report(result, loaded, out, traces=traces)
         except ReportIncomplete as exc:  # the results are on disk: the checkpoint is done
-            shutil.rmtree(cast(Path, checkpoint), ignore_errors=True)
+            shutil.rmtree(checkpoint, ignore_errors=True)
             exc.result = result
             raise
-        shutil.rmtree(cast(Path, checkpoint), ignore_errors=True)  # set whenever out is
+        shutil.rmtree(checkpoint, ignore_errors=True)
     return result
+
+
+def _run_in_file(run, loaded, opts, **more):
+    """``run`` on a loaded scenario; a plan over budget names the scenario's file."""
+    from sim.runs.budget import BudgetError
+
+    try:
+        return run(loaded.world, loaded.policies, **opts.run_kwargs(), **more)
+    except BudgetError as exc:
+        raise exc.with_file(str(loaded.path)) if loaded.path else exc from None
+
+
+def check_names(loaded):
+    """``loaded`` (a ``LoadedScenario``) if its name and its policies' names are Kubernetes
+    names (``sim.runs.files.check_name``: they become folders and manifests), else one line."""
+    where = str(loaded.path) if loaded.path is not None else None
+    check_name(loaded.scenario.name, "name", file=where)
+    for i, name in enumerate(loaded.policies):
+        check_name(name, f"policies[{i}].name", file=where)
+    return loaded
 
 
 def parse_params(items: Iterable[str]) -> dict[str, list[Any]]:
@@ -114,36 +151,16 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
     import pandas as pd
 
     from sim.report.write import ReportIncomplete
-    from sim.runs.files import atomic_write
-    from sim.runs.scenario import load_scenario
 
     base = _loaded(scenario)
     if base.path is None:
         raise PolicyError("a sweep needs a scenario loaded from a file (its cells are reloaded)")
     grid = sweep_grid(base, params)
-    out_dir = None if out is None else Path(out)
-    frames, rows, texts = [], [], []
-    incomplete: list = []
-    for cell in cells(grid):
-        text = {k: str(v) for k, v in cell.items()}
-        loaded = load_scenario(base.path, cell)
-        cell_dir = None
-        if out_dir is not None:
-            label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items())
-            cell_dir = out_dir / "cells" / _slug(label)
-        try:
-            result = run_scenario(loaded, options, cell_dir, traces=[])
-        except ReportIncomplete as exc:  # its results are written: go on with the other cells
-            incomplete.append(exc)
-            result = exc.result
-        frames.append(result.frame.assign(**text))
-        mixture = result.summary().xs("mixture", level="release_class")
-        for policy, row in mixture.iterrows():
-            summary = {"policy": policy, **row.to_dict()}
-            rows.append({**cell, **summary})
-            texts.append({**text, **summary})
-    table = pd.DataFrame(rows)
-    if out_dir is not None:
+    if out is None:
+        return _sweep(base, grid, options, None)[0]
+    out_dir = check_output(out, "sweep")
+    with output_lock(out_dir):
+        table, frames, texts, incomplete = _sweep(base, grid, options, out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = pd.DataFrame(texts)
         atomic_write(out_dir / "sweep.csv", lambda tmp: written.to_csv(tmp, index=False))
@@ -155,5 +172,59 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
     return table
 
 
+def _sweep(base, grid, options, out_dir: Path | None):
+    """Run every cell: (table, frames, text rows, ReportIncomplete of the cells so ended)."""
+    import pandas as pd
+
+    from sim.report.write import ReportIncomplete
+    from sim.runs.scenario import load_scenario
+
+    frames, rows, texts = [], [], []
+    incomplete: list = []
+    all_cells = cells(grid)
+    names = cell_names(all_cells)
+    for cell, name in zip(all_cells, names):
+        text = {k: str(v) for k, v in cell.items()}
+        loaded = load_scenario(base.path, cell)
+        cell_dir = None if out_dir is None else inside(out_dir, "cells", name)
+        try:
+            result = run_scenario(loaded, options, cell_dir, traces=[])
+        except ReportIncomplete as exc:  # its results are written: go on with the other cells
+            incomplete.append(exc)
+            result = exc.result
+        frames.append(result.frame.assign(**text))
+        mixture = result.summary().xs("mixture", level="release_class")
+        for policy, row in mixture.iterrows():
+            summary = {"policy": policy, **row.to_dict()}
+            rows.append({**cell, **summary})
+            texts.append({**text, **summary})
+    return pd.DataFrame(rows), frames, texts, incomplete
+
+
+_CELL_NAME = 60
+"""Longest readable part of a cell folder's name (then ``-`` and an 8-digit hash)."""
+
+
+def cell_names(grid_cells: list[dict[str, Any]]) -> list[str]:
+    """A unique, readable folder name per cell: ``rate=100,weight=5`` as it is when that is safe
+    (only ``[A-Za-z0-9_.=,-]``, short) and unique; otherwise the readable part cut short, then
+    ``-`` and a hash of the cell's full paths and values, so two cells never share a folder."""
+    labels = [",".join(f"{k.split('.')[-1]}={v}" for k, v in cell.items()) for cell in grid_cells]
+    slugs = [_slug(label) for label in labels]
+    names = []
+    for cell, label, slug in zip(grid_cells, labels, slugs):
+        clean = slug == label and len(slug) <= _CELL_NAME and slugs.count(slug) == 1
+        if not clean or slug.startswith("."):
+            blob = json.dumps(cell, sort_keys=True, default=repr).encode()
+            slug = f"{slug[:_CELL_NAME].strip('.')}-{hashlib.sha256(blob).hexdigest()[:8]}"
+        names.append(slug)
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):  # the same cell twice (--param x=1,1): number the repeats
+        seen[name] = seen.get(name, 0) + 1
+        if names.count(name) > 1:
+            names[i] = f"{name}-{seen[name]}"
+    return names
+
+
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)[:80]
+    return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", text)

@@ -35,8 +35,16 @@ from sim.report.plotting import (
     time_axis,
     wrap,
 )
+from sim.report.render import md_escape
 from sim.report.text import fmt_duration
-from sim.runs.files import staged_folder
+from sim.runs.files import (
+    check_name,
+    check_output,
+    folder_for,
+    inside,
+    output_lock,
+    staged_folder,
+)
 from sim.tune.space import expressible
 
 __all__ = ["TUNE_FILES", "front_figure", "tune_scenario", "write_tune_report"]
@@ -76,22 +84,26 @@ def tune_scenario(
     from sim.tune.search import load_tune_scenario, tune
 
     scenario = load_tune_scenario(path)
-    folder = Path(out or Path("reports") / f"{scenario.name}-tune")
-    checkpoint = folder.with_name(folder.name + ".checkpoint")
-    if checkpoint.exists() and not resume:
-        shutil.rmtree(checkpoint)
-    result = tune(
-        scenario,
-        exportable_to=exportable_to,
-        backend=backend,
-        workers=workers,
-        scheduler=scheduler,
-        seed=seed,
-        checkpoint=checkpoint,
-        progress=sys.stderr.isatty() if progress is None else progress,
-    )
-    write_tune_report(result, folder)
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    check_name(scenario.name, "name", file=str(scenario.path) if scenario.path else None)
+    default = out is None
+    folder = folder_for("reports", scenario.name, "name", "-tune") if default else Path(out)
+    check_output(folder, "tune")  # before the search: a bad target is refused now, not after
+    with output_lock(folder):
+        checkpoint = folder.with_name(folder.name + ".checkpoint")
+        if checkpoint.exists() and not resume:
+            shutil.rmtree(checkpoint)
+        result = tune(
+            scenario,
+            exportable_to=exportable_to,
+            backend=backend,
+            workers=workers,
+            scheduler=scheduler,
+            seed=seed,
+            checkpoint=checkpoint,
+            progress=sys.stderr.isatty() if progress is None else progress,
+        )
+        write_tune_report(result, folder)
+        shutil.rmtree(checkpoint, ignore_errors=True)
     return folder, result
 
 
@@ -101,11 +113,7 @@ def write_tune_report(result, out_dir) -> Path:
     An existing ``out_dir`` must be an earlier tune folder (it holds tune.md) or empty: it is
     replaced only once the new folder is complete.
     """
-    out = Path(out_dir)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise FileExistsError(f"{out} exists and is not a tune folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "tune.md").exists():
-        raise FileExistsError(f"{out} holds no tune.md: refusing to replace it")
+    out = check_output(out_dir, "tune")
     chosen = result.recommended
     exports = _exports(chosen.policy) if chosen is not None else {}
     with staged_folder(out) as tmp:
@@ -121,8 +129,8 @@ def write_tune_report(result, out_dir) -> Path:
                 if isinstance(made, str):
                     continue
                 (tmp / "exports" / f"{executor}.yaml").write_text(made.to_yaml(), "utf-8")
-                for name, text in made.files.items():
-                    (tmp / "exports" / f"{executor}-{name}").write_text(text, encoding="utf-8")
+                for name, text in made.files.items():  # names from the policy: kept inside
+                    inside(tmp / "exports", f"{executor}-{name}").write_text(text, "utf-8")
         facts = _facts(result, exports)
         (tmp / "tune.json").write_text(json.dumps(facts, indent=1, default=_json), "utf-8")
         (tmp / "tune.md").write_text(_markdown(result, facts), encoding="utf-8")
@@ -207,18 +215,19 @@ def _markdown(result, facts: dict) -> str:
     sel, spec = result.selection, result.spec
     table = result.table.set_index("candidate")
     chosen = result.recommended
-    lines = [f"# rolloutsim tune: {result.name}", ""]
+    lines = [f"# rolloutsim tune: {md_escape(result.name)}", ""]
     if chosen is None:
-        lines += [f"**No recommendation**: {sel.message}.", ""]
+        lines += [f"**No recommendation**: {md_escape(sel.message)}.", ""]
     else:
         row = table.loc[chosen.name]
         knobs = ", ".join(
-            f"{k} {_show(k, v)}"
+            md_escape(f"{k} {_show(k, v)}")
             for k, v in chosen.params.items()
             if not (isinstance(v, float) and math.isnan(v))
         )
         lines += [
-            f"**Recommended: `{chosen.name}`** ({chosen.family}{': ' + knobs if knobs else ''}).",
+            f"**Recommended: {_code(chosen.name)}** ({md_escape(chosen.family)}"
+            f"{': ' + knobs if knobs else ''}).",
             "",
             f"- {spec.objective.label()}: {_num(row['objective'])} "
             f"(± {_num(row['objective_ci'], 2)}, 95 % CI over {int(row['n_screen'])} + "
@@ -235,7 +244,7 @@ def _markdown(result, facts: dict) -> str:
             )
         lines += ["", "Files: `recommended.yaml`; exports:"]
         lines += [
-            f"- {e}: `{m}`" if m.startswith("exports/") else f"- {e}: refused ({m})"
+            f"- {e}: `{m}`" if m.startswith("exports/") else f"- {e}: refused ({md_escape(m)})"
             for e, m in facts["exports"].items()
         ]
     a = sel.alphas
@@ -255,7 +264,7 @@ def _markdown(result, facts: dict) -> str:
         "averages a replication of every release class); a quantile objective targets the "
         "expected quantile of its batch.",
         "",
-        f"Outcome: {sel.message}.",
+        f"Outcome: {md_escape(sel.message)}.",
     ]
     finalists = facts["finalists"]
     if len(finalists) > 1:
@@ -266,7 +275,9 @@ def _markdown(result, facts: dict) -> str:
         ]
         for name, f in sorted(finalists.items(), key=lambda kv: kv[1]["mean"]):
             lo, hi = f["mcb"]
-            lines.append(f"| `{name}` | {_num(f['mean'])} | {f['n']} | [{lo:+.3g}, {hi:+.3g}] |")
+            lines.append(
+                f"| {_code(name)} | {_num(f['mean'])} | {f['n']} | [{lo:+.3g}, {hi:+.3g}] |"
+            )
     r = facts["replications"]
     status = ", ".join(f"{n} {s}" for s, n in facts["status"].items() if n)
     if result.excluded:
@@ -303,10 +314,16 @@ def _markdown(result, facts: dict) -> str:
     for name in result.front:
         row = table.loc[name]
         lines.append(
-            f"| `{name}` | {fmt_duration(row['rollout_time'])} | {_num(row['objective'])} | "
+            f"| {_code(name)} | {fmt_duration(row['rollout_time'])} | {_num(row['objective'])} | "
             f"{row['status']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _code(name: str) -> str:
+    """A name in tune.md: in a code span when that is safe, else escaped text; one line."""
+    text = " ".join(str(name).splitlines())
+    return md_escape(text) if ("`" in text or "|" in text) else f"`{text}`"
 
 
 def _show(key: str, value) -> str:

@@ -259,7 +259,9 @@ def _dask_client(backend: str, scheduler, workers):
         yield scheduler
         return
     if scheduler is not None:
-        with Client(scheduler) as client:
+        from sim.runs.runner import connect_scheduler  # says what a scheduler is trusted with
+
+        with connect_scheduler(scheduler) as client:
             yield client
         return
     import os

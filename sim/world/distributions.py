@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from policies.base import Model, format_path
+from policies.base import Model, brief, format_path
 from policies.durations import Duration, format_duration, parse_duration
 
 __all__ = [
@@ -49,6 +49,12 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=Model)
+
+# Bounds that keep every moment and draw finite: a lognormal's mean is median·exp(σ²/2), which
+# overflows past σ ≈ 37 and is already 5e21 × the median at 10; a gamma's scale is mean/shape
+# (a shape below 1e-3 makes nearly every draw 0 and a few astronomically large).
+MAX_SIGMA = 10.0
+MIN_SHAPE, MAX_SHAPE = 1e-3, 1e6
 
 
 def _out(values: np.ndarray) -> Any:
@@ -196,7 +202,7 @@ class LogNormal(Distribution):
 
     kind: ClassVar[str] = "lognormal"
     median: Duration = Field(gt=0)
-    sigma: float = Field(ge=0, allow_inf_nan=False)
+    sigma: float = Field(ge=0, le=MAX_SIGMA, allow_inf_nan=False)
 
     @cached_property
     def _mu(self) -> float:
@@ -240,7 +246,13 @@ class Gamma(Distribution):
 
     kind: ClassVar[str] = "gamma"
     mean_: Duration = Field(alias="mean", gt=0)
-    shape: float = Field(gt=0, allow_inf_nan=False)
+    shape: float = Field(gt=0, le=MAX_SHAPE, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _finite(self) -> Gamma:
+        if self.shape < MIN_SHAPE:
+            raise ValueError(f"gamma.shape {self.shape:g} is below {MIN_SHAPE:g} (the limit)")
+        return self
 
     @cached_property
     def _scale(self) -> float:
@@ -352,7 +364,7 @@ def _build(kind: str, body: Any) -> Distribution:
 def validate_as(cls: type[M], label: str, body: Any) -> M:
     """``cls`` from a YAML mapping; any failure is one ValueError naming ``label.field``."""
     if not isinstance(body, dict):
-        raise ValueError(f"{label} takes a mapping of its parameters, got {body!r}")
+        raise ValueError(f"{label} takes a mapping of its parameters, got {brief(body)}")
     try:
         return cls.model_validate(body)
     except ValidationError as exc:
@@ -381,7 +393,7 @@ def parse_distribution(data: Any) -> Distribution:
     if isinstance(data, Distribution):
         return data
     if isinstance(data, bool):
-        raise ValueError(f"{data!r} is not a distribution")
+        raise ValueError(f"{brief(data)} is not a distribution")
     if isinstance(data, int | float | str):
         return Fixed(value=parse_duration(data))
     if isinstance(data, dict):
@@ -392,9 +404,11 @@ def parse_distribution(data: Any) -> Distribution:
             )
         ((kind, body),) = data.items()
         if kind not in _KINDS:
-            raise ValueError(f"unknown distribution {kind!r} (use one of {', '.join(_KINDS)})")
+            raise ValueError(f"unknown distribution {brief(kind)} (use one of {', '.join(_KINDS)})")
         return _build(kind, body)
-    raise ValueError(f"{data!r} is not a distribution (a duration or e.g. {{uniform: [20s, 40s]}})")
+    raise ValueError(
+        f"{brief(data)} is not a distribution (a duration or e.g. {{uniform: [20s, 40s]}})"
+    )
 
 
 _DURATION = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}
@@ -408,10 +422,14 @@ _KIND_SCHEMA = json_object(
     },
     exponential={"anyOf": [_DURATION, json_object(("mean",), mean=_DURATION)]},
     lognormal=json_object(
-        ("median", "sigma"), median=_DURATION, sigma={"type": "number", "minimum": 0}
+        ("median", "sigma"),
+        median=_DURATION,
+        sigma={"type": "number", "minimum": 0, "maximum": MAX_SIGMA},
     ),
     gamma=json_object(
-        ("mean", "shape"), mean=_DURATION, shape={"type": "number", "exclusiveMinimum": 0}
+        ("mean", "shape"),
+        mean=_DURATION,
+        shape={"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SHAPE},
     ),
     empirical={
         "anyOf": [

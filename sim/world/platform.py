@@ -69,7 +69,8 @@ _ROUTER_DELAY_SCHEMA = {
 class Platform(Model):
     """Replicas, pod start-up, capacity, router propagation and the metrics pipeline.
 
-    - ``replicas``: None takes the policy's manifest replicas (``resolve_replicas``).
+    - ``replicas``: None takes the policy's manifest replicas (``resolve_replicas``); at most
+      2^31 − 1, as ``spec.replicas`` is an int32 (how many a run can afford: sim/runs/budget.py).
     - ``podStartup`` 30 s (assumption: image present, a modest readiness probe). The policy's
       ``minReadySeconds`` is added by the controller, not here.
     - ``capacityPerPod``: requests/s one ready pod serves; load above what the ready pods of a
@@ -87,7 +88,7 @@ class Platform(Model):
       duration pins it (taken modulo the interval; ``0s`` is a tick at the release start).
     """
 
-    replicas: int | None = Field(None, ge=1)
+    replicas: int | None = Field(None, ge=1, le=2**31 - 1)  # an int32 in Kubernetes's API
     pod_startup: DistributionSpec = Fixed(value=30.0)
     capacity_per_pod: float | None = Field(None, gt=0, allow_inf_nan=False)
     router_delay: Annotated[

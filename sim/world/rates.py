@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import bisect
 import csv
+import io
 import itertools
 import math
+import re
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -22,10 +24,12 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from policies.base import Model
+from policies.base import Model, read_text_file
 from policies.durations import Duration, format_duration
+from policies.errors import PolicyError
 
 __all__ = [
+    "MAX_TRACE_BYTES",
     "Constant",
     "Diurnal",
     "Piecewise",
@@ -33,7 +37,7 @@ __all__ = [
     "RateProfile",
     "Trace",
     "as_times",
-    "read_counts",
+    "read_trace",
 ]
 
 _TWO_PI = 2.0 * math.pi
@@ -343,7 +347,7 @@ class Trace(_StepProfile):
         name: str | None = None,
     ) -> Trace:
         """Read per-minute counts from ``column`` of a CSV with a header row."""
-        counts = read_counts(Path(path), column)
+        counts = read_trace(Path(path), column)
         return cls(counts=counts, file=name or str(path), column=column, beyond=beyond)
 
     @cached_property
@@ -375,26 +379,45 @@ class Trace(_StepProfile):
             yield "beyond", self.beyond
 
 
-def read_counts(path: Path, column: str) -> tuple[float, ...]:
-    """Per-minute counts from ``column`` of a CSV file with a header row; ValueError naming the
-    file, line and column if it cannot be read."""
+MAX_TRACE_BYTES = 16 * 1024 * 1024
+"""A trace file is read up to this size (16 MiB: a year of per-minute counts fits)."""
+_COUNT = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
+
+
+def read_trace(path: Path, column: str) -> tuple[float, ...]:
+    """Per-minute counts from ``column`` of a CSV file with a header row.
+
+    The file may be anything a scenario names (``/etc/passwd`` included), so its errors name
+    the file, line and rule and never show what the file holds; only a regular UTF-8 file
+    (``read_text_file``) is read, and a count is plain ASCII digits (``float()`` would read
+    "nan", "1_000" and "１２").
+    """
+    where = f"trace file {str(path)!r}"
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or column not in reader.fieldnames:
-                have = ", ".join(reader.fieldnames or []) or "no header"
-                raise ValueError(f"trace file {str(path)!r} has no column {column!r} ({have})")
-            counts = []
-            for line, row in enumerate(reader, start=2):
-                text = (row.get(column) or "").strip()
-                try:
-                    counts.append(float(text))
-                except ValueError:
-                    raise ValueError(
-                        f"trace file {str(path)!r} line {line}: {column} {text!r} is not a number"
-                    ) from None
-    except OSError as exc:
-        raise ValueError(f"cannot read trace file {str(path)!r}: {exc.strerror}") from None
+        text = read_text_file(path, limit=MAX_TRACE_BYTES)
+    except PolicyError as exc:  # names the file and rule, never its bytes
+        if exc.message.startswith("cannot read file"):
+            raise ValueError(f"cannot read {where}{exc.message[16:]}") from None
+        line = f" {exc.path}" if exc.path else ""
+        raise ValueError(f"{where}{line}: {exc.message}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    counts: list[float] = []
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        if column not in header:
+            raise ValueError(f"{where} has no column {column!r} (its header has {len(header)})")
+        index = header.index(column)
+        for row in reader:
+            if not row:
+                continue  # a blank line, as csv.DictReader skips it
+            value = row[index].strip() if index < len(row) else ""
+            if not _COUNT.fullmatch(value):
+                raise ValueError(
+                    f"{where} line {reader.line_num}: {column} is not a number (value not shown)"
+                )
+            counts.append(float(value))
+    except csv.Error as exc:
+        raise ValueError(f"{where} line {reader.line_num}: not CSV ({exc})") from None
     if not counts:
-        raise ValueError(f"trace file {str(path)!r} has no rows")
+        raise ValueError(f"{where} has no rows")
     return tuple(counts)

@@ -25,20 +25,21 @@ from typing import Annotated, Any
 
 from pydantic import PlainSerializer, PlainValidator, ValidationInfo, WithJsonSchema
 
-from policies.base import Model
+from policies.base import Model, brief
 from policies.durations import Duration
 from sim.world.distributions import json_object, validate_as
 from sim.world.rates import (
+    MAX_TRACE_BYTES,
     Constant,
     Diurnal,
     Piecewise,
     RateProfile,
     Trace,
     as_times,
-    read_counts,
+    read_trace,
 )
 
-__all__ = ["RateSpec", "Traffic", "base_directory", "parse_rate"]
+__all__ = ["MAX_TRACE_BYTES", "RateSpec", "Traffic", "base_directory", "parse_rate", "read_trace"]
 
 _BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("base_dir", default=None)
 
@@ -63,16 +64,17 @@ def parse_rate(data: Any, base_dir: str | Path | None = None) -> RateProfile:
     if isinstance(data, RateProfile):
         return data
     if isinstance(data, bool):
-        raise ValueError(f"{data!r} is not a rate")
+        raise ValueError(f"{brief(data)} is not a rate")
     if isinstance(data, int | float):
         return validate_as(Constant, "constant", {"rate": data})
     if not isinstance(data, dict) or len(data) != 1:
+        kinds = ", ".join(_KINDS)
         raise ValueError(
-            f"a rate is a number or a one-key mapping {{{', '.join(_KINDS)}: ...}} (got {data!r})"
+            f"a rate is a number or a one-key mapping {{{kinds}: ...}} (got {brief(data)})"
         )
     ((kind, body),) = data.items()
     if kind not in _KINDS:
-        raise ValueError(f"unknown rate profile {kind!r} (use one of {', '.join(_KINDS)})")
+        raise ValueError(f"unknown rate profile {brief(kind)} (use one of {', '.join(_KINDS)})")
     if kind == "constant":
         body = {"rate": body}
     elif kind == "piecewise" and isinstance(body, list | tuple):
@@ -84,7 +86,7 @@ def parse_rate(data: Any, base_dir: str | Path | None = None) -> RateProfile:
             raise ValueError("trace.file: must be a file name")
         base = Path(base_dir) if base_dir is not None else (_BASE_DIR.get() or Path.cwd())
         column = body.get("column", "count")
-        body = {**body, "counts": read_counts(base / body["file"], str(column))}
+        body = {**body, "counts": read_trace(base / body["file"], str(column))}
     return validate_as(_KINDS[kind], kind, body)
 
 

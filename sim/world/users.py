@@ -23,12 +23,19 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
-from policies.base import Model
+from policies.base import Model, brief
 from sim.world.distributions import json_object
 
-__all__ = ["Activity", "NameValue", "Percent", "Segment", "UserPopulation", "Users"]
+__all__ = ["MAX_USERS", "Activity", "NameValue", "Percent", "Segment", "UserPopulation", "Users"]
 
 
 def _percent(value: Any) -> float:
@@ -37,7 +44,7 @@ def _percent(value: Any) -> float:
     except (TypeError, ValueError):
         number = -1.0
     if isinstance(value, bool) or not 0.0 <= number <= 100.0:
-        raise ValueError(f'{value!r} is not a percentage in 0..100 (e.g. 2.5 or "2.5%")')
+        raise ValueError(f'{brief(value)} is not a percentage in 0..100 (e.g. 2.5 or "2.5%")')
     return number
 
 
@@ -94,7 +101,7 @@ class Activity(Model):
     (relative rates: only each user's share of all requests matters)."""
 
     kind: Literal["uniform", "lognormal"] = "uniform"
-    sigma: float | None = Field(None, ge=0, allow_inf_nan=False)
+    sigma: float | None = Field(None, ge=0, le=10, allow_inf_nan=False)  # 10: one user is all
 
     @model_validator(mode="before")
     @classmethod
@@ -104,7 +111,7 @@ class Activity(Model):
         if isinstance(data, dict) and len(data) == 1 and "kind" not in data:
             ((kind, body),) = data.items()
             if not isinstance(body, dict | None):
-                raise ValueError(f"activity {kind} takes a mapping, got {body!r}")
+                raise ValueError(f"activity {kind} takes a mapping, got {brief(body)}")
             return {"kind": kind, **(body or {})}
         return data
 
@@ -126,7 +133,7 @@ class Activity(Model):
         return "uniform" if self.kind == "uniform" else {"lognormal": {"sigma": self.sigma}}
 
 
-_LOGNORMAL = json_object(("sigma",), sigma={"type": "number", "minimum": 0})
+_LOGNORMAL = json_object(("sigma",), sigma={"type": "number", "minimum": 0, "maximum": 10})
 _ACTIVITY_SCHEMA = {"anyOf": [{"enum": ["uniform"]}, json_object(lognormal=_LOGNORMAL)]}
 ActivitySpec = Annotated[
     Activity,
@@ -189,6 +196,11 @@ def _cell_probabilities(shares: list[float], overlaps: dict[tuple[int, int], flo
     return np.maximum(p, 0.0) / total
 
 
+MAX_USERS = 2_000_000
+"""The largest population modelled: each user costs memory and time in every run (about 65
+bytes and a microsecond to build), and blast radii are shares, which a sample keeps."""
+
+
 class UserPopulation(Model):
     """``users: {count: 200000, activity: {lognormal: {sigma: 1.5}}, segments: {...}}``.
 
@@ -202,6 +214,16 @@ class UserPopulation(Model):
     segments: dict[str, Segment] = Field(default_factory=dict, max_length=16)
     overlaps: dict[str, Percent] = Field(default_factory=dict)
     routing: Literal["random", "sticky"] = "random"
+
+    @field_validator("count")
+    @classmethod
+    def _bounded(cls, count: int) -> int:
+        if count > MAX_USERS:
+            raise ValueError(
+                f"{count:,} users is more than {MAX_USERS:,} (the limit: model a sample, the "
+                "blast radius is a share of users)"
+            )
+        return count
 
     @model_validator(mode="after")
     def _check(self) -> UserPopulation:
