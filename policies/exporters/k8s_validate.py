@@ -19,14 +19,13 @@ import jsonschema
 from kubernetes_validate import utils as kv
 from referencing import Registry, Resource
 
+from policies.names import DNS1123_SUBDOMAIN
+
 __all__ = ["KUBERNETES_VERSION", "validate", "validate_all"]
 
 KUBERNETES_VERSION = "1.33.0"
 """The schema set used: a release every managed offering still supports (CCE, GKE, EKS, AKS)."""
 
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -59,7 +58,7 @@ def _semantic(obj: dict[str, Any]) -> list[str]:
         errors.append("metadata.name: is required")
     elif kind == "Service" and (len(name) > 63 or not _DNS1035_LABEL.match(name)):
         errors.append(f"metadata.name: {name!r} is not a DNS-1035 label (a Service name)")
-    elif len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+    elif len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
         errors.append(f"metadata.name: {name!r} is not a DNS-1123 subdomain")
     labels = [("metadata.labels", meta.get("labels") or {})]
     spec = obj.get("spec") or {}

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from policies.base import brief, read_yaml_file
 from policies.errors import PolicyError
 from policies.measures import Query
+from policies.names import check_name
 
 __all__ = ["MAP_SYNTAX", "Context", "Manifests", "load_mapping", "map_hint", "parse_map"]
 
@@ -79,6 +80,10 @@ class Context:
         for where, value in (("metadata", meta), ("spec", spec)):
             if not isinstance(value, dict):
                 raise self.error(where, f"{brief(value)} is not a mapping")
+        try:  # the API server refuses any other name (an example's placeholder, upper case)
+            check_name(meta.get("name"), "metadata.name")
+        except PolicyError as exc:
+            raise self.error("metadata.name", exc.message) from None
         for key in sorted(set(meta) - {"name"}):
             self.ignore(f"metadata.{key}")
         return meta, spec

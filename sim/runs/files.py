@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.errors import PolicyError
+from policies.names import NAME_RULE, check_name
 
 __all__ = [
     "MARKERS",
@@ -73,24 +73,9 @@ def staged_folder(out: Path) -> Iterator[Path]:
 
 # ---------------------------------------------------------------------------- names and paths
 
-NAME_RULE = (
-    "a Kubernetes name (DNS-1123 subdomain): lower-case letters, digits, '-' and '.', starting"
-    " and ending with a letter or digit, at most 253 characters"
-)
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ROOM = 40
 """Bytes a folder name must leave free under NAME_MAX for what is written beside it
 (``.<name>.XXXXXXXX.partial``, ``<name>.checkpoint``, ``<name>.lock``, ``-tune``)."""
-
-
-def check_name(name: object, what: str, *, file: str | None = None) -> str:
-    """``name`` if it is a Kubernetes name, else a one-line ``PolicyError``: a scenario's or a
-    policy's name becomes a folder (reports/<scenario>, live-state/<policy>) and a manifest's
-    metadata.name, so ``../x``, ``/x``, ``.``, a newline or 300 characters never reach a path."""
-    if isinstance(name, str) and len(name) <= 253 and _NAME.match(name):
-        return name
-    shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:57] + "...")
-    raise PolicyError(f"{shown} is not {NAME_RULE}", path=what, file=file)
 
 
 def inside(root: str | os.PathLike, *parts: str) -> Path:
