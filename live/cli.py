@@ -16,8 +16,11 @@ within ``--max-duration``, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 __all__ = ["main", "register"]
@@ -94,7 +97,11 @@ def register(subparsers) -> None:
     run.add_argument("--check-interval", type=_duration, default=5.0)
     run.add_argument("--missing-data-timeout", type=_duration, default=60.0)
     run.add_argument("--approve-after", type=_duration, default=None)
-    run.add_argument("--leave-as-is", action="store_true", help="on Ctrl-C keep the weights")
+    run.add_argument(
+        "--leave-as-is",
+        action="store_true",
+        help="on Ctrl-C, SIGTERM or SIGHUP keep the weights (else all traffic to the stable)",
+    )
     run.add_argument(
         "--max-duration",
         type=_duration,
@@ -286,9 +293,11 @@ def _execute(policy, router, metrics, state, settings, max_duration=None) -> int
 
     until = time.time() + max_duration if max_duration else None
     result = LiveExecutor(policy, router, metrics, state, settings).run(until)
-    if result.exit_code == 3:
-        print(f"rolloutsim live: {result.message}", file=sys.stderr)
-    print(f"log: {state.log}")
+    # best effort: after SIGHUP the terminal may be gone, and the exit code is what counts
+    with contextlib.suppress(OSError):
+        if result.exit_code == 3:
+            print(f"rolloutsim live: {result.message}", file=sys.stderr)
+        print(f"log: {state.log}")
     return result.exit_code
 
 
@@ -380,10 +389,30 @@ def main(argv: list[str] | None = None) -> int:
     from policies.errors import RolloutsimError
 
     try:
-        return args.func(args)
+        with _stop_on_signals():
+            return args.func(args)
     except RolloutsimError as exc:
         print(f"rolloutsim: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rolloutsim: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM and SIGHUP stop ``python -m live`` like Ctrl-C (the bench torn down), as
+    rolloutsim's own CLI does; during a live run the executor's inbox takes all three over."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def stop(_signum: int, _frame) -> None:
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

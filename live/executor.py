@@ -17,9 +17,10 @@ Safety, beyond the controller's rules: a promotion is *held* while the metrics a
 (the last measurement or a fresh probe had no data) and turned into an abort if they stay
 missing, so the executor never promotes on missing data whatever the gate; a router that
 cannot be reached or reads back other weights aborts to the stable, and if even that fails the
-executor exits 3 naming the server that holds traffic. Ctrl-C (SIGINT/SIGTERM) moves traffic to
-the stable unless ``leave_as_is``; the log lets a restarted executor resume (live/journal.py).
-SIGUSR1 approves (promote), SIGUSR2 aborts.
+executor exits 3 naming who holds traffic, as read back. Ctrl-C, SIGTERM and SIGHUP move traffic
+to the stable unless ``leave_as_is``, always before anything is printed or logged
+(live/stopping.py); the log lets a restarted executor resume (live/journal.py). SIGUSR1
+approves (promote), SIGUSR2 aborts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import copy
 import heapq
 import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from live.haproxy import RouterError
 from live.inbox import Inbox
 from live.journal import StateDir, decode_event, describe_action, encode_action, encode_event
 from live.realise import canary_share, check_supported, has_gates
+from live.stopping import EXIT, TERMINAL, ExecutorResult, Stopping
 from policies.controller import (
     Approved,
     AwaitingApproval,
@@ -56,11 +57,6 @@ from policies.measures import Observation
 
 __all__ = ["EXIT", "ExecutorResult", "LiveExecutor", "LiveSettings"]
 
-EXIT = {"promoted": 0, "aborted": 1, "router": 3, "deadline": 4, "interrupted": 130}
-"""Exit codes: 0 promoted, 1 rolled back (traffic on the stable), 3 router failure with traffic
-possibly not on the stable, 4 not finished by the deadline, 130 interrupted (2, bad input, is
-the CLI's). After 4 and 130 traffic is on the stable unless ``leave_as_is``."""
-_TERMINAL = ("Promoted", "Aborted", "RolledBack")
 _APPROVE = "__approve"
 
 
@@ -81,24 +77,11 @@ class LiveSettings:
         return dict(self.__dict__)
 
 
-@dataclass
-class ExecutorResult:
-    """How the run ended; times are seconds since the release started."""
-
-    exit_code: int
-    status: str | None
-    reason: str
-    message: str = ""
-    detected_at: float | None = None  # a gate's abort
-    rollback_at: float | None = None  # any abort or undo
-    promoted_at: float | None = None
-
-
 class _Interrupted(Exception):
     pass
 
 
-class LiveExecutor:
+class LiveExecutor(Stopping):
     """Run ``policy`` live: ``LiveExecutor(...).run()`` returns an ``ExecutorResult``."""
 
     def __init__(
@@ -137,12 +120,17 @@ class LiveExecutor:
     def run(self, until: float | None = None) -> ExecutorResult:
         """Start (or resume from the state folder), then run until a terminal status — or
         until epoch ``until``, if given (a manual pause would otherwise wait for ever)."""
+        self._cleanup = False
         self.inbox.install()
-        self.state.write_pid()
+        try:
+            self.state.write_pid()
+        except BaseException:
+            self.inbox.close()
+            raise
         try:
             self._begin()
             next_check = time.time() + self.settings.check_interval
-            while self.ctl.status not in _TERMINAL:
+            while self.ctl.status not in TERMINAL:
                 if until is not None and time.time() >= until:
                     self.inbox.stop("deadline")
                 self._wait(min(next_check, until or math.inf))
@@ -164,15 +152,16 @@ class LiveExecutor:
             raise
         finally:
             self.inbox.close()
-            self.state.clear_pid()
-            self.state.append(self._record("exit", code=self.result.exit_code))
+            self._cleanup = True  # the exit record must not hide the error being raised
+            self._quietly(self.state.clear_pid)
+            self._log(self._record("exit", code=self.result.exit_code))
         return self.result
 
     def _begin(self) -> None:
         records = self.state.records()
         if not any(r.get("kind") == "event" for r in records):
             self.t0 = time.time()
-            self.state.append(self._record("start", settings=self.settings.to_dict()))
+            self._log(self._record("start", settings=self.settings.to_dict()))
             self._say(f"start {self.policy.kind} {self.policy.name!r} on {self._target()}")
             self._deliver(Started())
         else:
@@ -200,9 +189,9 @@ class LiveExecutor:
                     self.held_since = time.time()
                     self._say("promotion held: no metrics data; waiting for a good window")
                 self.held.append(event)
-                self.state.append(self._record("held", event=encode_event(event)))
+                self._log(self._record("held", event=encode_event(event)))
                 continue
-            self.state.append(self._record("event", event=encode_event(event)), durable=True)
+            self._log(self._record("event", event=encode_event(event)), durable=True)
             actions = self.ctl.handle(event)
             queue.extend(self._apply(actions, time.time(), live=True))
             self._sync_router()
@@ -213,7 +202,7 @@ class LiveExecutor:
         grown = False
         for action in actions:
             if live:
-                self.state.append(self._record("action", action=encode_action(action)))
+                self._log(self._record("action", action=encode_action(action)))
                 if not isinstance(action, Measure | StatusChanged):  # those print their own
                     self._say(describe_action(action, self.scale))
             if isinstance(action, StartTimer):
@@ -271,7 +260,7 @@ class LiveExecutor:
             detail += " (no canary traffic: no data)"
         self._say(f"measure {action.run}/{action.metric} over {window:g} s: {detail}")
         extra = self._witness(action, window, end)
-        self.state.append(
+        self._log(
             self._record(
                 "measure",
                 run=action.run,
@@ -328,7 +317,7 @@ class LiveExecutor:
         now = time.time()
         due = [(t, k) for k, t in self.timers.items() if t <= now]
         heapq.heapify(due)
-        while due and self.ctl.status not in _TERMINAL:
+        while due and self.ctl.status not in TERMINAL:
             deadline, key = heapq.heappop(due)
             if self.timers.get(key) != deadline:
                 continue  # cancelled or restarted by an earlier event
@@ -367,75 +356,13 @@ class LiveExecutor:
             return
         weights = self.router.apply(share)
         self.share = share
-        self.state.append(self._record("router", share=share, weights=list(weights)))
+        self._log(self._record("router", share=share, weights=list(weights)))
         self._say(f"router: canary {share:g} % -> {self._where()} (read back)")
 
     def _verify_router(self) -> None:
         verify = getattr(self.router, "verify", None)
         if verify is not None:
             verify()
-
-    def _router_failed(self, exc: RouterError) -> None:
-        self._say(f"ROUTER FAILURE: {exc}")
-        self.state.append(self._record("router-failure", error=str(exc)))
-        if self.ctl.status not in _TERMINAL and not self.ctl.promoted:
-            try:  # the controller aborts (its log records why) and traffic goes back
-                event = RollbackRequested("router")
-                self.state.append(self._record("event", event=encode_event(event)), durable=True)
-                actions = self.ctl.handle(event)
-                self._apply(actions, time.time(), live=True)
-            except Exception as inner:  # pragma: no cover - keep the traffic message first
-                self._say(f"controller abort failed: {inner}")
-        try:
-            self.router.apply(0.0)
-            self.share = 0.0
-        except RouterError as again:
-            holder = self.router.holder() if hasattr(self.router, "holder") else "unknown"
-            self.result = ExecutorResult(
-                EXIT["router"],
-                self.ctl.status,
-                self.ctl.reason,
-                f"cannot move traffic to the stable: {again}. Traffic: {holder}.",
-                self.result.detected_at,
-                self.result.rollback_at,
-                self.result.promoted_at,
-            )
-            self._say(f"EXIT 3: {self.result.message}")
-            return
-        self.result.exit_code = EXIT["aborted"]
-        self.result.status, self.result.reason = self.ctl.status, self.ctl.reason
-        self.result.message = f"router failure: aborted to the stable ({self._where()})"
-        self._say(self.result.message)
-
-    def _interrupted(self) -> None:
-        signum = self.inbox.stop_reason or signal.SIGINT
-        kept = self.settings.leave_as_is
-        deadline = signum == "deadline"
-        self.result.exit_code = EXIT["deadline" if deadline else "interrupted"]
-        if signum == "crash":
-            kept = False  # an executor that crashed cannot vouch for the canary
-        self.result.status, self.result.reason = self.ctl.status, self.ctl.reason
-        if not kept:
-            try:
-                self.router.apply(0.0)
-            except RouterError as exc:
-                holder = self.router.holder() if hasattr(self.router, "holder") else "unknown"
-                self.result.exit_code = EXIT["router"]
-                self.result.message = (
-                    f"interrupted; cannot move traffic to the stable: {exc}. Traffic: {holder}."
-                )
-                self._say(self.result.message)
-                self.state.append(self._record("interrupted", signal=str(signum), error=str(exc)))
-                return
-        where = self._where()
-        why = "deadline reached" if deadline else f"stopped ({signum})"
-        self.result.message = (
-            f"{why}: "
-            + ("weights left as they were" if kept else "traffic moved to the stable")
-            + f" ({where}); run the same command again to resume"
-        )
-        self.state.append(self._record("interrupted", signal=str(signum), left_as_is=kept))
-        self._say(self.result.message)
 
     def _finish_normally(self) -> None:
         promoted = self.ctl.status == "Promoted"
@@ -464,7 +391,7 @@ class LiveExecutor:
                 if isinstance(action, Measure):
                     pending[(action.run, action.metric)] = action
             count += 1
-        self.state.append(self._record("resume", replayed=count, status=self.ctl.status))
+        self._log(self._record("resume", replayed=count, status=self.ctl.status))
         self._say(
             f"resumed {self.policy.name!r} from {self.state.path}: {count} events replayed, "
             f"status {self.ctl.status}: {self.ctl.reason}"
@@ -480,7 +407,3 @@ class LiveExecutor:
         now = time.time()
         rel = now - self.t0 if self.t0 is not None else 0.0
         return {"t": round(now, 6), "rel": round(rel, 6), "kind": kind, **fields}
-
-    def _say(self, text: str) -> None:
-        rel = time.time() - self.t0 if self.t0 is not None else 0.0
-        self._out(f"[{rel:8.2f}s] {text}")

@@ -97,6 +97,7 @@ class HAProxyRouter:
     stable: str = "stable"
     canary: str = "canary"
     last_written: tuple[int, int] | None = None  # (stable, canary) as last confirmed
+    seen: tuple[int, int] | None = None  # (stable, canary) as last read back, confirmed or not
 
     def describe(self, weights: tuple[int, int] | None = None) -> str:
         s, c = weights if weights is not None else (self.last_written or (None, None))
@@ -104,33 +105,58 @@ class HAProxyRouter:
 
     def read(self) -> tuple[int, int]:
         """(stable, canary) weights as HAProxy has them now."""
-        return (
+        seen = (
             self.api.get_weight(self.backend, self.stable),
             self.api.get_weight(self.backend, self.canary),
         )
+        self.seen = seen
+        return seen
 
     def apply(self, share: float) -> tuple[int, int]:
         """Write the weights for a canary share and confirm them by reading back.
 
-        Order matters when only one write lands: lowering the canary first never sends it more
-        traffic than either the old or the new share.
+        The server that gains is raised before the one that loses is lowered, so no moment
+        has both at 0 (HAProxy would answer 503 to everyone) and the canary's share between
+        the two writes lies between the old and the new one. If a write fails, the error says
+        what HAProxy has then, read back, and so who holds traffic.
         """
-        stable, canary = split_weights(share)
-        current = self.last_written
-        if current is not None and canary > current[1]:
-            order = ((self.stable, stable), (self.canary, canary))
+        wanted = dict(zip((self.stable, self.canary), split_weights(share), strict=True))
+        try:
+            now = dict(zip((self.stable, self.canary), self.read(), strict=True))
+        except RouterError:  # unknown: the larger weight first still never leaves 0/0
+            now = None
+        if now is not None:
+            order = sorted(wanted, key=lambda server: wanted[server] <= now[server])
         else:
-            order = ((self.canary, canary), (self.stable, stable))
-        for server, weight in order:
-            self.api.set_weight(self.backend, server, weight)
-        seen = self.read()
-        if seen != (stable, canary):
+            order = sorted(wanted, key=lambda server: -wanted[server])
+        for server in order:
+            if now is not None and now[server] == wanted[server]:
+                continue
+            try:
+                self.api.set_weight(self.backend, server, wanted[server])
+            except RouterError as exc:
+                raise RouterError(f"{exc}; {self._after_failure()}") from None
+        target = (wanted[self.stable], wanted[self.canary])
+        try:
+            seen = self.read()
+        except RouterError as exc:
             raise RouterError(
-                f"weights do not read back as written: wrote {self.describe((stable, canary))},"
-                f" HAProxy has {self.describe(seen)}"
+                f"wrote {self.describe(target)} but cannot read it back: {exc}"
+            ) from None
+        if seen != target:
+            raise RouterError(
+                f"weights do not read back as written: wrote {self.describe(target)},"
+                f" HAProxy has {self.describe(seen)}: {self.traffic(seen)}"
             )
         self.last_written = seen
         return seen
+
+    def _after_failure(self) -> str:
+        try:
+            seen = self.read()
+        except RouterError as exc:
+            return f"cannot read the weights back either ({exc})"
+        return f"read back: {self.describe(seen)}, so {self.traffic(seen)}"
 
     def verify(self) -> tuple[int, int]:
         """Read the weights and check them against the last write (drift is an error)."""
@@ -142,19 +168,38 @@ class HAProxyRouter:
             )
         return seen
 
-    def holder(self) -> str:
-        """Which server holds traffic, as far as the executor knows (for the exit message)."""
-        if self.last_written is None:
-            return f"unknown: the executor never confirmed a weight on {self.backend}"
-        s, c = self.last_written
-        if c == 0:
-            return (
-                f"{self.backend}/{self.stable} holds all traffic (last confirmed {self.describe()})"
-            )
+    def traffic(self, weights: tuple[int, int]) -> str:
+        """Who holds traffic under these (stable, canary) weights, in words."""
+        s, c = weights
+        b = self.backend
+        if s <= 0 and c <= 0:
+            return f"no server holds traffic: both weights are 0 and {b} answers 503 to everyone"
+        if c <= 0:
+            return f"{b}/{self.stable} holds all traffic"
+        if s <= 0:
+            return f"{b}/{self.canary} (the canary) holds all traffic"
+        pct = 100.0 * c / (s + c)
         return (
-            f"{self.backend}/{self.canary} (the canary) still holds {c} % of traffic and "
-            f"{self.backend}/{self.stable} {s} % (last confirmed {self.describe()})"
+            f"{b}/{self.canary} (the canary) still holds {_pct(pct)} % of traffic and "
+            f"{b}/{self.stable} {_pct(100.0 - pct)} %"
         )
+
+    def holder(self) -> str:
+        """Who holds traffic, read back from HAProxy now (for the exit message); when it
+        cannot be read, the last weights read back, said to be that and nothing more."""
+        try:
+            seen = self.read()
+        except RouterError as exc:
+            if self.seen is None:
+                return (
+                    f"unknown: HAProxy cannot be read ({exc}) and no weight on {self.backend} "
+                    "was ever read back"
+                )
+            return (
+                f"unknown now (HAProxy cannot be read: {exc}); when last read back "
+                f"({self.describe(self.seen)}), {self.traffic(self.seen)}"
+            )
+        return f"{self.traffic(seen)} (read back: {self.describe(seen)})"
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Per server: requests (req_tot, else stot) and 5xx responses, from ``show stat``."""
@@ -167,3 +212,8 @@ class HAProxyRouter:
                 total = row.get("req_tot") or row.get("stot") or "0"
                 out[row["svname"]] = {"requests": int(total), "errors": int(row["hrsp_5xx"] or 0)}
         return out
+
+
+def _pct(value: float) -> str:
+    """20 for 20.0, 16.7 for 16.67: one decimal, none when whole."""
+    return f"{value:.1f}".removesuffix(".0")

@@ -1,11 +1,12 @@
 """Requests from outside the executor — approve, abort, stop — and a sleep they cut short.
 
 A human promotes with ``rolloutsim live promote`` (SIGUSR1), aborts with ``live abort``
-(SIGUSR2), stops with Ctrl-C or SIGTERM. Signal handlers may only set flags (anything more
-could deadlock on a lock the interrupted code holds), so they do just that, and the kernel
-writes a byte to a socket the executor sleeps on (``signal.set_wakeup_fd``): a pause of ten
-minutes still reacts to a promote at once. Code in the same process (tests, an embedding
-program) calls ``approve()``/``abort()``/``stop()`` from any thread to the same effect.
+(SIGUSR2), stops with Ctrl-C, SIGTERM or SIGHUP (a closed terminal). Signal handlers may only
+set flags (anything more could deadlock on a lock the interrupted code holds), so they do just
+that, and the kernel writes a byte to a socket the executor sleeps on
+(``signal.set_wakeup_fd``): a pause of ten minutes still reacts to a promote at once. Code in
+the same process (tests, an embedding program) calls ``approve()``/``abort()``/``stop()``
+from any thread to the same effect.
 """
 
 from __future__ import annotations
@@ -65,15 +66,19 @@ class Inbox:
                 self._r.recv(4096)
 
     def install(self) -> None:
-        """Route SIGINT/SIGTERM (stop), SIGUSR1 (approve), SIGUSR2 (abort) here.
+        """Route SIGINT/SIGTERM/SIGHUP (stop), SIGUSR1 (approve), SIGUSR2 (abort) here.
 
-        Only the main thread can own signals; elsewhere the inbox still works by calls.
+        They replace any handler the command line set (rolloutsim's own raises
+        KeyboardInterrupt, which could land between two router writes): while the executor
+        runs, all three stop it the same way. Only the main thread can own signals; elsewhere
+        the inbox still works by calls.
         """
         if threading.current_thread() is not threading.main_thread():
             return
         handlers = {
             signal.SIGINT: lambda signum, _f: setattr(self, "stop_reason", signum),
             signal.SIGTERM: lambda signum, _f: setattr(self, "stop_reason", signum),
+            signal.SIGHUP: lambda signum, _f: setattr(self, "stop_reason", signum),
             signal.SIGUSR1: lambda _s, _f: setattr(self, "approvals", self.approvals + 1),
             signal.SIGUSR2: lambda _s, _f: setattr(self, "aborts", self.aborts + 1),
         }

@@ -2,9 +2,10 @@
 
 ``PrometheusMetrics.observe`` answers one ``Measure``: for each version, the requests and 5xx
 answers between the last scrape at or before the window's end and the scrape one window earlier
-(live/queries.py says why counts and not ``increase``). Whenever the answer cannot be trusted —
-Prometheus unreachable or answering an error, no samples, samples older than a few scrape
-intervals, a counter that went backwards, a NaN — the result is an *empty* window with the
+(live/queries.py says why counts and not ``increase``; a counter reset is counted as
+``increase`` counts it). Whenever the answer cannot be trusted — Prometheus unreachable or
+answering an error, no samples, a series of either version stale or missing at an edge of the
+window, two series for one server and code, a NaN — the result is an *empty* window with the
 problem named. The controller then applies its own rules to "no data" (Argo: an Error
 measurement, Flagger: a failed check); the executor never turns missing data into a success.
 """
@@ -114,7 +115,12 @@ class PrometheusMetrics:
         )
 
     def observe(self, window_s: float, end: float) -> Reading:
-        """Counts over the window ending at the last scrape at or before epoch ``end``."""
+        """Counts over the window ending at the last scrape at or before epoch ``end``.
+
+        Every series of *both* servers must have a sample at the window's two edges: a stale
+        or missing stable series would otherwise read as 0 requests and blind the gates that
+        compare the versions (SPRT, Kayenta).
+        """
         s = self.scrape_interval
         span = window_s + 3 * s
         expr = counter_samples(self.backend, (self.stable, self.canary), span, self.extra_labels)
@@ -122,14 +128,20 @@ class PrometheusMetrics:
             data = self.api.query(expr, end)
         except MetricsError as exc:
             return _empty(str(exc), end)
-        totals, errors = _series_by_server(data.get("result", []))
+        try:
+            found = _series(data.get("result", []), self.backend)
+        except ValueError as exc:
+            return _empty(str(exc), end)
         for server in (self.canary, self.stable):
-            if server not in totals:
+            if server not in found:
                 return _empty(f"no samples of {self.backend}/{server} in Prometheus", end)
-        times = sorted(totals[self.canary])
+        times = sorted({t for codes in found.values() for v in codes.values() for t in v})
         t1 = times[-1]
         if end - t1 > 2.5 * s + 0.5:
             return _empty(f"latest sample is {end - t1:.1f} s old (scrapes stopped?)", end)
+        for server in (self.canary, self.stable):
+            if "5xx" not in found[server]:  # else its errors would read as 0: a healthy look
+                return _empty(f"no 5xx series for {self.backend}/{server} in Prometheus", end)
         edge = t1 - window_s
         earlier = [t for t in times if edge - 1.5 * s <= t <= edge + s / 2]
         # no sample at the window's start (Prometheus just started, or missed scrapes): the
@@ -141,16 +153,14 @@ class PrometheusMetrics:
             return _empty("only one sample so far", end)
         stats = {}
         for server in (self.canary, self.stable):
-            try:
-                n = _at(totals[server], t1) - _at(totals[server], t0)
-                e = _at(errors[server], t1) - _at(errors[server], t0)
-            except KeyError:
-                return _empty(f"{self.backend}/{server} has no sample at a window edge", end)
-            if not (math.isfinite(n) and math.isfinite(e)):
-                return _empty(f"{self.backend}/{server}: NaN in the counters", end)
-            if n < 0 or e < 0 or e > n:
-                return _empty(f"{self.backend}/{server}: counter reset in the window", end)
-            stats[server] = WindowStats(round(n), round(e))
+            counts = {}
+            for code, samples in found[server].items():
+                try:
+                    counts[code] = _increase(samples, t0, t1, tolerance=s / 2)
+                except KeyError as exc:
+                    where = f"{self.backend}/{server} (code {code})"
+                    return _empty(f"{where}: no sample at the window's {exc.args[0]}", end)
+            stats[server] = WindowStats(round(sum(counts.values())), round(counts["5xx"]))
         return Reading(stats[self.canary], stats[self.stable], t0, t1)
 
     def witness(self, query, window_s: float, end: float) -> dict:
@@ -170,25 +180,45 @@ class PrometheusMetrics:
         return {"argo_query": text, "argo_value": value}
 
 
-def _series_by_server(result: list[dict]) -> tuple[dict, dict]:
-    """{server: {timestamp: value summed over codes}} for all answers and for 5xx only."""
-    totals: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
-    errors: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+def _series(result: list[dict], backend: str) -> dict[str, dict[str, dict[float, float]]]:
+    """{server: {code: {timestamp: value}}}; ``ValueError`` for a NaN or for two series of one
+    server and code (two scrape jobs: their sum would count every request twice)."""
+    out: dict[str, dict[str, dict[float, float]]] = defaultdict(dict)
     for series in result:
-        server = series["metric"].get("server")
-        code = series["metric"].get("code")
-        for ts, value in series.get("values", []):
-            v = float(value)
-            totals[server][float(ts)] += v
-            errors[server][float(ts)] += v if code == "5xx" else 0.0
-    return totals, errors
+        labels = series["metric"]
+        server, code = labels.get("server"), labels.get("code", "")
+        if code in out[server]:
+            raise ValueError(
+                f"several series for {backend}/{server} code {code} (labels {labels}): "
+                "select one with --prom-label (e.g. job=...)"
+            )
+        values = {float(t): float(v) for t, v in series.get("values", [])}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise ValueError(f"{backend}/{server}: NaN in the counters")
+        out[server][code] = values
+    return {k: v for k, v in out.items() if v}
 
 
-def _at(series: dict[float, float], t: float) -> float:
-    """The sample at exactly t, else the last one before it (scrape timestamps may differ)."""
-    if t in series:
-        return series[t]
-    before = [x for x in series if x <= t]
-    if not before:
-        raise KeyError(t)
-    return series[max(before)]
+def _increase(samples: dict[float, float], t0: float, t1: float, tolerance: float) -> float:
+    """How much a counter grew from its sample at t0 to its sample at t1, as Prometheus's
+    ``increase()`` counts a reset: any decrease between two consecutive samples means the
+    counter restarted from 0, so the sample after it is all growth. ``KeyError(t)`` when the
+    series has no sample at an edge t (none within ``tolerance`` before it)."""
+    times = sorted(samples)
+    first = _edge(times, t0, tolerance, "start")
+    last = _edge(times, t1, tolerance, "end (stale)")
+    total, prev = 0.0, samples[first]
+    for t in times:
+        if first < t <= last:
+            v = samples[t]
+            total += v - prev if v >= prev else v
+            prev = v
+    return total
+
+
+def _edge(times: list[float], t: float, tolerance: float, name: str) -> float:
+    """The last sample time at or before t, if it is within ``tolerance`` of t."""
+    before = [x for x in times if x <= t]
+    if not before or t - before[-1] > tolerance:
+        raise KeyError(name)
+    return before[-1]

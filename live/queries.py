@@ -8,7 +8,8 @@ Two kinds of query, for two jobs:
   non-integers with ~w/(w − scrape) inflated variance, which changes what a count-based test
   (SPRT, mSPRT) concludes. So the executor fetches the raw counter samples of the window
   (``counter_samples``: a range selector, samples with their timestamps) and takes differences
-  between the last scrape at or before the window's end and the scrape one window earlier.
+  between the last scrape at or before the window's end and the scrape one window earlier,
+  series by series, a drop between two samples counted as a reset the way ``increase`` does.
 * **The Argo query, as a witness.** For a metric whose provider is a query, the executor also
   evaluates the very PromQL the Argo exporter writes into the AnalysisTemplate
   (``policies.exporters.promql.query_for`` with the ``haproxy`` source) at the same instant and

@@ -22,6 +22,7 @@ _NOT_A_WEIGHT = (
     ("set_header_route", "setHeaderRoute", "header routes are not a weight"),
     ("set_mirror_route", "setMirrorRoute", "the bench's HAProxy does not mirror requests"),
     ("experiment", "experiment", "experiments run extra ReplicaSets the bench has no servers for"),
+    ("plugin", "plugin", "a step plugin runs inside the Argo controller, which the bench has not"),
 )
 _FLAGGER_NOT_A_WEIGHT = (
     ("mirror", "mirror", "the bench's HAProxy does not mirror requests"),

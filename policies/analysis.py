@@ -22,7 +22,6 @@ Generator passed in for Kayenta's tie noise.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -35,6 +34,7 @@ from policies.conditions import Condition, ConditionError, EmptyResult
 from policies.durations import Duration
 from policies.kayenta import KayentaJudge
 from policies.measures import Observation, Query
+from policies.regexes import re2_compile
 from policies.sequential import SequentialState, SequentialTest
 
 if TYPE_CHECKING:
@@ -192,12 +192,7 @@ class DryRun(Model):
     @field_validator("metric_name")
     @classmethod
     def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(
-                f"metricName {value!r} is not a valid regular expression: {exc}"
-            ) from None
+        re2_compile(value)  # Go's regexp, as Argo matches it: RE2, never a backtracking hang
         return value
 
 
@@ -252,13 +247,13 @@ class AnalysisRun:
             for metric in template.metrics:
                 if metric.name in self.metrics:
                     self.error = f"metric {metric.name!r} appears in two templates"
-                dry = any(re.search(p, metric.name) for p in patterns)
+                dry = any(re2_compile(p).search(metric.name) for p in patterns)
                 state = _MetricState(metric, dry)
                 if metric.provider.sequential is not None:
                     state.sequential = metric.provider.sequential.start()
                 self.metrics[metric.name] = state
         for pattern in patterns:  # a dryRun rule that matches nothing makes the run Error
-            if not any(re.search(pattern, name) for name in self.metrics):
+            if not any(re2_compile(pattern).search(name) for name in self.metrics):
                 self.error = f"dryRun metricName {pattern!r} matches no metric"
         self.terminated = False
         self._phase: Phase | None = None  # cached; a measurement or terminate() clears it

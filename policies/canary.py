@@ -1,20 +1,22 @@
 """The Canary policy: Argo Rollouts' canary strategy (grayscale release), field for field.
 
 Steps run in order, each with at most one of setWeight, pause, experiment and analysis (Argo
-validation) and the step's other actions beside it; without ``trafficRouting``
+validation) and the step's other actions (routes, setCanaryScale, a step plugin) beside it;
+without ``trafficRouting``
 the canary's traffic share is its share of pods behind one Service (Argo's N / N+1 rule), with
 it the router carries the weight and the canary gets ceil(w·N/100) pods (reference §2).
 """
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
-from policies.analysis import AnalysisTemplate, Phase
+from policies.analysis import AnalysisTemplate
 from policies.base import IntOrPercent, Model
+from policies.canary_experiment import Experiment, ExperimentAnalysis, ExperimentTemplate
 from policies.common import (
     HeaderMatch,
     PolicyBase,
@@ -43,6 +45,7 @@ __all__ = [
     "ExperimentTemplate",
     "MirrorMatch",
     "Pause",
+    "PluginStep",
     "RouterConfig",
     "SetCanaryScale",
     "SetHeaderRoute",
@@ -132,85 +135,15 @@ class SetMirrorRoute(Model):
         return tuple(RouteMatch(headers=dict(m.headers)) for m in entries)
 
 
-class ExperimentTemplate(Model):
-    """An Argo experiment template: ``replicas`` extra pods (Argo's default 1) of the new
-    (``specRef: canary``) or old (``stable``) version, with ``weight`` % of the requests when
-    routed. ``sharesService`` (not an Argo field): the pods keep the Rollout's labels, so a
-    basic canary's one Service sends them traffic too (Argo copies the pod template's labels;
-    ``metadata.labels`` that change a selector label make it false)."""
+class PluginStep(Model):
+    """Argo's ``plugin`` step: the step plugin ``name`` (as the controller's ``stepPlugins``
+    configuration names it) runs with ``config``, which is the plugin's own and kept as written
+    (for export and ``--onto``). The step is done when the plugin says Successful; Failed aborts
+    the rollout (Argo's ``rollout/stepplugin.go``). How long it takes and how often it fails are
+    the team's world (``world.stepPlugins``), not the policy."""
 
     name: str = Field(min_length=1)
-    spec_ref: Literal["canary", "stable"]
-    replicas: int = Field(1, ge=0)
-    weight: int | None = Field(None, ge=0, le=100)
-    shares_service: bool = True
-
-    def group(self, routed: bool) -> str:
-        """Its pods' group: serving when routed with a weight, or in a basic canary while they
-        keep the Rollout's labels; else idle (no Service selects them)."""
-        serving = bool(self.weight) if routed else self.shares_service
-        return f"experiment-{self.spec_ref}" + ("" if serving else "-idle")
-
-
-class ExperimentAnalysis(Model):
-    """An analysis the experiment runs once its pods are available (a named AnalysisRun)."""
-
-    name: str = Field(min_length=1)
-    template_name: str = Field(min_length=1)
-    required_for_completion: bool = False
-
-
-class Experiment(Model):
-    """Argo's ``experiment`` step: ReplicaSets from the templates, then their analyses once all
-    are available, for ``duration`` (or until the required analyses succeed); a Failed or
-    Error experiment aborts the rollout, an Inconclusive one pauses it. Its pods go
-    ``scaleDownDelaySeconds`` (Argo's default 30) after it ends."""
-
-    duration: Duration | None = None
-    templates: tuple[ExperimentTemplate, ...] = Field(min_length=1)
-    analyses: tuple[ExperimentAnalysis, ...] = ()
-    scale_down_delay_seconds: Duration | None = None
-
-    @model_validator(mode="after")
-    def _unique(self) -> Experiment:
-        for what, names in (
-            ("templates", [t.name for t in self.templates]),
-            ("analyses", [a.name for a in self.analyses]),
-        ):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{what}: names must be unique (repeated: {', '.join(dupes)})")
-        return self
-
-    @property
-    def indefinite(self) -> bool:
-        """No duration and no required analysis: it runs until someone promotes (Argo)."""
-        return self.duration is None and not any(a.required_for_completion for a in self.analyses)
-
-    @property
-    def effective_scale_down_delay_s(self) -> float:
-        return 30.0 if self.scale_down_delay_seconds is None else self.scale_down_delay_seconds
-
-    def phase(self, phases: dict[str, Phase], duration_passed: bool) -> Phase | None:
-        """Its phase once its pods are available (Argo's ``calculateStatus`` and
-        ``assessAnalysisRuns``), from its analyses' phases (Running while unfinished); None
-        while it runs on. A bad analysis ends it; before its duration has passed only
-        successful required analyses end it, once every analysis has succeeded; after it, a
-        required analysis still running keeps it going (the others are terminated)."""
-        worst = max(phases.values(), key=lambda p: p.severity, default=Phase.SUCCESSFUL)
-        required = [a.name for a in self.analyses if a.required_for_completion]
-        if duration_passed:
-            if worst.completed:
-                return worst
-            return None if required else Phase.SUCCESSFUL
-        if worst.completed and worst != Phase.SUCCESSFUL:
-            return worst
-        required_ok = bool(required) and all(phases[n] == Phase.SUCCESSFUL for n in required)
-        return Phase.SUCCESSFUL if required_ok and worst == Phase.SUCCESSFUL else None
-
-    def weight_of(self, spec_ref: str) -> int:
-        """The weight its templates of that version take (traffic-routed canaries only)."""
-        return sum(t.weight or 0 for t in self.templates if t.spec_ref == spec_ref)
+    config: dict[str, Any] | None = None
 
 
 _ACTIONS = (
@@ -221,6 +154,7 @@ _ACTIONS = (
     "set_canary_scale",
     "set_header_route",
     "set_mirror_route",
+    "plugin",
 )
 _ONE_OF = ("set_weight", "pause", "experiment", "analysis")
 """Argo's ``hasMultipleStepsType``: a step has at most one of these."""
@@ -232,6 +166,7 @@ _COMPLETES = (
     "analysis",
     "set_header_route",
     "set_mirror_route",
+    "plugin",
 )
 """Argo's ``completedCurrentCanaryStep`` switch order: the first action present decides when
 the step is done; the others only take effect (a route is set, a run started)."""
@@ -242,7 +177,14 @@ def _camel(name: str) -> str:
 
 
 StepOperation = (
-    int | Pause | Experiment | RolloutAnalysis | SetCanaryScale | SetHeaderRoute | SetMirrorRoute
+    int
+    | Pause
+    | Experiment
+    | RolloutAnalysis
+    | SetCanaryScale
+    | SetHeaderRoute
+    | SetMirrorRoute
+    | PluginStep
 )
 """A canary step's action as a value (``CanaryStep.operation``); an ``int`` is setWeight.
 
@@ -252,8 +194,8 @@ new action cannot be forgotten silently."""
 
 class CanaryStep(Model):
     """One Argo canary step: its actions, at most one of setWeight, pause, experiment and
-    analysis (Argo validation), with setCanaryScale, setHeaderRoute and setMirrorRoute beside
-    it if wanted."""
+    analysis (Argo validation), with setCanaryScale, setHeaderRoute, setMirrorRoute and a step
+    plugin beside it if wanted."""
 
     set_weight: int | None = Field(None, ge=0, le=100)
     pause: Pause | None = None
@@ -262,6 +204,7 @@ class CanaryStep(Model):
     set_canary_scale: SetCanaryScale | None = None
     set_header_route: SetHeaderRoute | None = None
     set_mirror_route: SetMirrorRoute | None = None
+    plugin: PluginStep | None = None
 
     @model_validator(mode="after")
     def _actions(self) -> CanaryStep:

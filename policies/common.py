@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from policies.analysis import AnalysisTemplate
 from policies.base import Model
+from policies.regexes import MAX_REGEX_LENGTH, MAX_REGEX_PROGRAM, re2_compile
 
 __all__ = [
+    "MAX_REGEX_LENGTH",
+    "MAX_REGEX_PROGRAM",
     "HeaderMatch",
     "PolicyBase",
     "RollbackWindow",
@@ -18,6 +21,7 @@ __all__ = [
     "StringMatch",
     "TemplateRef",
     "check_template_refs",
+    "re2_compile",
 ]
 
 
@@ -73,16 +77,25 @@ class StringMatch(Model):
             raise ValueError("give exactly one of exact, prefix, regex")
         return self
 
-    def matches(self, value: str | None) -> bool:
-        import re
+    @field_validator("regex")
+    @classmethod
+    def _re2(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            re2_compile(pattern)
+        return pattern
 
+    def matches(self, value: str | None) -> bool:
+        """Envoy's semantics: exact, prefix, or a regex (RE2) matching the whole value."""
         if value is None:
             return False
         if self.exact is not None:
             return value == self.exact
         if self.prefix is not None:
             return value.startswith(self.prefix)
-        return re.fullmatch(self.regex or "", value) is not None
+        try:
+            return re2_compile(self.regex or "").fullmatch(value) is not None
+        except UnicodeEncodeError:  # a lone surrogate: no HTTP client can send it
+            return False
 
 
 class HeaderMatch(Model):

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["Condition", "ConditionError", "EmptyResult", "EvaluationError"]
+__all__ = ["Condition", "ConditionError", "EmptyResult"]
 
 _RESULT = r"result(?:\[0\])?"
 _TOKEN = re.compile(
@@ -74,9 +74,6 @@ class ConditionError(ValueError):
 class EmptyResult(LookupError):
     """An evaluation error, as ``expr`` raises it: reading the value of an empty vector (index
     out of range), a type mismatch, a string ``asInt`` cannot read. Argo: an Error measurement."""
-
-
-EvaluationError = EmptyResult
 
 
 class _Vec(tuple):

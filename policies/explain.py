@@ -21,6 +21,7 @@ from policies.canary import (
     Canary,
     Experiment,
     Pause,
+    PluginStep,
     SetCanaryScale,
     SetHeaderRoute,
     SetMirrorRoute,
@@ -203,16 +204,9 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
                     gates.append(_templates_gate(policy.templates_for(analysis)))
                 case SetCanaryScale() as sc:
                     scale = None if sc.match_traffic_weight else sc
-                    actions.append(
-                        "setCanaryScale "
-                        + (
-                            f"replicas {sc.replicas}"
-                            if sc.replicas is not None
-                            else f"weight {sc.weight}"
-                            if sc.weight is not None
-                            else "matchTrafficWeight"
-                        )
-                    )
+                    r, w = sc.replicas, sc.weight
+                    what = f"weight {w}" if w is not None else "matchTrafficWeight"
+                    actions.append(f"setCanaryScale {f'replicas {r}' if r is not None else what}")
                 case SetHeaderRoute() as route:
                     heads = ", ".join(h.header_name for h in route.match) or "removed"
                     actions.append(f"setHeaderRoute {route.name} ({heads})")
@@ -226,6 +220,12 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
                     actions.append(text)
                     gates.append(gate)
                     out.warnings += warn
+                case PluginStep() as plugin:  # what it does is the plugin's, when is the world's
+                    actions.append(f"plugin {plugin.name}")
+                    gates.append("duration and failure from the world (Failed aborts)")
+                    if policy.progress_deadline_abort:  # not one of Argo's indefinite steps
+                        text = "a run beyond progressDeadlineSeconds aborts (progressDeadlineAbort)"
+                        out.warnings.append(f"step {i}: plugin {plugin.name}: {text}")
                 case never:
                     assert_never(never)
         action, gate = " + ".join(actions), next((g for g in gates if g), "")

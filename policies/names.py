@@ -20,7 +20,7 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 def check_name(name: object, what: str, *, file: str | None = None) -> str:
     """``name`` if it is a Kubernetes name, else a one-line ``PolicyError`` naming ``what``:
     ``../x``, ``/x``, ``.``, a newline or 300 characters never reach a path or the API server."""
-    if isinstance(name, str) and len(name) <= 253 and DNS1123_SUBDOMAIN.match(name):
+    if isinstance(name, str) and len(name) <= 253 and DNS1123_SUBDOMAIN.fullmatch(name):
         return name
     shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:57] + "...")
     raise PolicyError(f"{shown} is not {NAME_RULE}", path=what, file=file)

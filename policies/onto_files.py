@@ -21,6 +21,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from policies.base import read_text_file
 from policies.errors import PolicyError
 
 __all__ = ["Chunk", "File", "documents", "name_of", "read", "render", "sources", "yaml_rt"]
@@ -61,10 +62,7 @@ def sources(manifests: Any) -> list[tuple[str, str, Any]]:
         text = str(item)
         if isinstance(item, Path) or ("\n" not in text and Path(text).suffix):
             path = Path(item)
-            try:
-                out.append((str(path), path.read_text(encoding="utf-8"), path))
-            except OSError as exc:
-                raise PolicyError(f"cannot read file: {exc.strerror}", file=str(path)) from None
+            out.append((str(path), read_text_file(path), path))  # bounded, UTF-8, regular
         else:
             out.append((f"manifest-{i + 1}.yaml", text, text))
     return out

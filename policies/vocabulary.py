@@ -96,9 +96,10 @@ RouterFamily = Literal["weighted", "serviceSelector", "pods"]
 the ready pods behind one Service)."""
 Executor = Literal["argo", "flagger", "kubernetes", "nginx", "istio"]
 """An export target: the live executor a policy's manifests are written for."""
-MetricSource = Literal["nginx", "istio", "haproxy", "linkerd", "envoy"]
+MetricSource = Literal["nginx", "istio", "haproxy", "linkerd", "envoy", "traefik", "apisix", "osm"]
 """Whose Prometheus metrics an exported query reads: ingress-nginx's, Istio's, HAProxy's,
-Linkerd's or a sidecar Envoy's (App Mesh). ``promql`` recognises more families than it writes."""
+Linkerd's, a sidecar Envoy's (App Mesh), Traefik's, APISIX's or Open Service Mesh's.
+``promql`` recognises more families than it writes."""
 
 ARGO_ROUTERS: tuple[ArgoRouter, ...] = get_args(ArgoRouter)
 FLAGGER_PROVIDERS: tuple[FlaggerProvider, ...] = get_args(FlaggerProvider)
@@ -182,6 +183,7 @@ ROUTERS: MappingProxyType[RouterKind, RouterFacts] = MappingProxyType(
             "the APISIX ingress controller writes the route's upstream weights to APISIX's admin"
             " API, from which every APISIX node reloads the route; " + _NO_FIGURE,
             header_routes=True,
+            metrics="apisix",
         ),
         "appMesh": RouterFacts(
             "weighted",
@@ -196,6 +198,7 @@ ROUTERS: MappingProxyType[RouterKind, RouterFacts] = MappingProxyType(
             2.0,
             "Traefik's Kubernetes CRD provider applies TraefikService weights after"
             " ``providers.providersThrottleDuration`` (default 2 s).",
+            metrics="traefik",
         ),
         "gatewayApi": RouterFacts(
             "weighted",
@@ -250,6 +253,7 @@ ROUTERS: MappingProxyType[RouterKind, RouterFacts] = MappingProxyType(
             2.0,
             "Open Service Mesh applies an SMI TrafficSplit through its Envoy control plane; "
             + _NO_FIGURE,
+            metrics="osm",
         ),
         "knative": RouterFacts(
             "weighted",

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
+from typing import Any
 
 from rolloutsim.usage import usage
 
@@ -12,12 +15,10 @@ __all__ = ["export_command", "import_command"]
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from policies.errors import NotExpressibleError
+    from policies.errors import NotExpressibleError, PolicyError
     from policies.exporters import EXECUTORS, Target, export
     from policies.loading import load_policy
-    from sim.runs.files import check_name, inside, writable_folder
+    from sim.runs.files import inside, writable_folder
 
     policy = load_policy(args.policy)
     if args.onto:
@@ -60,64 +61,134 @@ def export_command(args: argparse.Namespace) -> int:
     if args.map:
         raise usage("--map: only with --onto (the mapping the manifests' import needed)")
     target = Target(
-        service=args.service or policy.name,
-        namespace=args.namespace or "default",
-        replicas=args.replicas,
+        service=_service(args.service, policy.name, args.policy),
+        namespace=_namespace(args.namespace),
+        replicas=_replicas(args.replicas),
         **({"image": args.image} if args.image else {}),
     )
     executors = EXECUTORS if args.to == "all" else (args.to,)
-    if args.output is not None:  # the service names the files: checked before anything is made
-        check_name(target.service, "--service" if args.service else "name", file=args.policy)
-        writable_folder(args.output)
-    refused = []
-    for executor in executors:
+    results: list[tuple[str, Any]] = []  # (executor, Export)
+    refused: list[NotExpressibleError] = []
+    for executor in executors:  # every export made (and refused) before anything is written
         try:
-            result = export(policy, executor, target)
+            results.append((executor, export(policy, executor, target)))
         except NotExpressibleError as exc:
             if args.to != "all":
                 raise
-            refused.append(str(exc))
-            continue
-        if args.output is None:
+            refused.append(exc)
+    if not results:  # --to all and no executor can express it: nothing written, say why
+        each = "; ".join(f"{e.executor}: {_cut(f'{e.field}: {e.reason}', 90)}" for e in refused)
+        raise PolicyError(f"no executor can express this policy ({each})", file=args.policy)
+    if args.output is None:
+        for _, result in results:
             print(result.to_yaml(), end="")
-            continue
-        from functools import partial
-
-        from sim.runs.files import atomic_write
-
-        folder = Path(args.output) / (executor if args.to == "all" else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        text = result.to_yaml()
-        for name, content in {f"{target.service}.yaml": text, **result.files}.items():
-            atomic_write(inside(folder, name), partial(_write_text, text=content))
-        print(
-            f"{executor}: {folder / f'{target.service}.yaml'}"
-            + (f" (+ {', '.join(result.files)})" if result.files else "")
-        )
-    for reason in refused:
-        print(f"refused: {reason}", file=sys.stderr)
+    else:
+        _write_exports(Path(args.output), results, target.service, every=args.to == "all")
+    for refusal in refused:
+        print(f"refused: {refusal}", file=sys.stderr)
     return 0
 
 
-def _write_text(tmp: str, text: str) -> None:
-    from pathlib import Path
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_NAMESPACE_RULE = (
+    "a namespace name (DNS-1123 label): lower-case letters, digits and '-', starting and"
+    " ending with a letter or digit, at most 63 characters"
+)
+_SERVICE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_SERVICE_ROOM = 63 - len("-primary")
+"""A Service name is a DNS-1035 label of at most 63 characters, and the exporters and
+executors name Services ``<service>-stable``, ``-canary``, ``-preview``, Flagger's ``-primary``:
+the service's name leaves room for the longest."""
+_SERVICE_RULE = (
+    "a name for its Services (DNS-1035 label): lower-case letters, digits and '-', starting"
+    f" with a letter, ending with a letter or digit, at most {_SERVICE_ROOM} characters so that"
+    " '-primary' fits"
+)
+
+
+def _namespace(value: str | None) -> str:
+    """``--namespace``, checked now: the API server would refuse it only at apply."""
+    from policies.base import brief
+
+    if value is None:
+        return "default"
+    if len(value) > 63 or not _NAMESPACE.fullmatch(value):
+        raise usage(f"--namespace: {brief(value, 60)} is not {_NAMESPACE_RULE}")
+    return value
+
+
+def _service(given: str | None, name: str, file: str) -> str:
+    """The service's name (``--service``, else the policy's): it names the Services."""
+    from policies.base import brief
+    from policies.errors import PolicyError
+
+    value = name if given is None else given
+    if len(value) <= _SERVICE_ROOM and _SERVICE.fullmatch(value):
+        return value
+    if given is not None:
+        raise usage(f"--service: {brief(value, 60)} is not {_SERVICE_RULE}")
+    raise PolicyError(
+        f"{brief(value, 60)} is not {_SERVICE_RULE}: give --service", path="name", file=file
+    )
+
+
+def _replicas(value: int | None) -> int | None:
+    """``--replicas``: pods of a Deployment or Rollout, an int32 of at least 1."""
+    if value is not None and not 1 <= value <= 2**31 - 1:
+        raise usage(f"--replicas: {value} is not a pod count from 1 to {2**31 - 1}")
+    return value
+
+
+def _write_exports(out: Path, results: list, service: str, *, every: bool) -> None:
+    """Each export's files in ``out`` (``out/<executor>`` with ``--to all``): every target
+    checked first, so a file or folder in the way refuses the export before anything is written."""
+    from functools import partial
+
+    from sim.runs.files import OutputRefused, atomic_write, inside, writable_folder
+
+    writable_folder(out)
+    planned: list[tuple[Path | None, str]] = []  # (file, content) or (None, line to print)
+    for executor, result in results:
+        folder = writable_folder(out / executor) if every else out
+        files = {f"{service}.yaml": result.to_yaml(), **result.files}
+        for name, content in files.items():
+            path = inside(folder, name)
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise OutputRefused("exists and is not a regular file", file=str(path))
+            planned.append((path, content))
+        extra = f" (+ {', '.join(result.files)})" if result.files else ""
+        planned.append((None, f"{executor}: {folder / f'{service}.yaml'}{extra}"))
+    for target, content in planned:
+        if target is None:
+            print(content)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, partial(_write_text, text=content))
+
+
+def _write_text(tmp: str, text: str) -> None:
     Path(tmp).write_text(text, encoding="utf-8")
 
 
 def import_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from policies.importers import import_manifests
     from policies.loading import policy_to_yaml
 
     source = [Path(m) for m in args.manifest]
+    if args.output:  # checked before reading: never a device, a folder or a manifest read
+        _policy_file(Path(args.output), source)
     result = import_manifests(source, mapping=args.map or None, name=args.name)
     text = policy_to_yaml(result.policy)
     if args.output:
+        from functools import partial
+
         from sim.runs.files import atomic_write
 
-        atomic_write(args.output, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(args.output, partial(_write_text, text=text))
         print(f"{args.output}: {result.policy.kind} {result.policy.name!r}")
     else:
         print(text, end="")
@@ -127,3 +198,18 @@ def import_command(args: argparse.Namespace) -> int:
         for note in getattr(result, "notes", ()):
             print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _policy_file(out: Path, source: list[Path]) -> None:
+    """Refuse an ``import -o`` target that is not a new or regular file in a folder, or that
+    is one of the manifests read: the write renames a file over it, which would replace a device
+    (``/dev/null``) or the team's own manifest."""
+    from policies.errors import PolicyError
+    from sim.runs.files import OutputRefused
+
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise OutputRefused("exists and is not a regular file: give a policy file", file=str(out))
+    if out.exists() and any(m.exists() and out.samefile(m) for m in source):
+        raise OutputRefused("is a manifest being imported: -o would replace it", file=str(out))
+    if not out.parent.is_dir():
+        raise PolicyError(f"{out.parent} is not a folder", file=str(out))

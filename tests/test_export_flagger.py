@@ -159,14 +159,16 @@ def test_progressive_refusals():
     }
     named = parse_policy(base | {"analysis": {"stepWeight": 10, "metrics": [custom]}})
     assert refused(named).field == "analysis.metrics[0].name"
-    traefik = parse_policy(
+    skipper = parse_policy(
         base
         | {
-            "provider": "traefik",
+            "provider": "skipper",
             "analysis": {"stepWeight": 10, "metrics": [custom | {"name": "sr"}]},
         }
     )
-    assert refused(traefik).field == "analysis.metrics[0].query"
+    assert refused(skipper).field == "analysis.metrics[0].query"
+    assert "non-word character" in refused(skipper).reason
+    assert "traefik, apisix, osm, gatewayapi" in refused(skipper).reason  # what is written
 
 
 def test_canary_with_even_pauses_becomes_step_weights():
@@ -412,3 +414,65 @@ def test_gateway_api_custom_queries_read_the_gateways_envoy_clusters():
     text = out.manifests[0]["spec"]["query"]
     assert 'envoy_cluster_name=~"{{ namespace }}_{{ target }}-canary_[0-9a-zA-Z-]+"' in text
     assert import_manifests(out.to_yaml()).policy.analysis == policy.analysis
+
+
+_OWN_METRICS = {
+    # provider: what its custom query selects the canary by (Flagger's own observers' selector)
+    "traefik": 'service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd"',
+    "apisix": 'route=~"{{ namespace }}_{{ route }}-{{ target }}-canary_.+"',
+    "osm": 'destination_kind="Deployment", destination_name="{{ target }}"',
+}
+
+
+@pytest.mark.parametrize("provider", sorted(_OWN_METRICS))
+def test_custom_queries_read_the_providers_own_metrics_and_come_back(provider):
+    """The corpus's Traefik, APISIX and OSM tutorials' custom metrics: written over the
+    provider's own metrics as Flagger's built-ins select the canary, a metric name that is no
+    object name spelt as one, and read back as the same analysis."""
+    metrics = [
+        {"name": "404s percentage", "thresholdRange": {"max": 5}, "query": q}
+        for q in (
+            {"measure": "errorRate", "unit": "percent", "errors": "404"},
+            {"measure": "latency", "quantile": 0.95, "unit": "milliseconds"},
+        )
+    ]
+    metrics[1]["name"] = "p95"
+    policy = parse_policy(
+        {
+            "kind": "Progressive",
+            "name": "web",
+            "provider": provider,
+            "analysis": {"stepWeight": 10, "metrics": metrics},
+        }
+    )
+    out = export(policy, "flagger", Target(service="web", namespace="shop"))
+    check_valid(out.manifests)
+    names = [m["metadata"]["name"] for m in out.manifests[:2]]
+    assert names == ["web-404s-percentage", "web-p95"]
+    refs = [m["templateRef"]["name"] for m in out.manifests[-1]["spec"]["analysis"]["metrics"]]
+    assert refs == names
+    for template in out.manifests[:2]:
+        assert _OWN_METRICS[provider] in template["spec"]["query"]
+    assert import_manifests(out.to_yaml()).policy.analysis == policy.analysis
+
+
+def test_apisix_refuses_a_query_of_the_primary_and_names_clash():
+    query = {"measure": "errorRate", "version": "stable"}
+    base = {"kind": "Progressive", "name": "web", "provider": "apisix"}
+    stable = parse_policy(
+        base
+        | {
+            "analysis": {
+                "stepWeight": 10,
+                "metrics": [{"name": "e", "thresholdRange": {"max": 1}, "query": query}],
+            }
+        }
+    )
+    assert refused(stable).field == "analysis.metrics[0].query"
+    assert "only the canary" in refused(stable).reason
+    twice = [
+        {"name": n, "thresholdRange": {"max": 1}, "query": {"measure": "errorRate"}}
+        for n in ("a b", "a-b")
+    ]
+    clash = parse_policy(base | {"analysis": {"stepWeight": 10, "metrics": twice}})
+    assert refused(clash).field == "analysis.metrics[1].name"

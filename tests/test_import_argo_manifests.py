@@ -151,22 +151,6 @@ def test_missing_replicas_is_argos_one():
     assert any("Argo runs 1 replica" in note for note in result.notes)
 
 
-# --------------------------------------------------------------------------- not modelled
-
-
-@pytest.mark.parametrize(
-    ("step", "feature"),
-    [
-        ("plugin: {name: argoproj-labs/k6, config: {script: load.js}}", "step plugins"),
-    ],
-)
-def test_unmodelled_steps_are_refused_naming_the_argo_feature(step, feature):
-    canary = f"trafficRouting: {{istio: {{}}}}\nsteps:\n- setWeight: 10\n- {step}"
-    message = refusal(canary)
-    assert f"Argo {feature}" in message and "not modelled" in message
-    assert "steps[1]" in message
-
-
 # --------------------------------------------------------------------------- validation as Argo's
 
 
@@ -341,3 +325,12 @@ def test_yaml_with_a_mapping_as_a_key_or_merge_keys_loads():
     assert find_flow_key(doc) == "a.q.{args.x}"
     with pytest.raises(PolicyError, match="duplicate key 'a'"):
         load_yaml("a: 1\na: 2\n")
+
+
+@pytest.mark.parametrize("condition", ["result >= 0.95", "isNaN(result) || result[0] > 1"])
+def test_a_bare_result_on_a_prometheus_metric_is_refused_as_argo_errors_on_it(condition):
+    message = refusal(
+        f"steps:\n- setWeight: 50\n- analysis: {ANALYSIS}",
+        TEMPLATE.replace("result[0] >= 0.95", condition),
+    )
+    assert "Argo hands a Prometheus condition the query's vector" in message

@@ -247,3 +247,27 @@ def test_a_confirm_promotion_gate_holds_a_simulated_release_for_the_approval():
         assert a.outcome == b.outcome == "promoted"
         assert not math.isnan(a.rollout_duration)
         assert b.rollout_duration - a.rollout_duration == 660.0  # 630 s, to the next tick
+
+
+def test_a_match_with_step_weights_is_refused_as_the_weighted_segment_it_is():
+    """Flagger runs match + stepWeight (no iterations) as a canary whose weight applies to the
+    matched requests only; that is neither an A/B test nor a canary of all traffic."""
+    text = with_analysis("    match:\n      - headers: {x-canary: {exact: insider}}\n")
+    message = refusal(text)
+    assert "spec.analysis.match" in message and "matched requests only" in message
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "hey -z=1m -q=10 -c=2 http://podinfo-canary.test:9898/",
+        "hey --z 1m --q 10 --c 2 -o csv http://podinfo-canary.test:9898/",
+    ],
+)
+def test_hey_in_gos_flag_spellings_is_read(cmd):
+    hook = (
+        "    webhooks:\n      - name: load-test\n        url: http://flagger-loadtester.test/\n"
+        f'        metadata: {{cmd: "{cmd}"}}\n'
+    )
+    policy = import_manifests(with_analysis(hook)).policy
+    assert policy.analysis.load_test.rate == 20

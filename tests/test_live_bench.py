@@ -22,6 +22,7 @@ import pytest
 
 from live.bench import BackendSpec, Bench, binaries_missing
 from live.executor import EXIT, LiveExecutor, LiveSettings
+from live.haproxy import HAProxyRouter, RouterError, RuntimeAPI
 from live.journal import StateDir
 from policies import policy_from_yaml
 
@@ -179,11 +180,41 @@ def test_admin_socket_gone_exits_3_naming_the_server_with_traffic(clean, tmp_pat
     assert weights(clean) == (80, 20)  # the message told the truth
 
 
-def live_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "live", "live", *args]
+class CanaryWriteFails(RuntimeAPI):
+    """The real admin socket, except that writes to the canary server go to a socket that is
+    not there: a real socket error, mid-switch."""
+
+    def command(self, line: str) -> str:
+        if line.startswith("set weight be/canary "):
+            return RuntimeAPI(self.address + ".gone").command(line)
+        return super().command(line)
 
 
-def start_cli(bench, policy_file: Path, state: Path, *extra: str) -> subprocess.Popen:
+def test_a_write_failing_mid_switch_never_leaves_zero_zero(clean) -> None:
+    """Back from all-canary the stable is raised first, so a failed canary write leaves
+    100/100 (half the traffic still on the canary, and the error says so), never 0/0; a
+    promotion's first write is the canary's: failing, it leaves the stable with everything."""
+    failing = HAProxyRouter(CanaryWriteFails(str(clean.socket)))
+    clean.router().apply(100.0)
+    with pytest.raises(RouterError) as back:
+        failing.apply(0.0)
+    assert weights(clean) == (100, 100)
+    assert "read back: be/stable=100 be/canary=100" in str(back.value)
+    assert "be/canary (the canary) still holds 50 % of traffic" in str(back.value)
+    clean.reset_weights()
+    with pytest.raises(RouterError, match="so be/stable holds all traffic"):
+        failing.apply(100.0)
+    assert weights(clean) == (100, 0)
+
+
+def live_cli(*args: str, module: str = "live") -> list[str]:
+    """``python -m live live ...``, or with module "rolloutsim" the whole CLI's ``live``."""
+    return [sys.executable, "-m", module, "live", *args]
+
+
+def start_cli(
+    bench, policy_file: Path, state: Path, *extra: str, module: str = "live"
+) -> subprocess.Popen:
     argv = live_cli(
         str(policy_file),
         "--haproxy-socket",
@@ -197,6 +228,7 @@ def start_cli(bench, policy_file: Path, state: Path, *extra: str) -> subprocess.
         "--check-interval",
         "0.5",
         *extra,
+        module=module,
     )
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -227,6 +259,33 @@ def test_ctrl_c_moves_traffic_to_the_stable_unless_left_as_is(clean, tmp_path, l
     code, out = finish(proc)
     assert code == EXIT["interrupted"], out
     assert weights(clean) == ((80, 20) if leave else (100, 0)), out
+
+
+def test_sigterm_to_rolloutsim_live_moves_traffic_to_the_stable(clean, tmp_path) -> None:
+    policy = tmp_path / "long.yaml"
+    policy.write_text(LONG)
+    proc = start_cli(clean, policy, tmp_path / "state", module="rolloutsim")
+    wait_for_share(tmp_path / "state", 20.0)
+    os.kill(proc.pid, signal.SIGTERM)
+    code, out = finish(proc)
+    assert code == EXIT["interrupted"], out
+    assert "stopped (SIGTERM): traffic moved to the stable" in out
+    assert weights(clean) == (100, 0), out
+
+
+def test_sighup_with_the_terminal_gone_still_moves_traffic(clean, tmp_path) -> None:
+    """The terminal closed (its output now fails) and SIGHUP arrives: traffic moves to the
+    stable before the executor tries to say so."""
+    policy = tmp_path / "long.yaml"
+    policy.write_text(LONG)
+    proc = start_cli(clean, policy, tmp_path / "state")
+    wait_for_share(tmp_path / "state", 20.0)
+    proc.stdout.close()  # every later print of the executor's fails (EPIPE)
+    os.kill(proc.pid, signal.SIGHUP)
+    proc.wait(30)
+    assert weights(clean) == (100, 0)
+    stopped = [r for r in StateDir(tmp_path / "state").records() if r["kind"] == "interrupted"]
+    assert stopped and stopped[0]["signal"] == "SIGHUP"
 
 
 def test_resume_after_a_kill_replays_and_reconciles(clean, tmp_path) -> None:

@@ -7,6 +7,7 @@ back through import as the same policy, and come back byte for byte through ``ex
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 
@@ -29,6 +30,12 @@ WORLD = {
         {"name": "good", "probability": 0.5},
         {"name": "bad", "probability": 0.5, "fault": {"errorRate": 0.2}},
     ],
+    "stepPlugins": {  # how the k6 step of argo/step-plugin.yaml behaves where it runs
+        "jmichalek132/k6-step": {
+            "duration": "5m",
+            "failure": {"badRelease": 0.9, "goodRelease": 0.02},
+        }
+    },
 }
 
 
@@ -84,6 +91,13 @@ def test_each_manifest_does_what_it_says(path):
         back.pop("replicas")
     assert back == policy.to_dict()
     onto = export_onto(policy, [path])
-    assert onto.files == {str(path): path.read_text()} or list(onto.files.values()) == [
-        path.read_text()
-    ]
+    assert list(onto.files.values()) == [path.read_text()]  # unchanged: byte for byte
+    # a changed field: only it changes, and the edited file imports as the edited policy
+    deadline = policy.progress_deadline_seconds + 60
+    edited = policy.model_copy(update={"progress_deadline_seconds": deadline})
+    (text,) = export_onto(edited, [path]).files.values()
+    assert text != path.read_text()
+    diff = difflib.ndiff(path.read_text().splitlines(), text.splitlines())
+    changed = [line for line in diff if line[:2] in ("- ", "+ ")]
+    assert all("progressDeadlineSeconds" in line for line in changed), changed
+    assert import_manifests(text).policy.progress_deadline_seconds == deadline

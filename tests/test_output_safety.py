@@ -395,3 +395,36 @@ def test_chunks_of_another_run_in_a_checkpoint_are_never_loaded(tmp_path) -> Non
     assert (again.frame["seed"] == 2).all()
     cols = [c for c in fresh.frame.columns if c != "wall_time"]
     assert again.frame[cols].equals(fresh.frame[cols])
+
+
+@pytest.mark.parametrize("name", ["five\n", "a\nb", "Five"])
+def test_a_name_with_a_newline_or_upper_case_is_not_a_kubernetes_name(name) -> None:
+    from policies.names import check_name
+
+    with pytest.raises(PolicyError, match="is not a Kubernetes name"):
+        check_name(name, "name")
+
+
+def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path) -> None:
+    from sim.runs.files import atomic_write
+
+    team = tmp_path / "rollout.yaml"
+    team.write_text("old")
+    team.chmod(0o644)
+    atomic_write(team, lambda tmp: Path(tmp).write_text("new"))
+    assert team.read_text() == "new" and team.stat().st_mode & 0o777 == 0o644
+    fresh = tmp_path / "new.yaml"
+    atomic_write(fresh, lambda tmp: Path(tmp).write_text("x"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_atomic_write_never_replaces_what_is_not_a_regular_file(tmp_path) -> None:
+    from sim.runs.files import atomic_write
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(PolicyError, match="not a regular file"):
+        atomic_write(fifo, lambda tmp: Path(tmp).write_text("x"))
+    assert fifo.exists() and not fifo.is_file()

@@ -3,7 +3,8 @@
 Flagger's built-in queries below are its ``pkg/metrics/observers/*.go`` (fluxcd/flagger), rendered
 for a canary ``podinfo`` in namespace ``test`` (target ``podinfo``, ingress/route ``podinfo``), the
 text its observer tests assert. What ``query_for`` writes is read back as the same ``Query``, for
-every source, layout, measure, version, unit and NaN filter (a property test).
+every source, layout, measure, version, unit and NaN filter (a property test); in Flagger's layout
+with the selectors of Flagger's own observers.
 """
 
 from __future__ import annotations
@@ -229,10 +230,12 @@ def _queries(draw) -> Query:
     return Query(**fields)
 
 
-def _cannot(query: Query, source: str) -> bool:
+def _cannot(query: Query, source: str, layout: str) -> bool:
     """The sources that cannot write ``query`` (and say why with ValueError)."""
     if source == "haproxy" and (query.measure == "latency" or query.errors == "404"):
         return True
+    if source == "apisix":  # by route only: Flagger's canary route, no primary's, no Argo's
+        return layout == "argo" or query.version != "canary"
     return source == "linkerd" and query.errors != "5xx"
 
 
@@ -249,9 +252,9 @@ def test_what_is_written_is_read_back(query, source, layout):
             query, source, "svc", "ns", layout=layout, nan_filter=query.nan_filter
         )
     except ValueError as exc:
-        assert _cannot(query, source), exc
+        assert _cannot(query, source, layout), exc
         return
-    assert not _cannot(query, source), text
+    assert not _cannot(query, source, layout), text
     found = promql.recognise_form(text)
     assert found is not None, text
     if query.measure == "latency":  # a quantile is written with repr: read back exactly
@@ -295,10 +298,52 @@ def test_the_natural_unit_is_no_unit_and_a_wrong_unit_is_refused():
 def test_hashed_sources_are_those_whose_argo_queries_name_the_hashes():
     query = Query(measure="errorRate", window=60)
     for source in promql.SOURCES:
+        if source not in promql.ARGO_SOURCES:
+            with pytest.raises(ValueError, match="no label tells the versions apart"):
+                promql.query_for(query, source)
+            continue
         text = promql.query_for(query, source)
         assert (promql.argo_arg(promql.ARG_CANARY_HASH) in text) == (
             source in promql.HASHED_SOURCES
         )
+    assert set(promql.SOURCES) - set(promql.ARGO_SOURCES) == {"apisix"}
+
+
+_OBSERVER_SELECTORS = {
+    # Flagger's observers' selectors, rendered for podinfo in test (route podinfo): what its
+    # custom queries over the provider's own metrics are written with
+    "traefik": 'service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd"',
+    "apisix": _APISIX,
+    "osm": _OSM,
+}
+
+
+@pytest.mark.parametrize("source", sorted(_OBSERVER_SELECTORS))
+@pytest.mark.parametrize("measure", ["successRate", "latency"])
+def test_flagger_layout_selects_the_canary_as_flaggers_observers_do(source, measure):
+    query = Query(measure=measure, window=60)
+    text = promql.query_for(query, source, "podinfo", "test", layout="flagger")
+    assert _OBSERVER_SELECTORS[source] in text.replace(promql.FLAGGER_ROUTE, "podinfo")
+    assert ('type="request"' in text) == (source == "apisix" and measure == "latency")
+    found = promql.recognise_form(text)
+    assert found is not None and found.query == query and found.source == source
+    primary = {  # the primary by Flagger's name for it (APISIX: none, test below)
+        "traefik": 'service=~"test-podinfo-primary-[0-9a-zA-Z-]+@kubernetescrd"',
+        "osm": _OSM.replace('"podinfo"', '"podinfo-primary"'),
+    }.get(source)
+    if primary:
+        stable = query.model_copy(update={"version": "stable"})
+        assert primary in promql.query_for(stable, source, "podinfo", "test", layout="flagger")
+
+
+def test_apisix_writes_only_the_canary_and_only_for_flagger():
+    for version in ("stable", "all"):
+        with pytest.raises(ValueError, match="only the canary"):
+            promql.query_for(
+                Query(measure="errorRate", version=version, window=60), "apisix", layout="flagger"
+            )
+    with pytest.raises(ValueError, match="Argo's canary and stable are backends of one route"):
+        promql.query_for(Query(measure="errorRate", window=60), "apisix", layout="argo")
 
 
 _ISTIO_DOCS = (  # Argo's documentation: the whole Service, irate
@@ -415,3 +460,8 @@ def test_irate_is_measured_over_the_last_scrape_interval():
     assert max(1, round(query.window / Platform().scrape_interval)) == 1
     text = promql.query_for(query, "istio", "svc", "ns")
     assert "irate(" in text and "[5m]" in text and "rate(" not in text.replace("irate(", "")
+
+
+@pytest.mark.parametrize("text", ["(" * 300 + "x" + ")" * 300, "-" * 2000 + "1"])
+def test_a_query_nested_too_deep_is_no_form_never_a_recursion_error(text):
+    assert promql.recognise(text) is None

@@ -91,8 +91,11 @@ def test_the_table_facts_consumers_read():
     assert {k: f.metrics for k, f in ROUTERS.items() if f.metrics} == {
         "nginx": "nginx",
         "istio": "istio",
+        "apisix": "apisix",
         "appMesh": "envoy",
+        "traefik": "traefik",
         "linkerd": "linkerd",
+        "osm": "osm",
     }
 
 

@@ -14,16 +14,20 @@ from policies.canary import (
     Canary,
     Experiment,
     Pause,
+    PluginStep,
     SetCanaryScale,
     SetHeaderRoute,
     SetMirrorRoute,
 )
 from policies.common import RolloutAnalysis, RouteMatch
-from policies.controller.base import ArgoControllerBase, ArgoExperiments
+from policies.controller.base import ArgoControllerBase
+from policies.controller.experiments import ArgoExperiments
+from policies.controller.plugins import ArgoStepPlugins
 from policies.controller.protocol import AwaitingApproval, Cause, Progress
 from policies.replicas import (
     abort_desired_weight,
     basic_canary_scale,
+    basic_canary_targets,
     resolve_fenceposts,
     traffic_routed_counts,
 )
@@ -36,7 +40,7 @@ ABORT_SCALE_DOWN_TIMER = "abortScaleDown"
 BACKGROUND_RUN = "background"
 
 
-class CanaryController(ArgoExperiments, ArgoControllerBase):
+class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
     """Argo canary: steps, background analysis, abort, promotion and undo."""
 
     kind = "Canary"
@@ -56,18 +60,10 @@ class CanaryController(ArgoExperiments, ArgoControllerBase):
         self.background_started = False
         self.canary_weight = 0.0  # the router's weight without the experiment's templates'
         self._init_experiments()
+        self._init_plugins()
         self._walk_back()
 
     # ------------------------------------------------------------------ events
-
-    def _started(self) -> None:
-        super()._started()
-        serving = self.policy.experiment_groups() & {"experiment-canary", "experiment-stable"}
-        if not self.routed:  # one Service over both versions (and experiment pods it selects)
-            self._set_selectors({"stable", "canary"} | serving, {"canary"})
-        else:  # a weighted template's Service carries its version's share of the weight
-            stable = {"stable"} | (serving & {"experiment-stable"})
-            self._set_selectors(stable, {"canary"} | (serving & {"experiment-canary"}))
 
     def _timer(self, key: str) -> None:
         if key == PAUSE_TIMER and self.paused == "CanaryPauseStep":
@@ -89,7 +85,7 @@ class CanaryController(ArgoExperiments, ArgoControllerBase):
         self._cancel_timer(PAUSE_TIMER)
         step = self._step()
         reason, cause = "Resumed", Progress("Resumed", self.step_index)
-        waits = step is not None and (step.pause or step.analysis or step.experiment)
+        waits = step is not None and (step.pause or step.analysis or step.experiment or step.plugin)
         if step is not None and self.step_started and waits:
             if step.analysis is not None:
                 self._stop_run(self._step_run_key())
@@ -162,7 +158,7 @@ class CanaryController(ArgoExperiments, ArgoControllerBase):
         self._set_status("Progressing", "PauseEnded", Progress("StepCompleted", ended))
 
     def _loop_key(self) -> tuple:
-        exp = (self.exp is not None, self.exp_running, self.exp_failed)
+        exp = (self.exp is not None, self.exp_running, self.exp_failed, *self._plugin_key())
         return (*super()._loop_key(), self.step_index, self.step_started, self.paused, *exp)
 
     # ------------------------------------------------------------------ reconcile
@@ -201,6 +197,9 @@ class CanaryController(ArgoExperiments, ArgoControllerBase):
                 return
         if step.experiment is not None and not self._experiment_done():
             return  # running, failed (aborted) or inconclusive (paused)
+        plugin_waits = step.plugin is not None and not self._plugin_done(step.plugin)
+        if plugin_waits and (self.aborted or step.action == "plugin"):
+            return  # it Failed (an abort, whichever action decides the step), or it runs
         match step.operation:  # Argo's completedCurrentCanaryStep: the first action decides
             case int() | SetCanaryScale():
                 if counts_reached and (not self.routed or self.weight == self._router_target()):
@@ -209,6 +208,8 @@ class CanaryController(ArgoExperiments, ArgoControllerBase):
                 pass  # its timer or an approval ends it
             case Experiment() | RolloutAnalysis() | SetHeaderRoute() | SetMirrorRoute():
                 self._advance()  # the experiment or analysis succeeded; a route is set at once
+            case PluginStep():
+                self._advance()  # the plugin said Successful
             case never:
                 assert_never(never)
 
@@ -231,6 +232,8 @@ class CanaryController(ArgoExperiments, ArgoControllerBase):
             self._start_run(self._step_run_key(), self.policy.templates_for(step.analysis))
         if step.experiment is not None:
             self._start_experiment(step.experiment)
+        if step.plugin is not None:
+            self._run_plugin(step.plugin)
         pause = step.pause
         if pause is not None:
             self.paused = "CanaryPauseStep"
@@ -354,8 +357,6 @@ class CanaryController(ArgoExperiments, ArgoControllerBase):
         return up, down
 
     def _basic_at_target(self, weight: int) -> bool:
-        from policies.replicas import basic_canary_targets
-
         canary, stable = basic_canary_targets(
             self.replicas, weight, self.surge, self.policy.max_weight
         )

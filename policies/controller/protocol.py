@@ -38,9 +38,12 @@ __all__ = [
     "Intervention",
     "Measure",
     "MeasurementTaken",
+    "PluginFinished",
+    "PluginPhase",
     "PodsChanged",
     "Progress",
     "RollbackRequested",
+    "RunPlugin",
     "Scale",
     "SetLoad",
     "SetMatchRoute",
@@ -126,7 +129,27 @@ class RollbackRequested:
     source: str = "human"
 
 
-Event = Started | TimerFired | PodsChanged | MeasurementTaken | Approved | RollbackRequested
+PluginPhase = Literal["Successful", "Failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginFinished:
+    """The world's answer to a ``RunPlugin``: the step plugin of step ``step`` ended ``phase``
+    (as Argo next reads it: the plugin's work and its polling, backoff + 5 s, included)."""
+
+    step: int
+    phase: PluginPhase
+
+
+Event = (
+    Started
+    | TimerFired
+    | PodsChanged
+    | MeasurementTaken
+    | Approved
+    | RollbackRequested
+    | PluginFinished
+)
 
 # ----------------------------------------------------------------------------- actions
 
@@ -230,6 +253,15 @@ class StopAnalysis:
     phase: str
 
 
+@dataclass(frozen=True, slots=True)
+class RunPlugin:
+    """Run the step plugin ``name`` of step ``step`` (Argo's ``Run()``): the world answers with
+    ``PluginFinished`` once the plugin has ended, after as long as the plugin takes there."""
+
+    step: int
+    name: str
+
+
 # ----------------------------------------------------------------------------- causes
 # Why the status changed, in typed fields a driver matches on (DESIGN §2: never parsed text).
 
@@ -250,7 +282,8 @@ Milestone = Literal[
 class GateVerdict:
     """An analysis run ended badly: ``run`` is its key (``step-2``, ``background``,
     ``prePromotion``, ``postPromotion``, ``batch-1``), ``metrics`` the deciding metrics that went
-    bad (empty when the run itself was invalid), ``step`` the step (or batch) it ran at, if any."""
+    bad (empty when the run itself was invalid), ``step`` the step (or batch) it ran at, if any.
+    A step plugin that Failed is one too: ``run`` ``plugin-2``, ``metrics`` the plugin's name."""
 
     run: str
     metrics: tuple[str, ...]
@@ -359,5 +392,6 @@ Action = (
     | StartAnalysis
     | Measure
     | StopAnalysis
+    | RunPlugin
     | StatusChanged
 )

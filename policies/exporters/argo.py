@@ -34,6 +34,7 @@ from policies.canary import (
     CanaryStep,
     Experiment,
     Pause,
+    PluginStep,
     SetCanaryScale,
     SetHeaderRoute,
     SetMirrorRoute,
@@ -107,17 +108,16 @@ def condition(text: str) -> str:
 def template_name(service: str, name: str, field: str) -> str:
     """``<service>-<template>``, refused if it is not a valid object name."""
     full = f"{service}-{name}"
-    if len(full) > 253 or not _NAME.match(full):
+    if len(full) > 253 or not _NAME.fullmatch(full):
         raise _refuse(field, f"{full!r} is not a valid Kubernetes object name")
     return full
 
 
 def metric_source(policy) -> MetricSource:
-    """The router's own metrics where ``promql`` writes them (ingress-nginx, Istio), else
-    Istio's."""
+    """The router's own metrics where ``promql`` writes them in Argo's layout, else Istio's."""
     routing = getattr(policy, "traffic_routing", None)
     own = ROUTERS[routing.kinds[0]].metrics if routing is not None else None
-    return own or "istio"
+    return own if own in promql.ARGO_SOURCES else "istio"
 
 
 def _args(source: str, target: Target) -> list[dict[str, Any]]:
@@ -243,6 +243,8 @@ def _action(op: StepOperation, i: int, source: str, target: Target) -> tuple[str
             return "setMirrorRoute", mirror.to_dict()
         case Experiment() as experiment:
             return "experiment", _experiment(experiment, i, source, target)
+        case PluginStep() as plugin:  # its config as imported: only the plugin reads it
+            return "plugin", plugin.to_dict()
         case never:
             assert_never(never)
 
@@ -276,6 +278,7 @@ _STEP_KEYS = (
     "setCanaryScale",
     "setHeaderRoute",
     "setMirrorRoute",
+    "plugin",
 )
 
 

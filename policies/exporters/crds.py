@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +26,7 @@ import jsonschema
 import yaml
 
 from policies.errors import RolloutsimError
+from policies.names import DNS1123_SUBDOMAIN
 
 __all__ = [
     "ANCHORS_ENV",
@@ -56,7 +56,6 @@ CRD_FILES: dict[tuple[str, str], str] = {
 }
 """(API group, kind) -> CRD file under the anchors folder."""
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _INT_RANGE = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
@@ -148,8 +147,8 @@ def _validator(api_version: str, kind: str) -> jsonschema.Validator:
         "type": "object",
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "maxLength": 253, "pattern": _NAME.pattern},
-            "namespace": {"type": "string", "maxLength": 63, "pattern": _NAME.pattern},
+            "name": {"type": "string", "maxLength": 253, "pattern": DNS1123_SUBDOMAIN.pattern},
+            "namespace": {"type": "string", "maxLength": 63, "pattern": DNS1123_SUBDOMAIN.pattern},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
         },

@@ -93,6 +93,7 @@ _ARGO_ONLY = {
     "set_header_route": "setHeaderRoute",
     "set_mirror_route": "setMirrorRoute",
     "experiment": "experiment",
+    "plugin": "plugin",
 }
 """Step actions Flagger has no counterpart of, by their Argo names."""
 

@@ -6,7 +6,8 @@ requests only (``canary!=""`` on ``nginx_ingress_controller_requests``, fluxcd/f
 percent, as simulated. Its ``request-duration`` is the canary's *mean* upstream latency, while
 the simulator checks the P99, so that one becomes a MetricTemplate computing the simulated value
 (truncated milliseconds), named ``request-duration-canary``. A custom metric's query is written
-for the router's own metrics (ingress-nginx's, Istio's, Linkerd's, App Mesh's Envoy); with the
+for the router's own metrics (ingress-nginx's, Istio's, Linkerd's, App Mesh's Envoy, Traefik's,
+APISIX's, Open Service Mesh's, with the selectors of Flagger's own built-ins); with the
 Gateway API, whose metrics are its implementation's, for the Gateway's Envoy upstream clusters
 as Flagger's Gateway API tutorial and end-to-end tests write them
 (``envoy_cluster_name=~"<namespace>_<service>-canary_..."``: Contour, Istio and Envoy Gateway
@@ -24,7 +25,7 @@ from policies.errors import NotExpressibleError
 from policies.exporters import Target, promql
 from policies.flagger import FlaggerMetric
 from policies.measures import Query
-from policies.vocabulary import ROUTERS, Executor, provider_router
+from policies.vocabulary import FLAGGER_PROVIDERS, ROUTERS, Executor, provider_router
 from policies.vocabulary import FlaggerProvider as Provider
 
 __all__ = [
@@ -59,9 +60,11 @@ def flagger_interval(field: str, seconds: float) -> str:
 
 
 def template(name: str, query: str, target: Target, field: str) -> dict[str, Any]:
-    """A Prometheus ``MetricTemplate`` named ``<service>-<name>``."""
-    full = f"{target.service}-{name}"
-    if len(full) > 253 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", full):
+    """A Prometheus ``MetricTemplate`` named ``<service>-<name>``, the metric's name spelt as
+    an object name (Flagger's metric names are free text: ``404s percentage``)."""
+    spelt = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    full = f"{target.service}-{spelt}"
+    if not spelt or len(full) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", full):
         raise refuse(field, f"MetricTemplate name {full!r} is not a valid object name")
     return {
         "apiVersion": API_VERSION,
@@ -75,16 +78,30 @@ _GATEWAY = "gatewayapi"
 """The ``_source`` of the Gateway API: the Gateway's Envoy clusters (see the module docstring)."""
 
 
+_UNWRITTEN = {
+    "skipper": "Skipper's route names spell the namespace, Ingress and Service with every"
+    " non-word character as _, which Flagger's template variables cannot write",
+    "knative": "Knative's revision clusters do not say which version they serve",
+    "kubernetes": "it has no router: the application's own metrics are the team's to name",
+}
+"""Why a provider's own metrics are not written, where there is more to say than that."""
+
+
 def _source(provider: Provider, field: str) -> str:
+    """Whose metrics a custom query over ``provider``'s router is written for (``ROUTERS``)."""
     if provider == "gatewayapi":
         return _GATEWAY
     source = ROUTERS[provider_router(provider)].metrics
     if source is not None:
         return source
+    written = [
+        p for p in FLAGGER_PROVIDERS if p == "gatewayapi" or ROUTERS[provider_router(p)].metrics
+    ]
+    why = _UNWRITTEN.get(provider, "rolloutsim writes no query over its metrics")
     raise refuse(
         field,
-        f"custom queries are written for ingress-nginx or Istio metrics; provider {provider}"
-        " has neither",
+        f"custom queries are written for the provider's own metrics ({', '.join(written)});"
+        f" provider {provider}'s are not: {why}",
     )
 
 
@@ -128,8 +145,12 @@ def metric_entry(
                 f"Flagger runs its built-in check for any metric named {metric.name}: rename it",
             )
         text = _query(metric.query, _source(provider, f"{where}.query"), f"{where}.query")
-        templates.append(template(metric.name, text, target, f"{where}.name"))
-        entry["templateRef"] = {"name": f"{target.service}-{metric.name}"}
+        made = template(metric.name, text, target, f"{where}.name")
+        name = made["metadata"]["name"]
+        if any(t["metadata"]["name"] == name for t in templates):
+            raise refuse(f"{where}.name", f"another metric's MetricTemplate is named {name} too")
+        templates.append(made)
+        entry["templateRef"] = {"name": name}
     entry["interval"] = flagger_interval(f"{where}.interval", metric.interval)
     if metric.threshold_range is not None:
         entry["thresholdRange"] = metric.threshold_range.to_dict()

@@ -56,9 +56,9 @@ def _semantic(obj: dict[str, Any]) -> list[str]:
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         errors.append("metadata.name: is required")
-    elif kind == "Service" and (len(name) > 63 or not _DNS1035_LABEL.match(name)):
+    elif kind == "Service" and (len(name) > 63 or not _DNS1035_LABEL.fullmatch(name)):
         errors.append(f"metadata.name: {name!r} is not a DNS-1035 label (a Service name)")
-    elif len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+    elif len(name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(name):
         errors.append(f"metadata.name: {name!r} is not a DNS-1123 subdomain")
     labels = [("metadata.labels", meta.get("labels") or {})]
     spec = obj.get("spec") or {}

@@ -27,6 +27,24 @@ Sources (``MetricSource``), and how canary and stable are told apart (``layout``
   as Flagger's appmesh built-ins: Flagger layout, its canary pod pattern
   ``<svc>-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)`` (the primary's pods are ``<svc>-primary-...``); Argo
   layout, the pod by ReplicaSet hash.
+* ``traefik`` — ``traefik_service_requests_total{service, code}`` and
+  ``traefik_service_request_duration_seconds_bucket``, by the Traefik service of each version's
+  Kubernetes Service (``<namespace>-<Service>-<port>@kubernetescrd``, as Flagger's traefik
+  built-ins): Flagger's ``<svc>-canary`` and ``<svc>-primary``, Argo's ``canaryService`` and
+  ``stableService`` as its exporter names them (``<svc>-canary``, ``<svc>-stable``).
+* ``apisix`` — ``apisix_http_status{route, code}`` and ``apisix_http_latency_bucket{type=
+  "request"}`` (ms), by the route Flagger's apisix built-ins select the canary by
+  (``<namespace>_{{ route }}-<svc>-canary_...``). APISIX labels its metrics by route only, and
+  neither executor gives the primary a route of its own (Flagger's canary route and Argo's route
+  hold both backends), so only the canary is written, and only in Flagger's layout.
+* ``osm`` — Open Service Mesh's ``osm_request_total{destination_namespace, destination_kind,
+  destination_name, destination_pod, response_code}`` and ``osm_request_duration_ms_bucket``
+  (ms): Flagger layout, the Deployment ``<svc>`` or ``<svc>-primary`` (its osm built-ins); Argo
+  layout, the destination pod by ReplicaSet hash.
+
+Skipper (route names with every non-word character made ``_``, which Flagger's template
+variables cannot write) and Kuma (whose ``service`` label names the proxy that reports) are
+recognised, not written.
 
 Errors are 5xx; a query's value is in its ``unit`` (fractions and seconds unless the query says
 percent or milliseconds; Argo: ``result[0] >= 0.99``); ``scale`` overrides it (Flagger's
@@ -57,11 +75,13 @@ from policies.measures import Query
 from policies.vocabulary import METRIC_SOURCES, MetricSource
 
 __all__ = [
+    "ARGO_SOURCES",
     "ARG_CANARY_HASH",
     "ARG_NAMESPACE",
     "ARG_SERVICE",
     "ARG_STABLE_HASH",
     "FLAGGER_INTERVAL",
+    "FLAGGER_ROUTE",
     "HASHED_SOURCES",
     "METRICS",
     "SOURCES",
@@ -84,9 +104,15 @@ SOURCES: tuple[MetricSource, ...] = METRIC_SOURCES
 FLAGGER_INTERVAL = "{{ interval }}"
 """Flagger's template variable for the metric's interval (the query window)."""
 
-HASHED_SOURCES: frozenset[MetricSource] = frozenset({"istio", "linkerd", "envoy"})
+FLAGGER_ROUTE = "{{ route }}"
+"""Flagger's template variable for the name of the canary's route (``routeRef``: APISIX)."""
+
+HASHED_SOURCES: frozenset[MetricSource] = frozenset({"istio", "linkerd", "envoy", "osm"})
 """Sources whose Argo layout tells the versions apart by ReplicaSet hash: their templates take
 the ``canary-hash`` and ``stable-hash`` arguments (``valueFrom.podTemplateHashValue``)."""
+ARGO_SOURCES: tuple[MetricSource, ...] = tuple(s for s in METRIC_SOURCES if s != "apisix")
+"""Sources ``query_for`` writes in Argo's layout: APISIX's route label cannot tell Argo's
+versions apart (both are backends of one route)."""
 
 _REQUESTS: dict[MetricSource, str] = {
     "nginx": "nginx_ingress_controller_requests",
@@ -94,13 +120,22 @@ _REQUESTS: dict[MetricSource, str] = {
     "haproxy": "haproxy_server_http_responses_total",
     "linkerd": "response_total",
     "envoy": "envoy_cluster_upstream_rq",
+    "traefik": "traefik_service_requests_total",
+    "apisix": "apisix_http_status",
+    "osm": "osm_request_total",
 }
 _BUCKETS: dict[MetricSource, str] = {
     "nginx": "nginx_ingress_controller_request_duration_seconds_bucket",
     "istio": "istio_request_duration_milliseconds_bucket",
     "linkerd": "response_latency_ms_bucket",
     "envoy": "envoy_cluster_upstream_rq_time_bucket",
+    "traefik": "traefik_service_request_duration_seconds_bucket",
+    "apisix": "apisix_http_latency_bucket",
+    "osm": "osm_request_duration_ms_bucket",
 }
+_BUCKET_LABELS: dict[MetricSource, str] = {"apisix": ', type="request"'}
+"""Matchers a histogram needs beyond the requests' selector: APISIX's latency histogram holds
+the request's, the upstream's and APISIX's own times (``type``)."""
 _ERRORS: dict[MetricSource, tuple[str, str]] = {  # (error matcher, its complement)
     "haproxy": ('="5xx"', '!="5xx"'),
     "linkerd": ('="failure"', '!="failure"'),
@@ -151,6 +186,28 @@ def _selector(source: str, layout: str, version: str, service: str, namespace: s
         if layout == "flagger" and not both:
             return head + f'"{service}{"" if canary else "-primary"}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"'
         return head + f'"{pod}"'
+    if source == "traefik":  # Traefik's name of a Kubernetes Service: <ns>-<name>-<port>@...
+        names = ("canary", "primary" if layout == "flagger" else "stable")
+        picked = names if both else (names[0 if canary else 1],)
+        alts = "|".join(f"{namespace}-{service}-{n}-[0-9a-zA-Z-]+@kubernetescrd" for n in picked)
+        return f'service=~"{alts}"'
+    if source == "apisix":
+        if layout != "flagger":
+            raise ValueError(
+                "APISIX labels its metrics by route, and Argo's canary and stable are backends"
+                " of one route: no label tells the versions apart"
+            )
+        if not canary:
+            raise ValueError(
+                "APISIX labels its metrics by route, and Flagger routes the primary through"
+                " no route of its own: only the canary's metrics can be selected"
+            )
+        return f'route=~"{namespace}_{FLAGGER_ROUTE}-{service}-canary_.+"'
+    if source == "osm":
+        head = f'destination_namespace="{namespace}", '
+        if layout == "flagger":
+            return head + f'destination_kind="Deployment", destination_name={primary}'
+        return head + f'destination_pod=~"{pod}"'
     raise ValueError(f"unknown metric source {source!r} (choose from {', '.join(SOURCES)})")
 
 
@@ -224,9 +281,10 @@ def query_for(
     else:
         if source not in _BUCKETS:
             raise ValueError(f"{source} exports no latency histogram: no latency quantile")
+        labels = sel + _BUCKET_LABELS.get(source, "")
         text = (
             f"histogram_quantile({query.quantile!r},"
-            f" sum by (le) ({rate}({_BUCKETS[source]}{{{sel}}}[{w}])))"
+            f" sum by (le) ({rate}({_BUCKETS[source]}{{{labels}}}[{w}])))"
         )
         natural = METRICS[_BUCKETS[source]].unit
     scale = scale or query.unit or ("seconds" if natural == "milliseconds" else natural)

@@ -23,6 +23,11 @@ _LEVELS = (("or",), ("and", "unless"), ("==", "!=", ">=", "<=", ">", "<"), ("+",
 _SET_OPS = ("or", "and", "unless")
 
 
+MAX_DEPTH = 64
+"""Nested parentheses, calls and unary minus a query may hold (a deeper one is refused, never
+a RecursionError)."""
+
+
 def parse(text: str) -> Any:
     """The tree of ``text``; ``ValueError`` (or ``IndexError``) outside the subset."""
     return _Parser(text).parse()
@@ -38,6 +43,7 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self.toks: list[tuple[str, str]] = []
+        self.depth = 0  # of primaries being read (parentheses, calls, unary minus)
         self.i, pos, text = 0, 0, text.strip()
         while pos < len(text):
             match = _TOKEN.match(text, pos)
@@ -73,10 +79,16 @@ class _Parser:
     def expr(self, level: int = 0) -> Any:
         """Binary operators by precedence: or, and/unless, comparisons, + -, * /."""
         if level == len(_LEVELS):
-            if self.peek("-"):
-                self.take()
-                return ("bin", "*", ("num", -1.0), self.expr(level))
-            return self.primary()
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ValueError(f"nested more than {MAX_DEPTH} deep")
+            try:
+                if self.peek("-"):
+                    self.take()
+                    return ("bin", "*", ("num", -1.0), self.expr(level))
+                return self.primary()
+            finally:
+                self.depth -= 1
         left = self.expr(level + 1)
         while any(self.peek(o) for o in _LEVELS[level]):
             op = self.take()

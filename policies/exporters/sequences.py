@@ -31,6 +31,7 @@ from policies.canary import (
     Canary,
     Experiment,
     Pause,
+    PluginStep,
     SetCanaryScale,
     SetHeaderRoute,
     SetMirrorRoute,
@@ -103,6 +104,13 @@ def canary_runbook(policy: Canary, target: Target, weights) -> Export:
                         " experiment's ReplicaSets and a mirror route are the Argo controller's"
                         " (export to argo)",
                     )
+                case PluginStep() as plugin:
+                    raise NotExpressibleError(
+                        book.executor,
+                        f"{what}.plugin",
+                        f"the step plugin {plugin.name} runs inside the Argo controller, which"
+                        " a runbook does not have (export to argo)",
+                    )
                 case never:
                     assert_never(never)
     weights.promote(background is not None)
@@ -117,6 +125,7 @@ _EFFECTS = (
     Experiment,
     RolloutAnalysis,
     Pause,
+    PluginStep,
 )
 
 

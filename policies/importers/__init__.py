@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policies.base import load_yaml, read_text_file
+from policies.base import brief, load_yaml, read_text_file
 from policies.errors import PolicyError
 from policies.importers.argo import import_rollout
 from policies.importers.context import (
@@ -88,7 +88,12 @@ def _collect(source: Any) -> Manifests:
             if not isinstance(doc, dict):
                 raise PolicyError("a manifest is a mapping with apiVersion and kind", file=file)
             if doc.get("kind") == "List":
-                stack[:0] = doc.get("items") or []
+                items = doc.get("items") or []
+                if not isinstance(items, list):
+                    raise PolicyError(
+                        f"{brief(items)} is not a list", path="List: items", file=file
+                    )
+                stack[:0] = items
                 continue
             kind = doc.get("kind")
             group = str(doc.get("apiVersion", "")).rpartition("/")[0]
@@ -184,6 +189,16 @@ def import_manifests(
             policy = import_canary(doc, ctx)
     except PolicyError as exc:
         raise _pruned_hint(exc, found) from None
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        # a field of the wrong shape the importer met before the CRD check: say the CRD's rule
+        for read in (label, *sorted(ctx.read)):
+            if read in found.invalid:
+                raise PolicyError(found.invalid[read], path=read, file=ctx.file) from None
+        raise PolicyError(
+            f"a field has a shape neither the CRD nor rolloutsim reads ({type(exc).__name__})",
+            path=ctx.label or label,
+            file=ctx.file,
+        ) from None
     # what the importer accepted must pass the CRD too (its own errors, more precise, first)
     for read in (label, *sorted(ctx.read)):
         if read in found.invalid:

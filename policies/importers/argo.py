@@ -41,7 +41,6 @@ _IGNORED_SPEC = {
 }
 
 _DEFAULT_WINDOW_S = 60.0
-_IGNORED_META = ("namespace", "labels", "annotations", "uid", "resourceVersion", "generation")
 _METRIC_LIMITS = (
     "count",
     "failureLimit",
@@ -50,9 +49,6 @@ _METRIC_LIMITS = (
     "consecutiveSuccessLimit",
 )
 _NAN_FILTER = re.compile(r">=\s*0(?:\.0*)?\s*$")
-_ARG = ARG
-_check_keys = check_keys
-_int = as_int
 
 
 def _args(ref: dict, template: dict) -> dict[str, str]:
@@ -72,6 +68,13 @@ def _args(ref: dict, template: dict) -> dict[str, str]:
     return out
 
 
+_BARE_RESULT = re.compile(
+    r"(?<!len\()(?<!isNil\()(?<!default\()(?<!all\()(?<!any\()(?<!none\()"
+    r"\bresult\b(?!\s*\[)"
+)
+"""``result`` compared as a number, not indexed or handed to a function of the vector."""
+
+
 def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context, label: str):
     known = {
         "name",
@@ -82,7 +85,7 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
         "provider",
         *_METRIC_LIMITS,
     }
-    _check_keys(m, known, where, ctx, label)
+    check_keys(m, known, where, ctx, label)
     ctx.read.add(label)
     name = m.get("name")
     out: dict[str, Any] = {"name": name}
@@ -93,7 +96,7 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
     for key in _METRIC_LIMITS:
         if m.get(key) is not None:
             value = substitute(m[key], args, f"{where}.{key}", ctx, label)
-            out[key] = _int(value, f"{where}.{key}", ctx, args)
+            out[key] = as_int(value, f"{where}.{key}", ctx, args)
     conditions = {}
     for key in ("successCondition", "failureCondition"):
         if m.get(key):
@@ -106,6 +109,15 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
                 ) from None
             conditions[key] = text
     provider = m.get("provider") or {}
+    for key, text in conditions.items():
+        if isinstance(provider, dict) and "prometheus" in provider and _BARE_RESULT.search(text):
+            raise ctx.error(
+                f"{where}.{key}",
+                f"{text!r} compares the whole result: Argo hands a Prometheus condition the"
+                " query's vector, so the comparison is an Error measurement in Argo; write"
+                " result[0]",
+                label,
+            )
     if "plugin" in provider:  # Argo's metric plugins, by name: {plugin: {org/name: config}}
         plugins = provider["plugin"] if isinstance(provider["plugin"], dict) else {}
         kind = "metric plugin " + (", ".join(sorted(map(str, plugins))) or "(unnamed)")
@@ -121,7 +133,7 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
             f"{label} metric {name}: {kind} mapped explicitly to {query.to_dict()}; its"
             f" conditions are compared in {query.scale or 'a count'}"
         )
-        form = promql.recognise_form(_ARG.sub(lambda g: args.get(g.group(1), g.group(0)), text))
+        form = promql.recognise_form(ARG.sub(lambda g: args.get(g.group(1), g.group(0)), text))
         if form is not None and form.query.scale != query.scale:
             ctx.notes.append(
                 f"{label} metric {name}: its query returns {form.scale}, the mapping says"
@@ -144,7 +156,7 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
                     label,
                 )
             ctx.ignore(f"{where}.provider.prometheus.{key}", label)
-        text = _ARG.sub(lambda g: args.get(g.group(1), g.group(0)), str(prom.get("query", "")))
+        text = ARG.sub(lambda g: args.get(g.group(1), g.group(0)), str(prom.get("query", "")))
         form = promql.recognise_form(text)
         if form is None or form.scale == "ms_floor":
             why = promql.why_unrecognised(text) if form is None else "truncated milliseconds"
@@ -182,7 +194,7 @@ def import_template(doc: dict, refs: list[dict], ctx: Context, prefix: str) -> d
         ctx.ignore(f"metadata.{key}", label)
     spec = doc.get("spec") or {}
     known = {"args", "metrics", "dryRun", "measurementRetention", "templates"}
-    _check_keys(spec, known, "spec", ctx, label)
+    check_keys(spec, known, "spec", ctx, label)
     if spec.get("templates"):
         raise ctx.error("spec.templates", "nested templates: import them flattened", label)
     if spec.get("measurementRetention"):
@@ -238,6 +250,11 @@ def import_rollout(doc: dict, ctx: Context) -> Any:
     data: dict[str, Any] = {"name": name}
     if spec.get("replicas") is not None:
         data["replicas"] = as_int(spec["replicas"], "spec.replicas", ctx)
+        if data["replicas"] < 1:
+            raise ctx.error(
+                "spec.replicas",
+                f"{data['replicas']}: a Rollout scaled to zero has no release to run",
+            )
     else:
         data["replicas"] = 1
         ctx.notes.append("spec.replicas is absent: Argo runs 1 replica (its default): replicas 1")

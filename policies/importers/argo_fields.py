@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from policies.base import find_flow_key
+from policies.base import brief, find_flow_key
 from policies.importers.context import Context
 
 __all__ = [
@@ -24,29 +24,49 @@ __all__ = [
 ]
 
 ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
-_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+_GO_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_GO_PART = re.compile(rf"({_GO_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_UNIT = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+}
+_GO_DURATION = re.compile(rf"[-+]?(?:{_GO_NUMBER}(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+|[-+]?0")
+_GO_INT = re.compile(r"[-+]?[0-9]+")
+_GO_MAX_S = (2**63 - 1) / 1e9
+"""Go's longest ``time.Duration``: int64 nanoseconds."""
 
 
 def go_seconds(value: Any, path: str, ctx: Context, *, whole: bool = False) -> float:
-    """Seconds of an Argo duration (int seconds, numeric string, or Go duration string)."""
-    if isinstance(value, bool | dict | list):
-        raise ctx.error(path, f"{value!r} is not a duration")
+    """Seconds of an Argo duration, read as Argo reads it (``DurationString``): whole seconds
+    (Go's ``ParseInt``: ASCII digits, no spaces or underscores), else Go's
+    ``time.ParseDuration`` (ns to h, no "d"); beyond Go's int64 nanoseconds is an error."""
+    if isinstance(value, bool | dict | list) or value is None:
+        raise ctx.error(path, f"{brief(value)} is not a duration")
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        text = str(value).strip()
-        try:
-            seconds = float(int(text))
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for m in _GO_PART.finditer(text):
-                if m.start() != pos:
-                    break
-                seconds += float(m.group(1)) * _GO_UNIT[m.group(2)]
-                pos = m.end()
-            if not text or pos != len(text):
-                raise ctx.error(path, f"{value!r} is not a Go duration (no 'd' unit)") from None
+        text = str(value)
+        if _GO_INT.fullmatch(text):
+            seconds = float(int(text)) if len(text) <= 20 else math.inf  # beyond int64: refused
+        elif _GO_DURATION.fullmatch(text):
+            sign = -1.0 if text.startswith("-") else 1.0
+            seconds = sign * sum(
+                float(m.group(1)) * _GO_UNIT[m.group(2)] for m in _GO_PART.finditer(text)
+            )
+        else:
+            raise ctx.error(
+                path,
+                f"{brief(value)} is not an Argo duration (whole seconds, or a Go duration such as"
+                " 30s, 5m, 1h30m; Go has no 'd')",
+            )
+    if not math.isfinite(seconds) or abs(seconds) > _GO_MAX_S:
+        raise ctx.error(path, f"{brief(value)} is beyond Go's longest duration (about 292 years)")
     if whole and seconds != math.floor(seconds):
         ctx.notes.append(f"{path}: {value!r} truncates to {math.floor(seconds)} s, as Argo does")
         seconds = float(math.floor(seconds))

@@ -2,10 +2,12 @@
 
 Steps keep Argo's shape; a step may hold several actions where Argo's validation accepts them
 (at most one of setWeight, pause, experiment, analysis, plus setCanaryScale, setHeaderRoute and
-setMirrorRoute). Every Argo traffic router is read, several at once, and traffic-router plugins
-by name: their settings name live objects and are ignored and listed. An experiment's templates
-are read with whether their pods keep the Rollout's selector labels (a basic canary's Service
-then sends them traffic). Step plugins are refused naming the Argo feature.
+setMirrorRoute, a step plugin). Every Argo traffic router is read, several at once, and
+traffic-router plugins by name: their settings name live objects and are ignored and listed. An
+experiment's templates are read with whether their pods keep the Rollout's selector labels (a
+basic canary's Service then sends them traffic). A step plugin is read as a step that takes time
+and can fail, its ``config`` kept as written (the plugin's own, for export): how long it takes and
+how often it fails are the world's (``world.stepPlugins``).
 """
 
 from __future__ import annotations
@@ -36,10 +38,6 @@ ROUTER_NAMES: dict[ArgoRouter, tuple[str, ...]] = {  # each router's object name
     "appMesh": ("virtualService", "virtualNodeGroup"),
     "traefik": ("weightedTraefikServiceName",),
     "plugins": (),  # a plugin's configuration is its own: every key is ignored and listed
-}
-_UNMODELLED = {
-    "plugin": "Argo step plugins are not modelled: what the plugin does (a load test, a job, a"
-    " gate) and when it finishes or fails is the plugin's own",
 }
 _ONE_OF = ("setWeight", "pause", "experiment", "analysis")  # Argo's hasMultipleStepsType
 
@@ -150,6 +148,25 @@ def _experiment_template(t: Any, where: str, ctx: Context, labels: dict) -> dict
     return out
 
 
+def _plugin(value: Any, where: str, ctx: Context) -> dict[str, Any]:
+    """A step plugin: its name and its config, kept as written (only the plugin reads it)."""
+    value = mapping(value, where, ctx)
+    check_keys(value, {"name", "config"}, where, ctx)
+    name = value.get("name")
+    if not isinstance(name, str) or not name:
+        raise ctx.error(
+            f"{where}.name", "names the step plugin (as the controller's stepPlugins do)"
+        )
+    out: dict[str, Any] = {"name": name}
+    if value.get("config") is not None:
+        out["config"] = mapping(value["config"], f"{where}.config", ctx)
+    ctx.notes.append(
+        f"{where}: step plugin {name}: a step that takes time and can fail (Failed aborts); how"
+        " long and how often come from the world (world.stepPlugins)"
+    )
+    return out
+
+
 def _action(action: str, value: Any, path: str, ctx: Context, uses: dict, labels: dict) -> Any:
     where = f"{path}.{action}"
     if action == "setWeight":
@@ -186,8 +203,8 @@ def _action(action: str, value: Any, path: str, ctx: Context, uses: dict, labels
         return out
     if action == "experiment":
         return _experiment(value, where, ctx, uses, labels)
-    if action in _UNMODELLED:
-        raise ctx.error(where, _UNMODELLED[action])
+    if action == "plugin":
+        return _plugin(value, where, ctx)
     raise ctx.error(where, f"{action!r} is not an Argo canary step action")
 
 

@@ -26,14 +26,14 @@ from typing import Any
 
 from policies.errors import PolicyError
 from policies.exporters import promql
-from policies.exporters.flagger import cookie_regex
 from policies.flagger import (
     DEFAULT_PROVIDER_VERSION,
     GATE_URL,
     PROVIDER_VERSIONS,
 )
-from policies.importers.argo import go_seconds
+from policies.importers.argo_fields import go_seconds
 from policies.importers.context import Context, map_hint
+from policies.importers.flagger_match import matches as _matches
 from policies.importers.flagger_traffic import (
     kubernetes_blue_green,
     listed,
@@ -163,8 +163,8 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
     }
 
     def printf(m: re.Match) -> str:  # Go's {{ printf "fmt" var ... }}, as Flagger renders
-        values = [variables.get(v, v) for v in m.group(2).split()]
-        return m.group(1).replace("%s", "{}").format(*values)
+        values = iter([variables.get(v, v) for v in m.group(2).split()])
+        return re.sub(r"%s", lambda _: next(values, "%!s(MISSING)"), m.group(1))
 
     rendered = _render(go_printf.sub(printf, str(text)), variables)
     form = promql.recognise_form(rendered)
@@ -193,76 +193,6 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
             f" {query.unit}, as Flagger compares them"
         )
     return out | {"query": query.model_dump(by_alias=True, exclude_none=True)}
-
-
-def _string_match(value: dict, path: str, ctx: Context) -> dict[str, str]:
-    if set(value) == {"suffix"}:
-        ctx.notes.append(f"{path}: suffix read as the regex .*{value['suffix']}")
-        return {"regex": ".*" + re.escape(value["suffix"])}
-    if len(value) != 1 or not set(value) <= {"exact", "prefix", "regex"}:
-        raise ctx.error(path, "a header match is one of exact, prefix, regex, suffix")
-    return dict(value)
-
-
-def _nginx_matches(matches: list, ctx: Context) -> list[dict[str, Any]]:
-    """What Flagger's ingress router writes (``ingress.go`` ``SetRoutes``): one
-    ``canary-by-cookie`` (the last exact cookie) and one ``canary-by-header`` (the last header
-    of the last entry, with ``-value`` for exact or ``-pattern`` for regex; with neither,
-    ingress-nginx routes the header's value ``always``). ingress-nginx ORs them."""
-    cookie, header, where = None, None, ""
-    for i, match in enumerate(matches):
-        path = f"spec.analysis.match[{i}]"
-        for key in sorted(set(match) - {"headers"}):
-            raise ctx.error(f"{path}.{key}", "only header and cookie matches are modelled")
-        plain = {k: dict(v or {}) for k, v in (match.get("headers") or {}).items()}
-        if "cookie" in plain:
-            cookie = plain.pop("cookie").get("exact") or cookie
-        if len(plain) > 1:
-            raise ctx.error(
-                f"{path}.headers",
-                "Flagger's ingress-nginx router keeps one of these headers, whichever its"
-                " map order gives last: not modelled",
-            )
-        for name, value in plain.items():
-            if header is not None:
-                ctx.notes.append(
-                    f"{where}: dropped, as Flagger's ingress-nginx router keeps only the last"
-                    f" header ({path}.headers.{name})"
-                )
-            kind = "exact" if value.get("exact") else "regex" if value.get("regex") else ""
-            if not kind:
-                ctx.notes.append(
-                    f"{path}.headers.{name}: Flagger writes canary-by-header alone, which"
-                    " ingress-nginx matches on the value always"
-                )
-            header, where = {name: {kind or "exact": value.get(kind) or "always"}}, path
-    out: list[dict[str, Any]] = [{"headers": header}] if header else []
-    return out + ([{"cookie": {"exact": cookie}}] if cookie else [])
-
-
-def _matches(matches: list, provider: str, ctx: Context) -> list[dict[str, Any]]:
-    if provider == "nginx":
-        return _nginx_matches(matches, ctx)
-    out = []
-    for i, match in enumerate(matches):
-        path = f"spec.analysis.match[{i}]"
-        for key in sorted(set(match) - {"headers"}):
-            raise ctx.error(f"{path}.{key}", "only header and cookie matches are modelled")
-        entry: dict[str, Any] = {"headers": {}}
-        for header, value in (match.get("headers") or {}).items():
-            value = dict(value or {})
-            regex = value.get("regex", "")
-            named = re.fullmatch(r"\^\(\.\*\?;\)\?\((.+)=always\)\(;\.\*\)\?\$", regex)
-            if header.lower() == "cookie" and named:
-                cookie = re.sub(r"\\(.)", r"\1", named.group(1))
-                if cookie_regex(cookie) == regex:
-                    entry["cookie"] = {"exact": cookie}
-                    continue
-            entry["headers"][header] = _string_match(value, f"{path}.headers.{header}", ctx)
-        if not entry["headers"]:
-            del entry["headers"]
-        out.append(entry)
-    return out
 
 
 def _check_metric(m: Any, i: int, ctx: Context) -> None:
@@ -474,6 +404,13 @@ def import_canary(doc: dict, ctx: Context) -> Any:
     out.update(extras)
     if load_test is not None:
         out["loadTest"] = load_test
+    if analysis.get("match") and not analysis.get("iterations"):
+        raise ctx.error(
+            f"{path}.match",
+            "match with stepWeight(s) and no iterations: Flagger shifts weight within the"
+            " matched requests only, a weighted canary of a segment that is not modelled (an"
+            " A/B test is match with iterations)",
+        )
     data: dict[str, Any] = {
         "kind": "ABTest" if analysis.get("match") else "Progressive",
         "name": name,

@@ -23,7 +23,7 @@ from typing import Any
 
 from policies.base import brief
 from policies.flagger import KUBERNETES_ITERATIONS, LOAD_TESTER
-from policies.importers.argo import go_seconds
+from policies.importers.argo_fields import go_seconds
 from policies.importers.context import Context
 
 __all__ = [
@@ -44,7 +44,7 @@ _GATES = ("confirm-rollout", "confirm-traffic-increase", "confirm-promotion")
 _LOAD_HOOKS = ("rollout", "pre-rollout")
 _HEY_DEFAULTS = {"-c": "50", "-n": "200"}  # rakyll/hey's flag defaults
 _HEY_VALUED = {"-z", "-q", "-c", "-n", "-m", "-H", "-t", "-A", "-d", "-D", "-T", "-a", "-x"}
-_HEY_VALUED |= {"-host", "-cpus"}
+_HEY_VALUED |= {"-host", "-cpus", "-o", "-U"}
 
 
 def listed(value: Any, path: str, ctx: Context) -> list:
@@ -66,6 +66,13 @@ def _hey(cmd: str) -> tuple[dict[str, str], str] | None:
     i = 1
     while i < len(words):
         word = words[i]
+        if word.startswith("--"):  # Go's flag package takes -flag and --flag alike
+            word = word[1:]
+        name, eq, value = word.partition("=")
+        if word.startswith("-") and eq:  # and -flag=value
+            flags[name] = value
+            i += 1
+            continue
         if word in _HEY_VALUED and i + 1 < len(words):
             flags[word] = words[i + 1]
             i += 2

@@ -6,30 +6,28 @@ statistics and splits bad requests over users by activity — exact in distribut
 bookkeeping is right. Here every request arrives, picks a user ∝ activity, a Service, a pod, fails
 or not and takes a latency, with no code shared with the fast data plane (sim/engine/tape.py,
 sim/engine/flows.py), so the two can be compared statistically (DESIGN §7, tests/test_reference.py).
-Shared are the world *definitions*, the controller and ``router_of``: they are the spec.
-What Prometheus would scrape — the per-slot series, the gates' windows and the burn-rate rules —
-is in sim/engine/reference_metrics.py.
+Shared are the world *definitions*, the controller and ``router_of``: they are the spec. What
+Prometheus would scrape — the per-slot series, the gates' windows and the burn-rate rules — is in
+sim/engine/reference_metrics.py.
 
 Semantics (the engine's promises, DESIGN §5): router changes land after the router kind's delay
-(selectors after the Service-selector delay; the controller's first actions at once); a pod
-joins the endpoints the ``pods`` delay after its start-up sample; Kubernetes deletes unready pods
-first, then the newest; a DNS switch moves each client at its own uniform time within the TTL; a
-gate sees whole scrape slots [end − window, end), end = last scrape ≤ now − scrapeDelay, its
-q-quantile the k-th order statistic (k = ⌈q·n⌉); the burn-rate rules run every
-ruleEvaluationInterval on per-slot counts with baseline history before t = 0; a human notices
-humanDetection after the first request the fault touched.
+(selectors: the Service-selector delay; the controller's first actions at once); a pod joins the
+endpoints the ``pods`` delay after its start-up sample; Kubernetes deletes unready pods first, then
+the newest; a DNS switch moves each client at its own uniform time within the TTL; a gate sees whole
+scrape slots [end − window, end), end = last scrape ≤ now − scrapeDelay, its q-quantile the k-th
+order statistic (k = ⌈q·n⌉); the burn-rate rules run every ruleEvaluationInterval on per-slot counts
+with baseline history before t = 0; a human notices humanDetection after the fault's first request.
 
-The blast radius (sim/engine/outcome.py) is counted here by its plain meaning, request by
-request, on a coupled counterfactual: each request also meets *the old version alone at full
-capacity* with its own random numbers (the same failure draw against p₀, the same overload draw
-against full capacity's overload, its latency before the fault's change). It is release-caused
-when it is bad and its counterfactual is not; the fast engine's thinning, (b − b_ref)/b of the
-bad requests, has the same law whenever the release makes no request more likely to be good.
-Counted are every request of the new version and the old version's while the release leaves it
-short of capacity (overloaded beyond full capacity's share, or no serving pod).
+The blast radius (sim/engine/outcome.py) is counted here by its plain meaning, request by request,
+on a coupled counterfactual: each request also meets *the old version alone at full capacity* with
+its own random numbers (the same failure draw against p₀, the same overload draw against full
+capacity's overload, its latency before the fault's change). It is release-caused when it is bad and
+its counterfactual is not; the fast engine's thinning, (b − b_ref)/b of the bad requests, has the
+same law whenever the release makes no request more likely to be good. Counted are every request of
+the new version and the old version's while the release leaves it short of capacity (overloaded
+beyond full capacity's share, or no serving pod).
 
-Cost: linear in requests, about 1–1.5 µs of CPU each (``python tests/test_reference.py`` measures
-it): 50 req/s for 2 h takes half a second. Small scenarios only (≲ 100 req/s, ≲ 2 h).
+Cost: 1–1.5 µs of CPU per request (tests/test_reference.py): for ≲ 100 req/s and ≲ 2 h only.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ import policies.controller as pc
 from policies.vocabulary import routers_of
 from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.reference_metrics import Scrapes
+from sim.engine.reference_plugins import Plugins, RunPlugin
 from sim.engine.reference_records import RequestRecords
 from sim.engine.reference_shadow import Shadow
 from sim.world.rates import Constant
@@ -123,6 +122,7 @@ class ReferenceReplication:
         self.outcome = Outcome(name, index, run_seed, release.name, release.is_bad)
         shadow_seed = np.random.SeedSequence(seed.entropy, spawn_key=(*key, 7))
         self.shadow = Shadow(self, np.random.default_rng(shadow_seed))  # copies, load, cookies
+        self.plugins = Plugins(self, seed)  # the step plugins, on the seed's child 8
         self._refresh()
 
     def run(self) -> Outcome:
@@ -170,9 +170,10 @@ class ReferenceReplication:
             elif isinstance(action, pc.SetSessionAffinity):
                 self._later(self.router_delay, self.shadow.set_affinity, action)
             elif isinstance(action, pc.Measure):
-                now, window, quantiles = self.env.now, action.window, action.quantiles
-                obs = self.scrapes.observe(now, window, quantiles, action.series_step)
+                obs = self.scrapes.observe(now, action.window, action.quantiles, action.series_step)
                 self.queue.append(pc.MeasurementTaken(action.run, action.metric, obs))
+            elif isinstance(action, RunPlugin):
+                self.plugins.run(action)
             elif isinstance(action, pc.StatusChanged):
                 self._status(action)
 

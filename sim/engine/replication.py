@@ -39,6 +39,7 @@ from policies.controller import (
     StatusChanged,
     TimerFired,
 )
+from policies.controller.protocol import PluginFinished, RunPlugin
 from policies.vocabulary import routers_of
 from sim.engine.affinity import Cookies
 from sim.engine.clock import Clock
@@ -52,6 +53,7 @@ from sim.engine.routing import Router
 from sim.engine.seeds import replication_seed, shared_parts, streams
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace
+from sim.world.plugins import check_step_plugins
 
 __all__ = ["Replication", "simulate"]
 
@@ -76,10 +78,11 @@ class Replication:
         platform = world.platform
         self.cw, self.world, self.policy, self.release = cw, world, policy, release
         fault = release.fault
+        check_step_plugins(world.step_plugins, policy)  # (the runner refuses it before a run)
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
-        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss, tick_ss, cookie_ss = (
-            streams(seed, 9)
-        )
+        ss = streams(seed, 10)
+        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss, tick_ss, cookie_ss = ss[:9]
+        self.plugin_ss = ss[9]  # the step plugins' durations and phases
         self.ops_rng = np.random.default_rng(ops_ss)
         n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon = horizon = world.horizon
@@ -148,6 +151,7 @@ class Replication:
         self.timers: dict[str, object] = {}
         self.queue: list = []
         self.approval_token: object | None = None
+        self.plugin_rng: np.random.Generator | None = None  # made at the first plugin step
         self.trace: Trace | None = None
 
     def __repr__(self) -> str:
@@ -223,6 +227,8 @@ class Replication:
                 self.router.set_session_affinity(action)
             elif isinstance(action, Measure):
                 self.queue.append(self.detectors.measure(action))
+            elif isinstance(action, RunPlugin):
+                self._run_plugin(action)
             elif isinstance(action, StatusChanged):
                 self._status(action)
 
@@ -248,6 +254,20 @@ class Replication:
             self.recorder.rollback_began(cause)
             self.detectors.rollback_began(cause)
             self.recorder.check_mitigated()
+
+    def _run_plugin(self, action: RunPlugin) -> None:
+        """The step plugin runs in the world: its end is read after its drawn duration."""
+        if self.plugin_rng is None:
+            self.plugin_rng = np.random.default_rng(self.plugin_ss)
+        plugin = self.world.step_plugins[action.name]
+        seconds, phase = plugin.draw(self.plugin_rng, self.release.is_bad)
+        finished = PluginFinished(action.step, phase)
+        self.clock.call(self.env.now + seconds, self._plugin_finished, finished)
+
+    def _plugin_finished(self, event: PluginFinished) -> None:
+        self.recorder.mark("plugin", f"steps[{event.step}]: {event.phase}")
+        self.drafter.sync()
+        self._deliver_all([event])
 
     def _approve(self, token: object) -> None:
         if token is self.approval_token:

@@ -4,6 +4,10 @@ reports, notebooks and ``simulate`` all reproduce the same numbers.
 Replication ``i`` of release class ``c`` gets ``SeedSequence(seed, spawn_key=(c, i))`` under
 every policy (common random numbers); the run's shared parts (the user population and its
 cells) come from ``spawn_key=(WORLD_KEY,)`` and ``(WORLD_KEY, 1)``, never a class index.
+
+Inside a replication each engine takes numbered children of its seed (``streams``), one per
+job; a stream added later takes the next number, so the earlier ones and their numbers stay
+(the step plugins' durations and phases: child 9 in replication.py, 8 in reference.py).
 """
 
 from __future__ import annotations

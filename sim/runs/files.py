@@ -32,17 +32,33 @@ __all__ = [
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
-    """``write(tmp)`` into a temp file beside ``path``, then rename it over ``path``."""
+    """``write(tmp)`` into a temp file beside ``path``, then rename it over ``path``. The file
+    gets the mode of the one it replaces, else what the umask gives a new file (a temp file is
+    0600, which would hide a team's manifest from its group)."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a rename over /dev/null would replace the device
+        raise PolicyError(
+            "exists and is not a regular file: refusing to replace it", file=str(path)
+        )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ from sim.runs.checkpoint import TYPES, Checkpoint
 from sim.runs.files import atomic_write
 from sim.runs.options import BACKENDS, DEFAULTS, die_with_parent
 from sim.world.model import World
+from sim.world.plugins import check_step_plugins
 
 __all__ = ["BACKENDS", "DEFAULT_CHUNK_SIZE", "WORLD_KEY", "Chunk", "RunResult", "run", "run_chunk"]
 
@@ -379,9 +380,10 @@ def run(
     # every backend rebuilds from these dicts: they must rebuild the very same objects
     if World.model_validate(world_json) != model:
         raise RolloutsimError("the world does not survive its own to_dict(); cannot distribute it")
-    for name, p in named:
+    for i, (name, p) in enumerate(named):
         if parse_policy(specs[name]) != p:
             raise RolloutsimError(f"policy {name!r} does not survive its own to_dict()")
+        check_step_plugins(model.step_plugins, p, where=f"policies[{i}]")
     classes = model.releases.names
     counts = plan_counts(replications, classes)
     # priced before anything is planned or built: an absurd plan is refused in milliseconds

@@ -27,6 +27,7 @@ from sim.runs.budget import BudgetError, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
 from sim.runs.options import DEFAULTS
 from sim.world.model import World
+from sim.world.plugins import check_step_plugins
 from sim.world.traffic import base_directory
 
 __all__ = ["LoadedScenario", "PolicyRef", "Scenario", "load_scenario", "scenario_json_schema"]
@@ -160,6 +161,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
                 f"two policies are named {name!r}; give one a `name:`", path=where, file=str(path)
             )
         _check_matches(policy, scenario.world, path, where)
+        check_step_plugins(scenario.world.step_plugins, policy, where=where, file=str(path))
         own, world = getattr(policy, "replicas", None), scenario.world.platform.replicas
         if own is not None and world is not None and own != world:
             notes.append(

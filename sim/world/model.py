@@ -16,6 +16,7 @@ from policies.base import Model
 from policies.durations import Duration, format_duration
 from sim.world.operators import Operators
 from sim.world.platform import Platform
+from sim.world.plugins import StepPlugin
 from sim.world.traffic import Traffic
 from sim.world.users import UserPopulation
 from sim.world.versions import ReleasePopulation, Version
@@ -37,6 +38,8 @@ class World(Model):
     releases: ReleasePopulation = ReleasePopulation.good_only()
     platform: Platform = Platform()
     operators: Operators = Operators()
+    step_plugins: dict[str, StepPlugin] = Field(default_factory=dict)
+    """Argo step plugins by name: how long each takes and how often it fails (plugins.py)."""
 
     @field_validator("baseline")
     @classmethod
