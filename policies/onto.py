@@ -178,26 +178,33 @@ def _keyed(manifests: list[dict]) -> dict[tuple[str, str], dict]:
     return {_key(m): m for m in manifests}
 
 
-def _main(files: list[File]) -> tuple[File, Chunk, dict]:
+def _main(files: list[File], name: str | None) -> tuple[File, Chunk, dict]:
     kinds = (("Rollout", "argoproj.io"), ("Canary", "flagger.app"))
-    return next(  # import_manifests found exactly one
+    return next(  # import_manifests found exactly one (of that name)
         (f, c, d)
         for f, c, d in documents(files)
         if (d.get("kind"), str(d.get("apiVersion", "")).rpartition("/")[0]) in kinds
+        and (name is None or (d.get("metadata") or {}).get("name") == name)
     )
 
 
 def export_onto(
-    policy: Any, manifests: Any, *, mapping: Any = None, to: str | None = None
+    policy: Any,
+    manifests: Any,
+    *,
+    mapping: Any = None,
+    to: str | None = None,
+    name: str | None = None,
 ) -> OntoResult:
     """``policy`` written onto ``manifests`` (the files of its Rollout or Canary).
 
-    ``mapping``: as for ``import_manifests``. ``to``: the executor asked for; refused unless it
-    is the manifests' own (argo for a Rollout, flagger for a Canary)."""
+    ``mapping``, ``name`` (the Rollout or Canary among several): as for ``import_manifests``.
+    ``to``: the executor asked for; refused unless it is the manifests' own (argo for a
+    Rollout, flagger for a Canary)."""
     given = sources(manifests)
-    imported = import_manifests([source for _, _, source in given], mapping=mapping)
-    files = [read(name, text) for name, text, _ in given]
-    main_file, main_chunk, main = _main(files)
+    imported = import_manifests([source for _, _, source in given], mapping=mapping, name=name)
+    files = [read(file_name, text) for file_name, text, _ in given]
+    main_file, main_chunk, main = _main(files, name)
     executor = "argo" if main.get("kind") == "Rollout" else "flagger"
     if to is not None and to != executor:
         label = f"{main.get('kind')}/{name_of(main)}"
@@ -258,16 +265,23 @@ def export_onto(
         if text != f.text:
             result.files[f.name] = text
             result.changed.append(f.name)
-    _check(result, mapping, executor, target, [m for m in e1 if _key(m) not in skipped])
+    _check(result, mapping, name, executor, target, [m for m in e1 if _key(m) not in skipped])
     return result
 
 
-def _check(result: OntoResult, mapping: Any, executor: str, target: Target, e1: list[dict]) -> None:
+def _check(
+    result: OntoResult,
+    mapping: Any,
+    name: str | None,
+    executor: str,
+    target: Target,
+    e1: list[dict],
+) -> None:
     """The edited files must import back as a policy that exports to ``e1`` (less what was
     skipped): never write a manifest that runs another policy than the one asked for."""
     texts = [t for t in result.files.values() if t.strip()]
     try:
-        again = import_manifests(texts, mapping=mapping).policy
+        again = import_manifests(texts, mapping=mapping, name=name).policy
     except PolicyError as exc:
         raise PolicyError(f"the edited manifests no longer import ({exc}): not written") from None
     back, wanted = _keyed(export(again, executor, target).manifests), _keyed(e1)

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METRIC=measure:version[:quantile][:unit]",
         help="with --onto: the mapping the manifests' import needed (repeatable)",
     )
+    p.add_argument("--name", help="with --onto: the Rollout or Canary to write, among several")
     p.set_defaults(func=export_command)
 
     p = sub.add_parser("import", help="an Argo Rollout or Flagger Canary manifest as a policy")

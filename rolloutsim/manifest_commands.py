@@ -32,7 +32,11 @@ def export_command(args: argparse.Namespace) -> int:
         if args.to == "all":
             raise usage("--onto: give --to argo for a Rollout or --to flagger for a Canary")
         onto = export_onto(
-            policy, [Path(m) for m in args.onto], mapping=args.map or None, to=args.to
+            policy,
+            [Path(m) for m in args.onto],
+            mapping=args.map or None,
+            to=args.to,
+            name=args.name,
         )
         if args.output is None:
             for name, text in onto.files.items():

@@ -136,13 +136,19 @@ def test_ab_test_match_per_router():
     assert refused(ab("nginx", anded)).field == "analysis.match[0]"
     prefix = [{"headers": {"x-beta": {"prefix": "o"}}}]
     assert refused(ab("nginx", prefix)).field == "analysis.match[0].headers.x-beta"
-    # Flagger's ingress router writes a regex as canary-by-header-pattern
-    agent = [{"headers": {"user-agent": {"regex": ".*Firefox.*"}}}]
+    # Flagger's ingress router writes a regex as canary-by-header-pattern, which ingress-nginx
+    # searches (unanchored PCRE): the export anchors it to the whole value, as Envoy matches
+    agent = [{"headers": {"user-agent": {"regex": "Firefox/1.*"}}}]
     regex = export(ab("nginx", agent), "flagger", Target(service="web"))
-    assert regex.manifests[-1]["spec"]["analysis"]["match"] == agent
+    anchored = [{"headers": {"user-agent": {"regex": "^(?:Firefox/1.*)$"}}}]
+    assert regex.manifests[-1]["spec"]["analysis"]["match"] == anchored
     assert (
         import_manifests(regex.to_yaml()).policy.analysis.match == ab("nginx", agent).analysis.match
     )
+    # a team's unanchored pattern matches anywhere in the value, as ingress-nginx searches it
+    team = regex.to_yaml().replace("^(?:Firefox/1.*)$", "Firefox")
+    read = import_manifests(team).policy.analysis.match[0].headers["user-agent"].regex
+    assert read == ".*(?:Firefox).*"
     two = [{"headers": {"x-a": {"exact": "1"}}}, {"headers": {"x-b": {"exact": "1"}}}]
     assert refused(ab("nginx", two)).field == "analysis.match[1]"
     assert refused(ab("linkerd", both)).field == "provider"

@@ -436,3 +436,21 @@ def test_edited_flagger_analysis_comes_back_as_the_edited_policy(step, threshold
     edited = parse_policy(data)
     result = export_onto(edited, FLAGGER)
     assert import_manifests(list(result.files.values())).policy == edited
+
+
+def test_onto_writes_the_named_rollout_among_several(tmp_path):
+    """A file with two Rollouts: ``name`` picks the one to write; the other stays as it was."""
+    one = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: NAME}\n"
+        "spec:\n  replicas: 3\n  strategy:\n    canary:\n"
+        "      steps: [{setWeight: 20}, {pause: {}}]\n"
+    )
+    path = tmp_path / "two.yaml"
+    path.write_text(one.replace("NAME", "first") + "---\n" + one.replace("NAME", "second"))
+    policy = import_manifests(path, name="second").policy
+    edited = policy.model_copy(update={"progress_deadline_seconds": 900.0})
+    (text,) = export_onto(edited, [path], name="second").files.values()
+    first, second = text.split("---\n")
+    assert first == one.replace("NAME", "first")
+    assert "progressDeadlineSeconds: 900" in second
+    assert import_manifests(text, name="second").policy == edited

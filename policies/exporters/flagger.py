@@ -196,6 +196,9 @@ def _match(matches: tuple[RouteMatch, ...], provider: Provider) -> list[dict[str
                     )
             if headers_seen > 1 or cookies_seen > 1:
                 raise refuse(where, "ingress-nginx takes one canary header and one canary cookie")
+            for name in plain:  # ingress-nginx searches its pattern: anchor the whole value
+                if headers[name].get("regex") is not None:
+                    headers[name] = {"regex": f"^(?:{headers[name]['regex']})$"}
         out.append({"headers": headers})
     return out
 

@@ -68,9 +68,18 @@ def _nginx_matches(matches: list, ctx: Context) -> list[dict[str, Any]]:
                     " ingress-nginx matches on the value always"
                 )
             written = {kind: value[kind]} if kind else {"exact": "always"}
+            if kind == "regex":  # ingress-nginx searches the pattern (unanchored PCRE)
+                written = {"regex": _whole_value(str(value["regex"]))}
             header, where = {name: _string_match(written, f"{path}.headers.{name}", ctx)}, path
     out: list[dict[str, Any]] = [{"headers": header}] if header else []
     return out + ([{"cookie": {"exact": cookie}}] if cookie else [])
+
+
+def _whole_value(pattern: str) -> str:
+    """What ingress-nginx's unanchored search of ``pattern`` matches, as a whole-value regex:
+    ``^(?:X)$`` (what the exporter writes) is ``X``, any other pattern ``.*(?:pattern).*``."""
+    anchored = re.fullmatch(r"\^\(\?:(.*)\)\$", pattern, re.S)
+    return anchored.group(1) if anchored else f".*(?:{pattern}).*"
 
 
 def matches(matches: list, provider: str, ctx: Context) -> list[dict[str, Any]]:
