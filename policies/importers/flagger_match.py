@@ -68,8 +68,8 @@ def _nginx_matches(matches: list, ctx: Context) -> list[dict[str, Any]]:
                     " ingress-nginx matches on the value always"
                 )
             written = {kind: value[kind]} if kind else {"exact": "always"}
-            if kind == "regex":  # ingress-nginx searches the pattern (unanchored PCRE)
-                written = {"regex": _whole_value(str(value["regex"]))}
+            if kind == "regex" and isinstance(value["regex"], str):  # ingress-nginx searches
+                written = {"regex": _whole_value(value["regex"])}  # the pattern (unanchored)
             header, where = {name: _string_match(written, f"{path}.headers.{name}", ctx)}, path
     out: list[dict[str, Any]] = [{"headers": header}] if header else []
     return out + ([{"cookie": {"exact": cookie}}] if cookie else [])
