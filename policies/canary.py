@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
-from pydantic.alias_generators import to_snake
+from pydantic.alias_generators import to_camel, to_snake
 
 from policies.analysis import AnalysisTemplate
 from policies.base import IntOrPercent, Model
@@ -37,6 +37,7 @@ from policies.vocabulary import (
 )
 
 __all__ = [
+    "STEP_ACTIONS",
     "BackgroundAnalysis",
     "Canary",
     "CanaryStep",
@@ -146,7 +147,7 @@ class PluginStep(Model):
     config: dict[str, Any] | None = None
 
 
-_ACTIONS = (
+STEP_ACTIONS = (
     "set_weight",
     "pause",
     "experiment",
@@ -170,10 +171,6 @@ _COMPLETES = (
 )
 """Argo's ``completedCurrentCanaryStep`` switch order: the first action present decides when
 the step is done; the others only take effect (a route is set, a run started)."""
-
-
-def _camel(name: str) -> str:
-    return "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
 
 
 StepOperation = (
@@ -210,11 +207,11 @@ class CanaryStep(Model):
     def _actions(self) -> CanaryStep:
         given = [name for name in _ONE_OF if getattr(self, name) is not None]
         if len(given) > 1:
-            names = " and ".join(_camel(g) for g in given)
+            names = " and ".join(to_camel(g) for g in given)
             # Argo's hasMultipleStepsType; setCanaryScale and the routes may join the one
             raise ValueError(f"a step has exactly one action (got {names})")
         if not self.actions:
-            names = ", ".join(_camel(n) for n in _ACTIONS)
+            names = ", ".join(to_camel(n) for n in STEP_ACTIONS)
             raise ValueError(f"a step needs an action: {names}")
         return self
 

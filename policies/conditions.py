@@ -163,6 +163,9 @@ def _float_arg(name: str) -> Callable[[Any], float]:
     return read
 
 
+_NAN_ARG, _INF_ARG = _float_arg("isNaN"), _float_arg("isInf")
+
+
 def _length(value: Any) -> int:
     if isinstance(value, str | tuple | list):
         return len(value)
@@ -373,9 +376,9 @@ class Condition:
                 return "vec", lambda e: e["result"], True
             return "num", lambda e: _index(e["result"], 0), True
         if kind == "nan":
-            return "bool", lambda e: math.isnan(_float_arg("isNaN")(e["result"])), True
+            return "bool", lambda e: math.isnan(_NAN_ARG(e["result"])), True
         if kind == "inf":
-            return "bool", lambda e: math.isinf(_float_arg("isInf")(e["result"])), True
+            return "bool", lambda e: math.isinf(_INF_ARG(e["result"])), True
         if kind == "len":
             return "num", lambda e: _length(e["result"]), True
         if kind == "hash":
@@ -487,8 +490,8 @@ _NUMERIC = ("num", "vec")
 _ANY = ("vec", "list", "str", "num", "bool")
 _FUNCTIONS: dict[str, tuple[tuple[tuple[str, ...], ...], str, Callable[..., Any]]] = {
     "len": ((("vec", "list", "str"),), "num", lambda e, x: _length(x)),
-    "isNaN": ((_NUMERIC,), "bool", lambda e, x: math.isnan(_float_arg("isNaN")(x))),
-    "isInf": ((_NUMERIC,), "bool", lambda e, x: math.isinf(_float_arg("isInf")(x))),
+    "isNaN": ((_NUMERIC,), "bool", lambda e, x: math.isnan(_NAN_ARG(x))),
+    "isInf": ((_NUMERIC,), "bool", lambda e, x: math.isinf(_INF_ARG(x))),
     "asInt": (((*_NUMERIC, "str"),), "num", lambda e, x: _as_int(x)),
     "asFloat": (((*_NUMERIC, "str"),), "num", lambda e, x: _as_float(x)),
     # Argo's isNil and default look at result itself, whatever their first argument

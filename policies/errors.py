@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NotExpressibleError", "PolicyError", "RolloutsimError"]
+__all__ = ["NotExpressibleError", "PolicyError", "RolloutsimError", "one_line"]
 
 
 class RolloutsimError(Exception):
@@ -46,3 +46,9 @@ class NotExpressibleError(RolloutsimError):
         self.field = field
         self.reason = reason
         super().__init__(f"{executor} cannot express {field}: {reason}")
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line: how a failure is recorded beside the results."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

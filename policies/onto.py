@@ -21,19 +21,18 @@ policy exporting to E1, else a ``PolicyError`` says which field cannot be writte
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from policies.errors import PolicyError
 from policies.exporters import Target, export
+from policies.exporters.promql_versions import ARG
 from policies.importers import import_manifests
 from policies.onto_files import Chunk, File, documents, name_of, read, render, sources
 from policies.onto_merge import Names, convert, merge
 
 __all__ = ["OntoResult", "export_onto"]
 
-_ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
 _TEMPLATES = ("AnalysisTemplate", "ClusterAnalysisTemplate", "MetricTemplate")
 
 
@@ -126,7 +125,7 @@ def _fix_args(tmpl: dict, e1_tmpl: dict, e1_main: dict, main: dict) -> bool:
     pass them from every analysis block of the Rollout that uses the template. True if the
     Rollout changed."""
     spec = tmpl.get("spec") or {}
-    used = {a for m in spec.get("metrics") or [] for a in _ARG.findall(str(m.get("provider")))}
+    used = {a for m in spec.get("metrics") or [] for a in ARG.findall(str(m.get("provider")))}
     declared = {str(a.get("name")) for a in spec.get("args") or []}
     missing = sorted(used - declared)
     if not missing:

@@ -23,6 +23,7 @@ from ruamel.yaml.error import YAMLError
 
 from policies.base import read_text_file
 from policies.errors import PolicyError
+from policies.importers import is_path
 
 __all__ = ["Chunk", "File", "documents", "name_of", "read", "render", "sources", "yaml_rt"]
 
@@ -59,12 +60,11 @@ def sources(manifests: Any) -> list[tuple[str, str, Any]]:
     items = list(manifests) if isinstance(manifests, list | tuple) else [manifests]
     out: list[tuple[str, str, Any]] = []
     for i, item in enumerate(items):
-        text = str(item)
-        if isinstance(item, Path) or ("\n" not in text and Path(text).suffix):
+        if is_path(item):
             path = Path(item)
             out.append((str(path), read_text_file(path), path))  # bounded, UTF-8, regular
         else:
-            out.append((f"manifest-{i + 1}.yaml", text, text))
+            out.append((f"manifest-{i + 1}.yaml", str(item), str(item)))
     return out
 
 

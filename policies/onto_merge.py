@@ -78,7 +78,7 @@ def _plain(value: Any) -> Any:
 
 def convert(value: Any, names: Names) -> Any:
     """An exported value as it is written into the document (template names translated)."""
-    value = _plain(copy.deepcopy(value))
+    value = _plain(value)  # new containers all the way down
     return _translate(value, names)
 
 
@@ -98,7 +98,7 @@ def _translate(value: Any, names: Names) -> Any:
             if args is None:
                 out.pop("args", None)
             else:
-                out["args"] = _plain(copy.deepcopy(args))
+                out["args"] = _plain(args)
     ref = out.get("templateRef")
     if isinstance(ref, dict) and str(ref.get("name")) in names.refs:
         out["templateRef"] = {**ref, "name": names.refs[str(ref["name"])][1]}

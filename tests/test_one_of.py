@@ -14,7 +14,7 @@ import pytest
 
 from policies import CanaryStep, Provider
 from policies.analysis import Source
-from policies.canary import _ACTIONS, StepOperation
+from policies.canary import STEP_ACTIONS, StepOperation
 
 
 def _types(union) -> set[type]:
@@ -30,8 +30,8 @@ def _field_types(model, names) -> set[type]:
 
 
 def test_every_step_action_is_in_the_union() -> None:
-    assert _field_types(CanaryStep, _ACTIONS) == _types(StepOperation)
-    assert set(_ACTIONS) == set(CanaryStep.model_fields)
+    assert _field_types(CanaryStep, STEP_ACTIONS) == _types(StepOperation)
+    assert set(STEP_ACTIONS) == set(CanaryStep.model_fields)
 
 
 def test_every_provider_source_is_in_the_union() -> None:

@@ -26,10 +26,13 @@ from __future__ import annotations
 import re
 from typing import Any, assert_never, cast
 
+from pydantic.alias_generators import to_camel
+
 from policies.analysis import AnalysisTemplate, Metric
 from policies.batch import BatchRelease
 from policies.bluegreen import BlueGreen
 from policies.canary import (
+    STEP_ACTIONS,
     Canary,
     CanaryStep,
     Experiment,
@@ -270,16 +273,7 @@ def _experiment(experiment: Experiment, i: int, source: str, target: Target) -> 
     return out
 
 
-_STEP_KEYS = (
-    "setWeight",
-    "pause",
-    "experiment",
-    "analysis",
-    "setCanaryScale",
-    "setHeaderRoute",
-    "setMirrorRoute",
-    "plugin",
-)
+_STEP_KEYS = tuple(to_camel(action) for action in STEP_ACTIONS)  # the manifest's keys, in order
 
 
 def _step(step: CanaryStep, i: int, source: str, target: Target) -> dict[str, Any]:

@@ -106,13 +106,16 @@ rs_tick() {
 }"""
 
 
+_VALUES = '(.data | if .resultType == "scalar" then [.result[1]] else [.result[]?.value[1]] end'
+"""jq: a Prometheus answer's values, of a scalar or a vector alike."""
+
+
 def jq_values(test: str) -> str:
     """jq over a Prometheus answer: ``$r`` is its values (NaN kept), ``v`` its first value;
     ``test`` decides, and reading ``v`` of an empty vector is Error (Argo's index out of range:
     no series). NaN is judged by the conditions, as Argo's ``expr`` judges it."""
-    head = '(.data | if .resultType == "scalar" then [.result[1]] else [.result[]?.value[1]] end'
     return (
-        f"{head} | map(tonumber)) as $r"
+        f"{_VALUES} | map(tonumber)) as $r"
         ' | def v: if ($r | length) == 0 then error("empty") else $r[0] end;'
         f' try ({test}) catch "Error"'
     )
@@ -121,9 +124,8 @@ def jq_values(test: str) -> str:
 def jq_flagger_values(test: str) -> str:
     """jq over a Prometheus answer for Flagger's checks: no value or NaN fails the check
     (Flagger counts a check without data as failed), else ``test`` of ``$v`` decides."""
-    head = '(.data | if .resultType == "scalar" then [.result[1]] else [.result[]?.value[1]] end'
     return (
-        f"{head} | map(tonumber)) as $r | if ($r | length) == 0 or ($r[0] | isnan)"
+        f"{_VALUES} | map(tonumber)) as $r | if ($r | length) == 0 or ($r[0] | isnan)"
         f' then "Error" else $r[0] as $v | {test} end'
     )
 

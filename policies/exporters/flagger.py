@@ -48,7 +48,15 @@ from policies.exporters.flagger_metrics import (
     refuse,
     threshold_range,
 )
-from policies.flagger import GATE_URL, LOAD_TESTER, ABTest, FlaggerAnalysis, LoadTest, Progressive
+from policies.flagger import (
+    DEFAULT_PROVIDER_VERSION,
+    GATE_URL,
+    LOAD_TESTER,
+    ABTest,
+    FlaggerAnalysis,
+    LoadTest,
+    Progressive,
+)
 from policies.vocabulary import FlaggerProvider as Provider
 from policies.vocabulary import provider_router, routers_where
 
@@ -63,7 +71,7 @@ __all__ = [
     "threshold_range",
 ]
 
-PROVIDERS = {"smi": "smi:v1alpha3", "gatewayapi": "gatewayapi:v1"}
+PROVIDERS = {p: f"{p}:{v}" for p, v in DEFAULT_PROVIDER_VERSION.items()}
 """Policy provider -> Flagger ``spec.provider`` where the names differ (no version given)."""
 _HEADER_ROUTERS = routers_where("flagger_match")
 _KNATIVE = "serving.knative.dev/v1"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from pydantic.alias_generators import to_camel
+
 from policies.canary import Canary, Pause
 from policies.exporters import Target
 from policies.exporters.flagger_metrics import canary_metric, flagger_interval, refuse
@@ -88,13 +90,7 @@ def canary_analysis(policy: Canary, target: Target) -> tuple[Provider, dict[str,
     return provider, analysis, templates
 
 
-_ARGO_ONLY = {
-    "set_canary_scale": "setCanaryScale",
-    "set_header_route": "setHeaderRoute",
-    "set_mirror_route": "setMirrorRoute",
-    "experiment": "experiment",
-    "plugin": "plugin",
-}
+_ARGO_ONLY = ("set_canary_scale", "set_header_route", "set_mirror_route", "experiment", "plugin")
 """Step actions Flagger has no counterpart of, by their Argo names."""
 
 
@@ -110,7 +106,7 @@ def _pairs(policy: Canary) -> tuple[list[int], float]:
         action = step.action
         argo_only = [a for a in step.actions if a in _ARGO_ONLY]
         if argo_only:
-            camel = _ARGO_ONLY[argo_only[0]]
+            camel = to_camel(argo_only[0])
             raise refuse(f"{where}.{camel}", "an Argo-only step: Flagger has no such action")
         if action == "analysis":
             raise refuse(

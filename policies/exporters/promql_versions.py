@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ARG",
     "ARG_CANARY_HASH",
     "ARG_NAMESPACE",
     "ARG_SERVICE",
@@ -42,7 +43,8 @@ _FLAGGER_POD = "-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"
 _END = r"(?=$|[-_.@/(\[\\*+])"
 _CANARY = re.compile(r"[-_](canary|preview)" + _END)
 _STABLE = re.compile(r"[-_](stable|primary|active)" + _END)
-_ARG_NAME = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
+ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
+"""An Argo AnalysisTemplate argument, ``{{args.name}}``, as Argo substitutes it."""
 _REVISION = re.compile(r"-\d{5}$")
 BOTH = frozenset({"canary", "stable"})
 
@@ -57,7 +59,7 @@ def _tag(value: str) -> str | None:
         return "stable"
     if value.endswith(_FLAGGER_POD):
         return "canary"
-    names = " ".join(_ARG_NAME.findall(value))
+    names = " ".join(ARG.findall(value))
     return (
         "canary" if "canary" in names else "stable" if re.search("stable|primary", names) else None
     )

@@ -44,7 +44,7 @@ from policies.exporters.checks import MetricsRunbook
 from policies.exporters.manifests import deployment, deployment_timing
 from policies.exporters.runbook import Runbook, refuse_unrunnable, secs
 from policies.replicas import traffic_routed_counts
-from policies.vocabulary import ArgoRouter, Executor
+from policies.vocabulary import PLUGIN_ROUTERS, ArgoRouter, Executor
 
 __all__ = [
     "RoutedWeights",
@@ -316,6 +316,6 @@ def router_config(router: ArgoRouter, routing: TrafficRouting, target: Target) -
 
 def plugin_notes(policy: Canary) -> dict[str, str]:
     plugins = policy.traffic_routing.plugins if policy.traffic_routing else None
-    unknown = [f"- `{n}`" for n in plugins or {} if not plugin_config(n, Target())]
+    unknown = [f"- `{n}`" for n in plugins or {} if n not in PLUGIN_ROUTERS]
     head = "Fill in these traffic-router plugins' configuration (the objects they manage):"
     return {"NOTES.md": "\n".join([head, *unknown]) + "\n"} if unknown else {}

@@ -47,6 +47,7 @@ __all__ = [
     "ImportResult",
     "Manifests",
     "import_manifests",
+    "is_path",
     "load_mapping",
     "map_hint",
     "parse_map",
@@ -67,15 +68,21 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
 
 
+def is_path(source: Any) -> bool:
+    """Whether a manifest source names a file (a ``Path``, or one line with a suffix and no
+    ``key:`` before its first ``/``) rather than holding YAML text."""
+    if isinstance(source, Path):
+        return True
+    text = str(source)
+    return "\n" not in text and ":" not in text.split("/")[0] and bool(Path(text).suffix)
+
+
 def _texts(source: Any) -> list[tuple[str, str | None]]:
     if isinstance(source, list | tuple):
         return [t for item in source for t in _texts(item)]
-    if isinstance(source, Path):
-        return [(read_text_file(source), str(source))]
-    text = str(source)
-    if "\n" not in text and ":" not in text.split("/")[0] and Path(text).suffix:
-        return _texts(Path(text))
-    return [(text, None)]
+    if is_path(source):
+        return [(read_text_file(Path(source)), str(source))]
+    return [(str(source), None)]
 
 
 def _collect(source: Any) -> Manifests:
@@ -163,6 +170,14 @@ def _pruned_hint(exc: PolicyError, found: Manifests) -> PolicyError:
     return PolicyError(f"{exc.message} ({what})", path=exc.path, file=exc.file)
 
 
+def _crd_problem(found: Manifests, objects: tuple, file: str | None) -> PolicyError | None:
+    """The CRD's rule the first of ``objects`` (``Kind/name``) breaks, if any."""
+    for read in objects:
+        if read in found.invalid:
+            return PolicyError(found.invalid[read], path=read, file=file)
+    return None
+
+
 def _crd(label: str) -> str:
     """Argo or Flagger, by the kind in ``Kind/name``."""
     return crd_name("argoproj.io" if label.split("/")[0] in _ARGO_KINDS else "flagger.app")
@@ -191,19 +206,18 @@ def import_manifests(
         raise _pruned_hint(exc, found) from None
     except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
         # a field of the wrong shape the importer met before the CRD check: say the CRD's rule
-        for read in (label, *sorted(ctx.read)):
-            if read in found.invalid:
-                raise PolicyError(found.invalid[read], path=read, file=ctx.file) from None
-        raise PolicyError(
+        problem = _crd_problem(found, (label, *sorted(ctx.read)), ctx.file)
+        raise problem or PolicyError(
             f"a field has a shape neither the CRD nor rolloutsim reads ({type(exc).__name__})",
             path=ctx.label or label,
             file=ctx.file,
         ) from None
     # what the importer accepted must pass the CRD too (its own errors, more precise, first)
-    for read in (label, *sorted(ctx.read)):
-        if read in found.invalid:
-            raise PolicyError(found.invalid[read], path=read, file=ctx.file)
-    for where in (label, *sorted(ctx.read)):
+    objects = (label, *sorted(ctx.read))
+    problem = _crd_problem(found, objects, ctx.file)
+    if problem is not None:
+        raise problem
+    for where in objects:
         for path in found.dropped.get(where, []):
             ctx.notes.append(f"{where}: {path}: {PRUNED.format(crd=_crd(where))}")
     for other in found.others:

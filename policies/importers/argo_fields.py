@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from policies.base import brief, find_flow_key
+from policies.exporters.promql_versions import ARG
 from policies.importers.context import Context
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "substitute",
 ]
 
-ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+)\s*\}\}")
 _GO_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _GO_PART = re.compile(rf"({_GO_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 _GO_UNIT = {

@@ -12,7 +12,6 @@ validate against the schema (types, enums, required fields), as the API server c
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from typing import Any
 
@@ -119,15 +118,12 @@ def check_object(doc: dict) -> Checked:
     except crds.RolloutsimError:
         validator = None
     if validator is not None:
-        probe = copy.deepcopy(out)  # metadata is the API server's own (ObjectMeta), not the CRD's
-        probe["metadata"] = {"name": "x"}
+        probe = {**out, "metadata": {"name": "x"}}  # metadata is the API server's (ObjectMeta)
         found = (e for e in validator.iter_errors(probe) if not _placeholder(e))
         errors = sorted(found, key=lambda e: [str(p) for p in e.absolute_path])
         if errors:
-            where = "".join(
-                f"[{p}]" if isinstance(p, int) else f".{p}" for p in errors[0].absolute_path
-            ).lstrip(".")
-            problem = f"{where or '(root)'}: {_rule(errors[0])}, by {crd_name(api_version)}'s CRD"
+            where = crds._path(errors[0])
+            problem = f"{where}: {_rule(errors[0])}, by {crd_name(api_version)}'s CRD"
     return Checked(out, dropped, problem)
 
 

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.engine.flows import is_each
+
 __all__ = ["BlastRadius", "Totals"]
 
 _ROUNDING = 1e-9  # |b − b_ref| below this share of the requests is rounding, not a change
@@ -184,7 +186,12 @@ class BlastRadius:
             early[1] += caused_f - late_c
             later[0] += late_bad
             later[1] += late_c
-            if after is not None and expected[f] > 0 and _each(users) and isinstance(after, float):
+            if (
+                after is not None
+                and expected[f] > 0
+                and is_each(users[1])
+                and isinstance(after, float)
+            ):
                 self.joined.add(self._joined_by(users, float(expected[f])))
             elif after is not None and expected[f] > 0:
                 term = self.exposure.setdefault(users, [0.0, 0.0])
@@ -288,9 +295,3 @@ class BlastRadius:
             return int(np.count_nonzero(already))
         good = {k: max(v[0] - v[1], 0.0) for k, v in self.exposure.items()}  # Λ − Λᵇ
         return self.cells.exposed(self.user_rng, good, already)
-
-
-def _each(selector) -> bool:
-    """A cookie order's ``each`` range: every user in it sent one request (the joining one)."""
-    order = selector[1]
-    return isinstance(order, tuple) and len(order) > 2

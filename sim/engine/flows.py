@@ -81,7 +81,6 @@ class FlowSet:
         "faulty",
         "flows",
         "rate",
-        "reach",
         "service_canary",
         "shadow",
         "share",
@@ -98,8 +97,8 @@ class FlowSet:
         # service's own series and whether the candidate is reached read users' flows only
         shadow = np.array([f.shadow for f in flows], dtype=bool)
         self.shadow = shadow if shadow.any() else None
-        self.reach = self.canary & ~shadow  # users' requests served by the new version
-        self.canary_idx = np.flatnonzero(self.reach)
+        reach = self.canary & ~shadow  # users' requests served by the new version
+        self.canary_idx = np.flatnonzero(reach)
         self.stable_idx = np.flatnonzero(~self.canary & ~shadow)
         self.faulty = self.canary & np.array([f.faulty for f in flows], dtype=bool)
         self.any_faulty = bool((self.faulty & ~shadow).any())  # users meet the fault
@@ -141,7 +140,7 @@ class UserCells:
     def _group(self, key, order: str):
         cache_key = (key, order)
         group = self._groups.get(cache_key)
-        if group is None and isinstance(order, tuple) and len(order) > 2:
+        if group is None and is_each(order):
             # a cookie order's ``each``: its users in the same order, each counting once
             members, keys, _ = self._group(key, order[:2])
             cum = np.arange(members.size + 1) / self.n
@@ -239,7 +238,7 @@ class UserCells:
         the users are ``draw``'s; their counts sum to ``k``)."""
         _, _, i, j = self._range(selector)
         order = selector[1]
-        if isinstance(order, tuple) and len(order) > 2 and k > 0 and i < j:
+        if is_each(order) and k > 0 and i < j:
             return self._draw_each(rng, k, selector[:2], i, j)
         return self._draw_range(rng, k, selector[:2], i, j)
 
@@ -353,7 +352,7 @@ class UserCells:
         cached = self._activity.get((key, order))
         if cached is None:
             members, _, cum = self._group(key, order)
-            if isinstance(order, tuple) and len(order) > 2:
+            if is_each(order):
                 cached = self._activity[(key, order)] = np.diff(cum)
             else:
                 cached = self._activity[(key, order)] = self.users.activity[members]
@@ -472,3 +471,8 @@ def flow_set(
         flows = compute_flows(state, serving, cells, fault_segment, sticky, moved)
         found = cells.flow_sets[key] = FlowSet(flows)
     return found
+
+
+def is_each(order) -> bool:
+    """A cookie order's ``each`` range: every user in it sent one request (the joining one)."""
+    return isinstance(order, tuple) and len(order) > 2

@@ -42,7 +42,7 @@ import policies.controller as pc
 from policies.vocabulary import routers_of
 from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.reference_metrics import Scrapes
-from sim.engine.reference_plugins import Plugins, RunPlugin
+from sim.engine.reference_plugins import Plugins
 from sim.engine.reference_records import RequestRecords
 from sim.engine.reference_shadow import Shadow
 from sim.world.rates import Constant
@@ -172,7 +172,7 @@ class ReferenceReplication:
             elif isinstance(action, pc.Measure):
                 obs = self.scrapes.observe(now, action.window, action.quantiles, action.series_step)
                 self.queue.append(pc.MeasurementTaken(action.run, action.metric, obs))
-            elif isinstance(action, RunPlugin):
+            elif isinstance(action, pc.RunPlugin):
                 self.plugins.run(action)
             elif isinstance(action, pc.StatusChanged):
                 self._status(action)

@@ -12,7 +12,7 @@ import numpy as np
 from policies.controller.protocol import PluginFinished, RunPlugin
 from sim.world.plugins import check_step_plugins
 
-__all__ = ["Plugins", "RunPlugin"]  # RunPlugin too: reference.py matches on it
+__all__ = ["Plugins"]
 
 
 class Plugins:

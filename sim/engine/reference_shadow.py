@@ -35,7 +35,7 @@ class Shadow:
         self.generation: object | None = None
         self.max_age = 0.0  # the cookie route's max-age (0: no cookie route)
         self.cookie: list[float] | None = None  # per user, when its cookie expires
-        self.expiry: list[float] = [-math.inf] * r.cw.users.n
+        self.expiry: list[float] | None = None  # made when a cookie route first lands
         self.ubuf: list[float] = []
         self.lbuf: list[float] = []
 
@@ -75,6 +75,8 @@ class Shadow:
 
     def set_affinity(self, action) -> None:
         self.max_age = max(0.0, float(action.max_age_s))
+        if self.max_age > 0 and self.expiry is None:
+            self.expiry = [-math.inf] * self.r.cw.users.n
         self.cookie = self.expiry if self.max_age > 0 else None  # cookies outlive the route
         self.r._world_changed()
 

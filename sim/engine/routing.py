@@ -98,7 +98,7 @@ class Router:
             state = replace(state, load=max(0.0, float(value.rate)))
         elif what == "affinity":
             self.cookies.land(now, value.max_age_s, state.weight)
-            if self.cookies.on and self.cookies.order is not None:
+            if self.cookies.on:  # landing a route sets its order
                 state = replace(state, cookie=self.cookies.piece(now, now))
             else:
                 state = replace(state, cookie=None)

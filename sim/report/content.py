@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from policies.errors import one_line
 from sim.report import figures
 from sim.report.exhibits import CannotDraw, figure_sections
 from sim.report.facts import Facts
@@ -56,10 +57,8 @@ BAD_POOLED = "any bad release"
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, CannotDraw):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """``one_line``, but a figure that cannot be drawn says why in plain words."""
+    return " ".join(str(exc).split()) if isinstance(exc, CannotDraw) else one_line(exc)
 
 
 def build_blocks(result, loaded, facts: Facts, traces: list, prov: dict, timeline_notes=None):

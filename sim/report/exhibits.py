@@ -17,6 +17,7 @@ from sim.report import figures
 from sim.report.facts import Facts
 from sim.report.render import Figure, Para
 from sim.report.text import DETECTORS, describe_fault, fmt_count, fmt_duration, fmt_pct
+from sim.report.verdict import _join
 from sim.runs.summary import MIXTURE, pareto
 
 __all__ = ["CannotDraw", "figure_sections"]
@@ -190,7 +191,7 @@ def _timeline_figure(policy: str, i: int, traces, facts: Facts, colors, skipped=
         "appears only in the tables). Vertical lines: detection, rollback start, no traffic "
         "left on the new version, full promotion."
     )
-    shown = _join_and([f"#{t.replication} of {t.release_class}" for t in bad + good])
+    shown = _join([f"#{t.replication} of {t.release_class}" for t in bad + good])
     caption += f" Shown: replication {shown}."
     if skipped:
         caption += " " + " ".join(skipped)
@@ -231,10 +232,6 @@ def _users_figure(result, facts: Facts, colors) -> Figure:
     )
     png = figures.users_hurt(table, colors, title=title, total_users=total)
     return Figure("users-hurt", title, caption, png)
-
-
-def _join_and(parts: list[str]) -> str:
-    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
 
 
 def _fin(x: float) -> float:

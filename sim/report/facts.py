@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from sim.report.text import _nan as nan
 from sim.runs.summary import MIXTURE, compare, summarize
 
 __all__ = ["CAUGHT", "MOST", "Ending", "Facts", "GateCatch", "nan"]
@@ -30,10 +31,6 @@ CAUGHT = ("gate", "alert")
 MOST = 0.5
 """A policy "catches most bad releases" when a gate or alert catches at least this share."""
 SAFETY = "excess_bad_requests"
-
-
-def nan(x) -> bool:
-    return x is None or (isinstance(x, float | np.floating) and math.isnan(x))
 
 
 def _inf(x: float) -> float:

@@ -18,18 +18,12 @@ The rule, on facts computed once (sim/report/facts.py):
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from sim.report.facts import Ending, Facts, GateCatch, nan
+from sim.report.facts import Ending, Facts, GateCatch, _inf, nan
 from sim.report.text import DETECTORS, fmt_count, fmt_duration, fmt_pct, pod_unit
 
 __all__ = ["gate_words", "policy_lines", "verdict"]
-
-
-def _inf(x: float) -> float:
-    return math.inf if nan(x) else x
 
 
 def _join(parts: list[str], last: str = "and") -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policies.errors import RolloutsimError
+from policies.errors import RolloutsimError, one_line
 from sim.report.content import build_blocks
 from sim.report.facts import Facts
 from sim.report.render import Heading, Para, to_html, to_markdown
@@ -71,11 +71,6 @@ class ReportIncomplete(RolloutsimError):
         super().__init__(" ".join(text.split()))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None) -> Path:
     """Write the report of ``result`` (a ``sim.runs.runner.RunResult``) into the folder ``out_dir``.
 
@@ -96,11 +91,11 @@ def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None)
     try:
         summary = result.summary()
     except Exception as exc:  # the frame is still written; the report says what is missing
-        problems.append(("summary.csv", _one_line(exc)))
+        problems.append(("summary.csv", one_line(exc)))
     try:
         resolved = _resolved_yaml(result, loaded_scenario, provenance)
     except Exception as exc:
-        problems.append(("scenario.resolved.yaml", _one_line(exc)))
+        problems.append(("scenario.resolved.yaml", one_line(exc)))
     with staged_folder(out) as tmp:  # 1. the results, whole, before anything is drawn
         _write_results(result, tmp / "results.parquet")
         if summary is not None:
@@ -117,7 +112,7 @@ def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None)
         )
         problems += drawn
     except Exception as exc:  # nothing to build on (e.g. no summary): say so, keep the files
-        problems.append(("report", _one_line(exc)))
+        problems.append(("report", one_line(exc)))
         blocks, figs = _bare_report(loaded_scenario, problems), []
     title = f"rolloutsim report: {loaded_scenario.scenario.name}"
     (out / "figures").mkdir(exist_ok=True)
@@ -364,7 +359,7 @@ def _default_traces(result, facts) -> tuple[list, dict[str, tuple[list[str], lis
         policies = {n: parse_policy(result.policy_specs[n]) for n in result.policies}
     except Exception as exc:
         for _, errors in notes.values():
-            errors.append(f"the example releases could not be rerun ({_one_line(exc)})")
+            errors.append(f"the example releases could not be rerun ({one_line(exc)})")
         return [], notes
     releases = world.releases
     index = {c.name: i for i, c in enumerate(releases)}
@@ -402,5 +397,5 @@ def _default_traces(result, facts) -> tuple[list, dict[str, tuple[list[str], lis
                     )
                 )
             except Exception as exc:
-                errors.append(f"the rerun of {cls} #{first} raised {_one_line(exc)}")
+                errors.append(f"the rerun of {cls} #{first} raised {one_line(exc)}")
     return traces, notes

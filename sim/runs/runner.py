@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.base import validate_model
-from policies.errors import PolicyError, RolloutsimError
+from policies.errors import PolicyError, RolloutsimError, one_line
 from policies.loading import parse_policy
 from sim.engine.outcome import OUTCOME_FIELDS, Outcome
 from sim.engine.replication import Replication
@@ -108,11 +108,6 @@ def _warm(world: dict, seed: int, parent: int | None = None) -> None:
     _prepared(world, seed)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def run_chunk(
     world: dict, seed: int, policy: dict, name: str, class_index: int, start: int, stop: int
 ) -> list[dict]:
@@ -132,7 +127,7 @@ def run_chunk(
             out = rep.run()
         except Exception as exc:  # recorded, not raised: one bad draw must not sink the run
             out = Outcome(
-                name, i, seed, release.name, release.is_bad, outcome="error", error=_one_line(exc)
+                name, i, seed, release.name, release.is_bad, outcome="error", error=one_line(exc)
             )
         records.append({k: TYPES[k](v) for k, v in out.to_dict().items()})
     return records

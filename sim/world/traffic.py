@@ -29,7 +29,6 @@ from policies.base import Model, brief
 from policies.durations import Duration
 from sim.world.distributions import json_object, validate_as
 from sim.world.rates import (
-    MAX_TRACE_BYTES,
     Constant,
     Diurnal,
     Piecewise,
@@ -39,7 +38,7 @@ from sim.world.rates import (
     read_trace,
 )
 
-__all__ = ["MAX_TRACE_BYTES", "RateSpec", "Traffic", "base_directory", "parse_rate", "read_trace"]
+__all__ = ["RateSpec", "Traffic", "base_directory", "parse_rate"]
 
 _BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("base_dir", default=None)
 
