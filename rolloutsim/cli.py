@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
 from rolloutsim import __version__
+from rolloutsim.check_commands import explain_command, schema_command, validate_command
 from rolloutsim.manifest_commands import export_command, import_command
+from rolloutsim.run_commands import add_run_options, run_command, tune_command
+from rolloutsim.sweep_command import sweep_command
 from rolloutsim.usage import UsageError as _UsageError
-from rolloutsim.usage import usage as _usage
 
 __all__ = ["build_parser", "main"]
 
@@ -45,12 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pods of the service (default: the policy's replicas, else 10)",
     )
     p.add_argument("--json", action="store_true", help="print the table as JSON")
-    p.set_defaults(func=_explain)
+    p.set_defaults(func=explain_command)
 
     p = sub.add_parser("run", help="run every policy of a scenario and write its report folder")
     p.add_argument("scenario", help="a scenario YAML file (e.g. scenarios/seed-practice.yaml)")
-    _run_options(p)
-    p.set_defaults(func=_run)
+    add_run_options(p)
+    p.set_defaults(func=run_command)
 
     p = sub.add_parser("sweep", help="run a scenario over a grid of parameters")
     p.add_argument("scenario")
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a dotted path of the scenario and its values (repeatable), e.g. "
         "world.traffic.startAt=2h,14h; adds to the scenario's own sweep: section",
     )
-    _run_options(p)
-    p.set_defaults(func=_sweep)
+    add_run_options(p)
+    p.set_defaults(func=sweep_command)
 
     p = sub.add_parser(
         "tune", help="search a scenario's tune: space for the best policy under its constraints"
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    p.set_defaults(func=_tune)
+    p.set_defaults(func=tune_command)
 
     p = sub.add_parser("export", help="a policy as the live executor's manifests")
     p.add_argument("policy", help="a policy YAML file")
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="check scenario or policy files; prints OK or the first problem"
     )
     p.add_argument("file", nargs="+")
-    p.set_defaults(func=_validate)
+    p.set_defaults(func=validate_command)
 
     from live.cli import register as register_live  # stdlib only at import: --help stays fast
 
@@ -140,183 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON Schema of scenario or policy files")
     p.add_argument("what", nargs="?", default="scenario", choices=["scenario", "policy"])
-    p.set_defaults(func=_schema)
+    p.set_defaults(func=schema_command)
     return parser
-
-
-def _explain(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from policies.explain import explain
-    from policies.loading import load_policy
-
-    policy = load_policy(args.policy)
-    replicas = args.replicas if args.replicas is not None else (policy.replicas or 10)
-    if replicas < 1:
-        raise _usage(f"--replicas: {replicas} must be >= 1")
-    table = explain(policy, replicas)
-    notes = _replica_notes(policy.replicas, args.replicas)
-    if args.json:
-        print(json.dumps({**asdict(table), "notes": notes}, indent=2))
-    else:
-        print(table.to_text(), end="")
-        for note in notes:
-            print(f"note: {note}")
-    return 0
-
-
-def _replica_notes(own: int | None, given: int | None) -> list[str]:
-    """Say where the replica count came from when it is not the policy's own."""
-    if given is not None and own is not None and given != own:
-        return [f"explained on {given} replicas (--replicas), not the policy's own {own}"]
-    if given is None and own is None:
-        return ["the policy gives no replica count: explained on 10 (set it with --replicas)"]
-    return []
-
-
-def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", help="the report folder (default: reports/<scenario>)")
-    p.add_argument("-j", "--workers", type=int, default=None, help="worker processes")
-    p.add_argument("--backend", choices=["inprocess", "process", "dask"], default=None)
-    p.add_argument("--scheduler", default=None, help="a Dask scheduler address (--backend dask)")
-    p.add_argument("--replications", type=int, default=None, help="per release class")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
-    )
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--allow-large", action="store_true", help=_ALLOW_LARGE)
-
-
-_ALLOW_LARGE = "run a plan beyond the work and memory budget (sim/runs/budget.py)"
-
-
-def _options(args: argparse.Namespace):
-    """The run options given on the command line (sim/runs/options.py puts them over the
-    scenario file's); an option left out is None, and progress shows on a terminal."""
-    from sim.runs.budget import Budget
-    from sim.runs.options import RunOptions
-
-    replications = getattr(args, "replications", None)  # tune sizes its own stages
-    if args.workers is not None and args.workers < 1:
-        raise _usage(f"-j: {args.workers} must be >= 1")
-    if replications is not None and replications < 1:
-        raise _usage(f"--replications: {replications} must be >= 1")
-    return RunOptions(
-        replications=replications,
-        seed=args.seed,
-        backend=args.backend,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
-        resume=args.resume,
-        budget=Budget.unlimited() if getattr(args, "allow_large", False) else None,
-    )
-
-
-def _output(args: argparse.Namespace, loaded, kind: str, suffix: str):
-    """The output folder, checked before any work: names are Kubernetes names (the default is
-    reports/<name><suffix>), the folder is new, empty or an earlier one of ``kind``, writable."""
-    from pathlib import Path
-
-    from sim.runs.files import check_output, folder_for
-    from sim.runs.sweep import check_names
-
-    check_names(loaded)
-    name = loaded.scenario.name
-    folder = Path(args.output) if args.output else folder_for("reports", name, "name", suffix)
-    check_output(folder, kind)
-    args.resumable = folder
-    return folder
-
-
-def _run(args: argparse.Namespace) -> int:
-    from sim.runs.scenario import load_scenario
-    from sim.runs.sweep import run_scenario
-
-    options = _options(args)
-    loaded = _say_notes(load_scenario(args.scenario))
-    folder = _output(args, loaded, "report", "")
-    _say_notes(run_scenario(loaded, options, folder))
-    verdict = (folder / "report.md").read_text().split("\n## ", 1)[0]
-    print(verdict.strip())
-    print(f"\nreport: {folder / 'report.html'}")
-    return 0
-
-
-def _say_notes(loaded_or_result):
-    """Print what a scenario's reading or a run noted (warnings, overrides) on stderr."""
-    for note in getattr(loaded_or_result, "notes", ()):
-        print(f"rolloutsim: {note}", file=sys.stderr)
-    return loaded_or_result
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    from sim.runs.scenario import load_scenario
-    from sim.runs.sweep import sweep
-
-    options = _options(args)
-    loaded = _say_notes(load_scenario(args.scenario))
-    folder = _output(args, loaded, "sweep", "-sweep")
-    sweep(loaded, args.param, options, folder)
-    print(f"sweep: {folder / 'sweep.csv'} (a report per cell in {folder / 'cells'})")
-    return 0
-
-
-def _tune(args: argparse.Namespace) -> int:
-    from sim.tune.report import tune_scenario
-
-    options = _options(args)
-    args.resumable = args.output
-    folder, result = tune_scenario(
-        args.scenario,
-        args.output,
-        exportable_to=args.exportable_to,
-        backend=options.backend,
-        workers=options.workers,
-        scheduler=options.scheduler,
-        seed=options.seed,
-        resume=options.resume,
-        progress=options.progress,
-    )
-    best = result.recommended
-    print(f"recommended: {best.name}" if best is not None else "no candidate meets the constraints")
-    print(f"tune report: {folder}")
-    return 0
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from policies.base import read_yaml_file
-    from policies.loading import load_policy
-    from sim.runs.files import check_name  # names become folders: OK only if run takes them
-
-    for file in args.file:
-        data = read_yaml_file(file)
-        if isinstance(data, dict) and "kind" in data:
-            policy = load_policy(file)
-            check_name(policy.name, "name", file=file)
-            print(f"{file}: OK ({policy.kind} {policy.name!r})")
-        else:
-            from sim.runs.scenario import load_scenario
-            from sim.runs.sweep import check_names
-
-            loaded = _say_notes(check_names(load_scenario(file)))
-            names = ", ".join(loaded.policies)
-            print(f"{file}: OK (scenario {loaded.scenario.name!r}: {names})")
-    return 0
-
-
-def _schema(args: argparse.Namespace) -> int:
-    if args.what == "policy":
-        from policies.loading import policy_json_schema
-
-        schema = policy_json_schema()
-    else:
-        from sim.runs.scenario import scenario_json_schema
-
-        schema = scenario_json_schema()
-    print(json.dumps(schema, indent=2, sort_keys=True))
-    return 0
 
 
 class _Stopped(KeyboardInterrupt):

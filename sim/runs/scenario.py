@@ -74,6 +74,7 @@ class Scenario(Model):
     scheduler: SkipJsonSchema[str | None] = None  # always None: refused by _caller_only
     sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted path -> values
     tune: dict[str, Any] = Field(default_factory=dict)  # a search space: see sim/tune/space.py
+    sensitivity: dict[str, Any] = Field(default_factory=dict)  # ranges: sim/runs/sensitivity.py
 
     @field_validator("backend", "scheduler", mode="before")
     @classmethod
