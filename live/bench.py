@@ -38,6 +38,8 @@ __all__ = ["BackendSpec", "Bench", "LoadRun", "binaries_missing"]
 BACKEND, STABLE, CANARY = "be", "stable", "canary"
 JOB = "haproxy"
 START_TIMEOUT_S = 30.0
+SOCKET_PATH_MAX = 97
+"""HAProxy 2.6 refuses a ``stats socket`` path longer than this ("too long (max 97)")."""
 
 
 def binaries_missing() -> list[str]:
@@ -88,6 +90,7 @@ class Bench:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _own_dir: bool = False
+    _socket_dir: Path | None = None  # a short folder for the admin socket when ours is too deep
     _loads: int = 0
 
     # ------------------------------------------------------------------ life cycle
@@ -108,8 +111,10 @@ class Bench:
         if self.directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix="rolloutsim-bench-"))
             self._own_dir = True
-        self.directory = Path(self.directory)
+        self.directory = Path(self.directory).resolve()  # haproxy -c runs from elsewhere
         self.directory.mkdir(parents=True, exist_ok=True)
+        if len(str(self.directory / "admin.sock")) > SOCKET_PATH_MAX:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="rolloutsim-sock-"))
         try:
             for name in ("frontend", "exporter", "prometheus", STABLE, CANARY):
                 self.ports[name] = free_port()
@@ -128,6 +133,8 @@ class Bench:
         for name in reversed(list(self.procs)):
             stop_process(self.procs.pop(name))
         self._write_pids()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def _write_pids(self) -> None:
         if self.directory is not None and self.directory.exists():
@@ -162,9 +169,12 @@ class Bench:
         sock = self.socket
         if sock.exists():
             sock.unlink()
-        check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True)
-        if check.returncode != 0:
-            raise BenchError(f"haproxy -c {cfg}: {check.stderr.decode(errors='replace')[:400]}")
+        check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True)
+        if check.returncode != 0:  # haproxy's ALERT lines say why
+            alerts = [
+                ln for ln in check.stderr.decode(errors="replace").splitlines() if "ALERT" in ln
+            ]
+            raise BenchError(f"haproxy -c {cfg}: {' '.join(alerts)[:400]}")
         log = self.directory / "haproxy.log"
         self.procs["haproxy"] = proc = spawn(["haproxy", "-db", "-f", str(cfg)], log)
         wait_for(
@@ -264,7 +274,7 @@ scrape_configs:
 
     @property
     def socket(self) -> Path:
-        return Path(self.directory) / "admin.sock"
+        return Path(self._socket_dir or self.directory) / "admin.sock"
 
     @property
     def prometheus_url(self) -> str:

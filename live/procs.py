@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from policies.errors import RolloutsimError
+
 __all__ = [
     "LOOPBACK",
     "BenchError",
@@ -35,8 +37,11 @@ LOOPBACK = "127.0.0.1"
 T = TypeVar("T")
 
 
-class BenchError(RuntimeError):
-    """The bench could not start or a component misbehaved (the message says which and why)."""
+class BenchError(RolloutsimError, RuntimeError):
+    """The bench could not start or a component misbehaved (the message says which and why).
+    The machine, not the input: the command line prints it in one line and exits 1."""
+
+    exit_code = 1
 
 
 def free_port() -> int:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "ARGO_PROVIDERS",
     "ERROR_RETRY_INTERVAL_S",
     "AnalysisRun",
     "AnalysisTemplate",
@@ -91,6 +92,10 @@ class KayentaProvider(KayentaJudge):
     step: Duration = Field(60.0, gt=0)
 
 
+ARGO_PROVIDERS: tuple[str, ...] = ("prometheus", "datadog", "newRelic", "wavefront", "web")
+ARGO_PROVIDERS += ("job", "cloudWatch", "graphite", "influxdb", "skywalking", "plugin")
+"""Argo's metric providers other than kayenta (the simulator's own ``query`` stands for them)."""
+
 Source = Query | SequentialTest | KayentaProvider
 """A provider's one source as a value (``Provider.source``): ``match`` on its type."""
 
@@ -105,6 +110,22 @@ class Provider(Model):
     query: Query | None = None
     sequential: SequentialTest | None = None
     kayenta: KayentaProvider | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _argo_provider(cls, data: Any) -> Any:
+        """A provider copied from an Argo AnalysisTemplate (``prometheus: {query: ...}``) is
+        refused with the form that simulates it, or the import that keeps its query."""
+        given = [k for k in ARGO_PROVIDERS if isinstance(data, dict) and k in data]
+        if given:
+            raise ValueError(
+                f"{given[0]} is an Argo provider, which a policy file does not read: simulate the"
+                " metric with provider: {query: {measure: errorRate, version: canary}} (measures"
+                " successRate, errorRate, latency with quantile, requestCount), or keep the"
+                " Rollout's own query by importing its manifest: rolloutsim import rollout.yaml"
+                " --map METRIC=measure:version[:quantile][:unit]"
+            )
+        return data
 
     @property
     def source(self) -> Source:

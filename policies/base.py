@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
-from policies.errors import PolicyError
+from policies.errors import PolicyError, belongs_under, did_you_mean, keys_at, models_at
 
 __all__ = [
     "FlowKey",
@@ -135,10 +135,11 @@ def _cut(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
-def _message(error: ErrorDetails) -> str:
+def _message(error: ErrorDetails, cls: type[BaseModel] | None = None) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        loc = tuple(error["loc"])
+        return "unknown key" + (_suggest(cls, loc) if cls else "")
     if kind == "missing":
         return "is required"
     if kind in _RULES:
@@ -156,8 +157,19 @@ def _message(error: ErrorDetails) -> str:
     return f"{brief(value)}: {msg}"
 
 
+def _suggest(cls: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """What an unknown key at ``loc`` could have meant: a near key there, or the key it goes
+    under (``traffic: {diurnal: ...}`` is ``traffic: {rate: {diurnal: ...}}``)."""
+    key, valid = str(loc[-1]), keys_at(cls, loc[:-1])
+    hint = did_you_mean(key, valid)
+    if valid and "did you mean" not in hint:
+        hint = belongs_under(key, models_at(cls, loc[:-1])) or hint
+    return hint
+
+
 def validate_model(cls: type[M], data: Any, *, file: str | None = None, path: str = "") -> M:
-    """Validate ``data`` as ``cls``; a failure is one ``PolicyError`` line (first of N errors)."""
+    """Validate ``data`` as ``cls``; a failure is one ``PolicyError`` listing every problem,
+    one line each, an unknown key with the closest valid one."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -168,15 +180,15 @@ def validate_model(cls: type[M], data: Any, *, file: str | None = None, path: st
             for e, loc in zip(errors, locs)
             if not any(other != loc and other[: len(loc)] == loc for other in locs)
         ]
-        first = errors[0]
-        loc = format_path(tuple(first["loc"]))
-        full = ".".join(p for p in (path, loc) if p) if not loc.startswith("[") else path + loc
-        message = _cut(_message(first))
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        raise PolicyError(message, path=full, file=file) from None
+        problems = []
+        for error in errors:
+            loc = format_path(tuple(error["loc"]))
+            full = ".".join(p for p in (path, loc) if p) if not loc.startswith("[") else path + loc
+            problems.append(PolicyError(_cut(_message(error, cls)), path=full, file=file))
+        raise PolicyError.several(problems) from None
     except PolicyError as exc:
-        raise PolicyError(_cut(exc.message), path=exc.path or path, file=file) from None
+        more = [m if m.file else m.with_file(file) for m in exc.more] if file else exc.more
+        raise PolicyError(_cut(exc.message), path=exc.path or path, file=file, more=more) from None
 
 
 MAX_FILE_BYTES = 1024 * 1024

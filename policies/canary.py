@@ -308,7 +308,7 @@ def _argo_allows(routers: tuple[ArgoRouter, ...], fact: str) -> bool:
 
 
 class Canary(PolicyBase):
-    """Argo Rollouts canary; every default is Argo's (reference/argo-rollouts.md §6).
+    """Argo Rollouts canary; every default is Argo's (argo-rollouts ``utils/defaults/defaults.go``).
 
     Validation is Argo's: without ``trafficRouting`` it refuses scaleDownDelaySeconds and
     dynamicStableScale but takes abortScaleDownDelaySeconds and minPodsPerReplicaSet, which

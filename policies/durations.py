@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any, get_args
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-__all__ = ["MAX_SECONDS", "Duration", "format_duration", "parse_duration"]
+__all__ = [
+    "AMBIGUOUS_OVER",
+    "MAX_SECONDS",
+    "Duration",
+    "ambiguous_durations",
+    "format_duration",
+    "parse_duration",
+]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
@@ -99,3 +107,97 @@ Duration = Annotated[
     WithJsonSchema(DURATION_JSON_SCHEMA, mode="validation"),
 ]
 """A pydantic field type: accepts seconds or a duration string, holds float seconds."""
+
+
+AMBIGUOUS_OVER = {"latency": 10.0, "duration": 86400.0}
+"""Seconds above which a duration written as a bare number is likely meant in another unit,
+by field kind: a request latency (``latencyObjective``, ``latencyShift``, a latency
+distribution) over 10 s is almost always milliseconds written bare (``latencyObjective:
+1000``); any other duration (pauses, intervals, windows, delays, horizons) over a day. A
+value written with a unit (``"1000ms"``, ``"1000s"``) is never warned about."""
+LATENCY_KEYS = frozenset({"latency", "latencyObjective", "latencyShift"})
+"""Keys whose durations (and everything under them) are request latencies."""
+
+
+def ambiguous_durations(obj: Any, raw: Any, path: str = "") -> list[str]:
+    """A warning for each duration of a validated model ``obj`` that its YAML ``raw`` gave as
+    a bare number above ``AMBIGUOUS_OVER`` for its kind: valid, but probably not meant."""
+    out: list[str] = []
+    _walk(obj, raw, path, False, out)
+    return out
+
+
+def _walk(obj: Any, raw: Any, path: str, latency: bool, out: list[str]) -> None:
+    fields = getattr(type(obj), "model_fields", None)
+    if fields is None:
+        if isinstance(obj, tuple | list) and isinstance(raw, list):
+            for i, (item, given) in enumerate(zip(obj, raw)):
+                _walk(item, given, f"{path}[{i}]", latency, out)
+        elif isinstance(obj, dict) and isinstance(raw, dict):
+            for key, item in obj.items():
+                _walk(item, raw.get(key), f"{path}.{key}" if path else str(key), latency, out)
+        return
+    if list(fields) == ["root"]:  # a RootModel: its YAML is the root value itself
+        _walk(obj.root, raw, path, latency, out)
+        return
+    raw = _as_fields(type(obj), fields, raw)
+    for name, field in fields.items() if isinstance(raw, dict) else ():
+        key = field.alias or name
+        given = raw.get(key, raw.get(name))
+        here = f"{path}.{key}" if path else key
+        kind = "latency" if latency or key in LATENCY_KEYS else "duration"
+        if given is None or key.endswith("Seconds"):  # the unit is in the name
+            continue
+        if _is_duration(field.annotation, field.metadata):
+            for i, value in enumerate(given if isinstance(given, list) else [given]):
+                where = f"{here}[{i}]" if isinstance(given, list) else here
+                out += _warning(where, value, kind)
+        else:
+            _walk(getattr(obj, name), given, here, kind == "latency", out)
+
+
+def _as_fields(cls: type, fields: dict[str, Any], raw: Any) -> Any:
+    """A short form as its fields: ``{lognormal: {median: 80}}`` (the key is the model's
+    ``kind``), ``30`` (its one duration), ``[20, 40]`` (its durations in order)."""
+    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) == getattr(cls, "kind", None):
+        raw = next(iter(raw.values()))
+    durations = [f.alias or n for n, f in fields.items() if _is_duration(f.annotation, f.metadata)]
+    if isinstance(raw, int | float | str) and len(durations) == 1:
+        return {durations[0]: raw}
+    if isinstance(raw, list) and len(durations) == 1:
+        return {durations[0]: raw}
+    if isinstance(raw, list) and len(raw) == len(durations):
+        return dict(zip(durations, raw))
+    return raw
+
+
+def _is_duration(annotation: Any, metadata: Sequence[Any] = ()) -> bool:
+    if any(getattr(m, "func", None) is parse_duration for m in metadata):
+        return True
+    extra = getattr(annotation, "__metadata__", ())
+    if any(getattr(m, "func", None) is parse_duration for m in extra):
+        return True
+    return any(_is_duration(arg) for arg in get_args(annotation) if arg is not Ellipsis)
+
+
+def _warning(path: str, value: Any, kind: str) -> list[str]:
+    bare = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        bare, value = True, float(value)
+    if not bare or not math.isfinite(value) or value <= AMBIGUOUS_OVER[kind]:
+        return []
+    what = "request latency" if kind == "latency" else "duration"
+    shown, long = f"{value:g}", _human(float(value))
+    long = "" if long == f"{shown} seconds" else f" ({long})"
+    return [
+        f"warning: {path}: {shown} is read as {shown} seconds{long}, long for a {what} written"
+        f' without a unit (over {_human(AMBIGUOUS_OVER[kind])}): write "{shown}ms" if you meant'
+        f' milliseconds, or "{shown}s" to keep it'
+    ]
+
+
+def _human(seconds: float) -> str:
+    for size, unit in ((86400, "days"), (3600, "hours"), (60, "minutes")):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:g} seconds"

@@ -148,8 +148,8 @@ class FlaggerMetric(Model):
 
 class ApprovalGate(Model):
     """A ``confirm-*`` webhook: the release waits at it until someone approves (the scenario's
-    approval model, like an Argo pause without duration). Where it waits
-    (reference/executors.md §A.3): ``confirm-rollout`` before the canary scales up (phase
+    approval model, like an Argo pause without duration). Where it waits (Flagger's
+    ``pkg/controller/scheduler.go``): ``confirm-rollout`` before the canary scales up (phase
     Waiting); ``confirm-traffic-increase`` before each weight step of a canary (analysis keeps
     running); ``confirm-promotion`` before promotion (WaitingPromotion; analysis keeps running
     and failed checks keep counting). Flagger asks the hook on every tick; each time a gate is

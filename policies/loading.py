@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,12 +47,31 @@ def parse_policy(data: Any, *, file: str | None = None, path: str = ""):
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in POLICY_KINDS:
         known = ", ".join(POLICY_KINDS)
+        where = f"{path}.kind" if path else "kind"
+        if kind is None and ("world" in data or "policies" in data):
+            raise PolicyError(
+                "is missing: this is a scenario (it has world: and policies:), not a policy;"
+                " explain or validate it as a scenario (rolloutsim explain/validate FILE)",
+                path=where,
+                file=file,
+            )
         raise PolicyError(
-            f"{brief(kind)} is not a policy kind ({known})",
-            path=f"{path}.kind" if path else "kind",
+            f"{brief(kind)} is not a policy kind ({known}){_kind_hint(kind)}",
+            path=where,
             file=file,
         )
     return validate_model(POLICY_KINDS[kind], data, file=file, path=path)
+
+
+def _kind_hint(kind: Any) -> str:
+    """The policy kind a misspelt one meant, or what to do with an executor's manifest kind."""
+    if kind in ("Rollout", "AnalysisTemplate", "ClusterAnalysisTemplate", "MetricTemplate"):
+        return (
+            f": a {kind} is an executor's manifest; with its apiVersion it is imported"
+            " (rolloutsim import FILE, or manifest: in a scenario)"
+        )
+    close = difflib.get_close_matches(str(kind), list(POLICY_KINDS), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close and isinstance(kind, str) else ""
 
 
 def policy_from_yaml(text: str, *, file: str | None = None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import signal
 import sys
 import threading
@@ -15,12 +16,14 @@ from collections.abc import Sequence
 
 from rolloutsim import __version__
 from rolloutsim.check_commands import explain_command, schema_command, validate_command
+from rolloutsim.fit_command import add_fit_parser
 from rolloutsim.manifest_commands import export_command, import_command
-from rolloutsim.run_commands import add_run_options, run_command, tune_command
+from rolloutsim.run_commands import add_job_options, add_run_options, tune_command
+from rolloutsim.sensitivity_command import add_run_sensitivity, add_sensitivity_parser
 from rolloutsim.sweep_command import sweep_command
 from rolloutsim.usage import UsageError as _UsageError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "resume_command"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         help="show a policy's steps, gates, pods and real traffic share on N replicas",
     )
-    p.add_argument("policy", help="a policy YAML file (e.g. scenarios/policies/canary.yaml)")
+    p.add_argument(
+        "policy",
+        nargs="+",
+        help="a policy file, a scenario, or an Argo Rollout / Flagger Canary manifest and its"
+        " template files",
+    )
     p.add_argument(
         "--replicas",
         "-n",
@@ -46,12 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="pods of the service (default: the policy's replicas, else 10)",
     )
     p.add_argument("--json", action="store_true", help="print the table as JSON")
+    _add_map(p, "with a manifest: " + _MAP_HELP)
     p.set_defaults(func=explain_command)
 
     p = sub.add_parser("run", help="run every policy of a scenario and write its report folder")
     p.add_argument("scenario", help="a scenario YAML file (e.g. scenarios/seed-practice.yaml)")
     add_run_options(p)
-    p.set_defaults(func=run_command)
+    add_run_sensitivity(p)
 
     p = sub.add_parser("sweep", help="run a scenario over a grid of parameters")
     p.add_argument("scenario")
@@ -65,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_options(p)
     p.set_defaults(func=sweep_command)
+
+    add_sensitivity_parser(sub)
 
     p = sub.add_parser(
         "tune", help="search a scenario's tune: space for the best policy under its constraints"
@@ -82,14 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["inprocess", "process", "dask"], default=None)
     p.add_argument("--scheduler", default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_job_options(p, "tune")
     p.set_defaults(func=tune_command)
 
     p = sub.add_parser("export", help="a policy as the live executor's manifests")
     p.add_argument("policy", help="a policy YAML file")
     p.add_argument("--to", required=True, choices=[*EXECUTORS, "all"])
-    p.add_argument("-o", "--output", help="a folder for the files (default: print YAML)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="a folder: each executor's files in DIR/<executor>/, for one executor as for all"
+        " (default: print YAML); with --onto, the team's own files under their own names in DIR",
+    )
     p.add_argument("--service", default=None, help="service name (default: the policy's name)")
     p.add_argument("--namespace", default=None, help="default: default")
     p.add_argument("--replicas", "-n", type=int, default=None)
@@ -101,26 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the team's own files (a Rollout or Canary and its templates): write them back"
         " with only the policy's fields changed, comments and key order kept",
     )
-    p.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="METRIC=measure:version[:quantile][:unit]",
-        help="with --onto: the mapping the manifests' import needed (repeatable)",
-    )
+    _add_map(p, "with --onto: the mapping the manifests' import needed (repeatable)")
     p.add_argument("--name", help="with --onto: the Rollout or Canary to write, among several")
     p.set_defaults(func=export_command)
 
     p = sub.add_parser("import", help="an Argo Rollout or Flagger Canary manifest as a policy")
     p.add_argument("manifest", nargs="+", help="YAML files (a Rollout and its AnalysisTemplates)")
     p.add_argument("-o", "--output", help="write the policy YAML here (default: print it)")
-    p.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="METRIC=measure:version[:quantile][:unit]",
-        help="how to simulate a metric whose query is not a recognised form (repeatable)",
-    )
+    _add_map(p)
     p.add_argument(
         "--name",
         metavar="NAME",
@@ -130,10 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=import_command)
 
     p = sub.add_parser(
-        "validate", help="check scenario or policy files; prints OK or the first problem"
+        "validate", help="check scenario, policy or manifest files; prints OK or every problem"
     )
     p.add_argument("file", nargs="+")
+    _add_map(p, "with a manifest: " + _MAP_HELP)
     p.set_defaults(func=validate_command)
+
+    add_fit_parser(sub)
 
     from live.cli import register as register_live  # stdlib only at import: --help stays fast
 
@@ -143,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", nargs="?", default="scenario", choices=["scenario", "policy"])
     p.set_defaults(func=schema_command)
     return parser
+
+
+_MAP_HELP = "how to simulate a metric whose query is not a recognised form (repeatable)"
+
+
+def _add_map(p: argparse.ArgumentParser, help: str = _MAP_HELP) -> None:
+    """``--map METRIC=...``: what an import needs for a query it cannot read (one spelling)."""
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="METRIC=measure:version[:quantile][:unit]",
+        help=help,
+    )
 
 
 class _Stopped(KeyboardInterrupt):
@@ -176,20 +196,32 @@ def _stop_on_signals():
             signal.signal(s, handler)
 
 
-def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
+def _interrupted(args: argparse.Namespace, argv: Sequence[str], exc: KeyboardInterrupt) -> int:
     signum = getattr(exc, "signum", signal.SIGINT)
     how = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
     text = f"rolloutsim: interrupted{how}"
     if hasattr(args, "resume"):  # run, sweep, tune: their finished work is in a checkpoint
         where = getattr(args, "resumable", None)
         text += "; the finished work is kept" + (f" beside {where}" if where else "")
-        text += ": rerun the same command with --resume to continue"
+        text += f"; continue it (nothing finished is redone) with:\n  {resume_command(argv)}"
     print(text, file=sys.stderr)
     return 128 + int(signum)
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that continues ``argv``: the same words (shell-quoted), without
+    --overwrite (it would start over) and with --resume."""
+    words = [w for w in argv if not (len(w) > 3 and "--overwrite".startswith(w))]
+    resume = any(len(w) > 4 and "--resume".startswith(w) for w in words)
+    if not resume:  # before a "--" that ends the options, else last
+        at = words.index("--") if "--" in words else len(words)
+        words.insert(at, "--resume")
+    return shlex.join(["rolloutsim", *words])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     from policies.errors import RolloutsimError
 
@@ -197,10 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _stop_on_signals():
             return args.func(args)
     except (RolloutsimError, _UsageError) as exc:
-        print(f"rolloutsim: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # several problems: one line each
+            print(f"rolloutsim: error: {line}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)  # bad input 2; a report written incomplete 1
     except KeyboardInterrupt as exc:
-        return _interrupted(args, exc)
+        return _interrupted(args, argv, exc)
     except BrokenPipeError:  # e.g. piped into head
         return 0
     except OSError as exc:  # a full disk, a folder removed under us: the machine, not the input

@@ -43,7 +43,7 @@ def export_command(args: argparse.Namespace) -> int:
                 state = "" if name in onto.changed else " (unchanged)"
                 print(f"# file: {name}{state}")
                 print(text, end="" if text.endswith("\n") or not text else "\n")
-        else:
+        else:  # the team's own files under their own names, flat: not the export layout
             from functools import partial
 
             from sim.runs.files import atomic_write
@@ -87,7 +87,7 @@ def export_command(args: argparse.Namespace) -> int:
         for _, result in results:
             print(result.to_yaml(), end="")
     else:
-        _write_exports(Path(args.output), results, target.service, every=args.to == "all")
+        _write_exports(Path(args.output), results, target.service)
     for refusal in refused:
         print(f"refused: {refusal}", file=sys.stderr)
     return 0
@@ -147,9 +147,10 @@ def _replicas(value: int | None) -> int | None:
     return value
 
 
-def _write_exports(out: Path, results: list, service: str, *, every: bool) -> None:
-    """Each export's files in ``out`` (``out/<executor>`` with ``--to all``): every target
-    checked first, so a file or folder in the way refuses the export before anything is written."""
+def _write_exports(out: Path, results: list, service: str) -> None:
+    """Each executor's files in ``out/<executor>/``, for one executor as for ``--to all``, so a
+    folder holds the same paths whichever was asked: every target is checked first, so a file or
+    folder in the way refuses the export before anything is written."""
     from functools import partial
 
     from sim.runs.files import OutputRefused, atomic_write, inside, writable_folder
@@ -157,7 +158,7 @@ def _write_exports(out: Path, results: list, service: str, *, every: bool) -> No
     writable_folder(out)
     planned: list[tuple[Path | None, str]] = []  # (file, content) or (None, line to print)
     for executor, result in results:
-        folder = writable_folder(out / executor) if every else out
+        folder = writable_folder(out / executor)
         files = {f"{service}.yaml": result.to_yaml(), **result.files}
         for name, content in files.items():
             path = inside(folder, name)

@@ -155,7 +155,7 @@ def test_a_file_where_an_executors_folder_goes_is_refused(tmp_path, capsys):
 def test_exporting_again_into_the_same_folder_replaces_our_own_files(tmp_path, capsys):
     for _ in range(2):
         assert main(["export", CANARY, "--to", "argo", "-o", str(tmp_path)]) == 0
-    assert files_under(tmp_path) == ["canary-basic.yaml"]
+    assert files_under(tmp_path) == ["argo", "argo/canary-basic.yaml"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder", "symlink"])

@@ -2,9 +2,10 @@
 policies and manifests, and of command lines, each run through ``rolloutsim validate``,
 ``explain`` or ``import`` in-process.
 
-Every input must end in success (exit 0) or a refusal: exit 2 with exactly one stderr line
-and no traceback (argparse's own usage error, exit 2, is a class of its own). Each one runs
-under a per-example deadline (``DEADLINE`` seconds, a SIGALRM that interrupts it), so a hang
+Every input must end in success (exit 0) or a refusal: exit 2 with one stderr line per
+problem (the first an error line, each further one naming the file it is about) and no
+traceback (argparse's own usage error, exit 2, is a class of its own). Each one runs under a
+per-example deadline (``DEADLINE`` seconds, a SIGALRM that interrupts it), so a hang
 is a counted failure, not a stuck suite. The inputs come from a seeded generator: the same
 cases on every run and machine. A second, slow-marked test runs a sample in subprocesses
 with a timeout and reads each one's peak memory.
@@ -297,11 +298,21 @@ def classify(case: Case, folder: Path) -> tuple[str, str]:
     lines = err.getvalue().splitlines()
     if code == 0:
         return "ok", ""
-    if code == 2 and len(lines) == 1 and "Traceback" not in lines[0]:
-        return ("refused" if len(lines[0]) <= MAX_LINE else "long-line"), lines[0][:300]
+    if code == 2 and _problem_lines(lines, case) and "Traceback" not in err.getvalue():
+        long = any(len(line) > MAX_LINE for line in lines)
+        return ("long-line" if long else "refused"), lines[0][:300]
     if code == 2:
         return "multi-line", " | ".join(lines)[:300]
     return f"exit-{code}", " | ".join(lines)[:300]
+
+
+def _problem_lines(lines: list[str], case: Case) -> bool:
+    """One refusal: an error line, then one line per further problem of the same input, each
+    naming the file it is about (``file: field: rule``)."""
+    if not lines or not lines[0].startswith("rolloutsim: error: "):
+        return False
+    named = tuple(f"{name}: " for name in case.files)
+    return all(line.removeprefix("rolloutsim: error: ").startswith(named) for line in lines[1:])
 
 
 def _where(exc: BaseException) -> str:

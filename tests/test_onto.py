@@ -390,9 +390,7 @@ _EDIT = st.one_of(
 )
 
 
-@settings(
-    max_examples=30, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_EDIT, min_size=1, max_size=3))
 def test_edited_steps_come_back_as_the_edited_policy(edits) -> None:
     data = _data(ARGO)
@@ -417,7 +415,7 @@ def test_edited_steps_come_back_as_the_edited_policy(edits) -> None:
     assert result.files[str(ARGO[1])] == ARGO[1].read_text()
 
 
-@settings(max_examples=20, derandomize=True, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     st.integers(1, 50),
     st.integers(1, 10),

@@ -337,3 +337,18 @@ def test_importing_the_report_modules_draws_nothing() -> None:
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_digest_note_says_what_differs_from_the_file(report: Path, result, loaded) -> None:
+    """The run's seed is the file's, its replications are not (20 against the file's 100), and
+    its world is the one loaded: the footer says exactly that, not "changed"."""
+    md = (report / "report.md").read_text()
+    digest = next(line for line in md.splitlines() if "**Digest**" in line)
+    assert "replications good 20, fails-5pct 20 given to the run; the file says 100" in digest
+    assert "seed" not in digest and "differ from the file" not in digest
+    reseeded = dataclasses.replace(result, seed=7)
+    world = loaded.world.model_copy(update={"horizon": 7200.0})
+    edited = dataclasses.replace(reseeded, world=world.to_dict())
+    said = report_module._differs(edited, loaded)
+    assert said[0] == "seed 7 given to the run; the file says 1"
+    assert said[-1].startswith("the world or the policies differ from the file")

@@ -242,7 +242,9 @@ def test_to_parquet_round_trips_with_provenance(reference, tmp_path):
 
 def test_progress_bar_is_optional(world, policies, capsys):
     run(world, policies[:1], replications=2, backend="inprocess", progress=True)
-    assert "replications" in capsys.readouterr().out
+    assert "replications" in capsys.readouterr().err  # progress goes to stderr
+    run(world, policies[:1], replications=2, backend="inprocess", progress=False)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(

@@ -223,7 +223,8 @@ def test_exportable_to_argo_leaves_out_sequential_gates(tmp_path):
     assert chosen is not None
     assert export(chosen.policy, "argo").manifests
     out = write_tune_report(result, tmp_path / "tune")
-    assert (out / "exports" / "argo.yaml").read_text().count("kind: Rollout") == 1
+    written = out / "exports" / "argo" / f"{chosen.policy.name}.yaml"  # export -o's layout
+    assert written.read_text().count("kind: Rollout") == 1
     assert load_policy(out / "recommended.yaml") == chosen.policy
 
 

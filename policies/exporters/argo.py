@@ -142,7 +142,8 @@ def _metric(metric: Metric, where: str, source: str, target: Target) -> dict[str
         raise _refuse(
             f"{where}.provider.sequential",
             "Argo has no sequential test (SPRT/mSPRT): its analysis judges each measurement"
-            " alone against fixed conditions",
+            " alone against fixed conditions; in Argo, give the metric a provider query with a"
+            " successCondition and a failureLimit",
         )
     if provider.kayenta is not None:
         raise _refuse(
@@ -150,7 +151,8 @@ def _metric(metric: Metric, where: str, source: str, target: Target) -> dict[str
             "Argo's kayenta provider judges a fixed [start, end] scope passed as run args and"
             " reads direction, criticality and effect sizes from a canary config stored in"
             " Kayenta, not in the manifest: the simulated judge's window ending at each"
-            " measurement and its per-metric settings cannot be written",
+            " measurement and its per-metric settings cannot be written; in Argo, give each"
+            " metric a provider query with a successCondition",
         )
     out: dict[str, Any] = {"name": metric.name}
     if metric.interval is not None:
@@ -374,7 +376,8 @@ def _bluegreen(policy: BlueGreen, target: Target) -> Export:
         raise _refuse(
             "switch",
             "Argo flips the active Service's selector at once; a DNS switch moving each client"
-            " within the record's TTL is not an Argo strategy",
+            " within the record's TTL is not an Argo strategy: give switch: serviceSelector (no"
+            " dnsTtl)",
         )
     source = metric_source(policy)
     templates = _templates(policy, source, target)
@@ -473,11 +476,16 @@ def export(policy, target: Target) -> Export:
     reasons = {
         "ABTest": "an A/B test is Flagger's: iterations of uniform analysis ticks with a"
         " cumulative failed-check threshold, which Argo's steps and failure limits do not"
-        " reproduce (use the flagger exporter)",
+        " reproduce; in Argo, write a Canary whose setHeaderRoute step sends the matched"
+        " requests to the canary, gated by an analysis step (the flagger exporter takes this"
+        " A/B test as written)",
         "Progressive": "Flagger advances one stepWeight per healthy analysis tick and rolls"
-        " back on a cumulative failed-check threshold; Argo has no such loop (use the flagger"
-        " exporter)",
-        "RollingUpdate": "a Deployment rolling update is the kubernetes exporter's",
+        " back on a cumulative failed-check threshold; Argo has no such loop: in Argo, write a"
+        " Canary with setWeight/pause steps at the stepWeights and a background analysis with"
+        " a failureLimit (the flagger exporter takes this policy as written)",
+        "RollingUpdate": "a Deployment rolling update; in Argo, write a Canary without steps and"
+        " without trafficRouting: it rolls out the same way, by maxSurge and maxUnavailable (the"
+        " kubernetes exporter writes this Deployment as it is)",
     }
     kind = getattr(policy, "kind", type(policy).__name__)
     raise _refuse("kind", reasons.get(kind, f"{kind} is not an Argo strategy"))

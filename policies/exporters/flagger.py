@@ -81,13 +81,21 @@ _REFUSED = {
         "Flagger's blue/green never flips a Service selector: with the kubernetes provider the"
         " apex Service always selects the primary and promotion is a rolling update of it,"
         " with a mesh it is N analysis ticks, a route switch, one more tick and a route back;"
-        " neither is the instant switch with a scaleDownDelaySeconds hold-back simulated here",
+        " neither is the instant switch with a scaleDownDelaySeconds hold-back simulated here;"
+        " in Flagger, write a Progressive with analysis.iterations (its blue/green)",
     ),
-    "RollingUpdate": ("kind", "a Deployment rolling update is the kubernetes exporter's"),
+    "RollingUpdate": (
+        "kind",
+        "a Deployment rolling update; in Flagger, write a Progressive with provider:"
+        " kubernetes: it analyses the new version, then promotes it by a rolling update of the"
+        " primary (the kubernetes exporter writes this Deployment as it is)",
+    ),
     "BatchRelease": (
         "batches",
         "Flagger shifts traffic by router weight on uniform ticks; batches of pods behind one"
-        " Service with their own pauses are not a Flagger strategy",
+        " Service with their own pauses are not a Flagger strategy: in Flagger, write a"
+        " Progressive with analysis.stepWeights at the batches' shares (the argo and kubernetes"
+        " exporters take the batches as written)",
     ),
 }
 

@@ -58,12 +58,17 @@ def flagger_runbook(policy: Progressive | ABTest, target: Target, router) -> Exp
     goes. Failed checks add up; the tick after the threshold-th failure rolls back."""
     ex, a = router.executor, policy.analysis
     if provider_router(policy.provider) != router.kind:
-        reason = f"Flagger would route through {policy.provider} (and measure there), not {ex}"
+        reason = (
+            f"Flagger would shift traffic with {policy.provider} (and measure there), not {ex}:"
+            f" give provider: {router.kind} to run it on {ex}"
+        )
         raise NotExpressibleError(ex, "provider", reason)
     if isinstance(policy, Progressive) and policy.blue_green:
         reason = (
             "Flagger's blue/green (analysis at weight 0 fed by mirror or load tests, a switch"
-            " and a route back) is not written as a runbook: export to flagger"
+            " and a route back) is not written as a runbook: drop iterations for a"
+            f" weighted canary, or write a BlueGreen for {ex}'s switch (the flagger exporter"
+            " takes it as written)"
         )
         raise NotExpressibleError(ex, "analysis.iterations", reason)
     for field, given in (
@@ -72,17 +77,24 @@ def flagger_runbook(policy: Progressive | ABTest, target: Target, router) -> Exp
         ("loadTest", a.load_test is not None),
     ):
         if given:
-            reason = f"the runbook's {router.kind} router does not write it: export to flagger"
+            reason = (
+                f"the runbook's {router.kind} router does not write it: drop it to run the rest"
+                f" on {ex} (the flagger exporter takes it as written)"
+            )
             raise NotExpressibleError(ex, f"analysis.{field}", reason)
     waiting = sorted(a.gate_types - {"confirm-rollout"})
     if waiting:
         reason = (
             f"{', '.join(waiting)}: Flagger keeps analysing (and counting failed checks) while"
-            " the gate waits, a runbook's prompt cannot: export to flagger"
+            " the gate waits, a runbook's prompt cannot: keep only confirm-rollout (the flagger"
+            " exporter takes these gates as written)"
         )
         raise NotExpressibleError(ex, "analysis.gates", reason)
     if isinstance(policy, ABTest) and a.step_weight_promotion:
-        reason = "an A/B test routes matched requests wholly; there is no weight to shift back"
+        reason = (
+            "an A/B test routes matched requests wholly; there is no weight to shift back:"
+            " drop stepWeightPromotion"
+        )
         raise NotExpressibleError(ex, "analysis.stepWeightPromotion", reason)
     n, svc, book = target.replicas_for(policy), target.service, router.runbook(policy, target)
     deadline = whole_seconds(ex, "progressDeadlineSeconds", policy.progress_deadline_seconds)

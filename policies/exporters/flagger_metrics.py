@@ -195,13 +195,17 @@ def canary_metric(metric: Metric, where: str, tick: float, provider: Provider, t
     if metric.provider.query is None:
         kind = "sequential" if metric.provider.sequential is not None else "kayenta"
         raise refuse(
-            f"{where}.provider.{kind}", "Flagger gates on thresholds of a query per tick only"
+            f"{where}.provider.{kind}",
+            "Flagger gates on thresholds of a query per tick only: give the metric a provider"
+            " query with a successCondition",
         )
     if metric.interval != tick:
+        given = "once" if metric.interval is None else f"every {metric.interval:g} s"
         raise refuse(
             f"{where}.interval",
-            f"Flagger measures every metric once per tick ({tick:g} s), not every"
-            f" {metric.interval} s",
+            "Flagger measures every metric once per analysis interval, which the steps' pauses"
+            f" set (steps[1].pause.duration: {tick:g} s), not {given}: give the metric"
+            f" interval: {tick:g}s",
         )
     for name, camel, default in (
         ("initial_delay", "initialDelay", 0.0),
@@ -209,7 +213,9 @@ def canary_metric(metric: Metric, where: str, tick: float, provider: Provider, t
         ("consecutive_success_limit", "consecutiveSuccessLimit", 0),
     ):
         if getattr(metric, name) != default:
-            raise refuse(f"{where}.{camel}", "Flagger measures every tick until promotion")
+            raise refuse(
+                f"{where}.{camel}", f"Flagger measures every tick until promotion: drop {camel}"
+            )
     if (metric.success_condition is None) == (metric.failure_condition is None):
         raise refuse(
             f"{where}.successCondition",

@@ -25,6 +25,7 @@ from policies.exporters.flagger_loop import flagger_runbook
 from policies.exporters.manifests import STEP, service
 from policies.exporters.runbook import apply_command
 from policies.exporters.sequences import (
+    ROUTED_KINDS,
     RoutedWeights,
     bluegreen_runbook,
     canary_runbook,
@@ -199,8 +200,10 @@ def export(policy, target: Target) -> Export:
         return flagger_runbook(policy, target, IstioRouter(target))
     if isinstance(policy, BlueGreen):
         return bluegreen_runbook(policy, target, _IstioSwitch(target))
-    reason = {
-        "RollingUpdate": "a rolling update moves pods, not traffic: export it to kubernetes",
-        "BatchRelease": "batches are shares of pods behind one Service: export it to kubernetes",
+    moves = {
+        "RollingUpdate": "a rolling update moves pods, not traffic",
+        "BatchRelease": "batches are shares of pods behind one Service",
     }[policy.kind]
+    routed = ROUTED_KINDS.format(router=EXECUTOR, label="Istio")
+    reason = f"{moves}; {routed} (the kubernetes exporter takes it as written)"
     raise NotExpressibleError(EXECUTOR, "kind", f"{policy.kind}: {reason}")

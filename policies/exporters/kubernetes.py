@@ -145,6 +145,10 @@ _ROUTER_ONLY = {
     " (Flagger's kubernetes provider runs it as blue/green)",
     "ABTest": "routing requests by header or cookie needs a traffic router",
 }
+_PODS_ONLY = (
+    "Kubernetes alone splits traffic by pods: a Canary without trafficRouting (each setWeight"
+    " a share of pods), a BlueGreen, a BatchRelease or a RollingUpdate is its form"
+)
 
 
 def export(policy, target: Target) -> Export:
@@ -154,12 +158,15 @@ def export(policy, target: Target) -> Export:
     if isinstance(policy, Canary):
         if policy.traffic_routing is not None:
             router = policy.traffic_routing.router
-            reason = f"its weights go through {router}; a Service only splits by pod count"
+            reason = (
+                f"its weights go through {router}; a Service only splits by pod count: drop"
+                " trafficRouting for a canary of pod shares"
+            )
             raise NotExpressibleError(EXECUTOR, "trafficRouting", reason)
         return canary_runbook(policy, target, BasicWeights())
     if isinstance(policy, BlueGreen):
         return bluegreen_runbook(policy, target, ServiceSwitch(target))
     if isinstance(policy, BatchRelease):
         return _batch(policy, target)
-    reason = f"{_ROUTER_ONLY[policy.kind]}; export it to flagger, nginx or istio"
+    reason = f"{_ROUTER_ONLY[policy.kind]}; {_PODS_ONLY} (the flagger exporter takes it as written)"
     raise NotExpressibleError(EXECUTOR, "kind", f"{policy.kind}: {reason}")

@@ -154,8 +154,13 @@ class Runbook:
 
     def analysis(self, analysis, key: str, field: str) -> str:
         """The bash function of one AnalysisRun (``checks.MetricsRunbook`` writes it)."""
-        reason = "behind a plain Service no metric tells the versions apart; route through nginx"
-        raise NotExpressibleError(self.executor, field, f"{reason} or istio, or export to argo")
+        reason = (
+            "behind one plain Service the router's metrics do not tell the versions apart: a"
+            " Kubernetes runbook gates on pauses (a timed pause, or pause: {} for a person to"
+            " end), so give pauses instead of analysis (the argo exporter takes this analysis"
+            " as written)"
+        )
+        raise NotExpressibleError(self.executor, field, reason)
 
     def gate(self, analysis, key: str, what: str) -> None:
         run = self.analysis(analysis, key, what)
@@ -227,15 +232,23 @@ class Runbook:
 def refuse_unrunnable(executor: str, policy) -> None:
     """What a runbook cannot run: undo windows, dry-run metrics, judges no query computes."""
     if getattr(policy, "rollback_window", None) is not None:
-        reason = "a runbook has no undo that skips the steps and analysis (Argo's fast track)"
+        reason = (
+            "a runbook has no undo that skips the steps and analysis (Argo's fast track): drop"
+            " rollbackWindow, and an undo walks the steps again"
+        )
         raise NotExpressibleError(executor, "rollbackWindow", reason)
     judges = {
-        "sequential": "a sequential test keeps evidence across windows; no query computes it",
-        "kayenta": "a Kayenta judge (Mann-Whitney per metric, then a score) is no query",
+        "sequential": "a sequential test keeps evidence across windows; no query computes it:"
+        " give the metric a provider query with a successCondition",
+        "kayenta": "a Kayenta judge (Mann-Whitney per metric, then a score) is no query: give"
+        " each metric a provider query with a successCondition",
     }
     for i, template in enumerate(getattr(policy, "analysis_templates", ())):
         if template.dry_run:
-            reason = "a runbook check decides; a metric kept only for the record has no command"
+            reason = (
+                "a runbook check decides; a metric kept only for the record has no command:"
+                " drop dryRun to let it gate, or drop the template"
+            )
             raise NotExpressibleError(executor, f"analysisTemplates[{i}].dryRun", reason)
         for j, metric in enumerate(template.metrics):
             for name, reason in judges.items():

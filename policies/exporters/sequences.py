@@ -47,6 +47,7 @@ from policies.replicas import traffic_routed_counts
 from policies.vocabulary import PLUGIN_ROUTERS, ArgoRouter, Executor
 
 __all__ = [
+    "ROUTED_KINDS",
     "RoutedWeights",
     "bluegreen_runbook",
     "canary_runbook",
@@ -55,6 +56,12 @@ __all__ = [
     "require_router",
     "router_config",
 ]
+
+ROUTED_KINDS = (
+    "{label} shifts traffic between two Services: a Canary with trafficRouting: {{{router}: {{}}}},"
+    " a Progressive or ABTest with provider: {router}, or a BlueGreen is its form"
+)
+"""What a router's runbook runs, for the refusals of the kinds it cannot (``str.format``)."""
 
 
 def canary_runbook(policy: Canary, target: Target, weights) -> Export:
@@ -81,7 +88,7 @@ def canary_runbook(policy: Canary, target: Target, weights) -> Export:
                 book.executor,
                 f"{what}.analysis",
                 f"Argo ends this step on its {step.action} and cancels the analysis it started;"
-                " a runbook gates on an analysis to its end",
+                " a runbook gates on an analysis to its end: give the analysis its own step",
             )
         for op in sorted(step.operations, key=_effect_order):
             match op:
@@ -101,15 +108,16 @@ def canary_runbook(policy: Canary, target: Target, weights) -> Export:
                         book.executor,
                         f"{what}.{name}",
                         "a runbook runs the canary's own Deployments and routes; an Argo"
-                        " experiment's ReplicaSets and a mirror route are the Argo controller's"
-                        " (export to argo)",
+                        " experiment's ReplicaSets and a mirror route are the Argo controller's:"
+                        " drop the step to run the rest here (the argo exporter takes it)",
                     )
                 case PluginStep() as plugin:
                     raise NotExpressibleError(
                         book.executor,
                         f"{what}.plugin",
                         f"the step plugin {plugin.name} runs inside the Argo controller, which"
-                        " a runbook does not have (export to argo)",
+                        " a runbook does not have: drop the step to run the rest here (the argo"
+                        " exporter takes it)",
                     )
                 case never:
                     assert_never(never)
@@ -217,9 +225,10 @@ def require_router(policy: Canary, executor: Executor, router: ArgoRouter, label
     """A canary's weights must go through ``router``, this executor's (else it is another's)."""
     routing = policy.traffic_routing
     if routing is None or routing.router != router:
-        reason = "the canary splits by pods behind one Service (export it to kubernetes)"
+        reason = "the canary splits by pods behind one Service"
         if routing is not None:
             reason = f"its weights go through {routing.router}, not {label}"
+        reason += f": give trafficRouting: {{{router}: {{}}}} for {label} to shift its weight"
         raise NotExpressibleError(executor, "trafficRouting", reason)
     return routing
 
@@ -229,7 +238,10 @@ def bluegreen_runbook(policy: BlueGreen, target: Target, switch) -> Export:
     instant switch (``switch`` says how), post-promotion analysis, blue down after the delay."""
     book = switch.runbook(policy, target)
     if policy.switch == "dns":
-        reason = "a DNS switch is not a Kubernetes object: the record and its TTL live in DNS"
+        reason = (
+            "a DNS switch is not a Kubernetes object: the record and its TTL live in DNS; give"
+            " switch: serviceSelector (no dnsTtl)"
+        )
         raise NotExpressibleError(book.executor, "switch", reason)
     refuse_unrunnable(book.executor, policy)
     book.mode = "abort" if policy.progress_deadline_abort else "wait"

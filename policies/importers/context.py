@@ -102,8 +102,8 @@ class Context:
         if limit is not None and big > limit:
             other = "percent" if query.scale == "fraction" else "ms"
             self.notes.append(
-                f"metric {metric}: compared with {big:g}, not a {query.scale} value: add"
-                f" :{other} to the mapping if the query returns it"
+                f"metric {metric}: its conditions compare with {big:g}, not a {query.scale}"
+                f" value: add :{other} to the mapping if the query returns it"
             )
 
     def mapped(self, *keys: str) -> Query | None:

@@ -124,8 +124,11 @@ def _load_test(hook: dict, path: str, cmd: str, where: dict, ctx: Context) -> di
     rate = per_worker * workers
     if "-z" in flags:
         duration = go_seconds(flags["-z"], f"{path}.metadata.cmd", ctx)
+        lasting = f"-z {flags['-z']}"
     else:  # hey sends -n requests in all, spread over the workers at -q each
         duration = round(total / rate, 3)
+        lasting = f"-n {total}{'' if '-n' in flags else ', hey default'} / {rate:g} per s"
+    clients = f"-c {workers}{'' if '-c' in flags else ', hey default'}"
     out: dict[str, Any] = {"rate": rate, "concurrency": workers, "duration": duration}
     if kind != "rollout":
         out["type"] = kind
@@ -138,7 +141,7 @@ def _load_test(hook: dict, path: str, cmd: str, where: dict, ctx: Context) -> di
         ctx.ignore(f"{path}.metadata.cmd (hey {' '.join(ignored)}: what each request carries)")
     ctx.notes.append(
         f"{path}: load test {name}: hey on the canary's Service at {rate:g} requests/s"
-        f" (-q {flags['-q']} x -c {workers}) for {duration:g} s"
+        f" (-q {flags['-q']} x {clients}) for {duration:g} s ({lasting})"
         + (" from the pre-rollout tick" if kind == "pre-rollout" else " from each analysis tick")
         + ": synthetic requests that count in the canary's metrics and hurt no user"
     )

@@ -5,7 +5,8 @@ as one folder (write), results first.
 
 Public: ``write_report``, ``example_traces``, ``REPORT_FILES``, the ``figures`` module (one
 function per report figure, each returning PNG bytes) and ``place_labels`` for notebooks that
-label their own plots the way the report does.
+label their own plots the way the report does; ``sensitivity_words`` and ``tornado`` say and draw
+what a ``sim.sensitivity`` result shows.
 """
 
 from sim.lazy import lazy_names
@@ -14,6 +15,8 @@ _HOME = {
     "REPORT_FILES": "sim.report.write",
     "example_traces": "sim.report.write",
     "place_labels": "sim.report.plotting",
+    "sensitivity_words": "sim.report.sensitivity_report",
+    "tornado": "sim.report.sensitivity_report",
     "write_report": "sim.report.write",
 }
 

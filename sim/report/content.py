@@ -15,6 +15,7 @@ from sim.report import figures
 from sim.report.exhibits import CannotDraw, figure_sections
 from sim.report.facts import Facts
 from sim.report.render import Box, Bullets, Cell, Figure, Footer, Group, Heading, Para, Table
+from sim.report.sensitivity_report import section_blocks
 from sim.report.text import (
     describe_fault,
     fmt_count,
@@ -61,12 +62,16 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) if isinstance(exc, CannotDraw) else one_line(exc)
 
 
-def build_blocks(result, loaded, facts: Facts, traces: list, prov: dict, timeline_notes=None):
+def build_blocks(
+    result, loaded, facts: Facts, traces: list, prov: dict, timeline_notes=None, sensitivity=None
+):
     """The report as blocks, its figures (also blocks) in the order they appear, and what
     could not be drawn (``[(what, why)]``): such a section or figure says so in its place.
 
     ``timeline_notes``: {policy: (passed over, errors)}, sentences on the example timelines: a
     replication whose row failed and was passed over, a rerun that raised (a problem).
+    ``sensitivity``: a ``sim.runs.sensitivity.SensitivityResult`` for a "Sensitivity" section
+    after the paired differences (``run --sensitivity``); None leaves it out.
     """
     problems: list[tuple[str, str]] = []
     faults = {r["name"]: r.get("fault") for r in (result.world or {}).get("releases", [])}
@@ -123,6 +128,10 @@ def build_blocks(result, loaded, facts: Facts, traces: list, prov: dict, timelin
         ]
         blocks += guarded("paired-difference table", lambda: [_diff_table(facts)])
     figs: list[Figure] = []
+    if sensitivity is not None:
+        drawn = guarded("sensitivity section", lambda: section_blocks(sensitivity)[0])
+        figs += [b for b in drawn if isinstance(b, Figure)]
+        blocks += drawn
     blocks.append(Heading("Figures"))
     found = figure_sections(
         result, facts, traces, faults, colors, timeline_notes or {}, lambda *p: problems.append(p)
@@ -352,7 +361,7 @@ def _footer(prov: dict) -> tuple[tuple[str, str], ...]:
         ("Failed replications", f"{prov['failed']:,}"),
         (
             "Digest",
-            prov["digest"] + (" (scenario changed before the run)" if prov["changed"] else ""),
+            prov["digest"] + "".join(f" ({why})" for why in prov.get("differs", ())),
         ),
         ("rolloutsim", prov["version"]),
         ("Run", f"{prov['backend']} backend, {fmt_duration(wall)} wall time"),

@@ -71,13 +71,17 @@ class ReportIncomplete(RolloutsimError):
         super().__init__(" ".join(text.split()))
 
 
-def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None) -> Path:
+def write_report(
+    result, loaded_scenario, out_dir, *, traces=None, version=None, sensitivity=None
+) -> Path:
     """Write the report of ``result`` (a ``sim.runs.runner.RunResult``) into the folder ``out_dir``.
 
     ``loaded_scenario`` names the scenario and where it came from; the numbers, the world and
     the policies are taken from ``result`` (what really ran, e.g. with a shortened horizon).
     ``traces``: the timelines' ``Trace`` objects; None reruns the examples (``example_traces``),
-    an empty list leaves the timelines out. An existing ``out_dir`` must be an earlier report
+    an empty list leaves the timelines out. ``sensitivity``: a
+    ``sim.runs.sensitivity.SensitivityResult`` on this run, shown as a "Sensitivity" section
+    (its tornado among the figures). An existing ``out_dir`` must be an earlier report
     (or empty): it is replaced only once the new results are written whole. Raises
     ``ReportIncomplete`` (after writing everything else) when a part could not be drawn.
     """
@@ -108,7 +112,7 @@ def write_report(result, loaded_scenario, out_dir, *, traces=None, version=None)
         if traces is None:
             traces, notes = _default_traces(result, facts)
         blocks, figs, drawn = build_blocks(
-            result, loaded_scenario, facts, list(traces), provenance, notes
+            result, loaded_scenario, facts, list(traces), provenance, notes, sensitivity
         )
         problems += drawn
     except Exception as exc:  # nothing to build on (e.g. no summary): say so, keep the files
@@ -184,13 +188,38 @@ def _run_digest(result) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _differs(result, loaded) -> list[str]:
+    """What ran that the scenario file does not say, in words: a seed or replications given by
+    the caller, or a world or policies changed after the file was read."""
+    file = loaded.scenario
+    said = []
+    if int(result.seed) != file.seed:
+        said.append(f"seed {int(result.seed)} given to the run; the file says {file.seed}")
+    ran = dict(result.replications)
+    asked = file.replications
+    wanted = asked if isinstance(asked, dict) else dict.fromkeys(ran, asked)
+    if ran != wanted:
+        ran_text = ", ".join(f"{c} {n:,}" for c, n in ran.items())
+        asked_text = (
+            f"{asked:,}"
+            if not isinstance(asked, dict)
+            else ", ".join(f"{c} {n:,}" for c, n in asked.items())
+        )
+        said.append(f"replications {ran_text} given to the run; the file says {asked_text}")
+    same_seed = {"world": result.world, "policies": result.policy_specs, "seed": file.seed}
+    blob = json.dumps(same_seed, sort_keys=True, default=str).encode()
+    if hashlib.sha256(blob).hexdigest()[:16] != loaded.digest():
+        said.append("the world or the policies differ from the file (changed after it was read)")
+    return said
+
+
 def _provenance(result, loaded, version: str, created: datetime) -> dict:
     path = getattr(loaded, "path", None)
     digest = _run_digest(result)
     try:
-        changed = digest != loaded.digest()
-    except Exception:  # a hand-made scenario without a digest
-        changed = False
+        differs = _differs(result, loaded)
+    except Exception:  # a hand-made scenario without a file's settings to compare with
+        differs = []
     return {
         "scenario": loaded.scenario.name,
         "file": str(path) if path else "",
@@ -198,7 +227,7 @@ def _provenance(result, loaded, version: str, created: datetime) -> dict:
         "replications": dict(result.replications),
         "failed": int(result.failed),
         "digest": digest,
-        "changed": changed,
+        "differs": differs,
         "version": version,
         "backend": getattr(result, "backend", ""),
         "wall_time_s": float(getattr(result, "wall_time_s", math.nan)),
@@ -230,7 +259,8 @@ def _resolved_yaml(result, loaded, prov: dict) -> str:
     ]
     if prov["file"]:
         head.append(
-            f"# from: {prov['file']}" + (" (changed before the run)" if prov["changed"] else "")
+            f"# from: {prov['file']}"
+            + (f" ({'; '.join(prov['differs'])})" if prov["differs"] else "")
         )
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     return "\n".join(head) + "\n" + body

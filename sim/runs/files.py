@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write",
     "check_name",
     "check_output",
+    "earlier_output",
     "folder_for",
     "inside",
     "output_lock",
@@ -161,6 +162,20 @@ def check_output(out: str | os.PathLike, kind: str) -> Path:
     if out.is_dir():
         _probe(out, where)
     return out
+
+
+def earlier_output(out: str | os.PathLike, kind: str) -> str | None:
+    """What an earlier ``kind`` of run left at the folder ``out`` (its output, or the
+    checkpoint of an interrupted one beside it), said for a caller that must not replace it
+    silently (the command line asks for --resume or --overwrite); None when nothing."""
+    out = Path(out)
+    if out.is_dir() and any((out / m).exists() for m in MARKERS[kind]):
+        return f"holds an earlier {kind}"
+    beside = out.with_name(out.name + ".checkpoint")
+    if beside.is_dir():
+        job = "run" if kind == "report" else kind
+        return f"an interrupted {job} left its checkpoint beside it ({beside.name})"
+    return None
 
 
 def _name_max(path: Path) -> int:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast, get_args
@@ -23,11 +24,15 @@ from typing import Any, Literal, Protocol, cast, get_args
 __all__ = [
     "BACKENDS",
     "DEFAULTS",
+    "PROGRESS_SECONDS",
+    "PROGRESS_STEP",
     "Backend",
+    "ProgressLines",
     "ResolvedOptions",
     "RunOptions",
     "checkpoint_beside",
     "die_with_parent",
+    "live_bar",
 ]
 
 Backend = Literal["inprocess", "process", "dask"]
@@ -38,13 +43,14 @@ BACKENDS: tuple[Backend, ...] = get_args(Backend)
 class RunOptions:
     """The options of a Monte Carlo run; None means "not given" (a lower layer decides).
 
-    ``replications``: per release class, an int or {class: int}. ``seed``: the run's seed (the
-    same seed gives the same numbers on every backend). ``backend``: "inprocess", "process" (a
-    spawn pool of ``workers``, default every core this process may use) or "dask"
-    (``scheduler``: an address or a ``distributed.Client``; default a LocalCluster of
-    ``workers``). ``progress``: show a progress bar. ``resume``: keep a checkpoint left by an
-    interrupted run and continue it (``checkpoint_beside``). ``budget``: the work and memory a
-    run may take (``sim.runs.budget``; None: its default, ``Budget.unlimited()`` lifts it).
+        ``replications``: per release class, an int or {class: int}. ``seed``: the run's seed (the
+        same seed gives the same numbers on every backend). ``backend``: "inprocess", "process" (a
+        spawn pool of ``workers``, default every core this process may use) or "dask"
+        (``scheduler``: an address or a ``distributed.Client``; default a LocalCluster of
+        ``workers``). ``progress``: show progress on stderr (a bar on a terminal or in a notebook,
+    else plain lines: ``ProgressLines``). ``resume``: keep a checkpoint left by an
+        interrupted run and continue it (``checkpoint_beside``). ``budget``: the work and memory a
+        run may take (``sim.runs.budget``; None: its default, ``Budget.unlimited()`` lifts it).
     """
 
     replications: int | Mapping[str, int] | None = None
@@ -167,3 +173,98 @@ def die_with_parent(parent: int, every: float = 0.5) -> None:
         os._exit(1)  # no cleanup to do: the chunk in hand is lost with its parent anyway
 
     threading.Thread(target=watch, name="rolloutsim-parent-watch", daemon=True).start()
+
+
+# ---------------------------------------------------------------------------- progress
+
+PROGRESS_STEP = 0.05
+"""Plain progress lines come every 5 % of the work ..."""
+PROGRESS_SECONDS = 5.0
+"""... and at most one every 5 s, so a log of a long job stays short and a fast one is quiet."""
+
+
+def live_bar() -> bool:
+    """Whether stderr can show a live bar (a terminal, or a notebook); else progress is lines."""
+    from rich.console import Console  # rich decides as it would draw (FORCE_TERMINAL, TERM)
+
+    console = Console(stderr=True)
+    return console.is_terminal or console.is_jupyter
+
+
+def _clock(seconds: float) -> str:
+    """A duration for a log line: '0.4 s', '33 s', '4 min 10 s', '2 h 05 min'."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+class ProgressLines:
+    """Progress as plain lines on stderr where no bar can be drawn (a pipe, a log file, CI): a
+    line every ``PROGRESS_STEP`` of the work, at most one every ``PROGRESS_SECONDS``, with
+    done/total, the rate and the time left, then one line when the work is done. ``start``
+    begins another piece of work (a tune's next stage) on the same clock."""
+
+    def __init__(
+        self,
+        total: int = 0,
+        done: int = 0,
+        *,
+        label: str = "",
+        stream=None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream, self.clock = stream, clock
+        self.last = clock()
+        self.label = label
+        self.start(total, done)
+
+    def start(self, total: int, done: int = 0, *, label: str | None = None) -> None:
+        self.total, self.done, self.before = total, done, done
+        self.label = self.label if label is None else label
+        self.began = self.clock()
+        self.mark = self._next_mark()
+        if done:
+            self.say(f"resuming: {done:,}/{total:,} replications were finished before")
+
+    def _next_mark(self) -> float:
+        step = max(PROGRESS_STEP * self.total, 1)
+        return (self.done // step + 1) * step
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.done >= self.total or self.done < self.mark:
+            return
+        now = self.clock()
+        if now - self.last >= PROGRESS_SECONDS:
+            rate = (self.done - self.before) / max(now - self.began, 1e-9)
+            left = _clock((self.total - self.done) / rate) if rate > 0 else "unknown"
+            self.say(f"{self._count()}, {rate:,.0f}/s, about {left} left")
+            self.mark = self._next_mark()
+
+    def finish(self, more: str = "") -> None:
+        """The last line: how long the work took and at what rate."""
+        elapsed = self.clock() - self.began
+        new = self.done - self.before
+        how = f" in {_clock(elapsed)}, {new / max(elapsed, 1e-9):,.0f}/s" if new else ""
+        self.say(f"{self._count()}{how or ': all finished before'}{more}")
+
+    def summary(self, new: int, elapsed: float, more: str = "", *, label: str = "") -> None:
+        """The last line of work done in pieces (a tune's stages): ``new`` replications
+        simulated in ``elapsed`` seconds."""
+        self.label = label
+        rate = f", {new / max(elapsed, 1e-9):,.0f}/s" if new else ""
+        self.say(f"done: {new:,} replications simulated in {_clock(elapsed)}{rate}{more}")
+
+    def _count(self) -> str:
+        share = 100 * self.done / self.total if self.total else 100.0
+        return f"{self.done:,}/{self.total:,} replications ({share:.0f} %)"
+
+    def say(self, text: str) -> None:
+        where = f"{self.label}: " if self.label else ""
+        print(f"rolloutsim: progress: {where}{text}", file=self.stream or sys.stderr, flush=True)
+        self.last = self.clock()

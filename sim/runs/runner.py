@@ -37,7 +37,7 @@ from sim.runs.budget import counts as plan_counts
 from sim.runs.budget import whole as _whole
 from sim.runs.checkpoint import TYPES, Checkpoint
 from sim.runs.files import atomic_write
-from sim.runs.options import BACKENDS, DEFAULTS, die_with_parent
+from sim.runs.options import BACKENDS, DEFAULTS, ProgressLines, die_with_parent, live_bar
 from sim.world.model import World
 from sim.world.plugins import check_step_plugins
 
@@ -258,13 +258,23 @@ def connect_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S):
 
 @contextlib.contextmanager
 def _progress_bar(enabled: bool, total: int, done: int):
+    """``advance(n)`` for the replications finished: a rich bar on stderr when it can be drawn
+    live, plain lines otherwise (``sim.runs.options.ProgressLines``), nothing when disabled."""
     if not enabled:
         yield lambda n: None
         return
+    if not live_bar():
+        lines = ProgressLines(total, done)
+        yield lines.advance
+        lines.finish()  # not after an interruption: the exception leaves at the yield
+        return
     import rich.progress as rp
+    from rich.console import Console
 
     columns = (rp.TextColumn("replications"), rp.BarColumn(), rp.MofNCompleteColumn())
-    with rp.Progress(*columns, rp.TimeElapsedColumn(), rp.TimeRemainingColumn()) as bar:
+    console = Console(stderr=True)  # stdout is the verdict's
+    bar = rp.Progress(*columns, rp.TimeElapsedColumn(), rp.TimeRemainingColumn(), console=console)
+    with bar:
         task = bar.add_task("run", total=total, completed=done)
         yield lambda n: bar.advance(task, n)
 

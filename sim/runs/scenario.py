@@ -19,10 +19,10 @@ from typing import Any, Literal, cast
 from pydantic import Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from policies.base import Model, read_yaml_file, validate_model
-from policies.durations import format_duration
+from policies.base import Model, load_yaml, read_text_file, read_yaml_file, validate_model
+from policies.durations import ambiguous_durations, format_duration
 from policies.errors import PolicyError
-from policies.loading import load_policy, parse_policy
+from policies.loading import parse_policy
 from sim.runs.budget import BudgetError, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
 from sim.runs.options import DEFAULTS
@@ -145,32 +145,87 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     """Read, validate and resolve a scenario file; ``overrides`` sets dotted paths first
     (``{"world.traffic.startAt": "2h"}``), as a sweep cell does."""
     path = Path(path)
-    data = read_yaml_file(path)
+    docs = read_yaml_file(path, multi=True)
+    data = docs[0] if len(docs) == 1 else None
+    if len(docs) > 1:
+        kinds = ", ".join(str(d.get("kind")) for d in docs if isinstance(d, dict))
+        raise PolicyError(
+            f"holds {len(docs)} YAML documents ({kinds}), not one scenario: a scenario names"
+            f" manifests in its policies: [{{manifest: {path.name}}}]",
+            file=str(path),
+        )
     if not isinstance(data, dict):
         raise PolicyError("a scenario is a mapping with name, world and policies", file=str(path))
+    _not_a_scenario(data, path)
     for dotted, value in (overrides or {}).items():
         set_path(data, dotted, value, file=str(path))
-    with base_directory(path.parent):
-        scenario = validate_model(Scenario, data, file=str(path))
+    problems: list[PolicyError] = []  # every problem of the file, listed together
+    scenario: Scenario | None = None
+    try:
+        with base_directory(path.parent):
+            scenario = validate_model(Scenario, data, file=str(path))
+    except PolicyError as exc:
+        problems.append(exc)
+    entries = scenario.policies if scenario is not None else data.get("policies")
     policies: dict[str, Any] = {}
     notes: list[str] = []
-    for i, entry in enumerate(scenario.policies):
+    for i, entry in enumerate(entries if isinstance(entries, list | tuple) else ()):
         where = f"policies[{i}]"
-        name, policy = _resolve(entry, path, where, notes)
-        if name in policies:
-            raise PolicyError(
-                f"two policies are named {name!r}; give one a `name:`", path=where, file=str(path)
-            )
-        _check_matches(policy, scenario.world, path, where)
-        check_step_plugins(scenario.world.step_plugins, policy, where=where, file=str(path))
-        own, world = getattr(policy, "replicas", None), scenario.world.platform.replicas
-        if own is not None and world is not None and own != world:
-            notes.append(
-                f"{name}: runs on {world} replicas (world.platform.replicas), not its own {own}"
-            )
+        if not isinstance(entry, dict) or (scenario is None and "kind" not in entry):
+            continue  # said by the scenario's validation; other files are read once it passes
+        try:
+            name, policy, raw = _resolve(entry, path, where, notes)
+            if name in policies:
+                raise PolicyError(
+                    f"two policies are named {name!r}; give one a `name:`",
+                    path=where,
+                    file=str(path),
+                )
+            if scenario is not None:
+                _check_policy(policy, name, scenario, path, where, notes)
+        except PolicyError as exc:
+            problems.append(exc)
+            continue
         policies[name] = policy
+        if "kind" in entry:
+            notes += ambiguous_durations(policy, raw, where)
+        elif raw is not None:  # a policy file: its own paths, after its name
+            warned = ambiguous_durations(policy, raw)
+            notes += [f"warning: {entry['file']}: {w.removeprefix('warning: ')}" for w in warned]
+    if problems or scenario is None:
+        raise PolicyError.several(problems)
+    notes += ambiguous_durations(scenario.world, data.get("world"), "world")
     notes += _warnings(scenario, policies)
     return LoadedScenario(scenario, policies, path, tuple(notes))
+
+
+def _not_a_scenario(data: dict[str, Any], path: Path) -> None:
+    """A policy file or a manifest given where a scenario is expected: say what it is and
+    how a scenario takes it, rather than listing its keys as unknown."""
+    if "world" in data or "kind" not in data:
+        return
+    if "apiVersion" in data:
+        what, how = f"a Kubernetes manifest ({data['kind']})", "manifest"
+    else:
+        what, how = f"a policy file (kind: {data['kind']})", "file"
+    raise PolicyError(
+        f"is {what}, not a scenario (name, world, policies): explain or validate it, or name it"
+        f" in a scenario's policies: [{{{how}: {path.name}}}]",
+        file=str(path),
+    )
+
+
+def _check_policy(
+    policy: Any, name: str, scenario: Scenario, path: Path, where: str, notes: list[str]
+) -> None:
+    """What a policy needs of this scenario's world (routes to segments, step plugins)."""
+    _check_matches(policy, scenario.world, path, where)
+    check_step_plugins(scenario.world.step_plugins, policy, where=where, file=str(path))
+    own, world = getattr(policy, "replicas", None), scenario.world.platform.replicas
+    if own is not None and world is not None and own != world:
+        notes.append(
+            f"{name}: runs on {world} replicas (world.platform.replicas), not its own {own}"
+        )
 
 
 def _warnings(scenario: Scenario, policies: dict[str, Any]) -> list[str]:
@@ -324,22 +379,32 @@ def set_path(data: dict[str, Any], dotted: str, value: Any, *, file: str | None 
 
 
 def _resolve(entry: dict[str, Any], path: Path, where: str, notes: list[str]):
+    """The policy of one ``policies`` entry: its name, the object and its YAML (None for a
+    manifest, whose own durations the importer reads)."""
     if "kind" in entry:
         policy = parse_policy(entry, file=str(path), path=where)
-        return policy.name, policy
+        return policy.name, policy, entry
     ref = validate_model(PolicyRef, entry, file=str(path), path=where)
+    raw = None
     if ref.file is not None:
-        policy = load_policy(path.parent / ref.file)
+        text = _read_named(path, f"{where}.file", ref.file)
+        raw = load_yaml(text, file=str(path.parent / ref.file))
+        policy = parse_policy(raw, file=str(path.parent / ref.file))
     else:
         from policies.importers import import_manifests
 
         given = ref.manifest if isinstance(ref.manifest, list) else [cast(str, ref.manifest)]
+        for j, name in enumerate(given):
+            field = (
+                f"{where}.manifest[{j}]" if isinstance(ref.manifest, list) else f"{where}.manifest"
+            )
+            _read_named(path, field, name)
         try:
             files = [path.parent / f for f in given]
             policy = import_manifests(files, mapping=ref.map or None).policy
         except PolicyError as exc:
             raise PolicyError(
-                exc.message, path=exc.path or where, file=exc.file or str(path)
+                exc.message, path=exc.path or where, file=exc.file or str(path), more=exc.more
             ) from None
     if ref.name is not None:
         policy = policy.model_copy(update={"name": ref.name})
@@ -351,7 +416,17 @@ def _resolve(entry: dict[str, Any], path: Path, where: str, notes: list[str]):
                 f" own {own}"
             )
         policy = policy.model_copy(update={"replicas": ref.replicas})
-    return policy.name, policy
+    return policy.name, policy, raw
+
+
+def _read_named(scenario: Path, field: str, given: str) -> str:
+    """The text of a file a scenario names; if it cannot be read, the error names the
+    scenario, the field that named the file and the path it was looked for at."""
+    target = scenario.parent / given
+    try:
+        return read_text_file(target)
+    except PolicyError as exc:
+        raise PolicyError(f"{target}: {exc.message}", path=field, file=str(scenario)) from None
 
 
 def scenario_json_schema() -> dict[str, Any]:

@@ -14,6 +14,13 @@ whole (sim/report/write.py), and the checkpoint is removed once it is. The folde
 before the run (``sim.runs.files.check_output``) and locked while the run writes it and its
 checkpoint (``<folder>.lock``), so a second run on it is refused instead of deleting the
 first one's checkpoint. Each cell's folder has a unique readable name (``cell_names``).
+
+A sweep's ``resume`` redoes no finished cell (DESIGN §6): a cell whose folder holds a whole
+report made from this very cell (the digest of its world, policies and seed, its replications
+and the rolloutsim version, as written in its results.parquet and scenario.resolved.yaml) is
+read back from its results.parquet instead of simulated (``finished_cell``). Every cell runs
+with the same seed unless it sets one, so cells share their random numbers: replication ``i``
+of a release class meets the same draws in every cell (common random numbers across cells).
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 import shutil
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +41,13 @@ from sim.runs.files import atomic_write, check_name, check_output, inside, outpu
 from sim.runs.options import RunOptions, checkpoint_beside
 
 __all__ = [
+    "SweptCell",
     "cell_names",
     "cells",
     "check_names",
+    "finished_cell",
     "parse_params",
+    "read_result",
     "run_scenario",
     "sweep",
     "sweep_grid",
@@ -135,7 +147,7 @@ def cells(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
+def sweep(scenario, params=None, options: RunOptions | None = None, out=None, *, on_cell=None):
     """Run a scenario (its path or a ``LoadedScenario``) on every cell of its grid and return a
     DataFrame with one row per cell and policy: the swept values (a column per dotted path),
     ``policy``, then the mixture's summary (sim.runs.summary: mean, CI, quantiles per metric).
@@ -143,10 +155,13 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
     ``params``: paths and values added to the scenario's ``sweep:`` section (``sweep_grid``);
     ``options``: ``RunOptions`` over each cell's own (``RunOptions.resolve``). With ``out`` (a
     folder) also write ``sweep.csv`` (this table, values as text), ``results.parquet`` (every
-    replication, with its cell's values as text columns) and each cell's report under
-    ``cells/``, each run with its checkpoint (``options.resume`` continues one). A cell whose
-    report could not be drawn whole does not stop the sweep: once every file is written,
-    ``ReportIncomplete`` names those cells (its ``result`` is this table).
+    replication, with its cell's values as text columns), each cell's report under ``cells/``
+    (each run with its checkpoint) and the sweep's own report (sim/report/sweep_report.py:
+    report.html, report.md, figures/). ``options.resume`` reads back every finished cell
+    (``finished_cell``) and continues an interrupted one from its checkpoint. ``on_cell(i, n,
+    name, reused)`` is called as each cell is done. A cell or sweep report that could not be
+    drawn whole does not stop the sweep: once every file is written, ``ReportIncomplete`` names
+    what is missing (its ``result`` is this table).
     """
     import pandas as pd
 
@@ -157,48 +172,170 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None):
         raise PolicyError("a sweep needs a scenario loaded from a file (its cells are reloaded)")
     grid = sweep_grid(base, params)
     if out is None:
-        return _sweep(base, grid, options, None)[0]
+        return _sweep(base, grid, options, None, on_cell)[0]
     out_dir = check_output(out, "sweep")
     with output_lock(out_dir):
-        table, frames, texts, incomplete = _sweep(base, grid, options, out_dir)
+        table, done, texts, incomplete = _sweep(base, grid, options, out_dir, on_cell)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = pd.DataFrame(texts)
         atomic_write(out_dir / "sweep.csv", lambda tmp: written.to_csv(tmp, index=False))
-        combined = pd.concat(frames, ignore_index=True)
+        combined = pd.concat(
+            [c.result.frame.assign(**{k: str(v) for k, v in c.values.items()}) for c in done],
+            ignore_index=True,
+        )
         atomic_write(out_dir / "results.parquet", lambda tmp: combined.to_parquet(tmp, index=False))
-    if incomplete:
-        problems = [(str(exc.folder.name), str(exc)) for exc in incomplete]
+        problems = [(f"cells/{exc.folder.name}", str(exc)) for exc in incomplete]
+        from sim.report.sweep_report import write_sweep_report
+
+        problems += write_sweep_report(base, grid, done, out_dir)
+    if problems:
         raise ReportIncomplete(out_dir, problems, result=table)
     return table
 
 
-def _sweep(base, grid, options, out_dir: Path | None):
-    """Run every cell: (table, frames, text rows, ReportIncomplete of the cells so ended)."""
+def _sweep(base, grid, options, out_dir: Path | None, on_cell=None):
+    """Run (or read back) every cell: (table, the cells as ``SweptCell``, text rows,
+    ``ReportIncomplete`` of the cells whose report could not be drawn whole)."""
     import pandas as pd
 
     from sim.report.write import ReportIncomplete
     from sim.runs.scenario import load_scenario
 
-    frames, rows, texts = [], [], []
+    done, rows, texts = [], [], []
     incomplete: list = []
     all_cells = cells(grid)
     names = cell_names(all_cells)
-    for cell, name in zip(all_cells, names):
+    for i, (cell, name) in enumerate(zip(all_cells, names)):
         text = {k: str(v) for k, v in cell.items()}
         loaded = load_scenario(base.path, cell)
         cell_dir = None if out_dir is None else inside(out_dir, "cells", name)
-        try:
-            result = run_scenario(loaded, options, cell_dir, traces=[])
-        except ReportIncomplete as exc:  # its results are written: go on with the other cells
-            incomplete.append(exc)
-            result = exc.result
-        frames.append(result.frame.assign(**text))
+        opts = (options or RunOptions()).resolve(loaded)
+        result = None
+        if cell_dir is not None and opts.resume:
+            try:
+                result = finished_cell(loaded, opts, cell_dir)
+            except ReportIncomplete as exc:  # read back, but its report is still not whole
+                incomplete.append(exc)
+                result = exc.result
+        reused = result is not None
+        if result is None:
+            try:
+                result = run_scenario(loaded, options, cell_dir, traces=[])
+            except ReportIncomplete as exc:  # its results are written: go on with the others
+                incomplete.append(exc)
+                result = exc.result
+        done.append(SweptCell(dict(cell), name, result, reused))
+        if on_cell is not None:
+            on_cell(i, len(all_cells), name, reused)
         mixture = result.summary().xs("mixture", level="release_class")
         for policy, row in mixture.iterrows():
             summary = {"policy": policy, **row.to_dict()}
             rows.append({**cell, **summary})
             texts.append({**text, **summary})
-    return pd.DataFrame(rows), frames, texts, incomplete
+    return pd.DataFrame(rows), done, texts, incomplete
+
+
+@dataclass(frozen=True)
+class SweptCell:
+    """One cell of a sweep: its values {path: value}, its folder name under ``cells/``, its
+    ``RunResult``, and whether it was read back from an earlier run instead of simulated."""
+
+    values: dict[str, Any]
+    name: str
+    result: Any = field(repr=False)
+    reused: bool = False
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+def _digest(world: dict, policy_specs: dict, seed: int) -> str:
+    """The digest a report writes (sim/report/write.py ``_run_digest``, the recipe of
+    ``LoadedScenario.digest``) of what a run is made from."""
+    data = {"world": world, "policies": policy_specs, "seed": seed}
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def finished_cell(loaded, opts, cell_dir: Path):
+    """The ``RunResult`` of a cell's earlier run, read back from its folder, or None to run it.
+
+    Read back only when the folder holds every report file (``REPORT_FILES``) and its
+    results.parquet and scenario.resolved.yaml were made from this very cell: the same digest of
+    world, policies and seed (``opts.seed``), the same replications per class and the same
+    rolloutsim version. Anything else (a missing, unreadable or other run's file) runs the cell
+    again. A cell whose results are whole but whose report is not (it says so at its top) gets
+    its report written again from them, and ``ReportIncomplete`` if it still cannot be drawn."""
+    from sim.report.write import REPORT_FILES, write_report
+    from sim.runs.budget import counts as plan_counts
+
+    if not all((cell_dir / f).is_file() for f in REPORT_FILES):
+        return None
+    try:
+        result = read_result(cell_dir / "results.parquet")
+        resolved = (cell_dir / "scenario.resolved.yaml").read_text(encoding="utf-8")
+        counts = plan_counts(opts.replications, loaded.world.releases.names)
+    except Exception:  # unreadable or not ours: the cell is simply run again
+        return None
+    world = loaded.world.to_dict()
+    specs = {name: p.to_dict() for name, p in loaded.policies.items()}
+    expected = _digest(world, specs, int(opts.seed))
+    found = _digest(result.world, result.policy_specs, result.seed)
+    if (
+        found != expected
+        or f"\n# digest: {expected}\n" not in resolved
+        or result.replications != counts
+        or result.version != _package_version()
+    ):
+        return None
+    report = (cell_dir / "report.md").read_text(encoding="utf-8", errors="replace")
+    if "**This report is incomplete.**" in report or "**This report could not be built**" in report:
+        from sim.report.write import ReportIncomplete
+
+        try:
+            write_report(result, loaded, cell_dir, traces=[])
+        except ReportIncomplete as exc:
+            exc.result = result
+            raise
+    return result
+
+
+def read_result(path: Path):
+    """A ``RunResult`` from a results.parquet written by ``RunResult.to_parquet``: its frame and
+    the provenance in the file's metadata (world, policies, seed, replications, version)."""
+    import pyarrow.parquet as pq
+
+    from sim.runs.budget import few_replications
+    from sim.runs.runner import RunResult
+
+    table = pq.read_table(path)
+    prov = json.loads((table.schema.metadata or {})[b"rolloutsim"])
+    frame = table.to_pandas()
+    world = prov["world"]
+    replications = {str(k): int(v) for k, v in prov["replications"].items()}
+    return RunResult(
+        frame,
+        tuple(prov["policy_specs"]),
+        tuple(r["name"] for r in world["releases"]),
+        int(prov["failed"]),
+        int(prov["seed"]),
+        replications,
+        world,
+        prov["policy_specs"],
+        backend=str(prov.get("backend", "")),
+        wall_time_s=float(prov.get("wall_time_s", math.nan)),
+        version=str(prov.get("version", "")),
+        notes=tuple(few_replications(replications)),
+    )
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rolloutsim")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 _CELL_NAME = 60

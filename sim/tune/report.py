@@ -8,7 +8,8 @@ written whole or not at all (built beside the target, then renamed), like a run 
     tune.md            the answer, the guarantee, the finalists, the replications spent
     tune.json          the same facts for machines
     recommended.yaml   the chosen policy (a policy file: ``rolloutsim explain`` reads it)
-    exports/           its manifests for every executor that can express it
+    exports/           its manifests for every executor that can express it, one folder each
+                       (exports/<executor>/, as `rolloutsim export -o` writes them)
     candidates.csv     one row per candidate: knobs, verdict, estimates, constraint bounds
     front.csv, front.png   the Pareto front of rollout time against the objective
     results.parquet    every simulated replication, with its phase, block and stage
@@ -47,7 +48,7 @@ from sim.runs.files import (
 )
 from sim.tune.space import expressible
 
-__all__ = ["TUNE_FILES", "front_figure", "tune_scenario", "write_tune_report"]
+__all__ = ["TUNE_FILES", "finished_tune", "front_figure", "tune_scenario", "write_tune_report"]
 
 TUNE_FILES = ("tune.md", "tune.json", "candidates.csv", "front.csv", "front.png", "results.parquet")
 """Always in a tune folder (plus recommended.yaml and exports/ when something was chosen)."""
@@ -75,15 +76,16 @@ def tune_scenario(
 ):
     """``rolloutsim tune SCENARIO``: tune, write the folder, return (folder, result).
 
-    The checkpoint lives beside the folder (``<out>.checkpoint``): ``resume`` continues an
-    interrupted tune from it, otherwise a stale one is discarded; it is removed once the folder
-    is written. ``out`` defaults to ``reports/<scenario name>-tune``.
+    ``path``: the scenario file or its ``TuneScenario``. The checkpoint lives beside the folder
+    (``<out>.checkpoint``): ``resume`` continues an interrupted tune from it, otherwise a stale
+    one is discarded; it is removed once the folder is written (``finished_tune`` reads a
+    finished one back). ``out`` defaults to ``reports/<scenario name>-tune``.
     """
     import sys
 
-    from sim.tune.search import load_tune_scenario, tune
+    from sim.tune.search import TuneScenario, load_tune_scenario, tune
 
-    scenario = load_tune_scenario(path)
+    scenario = path if isinstance(path, TuneScenario) else load_tune_scenario(path)
     check_name(scenario.name, "name", file=str(scenario.path) if scenario.path else None)
     default = out is None
     folder = folder_for("reports", scenario.name, "name", "-tune") if default else Path(out)
@@ -107,6 +109,32 @@ def tune_scenario(
     return folder, result
 
 
+def finished_tune(out, source, *, seed=None, exportable_to=None) -> dict | None:
+    """tune.json's facts when the folder ``out`` holds this very tune finished (the same
+    inputs: ``sim.tune.search.tune_inputs`` of the other arguments), so a resume of it
+    simulates nothing; None when it holds no finished tune. A finished tune of other inputs is
+    refused: resuming it would replace it."""
+    from policies.errors import PolicyError
+    from sim.tune.search import tune_inputs
+
+    path = Path(out) / "tune.json"
+    if not ((Path(out) / "tune.md").is_file() and path.is_file()):
+        return None
+    try:
+        facts = json.loads(path.read_text())
+    except (OSError, ValueError):  # a damaged file: tune again
+        return None
+    if not isinstance(facts, dict) or "inputs" not in facts:
+        return None  # written by an older version: tune again
+    if facts["inputs"] != tune_inputs(source, seed=seed, exportable_to=exportable_to):
+        raise PolicyError(
+            "holds a finished tune of other inputs (world, space, goal or seed differ): --resume"
+            " continues only the same tune; give --overwrite instead to start over",
+            file=str(out),
+        )
+    return facts
+
+
 def write_tune_report(result, out_dir) -> Path:
     """Write ``result`` (a ``sim.tune.search.TuneResult``) as the folder ``out_dir``; returns it.
 
@@ -125,12 +153,14 @@ def write_tune_report(result, out_dir) -> Path:
         if chosen is not None:
             (tmp / "recommended.yaml").write_text(policy_to_yaml(chosen.policy), encoding="utf-8")
             (tmp / "exports").mkdir()
-            for executor, made in exports.items():
+            for executor, made in exports.items():  # the layout of `export -o DIR`
                 if isinstance(made, str):
                     continue
-                (tmp / "exports" / f"{executor}.yaml").write_text(made.to_yaml(), "utf-8")
-                for name, text in made.files.items():  # names from the policy: kept inside
-                    inside(tmp / "exports", f"{executor}-{name}").write_text(text, "utf-8")
+                files = {f"{chosen.policy.name}.yaml": made.to_yaml(), **made.files}
+                for name, text in files.items():  # names from the policy: kept inside
+                    target = inside(tmp / "exports", executor, name)
+                    target.parent.mkdir(exist_ok=True)
+                    target.write_text(text, "utf-8")
         facts = _facts(result, exports)
         (tmp / "tune.json").write_text(json.dumps(facts, indent=1, default=_json), "utf-8")
         (tmp / "tune.md").write_text(_markdown(result, facts), encoding="utf-8")
@@ -198,12 +228,11 @@ def _facts(result, exports) -> dict:
             for s in sel.stages
         ],
         "front": list(result.front),
-        "exports": {
-            e: (m if isinstance(m, str) else f"exports/{e}.yaml") for e, m in exports.items()
-        },
+        "exports": {e: (m if isinstance(m, str) else f"exports/{e}/") for e, m in exports.items()},
         "seed": result.seed,
         "backend": result.backend,
         "wall_time_s": result.wall_time_s,
+        "inputs": result.inputs,
     }
 
 

@@ -28,14 +28,14 @@ import numpy as np
 from policies.base import validate_model
 from policies.errors import PolicyError, RolloutsimError
 from sim.runs.files import atomic_write
-from sim.runs.options import RunOptions
+from sim.runs.options import ProgressLines, RunOptions, live_bar
 from sim.runs.summary import weighted_quantile
 from sim.tune.objectives import stratum_weights
 from sim.tune.selection import Observations, Selection, select
 from sim.tune.space import Candidate, TuneSpec, candidates, expressible, parse_tune_spec
 from sim.world.model import World
 
-__all__ = ["TuneResult", "TuneScenario", "load_tune_scenario", "tune"]
+__all__ = ["TuneResult", "TuneScenario", "load_tune_scenario", "tune", "tune_inputs"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ class TuneResult:
     backend: str
     world: dict = field(repr=False)
     wall_time_s: float = math.nan
+    inputs: str = ""  # the digest of what determines the numbers (``tune_inputs``)
 
     @property
     def recommended(self) -> Candidate | None:
@@ -193,21 +194,15 @@ def tune(
     layer = RunOptions(**given, progress=progress).over(options)
     opts = layer.resolve(scenario.options if scenario else None)
     seed, backend, workers, scheduler = opts.seed, opts.backend, opts.workers, opts.scheduler
-    pool = list(candidates(spec, incumbents))
-    excluded = {}
-    if spec.exportable_to:
-        for c in pool:
-            why = expressible(c.policy, spec.exportable_to)
-            if why is not None:
-                excluded[c.name] = why
-        pool = [c for c in pool if c.name not in excluded]
-        if not pool:
-            raise PolicyError(f"no candidate of the space is expressible by {spec.exportable_to}")
+    pool, excluded = _pool(spec, incumbents)
     sampler = _Sampler(world, spec, {c.name: c for c in pool}, seed, checkpoint, on_chunk)
     sampler.run_args = {"backend": backend, "workers": workers, "progress": opts.progress}
     sampler.inline = inprocess_below if backend == "process" else 0
+    if opts.progress and not live_bar():  # a log: one stream of lines for the whole search
+        sampler.run_args["progress"], sampler.lines = False, ProgressLines(label="tune")
+    data, digest = _inputs(world, spec, pool, seed)
     if checkpoint is not None:
-        _manifest(Path(checkpoint), world, spec, pool, seed)
+        _manifest(Path(checkpoint), data, digest)
     with _dask_client(backend, scheduler, workers) as client:
         sampler.run_args["scheduler"] = client
         selection = select(
@@ -226,7 +221,36 @@ def tune(
     name = scenario.name if scenario else "tune"
     wall = time.perf_counter() - started
     parts = (name, spec, tuple(pool), excluded, selection, table, front, frame, sampler.rows)
-    return TuneResult(*parts, sampler.fresh, seed, backend, world.to_dict(), wall)
+    if sampler.lines is not None:
+        stages = f" over {len(selection.stages)} stages"
+        sampler.lines.summary(sampler.fresh, wall, stages, label="tune")
+    return TuneResult(*parts, sampler.fresh, seed, backend, world.to_dict(), wall, digest)
+
+
+def _pool(spec: TuneSpec, incumbents) -> tuple[list[Candidate], dict[str, str]]:
+    """The candidates of the space (and the incumbents), and those the executor of
+    ``exportableTo`` cannot express (name -> why)."""
+    pool = list(candidates(spec, incumbents))
+    excluded = {}
+    if spec.exportable_to:
+        for c in pool:
+            why = expressible(c.policy, spec.exportable_to)
+            if why is not None:
+                excluded[c.name] = why
+        pool = [c for c in pool if c.name not in excluded]
+        if not pool:
+            raise PolicyError(f"no candidate of the space is expressible by {spec.exportable_to}")
+    return pool, excluded
+
+
+def tune_inputs(source, *, seed: int | None = None, exportable_to: str | None = None) -> str:
+    """The digest of everything that determines a tune's numbers (``TuneResult.inputs``, the
+    checkpoint's manifest), without tuning: ``source``, ``seed`` and ``exportable_to`` as in
+    ``tune``."""
+    scenario, world, spec, incumbents = _source(source)
+    spec = _spec(spec, {"exportable_to": exportable_to} if exportable_to else {})
+    seed = RunOptions(seed=seed).resolve(scenario.options if scenario else None).seed
+    return _inputs(world, spec, _pool(spec, incumbents)[0], seed)[1]
 
 
 def _spec(spec, overrides: dict) -> TuneSpec:
@@ -273,12 +297,16 @@ def _dask_client(backend: str, scheduler, workers):
         yield client
 
 
-def _manifest(root: Path, world: World, spec: TuneSpec, pool, seed: int) -> None:
-    """Refuse to resume a tune with other inputs (each stage's run checks its own, too)."""
+def _inputs(world: World, spec: TuneSpec, pool, seed: int) -> tuple[dict, str]:
     data: dict[str, Any] = {"world": world.to_dict()}
     data |= {"tune": spec.model_dump(mode="json", by_alias=True)}
     data |= {"candidates": [c.name for c in pool], "seed": seed}
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return data, digest
+
+
+def _manifest(root: Path, data: dict, digest: str) -> None:
+    """Refuse to resume a tune with other inputs (each stage's run checks its own, too)."""
     path = root / "tune-manifest.json"
     if path.exists():
         if json.loads(path.read_text()).get("digest") != digest:
@@ -313,9 +341,12 @@ class _Sampler:
         self.obs: dict[str, list[np.ndarray]] = {n: [] for n in pool}
         self.fresh, self.inline = 0, 0
         self.run_args: dict[str, Any] = {}
+        self.lines: ProgressLines | None = None  # progress as lines: see tune()
 
     def _counted(self, chunk) -> None:
         self.fresh += len(chunk)
+        if self.lines is not None:
+            self.lines.advance(len(chunk))
         if self.hook is not None:
             self.hook(chunk)
 
@@ -327,6 +358,9 @@ class _Sampler:
         if self.ckpt is not None:
             where = self.ckpt / f"stage-{stage:03d}-{phase}-{block}"
         args = dict(self.run_args)
+        if self.lines is not None:
+            label = f"tune stage {stage + 1} ({phase} block {block}, {len(names)} candidates)"
+            self.lines.start(size * self.rows * len(names), label=label)
         if size * self.rows * len(names) < self.inline:
             args["backend"] = "inprocess"
         result = run(

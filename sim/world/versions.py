@@ -159,7 +159,7 @@ class Growth(Model):
 
 
 class Fault(Model):
-    """What is wrong with a bad candidate, and from when (DESIGN §5 "Faults").
+    """What is wrong with a bad candidate, and from when.
 
     ``errorRate`` (absolute) or ``errorRateMultiplier`` (× the baseline, capped at 1);
     ``latencyShift`` is added to and ``latencyMultiplier`` multiplies every latency of the
@@ -374,8 +374,8 @@ class ReleaseClass(Model):
 class ReleasePopulation(RootModel[tuple[ReleaseClass, ...]]):
     """The mix of releases a run is stratified over: a YAML list of classes summing to 1.
 
-    Each class is simulated on its own and weighted by its probability (DESIGN §5), so a rare
-    bad class still gets its replications.
+    Each class is simulated on its own and its results weighted by its probability (stratified
+    sampling), so a rare bad class still gets its replications.
     """
 
     model_config = ConfigDict(frozen=True)
