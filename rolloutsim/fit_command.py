@@ -10,9 +10,6 @@ from rolloutsim.usage import usage
 
 __all__ = ["add_fit_parser", "fit_command"]
 
-_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_POLICIES = ("canary-20-first.yaml", "bluegreen.yaml")
-
 
 def add_fit_parser(sub) -> None:
     """The ``fit`` subcommand and its options."""
@@ -144,8 +141,8 @@ def fit_command(args: argparse.Namespace) -> int:
             raise usage("the traffic is a trace, written to a file beside the world: give -o FILE")
         print(world_yaml(fitted), end="")
         return 0
-    policies = args.policy or [str(_ROOT / "scenarios" / "policies" / p) for p in DEFAULT_POLICIES]
-    missing = [p for p in policies if not Path(p).is_file()] if args.scenario else []
+    policies = args.policy or []  # none: the seed practice's two, inline (sim.fit.world)
+    missing = [p for p in policies if not Path(p).is_file()]
     if missing:
         raise usage(f"--policy: {missing[0]} is not a file (give the policies to compare)")
     written = write_fit(

@@ -133,7 +133,7 @@ def _finished(loaded, options, folder) -> bool:
     report of other inputs is refused: resuming it would replace it."""
     from sim.runs.files import OutputRefused
     from sim.runs.options import checkpoint_beside
-    from sim.runs.sweep import finished_cell
+    from sim.runs.sweep import differences, finished_cell
 
     if checkpoint_beside(folder, True).exists():
         return False  # an interrupted rerun: the checkpoint continues it
@@ -142,7 +142,7 @@ def _finished(loaded, options, folder) -> bool:
         note = f"rolloutsim: note: {folder} holds this run finished: nothing to simulate"
         print(note, file=sys.stderr)
         return True
-    differ = _differences(loaded, opts, folder)
+    differ = differences(loaded, opts, folder)
     if differ:
         raise OutputRefused(
             f"holds a finished report of other inputs ({', '.join(differ)} differ): --resume"
@@ -150,30 +150,6 @@ def _finished(loaded, options, folder) -> bool:
             file=str(folder),
         )
     return False  # no whole report of this run there (damaged, another version): run it
-
-
-def _differences(loaded, opts, folder) -> list[str]:
-    """What differs between the report in ``folder`` (its results.parquet) and this run."""
-    import json
-
-    from sim.runs.budget import counts
-    from sim.runs.sweep import read_result
-
-    try:
-        earlier = read_result(folder / "results.parquet")
-    except Exception:  # none, or unreadable: nothing to protect
-        return []
-    policies = {name: p.to_dict() for name, p in loaded.policies.items()}
-    now = {
-        "world": loaded.world.to_dict(),
-        "policies": policies,
-        "seed": int(opts.seed),
-        "replications": counts(opts.replications, loaded.world.releases.names),
-    }
-    then = {"world": earlier.world, "policies": earlier.policy_specs, "seed": earlier.seed}
-    then["replications"] = earlier.replications
-    same = json.loads(json.dumps(now, default=str))
-    return [k for k in now if same[k] != json.loads(json.dumps(then[k], default=str))]
 
 
 def say_notes(loaded_or_result):

@@ -88,7 +88,7 @@ def sensitivity_command(args: argparse.Namespace) -> int:
     options = run_options(args)
     analysis = _analysis(args)
     loaded = say_notes(load_scenario(args.scenario))
-    folder = output_folder(args, loaded, "report", "-sensitivity")
+    folder = output_folder(args, loaded, "sensitivity", "-sensitivity")
     result = sensitivity(loaded, options, folder, **analysis)
     say_notes(result)
     print("\n\n".join(words(result)))

@@ -19,6 +19,7 @@ _HOME = {
     "load_scenario": "sim.runs.scenario",
     "pareto": "sim.runs.summary",
     "run": "sim.runs.runner",
+    "run_scenario": "sim.runs.sweep",
     "sensitivity": "sim.runs.sensitivity",
     "simulate": "sim.engine.replication",
     "summarize": "sim.runs.summary",

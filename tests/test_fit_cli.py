@@ -87,10 +87,8 @@ def test_a_whole_scenario_runs(main, tmp_path, capsys) -> None:
     )
     assert main([*args, "--horizon", "1h", "--users", "5000", "--no-report"]) == 0
     data = yaml.safe_load(out.read_text())
-    assert [Path(p["file"]).name for p in data["policies"]] == [
-        "canary-20-first.yaml",
-        "bluegreen.yaml",
-    ]
+    # no --policy: the seed practice's two, inline, so the file runs wherever it is moved
+    assert [p["name"] for p in data["policies"]] == ["canary-20-first", "bluegreen"]
     report = tmp_path / "report"
     run = ["run", str(out), "--replications", "4", "-o", str(report), "--no-progress"]
     assert main(run) == 0, capsys.readouterr().err
@@ -205,6 +203,8 @@ ONE = make.response([({}, make.START + 300.0 * np.arange(1, 30), np.full(29, 5.0
         ("bad-time", "is not a time"),
         ("bad-outcome", "line 2.outcome: 'shipped' is not an outcome"),
         ("missing", "cannot read file"),
+        ("buckets-as-requests", "--requests: holds histogram buckets"),
+        ("negative-users", "--users: '-5' is neither a whole number from 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(main, tmp_path, capsys, case, needle) -> None:
@@ -230,6 +230,10 @@ def test_bad_input_is_one_line_and_exit_2(main, tmp_path, capsys, case, needle) 
         extra = ["--releases", write(tmp_path, "r.csv", "release,outcome\nr1,shipped\n")]
     elif case == "missing":
         files["requests"] = str(tmp_path / "nope.json")
+    elif case == "buckets-as-requests":
+        files["requests"] = str(SAMPLE / "latency.json")
+    elif case == "negative-users":
+        extra = ["--users", "-5"]
     argv = ["fit", "--requests", files["requests"], "--errors", files["errors"], *extra]
     assert main([*argv, "-o", str(tmp_path / "w.yaml")]) == 2
     err = capsys.readouterr().err
@@ -248,3 +252,25 @@ def test_pod_startup_users_and_replicas_from_saved_answers(main, tmp_path) -> No
     world = yaml.safe_load((tmp_path / "w.yaml").read_text())["world"]
     assert world["platform"] == {"replicas": 6, "podStartup": {"empirical": ["21s", "28s", "34s"]}}
     assert world["users"] == {"count": 1100}  # the last value of the unique-users gauge
+
+
+def test_the_inline_default_policies_are_the_shipped_files() -> None:
+    """DEFAULT_POLICIES (inline, for an installed package without scenarios/) are the seed
+    practice's policy files, field for field."""
+    from policies import load_policy, parse_policy
+    from sim.fit.world import DEFAULT_POLICIES
+
+    shipped = [
+        ROOT / "scenarios/policies/canary-20-first.yaml",
+        ROOT / "scenarios/policies/bluegreen.yaml",
+    ]
+    assert [parse_policy(p) for p in DEFAULT_POLICIES] == [load_policy(f) for f in shipped]
+
+
+def test_given_policy_files_are_referenced_relative_to_the_scenario(main, tmp_path) -> None:
+    out = tmp_path / "fitted" / "scenario.yaml"
+    policy = ROOT / "scenarios/policies/canary-basic.yaml"
+    args = sample("-o", str(out), "--scenario", "fitted", "--policy", str(policy))
+    assert main([*args, "--horizon", "1h", "--users", "5000", "--no-report"]) == 0
+    (ref,) = yaml.safe_load(out.read_text())["policies"]
+    assert (out.parent / ref["file"]).resolve() == policy.resolve()

@@ -36,6 +36,7 @@ PUBLIC: dict[str, list[str]] = {
         "load_scenario",
         "pareto",
         "run",
+        "run_scenario",
         "sensitivity",
         "simulate",
         "summarize",

@@ -182,11 +182,14 @@ def test_an_assumption_the_world_lacks_is_skipped_with_a_note(tmp_path: Path) ->
     ).replace("fault: {errorRate: 0.05}", "fault: {crashLoop: true}")
     loaded = load_scenario(write(tmp_path, text, only("humanDetection", "faultSeverity")))
     assert "humanDetection unset" in skip_reason(loaded.world, loaded.policies, "humanDetection")
-    result = sensitivity(loaded, FAST)
-    assert set(result.skipped) == {"humanDetection", "faultSeverity"}
-    assert result.readings == ()
+    with pytest.raises(PolicyError, match="nothing to vary") as refused:  # before any run
+        sensitivity(loaded, FAST)
+    assert "human detection: no human notices" in str(refused.value)
+    assert "fault severity: no bad release class" in str(refused.value)
+    partly = write(tmp_path, text, only("humanDetection", "podStartup"))
+    result = sensitivity(partly, FAST)
+    assert set(result.skipped) == {"humanDetection"}
     assert any("human detection is not varied" in n for n in result.notes)
-    assert words(result) == ["No assumption could be varied (see the notes)."]
 
 
 # --------------------------------------------------------------------------- the verdict
@@ -263,6 +266,38 @@ def test_the_folder_holds_report_csv_and_tornado(tmp_path: Path) -> None:
     assert len(table) == 1 + len(result.readings)
     assert set(table["assumption"]) == {"base", "podStartup", "traffic"}
     assert (out / "figures/tornado.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_finished_analysis_resumed_simulates_nothing_and_says_the_same(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Its variants are kept in the folder (variants/): --resume reads them back."""
+    from sim.runs import runner
+
+    path = write(tmp_path, SPEED_FLIP, only("podStartup", extra="bisect: 1"))
+    out = tmp_path / "sens"
+    first = sensitivity(path, FAST, out)
+    assert (out / "variants").is_dir() and not out.with_name("sens.checkpoint").exists()
+    simulated = []
+    real = runner.run_chunk
+    monkeypatch.setattr(runner, "run_chunk", lambda *a, **k: simulated.append(a) or real(*a, **k))
+    again = sensitivity(path, RunOptions(backend="inprocess", progress=False, resume=True), out)
+    assert simulated == []
+    assert again.frame().equals(first.frame()) and words(again) == words(first)
+    assert (out / "variants").is_dir()
+
+
+def test_a_wrong_skip_or_nothing_left_to_vary_is_refused_before_any_run(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from sim.runs import runner
+
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran"))
+    path = write(tmp_path, SPEED_FLIP, only("podStartup"))
+    with pytest.raises(PolicyError, match=r'skip\[0\]: "nope" must be one of'):
+        sensitivity(path, FAST, skip=("nope",))
+    with pytest.raises(PolicyError, match="nothing to vary"):
+        sensitivity(path, FAST, skip=("podStartup",))
 
 
 def test_run_with_sensitivity_adds_a_section_and_the_plain_run_does_not(tmp_path: Path) -> None:

@@ -90,6 +90,21 @@ def test_a_bad_grid_is_one_line(tmp_path: Path, params, message) -> None:
     assert "\n" not in str(err.value)
 
 
+def test_the_sweep_section_is_checked_when_the_scenario_loads(tmp_path: Path, capsys) -> None:
+    """`validate` says what the sweep would refuse: every path, every value, before any run."""
+    section = "sweep:\n  world.trafic.rate: [1, 2]\n  world.traffic.rate: [10, -5]\n  x: []\n"
+    path = small_scenario(tmp_path, section)
+    assert main(["validate", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"rolloutsim: error: {path}: sweep: world.trafic.rate: world.trafic does not exist",
+        f"rolloutsim: error: {path}: sweep: world.traffic.rate: the value -5 makes"
+        " world.traffic.rate: constant.rate: Input should be greater than or equal to 0",
+        f"rolloutsim: error: {path}: sweep: x: no values to sweep",
+    ]
+    assert main(["validate", str(small_scenario(tmp_path, "sweep: {seed: [1, 2]}\n"))]) == 0
+
+
 # --------------------------------------------------------------------------- the options
 
 

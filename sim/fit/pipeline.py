@@ -7,6 +7,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +121,12 @@ def _count(spec: str, prometheus: Prometheus | None, flag: str) -> int:
     kube_deployment_spec_replicas, or a count of unique users)."""
     if re.fullmatch(r"\d{1,10}", spec.strip()):
         count = int(spec)
+    elif re.fullmatch(r"[-+]?\d+(\.\d*)?", spec.strip()) or (
+        prometheus is None and not Path(spec).exists()
+    ):  # a number that is not a count, or a file that is not there: say which
+        raise PolicyError(
+            f"{spec!r} is neither a whole number from 1 nor a saved query_range file", path=flag
+        )
     else:
         matrix = load_input(spec, prometheus)
         reg = _checked(matrix, lambda: regular(matrix, flag.strip("-"), counter=False))
@@ -140,6 +147,14 @@ def fit_world(inputs: FitInputs) -> tuple[Fitted, dict[str, Matrix]]:
             raise
         hint = " (a service without errors has no 5xx series: add `or vector(0)` to the query)"
         raise PolicyError(exc.message + hint, path=exc.path, file=exc.file) from None
+    for what in ("requests", "errors"):
+        if any("le" in s.labels for s in matrices[what].series):
+            raise PolicyError(
+                "holds histogram buckets (series with an `le` label), not a rate: give them as"
+                f" --latency-buckets, and to --{what} a rate such as sum(rate(..._total[5m]))",
+                path=f"--{what}",
+                file=matrices[what].source.where,
+            )
     req = _checked(matrices["requests"], lambda: regular(matrices["requests"], "requests"))
     err = _checked(matrices["errors"], lambda: regular(matrices["errors"], "errors"))
     traffic = _checked(
@@ -188,7 +203,7 @@ def write_fit(
     out: str | Path,
     *,
     scenario: str | None = None,
-    policies: list[str] | None = None,
+    policies: list[str | dict[str, Any]] | None = None,
     report: bool = True,
 ) -> list[Path]:
     """Write the world (or, with ``scenario``, a whole scenario named so), the trace file when

@@ -73,6 +73,8 @@ def world_data(fit: Fitted) -> dict[str, Any]:
     else:
         rate = {"trace": {"file": fit.trace_file}}
     world: dict[str, Any] = {"horizon": _seconds(fit.horizon), "traffic": {"rate": rate}}
+    if t.form == "diurnal":  # a release at the busiest hour: the worst case (provenance says so)
+        world["traffic"]["startAt"] = rate["diurnal"]["peakAt"]
     if fit.users is not None:
         world["users"] = {"count": fit.users}
     baseline: dict[str, Any] = {"errorRate": _sig(fit.errors.error_rate, 3)}
@@ -124,6 +126,13 @@ def provenance(fit: Fitted) -> list[str]:
     lines.append(
         f"traffic: {t.points} samples {_when(float(t.times[0]))} .. {_when(float(t.times[-1]))};"
         f" written as {t.form}"
+    )
+    lines.append(
+        "traffic.startAt: the release starts at the busiest hour (peakAt), the worst case; set"
+        " it to your own release hour"
+        if t.form == "diurnal"
+        else "traffic: the release starts at the trace's first minute; set traffic.startAt to"
+        " your own release hour"
     )
     lo, hi = t.ci["mean"]
     alo, ahi = t.ci["amplitude"]
@@ -182,11 +191,57 @@ def world_yaml(fit: Fitted) -> str:
     return _comments(provenance(fit)) + _dump({"world": world_data(fit)})
 
 
-def scenario_yaml(fit: Fitted, name: str, policies: list[str], out: str | Path) -> str:
+DEFAULT_POLICIES: tuple[dict[str, Any], ...] = (
+    {
+        "kind": "Canary",
+        "name": "canary-20-first",
+        "trafficRouting": {"nginx": {}},
+        "analysisTemplates": [
+            {
+                "name": "success-rate",
+                "metrics": [
+                    {
+                        "name": "success-rate",
+                        "interval": "1m",
+                        "failureLimit": 1,
+                        "successCondition": "result[0] >= 0.99",
+                        "provider": {"query": {"measure": "successRate"}},
+                    }
+                ],
+            }
+        ],
+        "analysis": {"startingStep": 1, "templates": [{"templateName": "success-rate"}]},
+        "steps": [
+            {"setWeight": 20},
+            {"pause": {"duration": "10m"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "10m"}},
+        ],
+    },
+    {
+        "kind": "BlueGreen",
+        "name": "bluegreen",
+        "switch": "serviceSelector",
+        "scaleDownDelaySeconds": 30,
+        "autoPromotionEnabled": True,
+    },
+)
+"""The seed practice's two policies (scenarios/policies/canary-20-first.yaml and bluegreen.yaml,
+which a test keeps equal), inline: a fitted scenario without --policy runs anywhere, also from
+an installed package that has no scenarios/ folder."""
+
+
+def scenario_yaml(
+    fit: Fitted, name: str, policies: list[str | dict[str, Any]], out: str | Path
+) -> str:
     """A whole scenario: the fitted world and ``policies`` (files, referenced relative to
-    ``out``'s folder), a few replications to start with."""
+    ``out``'s folder, or policies inline; none: ``DEFAULT_POLICIES``), a few replications to
+    start with."""
     folder = Path(out).resolve().parent
-    refs = [{"file": os.path.relpath(Path(p).resolve(), folder)} for p in policies]
+    refs = [
+        p if isinstance(p, dict) else {"file": os.path.relpath(Path(p).resolve(), folder)}
+        for p in (policies or DEFAULT_POLICIES)
+    ]
     data = {
         "name": name,
         "description": "A world fitted from telemetry by rolloutsim fit, and policies to compare.",

@@ -390,5 +390,9 @@ def _footer(res, loaded) -> tuple[tuple[str, str], ...]:
         ("Digest", digest),
         ("Wall time", fmt_duration(res.wall_time_s)),
         ("Written", created),
-        ("Files", ", ".join(SENSITIVITY_FILES)),
+        (
+            "Files",
+            ", ".join(SENSITIVITY_FILES)
+            + ", variants/ (each run's replications: --resume reads them back)",
+        ),
     )

@@ -123,6 +123,7 @@ MARKERS = {
     "report": ("report.html", "results.parquet"),
     "sweep": ("sweep.csv", "cells"),
     "tune": ("tune.md",),
+    "sensitivity": ("sensitivity.csv",),
 }
 """What shows that an existing folder is an earlier output of that kind (and may be replaced)."""
 

@@ -26,6 +26,7 @@ from policies.loading import parse_policy
 from sim.runs.budget import BudgetError, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
 from sim.runs.options import DEFAULTS
+from sim.runs.sensitivity_assumptions import SensitivitySpec
 from sim.world.model import World
 from sim.world.plugins import check_step_plugins
 from sim.world.traffic import base_directory
@@ -74,7 +75,7 @@ class Scenario(Model):
     scheduler: SkipJsonSchema[str | None] = None  # always None: refused by _caller_only
     sweep: dict[str, list[Any]] = Field(default_factory=dict)  # dotted path -> values
     tune: dict[str, Any] = Field(default_factory=dict)  # a search space: see sim/tune/space.py
-    sensitivity: dict[str, Any] = Field(default_factory=dict)  # ranges: sim/runs/sensitivity.py
+    sensitivity: SensitivitySpec = Field(default_factory=SensitivitySpec)  # sim/runs/sensitivity.py
 
     @field_validator("backend", "scheduler", mode="before")
     @classmethod
@@ -192,11 +193,43 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         elif raw is not None:  # a policy file: its own paths, after its name
             warned = ambiguous_durations(policy, raw)
             notes += [f"warning: {entry['file']}: {w.removeprefix('warning: ')}" for w in warned]
+    if scenario is not None and not overrides:  # a cell sets its paths: checked as it loads
+        problems += _sweep_problems(scenario, data, path)
     if problems or scenario is None:
         raise PolicyError.several(problems)
     notes += ambiguous_durations(scenario.world, data.get("world"), "world")
     notes += _warnings(scenario, policies)
     return LoadedScenario(scenario, policies, path, tuple(notes))
+
+
+def _sweep_problems(scenario: Scenario, data: dict[str, Any], path: Path) -> list[PolicyError]:
+    """The ``sweep:`` section checked now, as ``validate`` runs it, not at the sweep's first
+    cell: each path exists and takes each of its values (the scenario with it set is valid)."""
+    problems = []
+    for dotted, values in scenario.sweep.items():
+        if not values:
+            problems.append(
+                PolicyError("no values to sweep", path=f"sweep: {dotted}", file=str(path))
+            )
+        for value in values:
+            cell = copy.deepcopy(data)
+            cell.pop("sweep", None)
+            try:
+                set_path(cell, dotted, value, file=str(path))
+                with base_directory(path.parent):
+                    validate_model(Scenario, cell, file=str(path))
+            except PolicyError as exc:  # the first problem of the first value that has one
+                first = exc.problems[0]
+                if first.path != f"sweep: {dotted}":  # set, but the scenario is then invalid
+                    where = f"{first.path}: " if first.path else ""
+                    first = PolicyError(
+                        f"the value {value!r} makes {where}{first.message}",
+                        path=f"sweep: {dotted}",
+                        file=str(path),
+                    )
+                problems.append(first)
+                break
+    return problems
 
 
 def _not_a_scenario(data: dict[str, Any], path: Path) -> None:

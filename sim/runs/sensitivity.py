@@ -244,7 +244,8 @@ def _spec(loaded, ranges, skip, bisect) -> SensitivitySpec:
     where = str(loaded.path) if loaded.path is not None else None
     spec = parse_spec(loaded.scenario.sensitivity, file=where)
     given = parse_spec(dict(ranges or {}), path="ranges")
-    update: dict[str, Any] = {"skip": tuple(dict.fromkeys((*spec.skip, *given.skip, *skip)))}
+    asked = parse_spec({"skip": list(skip)}, path="").skip  # a wrong name: one line, now
+    update: dict[str, Any] = {"skip": tuple(dict.fromkeys((*spec.skip, *given.skip, *asked)))}
     for name in type(spec).model_fields:
         if name not in ("skip", "bisect") and getattr(given, name) is not None:
             update[name] = getattr(given, name)
@@ -284,12 +285,20 @@ def analyse(
     _check(loaded)
     started = time.perf_counter()
     spec = _spec(loaded, ranges, skip, bisect)
-    runner = _Runner(loaded, opts, root)
     world, policies = loaded.world, loaded.policies
-    base_result = base if base is not None else runner.run(world, "base")
-    base_reading = _read(base_result, "", "base", 1.0, "as written", None)
     chosen = spec.ranges()
     skipped = {n: r for n in chosen if (r := skip_reason(world, policies, n)) is not None}
+    if all(n in skipped for n in chosen):  # before any run: nothing would be varied
+        where = str(loaded.path) if loaded.path is not None else None
+        raise PolicyError(
+            "nothing to vary: every assumption is skipped or absent from this world"
+            + "".join(f"; {LABELS[n]}: {why}" for n, why in skipped.items()),
+            path="sensitivity.skip",
+            file=where,
+        )
+    runner = _Runner(loaded, opts, root)
+    base_result = base if base is not None else runner.run(world, "base")
+    base_reading = _read(base_result, "", "base", 1.0, "as written", None)
     readings: list[Reading] = []
     flips: list[Flip] = []
     base_values = {n: vary(world, policies, n, 1.0).value for n in chosen if n not in skipped}
@@ -406,14 +415,14 @@ def sensitivity(
     kw: dict[str, Any] = {"ranges": ranges, "skip": tuple(skip), "bisect": bisect}
     if out is None:
         return analyse(loaded, opts, **kw)
-    check_output(out, "report")
+    check_output(out, "sensitivity")
     with output_lock(out):
-        root = checkpoint_beside(out, opts.resume)
+        root = _variants(out, opts.resume)
         result = analyse(loaded, opts, root=root, **kw)
         from sim.report.sensitivity_report import write_sensitivity
 
         write_sensitivity(result, loaded, out)
-        shutil.rmtree(root, ignore_errors=True)
+        _keep(root, out)
     return result
 
 
@@ -429,16 +438,39 @@ def run_with_sensitivity(scenario, options: RunOptions | None = None, out=None, 
         return result, analyse(loaded, opts, base=result, **kw)
     check_output(out, "report")
     with output_lock(out):
-        root = checkpoint_beside(out, opts.resume)
+        root = _variants(out, opts.resume)
         result = _Runner(loaded, opts, root).run(loaded.world, "base")
         analysis = analyse(loaded, opts, root=root, base=result, **kw)
         from sim.report.write import ReportIncomplete, write_report
 
         try:
             write_report(result, loaded, out, sensitivity=analysis)
-        except ReportIncomplete as exc:  # the results are on disk: the checkpoint is done
-            shutil.rmtree(root, ignore_errors=True)
+        except ReportIncomplete as exc:  # the results are on disk: the variants are done
+            _keep(root, out)
             exc.result = result
             raise
-        shutil.rmtree(root, ignore_errors=True)
+        _keep(root, out)
     return result, analysis
+
+
+VARIANTS = "variants"
+"""The folder in a written analysis that keeps every variant's replications (checkpoints):
+``--resume`` on a finished analysis reads them back and simulates nothing."""
+
+
+def _variants(out, resume: bool | None) -> Path:
+    """The checkpoint root of an analysis writing ``out`` (beside it while it runs). With
+    ``resume`` and no interrupted root, a finished analysis's kept variants are taken back."""
+    root = checkpoint_beside(out, resume)
+    kept = Path(out) / VARIANTS
+    if resume and not root.exists() and kept.is_dir():
+        kept.rename(root)
+    return root
+
+
+def _keep(root: Path, out) -> None:
+    """Keep the finished variants inside the written folder (replacing older ones)."""
+    kept = Path(out) / VARIANTS
+    shutil.rmtree(kept, ignore_errors=True)
+    if root.is_dir():
+        root.rename(kept)

@@ -175,12 +175,14 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None, *,
         return _sweep(base, grid, options, None, on_cell)[0]
     out_dir = check_output(out, "sweep")
     with output_lock(out_dir):
+        if not (options or RunOptions()).resume:  # a fresh sweep: no cell of an earlier grid
+            shutil.rmtree(out_dir / "cells", ignore_errors=True)
         table, done, texts, incomplete = _sweep(base, grid, options, out_dir, on_cell)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = pd.DataFrame(texts)
         atomic_write(out_dir / "sweep.csv", lambda tmp: written.to_csv(tmp, index=False))
         combined = pd.concat(
-            [c.result.frame.assign(**{k: str(v) for k, v in c.values.items()}) for c in done],
+            [c.result.frame.assign(**_swept_columns(c.result.frame, c.values)) for c in done],
             ignore_index=True,
         )
         atomic_write(out_dir / "results.parquet", lambda tmp: combined.to_parquet(tmp, index=False))
@@ -205,9 +207,11 @@ def _sweep(base, grid, options, out_dir: Path | None, on_cell=None):
     incomplete: list = []
     all_cells = cells(grid)
     names = cell_names(all_cells)
-    for i, (cell, name) in enumerate(zip(all_cells, names)):
+    loads = [load_scenario(base.path, cell) for cell in all_cells]
+    if out_dir is not None and (options or RunOptions()).resume:
+        _refuse_other_inputs(loads, names, options, out_dir)
+    for i, (cell, name, loaded) in enumerate(zip(all_cells, names, loads)):
         text = {k: str(v) for k, v in cell.items()}
-        loaded = load_scenario(base.path, cell)
         cell_dir = None if out_dir is None else inside(out_dir, "cells", name)
         opts = (options or RunOptions()).resolve(loaded)
         result = None
@@ -235,6 +239,12 @@ def _sweep(base, grid, options, out_dir: Path | None, on_cell=None):
     return pd.DataFrame(rows), done, texts, incomplete
 
 
+def _swept_columns(frame, values: dict[str, Any]) -> dict[str, str]:
+    """A cell's values as text columns beside its replications; a path that names one of their
+    columns (``seed``) is written as ``swept:seed`` so the replication's own is kept."""
+    return {(f"swept:{k}" if k in frame.columns else k): str(v) for k, v in values.items()}
+
+
 @dataclass(frozen=True)
 class SweptCell:
     """One cell of a sweep: its values {path: value}, its folder name under ``cells/``, its
@@ -247,6 +257,51 @@ class SweptCell:
 
 
 # ---------------------------------------------------------------------------- resume
+
+
+def _refuse_other_inputs(loads, names, options, out_dir: Path) -> None:
+    """Before any cell runs: a resumed sweep whose finished cell was made from other inputs
+    (another seed, replications, world) is refused, as ``run --resume`` refuses such a report,
+    instead of replacing it cell by cell."""
+    from sim.runs.files import OutputRefused
+
+    for loaded, name in zip(loads, names):
+        folder = out_dir / "cells" / name
+        if checkpoint_beside(folder, True).exists():
+            continue  # an interrupted cell: its checkpoint continues it (or says it differs)
+        differ = differences(loaded, (options or RunOptions()).resolve(loaded), folder)
+        if differ:
+            raise OutputRefused(
+                f"cells/{name} holds a finished cell of other inputs ({', '.join(differ)}"
+                " differ): --resume continues only the same sweep; give --overwrite instead to"
+                " start over",
+                file=str(out_dir),
+            )
+
+
+def differences(loaded, opts, folder: Path) -> list[str]:
+    """What differs between the run whose results.parquet is in ``folder`` and this one (a
+    ``LoadedScenario`` with resolved options): world, policies, seed, replications."""
+    from sim.runs.budget import counts
+
+    try:
+        earlier = read_result(folder / "results.parquet")
+    except Exception:  # none, or unreadable: nothing to protect
+        return []
+    now = {
+        "world": loaded.world.to_dict(),
+        "policies": {name: p.to_dict() for name, p in loaded.policies.items()},
+        "seed": int(opts.seed),
+        "replications": counts(opts.replications, loaded.world.releases.names),
+    }
+    then = {
+        "world": earlier.world,
+        "policies": earlier.policy_specs,
+        "seed": earlier.seed,
+        "replications": earlier.replications,
+    }
+    same = json.loads(json.dumps(now, default=str))
+    return [k for k in now if same[k] != json.loads(json.dumps(then[k], default=str))]
 
 
 def _digest(world: dict, policy_specs: dict, seed: int) -> str:
