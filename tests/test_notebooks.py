@@ -49,6 +49,7 @@ SMALL: dict[str, dict] = {
     },
     "04-from-manifest-to-verdict.ipynb": {"replications": 12},
     "05-where-the-answer-changes.ipynb": {"replications": 6, "error_rates": [0.002, 0.05]},
+    "06-from-telemetry-to-verdict.ipynb": {"replications": 8},
 }
 
 # What each run must show, whatever its parameters: text in its outputs, and figures.
@@ -64,6 +65,7 @@ EXPECT: dict[str, tuple[list[str], int]] = {
         ["is the safest", "key difference", "What we learned"],
         2,
     ),
+    "06-from-telemetry-to-verdict.ipynb": (["excess bad requests", "What we learned"], 2),
 }
 
 
