@@ -28,7 +28,7 @@ from sim.report.render import (
     to_markdown,
 )
 from sim.report.text import fmt_count, fmt_duration
-from sim.runs.files import atomic_write
+from sim.runs.files import atomic_write, atomic_write_bytes
 from sim.runs.sensitivity_assumptions import LABELS, WHERE
 
 __all__ = ["section_blocks", "sensitivity_words", "tornado", "write_sensitivity"]
@@ -360,19 +360,11 @@ def write_sensitivity(res, loaded, out) -> Path:
     (out / "figures").mkdir(exist_ok=True)
     os.chmod(out / "figures", 0o755)
     for fig in figs:
-        _put(out / "figures" / f"{fig.name}.png", fig.png)
-    _put(out / "report.md", to_markdown(blocks).encode())
+        atomic_write_bytes(out / "figures" / f"{fig.name}.png", fig.png)
+    atomic_write_bytes(out / "report.md", to_markdown(blocks).encode())
     title = f"rolloutsim sensitivity: {res.scenario}"
-    _put(out / "report.html", to_html(blocks, title).encode())
+    atomic_write_bytes(out / "report.html", to_html(blocks, title).encode())
     return out
-
-
-def _put(path: Path, data: bytes) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_bytes(data)
-        os.chmod(tmp, 0o644)
-
-    atomic_write(path, write)
 
 
 def _footer(res, loaded) -> tuple[tuple[str, str], ...]:

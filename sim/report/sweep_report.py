@@ -39,7 +39,7 @@ from sim.report.render import (
 from sim.report.sweep_facts import METRICS, CellFacts, SweepFacts, _log_axis, is_numeric
 from sim.report.sweep_verdict import sweep_verdict, value_text
 from sim.report.text import fmt_count, fmt_duration, fmt_pct
-from sim.runs.files import atomic_write
+from sim.runs.files import atomic_write_bytes
 
 __all__ = ["SWEEP_FILES", "build_sweep_blocks", "write_sweep_report"]
 
@@ -73,20 +73,16 @@ def write_sweep_report(loaded, grid, swept, out_dir) -> list[tuple[str, str]]:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     os.chmod(out / "figures", 0o755)
     for fig in figs:
-        _put(out / "figures" / f"{fig.name}.png", fig.png)
+        atomic_write_bytes(out / "figures" / f"{fig.name}.png", fig.png)
     names = [c.name for c in sf.cells] if sf is not None else []
     title = f"rolloutsim sweep: {loaded.scenario.name}"
-    _put(out / "report.md", _links(to_markdown(blocks), names, markdown=True).encode())
-    _put(out / "report.html", _links(to_html(blocks, title), names, markdown=False).encode())
+    atomic_write_bytes(
+        out / "report.md", _links(to_markdown(blocks), names, markdown=True).encode()
+    )
+    atomic_write_bytes(
+        out / "report.html", _links(to_html(blocks, title), names, markdown=False).encode()
+    )
     return problems
-
-
-def _put(path: Path, data: bytes) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_bytes(data)
-        os.chmod(tmp, 0o644)
-
-    atomic_write(path, write)
 
 
 def _token(i: int) -> str:
@@ -355,12 +351,9 @@ def _map_figure(sf: SweepFacts, colors) -> Figure:
 
 
 def _footer(loaded, sf: SweepFacts) -> tuple[tuple[str, str], ...]:
-    from importlib.metadata import PackageNotFoundError, version
+    from sim.runs.provenance import package_version
 
-    try:
-        ours = version("rolloutsim")
-    except PackageNotFoundError:
-        ours = "unknown"
+    ours = package_version()
     path = getattr(loaded, "path", None)
     created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return (

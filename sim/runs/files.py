@@ -21,6 +21,7 @@ __all__ = [
     "NAME_RULE",
     "OutputRefused",
     "atomic_write",
+    "atomic_write_bytes",
     "check_name",
     "check_output",
     "earlier_output",
@@ -51,6 +52,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` as the whole of ``path``, or the old file untouched (``atomic_write``)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _mode_for(path: Path) -> int:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -26,6 +24,7 @@ from policies.loading import parse_policy
 from sim.runs.budget import BudgetError, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
 from sim.runs.options import DEFAULTS
+from sim.runs.provenance import run_digest
 from sim.runs.sensitivity_assumptions import SensitivitySpec
 from sim.world.model import World
 from sim.world.plugins import check_step_plugins
@@ -127,13 +126,8 @@ class LoadedScenario:
 
     def digest(self) -> str:
         """A short hash of everything that determines the numbers (for provenance, resume)."""
-        data = {
-            "world": self.scenario.world.to_dict(),
-            "policies": {name: p.to_dict() for name, p in self.policies.items()},
-            "seed": self.scenario.seed,
-        }
-        blob = json.dumps(data, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        policies = {name: p.to_dict() for name, p in self.policies.items()}
+        return run_digest(self.scenario.world.to_dict(), policies, self.scenario.seed)
 
     def resolved(self) -> dict[str, Any]:
         """The scenario with every policy inlined: what was run, for the report's provenance."""
@@ -200,6 +194,11 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     notes += ambiguous_durations(scenario.world, data.get("world"), "world")
     notes += _warnings(scenario, policies)
     return LoadedScenario(scenario, policies, path, tuple(notes))
+
+
+def as_loaded(scenario) -> LoadedScenario:
+    """A ``LoadedScenario`` as it is, or the scenario file at that path, loaded."""
+    return scenario if isinstance(scenario, LoadedScenario) else load_scenario(scenario)
 
 
 def _sweep_problems(scenario: Scenario, data: dict[str, Any], path: Path) -> list[PolicyError]:

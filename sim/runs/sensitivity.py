@@ -29,6 +29,7 @@ from policies.errors import PolicyError
 from sim.runs.checkpoint import slug
 from sim.runs.files import check_output, output_lock
 from sim.runs.options import RunOptions, checkpoint_beside
+from sim.runs.scenario import as_loaded
 from sim.runs.sensitivity_assumptions import (
     ASSUMPTIONS,
     LABELS,
@@ -254,12 +255,6 @@ def _spec(loaded, ranges, skip, bisect) -> SensitivitySpec:
     return spec.model_copy(update=update)
 
 
-def _loaded(scenario):
-    from sim.runs.scenario import LoadedScenario, load_scenario
-
-    return scenario if isinstance(scenario, LoadedScenario) else load_scenario(scenario)
-
-
 def _check(loaded) -> None:
     where = str(loaded.path) if loaded.path is not None else None
     if len(loaded.policies) < 2:
@@ -410,7 +405,7 @@ def sensitivity(
     also write report.html, report.md, sensitivity.csv and figures/ there, each variant run
     with a checkpoint beside it (``options.resume`` continues an interrupted analysis).
     """
-    loaded = _loaded(scenario)
+    loaded = as_loaded(scenario)
     opts = (options or RunOptions()).resolve(loaded)
     kw: dict[str, Any] = {"ranges": ranges, "skip": tuple(skip), "bisect": bisect}
     if out is None:
@@ -430,7 +425,7 @@ def run_with_sensitivity(scenario, options: RunOptions | None = None, out=None, 
     """``sim.runs.sweep.run_scenario`` with a "Sensitivity" section in the run's report: the
     run itself is the analysis's base (not run twice). Returns (RunResult, SensitivityResult);
     ``kw``: ``ranges``, ``skip``, ``bisect`` as for ``sensitivity``."""
-    loaded = _loaded(scenario)
+    loaded = as_loaded(scenario)
     opts = (options or RunOptions()).resolve(loaded)
     _check(loaded)
     if out is None:

@@ -39,6 +39,8 @@ from typing import Any
 from policies.errors import PolicyError
 from sim.runs.files import atomic_write, check_name, check_output, inside, output_lock
 from sim.runs.options import RunOptions, checkpoint_beside
+from sim.runs.provenance import package_version, run_digest
+from sim.runs.scenario import as_loaded
 
 __all__ = [
     "SweptCell",
@@ -54,12 +56,6 @@ __all__ = [
 ]
 
 
-def _loaded(scenario):
-    from sim.runs.scenario import LoadedScenario, load_scenario
-
-    return scenario if isinstance(scenario, LoadedScenario) else load_scenario(scenario)
-
-
 def run_scenario(scenario, options: RunOptions | None = None, out=None, *, traces=None):
     """Run every policy of a scenario (its path or a ``LoadedScenario``) and return the
     ``RunResult``; with ``out`` also write its report folder there (``traces`` as in
@@ -69,7 +65,7 @@ def run_scenario(scenario, options: RunOptions | None = None, out=None, *, trace
     drawn raises ``sim.report.write.ReportIncomplete`` after everything else is written."""
     from sim.runs.runner import run
 
-    loaded = _loaded(scenario)
+    loaded = as_loaded(scenario)
     opts = (options or RunOptions()).resolve(loaded)
     if out is None:
         return _run_in_file(run, loaded, opts)
@@ -167,7 +163,7 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None, *,
 
     from sim.report.write import ReportIncomplete
 
-    base = _loaded(scenario)
+    base = as_loaded(scenario)
     if base.path is None:
         raise PolicyError("a sweep needs a scenario loaded from a file (its cells are reloaded)")
     grid = sweep_grid(base, params)
@@ -304,14 +300,6 @@ def differences(loaded, opts, folder: Path) -> list[str]:
     return [k for k in now if same[k] != json.loads(json.dumps(then[k], default=str))]
 
 
-def _digest(world: dict, policy_specs: dict, seed: int) -> str:
-    """The digest a report writes (sim/report/write.py ``_run_digest``, the recipe of
-    ``LoadedScenario.digest``) of what a run is made from."""
-    data = {"world": world, "policies": policy_specs, "seed": seed}
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def finished_cell(loaded, opts, cell_dir: Path):
     """The ``RunResult`` of a cell's earlier run, read back from its folder, or None to run it.
 
@@ -334,13 +322,13 @@ def finished_cell(loaded, opts, cell_dir: Path):
         return None
     world = loaded.world.to_dict()
     specs = {name: p.to_dict() for name, p in loaded.policies.items()}
-    expected = _digest(world, specs, int(opts.seed))
-    found = _digest(result.world, result.policy_specs, result.seed)
+    expected = run_digest(world, specs, int(opts.seed))
+    found = run_digest(result.world, result.policy_specs, result.seed)
     if (
         found != expected
         or f"\n# digest: {expected}\n" not in resolved
         or result.replications != counts
-        or result.version != _package_version()
+        or result.version != package_version()
     ):
         return None
     report = (cell_dir / "report.md").read_text(encoding="utf-8", errors="replace")
@@ -382,15 +370,6 @@ def read_result(path: Path):
         version=str(prov.get("version", "")),
         notes=tuple(few_replications(replications)),
     )
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rolloutsim")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 _CELL_NAME = 60
