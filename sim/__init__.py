@@ -21,6 +21,7 @@ _HOME = {
     "run": "sim.runs.runner",
     "run_scenario": "sim.runs.sweep",
     "sensitivity": "sim.runs.sensitivity",
+    "shutdown": "sim.runs.pool",
     "simulate": "sim.engine.replication",
     "summarize": "sim.runs.summary",
     "sweep": "sim.runs.sweep",

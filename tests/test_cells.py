@@ -80,7 +80,7 @@ def test_counts_are_multinomial(k):
 
 def test_draws_hit_users_in_proportion_to_activity():
     """A user's chance to be among the users of k draws is 1 − (1 − w)^k, whichever path
-    (lookups below 3 draws per user, counts above) ``draw`` takes."""
+    (lookups below 0.9 draws per user, counts above) ``draw`` takes."""
     cells = _cells(n=1000)
     weights = cells._sorted_activity(*GROUP)
     members, _, _ = cells._group(*GROUP)

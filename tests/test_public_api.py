@@ -38,6 +38,7 @@ PUBLIC: dict[str, list[str]] = {
         "run",
         "run_scenario",
         "sensitivity",
+        "shutdown",
         "simulate",
         "summarize",
         "sweep",

@@ -97,8 +97,8 @@ def test_the_sweep_report_says_where_the_answer_changes(two_paths) -> None:
     # a 0.2 % fault is caught by no gate or alert; a 5 % one by the canary's alert
     assert "**No policy catches most bad releases in 2 of 4 cells" in verdict
     assert (
-        "Whether any policy catches the bug changes between errorRate = 0.002 and 0.05 (at every autoPromotionSeconds)"
-        in (verdict)
+        "Whether any policy catches the bug changes between errorRate = 0.002 and 0.05"
+        " (at every autoPromotionSeconds)" in (verdict)
     )
 
 

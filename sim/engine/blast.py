@@ -73,9 +73,10 @@ class BlastRadius:
         self.cells, self.b0, self.full_capacity = cells, b0, full_capacity
         self.user_rng, self.cause_rng = user_rng, cause_rng
         self.totals = Totals()
-        self.with_bad = np.zeros(cells.n, dtype=bool)  # any bad answer from the new version
-        self.hurt = np.zeros(cells.n, dtype=bool)  # a release-caused bad answer, either version
-        self.hurt_after_fault = np.zeros(cells.n, dtype=bool)  # bad answers once it began
+        # per user (made when first marked: most replications mark few of them): "with_bad",
+        # any bad answer from the new version; "hurt", a release-caused bad answer, either
+        # version; "late", bad answers once the fault began
+        self._marks: dict[str, np.ndarray] = {}
         self.pending_bad: collections.Counter = collections.Counter()  # (selector, late) -> n
         # (selector, late) -> [bad, caused] requests expected of the new version
         self.pools: collections.defaultdict = collections.defaultdict(lambda: [0.0, 0.0])
@@ -234,10 +235,34 @@ class BlastRadius:
 
     # ------------------------------------------------------------------ users
 
+    def _marked(self, name: str) -> np.ndarray:
+        found = self._marks.get(name)
+        if found is None:
+            found = self._marks[name] = np.zeros(self.cells.n, dtype=bool)
+        return found
+
+    @property
+    def with_bad(self) -> np.ndarray:
+        return self._marked("with_bad")
+
+    @property
+    def hurt(self) -> np.ndarray:
+        return self._marked("hurt")
+
+    @property
+    def hurt_after_fault(self) -> np.ndarray:
+        return self._marked("late")
+
+    def _count(self, name: str) -> int:
+        found = self._marks.get(name)
+        return 0 if found is None else int(np.count_nonzero(found))
+
     def split(self) -> None:
         """Give the pending bad requests to users (see the module docstring)."""
         rng = self.cause_rng
         for (selector, late), k in sorted(self.pending_bad.items(), key=repr):
+            if k <= 0:  # (draws nothing)
+                continue
             users, counts = self.cells.draw_counts(self.user_rng, k, selector)
             self.with_bad[users] = True
             if late:
@@ -269,11 +294,11 @@ class BlastRadius:
 
     def users_hurt(self) -> int:
         self.split()
-        return int(np.count_nonzero(self.hurt))
+        return self._count("hurt")
 
     def users_with_bad(self) -> int:
         self.split()
-        return int(np.count_nonzero(self.with_bad))
+        return self._count("with_bad")
 
     def users_exposed(self) -> int:
         """Users who reached the new version after its fault began: those with a bad answer
@@ -286,6 +311,8 @@ class BlastRadius:
         split over users (∝ activity: per user Poisson(Λᵇ_u)), hurt ∪ {good ≥ 1} has exactly
         the joint law of (hurt, exposed). (Here "hurt" is any bad answer since the onset.)"""
         self.split()
+        if not self.exposure and not self.joined:
+            return self._count("late")
         already = self.hurt_after_fault
         if self.joined:  # session affinity: every joiner reached it (sim/engine/affinity.py)
             already = already.copy()

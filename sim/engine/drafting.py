@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK_S", "Drafter"]
 
-CHUNK_S = 600.0  # how far ahead traffic is drafted when no event is nearer
+CHUNK_S = 1200.0  # how far ahead traffic is drafted when no event is nearer (measured:
+# a draft costs about as much as 300 slots drawn and discarded by a cut; 600 s cost ~8 % more
+# on the reference scenario, 3,600 s ~5 % more)
 
 
 class Drafter:

@@ -62,6 +62,9 @@ class Pods:
         self.groups: dict[str, list[Pod]] = {g: [] for g in GROUP_VERSION}
         self.groups["stable"] = stable
         self.extra_pod_seconds = 0.0
+        self.version = 0  # bumped by every scale: what ``serving`` remembers is then stale
+        self._serving_key: tuple | None = None
+        self._serving: dict[str, int] = {}
         self.counted_until = 0.0
         self.changing: Callable[[], None] = _unconnected
         self.available_changed: Callable[[], None] = _unconnected
@@ -76,8 +79,15 @@ class Pods:
     # ------------------------------------------------------------------ what the world sees
 
     def serving(self) -> dict[str, int]:
+        """Serving pods per group (a copy: callers may keep it)."""
         now = self.env.now
-        return {g: sum(1 for p in pods if p.serve <= now) for g, pods in self.groups.items()}
+        key = (now, self.version)
+        if self._serving_key != key:  # pods change only by scaling and the clock
+            self._serving = {
+                g: sum(1 for p in pods if p.serve <= now) for g, pods in self.groups.items()
+            }
+            self._serving_key = key
+        return dict(self._serving)
 
     def available(self) -> dict[str, int]:
         now = self.env.now
@@ -115,6 +125,7 @@ class Pods:
     # ------------------------------------------------------------------ scaling
 
     def scale(self, group: str, replicas: int) -> None:
+        self.version += 1
         pods = self.groups[group]
         now = self.env.now
         self.count()

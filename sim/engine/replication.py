@@ -50,7 +50,7 @@ from sim.engine.outcome import Outcome
 from sim.engine.pods import Pods
 from sim.engine.recorder import Recorder
 from sim.engine.routing import Router
-from sim.engine.seeds import replication_seed, shared_parts, streams
+from sim.engine.seeds import replication_seed, shared_parts
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace
 from sim.world.plugins import check_step_plugins
@@ -80,9 +80,13 @@ class Replication:
         fault = release.fault
         check_step_plugins(world.step_plugins, policy)  # (the runner refuses it before a run)
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
-        ss = streams(seed, 10)
-        fault_ss, data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss, tick_ss, cookie_ss = ss[:9]
-        self.plugin_ss = ss[9]  # the step plugins' durations and phases
+        # streams 0-9: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin; each made
+        # only when used (a stream is its seed and index alone: the others' numbers stay)
+        data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss = (
+            _stream(seed, k) for k in range(1, 7)
+        )
+        cookie_ss = _stream(seed, 8)
+        self.seed = seed  # the step plugins' stream (9) is made at the first plugin step
         self.ops_rng = np.random.default_rng(ops_ss)
         n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon = horizon = world.horizon
@@ -90,7 +94,7 @@ class Replication:
         self.env = clock.env
         self.ctl = RolloutController(policy, n, rng=np.random.default_rng(gate_ss))
         if isinstance(self.ctl, FlaggerController):  # its ticker's phase: one draw per replication
-            u = float(np.random.default_rng(tick_ss).random())
+            u = float(np.random.default_rng(_stream(seed, 7)).random())
             self.ctl.first_tick_s = platform.flagger_first_tick(
                 policy.analysis.effective_interval_s, u
             )
@@ -101,7 +105,8 @@ class Replication:
         self.tape = tape = Tape(
             cw, fault, slot, horizon, cells, data_rng, user_rng, replicas=n, cause_rng=cause_rng
         )
-        global_onset = fault.onset_time(np.random.default_rng(fault_ss)) if fault else None
+        fault_rng = np.random.default_rng(_stream(seed, 0)) if fault else None
+        global_onset = fault.onset_time(fault_rng) if fault else None
         min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
         pods_rng = np.random.default_rng(pods_ss)
         self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, pods_rng)
@@ -153,6 +158,7 @@ class Replication:
         self.approval_token: object | None = None
         self.plugin_rng: np.random.Generator | None = None  # made at the first plugin step
         self.trace: Trace | None = None
+        self._handlers = self._action_handlers()
 
     def __repr__(self) -> str:
         return (
@@ -203,34 +209,39 @@ class Replication:
                 self._apply(self.ctl.handle(event))
 
     def _apply(self, actions, initial: bool = False) -> None:
-        now = self.env.now
+        handlers = self._handlers
         for action in actions:
-            if isinstance(action, StartTimer):
-                token = object()
-                self.timers[action.key] = token
-                self.clock.call(now + action.delay, self._timer, action.key, token)
-            elif isinstance(action, CancelTimer):
-                self.timers.pop(action.key, None)
-            elif isinstance(action, Scale):
-                self.pods.scale(action.group, action.replicas)
-            elif isinstance(action, SetWeight):
-                self.router.set_weight(action.weight)
-            elif isinstance(action, SetSelectors):
-                self.router.set_selectors(action, initial=initial)
-            elif isinstance(action, SetMatchRoute):
-                self.router.set_match_route(action)
-            elif isinstance(action, SetMirror):
-                self.router.set_mirror(action)
-            elif isinstance(action, SetLoad):
-                self.router.set_load(action)
-            elif isinstance(action, SetSessionAffinity):
-                self.router.set_session_affinity(action)
-            elif isinstance(action, Measure):
-                self.queue.append(self.detectors.measure(action))
-            elif isinstance(action, RunPlugin):
-                self._run_plugin(action)
-            elif isinstance(action, StatusChanged):
-                self._status(action)
+            handler = handlers.get(type(action))
+            if handler is None:  # a subclass: found once by isinstance, then by its type
+                handler = next((h for t, h in handlers.items() if isinstance(action, t)), None)
+                if handler is None:
+                    continue
+                handlers[type(action)] = handler
+            handler(action, initial)
+
+    def _action_handlers(self) -> dict:
+        """What each controller action does in the world, by action type."""
+        router, pods = self.router, self.pods
+
+        def start_timer(action: StartTimer, _initial: bool) -> None:
+            token = object()
+            self.timers[action.key] = token
+            self.clock.call(self.env.now + action.delay, self._timer, action.key, token)
+
+        return {
+            StartTimer: start_timer,
+            CancelTimer: lambda a, _i: self.timers.pop(a.key, None),
+            Scale: lambda a, _i: pods.scale(a.group, a.replicas),
+            SetWeight: lambda a, _i: router.set_weight(a.weight),
+            SetSelectors: lambda a, i: router.set_selectors(a, initial=i),
+            SetMatchRoute: lambda a, _i: router.set_match_route(a),
+            SetMirror: lambda a, _i: router.set_mirror(a),
+            SetLoad: lambda a, _i: router.set_load(a),
+            SetSessionAffinity: lambda a, _i: router.set_session_affinity(a),
+            Measure: lambda a, _i: self.queue.append(self.detectors.measure(a)),
+            RunPlugin: lambda a, _i: self._run_plugin(a),
+            StatusChanged: lambda a, _i: self._status(a),
+        }
 
     def _timer(self, key: str, token: object) -> None:
         if self.timers.get(key) is not token:
@@ -258,7 +269,7 @@ class Replication:
     def _run_plugin(self, action: RunPlugin) -> None:
         """The step plugin runs in the world: its end is read after its drawn duration."""
         if self.plugin_rng is None:
-            self.plugin_rng = np.random.default_rng(self.plugin_ss)
+            self.plugin_rng = np.random.default_rng(_stream(self.seed, 9))
         plugin = self.world.step_plugins[action.name]
         seconds, phase = plugin.draw(self.plugin_rng, self.release.is_bad)
         finished = PluginFinished(action.step, phase)
@@ -281,6 +292,13 @@ class Replication:
     def _rollback_request(self, source: str) -> None:
         self.drafter.sync()
         self._deliver_all([RollbackRequested(source)])
+
+
+def _stream(seed: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
+    """Stream ``k`` of sim/engine/seeds.py's ``streams(seed, n)``, made alone."""
+    return np.random.SeedSequence(
+        seed.entropy, spawn_key=(*seed.spawn_key, k), pool_size=seed.pool_size
+    )
 
 
 class _Start:

@@ -66,21 +66,8 @@ class _Block:
 
     def slot_values(self, counts: np.ndarray, phi: np.ndarray) -> np.ndarray:
         """Contribution to the seven per-slot series, per piece: (7, pieces)."""
-        weights = self.flows.weights
-        requests = counts.sum(axis=0)  # (flows, pieces)
-        by_req = weights @ requests  # canary, faulty canary, stable requests
-        by_err = weights @ counts[0]
-        out = np.empty((7, counts.shape[2]))
-        out[0], out[1] = by_req[0], by_err[0]
-        out[2] = by_req[1] * phi
-        out[3], out[4] = by_req[2], by_err[2]
-        if self.flows.shadow is None:
-            out[5] = requests.sum(axis=0)
-            out[6] = counts[0].sum(axis=0) + counts[1].sum(axis=0)
-        else:  # the service's series (SLO alerts) are what users get: no copies, no load tests
-            users = ~self.flows.shadow
-            out[5] = requests[users].sum(axis=0)
-            out[6] = counts[0][users].sum(axis=0) + counts[1][users].sum(axis=0)
+        out = self.flows.by_slot @ counts.reshape(-1, counts.shape[2])
+        out[2] *= phi
         return out
 
     def trim_front(self, n: int) -> None:
@@ -147,9 +134,12 @@ class Tape:
         edges = np.arange(first, last + 1) * s
         starts = np.maximum(edges[:-1], t0)
         ends = np.minimum(edges[1:], t1)
-        keep = ends > starts
-        starts, ends = starts[keep], ends[keep]
-        slots = (starts // s).astype(np.intp)
+        if ends[0] > starts[0] and ends[-1] > starts[-1]:  # (inner pieces are whole slots)
+            slots = np.arange(first, last, dtype=np.intp)
+        else:
+            keep = ends > starts
+            starts, ends = starts[keep], ends[keep]
+            slots = (starts // s).astype(np.intp)
         means, phi, onset_in = self._means(flows, starts, ends, fault, serving_by_service)
         counts = self.rng.poisson(means)
         block = _Block(
@@ -185,6 +175,13 @@ class Tape:
         else:
             lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
         p_c, q_c, phi, onset_in = self._fault_terms(starts, ends, fault)
+        if self.capacity is None and isinstance(p_c, float) and isinstance(q_c, float):
+            # the same request probabilities in every piece: one (3, flows) table per flows
+            base = fs.share[:, None] * lam
+            if fs.rate is not None:  # synthetic requests come at their own rate
+                base = base + fs.rate[:, None] * (ends - starts)
+            means = self._probabilities(fs, p_c, q_c)[:, :, None] * base
+            return self._phi_onset(fs, means, phi, onset_in)
         p = np.where(fs.faulty[:, None], p_c, self.p0)  # (flows, 1 or pieces)
         q = np.where(fs.faulty[:, None], q_c, self.q0)
         p[fs.unserved] = 1.0
@@ -198,11 +195,27 @@ class Tape:
         ok = base * (1.0 - ov) * (1.0 - p)
         means[1] = ok * q  # slow
         means[2] = ok * (1.0 - q)  # good
+        return self._phi_onset(fs, means, phi, onset_in)
+
+    @staticmethod
+    def _phi_onset(fs, means, phi, onset_in):
         if not fs.any_faulty:
+            n = means.shape[2]
             if fs.shadow is not None and fs.faulty.any():  # only copies meet the fault
-                return means, phi, np.full(starts.size, np.inf)
-            return means, np.zeros(starts.size), np.full(starts.size, np.inf)
+                return means, phi, np.full(n, np.inf)
+            return means, np.zeros(n), np.full(n, np.inf)
         return means, phi, onset_in
+
+    def _probabilities(self, fs, p_c: float, q_c: float) -> np.ndarray:
+        """Per flow, the probability that a request fails, is slow, is good (no overload)."""
+        found = fs.probabilities.get((p_c, q_c, self.p0, self.q0))
+        if found is None:
+            p = np.where(fs.faulty, p_c, self.p0)
+            q = np.where(fs.faulty, q_c, self.q0)
+            p[fs.unserved], q[fs.unserved] = 1.0, 0.0
+            found = np.stack([p, (1.0 - p) * q, (1.0 - p) * (1.0 - q)])
+            fs.probabilities[(p_c, q_c, self.p0, self.q0)] = found
+        return found
 
     def _overload(self, fs, lam, span, serving_by_service):
         """Fraction of a Service's requests beyond what its serving pods can take (fails):
@@ -222,8 +235,16 @@ class Tape:
         return out
 
     def _add(self, block: _Block, sign: int) -> None:
-        # the pieces of one block lie in distinct slots, so fancy-index addition is exact
-        self.table[:, block.slots] += sign * block.values
+        # the pieces of one block lie in distinct, consecutive slots
+        slots = block.slots
+        if not slots.size:
+            return
+        first, last = int(slots[0]), int(slots[-1])
+        where = slice(first, last + 1) if last - first + 1 == slots.size else slots
+        if sign > 0:
+            self.table[:, where] += block.values
+        else:
+            self.table[:, where] -= block.values
 
     # ------------------------------------------------------------------ committing
 

@@ -8,7 +8,9 @@ then the evidence behind it. A section or figure that cannot be drawn says so in
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from concurrent.futures import Future
 
 from policies.errors import one_line
 from sim.report import figures
@@ -136,11 +138,16 @@ def build_blocks(
     found = figure_sections(
         result, facts, traces, faults, colors, timeline_notes or {}, lambda *p: problems.append(p)
     )
+    pending = []
     for heading, build in found:
         blocks.append(Heading(heading, 3))
         drawn = guarded(f"figure “{heading}”", build)
-        figs += [b for b in drawn if isinstance(b, Figure)]
+        at = len(blocks)
+        pending += [
+            (at + i, f"figure “{heading}”") for i, b in enumerate(drawn) if isinstance(b, Figure)
+        ]
         blocks += drawn
+    figs += _settle(blocks, pending, problems)
     blocks += guarded("footer", lambda: [Footer(_footer(prov))])
     if problems:
         what = "; ".join(f"the {w} ({why})" for w, why in problems)
@@ -153,6 +160,24 @@ def build_blocks(
             ),
         )
     return blocks, figs, problems
+
+
+def _settle(blocks: list, pending: list[tuple[int, str]], problems: list) -> list[Figure]:
+    """The figures at ``pending`` (index, what), in order, each waited for when it was drawn in
+    the worker pool (``exhibits._draw``); one that failed there says so in its place."""
+    out = []
+    for at, what in pending:
+        fig = blocks[at]
+        if isinstance(fig.png, Future):
+            try:
+                fig = blocks[at] = dataclasses.replace(fig, png=fig.png.result())
+            except Exception as exc:  # as ``guarded`` says it for a figure drawn here
+                problems.append((what, _one_line(exc)))
+                text = f"Not shown: the {what} could not be drawn ({_one_line(exc)})."
+                blocks[at] = Para(text, "problem")
+                continue
+        out.append(fig)
+    return out
 
 
 def _blast_metrics(facts: Facts) -> tuple:

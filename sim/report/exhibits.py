@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,18 @@ def figure_sections(result, facts: Facts, traces, faults, colors, notes, problem
     return out
 
 
+def _draw(figure: Callable[..., bytes], *args: Any, **kwargs: Any) -> Any:
+    """``figure(*args, **kwargs)``: its PNG, or with a warm worker pool its future there (the
+    report's figures then draw side by side, and matplotlib loads in the workers); the report
+    waits for them in order (``sim.report.content``). A replaced function (a test's) runs here."""
+    from sim.runs import pool
+
+    executor = pool.warm_executor()
+    if executor is None or getattr(figure, "__module__", "") != figures.__name__:
+        return figure(*args, **kwargs)
+    return executor.submit(figure, *args, **kwargs)
+
+
 def _blast_figure(facts: Facts, faults, colors) -> Figure:
     panels = list(facts.bad) or list(facts.classes)
     f = facts.frame
@@ -97,7 +110,7 @@ def _blast_figure(facts: Facts, faults, colors) -> Figure:
         "(the number in the tables). Excess bad requests: bad requests beyond what the old "
         "version would have served on the same traffic."
     )
-    png = figures.blast_radius(samples, colors, title=title, panel_titles=titles)
+    png = _draw(figures.blast_radius, samples, colors, title=title, panel_titles=titles)
     return Figure("blast-radius", title, caption, png)
 
 
@@ -151,7 +164,9 @@ def _pareto_figure(facts: Facts, colors) -> Figure:
         caption += " Not shown (never fully rolled out): " + ", ".join(missing) + "."
     ylabel = f"excess bad requests {per} (mean)"
     xlabel = f"time to full rollout of {release} (mean)"
-    png = figures.pareto_front(points, front, colors, title=title, xlabel=xlabel, ylabel=ylabel)
+    png = _draw(
+        figures.pareto_front, points, front, colors, title=title, xlabel=xlabel, ylabel=ylabel
+    )
     return Figure("pareto", title, caption, png)
 
 
@@ -195,7 +210,7 @@ def _timeline_figure(policy: str, i: int, traces, facts: Facts, colors, skipped=
     caption += f" Shown: replication {shown}."
     if skipped:
         caption += " " + " ".join(skipped)
-    png = figures.timeline(examples, colors[policy], title=title)
+    png = _draw(figures.timeline, examples, colors[policy], title=title)
     return Figure(f"timeline-{i + 1}", title, caption, png)
 
 
@@ -230,7 +245,7 @@ def _users_figure(result, facts: Facts, colors) -> Figure:
         "have given too is not hurt, so a good release hurts about no one; the tables also "
         "count users with any bad response from the new version."
     )
-    png = figures.users_hurt(table, colors, title=title, total_users=total)
+    png = _draw(figures.users_hurt, table, colors, title=title, total_users=total)
     return Figure("users-hurt", title, caption, png)
 
 

@@ -108,6 +108,12 @@ def wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
+def load() -> None:
+    """Import what ``draw_png`` needs (a worker does it while the report's facts are made)."""
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure  # noqa: F401
+
+
 def draw_png(figsize: tuple[float, float], draw: Callable) -> bytes:
     """Run ``draw(fig)`` on a fresh Agg figure under the report style; return PNG bytes."""
     import matplotlib
@@ -177,7 +183,7 @@ def place_labels(fig, ax, labels) -> None:
     """Put each label where it overlaps no other label, point or the axes' edge (greedy)."""
     from matplotlib.transforms import Bbox
 
-    fig.canvas.draw()  # settle the layout, so display positions are final
+    fig.draw_without_rendering()  # settle the layout (no pixels), so positions are final
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     taken = []
@@ -225,6 +231,8 @@ def place_labels(fig, ax, labels) -> None:
                 break
         assert best is not None  # _OFFSETS is not empty: some place was tried
         taken.append(best[2])
+    # the labels stay out of the layout, which is settled: savefig need not run it again
+    fig.set_layout_engine("none")
 
 
 def thousands():

@@ -120,7 +120,8 @@ def _catch_move(group: list[Change], where: str) -> str:
     between = _between(c, where).replace("Between", "between", 1)
     first = f" (with {_fixed(c)})" if len(group) > 1 else ""
     return (
-        f"Whether any policy catches the bug changes {between}: at {_at(c.path, on)}{first} **{best[0]}**'s gate or alert "
+        f"Whether any policy catches the bug changes {between}: at {_at(c.path, on)}{first}"
+        f" **{best[0]}**'s gate or alert "
         f"catches {fmt_pct(best[1])} of bad releases, at {_at(c.path, off)} none catches more "
         f"than {fmt_pct(low)}."
     )

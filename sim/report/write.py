@@ -87,6 +87,7 @@ def write_report(
     """
     out = Path(out_dir)
     _check_target(out)
+    _load_in_workers()
     version = version or getattr(result, "version", "") or _package_version()
     created = datetime.now(UTC).replace(microsecond=0)
     provenance = _provenance(result, loaded_scenario, version, created)
@@ -128,6 +129,19 @@ def write_report(
     if problems:
         raise ReportIncomplete(out, problems)
     return out
+
+
+def _load_in_workers() -> None:
+    """With a warm worker pool the figures are drawn there (``exhibits._draw``): have it load
+    matplotlib now, while this process makes the facts."""
+    from sim.runs import pool
+
+    executor = pool.warm_executor()
+    if executor is not None:
+        from sim.report.plotting import load
+
+        for _ in range(executor._max_workers):  # type: ignore[attr-defined]
+            executor.submit(load)
 
 
 def _put(path: Path, data: bytes) -> None:
@@ -379,13 +393,12 @@ def _default_traces(result, facts) -> tuple[list, dict[str, tuple[list[str], lis
     and of the first good class whose row did not fail. Returns the traces and, per policy,
     (sentences on failed replications passed over, sentences on reruns that raised)."""
     from policies.loading import parse_policy
-    from sim.engine.seeds import shared_parts
-    from sim.world.model import World
+    from sim.runs.runner import compiled
 
     notes: dict[str, tuple[list[str], list[str]]] = {p: ([], []) for p in result.policies}
-    try:
-        world = World.model_validate(result.world)
-        cw, cells = shared_parts(world, int(result.seed))
+    try:  # the run's own compiled world and users when this process still has them
+        cw, cells = compiled(result.world, int(result.seed))
+        world = cw.world
         policies = {n: parse_policy(result.policy_specs[n]) for n in result.policies}
     except Exception as exc:
         for _, errors in notes.values():

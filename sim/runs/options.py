@@ -45,7 +45,8 @@ class RunOptions:
 
         ``replications``: per release class, an int or {class: int}. ``seed``: the run's seed (the
         same seed gives the same numbers on every backend). ``backend``: "inprocess", "process" (a
-        spawn pool of ``workers``, default every core this process may use) or "dask"
+        spawn pool of ``workers``, default every core this process may use, kept warm for the
+        next run: ``sim.runs.pool.shutdown`` ends it) or "dask"
         (``scheduler``: an address or a ``distributed.Client``; default a LocalCluster of
         ``workers``). ``progress``: show progress on stderr (a bar on a terminal or in a notebook,
     else plain lines: ``ProgressLines``). ``resume``: keep a checkpoint left by an

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import threading
@@ -26,27 +25,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from policies.base import validate_model
 from policies.errors import PolicyError, RolloutsimError, one_line
 from policies.loading import parse_policy
 from sim.engine.outcome import OUTCOME_FIELDS, Outcome
 from sim.engine.replication import Replication
 from sim.engine.seeds import WORLD_KEY, replication_seed, shared_parts
+from sim.runs import pool
 from sim.runs.budget import Budget, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
 from sim.runs.budget import whole as _whole
 from sim.runs.checkpoint import TYPES, Checkpoint
 from sim.runs.files import atomic_write
-from sim.runs.options import BACKENDS, DEFAULTS, ProgressLines, die_with_parent, live_bar
-from sim.world.model import World
+from sim.runs.options import BACKENDS, DEFAULTS, ProgressLines, live_bar
+from sim.runs.pool import shutdown
+from sim.world.model import CompiledWorld, World
 from sim.world.plugins import check_step_plugins
 
-__all__ = ["BACKENDS", "DEFAULT_CHUNK_SIZE", "WORLD_KEY", "Chunk", "RunResult", "run", "run_chunk"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_CHUNK_SIZE",
+    "WORLD_KEY",
+    "Chunk",
+    "RunResult",
+    "compiled",
+    "run",
+    "run_chunk",
+    "shutdown",
+]
 
 DEFAULT_CHUNK_SIZE = 50
 """Replications per task: enough to amortise pickling and scheduling, small enough to balance."""
 
-_CACHE_SIZE = 4
+_WORLDS = 1
+"""Compiled worlds a process keeps: this run's only (user cells are ~40 B a user, and a warm
+worker would hold them idle between runs; each tune stage and sweep cell is a new world)."""
+_POLICY_CACHE = 64
 _FORMAT = 1
 
 
@@ -78,46 +94,76 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _remember(cache: OrderedDict, key: str, build: Callable[[], Any]) -> Any:
+def _remember(cache: OrderedDict, key: str, build: Callable[[], Any], size: int) -> Any:
     with _LOCK:
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
         value = cache[key] = build()
-        while len(cache) > _CACHE_SIZE:
+        while len(cache) > size:
             cache.popitem(last=False)
         return value
 
 
-def _prepared(world: dict, seed: int) -> tuple:
-    """This process's compiled world and user cells for (world, seed): built once, then reused."""
+def _prepared(world: dict, seed: int, shared: dict | None = None) -> tuple:
+    """This process's compiled world and user cells for (world, seed): built once, then reused.
+    ``shared``: the population already drawn in shared memory (``sim.runs.pool``), mapped."""
 
     def build() -> tuple:
         model = World.model_validate(world)
-        cw, cells = shared_parts(model, seed)
+        if shared is not None:
+            users = pool.users_of(shared)
+        else:
+            users = pool.shared_users(pool.users_key(world.get("users"), seed))
+        cw, cells = shared_parts(_Drawn(model, users) if users is not None else model, seed)
         return cw, cells, tuple(model.releases)
 
-    return _remember(_PREPARED, _digest({"world": world, "seed": seed}), build)
+    return _remember(_PREPARED, _digest({"world": world, "seed": seed}), build, _WORLDS)
 
 
-def _warm(world: dict, seed: int, parent: int | None = None) -> None:
-    """Process-pool initializer: die with the parent (no orphans after its SIGKILL), and
-    compile the world while the other workers start."""
-    if parent is not None:
-        die_with_parent(parent)
-    _prepared(world, seed)
+def compiled(world: dict, seed: int) -> tuple:
+    """The compiled world and user cells of run ``seed`` on ``world`` (a ``World.to_dict()``),
+    as the runner built them: reused from this process's last runs (the report's reruns)."""
+    cw, cells, _ = _prepared(world, seed)
+    return cw, cells
+
+
+class _Drawn:
+    """A world whose population is drawn already: ``shared_parts`` compiles it with those users
+    (its seed layout stays the one in ``sim.engine.seeds``)."""
+
+    def __init__(self, world: World, users) -> None:
+        self.world, self.users = world, users
+
+    def compile(self, _seed) -> CompiledWorld:
+        return CompiledWorld(self.world, self.users)
+
+
+def _share(world: World, world_json: dict, seed: int) -> dict:
+    """The run's user population in shared memory, drawn here once (``sim.runs.pool``)."""
+    ss = np.random.SeedSequence(seed, spawn_key=(WORLD_KEY,))  # as World.compile in shared_parts
+    key = pool.users_key(world_json.get("users"), seed)
+    return pool.share_users(key, lambda: world.compile(ss).users)
 
 
 def run_chunk(
-    world: dict, seed: int, policy: dict, name: str, class_index: int, start: int, stop: int
+    world: dict,
+    seed: int,
+    policy: dict,
+    name: str,
+    class_index: int,
+    start: int,
+    stop: int,
+    shared: dict | None = None,
 ) -> list[dict]:
     """Replications ``start..stop-1`` of one class under one policy, as plain records.
 
     Pure: the same arguments give the same records in any process. A replication that raises
-    becomes a record carrying its error; the others still run.
+    becomes a record carrying its error; the others still run. ``shared``: the population in
+    shared memory (the process backend: ``sim.runs.pool``), else drawn here.
     """
-    cw, cells, releases = _prepared(world, seed)
-    pol = _remember(_POLICIES, _digest(policy), lambda: parse_policy(policy))
+    cw, cells, releases = _prepared(world, seed, shared)
+    pol = _remember(_POLICIES, _digest(policy), lambda: parse_policy(policy), _POLICY_CACHE)
     release = releases[class_index]
     records = []
     for i in range(start, stop):
@@ -178,21 +224,24 @@ def _inprocess(tasks, finished, *_) -> None:
 
 
 def _process(tasks, finished, workers, _scheduler, world, seed, _digest) -> None:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    # a spawn context for this pool only: no fork of a threaded parent, no process-wide change
-    pool = ProcessPoolExecutor(
-        max_workers=_n_workers(workers, len(tasks)),
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_warm,
-        initargs=(world, seed, os.getpid()),
-    )
+    shared = _share(World.model_validate(world), world, seed)
+    executor = pool.executor(_n_workers(workers, sys.maxsize))  # warm: reused run after run
+    futures = {}
+    call: Callable[..., list[dict]] = run_chunk
     try:
-        futures = {pool.submit(run_chunk, *args): chunk for chunk, args in tasks}
+        for chunk, args in tasks:
+            futures[executor.submit(call, *args, shared)] = chunk
         for future in as_completed(futures):
             finished(futures[future], future.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except Exception:
+        for future in futures:
+            future.cancel()  # the chunks in hand finish; the pool stays warm
+        raise
+    except BaseException:  # an interruption (Ctrl-C, SIGTERM): stop the workers too
+        pool.shutdown()
+        raise
 
 
 def _dask(tasks, finished, workers, scheduler, _world, _seed, digest) -> None:
@@ -363,7 +412,8 @@ def run(
 
     ``world``: a ``World`` (or its dict); ``policies``: policy objects (named by ``.name``) or a
     mapping name -> policy; ``replications``: per class, an int or {class: int}. ``backend``:
-    "inprocess", "process" (a spawn pool of ``workers``, default all cores) or "dask"
+    "inprocess", "process" (this process's warm spawn pool of ``workers``, default all cores,
+    reused by the next run: ``sim.runs.pool``; the users are drawn here once and shared) or "dask"
     (``scheduler``: an address or a ``Client``; default a LocalCluster of ``workers``). With
     ``checkpoint`` (a directory) finished chunks are kept and a rerun does only the rest.
     ``on_chunk(chunk)`` is called after each chunk is finished and saved. Before anything is

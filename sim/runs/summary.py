@@ -19,7 +19,7 @@ from dataclasses import fields
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special  # not scipy.stats: the same functions, 0.6 s less to import
 
 from sim.engine.outcome import Outcome
 
@@ -86,7 +86,7 @@ def _t_interval(x: np.ndarray, confidence: float) -> tuple[float, float, float]:
     mean = float(x.mean())
     if n < 2:
         return mean, math.nan, math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    half = special.stdtrit(n - 1, 0.5 + confidence / 2) * float(x.std(ddof=1)) / math.sqrt(n)
     return mean, mean - half, mean + half
 
 
@@ -123,7 +123,7 @@ def _mixture(groups: Sequence[tuple[float, np.ndarray]]) -> tuple[float, float, 
 def _normal(mean: float, var: float, confidence: float) -> tuple[float, float]:
     if math.isnan(var):
         return math.nan, math.nan
-    half = stats.norm.ppf(0.5 + confidence / 2) * math.sqrt(var)
+    half = special.ndtri(0.5 + confidence / 2) * math.sqrt(var)
     return mean - half, mean + half
 
 
@@ -282,7 +282,7 @@ def compare(
     if var == 0:
         p = 1.0 if mean == 0 else 0.0
     else:
-        p = float(2 * stats.norm.sf(abs(mean) / math.sqrt(var))) if var > 0 else math.nan
+        p = float(2 * special.ndtr(-abs(mean) / math.sqrt(var))) if var > 0 else math.nan
     n = sum(int((~np.isnan(d)).sum()) for _, d in groups)
     mean_a, mean_b = _mixture(groups_a)[0], _mixture(groups_b)[0]
     rows.append(_diff_row(n, mean_a, mean_b, mean, lo, hi, p))
@@ -299,7 +299,7 @@ def _t_pvalue(d: np.ndarray) -> float:
     if s == 0:
         return 1.0 if float(d.mean()) == 0 else 0.0
     t = float(d.mean()) / (s / math.sqrt(d.size))
-    return float(2 * stats.t.sf(abs(t), d.size - 1))
+    return float(2 * special.stdtr(d.size - 1, -abs(t)))
 
 
 def _diff_row(n, mean_a, mean_b, diff, lo, hi, p) -> dict:

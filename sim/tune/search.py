@@ -184,8 +184,9 @@ def tune(
     ``resume`` do not apply: the procedure sizes its stages, and ``checkpoint`` is a directory
     that makes an interrupted tune resume where it stopped). ``on_chunk`` goes to
     ``sim.runs.runner.run``. With the process backend, a stage of fewer than
-    ``inprocess_below`` replications runs in this process (a spawn pool costs seconds to start;
-    the runner gives the same numbers either way).
+    ``inprocess_below`` replications runs in this process while no pool is warm (a spawn pool
+    costs seconds to start, once: every later stage takes the warm one, ``sim.runs.pool``; the
+    runner gives the same numbers either way).
     """
     started = time.perf_counter()
     scenario, world, spec, incumbents = _source(source)
@@ -351,6 +352,7 @@ class _Sampler:
             self.hook(chunk)
 
     def __call__(self, phase: str, block: int, names: Sequence[str], size: int):
+        from sim.runs import pool
         from sim.runs.runner import run
 
         stage = len(self.frames)
@@ -361,7 +363,7 @@ class _Sampler:
         if self.lines is not None:
             label = f"tune stage {stage + 1} ({phase} block {block}, {len(names)} candidates)"
             self.lines.start(size * self.rows * len(names), label=label)
-        if size * self.rows * len(names) < self.inline:
+        if size * self.rows * len(names) < self.inline and not pool.is_warm():
             args["backend"] = "inprocess"
         result = run(
             self.world,
