@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_cli_run import TUNE  # the small tune scenario, one copy
 
 import sim.runs.options
 import sim.runs.runner
@@ -235,37 +236,6 @@ def test_an_earlier_sweep_is_refused(tmp_path, capsys) -> None:
     assert main(args) == 2
     _refusal(capsys, out, "holds an earlier sweep")
     assert main([*args, "--overwrite"]) == 0
-
-
-TUNE = """
-name: small-tune
-world:
-  horizon: 1h
-  traffic: {rate: 20}
-  users: {count: 100}
-  baseline: {errorRate: 0.0}
-  latencyObjective: null
-  releases:
-    - {name: good, probability: 0.5}
-    - {name: bad, probability: 0.5, fault: {errorRate: 0.05}}
-  platform: {replicas: 4, podStartup: 30}
-  operators: {alerts: [], humanDetection: 900, abortLatency: 60}
-policies:
-  - {kind: Canary, name: incumbent, trafficRouting: {nginx: {}}, steps: [{setWeight: 50}]}
-seed: 4
-backend: inprocess
-tune:
-  space:
-    - kind: Canary
-      fixed: {trafficRouting: {nginx: {}}}
-      weights: [[5], [25]]
-      steps: []
-      pause: [20m]
-      gate: [none]
-  objective: {metric: excess_bad_requests, releases: bad}
-  indifference: 10
-  confidence: 0.9
-"""
 
 
 def test_tune_shows_progress_refuses_an_earlier_tune_and_resumes_a_finished_one(

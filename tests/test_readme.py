@@ -260,16 +260,7 @@ def run_python(block: Block, tmp_path: Path) -> None:
     ast.parse(source)
     script = cwd / "readme_block.py"
     script.write_text(source, encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = execute([".venv/bin/python", str(script)], cwd)  # this environment's python
     assert done.returncode == 0, f"README.md:{block.line}: {done.stderr[-3000:]}"
     assert "Traceback" not in done.stderr
     if "RolloutController" in source:  # the comments' actions are the ones printed

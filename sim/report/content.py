@@ -29,7 +29,7 @@ from sim.report.text import (
 from sim.report.verdict import policy_lines, verdict
 from sim.runs.summary import MIXTURE, compare
 
-__all__ = ["build_blocks"]
+__all__ = ["build_blocks", "incomplete_notice"]
 
 BLAST = (
     ("excess_bad_requests", "Excess bad requests", fmt_count),
@@ -150,15 +150,7 @@ def build_blocks(
     figs += _settle(blocks, pending, problems)
     blocks += guarded("footer", lambda: [Footer(_footer(prov))])
     if problems:
-        what = "; ".join(f"the {w} ({why})" for w, why in problems)
-        blocks.insert(
-            at_top,
-            Para(
-                f"**This report is incomplete.** Not drawn: {what}. Every number is in "
-                "results.parquet and summary.csv.",
-                "problem",
-            ),
-        )
+        blocks.insert(at_top, incomplete_notice(problems, "results.parquet and summary.csv"))
     return blocks, figs, problems
 
 
@@ -394,3 +386,13 @@ def _footer(prov: dict) -> tuple[tuple[str, str], ...]:
         ("Files", "results.parquet, summary.csv, scenario.resolved.yaml, figures/"),
     ]
     return tuple(items)
+
+
+def incomplete_notice(problems: list[tuple[str, str]], files: str) -> Para:
+    """The paragraph at the top of a report that could not be drawn whole: what is missing and
+    where the numbers are (``finished_cell`` looks for its first words)."""
+    what = "; ".join(f"the {w} ({why})" for w, why in problems)
+    return Para(
+        f"**This report is incomplete.** Not drawn: {what}. Every number is in {files}.",
+        "problem",
+    )

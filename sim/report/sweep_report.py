@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from policies.errors import one_line
 from sim.report import sweep_figures
+from sim.report.content import incomplete_notice
 from sim.report.plotting import policy_colors
 from sim.report.render import (
     Box,
@@ -149,15 +150,7 @@ def build_sweep_blocks(loaded, sf: SweepFacts, problems: list) -> tuple[list, li
         blocks += drawn
     blocks.append(Footer(_footer(loaded, sf)))
     if problems:
-        what = "; ".join(f"the {w} ({why})" for w, why in problems)
-        blocks.insert(
-            at_top,
-            Para(
-                f"**This report is incomplete.** Not drawn: {what}. Every number is in "
-                "sweep.csv and results.parquet.",
-                "problem",
-            ),
-        )
+        blocks.insert(at_top, incomplete_notice(problems, "sweep.csv and results.parquet"))
     return blocks, figs
 
 

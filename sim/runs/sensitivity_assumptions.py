@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator
 
@@ -50,15 +50,7 @@ Name = Literal[
     "acknowledgement",
     "gateNoise",
 ]
-ASSUMPTIONS: tuple[str, ...] = (
-    "faultSeverity",
-    "traffic",
-    "podStartup",
-    "routerDelay",
-    "humanDetection",
-    "acknowledgement",
-    "gateNoise",
-)
+ASSUMPTIONS: tuple[str, ...] = get_args(Name)  # in the order the reports list them
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "faultSeverity": (0.25, 4.0),
     "traffic": (0.5, 2.0),
