@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sim.report.text import _nan as nan
-from sim.runs.summary import MIXTURE, compare, summarize
+from sim.runs.summary import MIXTURE, SAFETY, compare, summarize
 
 __all__ = ["CAUGHT", "MOST", "Ending", "Facts", "GateCatch", "nan"]
 
@@ -30,7 +30,6 @@ CAUGHT = ("gate", "alert")
 """Detectors that catch a bad release by design; a human or the progress deadline is a backstop."""
 MOST = 0.5
 """A policy "catches most bad releases" when a gate or alert catches at least this share."""
-SAFETY = "excess_bad_requests"
 
 
 def _inf(x: float) -> float:

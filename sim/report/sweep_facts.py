@@ -22,10 +22,20 @@ from typing import Any
 
 import pandas as pd
 
-from sim.report.facts import SAFETY, Facts, nan
-from sim.runs.summary import MIXTURE, compare
+from sim.report.facts import Facts, nan
+from sim.runs.summary import SAFETY, SPEED, paired_mixture
 
-__all__ = ["METRICS", "CellFacts", "Change", "NoOp", "Paired", "SweepFacts", "is_numeric"]
+__all__ = [
+    "METRICS",
+    "CellFacts",
+    "Change",
+    "NoOp",
+    "Paired",
+    "SweepFacts",
+    "is_numeric",
+    "short_path",
+    "value_key",
+]
 
 METRICS = (
     ("excess_bad_requests", "bad", "Excess bad requests per bad release", "count"),
@@ -34,7 +44,6 @@ METRICS = (
     ("false_rollback", "good", "False rollbacks (share of good releases)", "share"),
 )
 """(metric, which releases it is judged on, title, kind): blast radius, then cost."""
-SPEED = "rollout_duration"
 
 
 def is_numeric(values: Sequence[Any]) -> bool:
@@ -90,15 +99,9 @@ class CellFacts:
         f = self.facts
         metric, classes = (SAFETY, f.bad) if what == "safest" else (SPEED, f.good)
         try:
-            row = compare(self.frame, a, b, metric, classes=list(classes) or None).loc[MIXTURE]
+            return Paired(*paired_mixture(self.frame, a, b, metric, list(classes) or None))
         except (KeyError, ValueError):
             return None
-        return Paired(
-            float(row["diff"]),
-            float(row["ci_low"]),
-            float(row["ci_high"]),
-            bool(row["significant"]),
-        )
 
     def caught(self) -> dict[str, float]:
         """Per policy, the share of bad releases its gate or an alert catches."""
@@ -162,17 +165,17 @@ class SweepFacts:
 
     def lines(self, path: str) -> list[tuple[tuple[tuple[str, Any], ...], list[CellFacts]]]:
         """The cells along ``path``, one list per setting of the other paths, in axis order."""
-        order = {_key(v): i for i, v in enumerate(self.axes[path])}
+        order = {value_key(v): i for i, v in enumerate(self.axes[path])}
         groups: dict[str, tuple[tuple[tuple[str, Any], ...], list[CellFacts]]] = {}
         for c in self.cells:
             fixed = tuple((q, c.values[q]) for q in self.paths if q != path)
-            groups.setdefault(_key(fixed), (fixed, []))[1].append(c)
+            groups.setdefault(value_key(fixed), (fixed, []))[1].append(c)
         out = []
         for fixed, members in groups.values():
             seen: dict[str, CellFacts] = {}
             for c in members:  # a value given twice is one point of the line
-                seen.setdefault(_key(c.values[path]), c)
-            line = sorted(seen.values(), key=lambda c: order.get(_key(c.values[path]), 0))
+                seen.setdefault(value_key(c.values[path]), c)
+            line = sorted(seen.values(), key=lambda c: order.get(value_key(c.values[path]), 0))
             out.append((fixed, line))
         return out
 
@@ -237,7 +240,13 @@ def _cell_facts(swept) -> CellFacts:
     return cf
 
 
-def _key(value: Any) -> str:
+def short_path(path: str) -> str:
+    """A dotted path's last part, as the reports label an axis: ``errorRate``."""
+    return path.rsplit(".", 1)[-1]
+
+
+def value_key(value: Any) -> str:
+    """A swept value as a hashable key (values may be lists or mappings)."""
     return json.dumps(value, sort_keys=True, default=repr)
 
 
@@ -245,7 +254,7 @@ def _axis(values: Sequence[Any]) -> tuple[Any, ...]:
     """The distinct values of a path: sorted when numeric, else in the order given."""
     distinct: dict[str, Any] = {}
     for v in values:
-        distinct.setdefault(_key(v), v)
+        distinct.setdefault(value_key(v), v)
     out = list(distinct.values())
     return tuple(sorted(out) if is_numeric(out) else out)
 

@@ -37,7 +37,7 @@ from sim.report.render import (
     to_html,
     to_markdown,
 )
-from sim.report.sweep_facts import METRICS, CellFacts, SweepFacts, _log_axis, is_numeric
+from sim.report.sweep_facts import METRICS, CellFacts, SweepFacts, _log_axis, is_numeric, short_path
 from sim.report.sweep_verdict import sweep_verdict, value_text
 from sim.report.text import fmt_count, fmt_duration, fmt_pct
 from sim.runs.files import atomic_write_bytes
@@ -182,7 +182,7 @@ def _winner_cell(c: CellFacts, what: str) -> Cell:
 
 
 def _cells_table(sf: SweepFacts) -> Table:
-    columns = [_short(p) for p in sf.paths] + ["Safest", "Fastest", "Cell report"]
+    columns = [short_path(p) for p in sf.paths] + ["Safest", "Fastest", "Cell report"]
     rows: list = []
     for i, c in enumerate(sf.cells):
         values = [value_text(c.values[p]) for p in sf.paths]
@@ -209,11 +209,7 @@ def _metric_table(sf: SweepFacts, metric: str, judged_on: str, kind: str) -> Tab
             sub = () if lo != lo else (f"{fmt(lo)} to {fmt(hi)}",)
             row.append(Cell(fmt(mean), sub, strong=mean == best and len(set(known)) > 1))
         rows.append(row)
-    return Table([_short(p) for p in sf.paths] + policies, rows)
-
-
-def _short(path: str) -> str:
-    return path.rsplit(".", 1)[-1]
+    return Table([short_path(p) for p in sf.paths] + policies, rows)
 
 
 # ---------------------------------------------------------------------------- figures
@@ -270,7 +266,8 @@ def _lines_figure(sf: SweepFacts, colors) -> Figure:
     ((_, line),) = sf.lines(path)
     panels = [_panel(sf, colors, path, line, m, j, t, k) for m, j, t, k in METRICS]
     title = (
-        f"Blast radius and cost against {_short(path)}: where the lines cross, the answer changes"
+        f"Blast radius and cost against {short_path(path)}: where the lines cross, the answer"
+        " changes"
     )
     png = sweep_figures.against(panels, colors, title=title)
     caption = (
@@ -287,15 +284,15 @@ def _multiples(sf: SweepFacts, colors, metric, judged_on, title, kind) -> list:
     if len(lines) > _PANELS:
         return [
             Para(
-                f"Not drawn: {len(lines)} values of {_short(by)} are more than "
+                f"Not drawn: {len(lines)} values of {short_path(by)} are more than "
                 f"{_PANELS} panels; see the table above."
             )
         ]
     panels = []
     for fixed, line in lines:
-        label = ", ".join(f"{_short(p)} = {value_text(v)}" for p, v in fixed)
+        label = ", ".join(f"{short_path(p)} = {value_text(v)}" for p, v in fixed)
         panels.append(_panel(sf, colors, x_path, line, metric, judged_on, label, kind))
-    fig_title = f"{title}, against {_short(x_path)}, one panel per {_short(by)}"
+    fig_title = f"{title}, against {short_path(x_path)}, one panel per {short_path(by)}"
     png = sweep_figures.against(panels, colors, title=fig_title)
     caption = "Per policy, the mean in each cell with its 95 % confidence band."
     return [Figure(f"sweep-{metric.replace('_', '-')}", fig_title, caption, png)]
@@ -331,10 +328,16 @@ def _map_figure(sf: SweepFacts, colors) -> Figure:
                 winners[r][k] = "" if blank else getattr(c, what)
                 strong[r][k] = bool(c.safe_clear if what == "safest" else c.fast_clear)
         maps.append((name, winners, strong))
-    grid = f"{_short(rows_path)} × {_short(cols_path)}"
+    grid = f"{short_path(rows_path)} × {short_path(cols_path)}"
     title = f"The safest and the fastest policy in each cell of {grid}"
     png = sweep_figures.winner_map(
-        rows, cols, maps, colors, title=title, ylabel=_short(rows_path), xlabel=_short(cols_path)
+        rows,
+        cols,
+        maps,
+        colors,
+        title=title,
+        ylabel=short_path(rows_path),
+        xlabel=short_path(cols_path),
     )
     caption = (
         "Solid: the winner is significantly better than every other policy there (paired, "

@@ -14,10 +14,18 @@ Said in this order, on facts computed once (sim/report/sweep_facts.py):
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from sim.report.sweep_facts import CellFacts, Change, NoOp, Paired, SweepFacts, is_numeric
+from sim.report.sweep_facts import (
+    CellFacts,
+    Change,
+    NoOp,
+    Paired,
+    SweepFacts,
+    is_numeric,
+    short_path,
+    value_key,
+)
 from sim.report.text import fmt_count, fmt_duration, fmt_pct
 from sim.report.verdict import _join
 
@@ -33,15 +41,7 @@ def value_text(value: Any) -> str:
 
 def cell_label(values: dict[str, Any]) -> str:
     """``errorRate = 0.01, startAt = 2h``: each path by its last part."""
-    return ", ".join(f"{_short(p)} = {value_text(v)}" for p, v in values.items())
-
-
-def _key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
-
-
-def _short(path: str) -> str:
-    return path.rsplit(".", 1)[-1]
+    return ", ".join(f"{short_path(p)} = {value_text(v)}" for p, v in values.items())
 
 
 def sweep_verdict(sf: SweepFacts) -> tuple[list[str], list[str]]:
@@ -204,7 +204,7 @@ def _regions(sf: SweepFacts, what: str) -> str:
                     parts[-1][1].append(value_text(c.values[path]))
                 else:
                     parts.append((w, [value_text(c.values[path])]))
-        return _join([f"**{w}** at {_short(path)} = {_join(vs)}" for w, vs in parts])
+        return _join([f"**{w}** at {short_path(path)} = {_join(vs)}" for w, vs in parts])
     counts: dict[str, int] = {}
     for c in sf.cells:
         counts[getattr(c, what)] = counts.get(getattr(c, what), 0) + 1
@@ -236,7 +236,7 @@ def _move(group: list[Change], where: str, what: str) -> str:
     if c.crossing == c.crossing:  # not NaN
         text += (
             f" (interpolated linearly, the paired difference crosses zero near "
-            f"{_short(c.path)} ≈ {c.crossing:.3g})"
+            f"{short_path(c.path)} ≈ {c.crossing:.3g})"
         )
     if len(group) > 1:
         text += (
@@ -266,11 +266,11 @@ def _edge(winner: str, d: Paired | None, what: str) -> str:
 def _between(c: Change, where: str = "") -> str:
     left, right = c.cells
     v0, v1 = value_text(left.values[c.path]), value_text(right.values[c.path])
-    return f"Between {_short(c.path)} = {v0} and {v1}{where}"
+    return f"Between {short_path(c.path)} = {v0} and {v1}{where}"
 
 
 def _fixed(c: Change) -> str:
-    return ", ".join(f"{_short(p)} = {value_text(v)}" for p, v in c.fixed)
+    return ", ".join(f"{short_path(p)} = {value_text(v)}" for p, v in c.fixed)
 
 
 def _grouped(sf: SweepFacts, changes: list[Change]) -> list[tuple[list[Change], str]]:
@@ -279,7 +279,14 @@ def _grouped(sf: SweepFacts, changes: list[Change]) -> list[tuple[list[Change], 
     groups: dict[tuple, list[Change]] = {}
     for c in changes:
         left, right = c.cells
-        key = (c.path, c.what, _key(left.values[c.path]), _key(right.values[c.path]), c.a, c.b)
+        key = (
+            c.path,
+            c.what,
+            value_key(left.values[c.path]),
+            value_key(right.values[c.path]),
+            c.a,
+            c.b,
+        )
         groups.setdefault(key, []).append(c)
     out = []
     for members in groups.values():
@@ -288,7 +295,7 @@ def _grouped(sf: SweepFacts, changes: list[Change]) -> list[tuple[list[Change], 
         if not first.fixed:
             where = ""
         elif len(members) == total > 1:
-            where = " (at every " + " and ".join(_short(p) for p, _ in first.fixed) + ")"
+            where = " (at every " + " and ".join(short_path(p) for p, _ in first.fixed) + ")"
         else:
             where = " (with " + "; with ".join(_fixed(m) for m in members) + ")"
         out.append((members, where))
@@ -296,13 +303,13 @@ def _grouped(sf: SweepFacts, changes: list[Change]) -> list[tuple[list[Change], 
 
 
 def _at(path: str, c: CellFacts) -> str:
-    return f"{_short(path)} = {value_text(c.values[path])}"
+    return f"{short_path(path)} = {value_text(c.values[path])}"
 
 
 def _where(sf: SweepFacts, cells: list[CellFacts]) -> str:
     if len(sf.paths) == 1:
         path = sf.paths[0]
-        return f"at {_short(path)} = {_join([value_text(c.values[path]) for c in cells])}"
+        return f"at {short_path(path)} = {_join([value_text(c.values[path]) for c in cells])}"
     shown = [cell_label(c.values) for c in cells[:4]]
     more = f" and {len(cells) - 4} more cells" if len(cells) > 4 else ""
     return f"in {len(cells)} of {len(sf.cells)} cells ({'; '.join(shown)}{more})"

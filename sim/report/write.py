@@ -18,7 +18,6 @@ same seeds as the runner, so a timeline is exactly that replication's row in res
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from sim.report.content import build_blocks
 from sim.report.facts import Facts
 from sim.report.render import Heading, Para, to_html, to_markdown
 from sim.runs.files import atomic_write, check_output, staged_folder
+from sim.runs.provenance import package_version, run_digest
 
 __all__ = ["REPORT_FILES", "ReportIncomplete", "example_traces", "write_report"]
 
@@ -88,7 +88,7 @@ def write_report(
     out = Path(out_dir)
     _check_target(out)
     _load_in_workers()
-    version = version or getattr(result, "version", "") or _package_version()
+    version = version or getattr(result, "version", "") or package_version()
     created = datetime.now(UTC).replace(microsecond=0)
     provenance = _provenance(result, loaded_scenario, version, created)
     problems: list[tuple[str, str]] = []
@@ -185,23 +185,6 @@ def _write_results(result, path: Path) -> None:
         result.frame.to_parquet(path, index=False)
 
 
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as _version
-
-    try:
-        return _version("rolloutsim")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _run_digest(result) -> str:
-    """``LoadedScenario.digest()``'s recipe on what ran: equal to it for an unchanged scenario."""
-    data = {"world": result.world, "policies": result.policy_specs, "seed": result.seed}
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def _differs(result, loaded) -> list[str]:
     """What ran that the scenario file does not say, in words: a seed or replications given by
     the caller, or a world or policies changed after the file was read."""
@@ -220,16 +203,14 @@ def _differs(result, loaded) -> list[str]:
             else ", ".join(f"{c} {n:,}" for c, n in asked.items())
         )
         said.append(f"replications {ran_text} given to the run; the file says {asked_text}")
-    same_seed = {"world": result.world, "policies": result.policy_specs, "seed": file.seed}
-    blob = json.dumps(same_seed, sort_keys=True, default=str).encode()
-    if hashlib.sha256(blob).hexdigest()[:16] != loaded.digest():
+    if run_digest(result.world, result.policy_specs, file.seed) != loaded.digest():
         said.append("the world or the policies differ from the file (changed after it was read)")
     return said
 
 
 def _provenance(result, loaded, version: str, created: datetime) -> dict:
     path = getattr(loaded, "path", None)
-    digest = _run_digest(result)
+    digest = run_digest(result.world, result.policy_specs, result.seed)
     try:
         differs = _differs(result, loaded)
     except Exception:  # a hand-made scenario without a file's settings to compare with

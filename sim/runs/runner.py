@@ -41,6 +41,7 @@ from sim.runs.checkpoint import TYPES, Checkpoint
 from sim.runs.files import atomic_write
 from sim.runs.options import BACKENDS, DEFAULTS, ProgressLines, live_bar
 from sim.runs.pool import shutdown
+from sim.runs.provenance import package_version
 from sim.world.model import CompiledWorld, World
 from sim.world.plugins import check_step_plugins
 
@@ -382,14 +383,6 @@ class RunResult:
         atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    with contextlib.suppress(PackageNotFoundError):
-        return version("rolloutsim")
-    return "unknown"
-
-
 # ---------------------------------------------------------------------------- run
 
 
@@ -447,7 +440,7 @@ def run(
     local = 1 if single else _n_workers(workers, tasks)  # local processes building users
     check(estimate(model, named, counts, local), budget)
     names = tuple(specs)
-    version = _version()
+    version = package_version()
     inputs = {"format": _FORMAT, "rolloutsim": version, "world": world_json, "seed": seed}
     inputs |= {"policies": [[n, specs[n]] for n in names], "replications": counts}
     inputs["chunk_size"] = chunk_size

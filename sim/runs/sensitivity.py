@@ -38,7 +38,7 @@ from sim.runs.sensitivity_assumptions import (
     skip_reason,
     vary,
 )
-from sim.runs.summary import MIXTURE
+from sim.runs.summary import SAFETY, SPEED, paired_mixture
 
 __all__ = [
     "Flip",
@@ -47,9 +47,6 @@ __all__ = [
     "run_with_sensitivity",
     "sensitivity",
 ]
-
-SAFETY = "excess_bad_requests"
-SPEED = "rollout_duration"
 
 
 @dataclass(frozen=True)
@@ -161,18 +158,10 @@ class SensitivityResult:
 
 
 def _diff(frame, a: str, b: str, metric: str, classes) -> tuple[float, float, float, bool]:
-    """b − a, paired, per release of ``classes`` (sim.runs.summary.compare's mixture row)."""
-    from sim.runs.summary import compare
-
+    """b − a, paired, per release of ``classes``; NaN for a policy against itself."""
     if a == b:
         return (math.nan, math.nan, math.nan, False)
-    row = compare(frame, a, b, metric, classes=classes).loc[MIXTURE]
-    return (
-        float(row["diff"]),
-        float(row["ci_low"]),
-        float(row["ci_high"]),
-        bool(row["significant"]),
-    )
+    return paired_mixture(frame, a, b, metric, classes)
 
 
 def _read(result, assumption, end, factor, value, base: Reading | None) -> Reading:

@@ -28,11 +28,19 @@ __all__ = [
     "EVENT_TIMES",
     "MIXTURE",
     "OPTIONAL_METRICS",
+    "SAFETY",
+    "SPEED",
     "compare",
+    "paired_mixture",
     "pareto",
     "summarize",
     "weighted_quantile",
 ]
+
+SAFETY = "excess_bad_requests"
+"""What makes a policy the safest: fewest of these per bad release (the verdict's rule)."""
+SPEED = "rollout_duration"
+"""What makes a policy the fastest: the shortest of these per good release."""
 
 DEFAULT_METRICS = (
     "excess_bad_requests",
@@ -342,3 +350,15 @@ def pareto(
         if not dominated:
             keep.append(name)
     return mix.loc[keep].sort_values([x, y], kind="stable")
+
+
+def paired_mixture(frame, a: str, b: str, metric: str, classes=None):
+    """``b − a`` per release of ``classes``, paired (``compare``'s mixture row): (difference,
+    95 % interval low, high, significant)."""
+    row = compare(frame, a, b, metric, classes=classes).loc[MIXTURE]
+    return (
+        float(row["diff"]),
+        float(row["ci_low"]),
+        float(row["ci_high"]),
+        bool(row["significant"]),
+    )
