@@ -123,12 +123,17 @@ def test_a_billion_users_is_refused_at_once(tmp_path: Path) -> None:
     assert time.perf_counter() - started < 1.0
 
 
-def test_the_user_population_counts_in_every_workers_memory() -> None:
+def test_the_user_population_counts_once_with_its_cell_splits() -> None:
+    """The population and its sorted cells are held once for all workers (shared memory):
+    about 32 B per user and 24 B per cell split (the whole, and each fault segment's)."""
     world = World.model_validate(WORLD | {"users": {"count": 2_000_000}})
     with pytest.raises(BudgetError) as caught:
         run(world, _policies(), replications=2, backend="inprocess", budget=Budget(memory_gib=0.1))
     assert caught.value.path == "world.users.count"
-    assert "2,000,000 users of about 128 B in each worker" in caught.value.message
+    assert "2,000,000 users of about 56 B, held once for all workers" in caught.value.message
+    policies = {p.name: p for p in _policies()}
+    one, many = (estimate(world, policies, counts(2, ("good", "bad")), workers=w) for w in (1, 8))
+    assert many.process_bytes == one.process_bytes and many.cpu_s == one.cpu_s
 
 
 def test_the_cpu_budget_counts_every_replication() -> None:

@@ -34,7 +34,7 @@ from policies.errors import RolloutsimError
 if TYPE_CHECKING:
     from sim.engine.flows import RoutingState, UserCells
 
-__all__ = ["Cookies", "cookie_services"]
+__all__ = ["Cookies", "cookie_services", "draw_each"]
 
 
 class Cookies:
@@ -138,3 +138,17 @@ def cookie_services(state: RoutingState, cells: UserCells, key, a_cell: float) -
         out.append(("canary", canary, (a_join * requests - before) / requests / a_cell, joiners))
         out.append(("stable", stable, (1.0 - w) * before / requests / a_cell, joiners))
     return out
+
+
+def draw_each(rng: np.random.Generator, k: int, members: np.ndarray):
+    """Joining requests (one per joiner): k distinct users of ``members`` (a range of an
+    ``each`` order), uniformly; more than it holds, which a Poisson count allows, go to its
+    users at random. (users hit, their counts), as ``UserCells.draw_counts``."""
+    counts = np.zeros(members.size, dtype=np.int64)
+    counts[rng.choice(members.size, min(k, members.size), replace=False)] = 1
+    if k > members.size:
+        counts += np.bincount(
+            rng.integers(0, members.size, k - members.size), minlength=members.size
+        )
+    hit = counts > 0
+    return members[hit], counts[hit]

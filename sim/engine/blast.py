@@ -292,6 +292,11 @@ class BlastRadius:
         rest = int((counts[hit] - first[hit]).sum())
         self.totals.caused += int(np.count_nonzero(hit)) + int(rng.binomial(rest, share))
 
+    def forget(self) -> None:
+        """Drop the per-user marks once counted (a byte per user each): a finished replication
+        may wait in a reference cycle for the garbage collector, its marks with it."""
+        self._marks.clear()
+
     def users_hurt(self) -> int:
         self.split()
         return self._count("hurt")

@@ -17,13 +17,16 @@ and whether the candidate is still reached read the users' flows only. Under a c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from policies.controller.protocol import GROUP_VERSION
-from sim.engine.affinity import cookie_services
+from sim.engine.affinity import cookie_services, draw_each
 from sim.engine.sampling import multinomial_hits, sorted_uniforms
+from sim.world.users import CHUNK as _CHUNK
+from sim.world.users import SortedKeys, index_dtype
 
 __all__ = ["Flow", "FlowSet", "RoutingState", "Selector", "UserCells", "compute_flows", "flow_set"]
 
@@ -133,19 +136,30 @@ class FlowSet:
 
 class UserCells:
     """The population split by (matched, in fault segment), each cell sorted by sticky bucket
-    (and, for DNS switches, by an independent per-client key) with cumulative activity."""
+    (and, for DNS switches, by an independent per-client key) with cumulative activity.
+
+    A cell in bucket order and its guide table are the population's arrays (``Users.arrays``:
+    its shared memory under the process backend): about 20 bytes per user and cell split, once
+    per run, not per worker (int32 positions; sorted keys not stored: ``SortedKeys``)."""
 
     def __init__(self, users, seed: int | np.random.SeedSequence = 0) -> None:
         self.users = users
         self.n = users.n
         self._groups: dict = {}
-        self._activity: dict = {}
+        self._activity: dict = {}  # small groups' activity in order (``_sorted_activity``)
         self._guides: dict = {}
         self.flow_sets: dict = {}  # flow_set's cache
         self._mirrors: dict = {}  # mirror routes -> percent copied per user
         self._cookie: dict = {}  # a replication's cookie order -> (keys, exponentials)
-        self._serial = 0
-        self._dns_key = np.random.default_rng(seed).random(users.n) * 100.0
+        self._serial, self._seed = 0, seed
+        self._dns: np.ndarray | None = None
+
+    @property
+    def _dns_key(self) -> np.ndarray:
+        """Per client, a DNS switch's key: drawn when first needed, from its own stream."""
+        if self._dns is None:
+            self._dns = np.random.default_rng(self._seed).random(self.n) * 100.0
+        return self._dns
 
     def _mask(self, names: frozenset) -> np.ndarray:
         if not names:
@@ -156,6 +170,7 @@ class UserCells:
         return (matched, fault_segment, in_m, in_f)
 
     def _group(self, key, order: str):
+        """(members, ``SortedKeys``, cumulative activity) of a cell in ``order``."""
         cache_key = (key, order)
         group = self._groups.get(cache_key)
         if group is None and is_each(order):
@@ -170,23 +185,26 @@ class UserCells:
                 inside &= self._mask(matched) == in_m
             if fault_segment is not None:
                 inside &= self.users.masks[fault_segment] == in_f
-            if order == "bucket":
-                keys = self.users.bucket
+            if order == "bucket":  # the population's arrays (named alike in every process)
+                tag = "cell " + json.dumps([sorted(matched), fault_segment, in_m, in_f])
+                members, cum = self.users.bucket_cell(tag, inside)
+                keys = SortedKeys(self.users.bucket, members, tag)
             else:  # a DNS switch's client keys, or a replication's cookie keys
-                keys = self._dns_key if order == "dns" else self._cookie[order][0]
-            members = np.flatnonzero(inside)
-            members = members[np.argsort(keys[members], kind="stable")]
-            cum = np.concatenate(([0.0], np.cumsum(self.users.activity[members])))
-            group = (members, keys[members], cum)
-            self._groups[cache_key] = group
+                source = self._dns_key if order == "dns" else self._cookie[order][0]
+                members = np.flatnonzero(inside)
+                members = members[np.argsort(source[members], kind="stable")]
+                members = members.astype(index_dtype(self.n), copy=False)
+                cum = np.concatenate(([0.0], np.cumsum(self.users.activity[members])))
+                keys = SortedKeys(source, members)
+            group = self._groups[cache_key] = (members, keys, cum)
         return group
 
     def _range(self, selector: Selector):
         key, order, lo, hi = selector
         members, keys, cum = self._group(key, order)
-        i = 0 if lo <= 0 else int(np.searchsorted(keys, lo, side="left"))
+        i = 0 if lo <= 0 else keys.search(lo)
         full = hi >= 100 if isinstance(order, str) else hi == np.inf  # cookie keys: unbounded
-        j = members.size if full else int(np.searchsorted(keys, hi, side="left"))
+        j = members.size if full else keys.search(hi)
         return members, cum, i, j
 
     def cookie_order(self, exponentials: np.ndarray) -> tuple:
@@ -257,21 +275,8 @@ class UserCells:
         _, _, i, j = self._range(selector)
         order = selector[1]
         if is_each(order) and k > 0 and i < j:
-            return self._draw_each(rng, k, selector[:2], i, j)
+            return draw_each(rng, k, self._group(*selector[:2])[0][i:j])
         return self._draw_range(rng, k, selector[:2], i, j)
-
-    def _draw_each(self, rng, k: int, group_key, i: int, j: int):
-        """Joining requests (one per joiner): k distinct users of the range, uniformly (more
-        than it holds, which a Poisson count allows, go to its users at random)."""
-        members = self._group(*group_key)[0][i:j]
-        counts = np.zeros(members.size, dtype=np.int64)
-        counts[rng.choice(members.size, min(k, members.size), replace=False)] = 1
-        if k > members.size:
-            counts += np.bincount(
-                rng.integers(0, members.size, k - members.size), minlength=members.size
-            )
-        hit = counts > 0
-        return members[hit], counts[hit]
 
     def _draw_range(self, rng, k: int, group_key, i: int, j: int):
         members = self._group(*group_key)[0]
@@ -292,27 +297,18 @@ class UserCells:
 
     def _hits(self, rng, k: int, group_key, i: int, j: int):
         """Multinomial(k, activity) over [i, j) per user: (positions from i, counts)."""
-        weights = self._sorted_activity(*group_key)[i:j]
+        weights = self._sorted_activity(group_key[0], group_key[1], i, j)
         return multinomial_hits(rng, k, weights, lambda m: self._picks(rng, m, group_key, i, j) - i)
-
-    def _counts(self, rng, k: int, group_key, i: int, j: int) -> np.ndarray:
-        """``_hits`` as one count per user of [i, j)."""
-        hit, counts = self._hits(rng, k, group_key, i, j)
-        out = np.zeros(j - i, dtype=np.int64)
-        out[hit] = counts
-        return out
 
     def _locate(self, group_key, u: np.ndarray) -> np.ndarray:
         """For each u, the position p with cum[p] <= u < cum[p + 1]: ``searchsorted`` made
         O(1) per value by a guide table (Chen and Asau's index search), whose bin b points at
         the position of b·total/bins; a few vectorised steps then walk to the exact one."""
-        _, _, cum = self._group(*group_key)
-        guide = self._guides.get(group_key)
+        _, keys, cum = self._group(*group_key)
         size, n_bins = cum.size - 1, _GUIDE_BINS * (cum.size - 1)
-        if guide is None:  # (bin starts lowered by 1e-12: a rounded u never lands before one)
-            edges = np.arange(n_bins) * (cum[-1] / n_bins) * (1 - 1e-12)
-            guide = np.searchsorted(cum, edges, side="right") - 1
-            guide = self._guides[group_key] = np.clip(guide, 0, size - 1).astype(np.int32)
+        guide = self._guides.get(group_key)
+        if guide is None:  # a bucket order's is the population's, as its cells
+            guide = self._guides[group_key] = self.users.guide_table(keys.tag, cum, n_bins)
         bins = np.minimum((u * (n_bins / cum[-1])).astype(np.intp), n_bins - 1)
         picks = guide[np.maximum(bins, 0)].astype(np.intp)
         todo = np.flatnonzero(cum[picks + 1] <= u)
@@ -336,9 +332,15 @@ class UserCells:
                     k = int(rng.poisson(expected))
                     reached[self._draw_range(rng, k, (key, order), i, j)[0]] = True
                 continue
-            lam = self._sorted_activity(key, order)[lo:hi] * self._steps(lo, hi, ranges)
-            hit = rng.standard_exponential(hi - lo) < lam
-            reached[members[lo:hi][hit]] = True
+            carry = 0.0  # in steps of _CHUNK users: the same draws, no n-sized temporaries
+            for a in range(lo, hi, _CHUNK):
+                b = min(a + _CHUNK, hi)
+                steps, carry = self._steps(a, b, ranges, carry)
+                hit = (
+                    rng.standard_exponential(b - a)
+                    < self._sorted_activity(key, order, a, b) * steps
+                )
+                reached[members[a:b][hit]] = True
         return int(np.count_nonzero(reached))
 
     def _ranges_by_group(self, terms: dict) -> dict:
@@ -351,25 +353,31 @@ class UserCells:
         return by_group
 
     @staticmethod
-    def _steps(lo: int, hi: int, ranges) -> np.ndarray:
-        """Σ of scale over the ranges [i, j) each position of [lo, hi) lies in."""
+    def _steps(a: int, b: int, ranges, carry: float) -> tuple[np.ndarray, float]:
+        """Σ of scale over the ranges [i, j) each position of [a, b) lies in, as a running sum
+        of the ranges' ends from ``carry`` (its value before a); and its value at b − 1."""
         if len(ranges) == 1:
-            return np.full(hi - lo, ranges[0][2])
-        steps = np.zeros(hi - lo + 1)
+            return np.full(b - a, ranges[0][2]), carry
+        steps = np.zeros(b - a)
         for i, j, scale, _ in ranges:
-            steps[i - lo] += scale
-            steps[j - lo] -= scale
-        return np.cumsum(steps[:-1])
+            if a <= i < b:
+                steps[i - a] += scale
+            if a <= j < b:
+                steps[j - a] -= scale
+        steps[0] += carry
+        np.cumsum(steps, out=steps)
+        return steps, float(steps[-1])
 
-    def _sorted_activity(self, key, order: str) -> np.ndarray:
-        cached = self._activity.get((key, order))
-        if cached is None:
-            members, _, cum = self._group(key, order)
-            if is_each(order):
-                cached = self._activity[(key, order)] = np.diff(cum)
-            else:
-                cached = self._activity[(key, order)] = self.users.activity[members]
-        return cached
+    def _sorted_activity(self, key, order: str, i: int = 0, j: int | None = None) -> np.ndarray:
+        """The group's activity in its order over [i, j): kept for small groups, gathered
+        when asked for large ones (only per-user passes ask, reading the range anyway)."""
+        members, _, cum = self._group(key, order)
+        if is_each(order) or members.size > _CHUNK:
+            return np.diff(cum)[i:j] if is_each(order) else self.users.activity[members[i:j]]
+        found = self._activity.get((key, order))
+        if found is None:
+            found = self._activity[(key, order)] = self.users.activity[members]
+        return found[i:j]
 
 
 def compute_flows(

@@ -4,9 +4,10 @@ A scenario is data, often someone else's, and a valid one can still ask for year
 terabytes: ``replicas: 100000`` (pods are objects, and every pod event walks them),
 ``scrapeInterval: 1ms`` (the data plane keeps per-scrape-slot counts: 86 million slots a day),
 a metric ``interval: 1ms`` (a measurement every millisecond), ``replications: 1.0e+12`` or
-``users.count: 1000000000`` (each worker holds the population). ``estimate`` prices a plan from
-the world and the policies alone, with nothing built, and ``check`` refuses one beyond a
-``Budget`` in one line that names the field to blame, the estimate and how to allow it.
+``users.count: 1000000000`` (the population and its sorted cells, held once for all workers).
+``estimate`` prices a plan from the world and the policies alone, with nothing built, and
+``check`` refuses one beyond a ``Budget`` in one line that names the field to blame, the
+estimate and how to allow it.
 
 The unit costs below were measured on one core of a 2020s x86 machine with the shipped
 scenarios varied one field at a time (scrape slots, replicas, users, measurements); they give
@@ -55,10 +56,14 @@ _POD_S = 3e-5  # per pod and replication, plus _POD2_S per pod squared (events w
 _POD2_S = 3e-7
 _DNS_SLOT_S = 5e-5  # a DNS switch draws one scrape slot at a time while clients move
 _USER_DRAFT_S = 1e-10  # per user and draft: who was hurt is drawn over the population
-_USER_BUILD_S = 5e-7  # per user and worker: the population and its sorted cells
+_USER_BUILD_S = 5e-7  # per user, once per run: the population and its sorted cells
 _DRAFT_S = 600.0  # traffic is drafted at least every 10 minutes (sim/engine/drafting.py)
 # bytes
-_USER_B = 128  # activity, bucket, segment masks, the engine's sorted cells and guide table
+# per user, held once in shared memory for all workers (sim/runs/pool.py): activity, bucket,
+# bucket order, segment masks and a replication's marks; and per cell split of the population
+# (the whole; inside and outside each fault segment) positions, cumulative activity, guide table
+_USER_B = 32
+_CELLS_B = 24
 _SLOT_B = 400  # the per-slot table and a draft's per-piece arrays
 _POD_B = 1000  # a pod object, twice (surge)
 _RECORD_B = 4096  # one replication's record in the parent (dicts, then the frame)
@@ -131,7 +136,8 @@ def estimate(
     workers: int = 1,
 ) -> Estimate:
     """Price a plan: ``counts`` replications per release class under each of ``policies``
-    (name -> policy), on ``workers`` processes that each build the user population."""
+    (name -> policy), on ``workers`` processes (the user population is built once and shared:
+    its memory and build do not grow with them)."""
     named = list(policies.items() if isinstance(policies, Mapping) else policies)
     horizon = float(world.horizon)
     platform = world.platform
@@ -149,13 +155,15 @@ def estimate(
         if seconds > worst[0]:
             worst = (seconds, max(terms, key=lambda t: t.amount), name)
         pods_max = max(pods_max, _replicas(world, policy))
-    cpu += max(1, workers) * users * _USER_BUILD_S
+    cpu += users * _USER_BUILD_S
     interval = _fmt_s(platform.scrape_interval)
+    splits = 1 + len({r.fault.segment for r in world.releases if r.fault and r.fault.segment})
+    per_user = _USER_B + splits * _CELLS_B
     memory = [
         _Term(
-            users * _USER_B,
+            users * per_user,
             "world.users.count",
-            f"{users:,} users of about {_USER_B} B in each worker",
+            f"{users:,} users of about {per_user} B, held once for all workers",
         ),
         _Term(
             slots * _SLOT_B,

@@ -12,6 +12,9 @@ The user population is drawn once in this process into POSIX shared memory
 (``multiprocessing.shared_memory``) and every worker maps it read-only, so memory does not grow
 with workers. Not copy-on-write with fork: the pool outlives one world, and forking a threaded
 parent is unsafe; a named block is also what the resource tracker cleans up after a SIGKILL.
+The arrays the engine derives from a population alone (its cells in bucket order, their guide
+tables: ``Users.arrays``) go to blocks named after the population's, built by the first process
+that needs one while the others wait for it (``_Store``), and freed with the population.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import mmap
 import multiprocessing
 import os
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.shared_memory import SharedMemory
@@ -82,6 +86,9 @@ def executor(workers: int) -> ProcessPoolExecutor:
         pool = _POOL
         if pool is not None and (workers != _SIZE or stamp != _STAMP or _broken(pool)):
             _stop_pool()
+            if stamp != _STAMP:  # arrays derived by the old code go with it
+                for block, _, _ in _SHARED.values():
+                    _unlink_derived(block.name)
         if _POOL is None:
             # spawn: no fork of a threaded parent; workers start on demand, up to ``workers``
             _POOL = ProcessPoolExecutor(
@@ -141,8 +148,20 @@ atexit.register(shutdown)
 
 
 def _unlink(block: SharedMemory) -> None:
+    """Unlink a population's block and the blocks derived from it (``_Store``)."""
     with contextlib.suppress(FileNotFoundError):  # already gone: another cleanup got there
         block.unlink()
+    _unlink_derived(block.name)
+
+
+def _unlink_derived(name: str) -> None:
+    """Unlink the derived blocks of population block ``name``: they are found by name where
+    POSIX shared memory has a folder (Linux); elsewhere the resource tracker frees them."""
+    folder = Path("/dev/shm")
+    prefix = name.lstrip("/") + "_"
+    for path in folder.glob(prefix + "*") if folder.is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):
+            SharedMemory(path.name).unlink()
 
 
 def _fd(block: SharedMemory) -> int:
@@ -150,7 +169,7 @@ def _fd(block: SharedMemory) -> int:
     return vars(block)["_fd"]
 
 
-def _view(block_fd: int, size: int, layout: dict) -> Any:
+def _view(block_fd: int, size: int, layout: dict, name: str) -> Any:
     """A read-only ``Users`` on a block's pages: its own mapping, valid after the block closes."""
     from sim.world.users import Users
 
@@ -162,13 +181,18 @@ def _view(block_fd: int, size: int, layout: dict) -> Any:
 
     masks = {name: part(offset, "?") for name, offset in layout["masks"]}
     activity, bucket = part(layout["activity"], "<f8"), part(layout["bucket"], "<f8")
-    return Users(activity, bucket, masks, routing=layout["routing"])
+    by_bucket = part(layout["by_bucket"], "<i4")
+    store = _Store(name) if n >= _STORE_FROM else None
+    return Users(
+        activity, bucket, masks, routing=layout["routing"], by_bucket=by_bucket, store=store
+    )
 
 
 def _layout(users) -> tuple[dict, int]:
     n = users.n
     layout: dict[str, Any] = {"n": n, "routing": users.routing, "activity": 0, "bucket": 8 * n}
-    offset, masks = 16 * n, []
+    layout["by_bucket"] = 16 * n
+    offset, masks = 20 * n, []
     for name in users.masks:
         masks.append([name, offset])
         offset += n
@@ -190,13 +214,14 @@ def share_users(key: str, build) -> dict:
         try:
             out = np.ndarray(size, dtype=np.uint8, buffer=block.buf)
             parts = [("activity", users.activity), ("bucket", users.bucket)]
+            parts.append(("by_bucket", users.by_bucket))
             parts += [(off, users.masks[name]) for name, off in layout["masks"]]
             for where, values in parts:
                 start = layout[where] if isinstance(where, str) else where
                 raw = np.ascontiguousarray(values).view(np.uint8)
                 out[start : start + raw.size] = raw
             del out
-            mine = _view(_fd(block), size, layout)
+            mine = _view(_fd(block), size, layout, block.name)
             block.close()
         except BaseException:
             block.close()
@@ -220,9 +245,109 @@ def users_of(descriptor: dict):
     """In a worker: the shared population of ``descriptor``, mapped read-only (no copy)."""
     block = SharedMemory(descriptor["name"])
     try:
-        return _view(_fd(block), descriptor["size"], descriptor["layout"])
+        return _view(_fd(block), descriptor["size"], descriptor["layout"], block.name)
     finally:
         block.close()
+
+
+_STORE_FROM = 20_000
+"""Populations from this size share their derived arrays (below, each process builds its own
+in well under a millisecond per array)."""
+_READY = 0x59444145525F4D53  # the first 8 bytes of a derived block once it is filled
+_HEADER = 64
+_WAIT_S = 300.0  # how long to wait for another process to fill a block, then build our own
+
+
+class _Store:
+    """``Users.store`` of a shared population: its derived arrays in blocks of their own, named
+    after the population's block and a digest of the arrays' tag. The first process to need
+    one creates it (O_EXCL), fills it and marks it ready; the others map it read-only once
+    ready. None (build privately) if the population was freed meanwhile."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name.lstrip("/")
+
+    def __reduce__(self):
+        return (_Store, (self.name,))
+
+    def __call__(self, tag: str, parts: list[tuple[str, str, int]], fill) -> dict | None:
+        offsets, size = [], _HEADER
+        for _, dtype, count in parts:
+            offsets.append(size)
+            size += -(-np.dtype(dtype).itemsize * count // 64) * 64  # 64-byte aligned
+        name = f"{self.name}_{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
+        if not _room(size):  # a small /dev/shm (containers: 64 MB) would fault on a write
+            return None
+        deadline = time.monotonic() + _WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                block = SharedMemory(name, create=True, size=size)
+            except FileExistsError:
+                pages = self._ready(name, size)
+                if pages is None:
+                    time.sleep(0.005)  # being filled, or gone: look again
+                    continue
+            else:
+                pages = self._fill(block, parts, offsets, fill)
+                if pages is None:
+                    return None
+            return {
+                key: np.frombuffer(pages, dtype=dtype, count=count, offset=offset)
+                for (key, dtype, count), offset in zip(parts, offsets)
+            }
+        return None
+
+    def _fill(self, block: SharedMemory, parts, offsets, fill) -> mmap.mmap | None:
+        try:
+            if not self._alive():  # the population was freed: do not leave an orphan
+                with contextlib.suppress(FileNotFoundError):
+                    block.unlink()
+                return None
+            fill(
+                {
+                    key: np.ndarray(count, dtype=dtype, buffer=block.buf, offset=offset)
+                    for (key, dtype, count), offset in zip(parts, offsets)
+                }
+            )
+            np.ndarray(1, dtype="<u8", buffer=block.buf)[0] = _READY
+            return mmap.mmap(_fd(block), block.size, prot=mmap.PROT_READ)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                block.unlink()
+            raise
+        finally:
+            with contextlib.suppress(BufferError):  # a failed fill may still hold a view
+                block.close()
+
+    @staticmethod
+    def _ready(name: str, size: int) -> mmap.mmap | None:
+        try:
+            block = SharedMemory(name)
+        except (FileNotFoundError, ValueError):  # gone, or created but not sized yet
+            return None
+        try:
+            head = bytes(block.buf[:8]) if block.buf is not None else b""
+            if block.size < size or int.from_bytes(head, "little") != _READY:
+                return None
+            return mmap.mmap(_fd(block), size, prot=mmap.PROT_READ)
+        finally:
+            block.close()
+
+    def _alive(self) -> bool:
+        try:
+            SharedMemory(self.name).close()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def _room(size: int) -> bool:
+    """Whether POSIX shared memory has ``size`` bytes free (where it is a folder we can ask)."""
+    try:
+        stat = os.statvfs("/dev/shm")
+    except OSError:
+        return True
+    return stat.f_bavail * stat.f_frsize > 2 * size
 
 
 def users_key(users_spec: dict | None, seed: int) -> str:

@@ -35,7 +35,18 @@ from pydantic import (
 from policies.base import Model, brief
 from sim.world.distributions import json_object
 
-__all__ = ["MAX_USERS", "Activity", "NameValue", "Percent", "Segment", "UserPopulation", "Users"]
+__all__ = [
+    "CHUNK",
+    "MAX_USERS",
+    "Activity",
+    "NameValue",
+    "Percent",
+    "Segment",
+    "SortedKeys",
+    "UserPopulation",
+    "Users",
+    "index_dtype",
+]
 
 
 def _percent(value: Any) -> float:
@@ -126,8 +137,11 @@ class Activity(Model):
         if self.kind == "uniform":
             return np.full(n, 1.0 / n)
         assert self.sigma is not None  # _params: lognormal comes with its sigma
-        raw = np.exp(self.sigma * rng.standard_normal(n))
-        return raw / raw.sum()
+        raw = rng.standard_normal(n)  # in place: one array of n at a time
+        raw *= self.sigma
+        np.exp(raw, out=raw)
+        raw /= raw.sum()
+        return raw
 
     def to_yaml(self) -> Any:
         return "uniform" if self.kind == "uniform" else {"lognormal": {"sigma": self.sigma}}
@@ -197,8 +211,8 @@ def _cell_probabilities(shares: list[float], overlaps: dict[tuple[int, int], flo
 
 
 MAX_USERS = 2_000_000
-"""The largest population modelled: each user costs memory and time in every run (about 65
-bytes and a microsecond to build), and blast radii are shares, which a sample keeps."""
+"""The largest population modelled: each user costs memory and time in every run (about 60
+bytes, held once, and a microsecond to build), and blast radii are shares, which a sample keeps."""
 
 
 class UserPopulation(Model):
@@ -280,13 +294,27 @@ class UserPopulation(Model):
         # Sorted iid U(0, 100) buckets without a sort: normalised exponential spacings are the
         # order statistics; a random permutation then deals them to users.
         spacings = np.cumsum(bucket_rng.standard_exponential(n + 1))
-        ordered = spacings[:n] * (100.0 / spacings[n])
+        ordered = spacings[:n]
+        ordered *= 100.0 / spacings[n]
         order = bucket_rng.permutation(n)
         bucket = np.empty(n)
         bucket[order] = ordered
         cells = np.searchsorted(self._cells, seg_rng.random(n) if self.segments else (), "right")
+        cells = cells.astype(np.uint16)  # 16 segments at most: small temporaries below
         masks = {name: ((cells >> j) & 1).astype(bool) for j, name in enumerate(self.segments)}
-        return Users(activity, bucket, masks, routing=self.routing)
+        return Users(
+            activity, bucket, masks, routing=self.routing, by_bucket=_ties_by_index(order, ordered)
+        )
+
+
+def _ties_by_index(order: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """The users by bucket (``order``), equal buckets by user index as a stable argsort has
+    them (ties are rare: an exponential spacing below the sum's rounding)."""
+    by_bucket = order.astype(np.int32)
+    for at in np.flatnonzero(ordered[1:] == ordered[:-1]):
+        run = np.flatnonzero(ordered == ordered[at])
+        by_bucket[run] = np.sort(by_bucket[run])
+    return by_bucket
 
 
 class Users:
@@ -295,10 +323,13 @@ class Users:
     Read-only and picklable: built once per run, shared by every replication and policy. The
     engine's view of it (cells by route match and fault segment, sorted by bucket, with
     cumulative activity, and the draws of who was hurt or exposed) is
-    ``sim.engine.flows.UserCells``.
+    ``sim.engine.flows.UserCells``. ``by_bucket``: the users in bucket order (int32; the draw
+    knows it, else a stable argsort) from which each cell's order is a filter, not a sort.
+    ``store``: where per-population arrays go (``arrays``): the population's shared memory
+    when it has some (``sim.runs.pool``), so that workers build and hold them once.
     """
 
-    __slots__ = ("activity", "bucket", "masks", "n", "routing")
+    __slots__ = ("_by_bucket", "activity", "bucket", "masks", "n", "routing", "store")
 
     def __init__(
         self,
@@ -307,14 +338,124 @@ class Users:
         masks: dict[str, np.ndarray] | None = None,
         *,
         routing: str = "random",
+        by_bucket: np.ndarray | None = None,
+        store: Any = None,
     ) -> None:
         self.activity = np.asarray(activity, dtype=float)
         self.bucket = np.asarray(bucket, dtype=float)
-        self.n, self.routing = self.activity.size, routing
+        self.n, self.routing, self.store = self.activity.size, routing, store
         self.masks = {name: np.asarray(m, dtype=bool) for name, m in (masks or {}).items()}
-        for arr in (self.activity, self.bucket, *self.masks.values()):
-            arr.flags.writeable = False
+        self._by_bucket = None if by_bucket is None else np.asarray(by_bucket, dtype=np.int32)
+        for arr in (self.activity, self.bucket, self._by_bucket, *self.masks.values()):
+            if arr is not None:
+                arr.flags.writeable = False
+
+    def __getstate__(self) -> tuple:
+        return (self.activity, self.bucket, self.masks, self.routing, self._by_bucket)
+
+    def __setstate__(self, state: tuple) -> None:  # a pickled population keeps no store
+        activity, bucket, masks, routing, by_bucket = state
+        Users.__init__(self, activity, bucket, masks, routing=routing, by_bucket=by_bucket)
+
+    @property
+    def by_bucket(self) -> np.ndarray:
+        if self._by_bucket is None:
+            self._by_bucket = np.argsort(self.bucket, kind="stable").astype(np.int32)
+            self._by_bucket.flags.writeable = False
+        return self._by_bucket
+
+    def arrays(self, tag: str, parts: list[tuple[str, str, int]], fill) -> dict:
+        """Arrays of the population named ``tag`` ((name, dtype, size) each), filled once by
+        ``fill(arrays)``: in shared memory when the ``store`` takes them (read-only), else
+        private. ``tag`` must say everything they depend on."""
+        found = None if self.store is None else self.store(tag, parts, fill)
+        if found is None:
+            found = {name: np.empty(size, dtype) for name, dtype, size in parts}
+            fill(found)
+        return found
 
     def __repr__(self) -> str:
         segments = ", ".join(f"{k}={m.mean():.2%}" for k, m in self.masks.items())
         return f"Users(n={self.n}, routing={self.routing!r}, segments={{{segments}}})"
+
+    def bucket_cell(self, tag: str, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The users of a cell (mask ``inside``, named by ``tag``) in bucket order, a filter
+        of ``by_bucket``, and their cumulative activity from 0: arrays of the population."""
+        m = int(np.count_nonzero(inside))
+
+        def fill(out: dict) -> None:
+            members, at = out["members"], 0
+            for start in range(0, self.n, CHUNK):  # in steps: no n-sized temporaries
+                part = self.by_bucket[start : start + CHUNK]
+                part = part[inside[part]]
+                members[at : at + part.size] = part
+                at += part.size
+            _cumulative(self.activity, members, out["cum"])
+
+        parts = [("members", index_dtype(self.n), m), ("cum", "<f8", m + 1)]
+        arrays = self.arrays(f"{tag} bucket", parts, fill)
+        return arrays["members"], arrays["cum"]
+
+    def guide_table(self, tag: str | None, cum: np.ndarray, bins: int) -> np.ndarray:
+        """Bin b: the position of b·total/bins in ``cum`` (Chen and Asau's guide table; bin
+        starts lowered by 1e-12: a rounded draw never lands before one). ``tag`` names a
+        cell's: an array of the population; None: private."""
+
+        def fill(out: dict) -> None:
+            size, guide = cum.size - 1, out["guide"]
+            for start in range(0, bins, CHUNK):
+                edges = np.arange(start, min(start + CHUNK, bins)) * (cum[-1] / bins)
+                found = np.searchsorted(cum, edges * (1 - 1e-12), side="right") - 1
+                guide[start : start + edges.size] = np.clip(found, 0, size - 1)
+
+        parts = [("guide", "<i4", bins)]
+        if tag is None:
+            out = {"guide": np.empty(bins, np.int32)}
+            fill(out)
+            return out["guide"]
+        return self.arrays(f"{tag} guide", parts, fill)["guide"]
+
+
+CHUNK = 1 << 20  # users per step when building into (shared) memory: small temporaries
+
+
+def index_dtype(n: int) -> str:
+    """Positions among n users: int32 for large populations (half the memory), else intp
+    (numpy indexes with intp: no conversion on every draw)."""
+    return "<i4" if n > CHUNK else np.dtype(np.intp).str
+
+
+def _cumulative(activity: np.ndarray, members: np.ndarray, out: np.ndarray) -> None:
+    """``out`` = 0, then the running sum of activity[members], in steps (the same additions
+    in the same order as one cumsum: each step starts from the last sum)."""
+    out[0] = 0.0
+    for start in range(0, members.size, CHUNK):
+        part = activity[members[start : start + CHUNK]]
+        part[0] += out[start]
+        np.cumsum(part, out=out[start + 1 : start + 1 + part.size])
+
+
+_SAMPLE = 64  # every 64th sorted key is kept: a search reads one block of 64 keys
+
+
+class SortedKeys:
+    """A group of users' sorted keys (buckets, DNS or cookie keys), not stored: every
+    ``_SAMPLE``-th, and the per-user ``source`` to read one block of the rest. ``search`` is
+    ``searchsorted(keys, value, "left")``, exactly."""
+
+    __slots__ = ("dense", "members", "sample", "source", "tag")
+
+    def __init__(self, source: np.ndarray, members: np.ndarray, tag: str | None = None) -> None:
+        self.source, self.members, self.tag = source, members, tag  # tag: the population's
+        self.sample = source[members[::_SAMPLE]]
+        self.dense = source[members] if members.size <= CHUNK else None  # small: all of them
+
+    def search(self, value: float) -> int:
+        if self.dense is not None:
+            return int(np.searchsorted(self.dense, value, side="left"))
+        b = int(np.searchsorted(self.sample, value, side="left"))  # keys[64(b−1)] < value
+        lo, hi = max(b - 1, 0) * _SAMPLE, min(b * _SAMPLE, self.members.size)
+        return lo + int(np.searchsorted(self.source[self.members[lo:hi]], value, side="left"))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:  # the keys, for tests
+        return np.asarray(self.source[self.members], dtype=dtype)
