@@ -9,7 +9,8 @@ Public surface (imported lazily: ``import live`` loads nothing heavy, and the CL
 - ``PrometheusMetrics``, ``PrometheusAPI``, ``Reading`` — gate windows from Prometheus.
 - ``StateDir`` — the state folder (event log, PID) a restarted executor resumes from.
 - ``Bench``, ``BackendSpec`` — the loopback bench (HAProxy, Prometheus, backends, load).
-- ``calibrate``, ``predict``, ``bench_plan`` — simulation against reality.
+- ``calibrate``, ``predict``, ``bench_plan`` — simulation against reality; ``hold_experiment``
+  — the designed experiment behind a gap (live windows against simulated, the gate replayed).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "StateDir",
     "bench_plan",
     "calibrate",
+    "hold_experiment",
     "predict",
 ]
 
@@ -52,6 +54,7 @@ _HOME = {
     "Bench": "live.bench",
     "calibrate": "live.calibrate",
     "predict": "live.calibrate",
+    "hold_experiment": "live.experiment",
     "bench_plan": "live.scenario",
 }
 

@@ -150,6 +150,21 @@ def register(subparsers) -> None:
     p.add_argument("--simulate-only", action="store_true", help="print the prediction only")
     p.set_defaults(func=_calibrate)
 
+    p = subparsers.add_parser(
+        "hold",
+        help="hold the canary at the gate's weights, no gate: live windows against simulated",
+        description="The designed experiment behind a calibration gap: for CASE (a policy with "
+        "a sequential gate, against a release class), hold the canary at each weight the gate "
+        "meets, record the windows live, draw the same traffic with the simulator, compare "
+        "them and replay both through the gate offline. Resumes from OUT/records.",
+    )
+    p.add_argument("scenario", nargs="?", default=None, help="default scenarios/live-bench.yaml")
+    p.add_argument("--case", default="sprt:bad-4pct", metavar="POLICY:RELEASE")
+    p.add_argument("--seconds", type=_duration, default=600.0, help="held per weight")
+    p.add_argument("--out", type=Path, default=Path("hold"), help="report folder")
+    p.add_argument("--seed", type=int, default=20261206)
+    p.set_defaults(func=_hold)
+
 
 def _bench_options(group, duration: float) -> None:
     group.add_argument("--rate", type=_positive, default=100.0, help="requests per second")
@@ -379,6 +394,25 @@ def _calibrate(args: argparse.Namespace) -> int:
     from live.calibrate import calibrate_command
 
     return calibrate_command(args)
+
+
+def _hold(args: argparse.Namespace) -> int:
+    from live.experiment import hold_experiment
+    from live.scenario import default_scenario
+    from policies.errors import PolicyError
+
+    try:
+        hold_experiment(
+            args.scenario or default_scenario(),
+            args.out,
+            case_name=args.case,
+            seconds=args.seconds,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise PolicyError(str(exc), path="--case") from None
+    print(f"report: {args.out / 'report.md'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,11 +6,20 @@ simulated time; here its actions are carried out for real:
 * ``SetWeight``/``SetSelectors``/``Scale`` → the canary *version's* share of requests, computed
   from the router weight and which pods each Service selects (``canary_share``), written to
   HAProxy as stable = 100 − w, canary = w and read back;
-* ``Scale`` → acknowledged at once with ``PodsChanged`` (the bench's backends are fixed
-  processes: there are no pods to start);
+* ``Scale`` → acknowledged with ``PodsChanged`` at the same instant, after whatever else was
+  already due then (the bench's backends are fixed processes: there are no pods to start; the
+  simulator's pods with ``podStartup: 0`` are ready at that instant in that order too);
 * ``StartTimer`` → a wall-clock deadline, ``delay × time_scale``;
 * ``Measure`` → a Prometheus window (live/prometheus.py) → ``MeasurementTaken``; problems become
-  empty windows, which the controller's own rules judge (Error / failed check);
+  empty windows, which the controller's own rules judge (Error / failed check).
+
+Time is the controller's, as in the simulator: a timer's event happens at its *deadline*, not
+when the executor got round to it, so a timer the controller starts while handling it counts
+from the deadline, and a measurement reads the window ending one scrape delay before the
+deadline. Without that, every measurement's query time (~10 ms) pushed the next one later, and
+a gate lost its last window before a promotion due at the same instant (issue #20:
+live/experiment.py's hold experiment and the calibration runs show it). Timers due at the same
+instant fire in the order they were started, as simpy fires simultaneous events.
 * ``StatusChanged`` → printed and logged.
 
 Safety, beyond the controller's rules: a promotion is *held* while the metrics are missing
@@ -26,7 +35,6 @@ approves (promote), SIGUSR2 aborts.
 from __future__ import annotations
 
 import copy
-import heapq
 import math
 import time
 from collections.abc import Callable
@@ -58,6 +66,7 @@ from policies.measures import Observation
 __all__ = ["EXIT", "ExecutorResult", "LiveExecutor", "LiveSettings"]
 
 _APPROVE = "__approve"
+_PODS = "__pods"  # the fixed backends' PodsChanged, due at the instant of the Scale
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,8 @@ class LiveExecutor(Stopping):
         )
         self.gated = has_gates(policy)
         self.pods: dict[str, int] = dict(self.ctl.desired)
-        self.timers: dict[str, float] = {}  # key -> epoch deadline
+        self.timers: dict[str, tuple[float, int]] = {}  # key -> (epoch deadline, order started)
+        self._started_timers = 0
         self.t0: float | None = None  # epoch of Started
         self.share: float | None = None  # last share written and confirmed
         self.data_ok = True
@@ -163,7 +173,7 @@ class LiveExecutor(Stopping):
             self.t0 = time.time()
             self._log(self._record("start", settings=self.settings.to_dict()))
             self._say(f"start {self.policy.kind} {self.policy.name!r} on {self._target()}")
-            self._deliver(Started())
+            self._deliver(Started(), self.t0)
         else:
             self._replay(records)
             self._sync_router(force=True)  # whatever HAProxy has now, make it the controller's
@@ -179,8 +189,10 @@ class LiveExecutor(Stopping):
 
     # ------------------------------------------------------------------ events
 
-    def _deliver(self, first) -> None:
-        """Deliver an event and everything it leads to (measurements, pods), in order."""
+    def _deliver(self, first, at: float | None = None) -> None:
+        """Deliver an event that happens at epoch ``at`` (now if None) and everything it leads
+        to (measurements), in order."""
+        at = time.time() if at is None else at
         queue = [first]
         while queue:
             event = queue.pop(0)
@@ -191,9 +203,9 @@ class LiveExecutor(Stopping):
                 self.held.append(event)
                 self._log(self._record("held", event=encode_event(event)))
                 continue
-            self._log(self._record("event", event=encode_event(event)), durable=True)
+            self._log(self._record("event", event=encode_event(event), at=at), durable=True)
             actions = self.ctl.handle(event)
-            queue.extend(self._apply(actions, time.time(), live=True))
+            queue.extend(self._apply(actions, at, live=True))
             self._sync_router()
 
     def _apply(self, actions, at: float, live: bool) -> list:
@@ -206,7 +218,7 @@ class LiveExecutor(Stopping):
                 if not isinstance(action, Measure | StatusChanged):  # those print their own
                     self._say(describe_action(action, self.scale))
             if isinstance(action, StartTimer):
-                self.timers[action.key] = at + action.delay * self.scale
+                self._start_timer(action.key, at + action.delay * self.scale)
             elif isinstance(action, CancelTimer):
                 self.timers.pop(action.key, None)
             elif isinstance(action, Scale):
@@ -215,12 +227,16 @@ class LiveExecutor(Stopping):
             elif isinstance(action, Measure):
                 self.last_window = action.window * self.scale
                 if live:
-                    follow.append(self._measure(action))
+                    follow.append(self._measure(action, at))
             elif isinstance(action, StatusChanged):
                 self._status(action, at, live)
-        if grown and live:  # pods of fixed backends are there at once
-            follow.append(PodsChanged(dict(self.pods)))
+        if grown and live:  # pods of fixed backends are there at once, after what is due now
+            self._start_timer(_PODS, at)
         return follow
+
+    def _start_timer(self, key: str, deadline: float) -> None:
+        self._started_timers += 1
+        self.timers[key] = (deadline, self._started_timers)
 
     def _status(self, action: StatusChanged, at: float, live: bool) -> None:
         rel = at - (self.t0 or at)
@@ -234,7 +250,7 @@ class LiveExecutor(Stopping):
             self.result.promoted_at = rel
         manual = isinstance(cause, AwaitingApproval)
         if manual and self.settings.approve_after is not None:
-            self.timers[_APPROVE] = at + self.settings.approve_after
+            self._start_timer(_APPROVE, at + self.settings.approve_after)
         elif not manual:
             self.timers.pop(_APPROVE, None)
         if live:
@@ -243,9 +259,9 @@ class LiveExecutor(Stopping):
             if manual:
                 self._say(f"paused for approval: rolloutsim live promote --state {self.state.path}")
 
-    def _measure(self, action: Measure) -> MeasurementTaken:
+    def _measure(self, action: Measure, at: float) -> MeasurementTaken:
         window = action.window * self.scale
-        end = time.time() - self.settings.scrape_delay
+        end = at - self.settings.scrape_delay
         reading = self.metrics.observe(window, end)
         good = reading.ok and reading.canary.requests > 0
         self.data_ok = good
@@ -314,19 +330,22 @@ class LiveExecutor(Stopping):
     # ------------------------------------------------------------------ timers and flags
 
     def _fire_due_timers(self) -> None:
+        """Fire every timer due by now, earliest first (ties: the one started first), each at
+        its deadline; timers started meanwhile that are due by now fire in the same pass."""
         now = time.time()
-        due = [(t, k) for k, t in self.timers.items() if t <= now]
-        heapq.heapify(due)
-        while due and self.ctl.status not in TERMINAL:
-            deadline, key = heapq.heappop(due)
-            if self.timers.get(key) != deadline:
-                continue  # cancelled or restarted by an earlier event
+        while self.ctl.status not in TERMINAL:
+            due = [(when, key) for key, when in self.timers.items() if when[0] <= now]
+            if not due:
+                return
+            (deadline, _), key = min(due)
             del self.timers[key]
             if key == _APPROVE:
                 self._say("approved (approve-after)")
-                self._deliver(Approved())
+                self._deliver(Approved(), deadline)
+            elif key == _PODS:
+                self._deliver(PodsChanged(dict(self.pods)), deadline)
             else:
-                self._deliver(TimerFired(key))
+                self._deliver(TimerFired(key), deadline)
 
     def _handle_flags(self) -> None:
         inbox = self.inbox
@@ -343,7 +362,7 @@ class LiveExecutor(Stopping):
 
     def _wait(self, next_check: float) -> None:
         """Sleep until the next deadline or check, waking at once on a request."""
-        deadlines = [next_check, *self.timers.values()]
+        deadlines = [next_check, *(deadline for deadline, _ in self.timers.values())]
         if self.held:
             deadlines.append(time.time() + min(1.0, self.settings.check_interval))
         self.inbox.wait(min(deadlines) - time.time())
@@ -386,7 +405,7 @@ class LiveExecutor(Stopping):
             if isinstance(event, MeasurementTaken):
                 pending.pop((event.run, event.metric), None)
             actions = self.ctl.handle(event)
-            self._apply(actions, float(record["t"]), live=False)
+            self._apply(actions, float(record.get("at", record["t"])), live=False)
             for action in actions:
                 if isinstance(action, Measure):
                     pending[(action.run, action.metric)] = action
@@ -397,7 +416,7 @@ class LiveExecutor(Stopping):
             f"status {self.ctl.status}: {self.ctl.reason}"
         )
         for action in pending.values():  # asked for but never answered before the stop
-            self._deliver(self._measure(action))
+            self._deliver(self._measure(action, time.time()))
         if any(self.ctl.available.get(g, 0) < n for g, n in self.pods.items()):
             self._deliver(PodsChanged(dict(self.pods)))
 

@@ -89,3 +89,13 @@ def check_sensitivity(cwd: Path, stdout: str) -> None:
 def check_calibration(cwd: Path, stdout: str) -> None:
     """Whichever its verdict (VERDICT_CODES), the calibration wrote its report."""
     assert (cwd / "calibration" / "report.md").is_file(), stdout
+
+
+def check_hold(cwd: Path, stdout: str) -> None:
+    """The hold experiment wrote its records, its comparison and its offline replay."""
+    report = (cwd / "hold" / "report.md").read_text()
+    assert "| 20 %: canary error rate |" in report and "| live, last window lost |" in report
+    assert sorted(p.name for p in (cwd / "hold" / "records").iterdir()) == [
+        "live-20.json",
+        "live-50.json",
+    ], stdout

@@ -6,7 +6,7 @@ good canary the threshold gate promotes, a bad one (8 % errors) it rolls back, a
 the SPRT catches. The simulator predicts each from 2,000 replications; the same controller then
 runs each live on the loopback bench (25 s each). Each live run's bad requests served by the
 canary and its detection time must lie in the simulator's 95 % prediction interval, and its
-outcome in the 95 % outcome set.
+outcome in the 95 % outcome set, and the per-case tests (live/case_tests.py) must not reject.
 
 The scenario fixes the live seeds (the backends' error draws, the arrivals), so this is a
 regression check that does not fail one time in four by design; ``rolloutsim calibrate`` with
@@ -22,6 +22,7 @@ import pytest
 
 from live.bench import binaries_missing
 from live.calibrate import calibrate
+from live.case_tests import CaseTest, passes
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "live-bench.yaml"
@@ -49,5 +50,9 @@ def test_live_runs_fall_inside_the_simulators_prediction_intervals(tmp_path) -> 
     outside = [c for c in report["checks"] if not c["inside"]]
     assert not outside, log
     assert report["coverage"]["checks"] == 5  # 3 x bad requests, 2 x detection time
+    tests = [CaseTest(**t) for t in report["tests"]]
+    assert {t.run for t in tests} == set(CASES) and passes(tests), log  # one run per case:
+    # only a gross outcome mismatch can fail here; the long calibration has the power
+    # (benchmarks/CALIBRATION.md)
     assert json.loads((tmp_path / "calibration.json").read_text())["coverage"]
     assert "| sprt:bad-4pct#0 | t_detect |" in (tmp_path / "report.md").read_text()

@@ -462,3 +462,65 @@ def test_every_kind_becomes_a_share_and_reaches_the_new_version(tmp_path, text, 
     assert seen == sorted(seen) and seen[-1] == 100.0
     if shares is not None:
         assert seen[: len(shares)] == shares
+
+
+TIE = """
+kind: Canary
+name: unit-tie
+trafficRouting: {nginx: {}}
+analysisTemplates:
+  - name: sr
+    metrics:
+      - name: sr
+        interval: 10s
+        initialDelay: 10s
+        successCondition: result[0] >= 0.95
+        provider: {query: {measure: successRate, version: canary}}
+analysis: {startingStep: 1, templates: [{templateName: sr}]}
+steps:
+  - setWeight: 20
+  - pause: {duration: 30s}
+"""
+
+
+class SlowMetrics(FakeMetrics):
+    """Answers like ``FakeMetrics`` after ``latency`` wall seconds, and keeps each window's end."""
+
+    def __init__(self, latency: float, **kw) -> None:
+        super().__init__(**kw)
+        self.latency, self.ends = latency, []
+
+    def observe(self, window, end):
+        self.ends.append(end)
+        time.sleep(self.latency)
+        return super().observe(window, end)
+
+
+def test_timers_count_from_their_deadlines_and_ties_fire_in_the_simulators_order(tmp_path):
+    """A slow query (a fifth of the interval here) must not push the next measurement later,
+    and the measurement due at the instant the last pause ends comes before the promotion, as
+    in the simulator (issue #20: the live SPRT gate lost that window and promoted more often)."""
+    from sim.engine.replication import simulate
+    from sim.world.model import World
+
+    executor, router, _, _ = make(TIE, tmp_path)
+    metrics = executor.metrics = SlowMetrics(0.2 * 10 * SCALE, router=router)
+    result = executor.run(until=time.time() + 10)
+    assert result.status == "Promoted"
+    measured = [r for r in executor.state.records() if r["kind"] == "measure"]
+    assert len(measured) == 3  # the promotion's probe also reads a window: not a measurement
+    t0 = executor.t0
+    assert [round((end - t0) / SCALE, 4) for end in metrics.ends[:3]] == [10.0, 20.0, 30.0]
+    assert result.promoted_at == pytest.approx(30 * SCALE)
+    world = World.model_validate(
+        {
+            "horizon": "60s",
+            "traffic": {"rate": 100},
+            "users": {"count": 100},
+            "platform": {"replicas": 10, "podStartup": 0, "routerDelay": 0},
+            "operators": {"alerts": []},
+            "releases": [{"name": "good", "probability": 1.0}],
+        }
+    )
+    outcome = simulate(world, executor.policy, "good", 1)
+    assert outcome.rollout_duration == 30.0  # the simulator promotes at the same instant

@@ -32,6 +32,7 @@ from readme_claims import (
     check_compare,
     check_explain_fixed,
     check_explain_shipped,
+    check_hold,
     check_seed_practice_row,
     check_sensitivity,
     check_tune,
@@ -115,6 +116,12 @@ CHANGED: dict[str, tuple[str | None, str, dict[str, list[tuple[str, str]]]]] = {
         "one case of six (each a live run of ~25 s on the bench), 20 simulated replications",
         {},
     ),
+    "rolloutsim hold scenarios/live-bench.yaml --case sprt:bad-4pct --seconds 600 --out hold/": (
+        "rolloutsim hold scenarios/live-bench.yaml --case sprt:bad-4pct --seconds 6 --out hold/",
+        "two holds of 6 s instead of 600 s (~25 s with the bench's start); the full experiment's "
+        "results are in benchmarks/CALIBRATION.md",
+        {},
+    ),
 }
 # Commands for the user's own HAProxy and Prometheus: with none there they must fail safely,
 # with the README's exit codes (3 router failure: the admin socket is unreachable; 2 bad input:
@@ -132,6 +139,7 @@ VERDICT_CODES = {"rolloutsim calibrate": (0, 1)}
 NEED_BENCH = (
     "rolloutsim live scenarios/policies/canary-nginx.yaml --bench",
     "rolloutsim calibrate",
+    "rolloutsim hold",
 )
 
 
@@ -365,6 +373,9 @@ AFTER: dict[str, Callable[[Path, str], None]] = {
     "rolloutsim run compare.yaml -o compare-report/": check_compare,
     "rolloutsim sensitivity scenarios/seed-practice.yaml": check_sensitivity,
     "rolloutsim calibrate scenarios/live-bench.yaml --out calibration/": check_calibration,
+    "rolloutsim hold scenarios/live-bench.yaml --case sprt:bad-4pct --seconds 600 --out hold/": (
+        check_hold
+    ),
 }
 AFTER_EXCERPT: dict[str, Callable[[Path, str], None]] = {
     "rolloutsim run scenarios/seed-practice.yaml": check_seed_practice_row,
