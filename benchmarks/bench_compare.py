@@ -59,9 +59,9 @@ TIMEOUT_S = 1800  # per subprocess
 
 
 def _lift_user_cap() -> None:
-    """10 M users is beyond the model's cap (sim/world/users.py MAX_USERS): the memory probe
-    lifts it in its own processes. Its spawned workers import this script as ``__mp_main__``,
-    so the lift runs at import, where the probe set the variable."""
+    """10 M users is beyond the baseline engine's cap (sim/world/users.py MAX_USERS, 2 M
+    then): the memory probe lifts it in its own processes. Its spawned workers import this
+    script as ``__mp_main__``, so the lift runs at import, where the probe set the variable."""
     if os.environ.get(USER_CAP):
         import sim.world.users
 

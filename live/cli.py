@@ -399,18 +399,14 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _hold(args: argparse.Namespace) -> int:
     from live.experiment import hold_experiment
     from live.scenario import default_scenario
-    from policies.errors import PolicyError
 
-    try:
-        hold_experiment(
-            args.scenario or default_scenario(),
-            args.out,
-            case_name=args.case,
-            seconds=args.seconds,
-            seed=args.seed,
-        )
-    except ValueError as exc:
-        raise PolicyError(str(exc), path="--case") from None
+    hold_experiment(
+        args.scenario or default_scenario(),
+        args.out,
+        case_name=args.case,
+        seconds=args.seconds,
+        seed=args.seed,
+    )
     print(f"report: {args.out / 'report.md'}")
     return 0
 

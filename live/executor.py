@@ -11,7 +11,8 @@ simulated time; here its actions are carried out for real:
   simulator's pods with ``podStartup: 0`` are ready at that instant in that order too);
 * ``StartTimer`` → a wall-clock deadline, ``delay × time_scale``;
 * ``Measure`` → a Prometheus window (live/prometheus.py) → ``MeasurementTaken``; problems become
-  empty windows, which the controller's own rules judge (Error / failed check).
+  empty windows, which the controller's own rules judge (Error / failed check);
+* ``StatusChanged`` → printed and logged.
 
 Time is the controller's, as in the simulator: a timer's event happens at its *deadline*, not
 when the executor got round to it, so a timer the controller starts while handling it counts
@@ -20,7 +21,6 @@ deadline. Without that, every measurement's query time (~10 ms) pushed the next 
 a gate lost its last window before a promotion due at the same instant (issue #20:
 live/experiment.py's hold experiment and the calibration runs show it). Timers due at the same
 instant fire in the order they were started, as simpy fires simultaneous events.
-* ``StatusChanged`` → printed and logged.
 
 Safety, beyond the controller's rules: a promotion is *held* while the metrics are missing
 (the last measurement or a fresh probe had no data) and turned into an abort if they stay

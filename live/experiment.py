@@ -17,10 +17,10 @@ import numpy as np
 
 from live.hold import (
     Slots,
-    _sequential_metric,
     describe_schedule,
     gate_schedule,
     live_slots,
+    sequential_metric,
     simulated_slots,
 )
 from live.windows import bootstrap_replay, compare_records, replay
@@ -43,6 +43,7 @@ def hold_experiment(
 ) -> dict:
     """Run (or resume) the experiment; writes ``hold.json`` and ``report.md`` in ``out``."""
     from live.scenario import bench_plan
+    from policies.errors import PolicyError
     from sim.runs.files import atomic_write_bytes
     from sim.runs.scenario import load_scenario
 
@@ -51,11 +52,14 @@ def hold_experiment(
     case = next((c for c in plan.cases if c.name == case_name), None)
     if case is None:
         names = ", ".join(c.name for c in plan.cases)
-        raise ValueError(f"no case {case_name!r} in {scenario_path} (cases: {names})")
+        raise PolicyError(f"no case {case_name!r} (cases: {names})", path="--case")
     policy = loaded.policies[case.policy]
-    metric = _sequential_metric(policy)
+    try:
+        metric = sequential_metric(policy)
+        schedule = gate_schedule(policy, plan.scrape_interval, plan.scrape_delay)
+    except ValueError as exc:
+        raise PolicyError(f"{case.policy}: {exc}", path="--case") from None
     test = metric.provider.sequential
-    schedule = gate_schedule(policy, plan.scrape_interval, plan.scrape_delay)
     weights = list(dict.fromkeys(w for window in schedule for w in window))
     per_window = round(metric.interval / plan.scrape_interval)
     out = Path(out)
@@ -66,6 +70,11 @@ def hold_experiment(
     try:
         for i, weight in enumerate(weights):
             path = out / "records" / f"live-{weight:g}.json"
+            inputs = {"case": case_name, "seconds": seconds, "seed": seed}
+            inputs |= {"canary_error_rate": case.canary_error_rate, "rate": plan.rate}
+            if path.exists() and json.loads(path.read_text()).get("inputs") != inputs:
+                why = f"{path} holds another experiment's record: use another folder"
+                raise PolicyError(why, path="--out")
             if not path.exists():
                 if bench is None:
                     started = bench = _bench(plan, out / "bench")
@@ -74,7 +83,8 @@ def hold_experiment(
                 slots, counts, stats = live_slots(
                     bench, plan, case.canary_error_rate, weight, seconds, seeds
                 )
-                record = {"slots": slots.to_dict(), "backends": counts, "load": stats}
+                record = {"inputs": inputs, "slots": slots.to_dict(), "backends": counts}
+                record["load"] = stats
                 atomic_write_bytes(path, json.dumps(record).encode())
             record = json.loads(path.read_text())
             live[weight] = Slots(**{k: np.asarray(v) for k, v in record["slots"].items()})

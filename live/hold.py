@@ -19,9 +19,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from live.procs import BenchError
 from live.queries import counter_samples
 
-__all__ = ["Slots", "describe_schedule", "gate_schedule", "live_slots", "simulated_slots"]
+__all__ = [
+    "Slots",
+    "describe_schedule",
+    "gate_schedule",
+    "live_slots",
+    "sequential_metric",
+    "simulated_slots",
+]
 
 COUNTS = ("canary_requests", "canary_errors", "stable_requests", "stable_errors")
 SETTLE_S = 3.0  # after the weight is set and before the recorded stretch: no straddling slot
@@ -107,7 +115,7 @@ def _prometheus_slots(bench, start: float, end: float) -> Slots:
         series[labels["server"], labels["code"]] = {float(t): float(v) for t, v in s["values"]}
     times = sorted({t for v in series.values() for t in v if start <= t <= end})
     if len(times) < 2:
-        raise RuntimeError("fewer than two scrapes in the held stretch")
+        raise BenchError("fewer than two scrapes in the held stretch")
     table = {}
     for server in (STABLE, CANARY):
         total = np.zeros(len(times) - 1)
@@ -125,7 +133,7 @@ def _prometheus_slots(bench, start: float, end: float) -> Slots:
     t = np.asarray(times[1:]) - times[0]
     if not np.allclose(np.diff(t), bench.scrape_interval, atol=0.2):
         gaps = np.diff(t)
-        raise RuntimeError(f"irregular scrapes: intervals {gaps.min():.2f}-{gaps.max():.2f} s")
+        raise BenchError(f"irregular scrapes: intervals {gaps.min():.2f}-{gaps.max():.2f} s")
     return Slots(t, *table[CANARY], *table[STABLE])
 
 
@@ -173,7 +181,7 @@ def gate_schedule(policy, scrape_interval: float, scrape_delay: float) -> tuple[
     analysis = getattr(policy, "analysis", None)
     if policy.kind != "Canary" or analysis is None:
         raise ValueError("only a Canary with a background analysis has a derived schedule")
-    metric = _sequential_metric(policy)
+    metric = sequential_metric(policy)
     t, weight, changes, begins = 0.0, 0.0, [], []
     for step in policy.steps:
         begins.append(t)
@@ -210,7 +218,8 @@ def describe_schedule(windows) -> str:
     return ", ".join(f"{n} window{'s' if n > 1 else ''} at {name}" for name, n in runs)
 
 
-def _sequential_metric(policy):
+def sequential_metric(policy):
+    """The background analysis's metric whose provider is a sequential test (SPRT/mSPRT)."""
     names = {r.template_name for r in policy.analysis.templates}
     for template in policy.analysis_templates:
         if template.name in names:

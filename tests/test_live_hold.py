@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from live.case_tests import case_tests, passes
-from live.hold import Slots, _sequential_metric, describe_schedule, gate_schedule
+from live.hold import Slots, describe_schedule, gate_schedule, sequential_metric
 from live.windows import compare_records, replay, split_dispersion
 from sim.runs.scenario import load_scenario
 
@@ -20,7 +20,7 @@ SCENARIO = ROOT / "scenarios" / "live-bench.yaml"
 @pytest.fixture(scope="module")
 def sprt():
     policy = load_scenario(SCENARIO).policies["sprt"]
-    return policy, _sequential_metric(policy).provider.sequential
+    return policy, sequential_metric(policy).provider.sequential
 
 
 def held(weight: float, slots: int, p_canary: float, rng, round_robin: bool = False) -> Slots:

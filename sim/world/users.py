@@ -210,9 +210,10 @@ def _cell_probabilities(shares: list[float], overlaps: dict[tuple[int, int], flo
     return np.maximum(p, 0.0) / total
 
 
-MAX_USERS = 2_000_000
+MAX_USERS = 10_000_000
 """The largest population modelled: each user costs memory and time in every run (about 60
-bytes, held once, and a microsecond to build), and blast radii are shares, which a sample keeps."""
+bytes, held once in shared memory for all workers, and a microsecond to build; 10 M users run
+in 841 MB in all: benchmarks/RESULTS.md), and blast radii are shares, which a sample keeps."""
 
 
 class UserPopulation(Model):
