@@ -33,7 +33,7 @@ def test_each_figure_is_drawn_once_and_the_run_is_not_rebuilt(loaded, tmp_path, 
     result = run(loaded.world, loaded.policies, replications=6, seed=2, backend="inprocess")
     drawn: list[tuple] = []
     real_draw = figures.draw_png
-    monkeypatch.setattr(figures, "draw_png", lambda *a: drawn.append(a) or real_draw(*a))
+    monkeypatch.setattr(figures, "draw_png", lambda *a, **k: drawn.append(a) or real_draw(*a, **k))
     built: list[int] = []
     real_parts = runner.shared_parts
     monkeypatch.setattr(runner, "shared_parts", lambda *a: built.append(1) or real_parts(*a))

@@ -8,6 +8,7 @@ keeps its colour across figures (``policy_colors``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -16,16 +17,26 @@ import numpy as np
 from sim.engine.trace import Trace
 from sim.report.plotting import (
     DPI,
+    PT,
     WIDTH_IN,
     draw_png,
     duration_tick,
+    fix_ticks,
+    label_in,
     log_axis,
     note_better,
+    place,
     place_labels,
     policy_colors,
+    suptitle,
+    text_overhang,
     thousands,
     time_axis,
+    title_in,
     wrap,
+    xaxis_in,
+    xoverhang,
+    ytick_width,
 )
 from sim.report.text import fmt_duration
 
@@ -74,26 +85,22 @@ def blast_radius(
             data = [np.asarray(samples[panel].get(p, []), dtype=float) for p in policies]
             pos = np.arange(rows)[::-1]
             shown = [(d, y, p) for d, y, p in zip(data, pos, policies) if d.size]
-            if shown:
-                box = ax.boxplot(
-                    [d for d, _, _ in shown],
-                    positions=[y for _, y, _ in shown],
-                    orientation="horizontal",
-                    widths=0.55,
-                    whis=(5, 95),
-                    showfliers=False,
-                    patch_artist=True,
-                    medianprops={"color": "black", "linewidth": 1.5},
-                )
-                for patch, (_, _, p) in zip(box["boxes"], shown):
-                    patch.set_facecolor(colors[p])
-                    patch.set_alpha(0.35)
+            _boxes(ax, shown, colors)
             for d, y, p in shown:
                 pts = d if d.size <= 2000 else rng.choice(d, 2000, replace=False)
                 jitter = rng.uniform(-0.2, 0.2, pts.size)
                 ax.scatter(pts, y + jitter, s=9, color=colors[p], alpha=0.55, lw=0, zorder=3)
-                mean = float(d.mean())
-                ax.scatter([mean], [y], marker="D", s=42, color="white", ec="black", zorder=4)
+            means = [float(d.mean()) for d, _, _ in shown]
+            ax.scatter(
+                means,
+                [y for _, y, _ in shown],
+                marker="D",
+                s=42,
+                color="white",
+                ec="black",
+                zorder=4,
+            )
+            for mean, (_, y, _) in zip(means, shown):
                 ax.annotate(
                     f"mean {mean:,.0f}",
                     (mean, y + 0.3),
@@ -111,10 +118,54 @@ def blast_radius(
             if not log:
                 ax.xaxis.set_major_formatter(thousands())
             ax.set_xlabel(xlabel + (" (log scale)" if log else ""))
-            ax.set_title(panel_titles.get(panel, panel), loc="left")
-        fig.suptitle(wrap(title, 88), x=0.01, ha="left")
+            ax.set_title(panel_titles.get(panel, panel), loc="left", y=1.0)
+        _stack(fig, axes, suptitle(fig, wrap(title, 88)))
 
-    return draw_png((WIDTH_IN, height), draw)
+    return draw_png((WIDTH_IN, height), draw, fixed=True)
+
+
+def _boxes(ax, shown, colors, width: float = 0.55) -> None:
+    """Horizontal boxes (25–75 %), whiskers (to the last value inside 5–95 %) and medians, as
+    ``boxplot`` draws them, in three collections instead of six artists per box."""
+    if not shown:
+        return
+    from matplotlib.cbook import boxplot_stats
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    stats = boxplot_stats([d for d, _, _ in shown], whis=(5, 95))
+    h, c = width / 2, width / 4  # the box's and the caps' half heights
+    boxes, whiskers, medians = [], [], []
+    for st, (_, y, _) in zip(stats, shown):
+        lo, q1, med, q3, hi = (st[k] for k in ("whislo", "q1", "med", "q3", "whishi"))
+        boxes.append([(q1, y - h), (q3, y - h), (q3, y + h), (q1, y + h)])
+        whiskers += [[(lo, y), (q1, y)], [(q3, y), (hi, y)]]
+        whiskers += [[(lo, y - c), (lo, y + c)], [(hi, y - c), (hi, y + c)]]
+        medians.append([(med, y - h), (med, y + h)])
+    faces = [colors[p] for _, _, p in shown]
+    ax.add_collection(PolyCollection(boxes, facecolors=faces, edgecolors="black", alpha=0.35))
+    ax.add_collection(LineCollection(whiskers, colors="black", linewidths=1.0))
+    ax.add_collection(LineCollection(medians, colors="black", linewidths=1.5))
+
+
+def _stack(fig, axes, top: float, *, shared: bool = False) -> None:
+    """Place panels stacked one per row, each with its title above and its x axis below
+    (``shared``: only the last panel's x axis has labels)."""
+    pad = 6 * PT
+    grid = [[ax] for ax in axes]
+    gaps = [
+        (3.5 * PT if shared else xaxis_in(fig, a)) + title_in(fig, b) + pad
+        for a, b in itertools.pairwise(axes)
+    ]
+    top += title_in(fig, axes[0])
+    bottom = xaxis_in(fig, axes[-1]) + pad / 2
+    place(fig, grid, left=1.0, right=0.3, top=top, bottom=bottom, hgaps=gaps)  # which ticks fit
+    left = max(ytick_width(fig, ax) + label_in(fig, ax.get_ylabel()) for ax in axes) + pad
+    right = max(xoverhang(fig, ax, fig.get_figwidth() - left) for ax in axes) + 2 * pad
+    place(fig, grid, left=left, right=right, top=top, bottom=bottom, hgaps=gaps)
+    more = text_overhang(fig, axes)
+    if more > 0:
+        place(fig, grid, left=left, right=right + more + pad, top=top, bottom=bottom, hgaps=gaps)
+    fix_ticks(axes)
 
 
 def pareto_front(
@@ -177,10 +228,21 @@ def pareto_front(
         ax.set_xlabel(xlabel + (" (log scale)" if xlog else ""))
         ax.set_ylabel(ylabel + (" (log scale)" if ylog else ""))
         note_better(ax)
-        fig.suptitle(wrap(title, 88), x=0.01, ha="left")
-        place_labels(fig, ax, labels)
+        _single(fig, ax, suptitle(fig, wrap(title, 88)))
+        place_labels(fig, ax, labels, placed=True)
 
-    return draw_png((WIDTH_IN, 5.6), draw)
+    return draw_png((WIDTH_IN, 5.6), draw, fixed=True)
+
+
+def _single(fig, ax, top: float) -> None:
+    """Place one axes under the figure's title, room left for its tick labels and labels."""
+    pad = 6 * PT
+    bottom = xaxis_in(fig, ax) + pad / 2
+    place(fig, [[ax]], left=1.0, right=0.3, top=top, bottom=bottom)  # to tell which ticks fit
+    left = ytick_width(fig, ax) + label_in(fig, ax.get_ylabel()) + pad
+    right = xoverhang(fig, ax, fig.get_figwidth() - left) + 2 * pad
+    place(fig, [[ax]], left=left, right=right, top=top, bottom=bottom)
+    fix_ticks([ax])
 
 
 def _rebin(trace, stop: int, target: int = 160):
@@ -235,9 +297,10 @@ def timeline(
     cols = max(1, len(examples))
 
     def draw(fig) -> None:
+        from matplotlib.collections import PolyCollection
         from matplotlib.lines import Line2D
 
-        axes = fig.subplots(2, cols, squeeze=False, sharex="col", height_ratios=[1, 1.15])
+        axes = fig.subplots(2, cols, squeeze=False, sharex="col")
         handles: dict[str, Line2D] = {}
         for j, (panel, trace) in enumerate(examples):
             top, bottom = axes[0, j], axes[1, j]
@@ -248,13 +311,16 @@ def timeline(
             stop = max(1, min(len(trace.time), math.ceil(xmax / trace.slot)))
             t, width, share, c_rate, s_rate = _rebin(trace, stop)
             edges = np.append(t, t[-1] + width)
-            top.stairs(share * 100, edges, color=color, lw=2, fill=True, alpha=0.25)
-            top.stairs(share * 100, edges, color=color, lw=2)
+            x, y = _stairs(share * 100, edges)
+            fill = PolyCollection([np.column_stack([x, y])], facecolors=color, edgecolors=color)
+            fill.set(alpha=0.25, linewidth=2, joinstyle="miter", capstyle="butt")
+            top.add_collection(fill)
+            _step_line(top, x, y, color=color, lw=2)
             top.set_ylim(0, 105)
             top.set_ylabel("traffic on the new\nversion (%)")
-            top.set_title(wrap(panel, 104 // cols - 2), loc="left")
-            bottom.stairs(s_rate * 100, edges, color=_STABLE, lw=1.6)
-            bottom.stairs(c_rate * 100, edges, color=color, lw=2)
+            top.set_title(wrap(panel, 104 // cols - 2), loc="left", y=1.0)
+            _step_line(bottom, *_stairs(s_rate * 100, edges), color=_STABLE, lw=1.6)
+            _step_line(bottom, *_stairs(c_rate * 100, edges), color=color, lw=2)
             bottom.set_ylim(bottom=0)
             bottom.set_ylabel(f"failed requests (%)\nper {duration_tick(width)}")
             handles.setdefault("new", Line2D([], [], color=color, lw=2, label="new version"))
@@ -269,14 +335,61 @@ def timeline(
             bottom.set_xlim(0, xmax)
             time_axis(bottom.xaxis, 0.0, xmax)
             bottom.set_xlabel("time since the release started")
-        fig.suptitle(wrap(title, 88), x=0.01, ha="left")
-        fig.legend(
+        head = suptitle(fig, wrap(title, 88))
+        legend = fig.legend(
             handles=list(handles.values()),
-            loc="outside lower center",
+            loc="lower center",
+            bbox_to_anchor=(0.5, 2 * PT / fig.get_figheight()),
             ncol=min(len(handles), 4),
         )
+        _columns(fig, axes, head, legend)
 
-    return draw_png((WIDTH_IN, 5.4), draw)
+    return draw_png((WIDTH_IN, 5.4), draw, fixed=True)
+
+
+def _stairs(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The outline ``Axes.stairs`` draws (from 0 up and back down to 0 around each run of
+    non-NaN values), as one NaN-separated polyline: a Line2D, cheaper than a StepPatch."""
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    gap = np.array([np.nan])
+    ok = np.concatenate([[0], ~np.isnan(values), [0]]).astype(np.int8)
+    bounds = np.flatnonzero(np.diff(ok))
+    for a, b in zip(bounds[::2], bounds[1::2]):
+        xs += [np.repeat(edges[a : b + 1], 2), gap]
+        ys += [np.concatenate([[0.0], np.repeat(values[a:b], 2), [0.0]]), gap]
+    if not xs:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(xs)[:-1], np.concatenate(ys)[:-1]
+
+
+def _step_line(ax, x, y, **style) -> None:
+    ax.plot(x, y, solid_joinstyle="miter", solid_capstyle="butt", **style)
+
+
+def _columns(fig, axes, head: float, legend) -> None:
+    """Place the timeline's grid: titles above, shared x axis below, the legend at the bottom."""
+    pad = 6 * PT
+    renderer = fig.canvas.get_renderer()
+    legend_h = legend.get_window_extent(renderer).height / fig.dpi
+    grid = [list(row) for row in axes]
+    box = {
+        "top": head + max(title_in(fig, ax) for ax in axes[0]),
+        "bottom": legend_h + xaxis_in(fig, axes[1, 0]) + 2 * pad,
+        "hgaps": [2 * pad],
+        "heights": [1, 1.15],
+    }
+    place(fig, grid, left=1.0, right=0.3, wgap=1.0, **box)  # to tell which ticks fit
+    lefts = [
+        max(ytick_width(fig, ax) + label_in(fig, ax.get_ylabel()) for ax in axes[:, j]) + pad
+        for j in range(axes.shape[1])
+    ]
+    width = fig.get_figwidth()
+    cw = (width - sum(lefts)) / axes.shape[1]
+    over = [xoverhang(fig, ax, cw) for ax in axes[1]]
+    wgap = max([a + b for a, b in zip(over[:-1], lefts[1:])], default=0.0)
+    place(fig, grid, left=lefts[0], right=over[-1] + 2 * pad, wgap=wgap + pad, **box)
+    fix_ticks(axes.ravel())
 
 
 def _last_change(trace) -> float:
@@ -337,7 +450,7 @@ def users_hurt(
                 )
             ax.set_yticks(pos, policies)
             ax.grid(axis="y", visible=False)
-            ax.set_title(panel, loc="left")
+            ax.set_title(panel, loc="left", y=1.0)
         # linear on purpose: bar lengths on a log axis would mislead
         top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
         right = max(top, 1.0) * 1.45
@@ -357,6 +470,6 @@ def users_hurt(
                 color="#555",
             )
         axes[-1].set_xlabel(xlabel + "; dashed outline: users exposed")
-        fig.suptitle(wrap(title, 88), x=0.01, ha="left")
+        _stack(fig, axes, suptitle(fig, wrap(title, 88)), shared=True)
 
-    return draw_png((WIDTH_IN, height), draw)
+    return draw_png((WIDTH_IN, height), draw, fixed=True)

@@ -114,19 +114,166 @@ def load() -> None:
     import matplotlib.figure  # noqa: F401
 
 
-def draw_png(figsize: tuple[float, float], draw: Callable) -> bytes:
-    """Run ``draw(fig)`` on a fresh Agg figure under the report style; return PNG bytes."""
+def draw_png(figsize: tuple[float, float], draw: Callable, *, fixed: bool = False) -> bytes:
+    """Run ``draw(fig)`` on a fresh Agg figure under the report style; return PNG bytes.
+
+    ``fixed``: ``draw`` places its axes itself (``place``), so no layout engine runs: a
+    constrained layout measures every tick and text twice before the figure is drawn once.
+    """
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     with matplotlib.rc_context(_STYLE):
-        fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = Figure(figsize=figsize, dpi=DPI, layout=None if fixed else "constrained")
+        canvas = FigureCanvasAgg(fig)
         draw(fig)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+        canvas.draw()
+        return _png(np.asarray(canvas.buffer_rgba()))
+
+
+def _png(rgba: np.ndarray) -> bytes:
+    """Opaque RGB at zlib level 3: half the encoding time of savefig's RGBA at level 6, and a
+    smaller file (the figure has no transparency, so the pixels are the same)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
+        buf, format="png", compress_level=3, dpi=(DPI, DPI)
+    )
     return buf.getvalue()
+
+
+PT = 1 / 72
+"""Inches per point: margins are computed in points of the report style's fonts."""
+_TICK = 3.5 + 3.5  # major tick length + pad (points)
+_LINE = 1.4  # a further line of text, in font sizes (matplotlib's 1.2 spacing, plus descent)
+
+
+def text_in(fig, text: str, size: float, weight: str = "normal") -> tuple[float, float]:
+    """Width and height (inches) of ``text`` (lines split on newlines) in the report font."""
+    from matplotlib.font_manager import FontProperties
+
+    renderer = fig.canvas.get_renderer()
+    prop = FontProperties(size=size, weight=weight)
+    lines = str(text).split("\n")
+    width = max(_metrics(renderer, s, prop, fig.dpi)[0] for s in lines)
+    return width / fig.dpi, size * (1 + _LINE * (len(lines) - 1)) * PT
+
+
+def _metrics(renderer, text: str, prop, dpi: float) -> tuple[float, float, float]:
+    """Text extents through matplotlib's own cache when it has one, so drawing the same
+    label later measures nothing again."""
+    from matplotlib import text as mtext
+
+    cached = getattr(mtext, "_get_text_metrics_with_cache", None)
+    if cached is not None:
+        return cached(renderer, text, prop, False, dpi)
+    return renderer.get_text_width_height_descent(text, prop, ismath=False)
+
+
+def tick_labels(axis) -> list[tuple[float, str]]:
+    """(position, label) of the major ticks an axis will draw, without making its ticks."""
+    locs = _in_view(axis)
+    return list(zip(locs, axis.get_major_formatter().format_ticks(locs)))
+
+
+def _in_view(axis) -> list[float]:
+    lo, hi = sorted(axis.get_view_interval())
+    eps = (hi - lo) * 1e-9
+    return [x for x in axis.get_majorticklocs() if lo - eps <= x <= hi + eps]
+
+
+def ytick_width(fig, ax) -> float:
+    """Inches left of the axes taken by the y tick labels and ticks."""
+    size = _size("ytick.labelsize")
+    labels = [s for _, s in tick_labels(ax.yaxis) if s]
+    width = max((text_in(fig, s, size)[0] for s in labels), default=0.0)
+    return width + _TICK * PT
+
+
+def label_in(fig, text: str) -> float:
+    """Inches taken by an axis label (its lines) and its pad."""
+    return text_in(fig, text, _size("axes.labelsize"))[1] + 4 * PT if text else 0.0
+
+
+def xaxis_in(fig, ax) -> float:
+    """Inches below the axes taken by the x tick labels and the x label."""
+    return (_TICK + _size("xtick.labelsize")) * PT + label_in(fig, ax.get_xlabel())
+
+
+def title_in(fig, ax) -> float:
+    """Inches above the axes taken by its left title."""
+    title = ax.get_title(loc="left")
+    return text_in(fig, title, _size("axes.titlesize"))[1] + 6 * PT if title else 0.0
+
+
+def suptitle(fig, text: str) -> float:
+    """The figure's title at the top left; returns the inches it takes."""
+    size = _size("figure.titlesize")
+    fig.suptitle(text, x=0.01, y=1 - 4 * PT / fig.get_figheight(), ha="left", va="top")
+    return text_in(fig, text, size, "bold")[1] + 8 * PT
+
+
+def xoverhang(fig, ax, width: float) -> float:
+    """Inches the last x tick label reaches right of an axes ``width`` inches wide."""
+    ticks = tick_labels(ax.xaxis)
+    if not ticks:
+        return 0.0
+    loc, label = ticks[-1]
+    scale = ax.xaxis.get_transform()
+    lo, hi, at = scale.transform([*sorted(ax.get_xlim()), loc])
+    room = (hi - at) / (hi - lo) * width if hi > lo else 0.0
+    return max(text_in(fig, label, _size("xtick.labelsize"))[0] / 2 - room, 0.0)
+
+
+def text_overhang(fig, axes) -> float:
+    """Inches the axes' texts (annotations) reach beyond the figure's right edge."""
+    renderer = fig.canvas.get_renderer()
+    right = max(
+        (t.get_window_extent(renderer).x1 for ax in axes for t in ax.texts if t.get_visible()),
+        default=0.0,
+    )
+    return max(right / fig.dpi - fig.get_figwidth(), 0.0)
+
+
+def fix_ticks(axes) -> None:
+    """Fix the major ticks to those in view, once the axes are placed (how many fit depends on
+    their size) and the limits final: a locator's ticks beyond the limits become Tick objects
+    (~1 ms each) that are never drawn."""
+    from matplotlib.ticker import FixedLocator
+
+    for ax in axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if not isinstance(axis.get_major_locator(), FixedLocator):
+                axis.set_major_locator(FixedLocator(_in_view(axis)))
+
+
+def _size(key: str) -> float:
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+
+    rc: Any = matplotlib.rcParams
+    return float(FontProperties(size=rc[key]).get_size_in_points())
+
+
+def place(fig, grid, *, left, right, top, bottom, hgaps=(), wgap=0.0, heights=None) -> None:
+    """Put a grid of axes (rows of axes) at fixed margins in inches: ``hgaps`` between rows,
+    ``wgap`` between columns, ``heights`` the rows' relative heights."""
+    w, h = fig.get_figwidth(), fig.get_figheight()
+    rows, cols = len(grid), len(grid[0])
+    heights = list(heights or [1.0] * rows)
+    gaps = list(hgaps) or [0.0] * (rows - 1)
+    free = max(h - top - bottom - sum(gaps), 0.1 * h)
+    cw = max((w - left - right - wgap * (cols - 1)) / cols, 0.1 * w)
+    y = h - top
+    for i, row in enumerate(grid):
+        rh = free * heights[i] / sum(heights)
+        y -= rh
+        for j, ax in enumerate(row):
+            ax.set_position([(left + j * (cw + wgap)) / w, y / h, cw / w, rh / h])
+        if i < rows - 1:
+            y -= gaps[i]
 
 
 def _wide(values: np.ndarray) -> bool:
@@ -154,7 +301,78 @@ def log_axis(ax, axis: str, values: np.ndarray) -> bool:
     which = ax.xaxis if axis == "x" else ax.yaxis
     which.set_major_formatter(fmt)
     which.set_minor_formatter(NullFormatter())  # the default one writes TeX, shown raw here
+    minor_marks(ax, axis)
     return True
+
+
+def minor_marks(ax, axis: str) -> None:
+    """The axis' minor ticks as one line of tick markers placed at draw time: the same marks,
+    without a Tick object (two lines and two texts, ~1 ms) per mark."""
+    import matplotlib
+    from matplotlib.markers import TICKDOWN, TICKLEFT
+    from matplotlib.ticker import NullLocator
+
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    locator = which.get_minor_locator()
+    if isinstance(locator, NullLocator):
+        return
+    held = NullLocator()  # while the axis holds this one, the marks stand in for its ticks
+    which.set_minor_locator(held)
+    rc: Any = matplotlib.rcParams
+    marks = _marks_class()(
+        which,
+        locator,
+        held,
+        marker=TICKDOWN if axis == "x" else TICKLEFT,
+        markersize=rc[f"{axis}tick.minor.size"],
+        markeredgewidth=rc[f"{axis}tick.minor.width"],
+        color=rc[f"{axis}tick.color"],
+        linestyle="none",
+        transform=ax.get_xaxis_transform() if axis == "x" else ax.get_yaxis_transform(),
+        clip_on=False,
+        zorder=which.get_zorder(),
+    )
+    ax.add_artist(marks)
+
+
+_MARKS: list = []
+
+
+def _marks_class():
+    """``MinorMarks`` (a Line2D subclass, made on first use: matplotlib loads only to draw)."""
+    if not _MARKS:
+        from matplotlib.lines import Line2D
+
+        class MinorMarks(Line2D):
+            def __init__(self, axis, locator, held, **style) -> None:
+                super().__init__([], [], **style)
+                self._axis, self._locator, self._held = axis, locator, held
+
+            def draw(self, renderer) -> None:
+                if self._axis.get_minor_locator() is not self._held:
+                    return  # replaced since (e.g. ``time_axis``): the axis draws its own
+                locs = _minor_locs(self._axis, self._locator)
+                zero = np.zeros(locs.size)
+                self.set_data((locs, zero) if self._axis.axis_name == "x" else (zero, locs))
+                super().draw(renderer)
+
+        _MARKS.append(MinorMarks)
+    return _MARKS[0]
+
+
+def _minor_locs(axis, locator) -> np.ndarray:
+    """What ``Axis.get_minorticklocs`` draws: in view, minus those on a major tick."""
+    transform = axis.get_transform()
+    lo, hi = sorted(axis.get_view_interval())
+    locs = np.asarray(locator(), dtype=float)
+    locs = locs[(locs >= lo - (hi - lo) * 1e-9) & (locs <= hi + (hi - lo) * 1e-9)]
+    major = np.asarray(axis.get_majorticklocs(), dtype=float)
+    if locs.size and major.size:
+        tr_lo, tr_hi = sorted(transform.transform([lo, hi]))
+        tol = (tr_hi - tr_lo) * 1e-5
+        apart = transform.transform(locs)[:, None] - transform.transform(major)[None, :]
+        locs = locs[~(np.abs(apart) <= tol).any(axis=1)]
+    return locs
 
 
 _OFFSETS = (  # points: (dx, dy, ha, va), tried in order
@@ -179,11 +397,17 @@ def note_better(ax, where: str = "down and left") -> None:
     ax.text(0.01, 0.02, f"better: {where}", transform=ax.transAxes, **style)
 
 
-def place_labels(fig, ax, labels) -> None:
-    """Put each label where it overlaps no other label, point or the axes' edge (greedy)."""
+def place_labels(fig, ax, labels, *, placed: bool = False) -> None:
+    """Put each label where it overlaps no other label, point or the axes' edge (greedy).
+
+    ``placed``: the axes are where they will be drawn (``place``), so no layout is settled
+    first (a draw without pixels, as costly as most of a draw)."""
     from matplotlib.transforms import Bbox
 
-    fig.draw_without_rendering()  # settle the layout (no pixels), so positions are final
+    if placed:
+        ax.get_xlim()  # only the autoscaled limits are pending
+    else:
+        fig.draw_without_rendering()  # settle the layout (no pixels), so positions are final
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     taken = []
