@@ -67,6 +67,9 @@ __all__ = ["EXIT", "ExecutorResult", "LiveExecutor", "LiveSettings"]
 
 _APPROVE = "__approve"
 _PODS = "__pods"  # the fixed backends' PodsChanged, due at the instant of the Scale
+CATCH_UP_S = 1.0
+"""A timer later than this (a resumed executor, a suspended machine) happens *now*: what it
+starts counts from now, so a pause is never skipped by firing a chain of past deadlines."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,10 @@ class LiveExecutor(Stopping):
                 if until is not None and time.time() >= until:
                     self.inbox.stop("deadline")
                 self._wait(min(next_check, until or math.inf))
+                if self.inbox.stop_reason is not None:
+                    raise _Interrupted
+                self._fire_due_timers()  # before requests: their time is now, the timers' earlier
                 self._handle_flags()
-                self._fire_due_timers()
                 if self.held:
                     self._retry_held()
                 if time.time() >= next_check:
@@ -339,6 +344,8 @@ class LiveExecutor(Stopping):
                 return
             (deadline, _), key = min(due)
             del self.timers[key]
+            if now - deadline > CATCH_UP_S:  # resumed, or the machine stalled: from now on
+                deadline = now
             if key == _APPROVE:
                 self._say("approved (approve-after)")
                 self._deliver(Approved(), deadline)
@@ -400,25 +407,28 @@ class LiveExecutor(Stopping):
             if record.get("kind") != "event":
                 continue
             event = decode_event(record["event"])
+            at = float(record.get("at", record["t"]))
             if isinstance(event, Started):
-                self.t0 = float(record["t"])
+                self.t0 = at
             if isinstance(event, MeasurementTaken):
                 pending.pop((event.run, event.metric), None)
+            if isinstance(event, TimerFired):  # fired before the stop: not to fire again
+                self.timers.pop(event.key, None)
             actions = self.ctl.handle(event)
-            self._apply(actions, float(record.get("at", record["t"])), live=False)
+            self._apply(actions, at, live=False)
             for action in actions:
                 if isinstance(action, Measure):
-                    pending[(action.run, action.metric)] = action
+                    pending[(action.run, action.metric)] = (action, at)
             count += 1
         self._log(self._record("resume", replayed=count, status=self.ctl.status))
         self._say(
             f"resumed {self.policy.name!r} from {self.state.path}: {count} events replayed, "
             f"status {self.ctl.status}: {self.ctl.reason}"
         )
-        for action in pending.values():  # asked for but never answered before the stop
-            self._deliver(self._measure(action, time.time()))
+        for action, at in pending.values():  # asked for but never answered before the stop
+            self._deliver(self._measure(action, at), at)
         if any(self.ctl.available.get(g, 0) < n for g, n in self.pods.items()):
-            self._deliver(PodsChanged(dict(self.pods)))
+            self._start_timer(_PODS, time.time())
 
     # ------------------------------------------------------------------ output
 

@@ -72,6 +72,8 @@ def hold_experiment(
             path = out / "records" / f"live-{weight:g}.json"
             inputs = {"case": case_name, "seconds": seconds, "seed": seed}
             inputs |= {"canary_error_rate": case.canary_error_rate, "rate": plan.rate}
+            inputs |= {"stable_error_rate": plan.stable_error_rate}
+            inputs |= {"scrape_interval": plan.scrape_interval}
             if path.exists() and json.loads(path.read_text()).get("inputs") != inputs:
                 why = f"{path} holds another experiment's record: use another folder"
                 raise PolicyError(why, path="--out")

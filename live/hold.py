@@ -123,6 +123,9 @@ def _prometheus_slots(bench, start: float, end: float) -> Slots:
         for (name, code), values in series.items():
             if name != server:
                 continue
+            missing = [t for t in times if t not in values]
+            if missing:
+                raise BenchError(f"{server} {code}: no sample at scrape {missing[0]:.3f}")
             v = np.array([values[t] for t in times])
             step = np.diff(v)
             step = np.where(step >= 0, step, v[1:])  # a reset restarts from 0
@@ -131,8 +134,8 @@ def _prometheus_slots(bench, start: float, end: float) -> Slots:
                 errors += step
         table[server] = (total, errors)
     t = np.asarray(times[1:]) - times[0]
-    if not np.allclose(np.diff(t), bench.scrape_interval, atol=0.2):
-        gaps = np.diff(t)
+    gaps = np.diff(times)
+    if not np.allclose(gaps, bench.scrape_interval, atol=0.2):
         raise BenchError(f"irregular scrapes: intervals {gaps.min():.2f}-{gaps.max():.2f} s")
     return Slots(t, *table[CANARY], *table[STABLE])
 
@@ -146,7 +149,8 @@ def simulated_slots(loaded, case, weight: float, seconds: float, replications: i
     from sim.world.model import World
 
     world_data = case_world(loaded, case)
-    world_data["horizon"] = f"{seconds + SETTLE_S:g}s"
+    skip = math.ceil(SETTLE_S / loaded.world.platform.scrape_interval)
+    world_data["horizon"] = f"{skip * loaded.world.platform.scrape_interval + seconds:g}s"
     world = World.model_validate(world_data)
     hold = parse_policy(
         {
@@ -157,7 +161,6 @@ def simulated_slots(loaded, case, weight: float, seconds: float, replications: i
         }
     )
     parts = []
-    skip = math.ceil(SETTLE_S / world.platform.scrape_interval)
     for i in range(replications):
         _, trace = simulate(world, hold, case.release, seed, index=i, trace=True)
         frame = trace.to_frame()

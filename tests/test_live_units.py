@@ -524,3 +524,27 @@ def test_timers_count_from_their_deadlines_and_ties_fire_in_the_simulators_order
     )
     outcome = simulate(world, executor.policy, "good", 1)
     assert outcome.rollout_duration == 30.0  # the simulator promotes at the same instant
+
+
+def test_a_resume_after_a_long_stop_neither_skips_a_pause_nor_refires_a_timer(tmp_path):
+    """Timers restored from the log whose deadlines passed while the executor was down happen
+    at the resume, not at their old deadlines (which would fire the rest of the rollout at
+    once); and a timer that fired before the stop does not fire again (it would end a manual
+    pause nobody approved)."""
+    text = THRESHOLD.replace(
+        "  - pause: {duration: 50s}\n", "  - pause: {duration: 10s}\n  - pause: {}\n", 1
+    )
+    executor, router, _, _ = make(text, tmp_path)
+    first = executor.run(until=time.time() + 0.3)  # stopped in the manual pause
+    assert first.exit_code == EXIT["deadline"] and executor.ctl.status == "Paused"
+    time.sleep(1.2)  # down for longer than the rest of the rollout's timers
+    again, _ = make_again(executor)
+    result = again.run(until=time.time() + 1.0)
+    assert result.exit_code == EXIT["deadline"]  # still waiting for an approval
+    assert again.ctl.status == "Paused" and router.api.weights["canary"] == 0
+    again, _ = make_again(executor)
+    threading.Timer(0.1, again.inbox.approve).start()
+    started = time.time()
+    result = again.run(until=time.time() + 10)
+    assert result.status == "Promoted"
+    assert time.time() - started >= 50 * SCALE  # the 50 % pause ran in full after the resume

@@ -369,11 +369,12 @@ class UserCells:
         return steps, float(steps[-1])
 
     def _sorted_activity(self, key, order: str, i: int = 0, j: int | None = None) -> np.ndarray:
-        """The group's activity in its order over [i, j): kept for small groups, gathered
-        when asked for large ones (only per-user passes ask, reading the range anyway)."""
+        """The group's activity in its order over [i, j): kept for small groups, gathered when
+        asked for large ones (only per-user passes ask, reading the range anyway)."""
         members, _, cum = self._group(key, order)
         if is_each(order) or members.size > _CHUNK:
-            return np.diff(cum)[i:j] if is_each(order) else self.users.activity[members[i:j]]
+            end = None if j is None else j + 1  # cum[k]: the first k's activity (no n-sized diff)
+            return np.diff(cum[i:end]) if is_each(order) else self.users.activity[members[i:j]]
         found = self._activity.get((key, order))
         if found is None:
             found = self._activity[(key, order)] = self.users.activity[members]

@@ -166,9 +166,12 @@ def _metrics(renderer, text: str, prop, dpi: float) -> tuple[float, float, float
     label later measures nothing again."""
     from matplotlib import text as mtext
 
-    cached = getattr(mtext, "_get_text_metrics_with_cache", None)
-    if cached is not None:
-        return cached(renderer, text, prop, False, dpi)
+    cached = getattr(mtext, "_get_text_metrics_with_cache", None)  # private: may change
+    try:
+        if cached is not None:
+            return cached(renderer, text, prop, False, dpi)
+    except TypeError:  # another signature in another matplotlib: measure directly
+        pass
     return renderer.get_text_width_height_descent(text, prop, ismath=False)
 
 

@@ -299,6 +299,7 @@ class _Store:
 
     def _fill(self, block: SharedMemory, parts, offsets, fill) -> mmap.mmap | None:
         try:
+            np.ndarray(1, dtype="<u8", buffer=block.buf, offset=8)[0] = os.getpid()  # the filler
             if not self._alive():  # the population was freed: do not leave an orphan
                 with contextlib.suppress(FileNotFoundError):
                     block.unlink()
@@ -326,8 +327,12 @@ class _Store:
         except (FileNotFoundError, ValueError):  # gone, or created but not sized yet
             return None
         try:
-            head = bytes(block.buf[:8]) if block.buf is not None else b""
-            if block.size < size or int.from_bytes(head, "little") != _READY:
+            head = bytes(block.buf[:16]) if block.buf is not None else b""
+            if block.size < size or int.from_bytes(head[:8], "little") != _READY:
+                filler = int.from_bytes(head[8:16], "little")
+                if filler and not _running(filler):  # it died filling: start over
+                    with contextlib.suppress(FileNotFoundError):
+                        block.unlink()
                 return None
             return mmap.mmap(_fd(block), size, prot=mmap.PROT_READ)
         finally:
@@ -339,6 +344,17 @@ class _Store:
         except FileNotFoundError:
             return False
         return True
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (a filler killed mid-fill must not stall the others)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 def _room(size: int) -> bool:
