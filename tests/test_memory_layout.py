@@ -185,3 +185,31 @@ def test_workers_share_the_cells_and_the_numbers_stay() -> None:
     assert names and all(_blocks(name) for name in names)
     pool.shutdown()
     assert not any(_blocks(name) for name in names)
+
+
+def test_a_block_whose_filler_died_is_rebuilt_not_waited_for(monkeypatch) -> None:
+    """A process killed while filling a derived block (out of memory, say) leaves it unready:
+    the next process sees its filler is gone, removes it and fills it itself."""
+    import hashlib
+    import subprocess
+    from multiprocessing.shared_memory import SharedMemory
+
+    monkeypatch.setattr(pool, "_WAIT_S", 5.0)  # a stall would return None, not hang the suite
+    population = SharedMemory(create=True, size=64)
+    try:
+        tag = "test-dead-filler"
+        name = f"{population.name.lstrip('/')}_{hashlib.sha256(tag.encode()).hexdigest()[:10]}"
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        stale = SharedMemory(name, create=True, size=pool._HEADER + 64)
+        np.ndarray(1, dtype="<u8", buffer=stale.buf, offset=8)[0] = dead.pid  # never ready
+        stale.close()
+
+        def fill(arrays) -> None:
+            arrays["a"][:] = np.arange(4.0)
+
+        got = pool._Store(population.name)(tag, [("a", "<f8", 4)], fill)
+        assert got is not None and got["a"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    finally:
+        pool._unlink(population)
+        population.close()
