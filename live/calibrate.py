@@ -211,9 +211,9 @@ def live_run(bench, plan: BenchPlan, case: LiveCase, policy, seeds: dict, workdi
 def _after_a_scrape(bench, interval: float) -> None:
     """Sleep until just after a scrape: the simulator's scrapes fall on whole multiples of the
     interval from the release start, so the bench starts the rollout ``SCRAPE_LAG_S`` after one
-    and every window the gate reads lines up with the simulated one. (Live Prometheus scrapes at
-    a phase of its own: the simulator's detections are then early by up to one interval, half of
-    one on average — benchmarks/CALIBRATION.md measures what that changes.)"""
+    and every window the gate reads lines up with the simulated one. (Prometheus scrapes at a
+    phase of its own: against it, the simulator's gate detections are early by up to one scrape
+    interval, half of one on average; benchmarks/CALIBRATION.md.)"""
     from live.bench import JOB
     from live.queries import up_query
 

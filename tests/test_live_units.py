@@ -464,23 +464,9 @@ def test_every_kind_becomes_a_share_and_reaches_the_new_version(tmp_path, text, 
         assert seen[: len(shares)] == shares
 
 
-TIE = """
-kind: Canary
-name: unit-tie
-trafficRouting: {nginx: {}}
-analysisTemplates:
-  - name: sr
-    metrics:
-      - name: sr
-        interval: 10s
-        initialDelay: 10s
-        successCondition: result[0] >= 0.95
-        provider: {query: {measure: successRate, version: canary}}
-analysis: {startingStep: 1, templates: [{templateName: sr}]}
-steps:
-  - setWeight: 20
-  - pause: {duration: 30s}
-"""
+# THRESHOLD's first step alone, its pause 30 s: the third measurement (30 s) is due at the
+# instant the pause ends
+TIE = THRESHOLD.split("  - pause: {duration: 50s}")[0] + "  - pause: {duration: 30s}\n"
 
 
 class SlowMetrics(FakeMetrics):
