@@ -125,7 +125,8 @@ def test_the_resume_command_is_the_same_command_with_resume() -> None:
 def test_an_interrupted_run_prints_the_exact_command_that_continues_it(tmp_path, signum) -> None:
     scenario = small_scenario(tmp_path)
     out = tmp_path / "my report"  # a space: the command must quote it
-    argv = ["run", str(scenario), "-o", str(out), "--replications", "60", "--seed", "3"]
+    # 960 replications, ~4 s: the signal, sent once the first chunk is kept, finds it running
+    argv = ["run", str(scenario), "-o", str(out), "--replications", "240", "--seed", "3"]
     argv += [*FAST, "--overwrite"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "rolloutsim", *argv], cwd=tmp_path, stderr=subprocess.PIPE
@@ -140,7 +141,7 @@ def test_an_interrupted_run_prints_the_exact_command_that_continues_it(tmp_path,
     text = err.decode()
     assert proc.returncode == 128 + signum, text
     how = "" if signum == signal.SIGINT else " (SIGTERM)"
-    command = f"rolloutsim run {scenario} -o '{out}' --replications 60 --seed 3 {' '.join(FAST)}"
+    command = f"rolloutsim run {scenario} -o '{out}' --replications 240 --seed 3 {' '.join(FAST)}"
     assert text.splitlines()[-2:] == [
         f"rolloutsim: interrupted{how}; the finished work is kept beside {out}; continue it"
         " (nothing finished is redone) with:",
@@ -157,7 +158,7 @@ def test_an_interrupted_run_prints_the_exact_command_that_continues_it(tmp_path,
     assert done.returncode == 0, done.stderr.decode()
     err_lines = done.stderr.decode().splitlines()
     finished = re.fullmatch(
-        r"rolloutsim: progress: resuming: (\d+)/240 replications were finished before",
+        r"rolloutsim: progress: resuming: (\d+)/960 replications were finished before",
         err_lines[0],
     )
     assert finished and int(finished[1]) > 0, err_lines  # a pipe gets lines, too

@@ -335,6 +335,7 @@ def minor_marks(ax, axis: str) -> None:
         clip_on=False,
         zorder=which.get_zorder(),
     )
+    marks.set_in_layout(False)  # empty until drawn: a layout engine would measure nothing
     ax.add_artist(marks)
 
 
