@@ -121,6 +121,12 @@ def test_the_resume_command_is_the_same_command_with_resume() -> None:
     assert resume_command(["run", "--ov", "--", "-x.yaml"]) == "rolloutsim run --resume -- -x.yaml"
 
 
+def _default_sigint() -> None:
+    """A background job of a non-interactive shell (``cmd &``: a CI script, ``nohup``) ignores
+    SIGINT, and so would the run: give it the default, as a terminal's Ctrl-C meets it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_prints_the_exact_command_that_continues_it(tmp_path, signum) -> None:
     scenario = small_scenario(tmp_path)
@@ -129,7 +135,10 @@ def test_an_interrupted_run_prints_the_exact_command_that_continues_it(tmp_path,
     argv = ["run", str(scenario), "-o", str(out), "--replications", "240", "--seed", "3"]
     argv += [*FAST, "--overwrite"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rolloutsim", *argv], cwd=tmp_path, stderr=subprocess.PIPE
+        [sys.executable, "-m", "rolloutsim", *argv],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
     )
     chunks = tmp_path / "my report.checkpoint" / "chunks"
     deadline = time.monotonic() + 120
