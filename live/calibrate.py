@@ -34,11 +34,11 @@ from live.calibration_report import (
     describe_coverage,
     describe_live,
     describe_prediction,
+    describe_test,
     describe_tests,
     markdown,
 )
 from live.case_tests import CaseTest, case_tests, passes
-from live.case_tests import describe as describe_test
 from live.scenario import BenchPlan, LiveCase, bench_plan, case_world
 from policies.errors import PolicyError
 

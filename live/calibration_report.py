@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 from live.case_tests import CaseTest, passes
@@ -10,6 +11,7 @@ __all__ = [
     "describe_coverage",
     "describe_live",
     "describe_prediction",
+    "describe_test",
     "describe_tests",
     "markdown",
 ]
@@ -40,6 +42,11 @@ def describe_live(live, checks) -> str:
         for c in checks
     )
     return f"live {live.run}#{live.repeat} ({live.wall_s:.1f} s): {live.outcome}; {marks}"
+
+
+def describe_test(t: CaseTest) -> str:
+    p = "—" if math.isnan(t.p_value) else f"{t.p_value:.3g}"
+    return f"{t.run} {t.quantity}: live {t.live}, simulated {t.simulated} ({t.test} p = {p})"
 
 
 def describe_tests(tests: list[CaseTest]) -> str:

@@ -17,7 +17,6 @@ of tests made (Bonferroni), beside the coverage test.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,8 +88,3 @@ def _midrank() -> dict:
 def passes(tests: list[CaseTest], level: float = LEVEL) -> bool:
     """No test below ``level`` / number of tests (Bonferroni)."""
     return all(t.p_value >= level / len(tests) for t in tests) if tests else True
-
-
-def describe(t: CaseTest) -> str:
-    p = "—" if math.isnan(t.p_value) else f"{t.p_value:.3g}"
-    return f"{t.run} {t.quantity}: live {t.live}, simulated {t.simulated} ({t.test} p = {p})"

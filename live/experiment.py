@@ -67,17 +67,23 @@ def hold_experiment(
     live: dict[float, Slots] = {}
     own = {}
     started = None
+    inputs = {
+        "case": case_name,
+        "seconds": seconds,
+        "seed": seed,
+        "canary_error_rate": case.canary_error_rate,
+        "rate": plan.rate,
+        "stable_error_rate": plan.stable_error_rate,
+        "scrape_interval": plan.scrape_interval,
+    }
     try:
         for i, weight in enumerate(weights):
             path = out / "records" / f"live-{weight:g}.json"
-            inputs = {"case": case_name, "seconds": seconds, "seed": seed}
-            inputs |= {"canary_error_rate": case.canary_error_rate, "rate": plan.rate}
-            inputs |= {"stable_error_rate": plan.stable_error_rate}
-            inputs |= {"scrape_interval": plan.scrape_interval}
-            if path.exists() and json.loads(path.read_text()).get("inputs") != inputs:
+            record = json.loads(path.read_text()) if path.exists() else None
+            if record is not None and record.get("inputs") != inputs:
                 why = f"{path} holds another experiment's record: use another folder"
                 raise PolicyError(why, path="--out")
-            if not path.exists():
+            if record is None:
                 if bench is None:
                     started = bench = _bench(plan, out / "bench")
                 say(f"holding the canary at {weight:g} % for {seconds:g} s ...")
@@ -88,8 +94,7 @@ def hold_experiment(
                 record = {"inputs": inputs, "slots": slots.to_dict(), "backends": counts}
                 record["load"] = stats
                 atomic_write_bytes(path, json.dumps(record).encode())
-            record = json.loads(path.read_text())
-            live[weight] = Slots(**{k: np.asarray(v) for k, v in record["slots"].items()})
+            live[weight] = Slots.from_dict(record["slots"])
             own[weight] = record["backends"]
     finally:
         if started is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from itertools import groupby
 
 import numpy as np
 
@@ -66,6 +67,14 @@ class Slots:
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k).tolist() for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Slots:
+        return cls(**{k: np.asarray(v) for k, v in data.items()})
+
+    def take(self, rows: np.ndarray) -> Slots:
+        """These rows, in this order (a resample)."""
+        return Slots(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
 
     @classmethod
     def join(cls, parts: list[Slots]) -> Slots:
@@ -210,14 +219,9 @@ def gate_schedule(policy, scrape_interval: float, scrape_delay: float) -> tuple[
 
 
 def describe_schedule(windows) -> str:
-    """ "6 windows at 20 %, 1 at 20→50 %, 3 at 50 %"."""
-    runs: list[list] = []
-    for w in windows:
-        name = "→".join(f"{x:g}" for x in dict.fromkeys(w)) + " %"
-        if runs and runs[-1][0] == name:
-            runs[-1][1] += 1
-        else:
-            runs.append([name, 1])
+    """ "6 windows at 20 %, 1 window at 20→50 %, 3 windows at 50 %"."""
+    names = ("→".join(f"{x:g}" for x in dict.fromkeys(w)) + " %" for w in windows)
+    runs = [(name, len(list(run))) for name, run in groupby(names)]
     return ", ".join(f"{n} window{'s' if n > 1 else ''} at {name}" for name, n in runs)
 
 

@@ -18,6 +18,7 @@ the simulator draws for the same traffic, this says what differs and by how much
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 
 import numpy as np
 
@@ -52,6 +53,11 @@ def _totals(w, version: str) -> tuple[float, float]:
     return getattr(w, f"{version}_errors").sum(), getattr(w, f"{version}_requests").sum()
 
 
+def _dispersion(x: np.ndarray) -> float:
+    """Variance over mean: 1 for Poisson counts."""
+    return float(x.var(ddof=1) / max(x.mean(), 1e-12))
+
+
 def _increments(w, test) -> np.ndarray:
     """The SPRT's own per-window log-likelihood-ratio increment (policies/sequential.py)."""
     return test._llr_increments(
@@ -63,56 +69,45 @@ def compare_records(live: dict, simulated: dict, weights, test, slots_per_window
     """Rows comparing ``live[weight]`` and ``simulated[weight]`` (``Slots``) at each weight."""
     from scipy.stats import chi2_contingency, ks_2samp
 
+    def requests(w) -> str:
+        total = w.canary_requests + w.stable_requests
+        return f"{total.mean():.1f}, {_dispersion(total):.2f} ({len(w)} windows)"
+
+    def split(w) -> str:
+        total = w.canary_requests + w.stable_requests
+        share = w.canary_requests.sum() / total.sum()
+        return f"{share:.4f}; {split_dispersion(w.canary_requests, total, weight):.3f}"
+
+    def canary_errors(w) -> str:
+        return f"{w.canary_errors.mean():.3f}, {_dispersion(w.canary_errors):.2f}"
+
+    def increments(w) -> str:
+        x = _increments(w, test)
+        return f"{x.mean():.4f} ± {x.std(ddof=1) / np.sqrt(x.size):.4f}, {x.std(ddof=1):.3f}"
+
     rows: list[Row] = []
     for weight in weights:
         lw = live[weight].windows(slots_per_window)
         sw = simulated[weight].windows(slots_per_window)
         at = f"{weight:g} %: "
-        lt = lw.canary_requests + lw.stable_requests
-        st = sw.canary_requests + sw.stable_requests
-        rows.append(
-            Row(
-                at + "requests per window: mean, variance/mean",
-                f"{lt.mean():.1f}, {lt.var(ddof=1) / lt.mean():.2f} ({len(lw)} windows)",
-                f"{st.mean():.1f}, {st.var(ddof=1) / st.mean():.2f} ({len(sw)} windows)",
-            )
-        )
-        rows.append(
-            Row(
-                at + "canary share; split dispersion (1 random, ~0 round robin)",
-                f"{lw.canary_requests.sum() / lt.sum():.4f}; "
-                f"{split_dispersion(lw.canary_requests, lt, weight):.3f}",
-                f"{sw.canary_requests.sum() / st.sum():.4f}; "
-                f"{split_dispersion(sw.canary_requests, st, weight):.3f}",
-            )
-        )
+        name = "requests per window: mean, variance/mean"
+        rows.append(Row(at + name, requests(lw), requests(sw)))
+        name = "canary share; split dispersion (1 random, ~0 round robin)"
+        rows.append(Row(at + name, split(lw), split(sw)))
         for version in ("canary", "stable"):
             lk, ln = _totals(lw, version)
             sk, sn = _totals(sw, version)
             table = np.array([[lk, ln - lk], [sk, sn - sk]])
             p = float(chi2_contingency(table)[1]) if lk + sk > 0 else None
             rows.append(Row(at + f"{version} error rate", _rate(lk, ln), _rate(sk, sn), "χ²", p))
-        le, se = lw.canary_errors, sw.canary_errors
-        rows.append(
-            Row(
-                at + "canary errors per window: mean, variance/mean",
-                f"{le.mean():.3f}, {le.var(ddof=1) / max(le.mean(), 1e-12):.2f}",
-                f"{se.mean():.3f}, {se.var(ddof=1) / max(se.mean(), 1e-12):.2f}",
-            )
-        )
+        name = "canary errors per window: mean, variance/mean"
+        rows.append(Row(at + name, canary_errors(lw), canary_errors(sw)))
         if test.test != "sprt":  # the mSPRT's statistic is a mixture, not a sum of increments
             continue
         li, si = _increments(lw, test), _increments(sw, test)
-        ks = ks_2samp(li, si)
-        rows.append(
-            Row(
-                at + "gate LLR increment per window: mean ± s.e., sd",
-                f"{li.mean():.4f} ± {li.std(ddof=1) / np.sqrt(li.size):.4f}, {li.std(ddof=1):.3f}",
-                f"{si.mean():.4f} ± {si.std(ddof=1) / np.sqrt(si.size):.4f}, {si.std(ddof=1):.3f}",
-                "KS",
-                float(ks.pvalue),
-            )
-        )
+        name = "gate LLR increment per window: mean ± s.e., sd"
+        p = float(ks_2samp(li, si).pvalue)
+        rows.append(Row(at + name, increments(lw), increments(sw), "KS", p))
         r1 = float(np.corrcoef(li[:-1], li[1:])[0, 1]) if li.size > 2 else float("nan")
         rows.append(
             Row(
@@ -144,13 +139,8 @@ def replay(records: dict, windows, test, paths: int, seed: int) -> dict:
 
 
 def _pieces(window) -> list[tuple[float, int]]:
-    out: list[list] = []
-    for w in window:
-        if out and out[-1][0] == w:
-            out[-1][1] += 1
-        else:
-            out.append([w, 1])
-    return [(w, n) for w, n in out]
+    """Runs of equal weights: (weight, scrape intervals) in order."""
+    return [(w, len(list(run))) for w, run in groupby(window)]
 
 
 def bootstrap_replay(
@@ -167,7 +157,7 @@ def bootstrap_replay(
             blocks = len(s) // k
             pick = rng.integers(0, blocks, blocks)
             idx = (pick[:, None] * k + np.arange(k)).ravel()
-            resampled[weight] = type(s)(*(getattr(s, f)[idx] for f in s.__dataclass_fields__))
+            resampled[weight] = s.take(idx)
         out = replay(resampled, windows, test, paths, seed + 1 + i)
         shares.append(out["accept"] + out["continue"])
     return tuple(float(q) for q in np.quantile(shares, [0.025, 0.975]))
