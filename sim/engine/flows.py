@@ -97,7 +97,6 @@ class FlowSet:
         "share",
         "stable_idx",
         "unserved",
-        "weights",
     )
 
     def __init__(self, flows: list[Flow]) -> None:
@@ -118,7 +117,6 @@ class FlowSet:
         self.any_unserved = bool(self.unserved.any())
         self.service_canary = np.array([f.service == "canary" for f in flows], dtype=bool)
         # rows: canary requests, faulty canary requests, stable requests (for the slot series)
-        self.weights = np.stack([self.canary, self.faulty, ~self.canary]).astype(float)
         # the seven per-slot series as one matrix over (failed/slow/good, flow) counts; the
         # faulty canary row is weighted by the share of faulty pods afterwards (sim/engine/tape.py)
         users = ~shadow

@@ -50,7 +50,7 @@ from sim.engine.outcome import Outcome
 from sim.engine.pods import Pods
 from sim.engine.recorder import Recorder
 from sim.engine.routing import Router
-from sim.engine.seeds import replication_seed, shared_parts
+from sim.engine.seeds import replication_seed, shared_parts, stream
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace
 from sim.world.plugins import check_step_plugins
@@ -83,9 +83,9 @@ class Replication:
         # streams 0-9: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin; each made
         # only when used (a stream is its seed and index alone: the others' numbers stay)
         data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss = (
-            _stream(seed, k) for k in range(1, 7)
+            stream(seed, k) for k in range(1, 7)
         )
-        cookie_ss = _stream(seed, 8)
+        cookie_ss = stream(seed, 8)
         self.seed = seed  # the step plugins' stream (9) is made at the first plugin step
         self.ops_rng = np.random.default_rng(ops_ss)
         n = platform.resolve_replicas(getattr(policy, "replicas", None))
@@ -94,7 +94,7 @@ class Replication:
         self.env = clock.env
         self.ctl = RolloutController(policy, n, rng=np.random.default_rng(gate_ss))
         if isinstance(self.ctl, FlaggerController):  # its ticker's phase: one draw per replication
-            u = float(np.random.default_rng(_stream(seed, 7)).random())
+            u = float(np.random.default_rng(stream(seed, 7)).random())
             self.ctl.first_tick_s = platform.flagger_first_tick(
                 policy.analysis.effective_interval_s, u
             )
@@ -105,7 +105,7 @@ class Replication:
         self.tape = tape = Tape(
             cw, fault, slot, horizon, cells, data_rng, user_rng, replicas=n, cause_rng=cause_rng
         )
-        fault_rng = np.random.default_rng(_stream(seed, 0)) if fault else None
+        fault_rng = np.random.default_rng(stream(seed, 0)) if fault else None
         global_onset = fault.onset_time(fault_rng) if fault else None
         min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
         pods_rng = np.random.default_rng(pods_ss)
@@ -269,7 +269,7 @@ class Replication:
     def _run_plugin(self, action: RunPlugin) -> None:
         """The step plugin runs in the world: its end is read after its drawn duration."""
         if self.plugin_rng is None:
-            self.plugin_rng = np.random.default_rng(_stream(self.seed, 9))
+            self.plugin_rng = np.random.default_rng(stream(self.seed, 9))
         plugin = self.world.step_plugins[action.name]
         seconds, phase = plugin.draw(self.plugin_rng, self.release.is_bad)
         finished = PluginFinished(action.step, phase)
@@ -292,13 +292,6 @@ class Replication:
     def _rollback_request(self, source: str) -> None:
         self.drafter.sync()
         self._deliver_all([RollbackRequested(source)])
-
-
-def _stream(seed: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
-    """Stream ``k`` of sim/engine/seeds.py's ``streams(seed, n)``, made alone."""
-    return np.random.SeedSequence(
-        seed.entropy, spawn_key=(*seed.spawn_key, k), pool_size=seed.pool_size
-    )
 
 
 class _Start:

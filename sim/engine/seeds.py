@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["WORLD_KEY", "replication_seed", "shared_parts", "streams"]
+__all__ = ["WORLD_KEY", "replication_seed", "shared_parts", "stream", "streams"]
 
 WORLD_KEY = 2**32 - 1
 
@@ -35,9 +35,11 @@ def shared_parts(world, seed: int):
 def streams(seed: np.random.SeedSequence, n: int) -> list[np.random.SeedSequence]:
     """``n`` child seeds of ``seed`` without touching it (``SeedSequence.spawn`` would advance
     the caller's object, so reusing it for a second policy would break common random numbers)."""
-    return [
-        np.random.SeedSequence(
-            seed.entropy, spawn_key=(*seed.spawn_key, k), pool_size=seed.pool_size
-        )
-        for k in range(n)
-    ]
+    return [stream(seed, k) for k in range(n)]
+
+
+def stream(seed: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
+    """Child ``k`` of ``streams(seed, n)``, made alone."""
+    return np.random.SeedSequence(
+        seed.entropy, spawn_key=(*seed.spawn_key, k), pool_size=seed.pool_size
+    )

@@ -175,11 +175,11 @@ class Tape:
         else:
             lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
         p_c, q_c, phi, onset_in = self._fault_terms(starts, ends, fault)
+        base = fs.share[:, None] * lam
+        if fs.rate is not None:  # synthetic requests come at their own rate
+            base = base + fs.rate[:, None] * (ends - starts)
         if self.capacity is None and isinstance(p_c, float) and isinstance(q_c, float):
             # the same request probabilities in every piece: one (3, flows) table per flows
-            base = fs.share[:, None] * lam
-            if fs.rate is not None:  # synthetic requests come at their own rate
-                base = base + fs.rate[:, None] * (ends - starts)
             means = self._probabilities(fs, p_c, q_c)[:, :, None] * base
             return self._phi_onset(fs, means, phi, onset_in)
         p = np.where(fs.faulty[:, None], p_c, self.p0)  # (flows, 1 or pieces)
@@ -187,9 +187,6 @@ class Tape:
         p[fs.unserved] = 1.0
         q[fs.unserved] = 0.0
         ov = self._overload(fs, lam, ends - starts, serving_by_service)
-        base = fs.share[:, None] * lam
-        if fs.rate is not None:  # synthetic requests come at their own rate
-            base = base + fs.rate[:, None] * (ends - starts)
         means = np.empty((3, len(fs), starts.size))
         means[0] = base * (ov + (1.0 - ov) * p)  # failed
         ok = base * (1.0 - ov) * (1.0 - p)

@@ -230,7 +230,7 @@ def _process(tasks, finished, workers, _scheduler, world, seed, _digest) -> None
     shared = _share(World.model_validate(world), world, seed)
     executor = pool.executor(_n_workers(workers, sys.maxsize))  # warm: reused run after run
     futures = {}
-    call: Callable[..., list[dict]] = run_chunk
+    call: Callable[..., list[dict]] = run_chunk  # typed loosely: submit takes *args
     try:
         for chunk, args in tasks:
             futures[executor.submit(call, *args, shared)] = chunk
@@ -434,11 +434,9 @@ def run(
         check_step_plugins(model.step_plugins, p, where=f"policies[{i}]")
     classes = model.releases.names
     counts = plan_counts(replications, classes)
-    # priced before anything is planned or built: an absurd plan is refused in milliseconds
-    tasks = sum(math.ceil(n / chunk_size) for n in counts.values()) * len(named)
-    single = backend == "inprocess" or (backend == "dask" and scheduler is not None)
-    local = 1 if single else _n_workers(workers, tasks)  # local processes building users
-    check(estimate(model, named, counts, local), budget)
+    # priced before anything is planned or built: an absurd plan is refused in milliseconds (the
+    # users are built once, whatever the workers)
+    check(estimate(model, named, counts), budget)
     names = tuple(specs)
     version = package_version()
     inputs = {"format": _FORMAT, "rolloutsim": version, "world": world_json, "seed": seed}
