@@ -129,3 +129,31 @@ def test_exposed_matches_poisson_users(expected_requests):
     got = np.array([cells.exposed(rng, terms, already) for _ in range(reps)])
     se = math.sqrt(float(np.sum(prob * (1 - prob))) / reps)
     assert abs(got.mean() - prob.sum()) < Z * se
+
+
+def test_exposed_counts_disjoint_cells_as_it_marks_them(monkeypatch):
+    """Users of distinct cells of one split are counted, not marked (no user is in two): the
+    count equals marking's, draw for draw, and cells that may share users (one cell in two
+    orders) are still marked."""
+    from sim.engine import flows
+
+    population = UserPopulation(
+        count=3000, activity={"lognormal": {"sigma": 1.5}}, segments={"beta": {"share": "10%"}}
+    )
+    cells = UserCells(population.build(3))
+    inside, outside = (frozenset(), "beta", False, True), (frozenset(), "beta", False, False)
+    cases = [
+        {(inside, "bucket", 0.0, 100.0): 5e3, (outside, "bucket", 0.0, 100.0): 3e4},
+        {(inside, "bucket", 0.0, 40.0): 5e3, (inside, "bucket", 10.0, 100.0): 1e3},
+        {(inside, "bucket", 0.0, 100.0): 5e3, (inside, "dns", 0.0, 60.0): 3e3},
+    ]
+    already = np.zeros(cells.n, dtype=bool)
+    already[np.random.default_rng(5).integers(0, cells.n, 300)] = True
+    real = flows._disjoint
+    for terms, disjoint in zip(cases, (True, True, False), strict=True):
+        assert real(cells._ranges_by_group(terms)) is disjoint
+        counted = cells.exposed(np.random.default_rng(9), terms, already)
+        monkeypatch.setattr(flows, "_disjoint", lambda _groups: False)
+        marked = cells.exposed(np.random.default_rng(9), terms, already)
+        monkeypatch.setattr(flows, "_disjoint", real)
+        assert counted == marked > int(already.sum())

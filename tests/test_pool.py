@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from policies import load_policy
-from sim.engine.seeds import WORLD_KEY
+from sim.engine.seeds import world_seed
 from sim.runs import pool, runner
 from sim.runs.runner import run
 from sim.world.model import World
@@ -128,7 +128,7 @@ def test_another_worker_count_gets_its_own_pool(policies) -> None:
 
 def test_the_shared_population_is_the_drawn_one_read_only() -> None:
     world = World.model_validate(WORLD)
-    drawn = world.compile(np.random.SeedSequence(4, spawn_key=(WORLD_KEY,))).users
+    drawn = world.compile(world_seed(4)).users
     key = pool.users_key(world.to_dict()["users"], 4)
     descriptor = pool.share_users(key, lambda: drawn)
     assert pool.share_users(key, lambda: pytest.fail("drawn twice")) == descriptor

@@ -60,8 +60,11 @@ class Detectors:
             pre_release_rate=float(world.traffic.rate_at(0.0)),
             baseline_error_ratio=cw.baseline_bad,
         )
-        self.alert_peak = cw.baseline_bad  # the history before the release is at baseline
+        # a window's bad ratio never exceeds its worst slot's: until a slot (the history
+        # before the release at baseline included) exceeds the lowest threshold, with some
+        # slack, no rule can fire and the alert need not evaluate
         self.alert_floor = self.alert.lowest_threshold * (1 - 1e-6) if self.alert else math.inf
+        self.alert_may_fire = cw.baseline_bad >= self.alert_floor
         self.alert_token: object | None = None
         self.human_token: object | None = None
 
@@ -96,18 +99,17 @@ class Detectors:
     # ------------------------------------------------------------------ the alert
 
     def _check_alert(self) -> None:
-        if self.alert is None or self.outcome.detected_by == "alert" or self.alert_token:
+        alert = self.alert
+        if alert is None or self.outcome.detected_by == "alert" or self.alert_token:
             return
-        have = self.alert.n_slots
+        have = alert.n_slots
         complete = int(self.tape.drafted_until // self.slot + 1e-9)
         if complete <= have:
             return
-        ends = (np.arange(have, complete) + 1) * self.slot
         req, bad = self.tape.svc_req[have:complete], self.tape.svc_bad[have:complete]
-        ratio = np.divide(bad, req, out=np.zeros_like(bad), where=req > 0)
-        self.alert_peak = max(self.alert_peak, float(ratio.max()))
-        may_fire = self.alert_peak >= self.alert_floor  # else no window can reach a threshold
-        fired = self.alert.extend(ends, req, bad, may_fire=may_fire, check=False)
+        if not self.alert_may_fire:
+            self.alert_may_fire = bool((bad >= self.alert_floor * req).any())
+        fired = alert.append((have + 1) * self.slot, req, bad, may_fire=self.alert_may_fire)
         if fired is not None:
             when = max(fired, self.env.now)
             token = self.alert_token = object()

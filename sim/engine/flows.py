@@ -24,7 +24,7 @@ import numpy as np
 
 from policies.controller.protocol import GROUP_VERSION
 from sim.engine.affinity import cookie_services, draw_each
-from sim.engine.sampling import multinomial_hits, sorted_uniforms
+from sim.engine.sampling import multinomial_hits, range_sums, sorted_uniforms
 from sim.world.users import CHUNK as _CHUNK
 from sim.world.users import SortedKeys, index_dtype
 
@@ -291,7 +291,10 @@ class UserCells:
         u = sorted_uniforms(rng, k)  # sorted: the lookups walk the tables in order
         u *= cum[j] - cum[i]
         u += cum[i]
-        return np.clip(self._locate(group_key, u), i, j - 1)
+        picks = self._locate(group_key, u)
+        if i > 0 or j < cum.size - 1:  # a rounded u may fall just outside a part of the group
+            np.clip(picks, i, j - 1, out=picks)
+        return picks
 
     def _hits(self, rng, k: int, group_key, i: int, j: int):
         """Multinomial(k, activity) over [i, j) per user: (positions from i, counts)."""
@@ -307,8 +310,8 @@ class UserCells:
         guide = self._guides.get(group_key)
         if guide is None:  # a bucket order's is the population's, as its cells
             guide = self._guides[group_key] = self.users.guide_table(keys.tag, cum, n_bins)
-        bins = np.minimum((u * (n_bins / cum[-1])).astype(np.intp), n_bins - 1)
-        picks = guide[np.maximum(bins, 0)].astype(np.intp)
+        bins = (u * (n_bins / cum[-1])).astype(np.intp)
+        picks = guide[np.clip(bins, 0, n_bins - 1, out=bins)].astype(np.intp)
         todo = np.flatnonzero(cum[picks + 1] <= u)
         while todo.size:
             picks[todo] += 1
@@ -322,7 +325,10 @@ class UserCells:
         probability 1 − e^−Σλ. Few requests are drawn one by one (``draw``); many, per user:
         reached iff an Exp(1) variable is below Σλ (the same probability, in one pass)."""
         reached = already.copy()
-        for (key, order), ranges in self._ranges_by_group(terms).items():
+        groups = self._ranges_by_group(terms)
+        disjoint = _disjoint(groups)  # then a per-user pass counts its new users, unmarked
+        counted = 0
+        for (key, order), ranges in groups.items():
             members, _, _ = self._group(key, order)
             lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
             if sum(r[3] for r in ranges) <= _PER_USER_EXPOSED * (hi - lo):
@@ -333,13 +339,16 @@ class UserCells:
             carry = 0.0  # in steps of _CHUNK users: the same draws, no n-sized temporaries
             for a in range(lo, hi, _CHUNK):
                 b = min(a + _CHUNK, hi)
-                steps, carry = self._steps(a, b, ranges, carry)
+                steps, carry = range_sums(a, b, ranges, carry)
                 hit = (
                     rng.standard_exponential(b - a)
                     < self._sorted_activity(key, order, a, b) * steps
                 )
-                reached[members[a:b][hit]] = True
-        return int(np.count_nonzero(reached))
+                if disjoint:
+                    counted += int(np.count_nonzero(hit & ~reached[members[a:b]]))
+                else:
+                    reached[members[a:b][hit]] = True
+        return int(np.count_nonzero(reached)) + counted
 
     def _ranges_by_group(self, terms: dict) -> dict:
         by_group: dict = {}
@@ -349,22 +358,6 @@ class UserCells:
             if expected > 0 and total > 0:
                 by_group.setdefault(selector[:2], []).append((i, j, expected / total, expected))
         return by_group
-
-    @staticmethod
-    def _steps(a: int, b: int, ranges, carry: float) -> tuple[np.ndarray, float]:
-        """Σ of scale over the ranges [i, j) each position of [a, b) lies in, as a running sum
-        of the ranges' ends from ``carry`` (its value before a); and its value at b − 1."""
-        if len(ranges) == 1:
-            return np.full(b - a, ranges[0][2]), carry
-        steps = np.zeros(b - a)
-        for i, j, scale, _ in ranges:
-            if a <= i < b:
-                steps[i - a] += scale
-            if a <= j < b:
-                steps[j - a] -= scale
-        steps[0] += carry
-        np.cumsum(steps, out=steps)
-        return steps, float(steps[-1])
 
     def _sorted_activity(self, key, order: str, i: int = 0, j: int | None = None) -> np.ndarray:
         """The group's activity in its order over [i, j): kept for small groups, gathered when
@@ -491,6 +484,13 @@ def flow_set(
         flows = compute_flows(state, serving, cells, fault_segment, sticky, moved)
         found = cells.flow_sets[key] = FlowSet(flows)
     return found
+
+
+def _disjoint(groups: dict) -> bool:
+    """Whether the groups (cell key, order) hold no user twice: distinct cells of one split
+    (the same matched routes and fault segment: ``compute_flows``'s keys), each in one order."""
+    keys = [key for key, _ in groups]
+    return len({key[:2] for key in keys}) == 1 and len(set(keys)) == len(keys)
 
 
 def is_each(order) -> bool:

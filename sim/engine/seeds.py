@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["WORLD_KEY", "replication_seed", "shared_parts", "stream", "streams"]
+__all__ = ["WORLD_KEY", "replication_seed", "shared_parts", "stream", "streams", "world_seed"]
 
 WORLD_KEY = 2**32 - 1
 
@@ -23,11 +23,18 @@ def replication_seed(seed: int, class_index: int, index: int) -> np.random.SeedS
     return np.random.SeedSequence(seed, spawn_key=(class_index, index))
 
 
-def shared_parts(world, seed: int):
-    """The compiled world and its user cells for run ``seed`` (build once, share)."""
-    from sim.engine.flows import UserCells
+def world_seed(seed: int) -> np.random.SeedSequence:
+    """The seed run ``seed``'s user population is drawn from (``World.compile``)."""
+    return np.random.SeedSequence(seed, spawn_key=(WORLD_KEY,))
 
-    cw = world.compile(np.random.SeedSequence(seed, spawn_key=(WORLD_KEY,)))
+
+def shared_parts(world, seed: int, users=None):
+    """The compiled world and its user cells for run ``seed`` (build once, share). ``users``:
+    the population already drawn from ``world_seed(seed)`` (in shared memory), else drawn."""
+    from sim.engine.flows import UserCells
+    from sim.world.model import CompiledWorld
+
+    cw = world.compile(world_seed(seed)) if users is None else CompiledWorld(world, users)
     cells = UserCells(cw.users, seed=np.random.SeedSequence(seed, spawn_key=(WORLD_KEY, 1)))
     return cw, cells
 

@@ -27,7 +27,10 @@ from sim.engine.blast import BlastRadius, Totals
 from sim.engine.flows import FlowSet, UserCells
 from sim.world.rates import Constant
 
-__all__ = ["FaultState", "Tape"]
+__all__ = ["NO_FAULT", "FaultState", "Tape"]
+
+_FEW = 12  # a cut piece's counts up to this many are thinned one by one (measured: one call on
+# arrays costs about as much as 15 scalar draws)
 
 
 @dataclass
@@ -36,6 +39,15 @@ class FaultState:
 
     onsets: np.ndarray  # absolute onset time per serving candidate pod (inf: never)
     pods: int  # serving candidate pods (the average is over them)
+
+    def __post_init__(self) -> None:
+        # the earliest and latest onsets (inf: no pod), read by every piece under this state
+        self.first = float(self.onsets.min()) if self.pods else math.inf
+        self.last = float(self.onsets.max()) if self.pods else math.inf
+
+
+NO_FAULT = FaultState(np.empty(0), 0)
+"""The fault state of a release without a fault (its pods' onsets are never read)."""
 
 
 class _Block:
@@ -140,7 +152,8 @@ class Tape:
             keep = ends > starts
             starts, ends = starts[keep], ends[keep]
             slots = (starts // s).astype(np.intp)
-        means, phi, onset_in = self._means(flows, starts, ends, fault, serving_by_service)
+        means = self._means(flows, starts, ends, fault, serving_by_service)
+        phi, onset_in = self._reach(flows, starts, ends, fault)
         counts = self.rng.poisson(means)
         block = _Block(
             flows, starts, ends, slots, means, counts, phi, onset_in, fault, serving_by_service
@@ -149,39 +162,59 @@ class Tape:
         self.blocks.append(block)
         self.drafted_until = t1
 
-    def _fault_terms(self, starts, ends, fault: FaultState):
-        """Mean failure and slow probabilities of the candidate's pods per piece (scalars when
-        the same for all), the share of its pods whose fault is active (for latency mixtures),
-        and when the fault starts."""
+    def _fault_on(self, starts, ends, fault: FaultState) -> bool | None:
+        """Whether the candidate's fault is on in these pieces: False (nowhere), True (in
+        full, on every pod, throughout) or None (it varies)."""
         f = self.fault
-        n = starts.size
-        if f is None or fault.pods == 0 or fault.onsets.min() >= ends[-1]:
-            return self.p0, self.q0, np.zeros(n), np.full(n, np.inf)
-        if f.growth is None and fault.onsets.max() <= starts[0]:  # on everywhere, a constant
-            return self.p1, self.q1, np.ones(n), starts.copy()
+        if f is None or fault.pods == 0 or fault.first >= ends[-1]:
+            return False
+        if f.growth is None and fault.last <= starts[0]:
+            return True
+        return None
+
+    def _fault_probabilities(self, starts, ends, fault: FaultState):
+        """Mean failure and slow probabilities of the candidate's pods per piece (scalars when
+        the same for all)."""
+        on = self._fault_on(starts, ends, fault)
+        if on is not None:
+            return (self.p1, self.q1) if on else (self.p0, self.q0)
+        f = self.fault
         a = starts[None, :] - fault.onsets[:, None]
         b = ends[None, :] - fault.onsets[:, None]
         p = f.mean_failure_over(self.p0, a, b).mean(axis=0)
         q = f.mean_slow_over(self.cw.world.baseline, self.objective, a, b).mean(axis=0)
-        mid = 0.5 * (starts + ends)
-        phi = (fault.onsets[:, None] <= mid[None, :]).mean(axis=0)
-        first_onset = float(np.min(fault.onsets))
-        onset_in = np.where(first_onset < ends, np.maximum(starts, first_onset), np.inf)
-        return p, q, phi, onset_in
+        return p, q
 
-    def _means(self, fs, starts, ends, fault, serving_by_service):
+    def _reach(self, fs, starts, ends, fault: FaultState):
+        """Per piece, the share of the candidate's pods whose fault is active (for latency
+        mixtures) and when the users' flows first meet the fault (inf: not in it)."""
+        n = starts.size
+        nobody = np.full(n, np.inf)
+        if not fs.any_faulty and (fs.shadow is None or not fs.faulty.any()):
+            return np.zeros(n), nobody  # not even copies meet the fault
+        on = self._fault_on(starts, ends, fault)
+        if on is not None:
+            phi = np.ones(n) if on else np.zeros(n)
+            onset_in = starts.copy() if on else nobody
+        else:
+            mid = 0.5 * (starts + ends)
+            phi = (fault.onsets[:, None] <= mid[None, :]).mean(axis=0)
+            onset_in = np.where(fault.first < ends, np.maximum(starts, fault.first), np.inf)
+        return phi, onset_in if fs.any_faulty else nobody
+
+    def _means(self, fs, starts, ends, fault, serving_by_service) -> np.ndarray:
+        """Expected failed, slow and good requests per flow and piece: (3, flows, pieces)."""
         if self.constant_rate is not None:
             lam = self.constant_rate * (ends - starts)
         else:
             lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
-        p_c, q_c, phi, onset_in = self._fault_terms(starts, ends, fault)
+        p_c, q_c = self._fault_probabilities(starts, ends, fault)
         base = fs.share[:, None] * lam
         if fs.rate is not None:  # synthetic requests come at their own rate
             base = base + fs.rate[:, None] * (ends - starts)
         if self.capacity is None and isinstance(p_c, float) and isinstance(q_c, float):
             # the same request probabilities in every piece: one (3, flows) table per flows
-            means = self._probabilities(fs, p_c, q_c)[:, :, None] * base
-            return self._phi_onset(fs, means, phi, onset_in)
+            return self._probabilities(fs, p_c, q_c)[:, :, None] * base
         p = np.where(fs.faulty[:, None], p_c, self.p0)  # (flows, 1 or pieces)
         q = np.where(fs.faulty[:, None], q_c, self.q0)
         p[fs.unserved] = 1.0
@@ -192,16 +225,7 @@ class Tape:
         ok = base * (1.0 - ov) * (1.0 - p)
         means[1] = ok * q  # slow
         means[2] = ok * (1.0 - q)  # good
-        return self._phi_onset(fs, means, phi, onset_in)
-
-    @staticmethod
-    def _phi_onset(fs, means, phi, onset_in):
-        if not fs.any_faulty:
-            n = means.shape[2]
-            if fs.shadow is not None and fs.faulty.any():  # only copies meet the fault
-                return means, phi, np.full(n, np.inf)
-            return means, np.zeros(n), np.full(n, np.inf)
-        return means, phi, onset_in
+        return means
 
     def _probabilities(self, fs, p_c: float, q_c: float) -> np.ndarray:
         """Per flow, the probability that a request fails, is slow, is good (no overload)."""
@@ -258,7 +282,7 @@ class Tape:
     def _settle(self, t: float) -> None:
         while self.blocks:
             block = self.blocks[0]
-            done = int(np.searchsorted(block.ends, t, side="right"))
+            done = int(block.ends.searchsorted(t, side="right"))
             if done == 0:
                 break
             self._account(block, slice(0, done))
@@ -272,7 +296,7 @@ class Tape:
         """The world changes at ``t``: commit up to t (thinning the piece it cuts), discard
         the rest of the draft."""
         for block in self.blocks:
-            k = int(np.searchsorted(block.ends, t, side="right"))
+            k = int(block.ends.searchsorted(t, side="right"))
             if k < block.ends.size:
                 if block.starts[k] < t:
                     self._thin(block, k, t)
@@ -289,15 +313,29 @@ class Tape:
         probability (mean up to t) / (mean of the piece), exact for a Poisson process."""
         part_means = self._means(
             block.flows, block.starts[k : k + 1], np.array([t]), block.fault, block.serving
-        )[0][:, :, 0]
+        )[:, :, 0]
         full = block.means[:, :, k]
-        ratio = np.divide(part_means, full, out=np.zeros_like(full), where=full > 0)
-        block.counts[:, :, k] = self.rng.binomial(block.counts[:, :, k], np.clip(ratio, 0, 1))
+        if full.size <= _FEW:  # one by one: the same draws, in the same order, as one call
+            binomial = self.rng.binomial  # on the arrays, whose checks cost more than a few draws
+            kept = [
+                binomial(n, min(part / whole, 1.0) if whole > 0 else 0.0)
+                for n, part, whole in zip(
+                    block.counts[:, :, k].ravel().tolist(),
+                    part_means.ravel().tolist(),
+                    full.ravel().tolist(),
+                )
+            ]
+            counts = np.array(kept, dtype=block.counts.dtype).reshape(full.shape)
+        else:
+            ratio = np.divide(part_means, full, out=np.zeros_like(full), where=full > 0)
+            counts = self.rng.binomial(block.counts[:, :, k], np.clip(ratio, 0, 1))
+        block.counts[:, :, k] = counts
         block.means[:, :, k] = part_means
         block.ends[k] = t
         if block.onset_in[k] >= t:
             block.onset_in[k] = np.inf
-        values = block.slot_values(block.counts[:, :, k : k + 1], block.phi[k : k + 1])[:, 0]
+        values = block.flows.by_slot @ counts.ravel()  # as slot_values does, for one piece
+        values[2] *= block.phi[k]
         self.table[:, block.slots[k]] += values - block.values[:, k]
         block.values[:, k] = values
 
@@ -323,7 +361,7 @@ class Tape:
         return obs
 
     def _window(self, j0: int, j1: int, quantiles, rng) -> Observation:
-        n_c, e_c, fault, n_s, e_s = self.table[:5, j0:j1].sum(axis=1).tolist()
+        n_c, e_c, fault, n_s, e_s = np.add.reduce(self.table[:5, j0:j1], axis=1).tolist()
         n_c, e_c, n_s, e_s = int(n_c), int(e_c), int(n_s), int(e_s)
         phi = fault / n_c if n_c else 0.0
         # a version's series exist once it has served (the stable always has): 0/0 is NaN then,

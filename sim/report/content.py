@@ -83,10 +83,7 @@ def build_blocks(
         try:
             return build()
         except Exception as exc:  # a section that fails says so; the rest is still written
-            problems.append((what, _one_line(exc)))
-            return [
-                Para(f"Not shown: the {what} could not be drawn ({_one_line(exc)}).", "problem")
-            ]
+            return [_not_shown(what, exc, problems)]
 
     def verdict_box() -> list:
         paras, notes = verdict(facts)
@@ -164,12 +161,16 @@ def _settle(blocks: list, pending: list[tuple[int, str]], problems: list) -> lis
             try:
                 fig = blocks[at] = dataclasses.replace(fig, png=fig.png.result())
             except Exception as exc:  # as ``guarded`` says it for a figure drawn here
-                problems.append((what, _one_line(exc)))
-                text = f"Not shown: the {what} could not be drawn ({_one_line(exc)})."
-                blocks[at] = Para(text, "problem")
+                blocks[at] = _not_shown(what, exc, problems)
                 continue
         out.append(fig)
     return out
+
+
+def _not_shown(what: str, exc: Exception, problems: list) -> Para:
+    """A part that failed: recorded among the problems, and said in its place."""
+    problems.append((what, _one_line(exc)))
+    return Para(f"Not shown: the {what} could not be drawn ({_one_line(exc)}).", "problem")
 
 
 def _blast_metrics(facts: Facts) -> tuple:

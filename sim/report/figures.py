@@ -228,21 +228,10 @@ def pareto_front(
         ax.set_xlabel(xlabel + (" (log scale)" if xlog else ""))
         ax.set_ylabel(ylabel + (" (log scale)" if ylog else ""))
         note_better(ax)
-        _single(fig, ax, suptitle(fig, wrap(title, 88)))
+        _stack(fig, [ax], suptitle(fig, wrap(title, 88)))
         place_labels(fig, ax, labels, placed=True)
 
     return draw_png((WIDTH_IN, 5.6), draw, fixed=True)
-
-
-def _single(fig, ax, top: float) -> None:
-    """Place one axes under the figure's title, room left for its tick labels and labels."""
-    pad = 6 * PT
-    bottom = xaxis_in(fig, ax) + pad / 2
-    place(fig, [[ax]], left=1.0, right=0.3, top=top, bottom=bottom)  # to tell which ticks fit
-    left = ytick_width(fig, ax) + label_in(fig, ax.get_ylabel()) + pad
-    right = xoverhang(fig, ax, fig.get_figwidth() - left) + 2 * pad
-    place(fig, [[ax]], left=left, right=right, top=top, bottom=bottom)
-    fix_ticks([ax])
 
 
 def _rebin(trace, stop: int, target: int = 160):

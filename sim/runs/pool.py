@@ -102,10 +102,10 @@ def executor(workers: int) -> ProcessPoolExecutor:
         return _POOL
 
 
-def is_warm(workers: int | None = None) -> bool:
-    """Whether a live pool (of ``workers``, None: any size) waits for work: no start-up to pay."""
+def is_warm() -> bool:
+    """Whether a live pool waits for work: no start-up to pay."""
     pool = _POOL
-    return pool is not None and not _broken(pool) and workers in (None, _SIZE)
+    return pool is not None and not _broken(pool)
 
 
 def warm_executor() -> ProcessPoolExecutor | None:
@@ -121,12 +121,12 @@ def _broken(pool: ProcessPoolExecutor) -> bool:
     return bool(getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread", False))
 
 
-def _stop_pool(*, cancel: bool = True) -> None:
+def _stop_pool() -> None:
     global _POOL
     with _LOCK:
         pool, _POOL = _POOL, None
     if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=cancel)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def shutdown() -> None:

@@ -25,14 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from policies.base import validate_model
 from policies.errors import PolicyError, RolloutsimError, one_line
 from policies.loading import parse_policy
 from sim.engine.outcome import OUTCOME_FIELDS, Outcome
 from sim.engine.replication import Replication
-from sim.engine.seeds import WORLD_KEY, replication_seed, shared_parts
+from sim.engine.seeds import WORLD_KEY, replication_seed, shared_parts, world_seed
 from sim.runs import pool
 from sim.runs.budget import Budget, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
@@ -42,7 +40,7 @@ from sim.runs.files import atomic_write
 from sim.runs.options import BACKENDS, DEFAULTS, ProgressLines, live_bar
 from sim.runs.pool import shutdown
 from sim.runs.provenance import package_version
-from sim.world.model import CompiledWorld, World
+from sim.world.model import World
 from sim.world.plugins import check_step_plugins
 
 __all__ = [
@@ -116,7 +114,7 @@ def _prepared(world: dict, seed: int, shared: dict | None = None) -> tuple:
             users = pool.users_of(shared)
         else:
             users = pool.shared_users(pool.users_key(world.get("users"), seed))
-        cw, cells = shared_parts(_Drawn(model, users) if users is not None else model, seed)
+        cw, cells = shared_parts(model, seed, users)
         return cw, cells, tuple(model.releases)
 
     return _remember(_PREPARED, _digest({"world": world, "seed": seed}), build, _WORLDS)
@@ -129,22 +127,10 @@ def compiled(world: dict, seed: int) -> tuple:
     return cw, cells
 
 
-class _Drawn:
-    """A world whose population is drawn already: ``shared_parts`` compiles it with those users
-    (its seed layout stays the one in ``sim.engine.seeds``)."""
-
-    def __init__(self, world: World, users) -> None:
-        self.world, self.users = world, users
-
-    def compile(self, _seed) -> CompiledWorld:
-        return CompiledWorld(self.world, self.users)
-
-
 def _share(world: World, world_json: dict, seed: int) -> dict:
     """The run's user population in shared memory, drawn here once (``sim.runs.pool``)."""
-    ss = np.random.SeedSequence(seed, spawn_key=(WORLD_KEY,))  # as World.compile in shared_parts
     key = pool.users_key(world_json.get("users"), seed)
-    return pool.share_users(key, lambda: world.compile(ss).users)
+    return pool.share_users(key, lambda: world.compile(world_seed(seed)).users)
 
 
 def run_chunk(

@@ -197,6 +197,14 @@ class _Growing:
         self.data[self.size : need] = chunk
         self.size = need
 
+    def extend_sums(self, chunk: np.ndarray) -> None:
+        """Append the running sums of ``chunk`` from the last value on (as one cumsum over
+        everything appended would continue), summed in place."""
+        start = self.size - 1
+        self.extend(chunk)
+        sums = self.data[start : self.size]
+        np.add.accumulate(sums, out=sums)
+
     @property
     def view(self) -> np.ndarray:
         return self.data[: self.size]
@@ -269,26 +277,31 @@ class BurnRateAlert:
         """The smallest bad ratio any rule fires at (a window never exceeds its worst slot)."""
         return min(self._thresholds, default=math.inf)
 
-    def extend(
-        self, ends: Any, requests: Any, bad: Any, *, may_fire: bool = True, check: bool = True
-    ) -> float | None:
+    def extend(self, ends: Any, requests: Any, bad: Any, *, may_fire: bool = True) -> float | None:
         """Append slots; the firing time if the alert first fires on evaluations they decide.
 
         ``may_fire=False`` appends without deciding: the caller knows no slot so far (history
-        included) reaches ``lowest_threshold``, so no window can. ``check=False`` skips the
-        argument checks on a hot path whose slots are built correctly.
+        included) reaches ``lowest_threshold``, so no window can.
         """
         ends, req, bad = (np.atleast_1d(np.asarray(x, dtype=float)) for x in (ends, requests, bad))
         if ends.size == 0:
             return None
-        n0 = self.n_slots
         if self._first_end is None:
             self._first_end = float(ends[0])
-        if check:
-            self._check(n0, ends, req, bad)
+        self._check(self.n_slots, ends, req, bad)
+        return self.append(float(ends[0]), req, bad, may_fire=may_fire)
+
+    def append(
+        self, first_end: float, requests: np.ndarray, bad: np.ndarray, *, may_fire: bool = True
+    ) -> float | None:
+        """``extend`` on a hot path: float arrays of slots known to be valid and contiguous,
+        the first ending at ``first_end`` (unchecked)."""
+        n0 = self.n_slots
+        if self._first_end is None:
+            self._first_end = first_end
         # sequential cumulative sums continue exactly as one cumsum over all slots would
-        self._creq.extend(np.cumsum(np.concatenate(([self._creq.view[-1]], req)))[1:])
-        self._cbad.extend(np.cumsum(np.concatenate(([self._cbad.view[-1]], bad)))[1:])
+        self._creq.extend_sums(requests)
+        self._cbad.extend_sums(bad)
         if self.firing is not None or not may_fire:
             return None
         self.firing = self._first_firing(n0, self.n_slots)
@@ -354,12 +367,16 @@ class BurnRateAlert:
     def _conditions(self, js: np.ndarray) -> list[np.ndarray]:
         out = []
         for threshold, (m_long, m_short) in zip(self._thresholds, self._slots):
-            ok = np.ones(js.shape, dtype=bool)
-            for m in (m_long, m_short):
-                req, bad = self._window(js, m)
-                ok &= (req > 0) & (bad >= threshold * req * (1 - _TOL))
+            ok = self._reaches(js, m_short, threshold)  # the short window fails more often
+            if ok.any():
+                ok &= self._reaches(js, m_long, threshold)
             out.append(ok)
         return out
+
+    def _reaches(self, js: np.ndarray, m: int, threshold: float) -> np.ndarray:
+        """Whether the m slots ending at each slot j hold requests, a threshold's share bad."""
+        req, bad = self._window(js, m)
+        return (req > 0) & (bad >= threshold * req * (1 - _TOL))
 
     def _first_firing(self, n0: int, n1: int) -> AlertFiring | None:
         """The earliest evaluation whose newest visible slot lies in [n0, n1) that fires."""
