@@ -70,7 +70,8 @@ CHANGED: dict[str, tuple[str | None, str, dict[str, list[tuple[str, str]]]]] = {
         "run is the `$ rolloutsim run scenarios/seed-practice.yaml` excerpt, compared there",
         {},
     ),
-    "python3 -m venv .venv && .venv/bin/pip install -e .[dev] && .venv/bin/python -m pytest": (
+    "python3 -m venv .venv && .venv/bin/pip install -e .[dev] && .venv/bin/python -m pytest "
+    "-n auto": (
         None,
         "the suite itself, which cannot run inside itself (CI runs it: .ci/run)",
         {},
