@@ -108,7 +108,7 @@ class Detectors:
             return
         req, bad = self.tape.svc_req[have:complete], self.tape.svc_bad[have:complete]
         if not self.alert_may_fire:
-            self.alert_may_fire = bool((bad >= self.alert_floor * req).any())
+            self.alert_may_fire = bool(((bad >= self.alert_floor * req) & (req > 0)).any())
         fired = alert.append((have + 1) * self.slot, req, bad, may_fire=self.alert_may_fire)
         if fired is not None:
             when = max(fired, self.env.now)

@@ -488,7 +488,8 @@ def flow_set(
 
 def _disjoint(groups: dict) -> bool:
     """Whether the groups (cell key, order) hold no user twice: distinct cells of one split
-    (the same matched routes and fault segment: ``compute_flows``'s keys), each in one order."""
+    (the same matched routes and fault segment: ``compute_flows``'s keys), each in one order.
+    (``compute_flows`` never makes two keys that differ only in a flag ``_group`` ignores.)"""
     keys = [key for key, _ in groups]
     return len({key[:2] for key in keys}) == 1 and len(set(keys)) == len(keys)
 

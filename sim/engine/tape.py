@@ -318,7 +318,7 @@ class Tape:
         if full.size <= _FEW:  # one by one: the same draws, in the same order, as one call
             binomial = self.rng.binomial  # on the arrays, whose checks cost more than a few draws
             kept = [
-                binomial(n, min(part / whole, 1.0) if whole > 0 else 0.0)
+                binomial(n, min(max(part / whole, 0.0), 1.0) if whole > 0 else 0.0)
                 for n, part, whole in zip(
                     block.counts[:, :, k].ravel().tolist(),
                     part_means.ravel().tolist(),
@@ -334,8 +334,7 @@ class Tape:
         block.ends[k] = t
         if block.onset_in[k] >= t:
             block.onset_in[k] = np.inf
-        values = block.flows.by_slot @ counts.ravel()  # as slot_values does, for one piece
-        values[2] *= block.phi[k]
+        values = block.slot_values(counts[:, :, None], block.phi[k : k + 1])[:, 0]
         self.table[:, block.slots[k]] += values - block.values[:, k]
         block.values[:, k] = values
 
