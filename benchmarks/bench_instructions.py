@@ -7,8 +7,8 @@ callgrind (garbage collector off) for 1 and for N replications, and prints the d
 replication, for this checkout and, with ``--against``, another one (e.g. a ``git worktree`` of
 an older commit), side by side.
 
-Run:  .venv/bin/python benchmarks/bench_instructions.py [--classes 0,2] [--replications 21]
-          [--against /tmp/old-checkout]
+Run:  .venv/bin/python benchmarks/bench_instructions.py [--classes 0,2] [--replications 31]
+          [--against /tmp/old-checkout]   (default: classes 0,1,2, 31 replications)
 Needs ``valgrind`` (Debian: apt-get install valgrind); about a minute per class and tree.
 """
 
@@ -60,7 +60,7 @@ def per_replication(tree: Path, release_class: int, n: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--classes", default="0,1,2", help="release classes (0 good, ...)")
-    parser.add_argument("--replications", type=int, default=21)
+    parser.add_argument("--replications", type=int, default=31, help="fewer: noisier")
     parser.add_argument("--against", type=Path, help="another checkout, measured alongside")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
