@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sim.engine.flows import UserCells, flow_set
-from sim.engine.tape import NO_FAULT, Tape
+from sim.engine.tape import Tape
 
 if TYPE_CHECKING:
     from sim.engine.detectors import Detectors
@@ -50,7 +50,6 @@ class Drafter:
         self.env = clock.env
         self.tape, self.pods, self.router, self.cells = tape, pods, router, cells
         self.segment = fault.segment if fault is not None else None
-        self.faulty = fault is not None  # else the pods' onsets matter to no draft
         self.sticky, self.slot, self.horizon = sticky, slot, horizon
         self.pending = False  # a draft is due once the events of this moment have run
         self.detectors: Detectors | None = None  # set by connect()
@@ -116,7 +115,7 @@ class Drafter:
             "canary": sum(serving[g] for g in routing.canary),
             "stable": sum(serving[g] for g in routing.stable),
         }
-        fault_state = self.pods.fault_state() if self.faulty else NO_FAULT
+        fault_state = self.pods.fault_state()
         dns_end = routing.dns_start + routing.dns_ttl
         if routing.dns_from is not None and t0 < dns_end:
             t = t0

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from policies.controller import GROUP_VERSION
-from sim.engine.tape import FaultState
+from sim.engine.tape import NO_FAULT, FaultState
 
 if TYPE_CHECKING:
     from sim.engine.routing import Router
@@ -98,7 +98,9 @@ class Pods:
 
     def fault_state(self) -> FaultState:
         """The candidate's serving pods that a Service selects (an idle experiment's get no
-        requests, so they do not dilute a per-pod fault)."""
+        requests, so they do not dilute a per-pod fault). Without a fault: none to build."""
+        if self.fault is None:
+            return NO_FAULT
         now = self.env.now
         selected = self._selected()
         onsets = [

@@ -30,7 +30,7 @@ from policies.errors import PolicyError, RolloutsimError, one_line
 from policies.loading import parse_policy
 from sim.engine.outcome import OUTCOME_FIELDS, Outcome
 from sim.engine.replication import Replication
-from sim.engine.seeds import WORLD_KEY, replication_seed, shared_parts, world_seed
+from sim.engine.seeds import replication_seed, shared_parts, world_seed
 from sim.runs import pool
 from sim.runs.budget import Budget, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
@@ -46,7 +46,6 @@ from sim.world.plugins import check_step_plugins
 __all__ = [
     "BACKENDS",
     "DEFAULT_CHUNK_SIZE",
-    "WORLD_KEY",
     "Chunk",
     "RunResult",
     "compiled",
