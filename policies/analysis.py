@@ -278,7 +278,7 @@ class AnalysisRun:
                 self.error = f"dryRun metricName {pattern!r} matches no metric"
         self.terminated = False
         self._phase: Phase | None = None  # cached; a measurement or terminate() clears it
-        self._terminating: bool | None = None  # likewise
+        self._terminating = self.error is not None  # a bad phase is final: set, never cleared
 
     def __repr__(self) -> str:
         return f"AnalysisRun(metrics={list(self.metrics)}, phase={self.phase.value})"
@@ -314,7 +314,7 @@ class AnalysisRun:
                 assert_never(never)
 
     def _count(self, state: _MetricState, phase: Phase, value: float | None) -> None:
-        self._phase = self._terminating = None
+        self._phase = None
         state.history.append((phase, value))
         state.last_value = value
         if phase == Phase.ERROR:
@@ -334,6 +334,8 @@ class AnalysisRun:
                 else:
                     state.inconclusive += 1
         state.phase = self._metric_phase(state)
+        if state.phase.bad and not state.dry_run:
+            self._terminating = True
 
     @staticmethod
     def _metric_phase(state: _MetricState) -> Phase:
@@ -379,15 +381,9 @@ class AnalysisRun:
 
     # --- run phase
 
-    def _deciding(self):
-        return [s for s in self.metrics.values() if not s.dry_run]
-
     @property
     def terminating(self) -> bool:
         """Argo stops the whole run once any deciding metric is Failed, Error or Inconclusive."""
-        if self._terminating is None:
-            bad = any(s.phase.bad for s in self._deciding())
-            self._terminating = self.error is not None or bad
         return self._terminating
 
     @property
@@ -429,7 +425,7 @@ class AnalysisRun:
             if not state.phase.completed:
                 state.phase = Phase.SUCCESSFUL
         self.terminated = True
-        self._phase = self._terminating = None
+        self._phase = None
         return self.phase
 
     def summary(self) -> dict[str, Any]:

@@ -158,6 +158,7 @@ STEP_ACTIONS = (
     "plugin",
 )
 _ONE_OF = ("set_weight", "pause", "experiment", "analysis")
+_FIELDS = {r: to_snake(r) for r in ARGO_ROUTERS}  # trafficRouting key -> field (asked per replication)
 """Argo's ``hasMultipleStepsType``: a step has at most one of these."""
 _COMPLETES = (
     "pause",
@@ -274,7 +275,7 @@ class TrafficRouting(Model):
     @property
     def routers(self) -> tuple[ArgoRouter, ...]:
         """The ``trafficRouting`` keys given, in ``ARGO_ROUTERS`` order."""
-        return tuple(r for r in ARGO_ROUTERS if getattr(self, to_snake(r)))
+        return tuple(r for r in ARGO_ROUTERS if getattr(self, _FIELDS[r]))
 
     @property
     def router(self) -> ArgoRouter:

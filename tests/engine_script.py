@@ -12,7 +12,7 @@ import numpy as np
 
 import policies.controller as pc
 from policies import policy_from_yaml
-from sim.engine.flows import UserCells
+from sim.engine.cells import UserCells
 from sim.engine.reference import ReferenceReplication
 from sim.engine.replication import Replication
 from sim.world.model import World

@@ -1,4 +1,4 @@
-"""The engine's user draws (sim/engine/flows.py ``UserCells``) against exact references.
+"""The engine's user draws (sim/engine/cells.py ``UserCells``) against exact references.
 
 The fast paths — a guide table in place of binary search, Poisson counts corrected to a fixed
 total in place of numpy's multinomial, exposure drawn request by request or user by user —
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.engine.flows import UserCells
+from sim.engine.cells import UserCells
 from sim.world.users import UserPopulation, Users
 
 Z = 4.0
@@ -135,7 +135,7 @@ def test_exposed_counts_disjoint_cells_as_it_marks_them(monkeypatch):
     """Users of distinct cells of one split are counted, not marked (no user is in two): the
     count equals marking's, draw for draw, and cells that may share users (one cell in two
     orders) are still marked."""
-    from sim.engine import flows
+    from sim.engine import cells as cell_module
 
     population = UserPopulation(
         count=3000, activity={"lognormal": {"sigma": 1.5}}, segments={"beta": {"share": "10%"}}
@@ -149,11 +149,11 @@ def test_exposed_counts_disjoint_cells_as_it_marks_them(monkeypatch):
     ]
     already = np.zeros(cells.n, dtype=bool)
     already[np.random.default_rng(5).integers(0, cells.n, 300)] = True
-    real = flows._disjoint
+    real = cell_module._disjoint
     for terms, disjoint in zip(cases, (True, True, False), strict=True):
         assert real(cells._ranges_by_group(terms)) is disjoint
         counted = cells.exposed(np.random.default_rng(9), terms, already)
-        monkeypatch.setattr(flows, "_disjoint", lambda _groups: False)
+        monkeypatch.setattr(cell_module, "_disjoint", lambda _groups: False)
         marked = cells.exposed(np.random.default_rng(9), terms, already)
-        monkeypatch.setattr(flows, "_disjoint", real)
+        monkeypatch.setattr(cell_module, "_disjoint", real)
         assert counted == marked > int(already.sum())

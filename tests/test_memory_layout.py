@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from policies import load_policy
-from sim.engine import flows
-from sim.engine.flows import UserCells
+from sim.engine import cells as cell_module
+from sim.engine.cells import UserCells
 from sim.runs import pool
 from sim.runs.runner import run
 from sim.world import users as users_module
@@ -43,7 +43,7 @@ def fresh_pool():
 def large(monkeypatch):
     """The large-population layout (int32 positions, sampled keys) at a test's size."""
     monkeypatch.setattr(users_module, "CHUNK", 1024)
-    monkeypatch.setattr(flows, "_CHUNK", 1024)
+    monkeypatch.setattr(cell_module, "_CHUNK", 1024)
 
 
 def _shared_cells(n_seed: int = 1) -> UserCells:

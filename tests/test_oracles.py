@@ -24,7 +24,7 @@ from scipy import stats
 
 from policies import policy_from_yaml
 from policies.sequential import SequentialTest, sprt_asn, sprt_bounds
-from sim.engine.flows import UserCells
+from sim.engine.cells import UserCells
 from sim.engine.replication import Replication
 from sim.world.model import World
 

@@ -27,7 +27,7 @@ import pytest
 from test_oracles import Bench, check, mean_se, pause_canary, world
 
 from policies import policy_from_yaml
-from sim.engine.flows import UserCells
+from sim.engine.cells import UserCells
 from sim.engine.reference import simulate_reference
 from sim.engine.replication import Replication
 from sim.world.model import World
@@ -285,7 +285,9 @@ def test_caused_users_draw_has_the_binomial_law():
     for share in (0.05, 0.6):
         hurt, caused = np.empty(reps), np.empty(reps)
         for r in range(reps):
-            blast = BlastRadius(population, 0.0, None, None, np.random.default_rng([r, 7]))
+            blast = BlastRadius(
+                population, 0.0, None, None, lambda r=r: np.random.default_rng([r, 7])
+            )
             blast._caused_users(users, counts, share)
             hurt[r], caused[r] = blast.hurt.sum(), blast.totals.caused
         p = -np.expm1(counts * np.log1p(-share))

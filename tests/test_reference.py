@@ -55,7 +55,7 @@ import pytest
 from scipy import stats
 
 from policies import policy_from_yaml
-from sim.engine.flows import UserCells
+from sim.engine.cells import UserCells
 from sim.engine.reference import ReferenceReplication, simulate_reference
 from sim.engine.replication import Replication
 from sim.world.model import World

@@ -22,7 +22,7 @@ from scipy import stats
 from policies.base import validate_model
 from policies.common import RouteMatch
 from policies.errors import PolicyError
-from sim.engine.flows import UserCells
+from sim.engine.cells import UserCells
 from sim.world.users import Activity, Segment, UserPopulation
 
 U = 100_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, assert_never, cast
 
-from policies.analysis import AnalysisRun, AnalysisTemplate, KayentaProvider, Phase
+from policies.analysis import AnalysisRun, AnalysisTemplate, KayentaProvider, Metric, Phase
 from policies.controller.protocol import (
     Action,
     Approved,
@@ -77,6 +77,7 @@ class ControllerBase:
         self.match_routes: dict[str, tuple] = {}
         self.mirrors: dict[str, tuple[float, tuple]] = {}  # name -> (percent, match)
         self.runs: dict[str, AnalysisRun] = {}
+        self._requests: dict[str, Measure] = {}  # by measure timer: what it asks, while running
         self.timers: set[str] = set()
         self.promoted = False  # all traffic on the new version and it is the stable one
         self.finished = False  # nothing more will happen without an outside event
@@ -116,11 +117,13 @@ class ControllerBase:
             self._plugin_finished(event)
         else:
             raise TypeError(f"not a controller event: {event!r}")
+        settled = (len(self._out), self._loop_key())
         for _ in range(_MAX_LOOPS):
-            settled = (len(self._out), self._loop_key())
             self._reconcile()
-            if (len(self._out), self._loop_key()) == settled:
+            after = (len(self._out), self._loop_key())
+            if after == settled:
                 break
+            settled = after
         else:  # pragma: no cover - a controller bug, never a user error
             raise RuntimeError(f"{self!r} did not settle: {self._out[-5:]}")
         self._track_progress()
@@ -262,8 +265,10 @@ class ControllerBase:
         run = AnalysisRun(templates)
         self.runs[key] = run
         self._emit(StartAnalysis(key, tuple(run.metrics)))
-        for name in run.metrics:
-            self._start_timer(f"measure/{key}/{name}", run.first_delay(name))
+        for name, state in run.metrics.items():
+            timer = f"measure/{key}/{name}"
+            self._requests[timer] = self._measure_request(key, name, state.metric)
+            self._start_timer(timer, run.first_delay(name))
         return run
 
     def _stop_run(self, key: str) -> Phase | None:
@@ -271,17 +276,16 @@ class ControllerBase:
         if run is None:
             return None
         for name in run.metrics:
-            self._cancel_timer(f"measure/{key}/{name}")
+            timer = f"measure/{key}/{name}"
+            self._cancel_timer(timer)
+            del self._requests[timer]
         phase = run.phase if run.completed else run.terminate()
         self._emit(StopAnalysis(key, phase.value))
         return phase
 
-    def _measure_due(self, key: str) -> None:
-        _, run_key, metric_name = key.split("/", 2)
-        run = self.runs.get(run_key)
-        if run is None:
-            return
-        metric = run.metrics[metric_name].metric
+    @staticmethod
+    def _measure_request(run: str, name: str, metric: Metric) -> Measure:
+        """What a measurement of ``metric`` asks the world for (the same every time in a run)."""
         provider = metric.provider
         quantiles: tuple[float, ...] = ()
         series_step = None
@@ -300,7 +304,12 @@ class ControllerBase:
                 pass  # error counts over the metric's interval
             case never:
                 assert_never(never)
-        self._emit(Measure(run_key, metric_name, window, quantiles, series_step))
+        return Measure(run, name, window, quantiles, series_step)
+
+    def _measure_due(self, key: str) -> None:
+        request = self._requests.get(key)
+        if request is not None:  # None: its run was stopped
+            self._emit(request)
 
     def _measured(self, event: MeasurementTaken) -> None:
         run = self.runs.get(event.run)

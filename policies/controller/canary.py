@@ -131,9 +131,11 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         return self._scales[self.step_index]
 
     def _walk_back(self) -> None:
-        """Per step, the setWeight and setCanaryScale in effect there (reconciles ask often)."""
+        """Per step, the setWeight and setCanaryScale in effect there, and the step's deciding
+        action (reconciles ask often)."""
         weight, scale = 0, None
         self._set_weights, self._scales = [], []
+        self._operations = [step.operation for step in self.policy.steps]
         for step in self.policy.steps:
             if step.set_weight is not None:
                 weight = step.set_weight
@@ -158,8 +160,9 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self._set_status("Progressing", "PauseEnded", Progress("StepCompleted", ended))
 
     def _loop_key(self) -> tuple:
-        exp = (self.exp is not None, self.exp_running, self.exp_failed, *self._plugin_key())
-        return (*super()._loop_key(), self.step_index, self.step_started, self.paused, *exp)
+        steps = (self.step_index, self.step_started, self.paused)
+        exp = (self.exp is not None, self.exp_running, self.exp_failed)
+        return (super()._loop_key(), steps, exp, self._plugin_key())
 
     # ------------------------------------------------------------------ reconcile
 
@@ -200,7 +203,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         plugin_waits = step.plugin is not None and not self._plugin_done(step.plugin)
         if plugin_waits and (self.aborted or step.action == "plugin"):
             return  # it Failed (an abort, whichever action decides the step), or it runs
-        match step.operation:  # Argo's completedCurrentCanaryStep: the first action decides
+        operation = self._operations[self.step_index]  # step.operation, walked once
+        match operation:  # Argo's completedCurrentCanaryStep: the first action decides
             case int() | SetCanaryScale():
                 if counts_reached and (not self.routed or self.weight == self._router_target()):
                     self._advance()

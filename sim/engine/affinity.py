@@ -6,7 +6,7 @@ when W(t) = ∫ w·r dt (since the cookie route landed) reaches K_u = E_u / a_u,
 (the time-change theorem). Drawing E once per replication and sorting users by K makes the
 users who got a cookie by t the prefix K ≤ W(t), and those whose cookie is still valid
 (max-age M) the range W(t − M) < K ≤ W(t): the same picture as the sticky buckets, searched in
-a cumulative activity (sim/engine/flows.py, order ``("cookie", n)``).
+a cumulative activity (sim/engine/cells.py, order ``("cookie", n)``).
 
 Within one piece [s, e) (a scrape slot at most, so the range moves slot by slot) the users split:
 holders (valid cookie at s: every request to canary), joiners (W(s) < K ≤ W(e): their requests
@@ -25,14 +25,17 @@ tests/test_engine_affinity.py checks both engines against the closed forms of a 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.random import Generator
 
 from policies.errors import RolloutsimError
 
 if TYPE_CHECKING:
-    from sim.engine.flows import RoutingState, UserCells
+    from sim.engine.cells import UserCells
+    from sim.engine.flows import RoutingState
 
 __all__ = ["Cookies", "cookie_services", "draw_each"]
 
@@ -40,8 +43,9 @@ __all__ = ["Cookies", "cookie_services", "draw_each"]
 class Cookies:
     """The cookie route of one replication: when it is on, W(t) and the users' keys."""
 
-    def __init__(self, traffic, cells, seed: np.random.SeedSequence, sticky: bool) -> None:
-        self.traffic, self.cells, self.seed, self.sticky = traffic, cells, seed, sticky
+    def __init__(self, traffic, cells, make_rng: Callable[[], Generator], sticky: bool) -> None:
+        """``make_rng()``: the cookie keys' stream, made only if a cookie route lands."""
+        self.traffic, self.cells, self.make_rng, self.sticky = traffic, cells, make_rng, sticky
         self.max_age = 0.0  # 0: no cookie route
         self.order: tuple | None = None  # the cells' order of this replication's keys
         self.times: list[float] = []  # checkpoints of W: time, W there, w·(route on) after it
@@ -63,7 +67,7 @@ class Cookies:
                 "by the per-request engine (sim.engine.reference.simulate_reference)"
             )
         if max_age > 0 and self.order is None:  # E_u ~ Exp(1): K_u = E_u / a_u
-            e = np.random.default_rng(self.seed).standard_exponential(self.cells.n)
+            e = self.make_rng().standard_exponential(self.cells.n)
             self.order = self.cells.cookie_order(e)
         self.max_age = max(0.0, float(max_age))
         self.checkpoint(now, weight)

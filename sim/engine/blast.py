@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.engine.flows import is_each
+from sim.engine.cells import is_each
 
 __all__ = ["BlastRadius", "Totals"]
 
@@ -69,9 +69,11 @@ class Totals:
 class BlastRadius:
     """The counting side of one replication's tape: totals, and who was hurt or exposed."""
 
-    def __init__(self, cells, b0: float, full_capacity: float | None, user_rng, cause_rng):
+    def __init__(self, cells, b0: float, full_capacity: float | None, user_rng, make_cause_rng):
         self.cells, self.b0, self.full_capacity = cells, b0, full_capacity
-        self.user_rng, self.cause_rng = user_rng, cause_rng
+        self.user_rng = user_rng
+        self._make_cause_rng = make_cause_rng
+        self._cause_rng: np.random.Generator | None = None
         self.totals = Totals()
         # per user (made when first marked: most replications mark few of them): "with_bad",
         # any bad answer from the new version; "hurt", a release-caused bad answer, either
@@ -109,6 +111,13 @@ class BlastRadius:
         change = means[0] + means[1] - total * b_ref
         change[np.abs(change) <= _ROUNDING * total] = 0.0
         return change
+
+    @property
+    def cause_rng(self) -> np.random.Generator:
+        """The cause stream, made at its first draw (most replications draw none from it)."""
+        if self._cause_rng is None:
+            self._cause_rng = self._make_cause_rng()
+        return self._cause_rng
 
     def _caused(self, bad: np.ndarray, means: np.ndarray, change: np.ndarray) -> np.ndarray:
         """Release-caused bad requests per flow (of the old version): each bad one of a piece
@@ -259,7 +268,6 @@ class BlastRadius:
 
     def split(self) -> None:
         """Give the pending bad requests to users (see the module docstring)."""
-        rng = self.cause_rng
         for (selector, late), k in sorted(self.pending_bad.items(), key=repr):
             if k <= 0:  # (draws nothing)
                 continue
@@ -271,7 +279,7 @@ class BlastRadius:
             if caused > 0 and bad > 0 and users.size:
                 self._caused_users(users, counts, min(1.0, caused / bad))
         for selector, k in sorted(self.pending_caused_old.items(), key=repr):
-            self.hurt[self.cells.draw(rng, k, selector)] = True
+            self.hurt[self.cells.draw(self.cause_rng, k, selector)] = True
         self.pending_bad.clear()
         self.pools.clear()
         self.pending_caused_old.clear()

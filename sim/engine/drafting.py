@@ -17,7 +17,8 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from sim.engine.flows import UserCells, flow_set
+from sim.engine.cells import UserCells
+from sim.engine.flows import flow_set
 from sim.engine.tape import Tape
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ Pods above the steady state are counted in pod-seconds, an Argo experiment's amo
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,6 +66,8 @@ class Pods:
         self.version = 0  # bumped by every scale: what ``serving`` remembers is then stale
         self._serving_key: tuple | None = None
         self._serving: dict[str, int] = {}
+        self._available_key: int | None = None
+        self._available_at: dict[str, list[float]] = {}
         self.counted_until = 0.0
         self.changing: Callable[[], None] = _unconnected
         self.available_changed: Callable[[], None] = _unconnected
@@ -84,17 +87,22 @@ class Pods:
         key = (now, self.version)
         if self._serving_key != key:  # pods change only by scaling and the clock
             self._serving = {
-                g: sum(1 for p in pods if p.serve <= now) for g, pods in self.groups.items()
+                g: len([p for p in pods if p.serve <= now]) for g, pods in self.groups.items()
             }
             self._serving_key = key
         return dict(self._serving)
 
     def available(self) -> dict[str, int]:
+        """Available pods per group: those ready ``minReadySeconds`` ago (asked at every pod's
+        availability, so the times are sorted once per scale and searched)."""
+        if self._available_key != self.version:
+            min_ready = self.min_ready
+            self._available_at = {
+                g: sorted(p.ready + min_ready for p in pods) for g, pods in self.groups.items()
+            }
+            self._available_key = self.version
         now = self.env.now
-        return {
-            g: sum(1 for p in pods if p.ready + self.min_ready <= now)
-            for g, pods in self.groups.items()
-        }
+        return {g: bisect_right(at, now) for g, at in self._available_at.items()}
 
     def fault_state(self) -> FaultState:
         """The candidate's serving pods that a Service selects (an idle experiment's get no
@@ -175,12 +183,13 @@ class Pods:
         starts or stops serving, or when the candidate's pods differ in their fault state."""
         if group not in self._selected():
             return False  # no Service selects it (an idle experiment's pods): no request meets it
-        now = self.env.now
-        serving = sum(1 for p in self.groups[group] if p.serve <= now)
+        now, pods = self.env.now, self.groups[group]
+        serves = any(p.serve <= now for p in pods)
         # pods joining at one instant are all serving by the first one's call: before it, the
-        # group had the pods that served strictly earlier (two joining an empty group cut too)
-        before = sum(1 for p in self.groups[group] if p.serve < now) if joined else serving + 1
-        if (before == 0) != (serving == 0) or self.capacity_bound:
+        # group served if a pod served strictly earlier (two joining an empty group cut too);
+        # before one left, the group served
+        served = any(p.serve < now for p in pods) if joined else True
+        if served != serves or self.capacity_bound:
             return True
         assert self.router is not None  # connected before the clock runs
         routing = self.router.state

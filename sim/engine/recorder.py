@@ -17,7 +17,8 @@ import math
 import numpy as np
 
 from policies.controller import Cause
-from sim.engine.flows import UserCells, flow_set
+from sim.engine.cells import UserCells
+from sim.engine.flows import flow_set
 from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace

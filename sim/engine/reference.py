@@ -5,7 +5,7 @@ per scrape slot, thins them when the world changes mid-slot, takes latency quant
 statistics and splits bad requests over users by activity — exact in distribution only if its
 bookkeeping is right. Here every request arrives, picks a user ∝ activity, a Service, a pod, fails
 or not and takes a latency, with no code shared with the fast data plane (sim/engine/tape.py,
-sim/engine/flows.py), so the two can be compared statistically (DESIGN §7, tests/test_reference.py).
+flows.py, cells.py), so the two can be compared statistically (DESIGN §7, tests/test_reference.py).
 Shared are the world *definitions*, the controller and ``router_of``: they are the spec. What
 Prometheus would scrape — the per-slot series, the gates' windows and the burn-rate rules — is in
 sim/engine/reference_metrics.py.

@@ -16,6 +16,7 @@ traffic is drafted at least up to the next event.
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 
 import numpy as np
 
@@ -42,15 +43,15 @@ from policies.controller import (
 from policies.controller.protocol import PluginFinished, RunPlugin
 from policies.vocabulary import routers_of
 from sim.engine.affinity import Cookies
+from sim.engine.cells import UserCells
 from sim.engine.clock import Clock
 from sim.engine.detectors import Detectors
 from sim.engine.drafting import Drafter
-from sim.engine.flows import UserCells
 from sim.engine.outcome import Outcome
 from sim.engine.pods import Pods
 from sim.engine.recorder import Recorder
 from sim.engine.routing import Router
-from sim.engine.seeds import replication_seed, shared_parts, stream
+from sim.engine.seeds import Generators, replication_seed, shared_parts
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace
 from sim.world.plugins import check_step_plugins
@@ -82,37 +83,37 @@ class Replication:
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
         # streams 0-9: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin; each made
         # only when used (a stream is its seed and index alone: the others' numbers stay)
-        data_ss, pods_ss, ops_ss, gate_ss, user_ss, cause_ss = (
-            stream(seed, k) for k in range(1, 7)
-        )
-        cookie_ss = stream(seed, 8)
-        self.seed = seed  # the step plugins' stream (9) is made at the first plugin step
-        self.ops_rng = np.random.default_rng(ops_ss)
+        self.seed = seed
+        self.rng = rng = Generators(seed)
         n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon = horizon = world.horizon
         self.clock = clock = Clock(self._step)
         self.env = clock.env
-        self.ctl = RolloutController(policy, n, rng=np.random.default_rng(gate_ss))
+        self.ctl = RolloutController(policy, n, rng=rng(4))
         if isinstance(self.ctl, FlaggerController):  # its ticker's phase: one draw per replication
-            u = float(np.random.default_rng(stream(seed, 7)).random())
+            u = float(rng(7).random())
             self.ctl.first_tick_s = platform.flagger_first_tick(
                 policy.analysis.effective_interval_s, u
             )
         slot = platform.scrape_interval
         sticky = cw.users.routing == "sticky"
-        data_rng, user_rng = np.random.default_rng(data_ss), np.random.default_rng(user_ss)
-        cause_rng = np.random.default_rng(cause_ss)
         self.tape = tape = Tape(
-            cw, fault, slot, horizon, cells, data_rng, user_rng, replicas=n, cause_rng=cause_rng
+            cw,
+            fault,
+            slot,
+            horizon,
+            cells,
+            rng(1),
+            rng(5),
+            replicas=n,
+            make_cause_rng=partial(rng, 6),
         )
-        fault_rng = np.random.default_rng(stream(seed, 0)) if fault else None
-        global_onset = fault.onset_time(fault_rng) if fault else None
+        global_onset = fault.onset_time(rng(0)) if fault else None
         min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
-        pods_rng = np.random.default_rng(pods_ss)
-        self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, pods_rng)
+        self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, rng(2))
         router_delay = max(platform.router_delay_for(k) for k in routers_of(policy))
         selector_delay = platform.router_delay_for("serviceSelector")
-        cookies = Cookies(world.traffic, cells, cookie_ss, sticky)
+        cookies = Cookies(world.traffic, cells, partial(rng, 8), sticky)
         self.router = router = Router(clock, world.users, router_delay, selector_delay, cookies)
         outcome = Outcome(policy_name or policy.name, index, run_seed, release.name, release.is_bad)
         self.recorder = recorder = Recorder(
@@ -138,7 +139,7 @@ class Replication:
             fault,
             tape,
             outcome,
-            self.ops_rng,
+            partial(rng, 3),
             slot=slot,
             sync=drafter.sync,
             mark=recorder.mark,
@@ -156,7 +157,6 @@ class Replication:
         self.timers: dict[str, object] = {}
         self.queue: list = []
         self.approval_token: object | None = None
-        self.plugin_rng: np.random.Generator | None = None  # made at the first plugin step
         self.trace: Trace | None = None
         self._handlers = self._action_handlers()
 
@@ -256,7 +256,7 @@ class Replication:
         self.recorder.mark("status", f"{action.status}: {action.reason}")
         cause = action.cause
         if isinstance(cause, AwaitingApproval):
-            delay = float(self.world.operators.approval_delay.sample(self.ops_rng))
+            delay = float(self.world.operators.approval_delay.sample(self.rng(3)))
             token = self.approval_token = object()
             self.clock.call(self.env.now + delay, self._approve, token)
         elif action.status == "Promoted":
@@ -268,10 +268,8 @@ class Replication:
 
     def _run_plugin(self, action: RunPlugin) -> None:
         """The step plugin runs in the world: its end is read after its drawn duration."""
-        if self.plugin_rng is None:
-            self.plugin_rng = np.random.default_rng(stream(self.seed, 9))
         plugin = self.world.step_plugins[action.name]
-        seconds, phase = plugin.draw(self.plugin_rng, self.release.is_bad)
+        seconds, phase = plugin.draw(self.rng(9), self.release.is_bad)
         finished = PluginFinished(action.step, phase)
         self.clock.call(self.env.now + seconds, self._plugin_finished, finished)
 

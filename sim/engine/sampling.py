@@ -1,6 +1,6 @@
 """Exact samplers for splitting requests over users, with no cost cliff (issue #17).
 
-Kept apart from sim/engine/flows.py (which decides *which* users a selection holds) because
+Kept apart from sim/engine/cells.py (which decides *which* users a selection holds) because
 these are plain algorithms on arrays: sorted uniforms in O(k), Poisson counts per user that
 draw only for the users hit, a multinomial's total fixed without bias, and the per-position
 sums of overlapping ranges' scales that a per-user pass reads.

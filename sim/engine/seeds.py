@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["WORLD_KEY", "replication_seed", "shared_parts", "stream", "streams", "world_seed"]
+__all__ = [
+    "WORLD_KEY",
+    "Generators",
+    "replication_seed",
+    "shared_parts",
+    "stream",
+    "streams",
+    "world_seed",
+]
 
 WORLD_KEY = 2**32 - 1
 
@@ -31,7 +39,7 @@ def world_seed(seed: int) -> np.random.SeedSequence:
 def shared_parts(world, seed: int, users=None):
     """The compiled world and its user cells for run ``seed`` (build once, share). ``users``:
     the population already drawn from ``world_seed(seed)`` (in shared memory), else drawn."""
-    from sim.engine.flows import UserCells
+    from sim.engine.cells import UserCells
     from sim.world.model import CompiledWorld
 
     cw = world.compile(world_seed(seed)) if users is None else CompiledWorld(world, users)
@@ -50,3 +58,22 @@ def stream(seed: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(
         seed.entropy, spawn_key=(*seed.spawn_key, k), pool_size=seed.pool_size
     )
+
+
+class Generators:
+    """One replication's generators by stream number, each made at its first draw: most
+    replications never draw from several streams (no human, alert, cause or cookie), and making
+    one costs about 20 µs, as much as a few events. A stream is its seed and number alone, so
+    when it is made changes none of its numbers."""
+
+    __slots__ = ("_made", "seed")
+
+    def __init__(self, seed: np.random.SeedSequence) -> None:
+        self.seed = seed
+        self._made: dict[int, np.random.Generator] = {}
+
+    def __call__(self, k: int) -> np.random.Generator:
+        found = self._made.get(k)
+        if found is None:
+            found = self._made[k] = np.random.default_rng(stream(self.seed, k))
+        return found

@@ -24,7 +24,8 @@ import numpy as np
 
 from policies.measures import Observation, WindowStats
 from sim.engine.blast import BlastRadius, Totals
-from sim.engine.flows import FlowSet, UserCells
+from sim.engine.cells import UserCells
+from sim.engine.flows import FlowSet
 from sim.world.rates import Constant
 
 __all__ = ["NO_FAULT", "FaultState", "Tape"]
@@ -102,7 +103,7 @@ class Tape:
         user_rng,
         *,
         replicas: int,
-        cause_rng,
+        make_cause_rng,
     ):
         self.cw, self.fault, self.slot = cw, fault, float(slot)
         self.traffic = cw.world.traffic
@@ -125,7 +126,7 @@ class Tape:
         self.committed_until = 0.0
         self.drafted_until = 0.0
         full = None if self.capacity is None else replicas * self.capacity
-        self.blast = BlastRadius(cells, self.b0, full, user_rng, cause_rng)
+        self.blast = BlastRadius(cells, self.b0, full, user_rng, make_cause_rng)
         self.totals: Totals = self.blast.totals
 
     # ------------------------------------------------------------------ drafting

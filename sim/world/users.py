@@ -7,7 +7,7 @@ Users-hurt blast radius depends on the routing key (anchors §3.2: 1 % weight, 1
 - ``Users``: built once, read-only, shared by replications and policies (common random
   numbers): per user an activity share, a sticky bucket in [0, 100) (bucket < w is on the
   canary at weight w percent) and segment membership. Who was hurt or exposed is drawn by the
-  engine's ``sim.engine.flows.UserCells``.
+  engine's ``sim.engine.cells.UserCells``.
 
 Modelling choices: activity, bucket and segment membership are independent of each other;
 segments whose overlap is not stated are independent (the overlap is the product of the
@@ -324,7 +324,7 @@ class Users:
     Read-only and picklable: built once per run, shared by every replication and policy. The
     engine's view of it (cells by route match and fault segment, sorted by bucket, with
     cumulative activity, and the draws of who was hurt or exposed) is
-    ``sim.engine.flows.UserCells``. ``by_bucket``: the users in bucket order (int32; the draw
+    ``sim.engine.cells.UserCells``. ``by_bucket``: the users in bucket order (int32; the draw
     knows it, else a stable argsort) from which each cell's order is a filter, not a sort.
     ``store``: where per-population arrays go (``arrays``): the population's shared memory
     when it has some (``sim.runs.pool``), so that workers build and hold them once.
