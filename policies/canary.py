@@ -158,7 +158,7 @@ STEP_ACTIONS = (
     "plugin",
 )
 _ONE_OF = ("set_weight", "pause", "experiment", "analysis")
-_FIELDS = {r: to_snake(r) for r in ARGO_ROUTERS}  # trafficRouting key -> field (asked per replication)
+_FIELDS = {r: to_snake(r) for r in ARGO_ROUTERS}  # trafficRouting key -> field, once
 """Argo's ``hasMultipleStepsType``: a step has at most one of these."""
 _COMPLETES = (
     "pause",
