@@ -195,7 +195,7 @@ class Metric(Model):
     def verdict(self, value: float | None) -> Phase:
         """The phase of one measurement of a query returning ``value`` (None: an empty vector),
         under this metric's conditions (Argo ``EvaluateResult``)."""
-        return _evaluate(self, value)
+        return _evaluate(*_conditions(self), value)
 
     @property
     def effective_count(self) -> int | None:
@@ -240,6 +240,9 @@ class AnalysisTemplate(Model):
 class _MetricState:
     metric: Metric
     dry_run: bool
+    source: Source
+    success: Condition | None  # the metric's conditions, parsed once
+    failure: Condition | None
     phase: Phase = Phase.PENDING
     count: int = 0
     successful: int = 0
@@ -269,7 +272,7 @@ class AnalysisRun:
                 if metric.name in self.metrics:
                     self.error = f"metric {metric.name!r} appears in two templates"
                 dry = any(re2_compile(p).search(metric.name) for p in patterns)
-                state = _MetricState(metric, dry)
+                state = _MetricState(metric, dry, metric.provider.source, *_conditions(metric))
                 if metric.provider.sequential is not None:
                     state.sequential = metric.provider.sequential.start()
                 self.metrics[metric.name] = state
@@ -277,7 +280,7 @@ class AnalysisRun:
             if not any(re2_compile(pattern).search(name) for name in self.metrics):
                 self.error = f"dryRun metricName {pattern!r} matches no metric"
         self.terminated = False
-        self._phase: Phase | None = None  # cached; a measurement or terminate() clears it
+        self._phase: Phase | None = None  # cached; a metric's new phase or terminate() clears it
         self._terminating = self.error is not None  # a bad phase is final: set, never cleared
 
     def __repr__(self) -> str:
@@ -295,10 +298,10 @@ class AnalysisRun:
         return phase
 
     def _judge(self, state: _MetricState, obs: Observation, rng) -> tuple[Phase, float | None]:
-        match state.metric.provider.source:
+        match state.source:
             case Query() as query:
                 value = query.result(obs)  # None: an empty result vector
-                return _evaluate(state.metric, value), value
+                return _evaluate(state.success, state.failure, value), value
             case SequentialTest():
                 assert state.sequential is not None
                 if not obs.canary.requests:
@@ -314,7 +317,6 @@ class AnalysisRun:
                 assert_never(never)
 
     def _count(self, state: _MetricState, phase: Phase, value: float | None) -> None:
-        self._phase = None
         state.history.append((phase, value))
         state.last_value = value
         if phase == Phase.ERROR:
@@ -333,9 +335,11 @@ class AnalysisRun:
                     state.failed += 1
                 else:
                     state.inconclusive += 1
-        state.phase = self._metric_phase(state)
-        if state.phase.bad and not state.dry_run:
-            self._terminating = True
+        before, state.phase = state.phase, self._metric_phase(state)
+        if state.phase != before:
+            self._phase = None  # the run's phase reads only its metrics' phases
+            if state.phase.bad and not state.dry_run:
+                self._terminating = True
 
     @staticmethod
     def _metric_phase(state: _MetricState) -> Phase:
@@ -447,16 +451,23 @@ def _condition(text: str) -> Condition:
     return Condition(text)
 
 
-def _evaluate(metric: Metric, value: float | None) -> Phase:
+def _conditions(metric: Metric) -> tuple[Condition | None, Condition | None]:
+    """A metric's success and failure conditions, parsed."""
+    success, failure = metric.success_condition, metric.failure_condition
+    return (
+        None if success is None else _condition(success),
+        None if failure is None else _condition(failure),
+    )
+
+
+def _evaluate(success: Condition | None, failure: Condition | None, value: float | None) -> Phase:
     """Argo ``EvaluateResult`` on a query's value (None: an empty vector): both conditions are
     evaluated first, success then failure, and an evaluation error (reading the value of an
     empty vector) is an Error; then failure wins, and neither true (both given) is
     Inconclusive. Without conditions the measurement is Successful."""
-    success = metric.success_condition
-    failure = metric.failure_condition
     try:
-        passed = _condition(success)(value) if success is not None else False
-        failed = _condition(failure)(value) if failure is not None else False
+        passed = success(value) if success is not None else False
+        failed = failure(value) if failure is not None else False
     except EmptyResult:
         return Phase.ERROR
     if success is None and failure is None:

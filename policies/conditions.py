@@ -88,8 +88,8 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def _num(value: Any) -> bool:  # a bool is no number in expr
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _num(value: Any) -> bool:  # a bool is no number in expr; a tuple checks faster than a union
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -204,9 +204,9 @@ class Condition:
         self._fn = fn
 
     def __call__(self, result: Result) -> bool:
-        value: Any = _Vec(() if result is None else (result,))
-        if isinstance(result, str | bool):
-            value = result  # a provider's string or boolean is the result itself
+        value: Any = result  # a provider's string or boolean is the result itself
+        if not isinstance(result, (str, bool)):
+            value = _Vec(() if result is None else (result,))
         out = self._fn({"result": value})
         if not isinstance(out, bool):
             raise EmptyResult(f"expected a bool, got {out!r}")
@@ -471,7 +471,7 @@ def _truth(value: Any) -> bool:
 
 
 def _index(value: Any, index: Any) -> Any:
-    if not isinstance(value, tuple | list | str) or not isinstance(index, int):
+    if not isinstance(value, (tuple, list, str)) or not isinstance(index, int):
         raise EmptyResult(f"cannot index {value!r} with {index!r}")
     position = index + len(value) if index < 0 else index
     if not 0 <= position < len(value):

@@ -78,9 +78,12 @@ UNITS: dict[str, tuple[Unit, ...]] = {
 _FACTOR: dict[str, float] = {"percent": 100.0, "milliseconds": 1000.0}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WindowStats:
-    """One version's traffic in a query window, as a metrics backend would report it."""
+    """One version's traffic in a query window, as a metrics backend would report it.
+
+    Read-only by convention, not ``frozen``: a frozen dataclass's ``__init__`` costs about five
+    times more, and the engine builds these (and Observations) for every gate measurement."""
 
     requests: int = 0
     errors: int = 0
@@ -95,10 +98,10 @@ class WindowStats:
         return self.errors / self.requests if self.requests else math.nan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Observation:
     """Both versions' stats over ``[start, end]``; ``series`` holds sub-interval observations
-    for judges that compare per-interval values (Kayenta)."""
+    for judges that compare per-interval values (Kayenta). Read-only, as WindowStats."""
 
     start: float
     end: float
@@ -196,14 +199,16 @@ class Query(Model):
         stats = observation.of(self.version)
         if stats.has_series is False:
             return None
-        value = self.evaluate(observation)
+        value = self._value(stats, observation)
         if math.isnan(value) and (self.nan_filter or stats.has_series is None):
             return None  # the query filters NaN out, or (unknown) the older rule: empty
         return value
 
     def evaluate(self, observation: Observation) -> float:
         """The query's value in its unit; NaN when the window held no traffic."""
-        stats = observation.of(self.version)
+        return self._value(observation.of(self.version), observation)
+
+    def _value(self, stats: WindowStats, observation: Observation) -> float:
         if self.measure == "requestCount":
             return float(stats.requests)
         errors = stats.errors if self.errors in ("5xx", "4xx+5xx") else 0  # the world has no 4xx

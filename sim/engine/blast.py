@@ -144,9 +144,9 @@ class BlastRadius:
         if not idx.size:
             return
         counts = block.counts[:, idx, sel]  # (failed/slow/good, canary flows, pieces)
-        per_flow = counts.sum(axis=2)
-        failed, slow = int(per_flow[0].sum()), int(per_flow[1].sum())
-        served = int(per_flow.sum())
+        failed_f, slow_f, good_f = counts.sum(axis=2).tolist()  # per flow (few: in Python)
+        failed, slow = sum(failed_f), sum(slow_f)
+        served = failed + slow + sum(good_f)
         totals.failed += failed
         totals.slow += slow
         totals.bad_new += failed + slow
@@ -155,14 +155,14 @@ class BlastRadius:
             totals.excess += failed + slow - served * b_ref
         else:
             totals.excess += failed + slow - float(counts.sum(axis=(0, 1)) @ b_ref)
-        n_bad = per_flow[0] + per_flow[1]
+        n_bad = [a + b for a, b in zip(failed_f, slow_f)]
         means = block.means[:, idx, sel]  # (failed/slow/good, canary flows, pieces)
         bad_means = means[0] + means[1]
         caused_means = np.maximum(self._change(means, b_ref), 0.0) if can_change else None
-        late = np.zeros(idx.size, dtype=np.int64)
+        late = [0] * idx.size
         after = None  # the share of each piece after the fault began
         late_caused = None
-        if totals.t_fault is not None and totals.t_fault <= block.starts[sel][0]:
+        if totals.t_fault is not None and totals.t_fault <= block.starts[sel.start]:
             late, after = n_bad, 1.0  # all of it after the onset
             summed = means.sum(axis=2)
             expected, expected_bad = summed.sum(axis=0), summed[0] + summed[1]

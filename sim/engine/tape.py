@@ -273,7 +273,8 @@ class Tape:
     def commit(self, t: float) -> None:
         """The clock has reached ``t``: every drafted piece that ends by then counts. (The
         counting itself waits for a cut or the end: a draft nobody cuts never changes.)"""
-        self.committed_until = max(self.committed_until, min(t, self.drafted_until))
+        if t > self.committed_until:  # (never beyond drafted_until, which is never behind it)
+            self.committed_until = min(t, self.drafted_until)
 
     def settle(self) -> Totals:
         """Count the committed pieces into the blast radius; returns the totals so far."""
