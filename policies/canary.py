@@ -157,8 +157,8 @@ STEP_ACTIONS = (
     "set_mirror_route",
     "plugin",
 )
-_ONE_OF = ("set_weight", "pause", "experiment", "analysis")
 _FIELDS = {r: to_snake(r) for r in ARGO_ROUTERS}  # trafficRouting key -> field, once
+_ONE_OF = ("set_weight", "pause", "experiment", "analysis")
 """Argo's ``hasMultipleStepsType``: a step has at most one of these."""
 _COMPLETES = (
     "pause",

@@ -25,8 +25,7 @@ ordering them an error; an index out of range (``result[0]`` of an empty vector)
 ``asInt`` cannot read, or arithmetic on a string is an evaluation error (``EmptyResult``),
 which Argo turns into an Error measurement — unless a guard such as ``len(result) == 0 ||``
 decided first. Argo's ``default(x, d)`` and ``isNil(x)`` look at ``result`` itself, whatever
-``x`` is: a Prometheus vector is never nil, so ``default`` gives ``result`` back.
-"""
+``x`` is: a Prometheus vector is never nil, so ``default`` gives ``result`` back."""
 
 from __future__ import annotations
 
@@ -179,11 +178,9 @@ _Node = tuple[str, _Fn, bool]
 
 
 class Condition:
-    """A parsed condition; ``Condition("result[0] >= 0.99")(0.995) is True``.
-
-    Call it with the measurement's value, ``None`` for an empty vector; it raises
-    ``EmptyResult`` on an evaluation error (Argo: an Error measurement).
-    """
+    """A parsed condition; ``Condition("result[0] >= 0.99")(0.995) is True``. Call it with the
+    measurement's value, ``None`` for an empty vector; it raises ``EmptyResult`` on an
+    evaluation error (Argo: an Error measurement). It pickles as its text (closures do not)."""
 
     __slots__ = ("_depth", "_fn", "_pos", "_scope", "_tokens", "text")
 
@@ -202,6 +199,9 @@ class Condition:
         if not reads:
             raise ConditionError(f"condition {text!r} does not read result")
         self._fn = fn
+
+    def __reduce__(self) -> tuple:
+        return (Condition, (self.text,))
 
     def __call__(self, result: Result) -> bool:
         value: Any = result  # a provider's string or boolean is the result itself

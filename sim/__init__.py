@@ -13,7 +13,7 @@ _HOME = {
     "Replication": "sim.engine.replication",
     "RunOptions": "sim.runs.options",
     "RunResult": "sim.runs.runner",
-    "UserCells": "sim.engine.flows",
+    "UserCells": "sim.engine.cells",
     "World": "sim.world.model",
     "compare": "sim.runs.summary",
     "load_scenario": "sim.runs.scenario",

@@ -9,6 +9,7 @@ Infinity", features/analysis.md, added by argo-rollouts PR #977) and of users' t
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
@@ -173,3 +174,10 @@ def test_simple_says_which_conditions_a_token_translator_may_take():
     assert not Condition('result == "ok"').simple
     assert not Condition("all(result, {# > 0.9})").simple
     assert not Condition("result[0] * 100 > 5").simple
+
+
+def test_a_condition_pickles_as_its_text():
+    """Analysis runs keep their parsed conditions; a run (and a controller) must still pickle."""
+    condition = pickle.loads(pickle.dumps(Condition("result[0] >= 0.99 || isNaN(result)")))
+    assert condition.text == "result[0] >= 0.99 || isNaN(result)"
+    assert condition(0.995) and condition(math.nan) and not condition(0.5)

@@ -135,7 +135,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         action (reconciles ask often)."""
         weight, scale = 0, None
         self._set_weights, self._scales = [], []
-        self._operations = [step.operation for step in self.policy.steps]
+        self._deciding = [step.operation for step in self.policy.steps]
         for step in self.policy.steps:
             if step.set_weight is not None:
                 weight = step.set_weight
@@ -203,7 +203,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         plugin_waits = step.plugin is not None and not self._plugin_done(step.plugin)
         if plugin_waits and (self.aborted or step.action == "plugin"):
             return  # it Failed (an abort, whichever action decides the step), or it runs
-        operation = self._operations[self.step_index]  # step.operation, walked once
+        operation = self._deciding[self.step_index]  # step.operation, walked once
         match operation:  # Argo's completedCurrentCanaryStep: the first action decides
             case int() | SetCanaryScale():
                 if counts_reached and (not self.routed or self.weight == self._router_target()):

@@ -26,7 +26,7 @@ __all__ = ["Detectors"]
 
 class Detectors:
     """The gates' measurements, the alert, the human and the detection record of one
-    replication. ``ops_rng()`` is the operators' random stream (made at its first draw);
+    replication. ``make_ops_rng()`` gives the operators' stream (made at its first draw);
     ``sync()`` brings the tape to now; ``mark(kind, value, when)`` records for the trace;
     ``request_rollback(source)`` hands an abort or undo to the controller."""
 
@@ -37,7 +37,7 @@ class Detectors:
         fault,
         tape,
         outcome,
-        ops_rng: Callable[[], np.random.Generator],
+        make_ops_rng: Callable[[], np.random.Generator],
         *,
         slot: float,
         sync: Callable[[], None],
@@ -49,10 +49,10 @@ class Detectors:
         self.env, self.call = clock.env, clock.call
         self.tape, self.slot = tape, slot
         self.scrape_delay = world.platform.scrape_delay
-        self.outcome, self.ops_rng = outcome, ops_rng
+        self.outcome, self.make_ops_rng = outcome, make_ops_rng
         self.sync, self.mark, self.request_rollback = sync, mark, request_rollback
         self.human_delay = (
-            float(ops.human_detection.sample(ops_rng()))
+            float(ops.human_detection.sample(make_ops_rng()))
             if fault is not None and ops.human_detection is not None
             else None
         )
@@ -122,7 +122,7 @@ class Detectors:
         self.sync()
         self.detected(when, "alert")
         ops = self.operators
-        ops_rng = self.ops_rng()
+        ops_rng = self.make_ops_rng()
         delay = float(ops.acknowledgement.sample(ops_rng)) + float(
             ops.abort_latency.sample(ops_rng)
         )
@@ -163,7 +163,7 @@ class Detectors:
             self.call(due, self._human, token)
             return
         self.detected(now, "human")
-        delay = float(self.operators.abort_latency.sample(self.ops_rng()))
+        delay = float(self.operators.abort_latency.sample(self.make_ops_rng()))
         self.call(now + delay, self.request_rollback, "human")
 
     # ------------------------------------------------------------------ the record

@@ -1,4 +1,4 @@
-"""From the router's state and the serving pods to request flows, and whose requests they are.
+"""From the router's state and the serving pods to request flows over the users' cells.
 
 The controller describes routing as two Services and a weight (policies/controller/protocol.py).
 Here that picture meets the users: each request comes from a user (∝ activity), belongs to a

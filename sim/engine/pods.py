@@ -63,7 +63,7 @@ class Pods:
         self.groups: dict[str, list[Pod]] = {g: [] for g in GROUP_VERSION}
         self.groups["stable"] = stable
         self.extra_pod_seconds = 0.0
-        self.version = 0  # bumped by every scale: what ``serving`` remembers is then stale
+        self.version = 0  # bumped by every scale: what serving/available remember is then stale
         self._serving_key: tuple | None = None
         self._serving: dict[str, int] = {}
         self._available_key: int | None = None

@@ -83,15 +83,14 @@ class Replication:
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
         # streams 0-9: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin; each made
         # only when used (a stream is its seed and index alone: the others' numbers stay)
-        self.seed = seed
-        self.rng = rng = Generators(seed)
+        self.streams = streams = Generators(seed)
         n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon = horizon = world.horizon
         self.clock = clock = Clock(self._step)
         self.env = clock.env
-        self.ctl = RolloutController(policy, n, rng=rng(4))
+        self.ctl = RolloutController(policy, n, rng=streams(4))
         if isinstance(self.ctl, FlaggerController):  # its ticker's phase: one draw per replication
-            u = float(rng(7).random())
+            u = float(streams(7).random())
             self.ctl.first_tick_s = platform.flagger_first_tick(
                 policy.analysis.effective_interval_s, u
             )
@@ -103,17 +102,17 @@ class Replication:
             slot,
             horizon,
             cells,
-            rng(1),
-            rng(5),
+            streams(1),
+            streams(5),
             replicas=n,
-            make_cause_rng=partial(rng, 6),
+            make_cause_rng=partial(streams, 6),
         )
-        global_onset = fault.onset_time(rng(0)) if fault else None
+        global_onset = fault.onset_time(streams(0)) if fault else None
         min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
-        self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, rng(2))
+        self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, streams(2))
         router_delay = max(platform.router_delay_for(k) for k in routers_of(policy))
         selector_delay = platform.router_delay_for("serviceSelector")
-        cookies = Cookies(world.traffic, cells, partial(rng, 8), sticky)
+        cookies = Cookies(world.traffic, cells, partial(streams, 8), sticky)
         self.router = router = Router(clock, world.users, router_delay, selector_delay, cookies)
         outcome = Outcome(policy_name or policy.name, index, run_seed, release.name, release.is_bad)
         self.recorder = recorder = Recorder(
@@ -139,7 +138,7 @@ class Replication:
             fault,
             tape,
             outcome,
-            partial(rng, 3),
+            partial(streams, 3),
             slot=slot,
             sync=drafter.sync,
             mark=recorder.mark,
@@ -256,7 +255,7 @@ class Replication:
         self.recorder.mark("status", f"{action.status}: {action.reason}")
         cause = action.cause
         if isinstance(cause, AwaitingApproval):
-            delay = float(self.world.operators.approval_delay.sample(self.rng(3)))
+            delay = float(self.world.operators.approval_delay.sample(self.streams(3)))
             token = self.approval_token = object()
             self.clock.call(self.env.now + delay, self._approve, token)
         elif action.status == "Promoted":
@@ -269,7 +268,7 @@ class Replication:
     def _run_plugin(self, action: RunPlugin) -> None:
         """The step plugin runs in the world: its end is read after its drawn duration."""
         plugin = self.world.step_plugins[action.name]
-        seconds, phase = plugin.draw(self.rng(9), self.release.is_bad)
+        seconds, phase = plugin.draw(self.streams(9), self.release.is_bad)
         finished = PluginFinished(action.step, phase)
         self.clock.call(self.env.now + seconds, self._plugin_finished, finished)
 

@@ -3,7 +3,7 @@
 The controller's routing actions land after the router kind's propagation delay (a selector
 patch after the Service-selector delay; the controller's first actions at once). A DNS switch
 moves each client at a uniform random moment within the TTL: while it lasts, the old stable
-Service's groups still get the clients that have not moved (sim/engine/flows.py draws them).
+Service's groups still get the clients that have not moved (sim/engine/flows.py and cells.py).
 Mirror routes and the cookie route (session affinity, sim/engine/affinity.py) are router
 routes too and land after its delay; a load tester calls the canary Service at once.
 """
