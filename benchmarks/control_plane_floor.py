@@ -19,26 +19,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_engine import machine_line  # noqa: E402
+from bench_engine import machine_line, timed_class  # noqa: E402
 
 from policies.measures import Observation, WindowStats  # noqa: E402
 from sim import load_scenario  # noqa: E402
 from sim.engine import blast, drafting, tape  # noqa: E402
-from sim.runs import runner  # noqa: E402
-
-
-def cpu_ms_per_replication(world, seed, spec, name, n: int) -> float:
-    start = time.process_time()
-    for a in range(0, n, 50):
-        runner.run_chunk(world, seed, spec, name, 0, a, min(a + 50, n))
-    return (time.process_time() - start) / n * 1000
 
 
 def no_users() -> None:
@@ -68,14 +59,13 @@ def main() -> None:
     n = parser.parse_args().replications
     loaded = load_scenario(ROOT / "benchmarks" / "reference.yaml")
     name, policy = next(iter(loaded.policies.items()))
-    args = (loaded.world.to_dict(), loaded.scenario.seed, policy.to_dict(), name)
-    runner.run_chunk(*args, 0, n, n + 1)  # warm: imports, the population, its tables
+    args = (loaded.world.to_dict(), loaded.scenario.seed, policy.to_dict(), name, 0, n)
     print(machine_line())
-    full = cpu_ms_per_replication(*args, n)
+    full = timed_class(*args)[0]  # class 0, the good release; each warms up first
     no_users()
-    without_users = cpu_ms_per_replication(*args, n)
+    without_users = timed_class(*args)[0]
     no_traffic()
-    control = cpu_ms_per_replication(*args, n)
+    control = timed_class(*args)[0]
     print(f"good release, CPU ms per replication over {n}:")
     print(f"  full engine           {full:6.2f}")
     print(f"  no users drawn        {without_users:6.2f}")

@@ -285,9 +285,8 @@ def test_caused_users_draw_has_the_binomial_law():
     for share in (0.05, 0.6):
         hurt, caused = np.empty(reps), np.empty(reps)
         for r in range(reps):
-            blast = BlastRadius(
-                population, 0.0, None, None, lambda r=r: np.random.default_rng([r, 7])
-            )
+            rng = np.random.default_rng([r, 7])
+            blast = BlastRadius(population, 0.0, None, None, lambda rng=rng: rng)
             blast._caused_users(users, counts, share)
             hurt[r], caused[r] = blast.hurt.sum(), blast.totals.caused
         p = -np.expm1(counts * np.log1p(-share))

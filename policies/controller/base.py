@@ -266,7 +266,7 @@ class ControllerBase:
         self.runs[key] = run
         self._emit(StartAnalysis(key, tuple(run.metrics)))
         for name, state in run.metrics.items():
-            timer = f"measure/{key}/{name}"
+            timer = _measure_timer(key, name)
             self._requests[timer] = self._measure_request(key, name, state.metric)
             self._start_timer(timer, run.first_delay(name))
         return run
@@ -276,7 +276,7 @@ class ControllerBase:
         if run is None:
             return None
         for name in run.metrics:
-            timer = f"measure/{key}/{name}"
+            timer = _measure_timer(key, name)
             self._cancel_timer(timer)
             del self._requests[timer]
         phase = run.phase if run.completed else run.terminate()
@@ -317,12 +317,12 @@ class ControllerBase:
             return  # the run was stopped while the measurement was in flight
         run.measure(event.metric, event.observation, self.rng)
         delay = run.next_delay(event.metric)
-        key = f"measure/{event.run}/{event.metric}"
+        key = _measure_timer(event.run, event.metric)
         if delay is not None and not math.isinf(delay):
             self._start_timer(key, delay)
         if run.terminating or run.completed:
             for name in run.metrics:
-                self._cancel_timer(f"measure/{event.run}/{name}")
+                self._cancel_timer(_measure_timer(event.run, name))
 
     def _verdict(self, key: str, phase: Phase, step: int | None) -> GateVerdict:
         """Which run ended badly, with the deciding metrics that went bad (read before
@@ -372,3 +372,8 @@ class ArgoControllerBase(ControllerBase):
             self._abort("ProgressDeadlineExceeded", self._deadline_cause())
         else:
             super()._deadline_exceeded()
+
+
+def _measure_timer(run: str, metric: str) -> str:
+    """The timer of a run's metric's next measurement (``handle`` knows them by the prefix)."""
+    return f"measure/{run}/{metric}"

@@ -72,8 +72,7 @@ class BlastRadius:
     def __init__(self, cells, b0: float, full_capacity: float | None, user_rng, make_cause_rng):
         self.cells, self.b0, self.full_capacity = cells, b0, full_capacity
         self.user_rng = user_rng
-        self._make_cause_rng = make_cause_rng
-        self._cause_rng: np.random.Generator | None = None
+        self.cause_rng = make_cause_rng  # the same generator at every call, made at the first
         self.totals = Totals()
         # per user (made when first marked: most replications mark few of them): "with_bad",
         # any bad answer from the new version; "hurt", a release-caused bad answer, either
@@ -112,13 +111,6 @@ class BlastRadius:
         change[np.abs(change) <= _ROUNDING * total] = 0.0
         return change
 
-    @property
-    def cause_rng(self) -> np.random.Generator:
-        """The cause stream, made at its first draw (most replications draw none from it)."""
-        if self._cause_rng is None:
-            self._cause_rng = self._make_cause_rng()
-        return self._cause_rng
-
     def _caused(self, bad: np.ndarray, means: np.ndarray, change: np.ndarray) -> np.ndarray:
         """Release-caused bad requests per flow (of the old version): each bad one of a piece
         with probability (b − b_ref)/b."""
@@ -126,7 +118,7 @@ class BlastRadius:
         share = np.divide(
             change, expected_bad, out=np.zeros_like(change), where=(change > 0) & (bad > 0)
         )
-        return self.cause_rng.binomial(bad, np.minimum(share, 1.0)).sum(axis=1)
+        return self.cause_rng().binomial(bad, np.minimum(share, 1.0)).sum(axis=1)
 
     def account(self, block, sel: slice, can_change: bool) -> None:
         """Count pieces ``sel`` of a block. ``can_change``: a request of it may be more (or
@@ -279,7 +271,7 @@ class BlastRadius:
             if caused > 0 and bad > 0 and users.size:
                 self._caused_users(users, counts, min(1.0, caused / bad))
         for selector, k in sorted(self.pending_caused_old.items(), key=repr):
-            self.hurt[self.cells.draw(self.cause_rng, k, selector)] = True
+            self.hurt[self.cells.draw(self.cause_rng(), k, selector)] = True
         self.pending_bad.clear()
         self.pools.clear()
         self.pending_caused_old.clear()
@@ -293,7 +285,7 @@ class BlastRadius:
             self.hurt[users] = True
             self.totals.caused += int(counts.sum())
             return
-        rng = self.cause_rng
+        rng = self.cause_rng()
         first = rng.geometric(share, users.size)
         hit = first <= counts
         self.hurt[users[hit]] = True
