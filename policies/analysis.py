@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, assert_never, cast
 
 from pydantic import Field, field_validator, model_validator
@@ -58,7 +58,8 @@ ERROR_RETRY_INTERVAL_S = 10.0
 
 
 class Phase(StrEnum):
-    """Argo's analysis phases, ordered best to worst by ``severity``."""
+    """Argo's analysis phases, ordered best to worst by ``severity`` (the properties are cached
+    on each member: a measurement asks them several times)."""
 
     SUCCESSFUL = "Successful"
     RUNNING = "Running"
@@ -67,15 +68,15 @@ class Phase(StrEnum):
     ERROR = "Error"
     FAILED = "Failed"
 
-    @property
+    @cached_property
     def severity(self) -> int:
         return _SEVERITY[self]
 
-    @property
+    @cached_property
     def completed(self) -> bool:
         return self in _COMPLETED
 
-    @property
+    @cached_property
     def bad(self) -> bool:
         return self in _BAD
 
@@ -83,6 +84,9 @@ class Phase(StrEnum):
 _SEVERITY = {p: i for i, p in enumerate(Phase)}
 _BAD = frozenset({Phase.INCONCLUSIVE, Phase.ERROR, Phase.FAILED})
 _COMPLETED = _BAD | {Phase.SUCCESSFUL}
+# Python 3.11's EnumType.__getattr__ makes each ``Phase.X`` cost several plain lookups: the
+# per-measurement code below names the members by these
+_SUCCESSFUL, _RUNNING, _PENDING, _INCONCLUSIVE, _ERROR, _FAILED = Phase
 
 
 class KayentaProvider(KayentaJudge):
@@ -198,6 +202,13 @@ class Metric(Model):
         return _evaluate(*_conditions(self), value)
 
     @property
+    def limits(self) -> tuple[int, int, int, int, int | None]:
+        """failureLimit, inconclusiveLimit, consecutiveErrorLimit, consecutiveSuccessLimit and the
+        effective count, which a run reads once (a model's attributes are slow to read)."""
+        limits = self.failure_limit, self.inconclusive_limit, self.consecutive_error_limit
+        return (*limits, self.consecutive_success_limit, self.effective_count)
+
+    @property
     def effective_count(self) -> int | None:
         """Argo ``EffectiveCount``: count if > 0; 1 without interval; None (unbounded) otherwise."""
         if self.count:
@@ -243,6 +254,7 @@ class _MetricState:
     source: Source
     success: Condition | None  # the metric's conditions, parsed once
     failure: Condition | None
+    limits: tuple[int, int, int, int, int | None]  # Metric.limits
     phase: Phase = Phase.PENDING
     count: int = 0
     successful: int = 0
@@ -251,7 +263,6 @@ class _MetricState:
     errors: int = 0
     consecutive_error: int = 0
     consecutive_success: int = 0
-    last_value: float | None = None
     sequential: SequentialState | None = None
     history: list[tuple[Phase, float | None]] = field(default_factory=list)
 
@@ -272,7 +283,9 @@ class AnalysisRun:
                 if metric.name in self.metrics:
                     self.error = f"metric {metric.name!r} appears in two templates"
                 dry = any(re2_compile(p).search(metric.name) for p in patterns)
-                state = _MetricState(metric, dry, metric.provider.source, *_conditions(metric))
+                state = _MetricState(
+                    metric, dry, metric.provider.source, *_conditions(metric), metric.limits
+                )
                 if metric.provider.sequential is not None:
                     state.sequential = metric.provider.sequential.start()
                 self.metrics[metric.name] = state
@@ -280,8 +293,8 @@ class AnalysisRun:
             if not any(re2_compile(pattern).search(name) for name in self.metrics):
                 self.error = f"dryRun metricName {pattern!r} matches no metric"
         self.terminated = False
-        self._phase: Phase | None = None  # cached; a metric's new phase or terminate() clears it
-        self._terminating = self.error is not None  # a bad phase is final: set, never cleared
+        self.terminating = self.error is not None  # a deciding metric is bad: Argo stops the run
+        self.phase = self._assess()  # kept current: a metric's new phase and terminate() reassess
 
     def __repr__(self) -> str:
         return f"AnalysisRun(metrics={list(self.metrics)}, phase={self.phase.value})"
@@ -305,12 +318,12 @@ class AnalysisRun:
             case SequentialTest():
                 assert state.sequential is not None
                 if not obs.canary.requests:
-                    return Phase.ERROR, None  # no canary data: an Error, as for a query
+                    return _ERROR, None  # no canary data: an Error, as for a query
                 decision = state.sequential.update(
                     obs.canary.errors, obs.canary.requests, obs.stable.errors, obs.stable.requests
                 )
                 value = float(state.sequential.statistic)
-                return (Phase.FAILED if decision == "reject" else Phase.SUCCESSFUL), value
+                return (_FAILED if decision == "reject" else _SUCCESSFUL), value
             case KayentaProvider() as kayenta:
                 return _judge_kayenta(kayenta, obs, rng)
             case never:
@@ -318,56 +331,51 @@ class AnalysisRun:
 
     def _count(self, state: _MetricState, phase: Phase, value: float | None) -> None:
         state.history.append((phase, value))
-        state.last_value = value
-        if phase == Phase.ERROR:
+        if phase == _ERROR:
             state.errors += 1
             state.consecutive_error += 1
             state.consecutive_success = 0  # any non-success breaks the run of successes
         else:
             state.consecutive_error = 0
             state.count += 1
-            if phase == Phase.SUCCESSFUL:
+            if phase == _SUCCESSFUL:
                 state.successful += 1
                 state.consecutive_success += 1
             else:
                 state.consecutive_success = 0
-                if phase == Phase.FAILED:
+                if phase == _FAILED:
                     state.failed += 1
                 else:
                     state.inconclusive += 1
         before, state.phase = state.phase, self._metric_phase(state)
-        if state.phase != before:
-            self._phase = None  # the run's phase reads only its metrics' phases
+        if state.phase != before:  # the run's phase reads only its metrics' phases
             if state.phase.bad and not state.dry_run:
-                self._terminating = True
+                self.terminating = True
+            self.phase = self._assess()
 
     @staticmethod
     def _metric_phase(state: _MetricState) -> Phase:
-        m = state.metric
+        failure_limit, inconclusive_limit, error_limit, success_limit, count = state.limits
         phase: Phase | None = None
-        if m.failure_limit >= 0 and state.failed > m.failure_limit:
-            phase = Phase.FAILED
-        if state.inconclusive > m.inconclusive_limit:
-            phase = Phase.INCONCLUSIVE
-        if state.consecutive_error > m.consecutive_error_limit:
-            phase = Phase.ERROR
+        if failure_limit >= 0 and state.failed > failure_limit:
+            phase = _FAILED
+        if state.inconclusive > inconclusive_limit:
+            phase = _INCONCLUSIVE
+        if state.consecutive_error > error_limit:
+            phase = _ERROR
         if phase is not None:
             return phase
         if state.sequential is not None and state.sequential.decision == "accept":
-            return Phase.SUCCESSFUL  # the SPRT accepted H0: nothing more to learn
-        if (
-            m.consecutive_success_limit > 0
-            and state.consecutive_success >= m.consecutive_success_limit
-        ):
-            return Phase.SUCCESSFUL
-        count = m.effective_count
+            return _SUCCESSFUL  # the SPRT accepted H0: nothing more to learn
+        if success_limit > 0 and state.consecutive_success >= success_limit:
+            return _SUCCESSFUL
         if count is not None and state.count >= count:
-            failure_applies = m.failure_limit >= 0
-            success_applies = m.consecutive_success_limit > 0
+            failure_applies = failure_limit >= 0
+            success_applies = success_limit > 0
             if failure_applies and success_applies:
-                return Phase.INCONCLUSIVE
-            return Phase.FAILED if success_applies else Phase.SUCCESSFUL
-        return Phase.RUNNING
+                return _INCONCLUSIVE
+            return _FAILED if success_applies else _SUCCESSFUL
+        return _RUNNING
 
     # --- scheduling
 
@@ -379,29 +387,18 @@ class AnalysisRun:
         state = self.metrics[name]
         if state.phase.completed or self.terminated or self.terminating:
             return None
-        if state.history and state.history[-1][0] == Phase.ERROR:
+        if state.history and state.history[-1][0] == _ERROR:
             return ERROR_RETRY_INTERVAL_S
         return state.metric.interval  # None: a single measurement (count 1) already happened
 
     # --- run phase
-
-    @property
-    def terminating(self) -> bool:
-        """Argo stops the whole run once any deciding metric is Failed, Error or Inconclusive."""
-        return self._terminating
-
-    @property
-    def phase(self) -> Phase:
-        if self._phase is None:
-            self._phase = self._assess()
-        return self._phase
 
     def _assess(self) -> Phase:
         """Argo ``assessRunStatus``: the worst completed deciding metric once terminating;
         otherwise Running while any metric, dry-run included, is unfinished; then the worst
         deciding phase (Successful when every metric is dry-run)."""
         if self.error is not None:
-            return Phase.ERROR
+            return _ERROR
         worst: Phase | None = None
         everything_completed = True
         for state in self.metrics.values():
@@ -411,11 +408,11 @@ class AnalysisRun:
                 if worst is None or state.phase.severity > worst.severity:
                     worst = state.phase
             elif worst is None:
-                worst = Phase.SUCCESSFUL  # a dry-run metric counts only as "something ended"
+                worst = _SUCCESSFUL  # a dry-run metric counts only as "something ended"
         if self.terminating or self.terminated:
-            return worst or Phase.SUCCESSFUL
+            return worst or _SUCCESSFUL
         if not everything_completed or worst is None:
-            return Phase.RUNNING
+            return _RUNNING
         return worst
 
     @property
@@ -427,9 +424,9 @@ class AnalysisRun:
         had not gone bad count as Successful (Argo ``assessMetricStatus`` when terminating)."""
         for state in self.metrics.values():
             if not state.phase.completed:
-                state.phase = Phase.SUCCESSFUL
+                state.phase = _SUCCESSFUL
         self.terminated = True
-        self._phase = None
+        self.phase = self._assess()
         return self.phase
 
     def summary(self) -> dict[str, Any]:
@@ -469,16 +466,16 @@ def _evaluate(success: Condition | None, failure: Condition | None, value: float
         passed = success(value) if success is not None else False
         failed = failure(value) if failure is not None else False
     except EmptyResult:
-        return Phase.ERROR
+        return _ERROR
     if success is None and failure is None:
-        return Phase.SUCCESSFUL
+        return _SUCCESSFUL
     if success is not None and failure is None:
         failed = not passed
     elif success is None:
         passed = not failed
     if failed:
-        return Phase.FAILED
-    return Phase.SUCCESSFUL if passed else Phase.INCONCLUSIVE
+        return _FAILED
+    return _SUCCESSFUL if passed else _INCONCLUSIVE
 
 
 def _judge_kayenta(judge: KayentaProvider, obs: Observation, rng) -> tuple[Phase, float | None]:
@@ -491,7 +488,7 @@ def _judge_kayenta(judge: KayentaProvider, obs: Observation, rng) -> tuple[Phase
             out[metric.name] = [query.evaluate(point) for point in series]
     verdict = judge.judge(canary, baseline, rng)
     if verdict.score >= judge.pass_score:
-        return Phase.SUCCESSFUL, verdict.score
+        return _SUCCESSFUL, verdict.score
     if verdict.score >= judge.marginal_score:
-        return Phase.INCONCLUSIVE, verdict.score
-    return Phase.FAILED, verdict.score
+        return _INCONCLUSIVE, verdict.score
+    return _FAILED, verdict.score

@@ -54,12 +54,9 @@ _SIMPLE = frozenset({"num", "op", "logic", "not", "lp", "rp", "nan", "inf", "len
 # Bounds on a condition's work (Argo's are a line): characters (evaluation nests a call per
 # operator), and parentheses, brackets, calls and ! or - prefixes open at once.
 MAX_LENGTH, MAX_NESTING = 512, 32
-_ORDER: dict[str, Callable[[Any, Any], bool]] = {
-    ">=": operator.ge,
-    "<=": operator.le,
-    ">": operator.gt,
-    "<": operator.lt,
-}
+_ORDER: dict[str, Callable[[Any, Any], bool]]
+_ORDER = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+_PLAIN = frozenset({int, float})  # exactly these types, no bool: ordered as they are
 
 Result = float | str | bool | None
 """What a measurement returned: a query's one value (NaN included), None for an empty vector,
@@ -99,10 +96,11 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def _compare(op: str, a: Any, b: Any) -> bool:
-    a, b = _scalar(a), _scalar(b)
-    if (_num(a) and _num(b)) or (isinstance(a, str) and isinstance(b, str)):
-        return _ORDER[op](a, b)
-    raise EmptyResult(f"cannot compare {a!r} {op} {b!r}")
+    if type(a) not in _PLAIN or type(b) not in _PLAIN:  # else _scalar and _num would pass them
+        a, b = _scalar(a), _scalar(b)
+        if not ((_num(a) and _num(b)) or (isinstance(a, str) and isinstance(b, str))):
+            raise EmptyResult(f"cannot compare {a!r} {op} {b!r}")
+    return _ORDER[op](a, b)
 
 
 def _arith(op: str, a: Any, b: Any) -> Any:
@@ -471,6 +469,8 @@ def _truth(value: Any) -> bool:
 
 
 def _index(value: Any, index: Any) -> Any:
+    if type(value) is _Vec and type(index) is int and 0 <= index < len(value):
+        return value[index]  # the common case (result[0]), as the checks below would do
     if not isinstance(value, (tuple, list, str)) or not isinstance(index, int):
         raise EmptyResult(f"cannot index {value!r} with {index!r}")
     position = index + len(value) if index < 0 else index

@@ -209,7 +209,8 @@ class Query(Model):
         return self._value(observation.of(self.version), observation)
 
     def _value(self, stats: WindowStats, observation: Observation) -> float:
-        if self.measure == "requestCount":
+        measure, unit = self.measure, self.unit  # read once: a model's attributes are slow
+        if measure == "requestCount":
             return float(stats.requests)
         errors = stats.errors if self.errors in ("5xx", "4xx+5xx") else 0  # the world has no 4xx
         total = float(stats.requests)
@@ -217,10 +218,10 @@ class Query(Model):
             total = max(total, self.min_rate * max(observation.end - observation.start, 0.0))
         if not total:
             return math.nan
-        if self.measure == "errorRate":
+        if measure == "errorRate":
             value = errors / total
-        elif self.measure == "successRate":
+        elif measure == "successRate":
             value = 1.0 - errors / total
         else:
             value = stats.latency.get(self.quantile, math.nan)
-        return value * _FACTOR[self.unit] if self.unit else value
+        return value * _FACTOR[unit] if unit else value

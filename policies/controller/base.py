@@ -156,14 +156,19 @@ class ControllerBase:
         return False
 
     def _progress_signature(self) -> tuple:
-        return (tuple(self.desired.items()), tuple(self.available.items()))
+        """The pod counts, copied (equal copies mean equal counts in the same order: groups are
+        only ever added to the two dicts)."""
+        return (self.desired.copy(), self.available.copy())
 
     def _track_progress(self) -> None:
-        """Restart the progress-deadline timer on any progress; stop it where it does not apply."""
-        signature = self._progress_signature()
+        """Restart the progress-deadline timer on any progress; stop it where it does not apply.
+        Where it is stopped the signature is not needed: only this method starts the timer, so
+        the next call where it applies restarts it whatever the signature was."""
         if not self._deadline_applies():
             self._cancel_timer(DEADLINE_TIMER)
-        elif signature != self._last_progress or DEADLINE_TIMER not in self.timers:
+            return
+        signature = self._progress_signature()
+        if signature != self._last_progress or DEADLINE_TIMER not in self.timers:
             self._cancel_timer(DEADLINE_TIMER)
             self._start_timer(DEADLINE_TIMER, self.policy.progress_deadline_seconds)
         self._last_progress = signature

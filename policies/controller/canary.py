@@ -48,6 +48,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
     def __init__(self, policy: Canary, replicas: int, rng=None) -> None:
         super().__init__(policy, replicas, rng)
         self.routed = policy.traffic_routing is not None
+        self.max_weight = policy.max_weight  # a property of the policy, read every reconcile
         self.surge, self.unavailable = resolve_fenceposts(
             policy.max_surge, policy.max_unavailable, replicas
         )
@@ -101,18 +102,15 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
     def _deadline_applies(self) -> bool:
         if self.aborted or self.promoted or self.paused:
             return False
-        step = self._step()  # Argo's isIndefiniteStep: pause, analysis and experiment steps
-        return step is None or (
-            step.pause is None and step.analysis is None and step.experiment is None
-        )
+        return self.step_index >= len(self._steps) or not self._indefinite[self.step_index]
 
     def _progress_signature(self) -> tuple:
-        return (self.step_index, *super()._progress_signature())
+        return (self.step_index, super()._progress_signature())
 
     # ------------------------------------------------------------------ helpers
 
     def _step(self):
-        steps = self.policy.steps
+        steps = self._steps
         return steps[self.step_index] if self.step_index < len(steps) else None
 
     def _step_run_key(self) -> str:
@@ -120,23 +118,24 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
 
     def _current_set_weight(self) -> int:
         """Argo ``GetCurrentSetWeight``: the last setWeight at or before the current step."""
-        if self.step_index >= len(self.policy.steps):
-            return self.policy.max_weight
+        if self.step_index >= len(self._steps):
+            return self.max_weight
         return self._set_weights[self.step_index]
 
     def _canary_scale(self):
         """The setCanaryScale in effect (Argo ``UseSetCanaryScale`` walks back from the step)."""
-        if self.step_index >= len(self.policy.steps):
+        if self.step_index >= len(self._steps):
             return None
         return self._scales[self.step_index]
 
     def _walk_back(self) -> None:
-        """Per step, the setWeight and setCanaryScale in effect there, and the step's deciding
-        action (reconciles ask often)."""
+        """Per step, the setWeight and setCanaryScale in effect there, the step's deciding action
+        and whether it waits indefinitely (reconciles ask often; model fields read slowly)."""
         weight, scale = 0, None
-        self._set_weights, self._scales = [], []
-        self._deciding = [step.operation for step in self.policy.steps]
-        for step in self.policy.steps:
+        self._steps = self.policy.steps
+        self._set_weights, self._scales, self._indefinite = [], [], []
+        self._deciding = [step.operation for step in self._steps]
+        for step in self._steps:
             if step.set_weight is not None:
                 weight = step.set_weight
             if step.set_canary_scale is not None:
@@ -144,6 +143,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
                 scale = None if match else step.set_canary_scale
             self._set_weights.append(weight)
             self._scales.append(scale)
+            waits = (step.pause, step.analysis, step.experiment)  # Argo's isIndefiniteStep
+            self._indefinite.append(any(action is not None for action in waits))
 
     def _advance(self) -> None:
         """The next step; a run of the step left behind is stopped (Argo cancels it)."""
@@ -287,8 +288,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
             self._abort(f"BackgroundAnalysis{phase.value}", verdict)
 
     def _start_background_if_due(self) -> None:
-        analysis = self.policy.analysis
-        if analysis is None or self.background_started:
+        analysis = None if self.background_started else self.policy.analysis
+        if analysis is None:
             return
         if self.step_index >= analysis.starting_step:
             self.background_started = True
@@ -311,14 +312,16 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
                 and self._basic_at_target(weight)
             )
         scale = self._canary_scale()
+        dynamic = self.policy.dynamic_stable_scale
+        stable_weight = self.max_weight - self.weight - self._stable_extra() if dynamic else 0.0
         canary, stable = traffic_routed_counts(
             n,
             weight,
-            self.policy.max_weight,
+            self.max_weight,
             canary_scale_replicas=scale.replicas if scale else None,
             canary_scale_weight=scale.weight if scale else None,
-            dynamic_stable_scale=self.policy.dynamic_stable_scale,
-            actual_stable_weight=round(self.policy.max_weight - self.weight - self._stable_extra()),
+            dynamic_stable_scale=dynamic,
+            actual_stable_weight=round(stable_weight),  # read only with dynamicStableScale
             min_pods_per_replica_set=self.policy.min_pods_per_replica_set,
         )
         self._scale("canary", canary)
@@ -354,30 +357,28 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
             self.available[rising],
             self.desired[falling],
             self.available[falling],
-            max_weight=self.policy.max_weight,
+            max_weight=self.max_weight,
         )
         self._scale(falling, down)
         self._scale(rising, up)
         return up, down
 
     def _basic_at_target(self, weight: int) -> bool:
-        canary, stable = basic_canary_targets(
-            self.replicas, weight, self.surge, self.policy.max_weight
-        )
-        if weight >= self.policy.max_weight:
+        canary, stable = basic_canary_targets(self.replicas, weight, self.surge, self.max_weight)
+        if weight >= self.max_weight:
             canary, stable = self.replicas, 0
         return self.desired["canary"] == canary and self.desired["stable"] == stable
 
     def _stable_can_take(self, weight: int) -> bool:
         """Argo ``checkReplicasAvailable``: the router is not updated while the stable cannot
         carry its share: available >= floor((M − w)·N/M)."""
-        m = self.policy.max_weight
+        m = self.max_weight
         return self.available["stable"] >= ((m - weight) * self.replicas) // m
 
     def _reconcile_full_promotion(self, counts_reached: bool) -> None:
         if not counts_reached:
             return
-        if self.routed and self.weight != self.policy.max_weight:
+        if self.routed and self.weight != self.max_weight:
             return
         self._promote()
 
@@ -421,7 +422,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self.step_started = False
 
     def _reconcile_abort(self) -> None:
-        n, m = self.replicas, self.policy.max_weight
+        n, m = self.replicas, self.max_weight
         if not self.routed:  # a rolling update back to the stable, within the fences
             self._basic_walk(0)
             if (
@@ -471,7 +472,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         n = self.replicas
         self._cancel_timer(SCALE_DOWN_OLD_TIMER)
         if not self.routed:  # the old version's RS is Argo's canary of this rollback
-            self._basic_walk(self.policy.max_weight, rising="stable", falling="canary")
+            self._basic_walk(self.max_weight, rising="stable", falling="canary")
             if (
                 self.desired["canary"] == 0
                 and self.desired["stable"] == n

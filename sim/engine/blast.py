@@ -37,6 +37,7 @@ draws.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,10 +124,12 @@ class BlastRadius:
     def account(self, block, sel: slice, can_change: bool) -> None:
         """Count pieces ``sel`` of a block. ``can_change``: a request of it may be more (or
         less) likely bad than the counterfactual's (a fault, finite capacity, no pods)."""
-        onset = block.onset_in[sel]
         totals = self.totals
-        if totals.t_fault is None and np.isfinite(onset).any():
-            totals.t_fault = float(onset[np.isfinite(onset)][0])
+        # (a fault state with no onset, no fault or no pod, reaches no piece: nothing to look for)
+        if totals.t_fault is None and block.fault.first < math.inf:
+            onset = block.onset_in[sel]
+            if np.isfinite(onset).any():
+                totals.t_fault = float(onset[np.isfinite(onset)][0])
         flows = block.flows
         b_ref = self._b_ref(block, sel) if can_change else self.b0
         old_can_change = self.full_capacity is not None or flows.any_unserved

@@ -189,7 +189,8 @@ class UserCells:
         _, _, cum = self._group(*group_key)
         u = sorted_uniforms(rng, k)  # sorted: the lookups walk the tables in order
         u *= cum[j] - cum[i]
-        u += cum[i]
+        if i:  # (cum[0] is 0: adding it changes no u)
+            u += cum[i]
         picks = self._locate(group_key, u)
         if i > 0 or j < cum.size - 1:  # a rounded u may fall just outside a part of the group
             np.clip(picks, i, j - 1, out=picks)
@@ -210,11 +211,14 @@ class UserCells:
         if guide is None:  # a bucket order's is the population's, as its cells
             guide = self._guides[group_key] = self.users.guide_table(keys.tag, cum, n_bins)
         bins = (u * (n_bins / cum[-1])).astype(np.intp)
-        picks = guide[np.clip(bins, 0, n_bins - 1, out=bins)].astype(np.intp)
-        todo = np.flatnonzero(cum[picks + 1] <= u)
+        np.minimum(bins, n_bins - 1, out=bins)  # (u >= 0: no bin below 0)
+        picks = guide[bins].astype(np.intp)
+        above = cum[1:]  # above[p] is cum[p + 1], read without adding 1 to every position
+        todo = np.flatnonzero(above[picks] <= u)
         while todo.size:
-            picks[todo] += 1
-            todo = todo[(picks[todo] < size - 1) & (cum[picks[todo] + 1] <= u[todo])]
+            moved = picks[todo] + 1
+            picks[todo] = moved
+            todo = todo[(moved < size - 1) & (above[moved] <= u[todo])]
         return picks
 
     def exposed(self, rng: np.random.Generator, terms: dict, already: np.ndarray) -> int:

@@ -88,20 +88,14 @@ class Drafter:
         """After each event: keep the draft at least up to the next scheduled event (so an
         alert before it is found in time), drawing once no other event is due now."""
         env = self.env
-        peek = env.peek()
-        if self.tape.drafted_until < min(peek, self.horizon):
-            self.pending = True
-        if self.pending and peek > env.now:
-            self.draft_ahead()
-
-    def draft_ahead(self) -> None:
-        self.pending = False
-        env = self.env
-        now, peek = env.now, env.peek()
-        if self.tape.drafted_until >= min(peek, self.horizon):
-            return
-        target = min(self.horizon, max(now + CHUNK_S, peek if peek < math.inf else now))
-        self.draft(target)
+        peek, now = env.peek(), env.now
+        behind = self.tape.drafted_until < min(peek, self.horizon)
+        if peek <= now:  # more events this moment: draw once they have run
+            self.pending = self.pending or behind
+        elif self.pending or behind:
+            self.pending = False
+            if behind:
+                self.draft(min(self.horizon, max(now + CHUNK_S, peek if peek < math.inf else now)))
 
     # ------------------------------------------------------------------ drawing
 

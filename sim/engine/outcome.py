@@ -7,7 +7,7 @@ reports read. Times are seconds from the release start; ``nan`` means "never hap
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from policies.controller import Cause, FailedChecks, GateVerdict
@@ -108,7 +108,8 @@ class Outcome:
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field by name (all scalars: no deep copy as ``asdict`` makes, once per row)."""
+        return {name: getattr(self, name) for name in OUTCOME_FIELDS}
 
 
 OUTCOME_FIELDS = tuple(f.name for f in fields(Outcome))

@@ -78,6 +78,16 @@ class Recorder:
             out.t_rollback_start = self.env.now
             out.gate_run, out.gate_metrics, out.gate_step = gate_fields(cause)
 
+    def after_event(self, controller_finished: bool) -> bool:
+        """After each event: note mitigation and full rollout; whether the outcome is settled.
+        Until the release is promoted or its rollback begins there is nothing to note (most
+        events: one test instead of three calls)."""
+        if self.promoted_at is None and math.isnan(self.outcome.t_rollback_start):
+            return False
+        self.check_mitigated()  # pods, routes and DNS all change what reaches the candidate
+        self.check_fully_rolled_out()
+        return self.settled(controller_finished)
+
     def check_mitigated(self) -> None:
         """The rollback is done for users once no request can reach the candidate."""
         out = self.outcome

@@ -16,7 +16,9 @@ traffic is drafted at least up to the next event.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -157,7 +159,6 @@ class Replication:
         self.queue: list = []
         self.approval_token: object | None = None
         self.trace: Trace | None = None
-        self._handlers = self._action_handlers()
 
     def __repr__(self) -> str:
         return (
@@ -169,7 +170,8 @@ class Replication:
 
     def run(self) -> Outcome:
         self.clock.call(self.horizon, self._end)
-        self._deliver_all([_Start()])
+        self._apply(self.ctl.start(), initial=True)
+        self._deliver_queued()
         self.drafter.schedule()
         self.drafter.after_event()
         with contextlib.suppress(_Stop):
@@ -178,15 +180,14 @@ class Replication:
         self.trace = self.recorder.trace
         return outcome
 
-    def _step(self, fn, args) -> None:
-        """Run one callback, then keep the invariants: the record is current, a run that
-        nothing can change any more stops, and traffic is drafted at least up to the next
-        scheduled event, so an alert firing before it is found in time."""
+    def _step(self, event) -> None:
+        """Run one event's callback (its value: the function and its arguments, clock.py), then
+        keep the invariants: the record is current, a run that nothing can change any more
+        stops, and traffic is drafted at least up to the next scheduled event, so an alert
+        firing before it is found in time."""
+        fn, args = event.value
         fn(*args)
-        recorder = self.recorder
-        recorder.check_mitigated()  # pods, routes and DNS all change what reaches the candidate
-        recorder.check_fully_rolled_out()
-        if recorder.settled(self.ctl.finished):
+        if self.recorder.after_event(self.ctl.finished):
             self.drafter.sync()
             raise _Stop
         self.drafter.after_event()
@@ -197,57 +198,38 @@ class Replication:
 
     # ------------------------------------------------------------------ the controller
 
-    def _deliver_all(self, events) -> None:
-        """Feed events to the controller and carry out its actions (measurements answer at once)."""
-        self.queue.extend(events)
-        while self.queue:
-            event = self.queue.pop(0)
-            if isinstance(event, _Start):
-                self._apply(self.ctl.start(), initial=True)
-            else:
-                self._apply(self.ctl.handle(event))
+    def _deliver(self, event) -> None:
+        """Feed an event to the controller and carry out its actions (measurements answer at
+        once: their results are queued and delivered in turn)."""
+        self.queue.append(event)
+        self._deliver_queued()
+
+    def _deliver_queued(self) -> None:
+        queue, handle, apply = self.queue, self.ctl.handle, self._apply
+        while queue:
+            apply(handle(queue.pop(0)))
 
     def _apply(self, actions, initial: bool = False) -> None:
-        handlers = self._handlers
         for action in actions:
-            handler = handlers.get(type(action))
+            handler = _HANDLERS.get(type(action))
             if handler is None:  # a subclass: found once by isinstance, then by its type
-                handler = next((h for t, h in handlers.items() if isinstance(action, t)), None)
+                handler = next((h for t, h in _HANDLERS.items() if isinstance(action, t)), None)
                 if handler is None:
                     continue
-                handlers[type(action)] = handler
-            handler(action, initial)
+                _HANDLERS[type(action)] = handler
+            handler(self, action, initial)
 
-    def _action_handlers(self) -> dict:
-        """What each controller action does in the world, by action type."""
-        router, pods = self.router, self.pods
-
-        def start_timer(action: StartTimer, _initial: bool) -> None:
-            token = object()
-            self.timers[action.key] = token
-            self.clock.call(self.env.now + action.delay, self._timer, action.key, token)
-
-        return {
-            StartTimer: start_timer,
-            CancelTimer: lambda a, _i: self.timers.pop(a.key, None),
-            Scale: lambda a, _i: pods.scale(a.group, a.replicas),
-            SetWeight: lambda a, _i: router.set_weight(a.weight),
-            SetSelectors: lambda a, i: router.set_selectors(a, initial=i),
-            SetMatchRoute: lambda a, _i: router.set_match_route(a),
-            SetMirror: lambda a, _i: router.set_mirror(a),
-            SetLoad: lambda a, _i: router.set_load(a),
-            SetSessionAffinity: lambda a, _i: router.set_session_affinity(a),
-            Measure: lambda a, _i: self.queue.append(self.detectors.measure(a)),
-            RunPlugin: lambda a, _i: self._run_plugin(a),
-            StatusChanged: lambda a, _i: self._status(a),
-        }
+    def _start_timer(self, action: StartTimer, _initial: bool = False) -> None:
+        token = object()
+        self.timers[action.key] = token
+        self.clock.call(self.env.now + action.delay, self._timer, action.key, token)
 
     def _timer(self, key: str, token: object) -> None:
         if self.timers.get(key) is not token:
             return  # cancelled, or restarted since
         del self.timers[key]
         self.drafter.sync()
-        self._deliver_all([TimerFired(key)])
+        self._deliver(TimerFired(key))
 
     def _status(self, action: StatusChanged) -> None:
         """The controller's phase changed: a person is asked to approve a manual pause, the
@@ -275,24 +257,38 @@ class Replication:
     def _plugin_finished(self, event: PluginFinished) -> None:
         self.recorder.mark("plugin", f"steps[{event.step}]: {event.phase}")
         self.drafter.sync()
-        self._deliver_all([event])
+        self._deliver(event)
 
     def _approve(self, token: object) -> None:
         if token is self.approval_token:
             self.drafter.sync()
-            self._deliver_all([Approved()])
+            self._deliver(Approved())
 
     def _pods_changed(self) -> None:
         self.drafter.sync()
-        self._deliver_all([PodsChanged(self.pods.available())])
+        self._deliver(PodsChanged(self.pods.available()))
 
     def _rollback_request(self, source: str) -> None:
         self.drafter.sync()
-        self._deliver_all([RollbackRequested(source)])
+        self._deliver(RollbackRequested(source))
 
 
-class _Start:
-    """Internal marker: start the controller."""
+_HANDLERS: dict[type, Callable[[Replication, Any, bool], object]] = {
+    StartTimer: Replication._start_timer,
+    CancelTimer: lambda r, a, _i: r.timers.pop(a.key, None),
+    Scale: lambda r, a, _i: r.pods.scale(a.group, a.replicas),
+    SetWeight: lambda r, a, _i: r.router.set_weight(a.weight),
+    SetSelectors: lambda r, a, i: r.router.set_selectors(a, initial=i),
+    SetMatchRoute: lambda r, a, _i: r.router.set_match_route(a),
+    SetMirror: lambda r, a, _i: r.router.set_mirror(a),
+    SetLoad: lambda r, a, _i: r.router.set_load(a),
+    SetSessionAffinity: lambda r, a, _i: r.router.set_session_affinity(a),
+    Measure: lambda r, a, _i: r.queue.append(r.detectors.measure(a)),
+    RunPlugin: lambda r, a, _i: r._run_plugin(a),
+    StatusChanged: lambda r, a, _i: r._status(a),
+}
+"""What each controller action does in the world, by action type: handler(replication, action,
+initial). One table for every replication (an action's subclass is added once found)."""
 
 
 class _Stop(Exception):

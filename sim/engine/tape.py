@@ -78,8 +78,9 @@ class _Block:
         self.values = self.slot_values(counts, phi)
 
     def slot_values(self, counts: np.ndarray, phi: np.ndarray) -> np.ndarray:
-        """Contribution to the seven per-slot series, per piece: (7, pieces)."""
-        out = self.flows.by_slot @ counts.reshape(-1, counts.shape[2])
+        """Contribution to the seven per-slot series, per piece: (7, pieces). (Counts as floats:
+        sums of whole numbers are exact in any order, and numpy's float product is the fast one.)"""
+        out = self.flows.by_slot @ counts.reshape(-1, counts.shape[2]).astype(float)
         out[2] *= phi
         return out
 
@@ -190,18 +191,18 @@ class Tape:
         """Per piece, the share of the candidate's pods whose fault is active (for latency
         mixtures) and when the users' flows first meet the fault (inf: not in it)."""
         n = starts.size
-        nobody = np.full(n, np.inf)
         if not fs.any_faulty and (fs.shadow is None or not fs.faulty.any()):
-            return np.zeros(n), nobody  # not even copies meet the fault
+            return np.zeros(n), np.full(n, np.inf)  # not even copies meet the fault
         on = self._fault_on(starts, ends, fault)
-        if on is not None:
-            phi = np.ones(n) if on else np.zeros(n)
-            onset_in = starts.copy() if on else nobody
-        else:
+        if on is None:
             mid = 0.5 * (starts + ends)
             phi = (fault.onsets[:, None] <= mid[None, :]).mean(axis=0)
             onset_in = np.where(fault.first < ends, np.maximum(starts, fault.first), np.inf)
-        return phi, onset_in if fs.any_faulty else nobody
+        elif on:
+            phi, onset_in = np.ones(n), starts.copy()
+        else:
+            return np.zeros(n), np.full(n, np.inf)
+        return phi, onset_in if fs.any_faulty else np.full(n, np.inf)
 
     def _means(self, fs, starts, ends, fault, serving_by_service) -> np.ndarray:
         """Expected failed, slow and good requests per flow and piece: (3, flows, pieces)."""
