@@ -52,11 +52,14 @@ FLOOR = ("controller alone", "random numbers alone", "simpy alone")
 
 
 def _reference(n: int) -> tuple:
+    """The policy, its replica count and timed_class's arguments for n good releases."""
     from sim import load_scenario
 
     loaded = load_scenario(ROOT / "benchmarks" / "reference.yaml")
     name, policy = next(iter(loaded.policies.items()))
-    return policy, (loaded.world.to_dict(), loaded.scenario.seed, policy.to_dict(), name, 0, n)
+    replicas = loaded.world.platform.resolve_replicas(getattr(policy, "replicas", None))
+    args = (loaded.world.to_dict(), loaded.scenario.seed, policy.to_dict(), name, 0, n)
+    return policy, replicas, args
 
 
 # ---------------------------------------------------------------------- recording
@@ -131,11 +134,13 @@ def record(args: tuple) -> tuple[list, list, list]:
     seeds.Generators.__call__, UserCells._locate = recording_make, recording_locate
     Clock.call = recording_call
     try:
-        replicate(*args[:5], 0, args[5])
+        failed = [r["error"] for r in replicate(*args[:5], 0, args[5]) if r["error"]]
     finally:
         ControllerBase.__init__, ControllerBase.handle = init, handle
         seeds.Generators.__call__, UserCells._locate = make, locate
         Clock.call = call
+    if failed:  # a replication the recording broke would leave its parts short
+        raise SystemExit(f"{len(failed)} replications failed while recorded: {failed[0]}")
     return events, draws, times
 
 
@@ -238,10 +243,10 @@ def stages(n: int) -> dict[str, float]:
     """This tree's stages, in one process (the stubs are applied last: they cannot be undone)."""
     from bench_engine import timed_class
 
-    policy, args = _reference(n)
+    policy, replicas, args = _reference(n)
     out = {"full": timed_class(*args)[0]}
     events, draws, times = record(args)
-    out["controller alone"] = controller_alone(policy, 20, events)
+    out["controller alone"] = controller_alone(policy, replicas, events)
     out["random numbers alone"] = random_numbers_alone(draws)
     out["simpy alone"] = simpy_alone(times)
     out["events per replication"] = sum(map(len, events)) / len(events)

@@ -293,7 +293,8 @@ class AnalysisRun:
             if not any(re2_compile(pattern).search(name) for name in self.metrics):
                 self.error = f"dryRun metricName {pattern!r} matches no metric"
         self.terminated = False
-        self.terminating = self.error is not None  # a deciding metric is bad: Argo stops the run
+        # Argo stops the run once a deciding metric is bad (or it cannot start): set, never cleared
+        self.terminating = self.error is not None
         self.phase = self._assess()  # kept current: a metric's new phase and terminate() reassess
 
     def __repr__(self) -> str:
