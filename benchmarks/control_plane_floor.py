@@ -1,8 +1,9 @@
 """How near the design lets a good release get to 4x: what no engine change can remove.
 
 Issue #17 asks for 4x less CPU per replication than today's engine (d265d38), with the one
-controller still deciding everything and exact draws. Two parts of a replication stay whatever
-the engine does, and this measures them on the reference scenario's good release (class 0):
+controller still deciding everything and exact draws. Three parts of a replication stay
+whatever the engine does, and this measures them on the reference scenario's good release
+(class 0):
 
 - **the controller alone**: every event the controller received in the full engine, replayed
   into fresh controllers with no engine, no simpy and no traffic around them (they answer with
@@ -16,11 +17,10 @@ the engine does, and this measures them on the reference scenario's good release
 
 Their sum bounds the ratio from above: today's engine / (controller + random numbers + simpy) is
 what an engine whose own work (the tape, windows, alerts, pods, routes, outcome) cost nothing
-would reach. It also
-times two stubbed stages of the engine, to show where the rest goes: no users drawn (users hurt,
-with a bad answer, exposed: 0), and no traffic drawn either (drafts only move the tape's mark,
-cuts and settling do nothing, every gate window reads one fixed healthy observation). The stubs'
-numbers are wrong on purpose; only their times count.
+would reach. Two stubbed stages of the engine show where that work goes: no users drawn (users
+hurt, with a bad answer, exposed: 0), and no traffic drawn either (drafts only move the tape's
+mark, cuts and settling do nothing, every gate window reads one fixed healthy observation).
+The stubs' numbers are wrong on purpose; only their times count.
 
 Today's engine runs in a subprocess on its own tree (bench_compare's extraction of d265d38),
 alternating with this tree's stages, so the host's load falls on both alike.
@@ -261,7 +261,7 @@ def stages(n: int) -> dict[str, float]:
 
 
 def main() -> None:
-    from bench_compare import REPO, baseline_tree, compiled, probe
+    from bench_compare import BASELINE, REPO, baseline_tree, compiled, probe
     from bench_engine import machine_description, machine_line, spread
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -285,7 +285,8 @@ def main() -> None:
     floor = [sum(parts) for parts in zip(*(new[s] for s in FLOOR))]
     print(f"good release, CPU ms per replication over {n}, {args.repeats} alternating repeats,")
     print("median (min-max); last column: today's engine / the stage, pair by pair")
-    print(f"  today's engine (d265d38)   {spread(old):>22}")
+    label = f"today's engine ({BASELINE})"
+    print(f"  {label:26} {spread(old):>22}")
     for s in STAGES:
         ratios = [o / v for o, v in zip(old, new[s])]
         print(f"  {s:26} {spread(new[s]):>22}   {spread(ratios)}")
