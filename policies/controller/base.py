@@ -156,8 +156,7 @@ class ControllerBase:
         return False
 
     def _progress_signature(self) -> tuple:
-        """The pod counts, copied (equal copies mean equal counts in the same order: groups are
-        only ever added to the two dicts)."""
+        """The desired and available pod counts, copied (dicts compare by their counts)."""
         return (self.desired.copy(), self.available.copy())
 
     def _track_progress(self) -> None:

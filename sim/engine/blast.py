@@ -73,7 +73,7 @@ class BlastRadius:
     def __init__(self, cells, b0: float, full_capacity: float | None, user_rng, make_cause_rng):
         self.cells, self.b0, self.full_capacity = cells, b0, full_capacity
         self.user_rng = user_rng
-        self.cause_rng = make_cause_rng  # the same generator at every call, made at the first
+        self.make_cause_rng = make_cause_rng  # the same generator at every call, made at the first
         self.totals = Totals()
         # per user (made when first marked: most replications mark few of them): "with_bad",
         # any bad answer from the new version; "hurt", a release-caused bad answer, either
@@ -119,7 +119,7 @@ class BlastRadius:
         share = np.divide(
             change, expected_bad, out=np.zeros_like(change), where=(change > 0) & (bad > 0)
         )
-        return self.cause_rng().binomial(bad, np.minimum(share, 1.0)).sum(axis=1)
+        return self.make_cause_rng().binomial(bad, np.minimum(share, 1.0)).sum(axis=1)
 
     def account(self, block, sel: slice, can_change: bool) -> None:
         """Count pieces ``sel`` of a block. ``can_change``: a request of it may be more (or
@@ -274,7 +274,7 @@ class BlastRadius:
             if caused > 0 and bad > 0 and users.size:
                 self._caused_users(users, counts, min(1.0, caused / bad))
         for selector, k in sorted(self.pending_caused_old.items(), key=repr):
-            self.hurt[self.cells.draw(self.cause_rng(), k, selector)] = True
+            self.hurt[self.cells.draw(self.make_cause_rng(), k, selector)] = True
         self.pending_bad.clear()
         self.pools.clear()
         self.pending_caused_old.clear()
@@ -288,7 +288,7 @@ class BlastRadius:
             self.hurt[users] = True
             self.totals.caused += int(counts.sum())
             return
-        rng = self.cause_rng()
+        rng = self.make_cause_rng()
         first = rng.geometric(share, users.size)
         hit = first <= counts
         self.hurt[users[hit]] = True
