@@ -155,7 +155,8 @@ class Replication:
         )
         drafter.connect(detectors=detectors)
         self.outcome, self.alert = outcome, detectors.alert
-        self.timers: dict[str, object] = {}
+        self.timers: dict[str, tuple[float, object]] = {}  # key -> (deadline, token)
+        self.calls: dict[str, list[float]] = {}  # key -> when its pending calls come
         self.queue: list = []
         self.approval_token: object | None = None
         self.trace: Trace | None = None
@@ -220,13 +221,30 @@ class Replication:
             handler(self, action, initial)
 
     def _start_timer(self, action: StartTimer, _initial: bool = False) -> None:
-        token = object()
-        self.timers[action.key] = token
-        self.clock.call(self.env.now + action.delay, self._timer, action.key, token)
+        """Arm timer ``key`` for now + delay. A timer restarted before an earlier call of it
+        comes keeps that call, which then calls again at the new deadline: a progress deadline
+        restarts at every pod change, one event per burst instead of one per pod."""
+        key, at, token = action.key, self.env.now + action.delay, object()
+        self.timers[key] = (at, token)
+        calls = self.calls.setdefault(key, [])
+        if not any(t < at for t in calls):  # (no earlier call will carry it)
+            self._call_timer(key, at, token)
 
-    def _timer(self, key: str, token: object) -> None:
-        if self.timers.get(key) is not token:
-            return  # cancelled, or restarted since
+    def _call_timer(self, key: str, at: float, token: object) -> None:
+        self.calls[key].append(at)
+        self.clock.call(at, self._timer, key, at, token)
+
+    def _timer(self, key: str, at: float, token: object) -> None:
+        calls = self.calls[key]
+        calls.remove(at)
+        armed = self.timers.get(key)
+        if armed is None:
+            return  # cancelled
+        deadline, current = armed
+        if token is not current:  # restarted since: carry it to its deadline, unless a later
+            if not any(t <= deadline for t in calls):  # call still comes by then
+                self._call_timer(key, deadline, current)
+            return
         del self.timers[key]
         self.drafter.sync()
         self._deliver(TimerFired(key))
