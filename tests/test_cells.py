@@ -27,8 +27,9 @@ def _cells(n: int = 2000, sigma: float = 1.5, seed: int = 3) -> UserCells:
 
 
 def test_guide_table_lookup_is_binary_search():
-    """``_locate`` returns searchsorted(cum, u, 'right') − 1 for every u, at bin edges, user
-    boundaries and the very ends included, and steps over users with no activity."""
+    """``_locate`` returns searchsorted(cum, u, 'right') − 1 for every u (ascending, as
+    ``_picks`` draws them), at bin edges, user boundaries and the very ends included, and steps
+    over users with no activity; a u rounded up to the total is the last user's."""
     cells = _cells()
     cum = cells._group(*GROUP)[2]
     rng = np.random.default_rng(0)
@@ -37,10 +38,11 @@ def test_guide_table_lookup_is_binary_search():
             rng.random(50_000) * cum[-1],
             cum[:-1],  # each user's first point
             np.nextafter(cum[1:], 0.0),  # each user's last point
-            [0.0, np.nextafter(cum[-1], 0.0)],
+            [0.0, np.nextafter(cum[-1], 0.0), cum[-1], cum[-1]],
         )
     )
-    expected = np.searchsorted(cum, u, side="right") - 1
+    u.sort()
+    expected = np.minimum(np.searchsorted(cum, u, side="right") - 1, cum.size - 2)
     assert np.array_equal(cells._locate(GROUP, u.copy()), expected)
 
     built = _cells(n=500).users
@@ -48,7 +50,7 @@ def test_guide_table_lookup_is_binary_search():
     activity[::3] = 0.0  # a third of the users never send a request
     zeros = UserCells(Users(activity / activity.sum(), built.bucket))
     zm, _, zc = zeros._group(*GROUP)
-    u = rng.random(20_000) * zc[-1]
+    u = np.sort(rng.random(20_000)) * zc[-1]
     picks = zeros._locate(GROUP, u.copy())
     assert np.array_equal(picks, np.searchsorted(zc, u, side="right") - 1)
     assert not np.any(zeros.users.activity[zm[picks]] == 0.0)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.engine.cells import is_each
+from sim.engine.cells import Drawn, is_each
 
 __all__ = ["BlastRadius", "Totals"]
 
@@ -79,6 +79,9 @@ class BlastRadius:
         # any bad answer from the new version; "hurt", a release-caused bad answer, either
         # version; "late", bad answers once the fault began
         self._marks: dict[str, np.ndarray] = {}
+        # a mark while one draw alone set it, as in most replications: counted as drawn, with
+        # no byte per user and its users not gathered
+        self._drawn: dict[str, Drawn] = {}
         self.pending_bad: collections.Counter = collections.Counter()  # (selector, late) -> n
         # (selector, late) -> [bad, caused] requests expected of the new version
         self.pools: collections.defaultdict = collections.defaultdict(lambda: [0.0, 0.0])
@@ -239,10 +242,19 @@ class BlastRadius:
 
     # ------------------------------------------------------------------ users
 
+    def _mark(self, name: str, drawn: Drawn) -> None:
+        if name in self._marks or name in self._drawn:
+            self._marked(name)[drawn.users] = True
+        else:
+            self._drawn[name] = drawn
+
     def _marked(self, name: str) -> np.ndarray:
         found = self._marks.get(name)
         if found is None:
             found = self._marks[name] = np.zeros(self.cells.n, dtype=bool)
+            drawn = self._drawn.pop(name, None)
+            if drawn is not None:
+                found[drawn.users] = True
         return found
 
     @property
@@ -258,6 +270,9 @@ class BlastRadius:
         return self._marked("late")
 
     def _count(self, name: str) -> int:
+        drawn = self._drawn.get(name)
+        if drawn is not None:
+            return drawn.distinct()
         found = self._marks.get(name)
         return 0 if found is None else int(np.count_nonzero(found))
 
@@ -266,13 +281,13 @@ class BlastRadius:
         for (selector, late), k in sorted(self.pending_bad.items(), key=repr):
             if k <= 0:  # (draws nothing)
                 continue
-            users, counts = self.cells.draw_counts(self.user_rng, k, selector)
-            self.with_bad[users] = True
+            drawn = self.cells.draw_positions(self.user_rng, k, selector)
+            self._mark("with_bad", drawn)
             if late:
-                self.hurt_after_fault[users] = True
+                self._mark("late", drawn)
             bad, caused = self.pools[(selector, late)]
-            if caused > 0 and bad > 0 and users.size:
-                self._caused_users(users, counts, min(1.0, caused / bad))
+            if caused > 0 and bad > 0 and drawn.counts.size:
+                self._caused_users(drawn.users, drawn.counts, min(1.0, caused / bad))
         for selector, k in sorted(self.pending_caused_old.items(), key=repr):
             self.hurt[self.cells.draw(self.make_cause_rng(), k, selector)] = True
         self.pending_bad.clear()
@@ -299,6 +314,7 @@ class BlastRadius:
         """Drop the per-user marks once counted (a byte per user each): a finished replication
         may wait in a reference cycle for the garbage collector, its marks with it."""
         self._marks.clear()
+        self._drawn.clear()
 
     def users_hurt(self) -> int:
         self.split()

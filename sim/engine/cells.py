@@ -11,6 +11,8 @@ they are cheaper (sim/engine/sampling.py holds the plain algorithms).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -19,7 +21,7 @@ from sim.engine.sampling import multinomial_hits, range_sums, sorted_uniforms
 from sim.world.users import CHUNK as _CHUNK
 from sim.world.users import SortedKeys, index_dtype
 
-__all__ = ["Selector", "UserCells", "is_each"]
+__all__ = ["Drawn", "Selector", "UserCells", "is_each"]
 
 _GUIDE_BINS = 2  # guide-table bins per user: fewer walking steps, a table still small
 # Where one pass over the users gets cheaper than k lookups, measured side by side at 200,000
@@ -29,6 +31,26 @@ _PER_USER_DRAW = 0.9  # draw(): k > 0.9 × users -> Poisson counts per user
 _PER_USER_EXPOSED = 0.4  # exposed(): Λ > 0.4 × users -> one Exp(1) test per user
 
 Selector = tuple  # (cell key, order "bucket"|"dns", lo, hi): users of the cell with key in [lo, hi)
+
+
+@dataclass(eq=False)
+class Drawn:
+    """The users of a draw as positions in an array of users (a user's repeats adjacent), and
+    each one's number of requests: gathered into users when first asked for (most draws are
+    only counted)."""
+
+    members: np.ndarray
+    positions: np.ndarray
+    counts: np.ndarray
+
+    @cached_property
+    def users(self) -> np.ndarray:
+        return self.members[self.positions]
+
+    def distinct(self) -> int:
+        """How many users were drawn: one per run of equal positions."""
+        at = self.positions
+        return 0 if at.size == 0 else 1 + int(np.count_nonzero(at[1:] != at[:-1]))
 
 
 class UserCells:
@@ -161,28 +183,35 @@ class UserCells:
         return self.share((key, "bucket", 0.0, 100.0))
 
     def draw(self, rng: np.random.Generator, k: int, selector: Selector) -> np.ndarray:
-        """Users of ``k`` requests from the selection, each ∝ activity (with repeats, or each
-        hit user once when ``k`` is large: only who was hit matters to the callers)."""
+        """Users of ``k`` requests from the selection, each ∝ activity (with repeats, adjacent,
+        or each hit user once when ``k`` is large: only who was hit matters to the callers)."""
         _, _, i, j = self._range(selector)
-        return self._draw_range(rng, k, selector[:2], i, j)[0]
+        return self._draw_range(rng, k, selector[:2], i, j).users
 
     def draw_counts(self, rng: np.random.Generator, k: int, selector: Selector):
         """``draw`` with each returned user's number of requests (the same random numbers:
         the users are ``draw``'s; their counts sum to ``k``)."""
+        drawn = self.draw_positions(rng, k, selector)
+        return drawn.users, drawn.counts
+
+    def draw_positions(self, rng: np.random.Generator, k: int, selector: Selector) -> Drawn:
+        """``draw_counts`` with the users not yet gathered (most draws are only counted)."""
         _, _, i, j = self._range(selector)
         order = selector[1]
         if is_each(order) and k > 0 and i < j:
-            return draw_each(rng, k, self._group(*selector[:2])[0][i:j])
+            users, counts = draw_each(rng, k, self._group(*selector[:2])[0][i:j])
+            return Drawn(users, np.arange(users.size), counts)
         return self._draw_range(rng, k, selector[:2], i, j)
 
-    def _draw_range(self, rng, k: int, group_key, i: int, j: int):
+    def _draw_range(self, rng, k: int, group_key, i: int, j: int) -> Drawn:
         members = self._group(*group_key)[0]
         if k <= 0 or j <= i:
-            return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.int64)
+            return Drawn(members, np.empty(0, dtype=np.intp), np.empty(0, dtype=np.int64))
         if k > _PER_USER_DRAW * (j - i):  # per user is cheaper than k lookups
             hit, counts = self._hits(rng, k, group_key, i, j)
-            return members[i:j][hit], counts
-        return members[self._picks(rng, k, group_key, i, j)], np.ones(k, dtype=np.int64)
+            return Drawn(members[i:j], hit, counts)
+        picks = self._picks(rng, k, group_key, i, j)
+        return Drawn(members, picks, np.broadcast_to(np.int64(1), (k,)))  # (a read-only view)
 
     def _picks(self, rng, k: int, group_key, i: int, j: int) -> np.ndarray:
         """Positions in the group of k draws ∝ activity from [i, j), in ascending order."""
@@ -202,23 +231,29 @@ class UserCells:
         return multinomial_hits(rng, k, weights, lambda m: self._picks(rng, m, group_key, i, j) - i)
 
     def _locate(self, group_key, u: np.ndarray) -> np.ndarray:
-        """For each u, the position p with cum[p] <= u < cum[p + 1]: ``searchsorted`` made
-        O(1) per value by a guide table (Chen and Asau's index search), whose bin b points at
-        the position of b·total/bins; a few vectorised steps then walk to the exact one."""
+        """For each u (ascending), the position p with cum[p] <= u < cum[p + 1] (the last one
+        for a u rounded up to the total): ``searchsorted`` made O(1) per value by a guide table
+        (Chen and Asau's index search), whose bin b points at the position of b·total/bins; a
+        few vectorised steps then walk the values past their bin's first user to the exact one."""
         _, keys, cum = self._group(*group_key)
         size, n_bins = cum.size - 1, _GUIDE_BINS * (cum.size - 1)
         guide = self._guides.get(group_key)
         if guide is None:  # a bucket order's is the population's, as its cells
             guide = self._guides[group_key] = self.users.guide_table(keys.tag, cum, n_bins)
-        bins = (u * (n_bins / cum[-1])).astype(np.intp)
-        np.minimum(bins, n_bins - 1, out=bins)  # (u >= 0: no bin below 0)
+        # the bins, truncated as ``astype`` truncates, with no float temporary
+        bins = np.multiply(u, n_bins / cum[-1], out=np.empty(u.size, np.intp), casting="unsafe")
+        if bins.size and bins[-1] >= n_bins:  # (ascending: only the last may reach n_bins)
+            np.minimum(bins, n_bins - 1, out=bins)
         picks = guide[bins].astype(np.intp)
+        end = int(np.searchsorted(u, cum[-1]))  # u below the total: no walk passes the last
         above = cum[1:]  # above[p] is cum[p + 1], read without adding 1 to every position
-        todo = np.flatnonzero(above[picks] <= u)
-        while todo.size:
-            moved = picks[todo] + 1
-            picks[todo] = moved
-            todo = todo[(moved < size - 1) & (above[moved] <= u[todo])]
+        walkers = np.flatnonzero(above[picks[:end]] <= u[:end])
+        at, target = picks[walkers] + 1, u[walkers]  # the walkers alone, one step on
+        while walkers.size:
+            picks[walkers] = at
+            on = np.flatnonzero(above[at] <= target)
+            walkers, at, target = walkers[on], at[on] + 1, target[on]
+        picks[end:] = size - 1
         return picks
 
     def exposed(self, rng: np.random.Generator, terms: dict, already: np.ndarray) -> int:
@@ -237,7 +272,7 @@ class UserCells:
             if sum(r[3] for r in ranges) <= _PER_USER_EXPOSED * (hi - lo):
                 for i, j, _, expected in ranges:
                     k = int(rng.poisson(expected))
-                    reached[self._draw_range(rng, k, (key, order), i, j)[0]] = True
+                    reached[self._draw_range(rng, k, (key, order), i, j).users] = True
                 continue
             carry = 0.0  # in steps of _CHUNK users: the same draws, no n-sized temporaries
             for a in range(lo, hi, _CHUNK):
