@@ -108,8 +108,8 @@ class Detectors:
         if complete <= have:
             return
         req, bad = self.tape.svc_req[have:complete], self.tape.svc_bad[have:complete]
-        if not self.alert_may_fire:
-            self.alert_may_fire = bool(((bad >= self.alert_floor * req) & (req > 0)).any())
+        if not self.alert_may_fire:  # (strictly over: an empty slot, 0 of 0, never is)
+            self.alert_may_fire = np.count_nonzero(bad > self.alert_floor * req) > 0
         fired = alert.append((have + 1) * self.slot, req, bad, may_fire=self.alert_may_fire)
         if fired is not None:
             when = max(fired, self.env.now)
@@ -134,9 +134,10 @@ class Detectors:
         """When the fault began: committed, or in the draft (whose past no cut can change)."""
         if self.tape.totals.t_fault is not None:
             return self.tape.totals.t_fault
-        firsts = [b.onset_in[np.isfinite(b.onset_in)] for b in self.tape.blocks]
-        firsts = [float(x[0]) for x in firsts if x.size]
-        return min(firsts) if firsts else None
+        # per piece, when the users' flows first meet the fault (inf: not in it)
+        blocks = self.tape.blocks
+        began = min((float(b.onset_in.min()) for b in blocks if b.onset_in.size), default=math.inf)
+        return began if began < math.inf else None
 
     def _check_fault_start(self) -> None:
         """Schedule the human who notices the fault ``human_delay`` after it began."""

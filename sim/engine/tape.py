@@ -314,30 +314,30 @@ class Tape:
     def _thin(self, block: _Block, k: int, t: float) -> None:
         """Piece k of the block becomes [start, t): each count keeps each of its requests with
         probability (mean up to t) / (mean of the piece), exact for a Poisson process."""
+        block.ends[k] = t
+        piece = slice(k, k + 1)
         part_means = self._means(
-            block.flows, block.starts[k : k + 1], np.array([t]), block.fault, block.serving
+            block.flows, block.starts[piece], block.ends[piece], block.fault, block.serving
         )[:, :, 0]
         full = block.means[:, :, k]
+        counts = block.counts[:, :, k]  # (a view: thinned in place)
         if full.size <= _FEW:  # one by one: the same draws, in the same order, as one call
             binomial = self.rng.binomial  # on the arrays, whose checks cost more than a few draws
-            kept = [
+            counts.flat = [
                 binomial(n, min(max(part / whole, 0.0), 1.0) if whole > 0 else 0.0)
                 for n, part, whole in zip(
-                    block.counts[:, :, k].ravel().tolist(),
-                    part_means.ravel().tolist(),
-                    full.ravel().tolist(),
+                    counts.ravel().tolist(), part_means.ravel().tolist(), full.ravel().tolist()
                 )
             ]
-            counts = np.array(kept, dtype=block.counts.dtype).reshape(full.shape)
         else:
             ratio = np.divide(part_means, full, out=np.zeros_like(full), where=full > 0)
-            counts = self.rng.binomial(block.counts[:, :, k], np.clip(ratio, 0, 1))
-        block.counts[:, :, k] = counts
-        block.means[:, :, k] = part_means
-        block.ends[k] = t
+            counts[...] = self.rng.binomial(counts, np.clip(ratio, 0, 1))
+        full[...] = part_means
         if block.onset_in[k] >= t:
             block.onset_in[k] = np.inf
-        values = block.slot_values(counts[:, :, None], block.phi[k : k + 1])[:, 0]
+        # the piece's share of the per-slot series, as slot_values has it for one piece
+        values = block.flows.by_slot @ counts.ravel().astype(float)
+        values[2] *= block.phi[k]
         self.table[:, block.slots[k]] += values - block.values[:, k]
         block.values[:, k] = values
 
