@@ -40,7 +40,13 @@ for a in range(0, n, 50):
 
 def instructions(tree: Path, release_class: int, n: int) -> int:
     """Instructions callgrind counts for a process that runs ``n`` replications from ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
+    # one BLAS thread: a pool's threads spin for a varying while (±0.7 M instructions a run)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "PYTHONHASHSEED": "0",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
     cmd += ["-c", _CHILD, str(HERE / "reference.yaml"), str(release_class), str(n)]
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=True)

@@ -141,8 +141,11 @@ class BlastRadius:
         idx = flows.canary_idx
         if not idx.size:
             return
-        counts = block.counts[:, idx, sel]  # (failed/slow/good, canary flows, pieces)
-        failed_f, slow_f, good_f = counts.sum(axis=2).tolist()  # per flow (few: in Python)
+        ids = idx.tolist()
+        # contiguous flows (as usual: one) as a slice, so the arrays below are views, not copies
+        rows = slice(ids[0], ids[-1] + 1) if ids[-1] - ids[0] + 1 == len(ids) else idx
+        counts = block.counts[:, rows, sel]  # (failed/slow/good, canary flows, pieces)
+        failed_f, slow_f, good_f = np.add.reduce(counts, axis=2).tolist()  # per flow (few)
         failed, slow = sum(failed_f), sum(slow_f)
         served = failed + slow + sum(good_f)
         totals.failed += failed
@@ -154,8 +157,18 @@ class BlastRadius:
         else:
             totals.excess += failed + slow - float(counts.sum(axis=(0, 1)) @ b_ref)
         n_bad = [a + b for a, b in zip(failed_f, slow_f)]
-        means = block.means[:, idx, sel]  # (failed/slow/good, canary flows, pieces)
+        means = block.means[:, rows, sel]  # (failed/slow/good, canary flows, pieces)
         bad_means = means[0] + means[1]
+        bad_sums = np.add.reduce(bad_means, axis=1).tolist()  # per flow, each row summed alone
+        selectors = [flows.flows[i].users for i in ids]
+        if totals.t_fault is None and not can_change:
+            # as usual: no bad request after an onset, none caused, so only the early pools grow
+            # (by the loop below's terms that are not 0)
+            for users, n, bad_f in zip(selectors, n_bad, bad_sums):
+                if n:
+                    self.pending_bad[(users, False)] += n
+                self.pools[(users, False)][0] += bad_f
+            return
         caused_means = np.maximum(self._change(means, b_ref), 0.0) if can_change else None
         late = [0] * idx.size
         after = None  # the share of each piece after the fault began
@@ -179,13 +192,13 @@ class BlastRadius:
             expected_bad = bad_means @ after
             if caused_means is not None:  # the fault's caused ones come after its onset
                 late_caused = np.minimum(caused_means, bad_means * after).sum(axis=1)
-        for f, i in enumerate(idx):  # whose they were is drawn once per selector at the end
-            users = flows.flows[i].users
+        # whose they were is drawn once per selector at the end
+        for f, users in enumerate(selectors):
             if n_bad[f]:
                 self.pending_bad[(users, False)] += int(n_bad[f] - late[f])
                 self.pending_bad[(users, True)] += int(late[f])
             # what the bad ones of each pool are expected to be, and to be caused (the share)
-            bad_f = float(bad_means[f].sum())
+            bad_f = bad_sums[f]
             caused_f = 0.0 if caused_means is None else float(caused_means[f].sum())
             late_bad = 0.0 if after is None else float(expected_bad[f])
             late_c = 0.0 if late_caused is None else float(late_caused[f])

@@ -180,34 +180,31 @@ class AlertFiring:
     rule: BurnRateRule
 
 
-class _Growing:
-    """A float array with amortised O(1) append of chunks."""
+class _RunningSums:
+    """Running sums of the requests and bad series, a leading 0 each (c[j + 1] = Σ slots 0..j),
+    with amortised O(1) append of chunks."""
 
-    def __init__(self, first: float = 0.0) -> None:
-        self.data = np.empty(1024)
-        self.data[0] = first
+    def __init__(self) -> None:
+        self.data = np.zeros((2, 1024))
         self.size = 1
 
-    def extend(self, chunk: np.ndarray) -> None:
-        need = self.size + chunk.size
-        if need > self.data.size:
-            grown = np.empty(max(need, 2 * self.data.size))
-            grown[: self.size] = self.data[: self.size]
+    def extend(self, requests: np.ndarray, bad: np.ndarray) -> None:
+        """Append both chunks' running sums from the last values on (as one cumsum over
+        everything appended would continue: each row is summed in order, in place)."""
+        start, need = self.size - 1, self.size + requests.size
+        if need > self.data.shape[1]:
+            grown = np.empty((2, max(need, 2 * self.data.shape[1])))
+            grown[:, : self.size] = self.data[:, : self.size]
             self.data = grown
-        self.data[self.size : need] = chunk
+        self.data[0, self.size : need] = requests
+        self.data[1, self.size : need] = bad
+        sums = self.data[:, start:need]
+        np.add.accumulate(sums, axis=1, out=sums)
         self.size = need
-
-    def extend_sums(self, chunk: np.ndarray) -> None:
-        """Append the running sums of ``chunk`` from the last value on (as one cumsum over
-        everything appended would continue), summed in place."""
-        start = self.size - 1
-        self.extend(chunk)
-        sums = self.data[start : self.size]
-        np.add.accumulate(sums, out=sums)
 
     @property
     def view(self) -> np.ndarray:
-        return self.data[: self.size]
+        return self.data[:, : self.size]
 
 
 class BurnRateAlert:
@@ -258,8 +255,7 @@ class BurnRateAlert:
         ]
         self._hist_req = self.pre_release_rate * self.slot_width
         self._hist_bad = self.baseline_error_ratio * self._hist_req
-        self._creq = _Growing()  # cumulative sums with a leading 0: c[j + 1] = Σ slots 0..j
-        self._cbad = _Growing()
+        self._sums = _RunningSums()
         self._first_end: float | None = None
         self.firing: AlertFiring | None = None
 
@@ -268,7 +264,7 @@ class BurnRateAlert:
 
     @property
     def n_slots(self) -> int:
-        return self._creq.size - 1
+        return self._sums.size - 1
 
     # --- data ------------------------------------------------------------------------------
 
@@ -300,8 +296,7 @@ class BurnRateAlert:
         if self._first_end is None:
             self._first_end = first_end
         # sequential cumulative sums continue exactly as one cumsum over all slots would
-        self._creq.extend_sums(requests)
-        self._cbad.extend_sums(bad)
+        self._sums.extend(requests, bad)
         if self.firing is not None or not may_fire:
             return None
         self.firing = self._first_firing(n0, self.n_slots)
@@ -324,7 +319,7 @@ class BurnRateAlert:
         """Forget every slot from index ``n_slots`` on (drafted slots the world discarded), and
         a firing that was decided on them."""
         n_slots = max(0, min(n_slots, self.n_slots))
-        self._creq.size = self._cbad.size = n_slots + 1
+        self._sums.size = n_slots + 1
         if self.firing is not None:
             seen = int(self._visible_slot(np.array([self.firing.time]))[0])
             if seen >= n_slots:
@@ -359,7 +354,7 @@ class BurnRateAlert:
         """(requests, bad) over the m slots ending at slot j (j ≥ −1), history filling in."""
         lo = np.maximum(js - m, -1)
         missing = np.maximum(m - (js + 1), 0)
-        cr, cb = self._creq.view, self._cbad.view
+        cr, cb = self._sums.view
         req = cr[js + 1] - cr[lo + 1] + missing * self._hist_req
         bad = cb[js + 1] - cb[lo + 1] + missing * self._hist_bad
         return req, bad
