@@ -23,6 +23,7 @@ from policies.controller import GROUP_VERSION
 from sim.engine.tape import NO_FAULT, FaultState
 
 if TYPE_CHECKING:
+    from sim.engine.flows import RoutingState
     from sim.engine.routing import Router
 
 __all__ = ["Pod", "Pods"]
@@ -34,6 +35,11 @@ class Pod:
     ready: float  # when its readiness probe passes (inf: never)
     serve: float  # when it joins the endpoints and gets requests (ready + the pods delay)
     onset: float  # when its fault begins (inf: never)
+
+
+_STEADY = Pod(-math.inf, -math.inf, -math.inf, math.inf)
+"""A pod of the steady state (serving since before the release, no fault). They are all alike
+and never changed, so one object stands for each: only the pods a scale makes are told apart."""
 
 
 class Pods:
@@ -59,9 +65,8 @@ class Pods:
         self.capacity_bound = platform.capacity_per_pod is not None
         self.endpoint_delay = platform.router_delay_for("pods")
         self.n, self.min_ready = replicas, min_ready
-        stable = [Pod(-math.inf, -math.inf, -math.inf, math.inf) for _ in range(replicas)]
         self.groups: dict[str, list[Pod]] = {g: [] for g in GROUP_VERSION}
-        self.groups["stable"] = stable
+        self.groups["stable"] = [_STEADY] * replicas
         self.extra_pod_seconds = 0.0
         self.version = 0  # bumped by every scale: what serving/available remember is then stale
         self._serving_key: tuple | None = None
@@ -72,6 +77,8 @@ class Pods:
         self.changing: Callable[[], None] = _unconnected
         self.available_changed: Callable[[], None] = _unconnected
         self.router: Router | None = None  # set by connect()
+        self._selected_by: RoutingState | None = None  # the routing state _selected_groups is of
+        self._selected_groups: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"Pods({ {g: len(p) for g, p in self.groups.items()} })"
@@ -124,13 +131,17 @@ class Pods:
         """No pod of the new version is left (running or starting), an experiment's included."""
         return not any(pods for g, pods in self.groups.items() if GROUP_VERSION[g] == "canary")
 
-    def _selected(self) -> set[str]:
-        """The groups some Service selects now (the canary, the stable, a DNS switch's old)."""
+    def _selected(self) -> frozenset[str]:
+        """The groups some Service selects now (the canary, the stable, a DNS switch's old);
+        kept until the routing state, which is immutable and replaced at every change, is."""
         if self.router is None:
-            return set(self.groups)
+            return frozenset(self.groups)
         routing = self.router.state
-        old = routing.dns_from or frozenset()
-        return set(routing.stable) | set(routing.canary) | set(old)
+        if routing is not self._selected_by:
+            old = routing.dns_from or frozenset()
+            self._selected_groups = frozenset((*routing.stable, *routing.canary, *old))
+            self._selected_by = routing
+        return self._selected_groups
 
     # ------------------------------------------------------------------ scaling
 
@@ -142,19 +153,26 @@ class Pods:
         if replicas > len(pods):
             candidate = GROUP_VERSION[group] == "canary"
             fault = self.fault
-            never = candidate and fault is not None and fault.crash_loop
-            for _ in range(replicas - len(pods)):
-                startup = math.inf if never else float(self.startup.sample(self.rng))
+            faulty = candidate and fault is not None
+            count = replicas - len(pods)
+            # one draw of ``count`` values: numpy gives them in the order, and with the state
+            # after, of ``count`` scalar draws (uniform, exponential, lognormal, gamma, integers)
+            if faulty and fault.crash_loop:
+                startups = [math.inf] * count
+            else:
+                startups = self.startup.sample(self.rng, count).tolist()
+            call, endpoint_delay, min_ready = self.call, self.endpoint_delay, self.min_ready
+            for startup in startups:
                 ready = now + startup
-                serve = ready + self.endpoint_delay
+                serve = ready + endpoint_delay
                 onset = math.inf
-                if candidate and fault is not None and math.isfinite(ready):
+                if faulty and math.isfinite(ready):
                     onset = float(fault.onset_at(self.global_onset, now, serve))
                 pod = Pod(now, ready, serve, onset)
                 pods.append(pod)
                 if math.isfinite(ready):
-                    self.call(serve, self._joined, group, pod)
-                    self.call(ready + self.min_ready, self.available_changed)
+                    call(serve, self._joined, group, pod)
+                    call(ready + min_ready, self.available_changed)
         elif replicas < len(pods):
             # Kubernetes removes not-ready pods first, then the newest ready ones
             pods.sort(key=lambda p: (p.ready <= now, -p.ready))

@@ -227,7 +227,7 @@ class Replication:
         key, at, token = action.key, self.env.now + action.delay, object()
         self.timers[key] = (at, token)
         calls = self.calls.setdefault(key, [])
-        if not any(t < at for t in calls):  # (no earlier call will carry it)
+        if not calls or min(calls) >= at:  # (no earlier call will carry it)
             self._call_timer(key, at, token)
 
     def _call_timer(self, key: str, at: float, token: object) -> None:
@@ -242,7 +242,7 @@ class Replication:
             return  # cancelled
         deadline, current = armed
         if token is not current:  # restarted since: carry it to its deadline, unless a later
-            if not any(t <= deadline for t in calls):  # call still comes by then
+            if not calls or min(calls) > deadline:  # call still comes by then
                 self._call_timer(key, deadline, current)
             return
         del self.timers[key]
