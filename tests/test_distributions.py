@@ -92,6 +92,19 @@ def test_scalar_sample_is_a_float_and_uses_only_the_generator():
         assert isinstance(a, float) and a == b
 
 
+@pytest.mark.parametrize(("yaml_form", "_text", "_ref"), CASES)
+def test_an_array_draw_is_that_many_scalar_draws(yaml_form, _text, _ref):
+    """A scale draws its pods' start-up times in one call (sim/engine/pods.py); the engine's
+    numbers stay those of one draw per pod only while numpy gives the same values and leaves
+    the generator in the same state."""
+    dist = parse_distribution(yaml_form)
+    one, each = np.random.default_rng(11), np.random.default_rng(11)
+    for count in (1, 3, 20):
+        drawn = dist.sample(one, count).tolist()
+        assert drawn == [float(dist.sample(each)) for _ in range(count)]
+    assert one.bit_generator.state == each.bit_generator.state
+
+
 def test_fixed_is_a_step():
     d = Fixed(value=30.0)
     assert d.cdf(29.999) == 0.0 and d.cdf(30.0) == 1.0
