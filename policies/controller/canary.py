@@ -38,6 +38,27 @@ PAUSE_TIMER = "pause"
 SCALE_DOWN_OLD_TIMER = "scaleDownOld"
 ABORT_SCALE_DOWN_TIMER = "abortScaleDown"
 BACKGROUND_RUN = "background"
+_WALKED: list = [(None, ())]  # (the policy last walked, its walk): a run's replications share it
+
+
+def _walk_back(policy: Canary) -> tuple[tuple, ...]:
+    """Per step, the setWeight and setCanaryScale in effect there, the step's deciding action
+    and whether it waits indefinitely; once per policy object (immutable, one per run)."""
+    last, walk = _WALKED[0]  # one read: a pair of one policy, whatever another thread does
+    if last is policy:
+        return walk
+    steps, weights, scales, weight, scale = policy.steps, [], [], 0, None
+    for step in steps:
+        weight = step.set_weight if step.set_weight is not None else weight
+        if (set_scale := step.set_canary_scale) is not None:
+            scale = None if set_scale.match_traffic_weight else set_scale
+        weights.append(weight)
+        scales.append(scale)
+    waits = [(s.pause, s.analysis, s.experiment) for s in steps]  # Argo's isIndefiniteStep
+    indefinite = tuple(any(action is not None for action in w) for w in waits)
+    walk = (steps, tuple(weights), tuple(scales), indefinite, tuple(s.operation for s in steps))
+    _WALKED[0] = (policy, walk)
+    return walk
 
 
 class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
@@ -62,7 +83,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self.canary_weight = 0.0  # the router's weight without the experiment's templates'
         self._init_experiments()
         self._init_plugins()
-        self._walk_back()
+        walk = _walk_back(policy)  # per step: reconciles ask often, model fields read slowly
+        self._steps, self._set_weights, self._scales, self._indefinite, self._deciding = walk
 
     # ------------------------------------------------------------------ events
 
@@ -118,33 +140,13 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
 
     def _current_set_weight(self) -> int:
         """Argo ``GetCurrentSetWeight``: the last setWeight at or before the current step."""
-        if self.step_index >= len(self._steps):
-            return self.max_weight
-        return self._set_weights[self.step_index]
+        i = self.step_index
+        return self._set_weights[i] if i < len(self._steps) else self.max_weight
 
     def _canary_scale(self):
         """The setCanaryScale in effect (Argo ``UseSetCanaryScale`` walks back from the step)."""
-        if self.step_index >= len(self._steps):
-            return None
-        return self._scales[self.step_index]
-
-    def _walk_back(self) -> None:
-        """Per step, the setWeight and setCanaryScale in effect there, the step's deciding action
-        and whether it waits indefinitely (reconciles ask often; model fields read slowly)."""
-        weight, scale = 0, None
-        self._steps = self.policy.steps
-        self._set_weights, self._scales, self._indefinite = [], [], []
-        self._deciding = [step.operation for step in self._steps]
-        for step in self._steps:
-            if step.set_weight is not None:
-                weight = step.set_weight
-            if step.set_canary_scale is not None:
-                match = step.set_canary_scale.match_traffic_weight
-                scale = None if match else step.set_canary_scale
-            self._set_weights.append(weight)
-            self._scales.append(scale)
-            waits = (step.pause, step.analysis, step.experiment)  # Argo's isIndefiniteStep
-            self._indefinite.append(any(action is not None for action in waits))
+        i = self.step_index
+        return self._scales[i] if i < len(self._steps) else None
 
     def _advance(self) -> None:
         """The next step; a run of the step left behind is stopped (Argo cancels it)."""

@@ -14,7 +14,6 @@ so a world that changes several times at one instant is drawn once, as it ends u
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sim.engine.cells import UserCells
@@ -121,7 +120,7 @@ class Drafter:
                 tape.draft(t, t1, flows, fault_state, by_service)
                 t = t1
         if routing.dns_from is not None and tape.drafted_until >= dns_end:
-            routing = replace(routing, dns_from=None)  # past the TTL every client has moved
+            routing = routing._replace(dns_from=None)  # past the TTL every client has moved
         if routing.cookie is not None:  # session affinity: the cookie holders, slot by slot
             cookies = self.router.cookies
             t = tape.drafted_until
@@ -131,7 +130,7 @@ class Drafter:
                     if t >= self.env.peek():  # the next event (a cut would discard the rest)
                         break
                     t1 = min(target, (math.floor(t / slot) + 1) * slot)
-                piece = replace(routing, cookie=cookies.piece(t, t1))
+                piece = routing._replace(cookie=cookies.piece(t, t1))
                 flows = flow_set(piece, serving, cells, segment, sticky)
                 tape.draft(t, t1, flows, fault_state, by_service)
                 t = t1

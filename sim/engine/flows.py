@@ -18,6 +18,7 @@ and whether the candidate is still reached read the users' flows only. Under a c
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,9 +29,9 @@ from sim.engine.cells import Selector, UserCells
 __all__ = ["Flow", "FlowSet", "RoutingState", "compute_flows", "flow_set"]
 
 
-@dataclass(frozen=True)
-class RoutingState:
-    """What the router does right now (after propagation delays)."""
+class RoutingState(NamedTuple):
+    """What the router does right now (after propagation delays). Immutable: a change makes a
+    new one (``_replace``); a tuple, so ``flow_set``'s cache hashes and compares it cheaply."""
 
     weight: float = 0.0  # percent of unmatched requests to the canary Service
     stable: frozenset = frozenset({"stable"})

@@ -11,7 +11,6 @@ routes too and land after its delay; a load tester calls the canary Service at o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from policies.controller import SetLoad, SetMatchRoute, SetMirror, SetSelectors, SetSessionAffinity
 from sim.engine.affinity import Cookies
@@ -81,34 +80,34 @@ class Router:
         state = self.state
         now = self.env.now
         if what == "weight":
-            state = replace(state, weight=float(value))
+            state = state._replace(weight=float(value))
             self.cookies.checkpoint(now, state.weight)
             if self.cookies.on and self.cookies.max_age < float("inf"):  # the last cookies end
                 self.call(now + self.cookies.max_age, self._cookies_expired)
         elif what == "selectors":
             if value.transition_s > 0:
-                state = replace(
-                    state, dns_from=state.stable, dns_start=now, dns_ttl=value.transition_s
+                state = state._replace(
+                    dns_from=state.stable, dns_start=now, dns_ttl=value.transition_s
                 )
                 self.call(now + value.transition_s, self._dns_settled, now)
-            state = replace(state, stable=value.stable, canary=value.canary)
+            state = state._replace(stable=value.stable, canary=value.canary)
         elif what == "mirror":
-            state = replace(state, mirrors=self._mirrors(value))
+            state = state._replace(mirrors=self._mirrors(value))
         elif what == "load":
-            state = replace(state, load=max(0.0, float(value.rate)))
+            state = state._replace(load=max(0.0, float(value.rate)))
         elif what == "affinity":
             self.cookies.land(now, value.max_age_s, state.weight)
             if self.cookies.on:  # landing a route sets its order
-                state = replace(state, cookie=self.cookies.piece(now, now))
+                state = state._replace(cookie=self.cookies.piece(now, now))
             else:
-                state = replace(state, cookie=None)
+                state = state._replace(cookie=None)
         else:
             if value.match:
                 self.match_routes[value.name] = value.match
             else:
                 self.match_routes.pop(value.name, None)
             matches = [m for ms in self.match_routes.values() for m in ms]
-            state = replace(state, matched=frozenset(self.users.segments_matched_by(matches)))
+            state = state._replace(matched=frozenset(self.users.segments_matched_by(matches)))
         self.state = state
         self.landed()
 
@@ -128,7 +127,7 @@ class Router:
         """The routing state as a request meets it now (with a cookie route: who holds one)."""
         if self.state.cookie is None:
             return self.state
-        return replace(self.state, cookie=self.cookies.piece(self.env.now, self.env.now))
+        return self.state._replace(cookie=self.cookies.piece(self.env.now, self.env.now))
 
     def _cookies_expired(self) -> None:
         """A weight set max-age ago: the cookies given before it have expired by now."""
@@ -141,7 +140,7 @@ class Router:
         state = self.state
         if state.dns_from is not None and state.dns_start == started:
             self.sync()
-            self.state = replace(self.state, dns_from=None)
+            self.state = self.state._replace(dns_from=None)
 
 
 def _describe(action) -> str:
