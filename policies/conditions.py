@@ -150,17 +150,11 @@ def _as_float(value: Any) -> float:
     raise EmptyResult(f"asFloat({value!r}) is not supported")
 
 
-def _float_arg(name: str) -> Callable[[Any], float]:
-    def read(value: Any) -> float:
-        value = _scalar(value)
-        if not _num(value):
-            raise EmptyResult(f"{name}({value!r}): not a number")
-        return float(value)
-
-    return read
-
-
-_NAN_ARG, _INF_ARG = _float_arg("isNaN"), _float_arg("isInf")
+def _float_of(name: str, value: Any) -> float:  # the argument of isNaN or isInf
+    value = _scalar(value)
+    if not _num(value):
+        raise EmptyResult(f"{name}({value!r}): not a number")
+    return float(value)
 
 
 def _length(value: Any) -> int:
@@ -169,8 +163,7 @@ def _length(value: Any) -> int:
     raise EmptyResult(f"len({value!r}) is not supported")
 
 
-_Env = dict[str, Any]
-_Fn = Callable[[_Env], Any]
+_Fn = Callable[[dict[str, Any]], Any]  # an evaluator of the environment (result, #)
 # a parsed expression: its kind (bool, num, str, vec, list, any), evaluator, reads result
 _Node = tuple[str, _Fn, bool]
 
@@ -180,7 +173,7 @@ class Condition:
     measurement's value, ``None`` for an empty vector; it raises ``EmptyResult`` on an
     evaluation error (Argo: an Error measurement). It pickles as its text (closures do not)."""
 
-    __slots__ = ("_depth", "_fn", "_pos", "_scope", "_tokens", "text")
+    __slots__ = ("_depth", "_fn", "_plain", "_pos", "_scope", "_tokens", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -197,11 +190,16 @@ class Condition:
         if not reads:
             raise ConditionError(f"condition {text!r} does not read result")
         self._fn = fn
+        tokens = self._tokens  # the usual form, result[0] >= 0.99: on a float, one comparison
+        plain = [kind for kind, _ in tokens] == ["result", "op", "num"] and tokens[1][1] in _ORDER
+        self._plain = (_ORDER[tokens[1][1]], _number(tokens[2][1])) if plain else None
 
     def __reduce__(self) -> tuple:
         return (Condition, (self.text,))
 
     def __call__(self, result: Result) -> bool:
+        if self._plain is not None and type(result) is float:
+            return self._plain[0](result, self._plain[1])
         value: Any = result  # a provider's string or boolean is the result itself
         if not isinstance(result, (str, bool)):
             value = _Vec(() if result is None else (result,))
@@ -360,7 +358,7 @@ class Condition:
     def _primary(self) -> _Node:
         kind, value = self._take()
         if kind == "num":
-            number = float(value) if re.search(r"[.eE]", value) else int(value)
+            number = _number(value)
             return "num", lambda e: number, False
         if kind == "str":
             text = _unquote(value)
@@ -374,9 +372,9 @@ class Condition:
                 return "vec", lambda e: e["result"], True
             return "num", lambda e: _index(e["result"], 0), True
         if kind == "nan":
-            return "bool", lambda e: math.isnan(_NAN_ARG(e["result"])), True
+            return "bool", lambda e: math.isnan(_float_of("isNaN", e["result"])), True
         if kind == "inf":
-            return "bool", lambda e: math.isinf(_INF_ARG(e["result"])), True
+            return "bool", lambda e: math.isinf(_float_of("isInf", e["result"])), True
         if kind == "len":
             return "num", lambda e: _length(e["result"]), True
         if kind == "hash":
@@ -462,6 +460,10 @@ def _indexer(f: _Fn, i: _Fn) -> _Fn:
     return lambda e: _index(f(e), i(e))
 
 
+def _number(token: str) -> int | float:
+    return float(token) if re.search(r"[.eE]", token) else int(token)
+
+
 def _truth(value: Any) -> bool:
     if not isinstance(value, bool):
         raise EmptyResult(f"{value!r} is not true or false")
@@ -469,8 +471,6 @@ def _truth(value: Any) -> bool:
 
 
 def _index(value: Any, index: Any) -> Any:
-    if type(value) is _Vec and type(index) is int and 0 <= index < len(value):
-        return value[index]  # the common case (result[0]), as the checks below would do
     if not isinstance(value, (tuple, list, str)) or not isinstance(index, int):
         raise EmptyResult(f"cannot index {value!r} with {index!r}")
     position = index + len(value) if index < 0 else index
@@ -490,8 +490,8 @@ _NUMERIC = ("num", "vec")
 _ANY = ("vec", "list", "str", "num", "bool")
 _FUNCTIONS: dict[str, tuple[tuple[tuple[str, ...], ...], str, Callable[..., Any]]] = {
     "len": ((("vec", "list", "str"),), "num", lambda e, x: _length(x)),
-    "isNaN": ((_NUMERIC,), "bool", lambda e, x: math.isnan(_NAN_ARG(x))),
-    "isInf": ((_NUMERIC,), "bool", lambda e, x: math.isinf(_INF_ARG(x))),
+    "isNaN": ((_NUMERIC,), "bool", lambda e, x: math.isnan(_float_of("isNaN", x))),
+    "isInf": ((_NUMERIC,), "bool", lambda e, x: math.isinf(_float_of("isInf", x))),
     "asInt": (((*_NUMERIC, "str"),), "num", lambda e, x: _as_int(x)),
     "asFloat": (((*_NUMERIC, "str"),), "num", lambda e, x: _as_float(x)),
     # Argo's isNil and default look at result itself, whatever their first argument

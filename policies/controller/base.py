@@ -79,6 +79,8 @@ class ControllerBase:
         self.runs: dict[str, AnalysisRun] = {}
         self._requests: dict[str, Measure] = {}  # by measure timer: what it asks, while running
         self.timers: set[str] = set()
+        self._timer_actions: dict[tuple[str, float], StartTimer] = {}  # see _start_timer
+        self._cancel_actions: dict[str, CancelTimer] = {}
         self.promoted = False  # all traffic on the new version and it is the stable one
         self.finished = False  # nothing more will happen without an outside event
         self._out: list[Action] = []
@@ -92,9 +94,7 @@ class ControllerBase:
     def handle(self, event: Any) -> list[Action]:
         """Feed one event; returns the actions to carry out, in order."""
         self._out = []
-        if isinstance(event, Started):
-            self._started()
-        elif isinstance(event, TimerFired):
+        if isinstance(event, TimerFired):  # (the most frequent events first)
             self.timers.discard(event.key)
             if event.key.startswith("measure/"):
                 # only asks for a measurement: no state a reconcile reads has changed, and a
@@ -102,13 +102,15 @@ class ControllerBase:
                 self._measure_due(event.key)
                 return self._out
             self._timer(event.key)
-        elif isinstance(event, PodsChanged):
-            self.available.update(event.available)
         elif isinstance(event, MeasurementTaken):
             before = self._run_phase(event.run)
             self._measured(event)
             if self.quiet_measurements and self._run_phase(event.run) == before:
                 return self._out  # nothing a reconcile reads has changed (see above)
+        elif isinstance(event, PodsChanged):
+            self.available.update(event.available)
+        elif isinstance(event, Started):
+            self._started()
         elif isinstance(event, Approved):
             self._approved()
         elif isinstance(event, RollbackRequested):
@@ -234,13 +236,22 @@ class ControllerBase:
             self._set_mirror(name, 0.0, ())
 
     def _start_timer(self, key: str, delay: float) -> None:
+        """Arm timer ``key``. A controller arms the same few timers again and again (a
+        measurement's every interval, the deadline at every progress), and a frozen action is
+        slow to build: each (key, delay) is built once, equal actions being interchangeable."""
         self.timers.add(key)
-        self._emit(StartTimer(key, max(0.0, delay)))
+        action = self._timer_actions.get((key, delay))
+        if action is None:
+            action = self._timer_actions[key, delay] = StartTimer(key, max(0.0, delay))
+        self._emit(action)
 
     def _cancel_timer(self, key: str) -> None:
         if key in self.timers:
             self.timers.discard(key)
-            self._emit(CancelTimer(key))
+            action = self._cancel_actions.get(key)
+            if action is None:
+                action = self._cancel_actions[key] = CancelTimer(key)
+            self._emit(action)
 
     def _set_status(self, status: Status, reason: str, cause: Cause) -> None:
         """Report a new phase (or a new reason for it) with its typed ``cause``; the same status
