@@ -72,3 +72,11 @@ def test_a_timer_fired_can_be_started_again(bench):
     plan = [(t, StartTimer("k", d)) for t, d in ((0.0, 10.0), (5.0, 10.0), (20.0, 5.0))]
     fired, _ = _fired(bench, plan)
     assert fired == [(15.0, "k"), (25.0, "k")]
+
+
+def test_a_carried_timer_runs_after_events_scheduled_before_it_was_carried(bench):
+    """Simultaneous events run in the order they were scheduled (clock.py); a restarted timer
+    is scheduled when its earlier call carries it (at 100 here), after "j" (at 20)."""
+    plan = [(0.0, StartTimer("k", 100.0)), (10.0, StartTimer("k", 100.0))]
+    fired, _ = _fired(bench, [*plan, (20.0, StartTimer("j", 90.0))])
+    assert fired == [(110.0, "j"), (110.0, "k")]

@@ -5,7 +5,8 @@ alert, a human — is a simpy ``Timeout`` whose value is the function to run and
 and whose one callback is the engine's ``step``: it runs the function, then restores the
 engine's invariants (sim/engine/replication.py). The same bound callback serves every event: no
 closure is made per event (~100 per replication). Only simpy's public API is used.
-Simultaneous events keep simpy's order: time, then the order in which they were scheduled.
+Simultaneous events keep simpy's order: time, then the order in which they were scheduled (a
+restarted controller timer is scheduled when its earlier call carries it: replication.py).
 """
 
 from __future__ import annotations

@@ -223,7 +223,9 @@ class Replication:
     def _start_timer(self, action: StartTimer, _initial: bool = False) -> None:
         """Arm timer ``key`` for now + delay. A timer restarted before an earlier call of it
         comes keeps that call, which then calls again at the new deadline: a progress deadline
-        restarts at every pod change, one event per burst instead of one per pod."""
+        restarts at every pod change, one event per burst instead of one per pod. (So among
+        events at the very same time, a carried timer runs after those scheduled before it was
+        carried.)"""
         key, at, token = action.key, self.env.now + action.delay, object()
         self.timers[key] = (at, token)
         calls = self.calls.setdefault(key, [])
