@@ -161,14 +161,6 @@ class BlastRadius:
         bad_means = means[0] + means[1]
         bad_sums = np.add.reduce(bad_means, axis=1).tolist()  # per flow, each row summed alone
         selectors = [flows.flows[i].users for i in ids]
-        if totals.t_fault is None and not can_change:
-            # as usual: no bad request after an onset, none caused, so only the early pools grow
-            # (by the loop below's terms that are not 0)
-            for users, n, bad_f in zip(selectors, n_bad, bad_sums):
-                if n:
-                    self.pending_bad[(users, False)] += n
-                self.pools[(users, False)][0] += bad_f
-            return
         caused_means = np.maximum(self._change(means, b_ref), 0.0) if can_change else None
         late = [0] * idx.size
         after = None  # the share of each piece after the fault began
@@ -192,29 +184,29 @@ class BlastRadius:
             expected_bad = bad_means @ after
             if caused_means is not None:  # the fault's caused ones come after its onset
                 late_caused = np.minimum(caused_means, bad_means * after).sum(axis=1)
-        # whose they were is drawn once per selector at the end
+        # whose they were is drawn once per selector at the end; what the bad ones of each pool
+        # are expected to be, and to be caused (the share): before the onset, the early pool only
         for f, users in enumerate(selectors):
             if n_bad[f]:
                 self.pending_bad[(users, False)] += int(n_bad[f] - late[f])
-                self.pending_bad[(users, True)] += int(late[f])
-            # what the bad ones of each pool are expected to be, and to be caused (the share)
-            bad_f = bad_sums[f]
             caused_f = 0.0 if caused_means is None else float(caused_means[f].sum())
-            late_bad = 0.0 if after is None else float(expected_bad[f])
+            early = self.pools[(users, False)]
+            if after is None:
+                early[0] += bad_sums[f]
+                early[1] += caused_f
+                continue
+            if n_bad[f]:
+                self.pending_bad[(users, True)] += int(late[f])
+            late_bad = float(expected_bad[f])
             late_c = 0.0 if late_caused is None else float(late_caused[f])
-            early, later = self.pools[(users, False)], self.pools[(users, True)]
-            early[0] += bad_f - late_bad
+            later = self.pools[(users, True)]
+            early[0] += bad_sums[f] - late_bad
             early[1] += caused_f - late_c
             later[0] += late_bad
             later[1] += late_c
-            if (
-                after is not None
-                and expected[f] > 0
-                and is_each(users[1])
-                and isinstance(after, float)
-            ):
+            if expected[f] > 0 and is_each(users[1]) and isinstance(after, float):
                 self.joined.add(self._joined_by(users, float(expected[f])))
-            elif after is not None and expected[f] > 0:
+            elif expected[f] > 0:
                 term = self.exposure.setdefault(users, [0.0, 0.0])
                 term[0] += float(expected[f])
                 term[1] += float(expected_bad[f])
