@@ -64,10 +64,10 @@ class Drafter:
 
     def sync(self) -> None:
         """Bring the tape to now: draft under the unchanged world if needed, then commit."""
-        now = self.env.now
-        if self.tape.drafted_until < now:
+        now, tape = self.env.now, self.tape
+        if tape.drafted_until < now:
             self.draft(now)
-        self.tape.commit(now)
+        tape.commit(now)
 
     def change(self) -> None:
         """The world is about to change now: commit up to now and drop the draft after it."""
@@ -86,15 +86,16 @@ class Drafter:
     def after_event(self) -> None:
         """After each event: keep the draft at least up to the next scheduled event (so an
         alert before it is found in time), drawing once no other event is due now."""
-        env = self.env
+        env, horizon = self.env, self.horizon
         peek, now = env.peek(), env.now
-        behind = self.tape.drafted_until < min(peek, self.horizon)
+        behind = self.tape.drafted_until < (peek if peek < horizon else horizon)  # min(...)
         if peek <= now:  # more events this moment: draw once they have run
-            self.pending = self.pending or behind
-        elif self.pending or behind:
+            if behind:
+                self.pending = True
+        else:  # the last event of this moment: draw if behind, due or not
             self.pending = False
             if behind:
-                self.draft(min(self.horizon, max(now + CHUNK_S, peek if peek < math.inf else now)))
+                self.draft(min(horizon, max(now + CHUNK_S, peek if peek < math.inf else now)))
 
     # ------------------------------------------------------------------ drawing
 

@@ -15,6 +15,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,17 +69,15 @@ class Pods:
         self.groups: dict[str, list[Pod]] = {g: [] for g in GROUP_VERSION}
         self.groups["stable"] = [_STEADY] * replicas
         self.extra_pod_seconds = 0.0
-        self.version = 0  # bumped by every scale: what serving/available remember is then stale
-        self._serving_key: tuple | None = None
-        self._serving: dict[str, int] = {}
-        self._available_key: int | None = None
-        self._available_at: dict[str, list[float]] = {}
+        self._serving = _Counts(attrgetter("serve"), self.groups)  # told of every scale
+        self._available = _Counts(lambda pod: pod.ready + min_ready, self.groups)
         self.counted_until = 0.0
         self.changing: Callable[[], None] = _unconnected
         self.available_changed: Callable[[], None] = _unconnected
         self.router: Router | None = None  # set by connect()
         self._selected_by: RoutingState | None = None  # the routing state _selected_groups is of
         self._selected_groups: frozenset[str] = frozenset()
+        self._mix_matters: dict[str, bool] = {}  # group -> _mix_matters_now, for _selected_by
 
     def __repr__(self) -> str:
         return f"Pods({ {g: len(p) for g, p in self.groups.items()} })"
@@ -90,26 +89,11 @@ class Pods:
 
     def serving(self) -> dict[str, int]:
         """Serving pods per group (a copy: callers may keep it)."""
-        now = self.env.now
-        key = (now, self.version)
-        if self._serving_key != key:  # pods change only by scaling and the clock
-            self._serving = {
-                g: len([p for p in pods if p.serve <= now]) for g, pods in self.groups.items()
-            }
-            self._serving_key = key
-        return dict(self._serving)
+        return self._serving.at(self.env.now, self.groups)
 
     def available(self) -> dict[str, int]:
-        """Available pods per group: those ready ``minReadySeconds`` ago (asked at every pod's
-        availability, so the times are sorted once per scale and searched)."""
-        if self._available_key != self.version:
-            min_ready = self.min_ready
-            self._available_at = {
-                g: sorted(p.ready + min_ready for p in pods) for g, pods in self.groups.items()
-            }
-            self._available_key = self.version
-        now = self.env.now
-        return {g: bisect_right(at, now) for g, at in self._available_at.items()}
+        """Available pods per group: those ready ``minReadySeconds`` ago."""
+        return self._available.at(self.env.now, self.groups)
 
     def fault_state(self) -> FaultState:
         """The candidate's serving pods that a Service selects (an idle experiment's get no
@@ -141,12 +125,14 @@ class Pods:
             old = routing.dns_from or frozenset()
             self._selected_groups = frozenset((*routing.stable, *routing.canary, *old))
             self._selected_by = routing
+            self._mix_matters.clear()
         return self._selected_groups
 
     # ------------------------------------------------------------------ scaling
 
     def scale(self, group: str, replicas: int) -> None:
-        self.version += 1
+        self._serving.stale.add(group)
+        self._available.stale.add(group)
         pods = self.groups[group]
         now = self.env.now
         self.count()
@@ -185,7 +171,7 @@ class Pods:
     def count(self) -> None:
         """Accumulate pod-seconds above the steady state up to now."""
         now = self.env.now
-        total = sum(len(p) for p in self.groups.values())
+        total = sum(map(len, self.groups.values()))
         self.extra_pod_seconds += max(0, total - self.n) * (now - self.counted_until)
         self.counted_until = now
 
@@ -201,14 +187,27 @@ class Pods:
         starts or stops serving, or when the candidate's pods differ in their fault state."""
         if group not in self._selected():
             return False  # no Service selects it (an idle experiment's pods): no request meets it
-        now, pods = self.env.now, self.groups[group]
-        serves = any(p.serve <= now for p in pods)
-        # pods joining at one instant are all serving by the first one's call: before it, the
-        # group served if a pod served strictly earlier (two joining an empty group cut too);
-        # before one left, the group served
-        served = any(p.serve < now for p in pods) if joined else True
-        if served != serves or self.capacity_bound:
+        if self.capacity_bound:
             return True
+        now, pods = self.env.now, self.groups[group]
+        # whether the group starts or stops serving. Pods joining at one instant are all
+        # serving by the first one's call: before it, the group served if a pod served strictly
+        # earlier (two joining an empty group cut too); before one left, the group served. (A
+        # group that served serves: only "did not serve, serves" and "served, does not" differ.)
+        if joined:
+            if not any(p.serve < now for p in pods) and any(p.serve <= now for p in pods):
+                return True
+        elif not any(p.serve <= now for p in pods):
+            return True
+        matters = self._mix_matters.get(group)  # (cleared by _selected when the routing changes)
+        if matters is None:
+            matters = self._mix_matters[group] = self._mix_matters_now(group)
+        return matters
+
+    def _mix_matters_now(self, group: str) -> bool:
+        """The rest of ``_matters``, which depends on the routing state and the group only:
+        whether a Service that selects ``group`` mixes versions, or the group's pods differ
+        in their fault state."""
         assert self.router is not None  # connected before the clock runs
         routing = self.router.state
         selectors = [routing.stable, routing.canary]
@@ -220,6 +219,54 @@ class Pods:
         fault = self.fault
         uniform = fault is None or (fault.onset is None and fault.growth is None)
         return GROUP_VERSION[group] == "canary" and bool(selecting) and not uniform
+
+
+class _Counts:
+    """How many pods of each group have reached a time of theirs (``time_of``: serve, or
+    available) by now. A group's pods change only by scaling it (``stale``): its times are
+    sorted again then. The counts are kept until the clock reaches the next such time (the
+    clock only moves forward, so before it no count can change), and only the groups with a
+    finite time still ahead (a scaling one: usually one) are searched again."""
+
+    __slots__ = ("counts", "pending", "stale", "time_of", "times", "until")
+
+    def __init__(self, time_of: Callable[[Pod], float], groups: dict[str, list[Pod]]) -> None:
+        self.time_of = time_of
+        self.times: dict[str, list[float]] = {}  # group -> its pods' times, sorted
+        self.stale = set(groups)  # the groups scaled since their times were sorted
+        self.counts: dict[str, int] = {}
+        self.pending: list[tuple[str, list[float]]] = []  # (group, times): one finite ahead
+        self.until = math.inf  # the next time a count changes
+
+    def at(self, now: float, groups: dict[str, list[Pod]]) -> dict[str, int]:
+        """The counts at ``now`` (a copy: callers may keep it)."""
+        if self.stale:
+            self._sort(now, groups)
+        elif now >= self.until:
+            self._search(now)
+        return self.counts.copy()
+
+    def _sort(self, now: float, groups: dict[str, list[Pod]]) -> None:
+        times, time_of, inf = self.times, self.time_of, math.inf
+        for g in self.stale:
+            times[g] = sorted(map(time_of, groups[g]))
+        self.stale.clear()
+        counts, pending, until = {}, [], inf
+        for g in groups:
+            at = times[g]
+            n = counts[g] = bisect_right(at, now)
+            if n < len(at) and at[n] < inf:  # (a pod never ready never counts)
+                pending.append((g, at))
+                until = min(until, at[n])
+        self.counts, self.pending, self.until = counts, pending, until
+
+    def _search(self, now: float) -> None:
+        counts, until = self.counts, math.inf
+        for g, at in self.pending:
+            n = counts[g] = bisect_right(at, now)
+            if n < len(at) and at[n] < until:
+                until = at[n]
+        self.until = until
 
 
 def _unconnected(*_args):  # pragma: no cover - a wiring bug, never a user error

@@ -53,6 +53,7 @@ class Recorder:
         self.segment = fault.segment if fault is not None else None
         self.sticky, self.slot, self.horizon = sticky, slot, horizon
         self.promoted_at: float | None = None
+        self.noting = False  # promoted or rolling back: after_event has something to note
         self.events: list[dict] | None = [] if trace else None
         self.trace: Trace | None = None
 
@@ -70,6 +71,7 @@ class Recorder:
     def promoted(self) -> None:
         if self.promoted_at is None:  # rollout_duration: once no request reaches the old version
             self.promoted_at = self.env.now
+        self.noting = True
 
     def rollback_began(self, cause: Cause) -> None:
         """The first abort or undo: when, and which gate (if any) caused it."""
@@ -77,12 +79,13 @@ class Recorder:
         if math.isnan(out.t_rollback_start):
             out.t_rollback_start = self.env.now
             out.gate_run, out.gate_metrics, out.gate_step = gate_fields(cause)
+        self.noting = True
 
     def after_event(self, controller_finished: bool) -> bool:
         """After each event: note mitigation and full rollout; whether the outcome is settled.
         Until the release is promoted or its rollback begins there is nothing to note (most
         events: one test instead of three calls)."""
-        if self.promoted_at is None and math.isnan(self.outcome.t_rollback_start):
+        if not self.noting:
             return False
         self.check_mitigated()  # pods, routes and DNS all change what reaches the candidate
         self.check_fully_rolled_out()
