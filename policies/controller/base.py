@@ -103,9 +103,11 @@ class ControllerBase:
                 return self._out
             self._timer(event.key)
         elif isinstance(event, MeasurementTaken):
-            before = self._run_phase(event.run)
+            run = self.runs.get(event.run)  # (_run_phase, inlined: a call less, twice)
+            before = None if run is None else run.phase
             self._measured(event)
-            if self.quiet_measurements and self._run_phase(event.run) == before:
+            run = self.runs.get(event.run)
+            if self.quiet_measurements and (None if run is None else run.phase) == before:
                 return self._out  # nothing a reconcile reads has changed (see above)
         elif isinstance(event, PodsChanged):
             self.available.update(event.available)
@@ -119,13 +121,14 @@ class ControllerBase:
             self._plugin_finished(event)
         else:
             raise TypeError(f"not a controller event: {event!r}")
-        settled = (len(self._out), self._loop_key())
+        out, loop_key, reconcile = self._out, self._loop_key, self._reconcile
+        settled_count, settled_key = len(out), loop_key()
         for _ in range(_MAX_LOOPS):
-            self._reconcile()
-            after = (len(self._out), self._loop_key())
-            if after == settled:
+            reconcile()
+            count, key = len(out), loop_key()
+            if count == settled_count and key == settled_key:
                 break
-            settled = after
+            settled_count, settled_key = count, key
         else:  # pragma: no cover - a controller bug, never a user error
             raise RuntimeError(f"{self!r} did not settle: {self._out[-5:]}")
         self._track_progress()
@@ -158,7 +161,8 @@ class ControllerBase:
         return False
 
     def _progress_signature(self) -> tuple:
-        """The desired and available pod counts, copied (dicts compare by their counts)."""
+        """The desired and available pod counts, copied (dicts compare by their counts);
+        CanaryController's repeats them after its step, flat: a change here goes there too."""
         return (self.desired.copy(), self.available.copy())
 
     def _track_progress(self) -> None:
@@ -189,6 +193,8 @@ class ControllerBase:
     # ------------------------------------------------------------------ actions
 
     def _emit(self, action: Action) -> None:
+        """(The frequent actions, a timer, a scale, a weight, a measurement's request, are
+        appended to ``_out`` where they are made: a call less each.)"""
         self._out.append(action)
 
     def _scale(self, group: str, replicas: int) -> None:
@@ -196,12 +202,12 @@ class ControllerBase:
             self.desired[group] = replicas
             if self.available.get(group, 0) > replicas:  # terminating pods leave endpoints at once
                 self.available[group] = replicas
-            self._emit(Scale(group, replicas))
+            self._out.append(Scale(group, replicas))
 
     def _set_weight(self, weight: float) -> None:
         if self.weight != weight:
             self.weight = weight
-            self._emit(SetWeight(weight))
+            self._out.append(SetWeight(weight))
 
     def _set_selectors(self, stable: set[str], canary: set[str], transition_s: float = 0.0) -> None:
         wanted = (frozenset(stable), frozenset(canary))
@@ -243,7 +249,7 @@ class ControllerBase:
         action = self._timer_actions.get((key, delay))
         if action is None:
             action = self._timer_actions[key, delay] = StartTimer(key, max(0.0, delay))
-        self._emit(action)
+        self._out.append(action)
 
     def _cancel_timer(self, key: str) -> None:
         if key in self.timers:
@@ -251,7 +257,7 @@ class ControllerBase:
             action = self._cancel_actions.get(key)
             if action is None:
                 action = self._cancel_actions[key] = CancelTimer(key)
-            self._emit(action)
+            self._out.append(action)
 
     def _set_status(self, status: Status, reason: str, cause: Cause) -> None:
         """Report a new phase (or a new reason for it) with its typed ``cause``; the same status
@@ -267,7 +273,8 @@ class ControllerBase:
     # ------------------------------------------------------------------ pods
 
     def _loop_key(self) -> tuple:
-        """State whose change means another reconcile is due (a step completed silently)."""
+        """State whose change means another reconcile is due (a step completed silently).
+        CanaryController's key repeats these fields, flat: a field added here goes there too."""
         return (self.status, self.reason, self.promoted, self.finished)
 
     def _ready(self, group: str) -> bool:
@@ -324,7 +331,7 @@ class ControllerBase:
     def _measure_due(self, key: str) -> None:
         request = self._requests.get(key)
         if request is not None:  # None: its run was stopped
-            self._emit(request)
+            self._out.append(request)
 
     def _measured(self, event: MeasurementTaken) -> None:
         run = self.runs.get(event.run)
@@ -332,10 +339,9 @@ class ControllerBase:
             return  # the run was stopped while the measurement was in flight
         run.measure(event.metric, event.observation, self.rng)
         delay = run.next_delay(event.metric)
-        key = _measure_timer(event.run, event.metric)
         if delay is not None and not math.isinf(delay):
-            self._start_timer(key, delay)
-        if run.terminating or run.completed:
+            self._start_timer(_measure_timer(event.run, event.metric), delay)
+        if run.terminating or run.phase.completed:
             for name in run.metrics:
                 self._cancel_timer(_measure_timer(event.run, name))
 

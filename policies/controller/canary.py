@@ -41,9 +41,10 @@ BACKGROUND_RUN = "background"
 _WALKED: list = [(None, ())]  # (the policy last walked, its walk): a run's replications share it
 
 
-def _walk_back(policy: Canary) -> tuple[tuple, ...]:
+def _walk_back(policy: Canary) -> tuple:
     """Per step, the setWeight and setCanaryScale in effect there, the step's deciding action
-    and whether it waits indefinitely; once per policy object (immutable, one per run)."""
+    and whether it waits indefinitely, and a cache of the routed pod counts that its controllers
+    fill (``_reconcile_replicas``); once per policy object (immutable, one per run)."""
     last, walk = _WALKED[0]  # one read: a pair of one policy, whatever another thread does
     if last is policy:
         return walk
@@ -56,7 +57,7 @@ def _walk_back(policy: Canary) -> tuple[tuple, ...]:
         scales.append(scale)
     waits = [(s.pause, s.analysis, s.experiment) for s in steps]  # Argo's isIndefiniteStep
     indefinite = tuple(any(action is not None for action in w) for w in waits)
-    walk = (steps, tuple(weights), tuple(scales), indefinite, tuple(s.operation for s in steps))
+    walk = (steps, tuple(weights), tuple(scales), indefinite, tuple(s.operation for s in steps), {})
     _WALKED[0] = (policy, walk)
     return walk
 
@@ -70,6 +71,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         super().__init__(policy, replicas, rng)
         self.routed = policy.traffic_routing is not None
         self.max_weight = policy.max_weight  # a property of the policy, read every reconcile
+        self.dynamic_stable_scale = policy.dynamic_stable_scale  # (a model's fields read slowly)
         self.surge, self.unavailable = resolve_fenceposts(
             policy.max_surge, policy.max_unavailable, replicas
         )
@@ -84,7 +86,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self._init_experiments()
         self._init_plugins()
         walk = _walk_back(policy)  # per step: reconciles ask often, model fields read slowly
-        self._steps, self._set_weights, self._scales, self._indefinite, self._deciding = walk
+        self._steps, self._set_weights, self._scales, self._indefinite, self._deciding = walk[:5]
+        self._routed_counts: dict[tuple, tuple[int, int]] = walk[5]  # see _reconcile_replicas
 
     # ------------------------------------------------------------------ events
 
@@ -127,7 +130,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         return self.step_index >= len(self._steps) or not self._indefinite[self.step_index]
 
     def _progress_signature(self) -> tuple:
-        return (self.step_index, super()._progress_signature())
+        """The step, then the base's pod counts: flat, without super() (see ``_loop_key``)."""
+        return (self.step_index, self.desired.copy(), self.available.copy())
 
     # ------------------------------------------------------------------ helpers
 
@@ -163,9 +167,11 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self._set_status("Progressing", "PauseEnded", Progress("StepCompleted", ended))
 
     def _loop_key(self) -> tuple:
-        steps = (self.step_index, self.step_started, self.paused)
-        exp = (self.exp is not None, self.exp_running, self.exp_failed)
-        return (super()._loop_key(), steps, exp, self._plugin_key())
+        """The base's key, then the steps', the plugin's and the experiment's state: one flat
+        tuple, without super() (nesting and super() cost, twice per reconcile)."""
+        return (self.status, self.reason, self.promoted, self.finished, self.step_index,
+            self.step_started, self.paused, self.plugin_run, self.plugin_phase,
+            self.exp is not None, self.exp_running, self.exp_failed)  # fmt: skip
 
     # ------------------------------------------------------------------ reconcile
 
@@ -185,7 +191,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self._react_to_background()
         if self.aborted or self.paused == "InconclusiveAnalysisRun":
             return  # an Inconclusive pause halts replica reconciliation too (haltProgress)
-        self._start_background_if_due()
+        if not self.background_started:  # (else it does nothing: a call less, every reconcile)
+            self._start_background_if_due()
         counts_reached = self._reconcile_replicas(self._current_set_weight())
         step = self._step()
         if step is None:
@@ -274,9 +281,10 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         return False
 
     def _react_to_background(self) -> None:
-        phase = self._run_phase(BACKGROUND_RUN)
-        if phase is None or not phase.completed:
+        run = self.runs.get(BACKGROUND_RUN)  # (not _run_phase: every reconcile asks, a call less)
+        if run is None or not run.phase.completed:
             return
+        phase = run.phase
         if phase == Phase.SUCCESSFUL:
             return  # a finished successful run is not recreated
         verdict = self._verdict(BACKGROUND_RUN, phase, self.step_index)
@@ -291,9 +299,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
 
     def _start_background_if_due(self) -> None:
         analysis = None if self.background_started else self.policy.analysis
-        if analysis is None:
-            return
-        if self.step_index >= analysis.starting_step:
+        if analysis is not None and self.step_index >= analysis.starting_step:
             self.background_started = True
             self._start_run(BACKGROUND_RUN, self.policy.templates_for(analysis))
 
@@ -313,21 +319,26 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
                 and all(self._ready(g) for g in ("canary", "stable"))
                 and self._basic_at_target(weight)
             )
-        scale = self._canary_scale()
-        dynamic = self.policy.dynamic_stable_scale
+        dynamic = self.dynamic_stable_scale
         stable_weight = self.max_weight - self.weight - self._stable_extra() if dynamic else 0.0
-        canary, stable = traffic_routed_counts(
-            n,
-            weight,
-            self.max_weight,
-            canary_scale_replicas=scale.replicas if scale else None,
-            canary_scale_weight=scale.weight if scale else None,
-            dynamic_stable_scale=dynamic,
-            actual_stable_weight=round(stable_weight),  # read only with dynamicStableScale
-            min_pods_per_replica_set=self.policy.min_pods_per_replica_set,
-        )
-        self._scale("canary", canary)
-        self._scale("stable", stable)
+        key = (n, weight, self.step_index, round(stable_weight))  # all the counts depend on
+        counts = self._routed_counts.get(key)  # (the step: its setCanaryScale), so once each
+        if counts is None:
+            scale = self._canary_scale()
+            counts = self._routed_counts[key] = traffic_routed_counts(
+                n,
+                weight,
+                self.max_weight,
+                canary_scale_replicas=scale.replicas if scale else None,
+                canary_scale_weight=scale.weight if scale else None,
+                dynamic_stable_scale=dynamic,
+                actual_stable_weight=key[3],  # read only with dynamicStableScale
+                min_pods_per_replica_set=self.policy.min_pods_per_replica_set,
+            )
+        canary, stable = counts
+        if counts != (self.desired["canary"], self.desired["stable"]):  # (else no-ops: fewer calls)
+            self._scale("canary", canary)
+            self._scale("stable", stable)
         canary_ok = self._ready("canary")
         target = self.canary_weight
         if canary_ok and self._stable_can_take(weight):
@@ -378,11 +389,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         return self.available["stable"] >= ((m - weight) * self.replicas) // m
 
     def _reconcile_full_promotion(self, counts_reached: bool) -> None:
-        if not counts_reached:
-            return
-        if self.routed and self.weight != self.max_weight:
-            return
-        self._promote()
+        if counts_reached and not (self.routed and self.weight != self.max_weight):
+            self._promote()
 
     def _promote(self) -> None:
         self.promoted = True
@@ -424,14 +432,10 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self.step_started = False
 
     def _reconcile_abort(self) -> None:
-        n, m = self.replicas, self.max_weight
+        n, m, desired = self.replicas, self.max_weight, self.desired
         if not self.routed:  # a rolling update back to the stable, within the fences
             self._basic_walk(0)
-            if (
-                self.desired["canary"] == 0
-                and self._ready("stable")
-                and self.desired["stable"] == n
-            ):
+            if desired["canary"] == 0 and self._ready("stable") and desired["stable"] == n:
                 self.finished = True
             return
         if self.policy.dynamic_stable_scale:
@@ -471,15 +475,11 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
     def _reconcile_undo(self) -> None:
         """Back to the previous version: switch at once while its pods still run, else start
         them first (DESIGN §4: why scaleDownDelaySeconds matters)."""
-        n = self.replicas
+        n, desired = self.replicas, self.desired
         self._cancel_timer(SCALE_DOWN_OLD_TIMER)
         if not self.routed:  # the old version's RS is Argo's canary of this rollback
             self._basic_walk(self.max_weight, rising="stable", falling="canary")
-            if (
-                self.desired["canary"] == 0
-                and self.desired["stable"] == n
-                and self._ready("stable")
-            ):
+            if desired["canary"] == 0 and desired["stable"] == n and self._ready("stable"):
                 self._finish_undo()
             return
         self._scale("stable", n)

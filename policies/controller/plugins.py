@@ -69,6 +69,3 @@ class ArgoStepPlugins(ControllerBase):
             )
             return False
         return self.plugin_phase == "Successful"
-
-    def _plugin_key(self) -> tuple:
-        return (self.plugin_run, self.plugin_phase)
