@@ -406,3 +406,15 @@ def test_truncate_then_extend_equals_extending_the_new_slots_directly() -> None:
     direct = alert()
     direct.extend(ends, req, good_bad)
     assert drafted.firing == direct.firing
+
+
+def test_a_fresh_alert_forgets_its_templates_data_and_shares_nothing_it_changes():
+    template, ends, req, bad = steady(0.05, hours=1, baseline=0.001)
+    fresh = template.fresh()
+    expected = template.evaluate(ends, req, bad)
+    template.extend(ends, req, bad)  # the template fires and holds data now
+    assert template.firing is not None and fresh.firing is None and fresh.n_slots == 0
+    again = template.fresh()
+    assert again.n_slots == 0 and again.firing is None
+    assert again.extend(ends, req, bad) == expected.time  # as a new one would, from the start
+    assert fresh.n_slots == 0  # untouched by its sibling's data

@@ -36,4 +36,5 @@ class Clock:
         """Run ``fn(*args)`` at absolute time ``at`` (at once if ``at`` has passed). A call is
         never cancelled: its owner keeps a token and ignores a call that is no longer current."""
         env = self.env
-        Timeout(env, max(0.0, at - env.now), (fn, args)).callbacks.append(self.step)
+        delay = at - env.now
+        Timeout(env, delay if delay > 0.0 else 0.0, (fn, args)).callbacks.append(self.step)

@@ -3,8 +3,9 @@
 * A gate's measurement sees what a real query sees: whole scrape slots of its window, ending at
   the last scrape at or before now − scrapeDelay, from the tape's per-slot counts.
 * The SLO burn-rate alert (sim/world/operators.py) is fed each draft's per-slot counts as the
-  draft is drawn, so it fires at its exact evaluation time; a cut withdraws what it had seen.
-  It pages a person, who aborts after the acknowledgement and abort latencies.
+  draft is drawn (from the first slot over its lowest threshold on: none can fire before), so
+  it fires at its exact evaluation time; a cut withdraws what it had seen. It pages a person,
+  who aborts after the acknowledgement and abort latencies.
 * A human notices ``humanDetection`` after the fault began (first seen in a draft, whose past no
   cut changes) and aborts after the abort latency.
 * The detection record (``t_detect``, ``detected_by``) keeps the first detector: an alert or a
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from policies.controller import Cause, Measure, MeasurementTaken, detector
+from sim.world.operators import BurnRateAlert
 
 __all__ = ["Detectors"]
 
@@ -56,16 +58,9 @@ class Detectors:
             if fault is not None and ops.human_detection is not None
             else None
         )
-        self.alert = ops.burn_rate_alert(
-            world.platform,
-            pre_release_rate=float(world.traffic.rate_at(0.0)),
-            baseline_error_ratio=cw.baseline_bad,
-        )
-        # a window's bad ratio never exceeds its worst slot's: until a slot (the history
-        # before the release at baseline included) exceeds the lowest threshold, with some
-        # slack, no rule can fire and the alert need not evaluate
-        self.alert_floor = self.alert.lowest_threshold * (1 - 1e-6) if self.alert else math.inf
+        self.alert, self.alert_floor = _alert_of(cw)
         self.alert_may_fire = cw.baseline_bad >= self.alert_floor
+        self.alert_scanned = 0  # slots scanned for one over the floor, while none is
         self.alert_token: object | None = None
         self.human_token: object | None = None
 
@@ -93,7 +88,9 @@ class Detectors:
     def cut(self, now: float) -> None:
         """The draft after ``now`` was discarded: the alert forgets the slots it saw there."""
         if self.alert is not None:
-            self.alert.truncate(int(now // self.slot))
+            kept = int(now // self.slot)
+            self.alert.truncate(kept)
+            self.alert_scanned = min(self.alert_scanned, kept)
             if self.alert.firing is None:  # it was decided on slots the cut discarded
                 self.alert_token = None
 
@@ -103,14 +100,25 @@ class Detectors:
         alert = self.alert
         if alert is None or self.outcome.detected_by == "alert" or self.alert_token:
             return
+        tape, slot = self.tape, self.slot
+        complete = int(tape.drafted_until // slot + 1e-9)
+        if not self.alert_may_fire:
+            # no window can fire yet: the new slots are only scanned, and given to the alert
+            # once one exceeds the floor (all at once: running sums add in order either way,
+            # and no evaluation before could fire)
+            scanned = self.alert_scanned
+            if complete <= scanned:
+                return
+            req, bad = tape.svc_req[scanned:complete], tape.svc_bad[scanned:complete]
+            self.alert_scanned = complete
+            if not np.count_nonzero(bad > self.alert_floor * req):  # (strictly over: an
+                return  # empty slot, 0 of 0, never is)
+            self.alert_may_fire = True
         have = alert.n_slots
-        complete = int(self.tape.drafted_until // self.slot + 1e-9)
         if complete <= have:
             return
-        req, bad = self.tape.svc_req[have:complete], self.tape.svc_bad[have:complete]
-        if not self.alert_may_fire:  # (strictly over: an empty slot, 0 of 0, never is)
-            self.alert_may_fire = np.count_nonzero(bad > self.alert_floor * req) > 0
-        fired = alert.append((have + 1) * self.slot, req, bad, may_fire=self.alert_may_fire)
+        req, bad = tape.svc_req[have:complete], tape.svc_bad[have:complete]
+        fired = alert.append((have + 1) * slot, req, bad)
         if fired is not None:
             when = max(fired, self.env.now)
             token = self.alert_token = object()
@@ -181,3 +189,27 @@ class Detectors:
         by = detector(cause)
         if by:
             self.detected(self.env.now, by)
+
+
+_last_alert: tuple = (None, None, None, math.inf)
+"""(world, baseline bad ratio, its alert with no slots, its floor): the last world's, the alert
+copied for each replication (working out its rules' parameters costs more than a copy)."""
+
+
+def _alert_of(cw) -> tuple[BurnRateAlert | None, float]:
+    """A new burn-rate alert (no slots seen) of ``cw``'s world and baseline (None: alerting
+    off), and its floor: a window's bad ratio never exceeds its worst slot's, so until a slot
+    (the history before the release at baseline included) exceeds the lowest threshold, with
+    some slack, no rule can fire and the alert need not evaluate."""
+    global _last_alert
+    world, baseline = cw.world, cw.baseline_bad
+    last_world, last_baseline, alert, floor = _last_alert
+    if last_world is not world or last_baseline != baseline:
+        alert = world.operators.burn_rate_alert(
+            world.platform,
+            pre_release_rate=float(world.traffic.rate_at(0.0)),
+            baseline_error_ratio=baseline,
+        )
+        floor = alert.lowest_threshold * (1 - 1e-6) if alert else math.inf
+        _last_alert = (world, baseline, alert, floor)
+    return (None if alert is None else alert.fresh()), floor

@@ -53,7 +53,7 @@ from sim.engine.outcome import Outcome
 from sim.engine.pods import Pods
 from sim.engine.recorder import Recorder
 from sim.engine.routing import Router
-from sim.engine.seeds import Generators, replication_seed, shared_parts
+from sim.engine.seeds import Generators, SeedKey, replication_key, shared_parts
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace
 from sim.world.plugins import check_step_plugins
@@ -70,7 +70,7 @@ class Replication:
         cells: UserCells,
         policy,
         release,
-        seed: np.random.SeedSequence,
+        seed: np.random.SeedSequence | SeedKey,
         *,
         index: int = 0,
         run_seed: int = 0,
@@ -81,16 +81,15 @@ class Replication:
         platform = world.platform
         self.cw, self.world, self.policy, self.release = cw, world, policy, release
         fault = release.fault
-        check_step_plugins(world.step_plugins, policy)  # (the runner refuses it before a run)
+        n, router_delay, selector_delay, min_ready = _plan_of(world, policy)
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
         # streams 0-9: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin; each made
         # only when used (a stream is its seed and index alone: the others' numbers stay)
         self.streams = streams = Generators(seed)
-        n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon = horizon = world.horizon
         self.clock = clock = Clock(self._step)
         self.env = clock.env
-        self.ctl = RolloutController(policy, n, rng=streams(4))
+        self.ctl = RolloutController(policy, n, rng=streams.lazy(4))  # (Kayenta's ties draw)
         if isinstance(self.ctl, FlaggerController):  # its ticker's phase: one draw per replication
             u = float(streams(7).random())
             self.ctl.first_tick_s = platform.flagger_first_tick(
@@ -109,11 +108,8 @@ class Replication:
             replicas=n,
             make_cause_rng=partial(streams, 6),
         )
-        global_onset = fault.onset_time(streams(0)) if fault else None
-        min_ready = float(getattr(policy, "min_ready_seconds", 0.0))
+        global_onset = fault.onset_time(streams.lazy(0)) if fault else None  # (a hazard draws)
         self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, streams(2))
-        router_delay = max(platform.router_delay_for(k) for k in routers_of(policy))
-        selector_delay = platform.router_delay_for("serviceSelector")
         cookies = Cookies(world.traffic, cells, partial(streams, 8), sticky)
         self.router = router = Router(clock, world.users, router_delay, selector_delay, cookies)
         outcome = Outcome(policy_name or policy.name, index, run_seed, release.name, release.is_bad)
@@ -155,7 +151,8 @@ class Replication:
         )
         drafter.connect(detectors=detectors)
         self.outcome, self.alert = outcome, detectors.alert
-        self.timers: dict[str, tuple[float, object]] = {}  # key -> (deadline, token)
+        self.timers: dict[str, tuple[float]] = {}  # key -> (deadline,), the current start
+        self.fired: dict[str, TimerFired] = {}  # key -> its TimerFired, made once
         self.calls: dict[str, list[float]] = {}  # key -> when its pending calls come
         self.queue: list = []
         self.approval_token: object | None = None
@@ -188,7 +185,9 @@ class Replication:
         firing before it is found in time."""
         fn, args = event.value
         fn(*args)
-        if self.recorder.after_event(self.ctl.finished):
+        recorder = self.recorder
+        if recorder.noting and recorder.after_event(self.ctl.finished):  # (noting: its own
+            # first test, here without a call: most events note nothing)
             self.drafter.sync()
             raise _Stop
         self.drafter.after_event()
@@ -202,8 +201,10 @@ class Replication:
     def _deliver(self, event) -> None:
         """Feed an event to the controller and carry out its actions (measurements answer at
         once: their results are queued and delivered in turn)."""
-        self.queue.append(event)
-        self._deliver_queued()
+        queue, handle, apply = self.queue, self.ctl.handle, self._apply
+        queue.append(event)
+        while queue:  # (_deliver_queued's loop, inline: one call fewer per event)
+            apply(handle(queue.pop(0)))
 
     def _deliver_queued(self) -> None:
         queue, handle, apply = self.queue, self.ctl.handle, self._apply
@@ -211,13 +212,12 @@ class Replication:
             apply(handle(queue.pop(0)))
 
     def _apply(self, actions, initial: bool = False) -> None:
+        get = _HANDLERS.get
         for action in actions:
-            handler = _HANDLERS.get(type(action))
+            handler = get(type(action))
             if handler is None:  # a subclass: found once by isinstance, then by its type
-                handler = next((h for t, h in _HANDLERS.items() if isinstance(action, t)), None)
-                if handler is None:
-                    continue
-                _HANDLERS[type(action)] = handler
+                found = (h for t, h in _HANDLERS.items() if isinstance(action, t))
+                handler = _HANDLERS[type(action)] = next(found, _nothing_to_do)
             handler(self, action, initial)
 
     def _start_timer(self, action: StartTimer, _initial: bool = False) -> None:
@@ -225,31 +225,36 @@ class Replication:
         comes keeps that call, which then calls again at the new deadline: a progress deadline
         restarts at every pod change, one event per burst instead of one per pod. (So among
         events at the very same time, a carried timer runs after those scheduled before it was
-        carried.)"""
-        key, at, token = action.key, self.env.now + action.delay, object()
-        self.timers[key] = (at, token)
-        calls = self.calls.setdefault(key, [])
-        if not calls or min(calls) >= at:  # (no earlier call will carry it)
-            self._call_timer(key, at, token)
+        carried.) Each start is a new tuple (deadline,): its identity tells the current one."""
+        key = action.key
+        armed = self.timers[key] = (self.env.now + action.delay,)
+        calls = self.calls.get(key)
+        if calls is None:
+            calls = self.calls[key] = []
+        if not calls or min(calls) >= armed[0]:  # (no earlier call will carry it)
+            self._call_timer(key, armed)
 
-    def _call_timer(self, key: str, at: float, token: object) -> None:
+    def _call_timer(self, key: str, armed: tuple[float]) -> None:
+        """Call ``_timer`` at ``armed``'s deadline (a call's time is always its deadline)."""
+        at = armed[0]
         self.calls[key].append(at)
-        self.clock.call(at, self._timer, key, at, token)
+        self.clock.call(at, self._timer, key, armed)
 
-    def _timer(self, key: str, at: float, token: object) -> None:
+    def _timer(self, key: str, armed: tuple[float]) -> None:
         calls = self.calls[key]
-        calls.remove(at)
-        armed = self.timers.get(key)
-        if armed is None:
-            return  # cancelled
-        deadline, current = armed
-        if token is not current:  # restarted since: carry it to its deadline, unless a later
-            if not calls or min(calls) > deadline:  # call still comes by then
-                self._call_timer(key, deadline, current)
+        calls.remove(armed[0])
+        current = self.timers.get(key)
+        if current is not armed:  # cancelled (None), or restarted since: carry it to its
+            # deadline, unless a later call still comes by then
+            if current is not None and (not calls or min(calls) > current[0]):
+                self._call_timer(key, current)
             return
         del self.timers[key]
         self.drafter.sync()
-        self._deliver(TimerFired(key))
+        fired = self.fired.get(key)
+        if fired is None:  # (one event per key: the controller only reads it)
+            fired = self.fired[key] = TimerFired(key)
+        self._deliver(fired)
 
     def _status(self, action: StatusChanged) -> None:
         """The controller's phase changed: a person is asked to approve a manual pause, the
@@ -293,6 +298,11 @@ class Replication:
         self._deliver(RollbackRequested(source))
 
 
+def _nothing_to_do(_replication: Replication, _action: Any, _initial: bool) -> None:
+    """An action the world has no part in (e.g. an analysis starting: its measurements come
+    as Measure actions)."""
+
+
 _HANDLERS: dict[type, Callable[[Replication, Any, bool], object]] = {
     StartTimer: Replication._start_timer,
     CancelTimer: lambda r, a, _i: r.timers.pop(a.key, None),
@@ -308,7 +318,31 @@ _HANDLERS: dict[type, Callable[[Replication, Any, bool], object]] = {
     StatusChanged: lambda r, a, _i: r._status(a),
 }
 """What each controller action does in the world, by action type: handler(replication, action,
-initial). One table for every replication (an action's subclass is added once found)."""
+initial). One table for every replication (an action's subclass is added once found, and a
+type with no handler too, as ``_nothing_to_do``)."""
+
+
+_last_plan: tuple = (None, None, None)
+"""(world, policy, its plan): the last pair's, reused by their next replications."""
+
+
+def _plan_of(world, policy) -> tuple[int, float, float, float]:
+    """What ``policy`` in ``world`` sets up in every replication: its replicas, router and
+    selector delays and minReadySeconds, once its step plugins are checked (both are frozen
+    models: the plan of the last pair is kept, a few µs per replication)."""
+    global _last_plan
+    last_world, last_policy, plan = _last_plan
+    if last_world is not world or last_policy is not policy:
+        check_step_plugins(world.step_plugins, policy)  # (the runner refuses it before a run)
+        platform = world.platform
+        plan = (
+            platform.resolve_replicas(getattr(policy, "replicas", None)),
+            max(platform.router_delay_for(k) for k in routers_of(policy)),
+            platform.router_delay_for("serviceSelector"),
+            float(getattr(policy, "min_ready_seconds", 0.0)),
+        )
+        _last_plan = (world, policy, plan)
+    return plan
 
 
 class _Stop(Exception):
@@ -328,7 +362,7 @@ def simulate(world, policy, release, seed: int, *, index: int = 0, trace: bool =
         cells,
         policy,
         release,
-        replication_seed(seed, class_index, index),
+        replication_key(seed, class_index, index),
         index=index,
         run_seed=seed,
         trace=trace,

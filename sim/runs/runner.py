@@ -30,7 +30,7 @@ from policies.errors import PolicyError, RolloutsimError, one_line
 from policies.loading import parse_policy
 from sim.engine.outcome import OUTCOME_FIELDS, Outcome
 from sim.engine.replication import Replication
-from sim.engine.seeds import replication_seed, shared_parts, world_seed
+from sim.engine.seeds import replication_key, shared_parts, world_seed
 from sim.runs import pool
 from sim.runs.budget import Budget, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
@@ -61,6 +61,8 @@ _WORLDS = 1
 """Compiled worlds a process keeps: this run's only (user cells are ~40 B a user, and a warm
 worker would hold them idle between runs; each tune stage and sweep cell is a new world)."""
 _POLICY_CACHE = 64
+_FIELD_TYPES = tuple(TYPES.items())
+"""Each outcome field and its type, in field order (``Outcome.to_dict``'s, without the dict)."""
 _FORMAT = 1
 
 
@@ -153,7 +155,7 @@ def run_chunk(
     release = releases[class_index]
     records = []
     for i in range(start, stop):
-        ss = replication_seed(seed, class_index, i)
+        ss = replication_key(seed, class_index, i)  # (replication_seed's streams)
         try:
             rep = Replication(cw, cells, pol, release, ss, index=i, run_seed=seed, policy_name=name)
             out = rep.run()
@@ -161,7 +163,7 @@ def run_chunk(
             out = Outcome(
                 name, i, seed, release.name, release.is_bad, outcome="error", error=one_line(exc)
             )
-        records.append({k: TYPES[k](v) for k, v in out.to_dict().items()})
+        records.append({k: cast(getattr(out, k)) for k, cast in _FIELD_TYPES})
     return records
 
 

@@ -259,6 +259,14 @@ class BurnRateAlert:
         self._first_end: float | None = None
         self.firing: AlertFiring | None = None
 
+    def fresh(self) -> BurnRateAlert:
+        """The same evaluator with no slots yet: its rules' parameters (immutable) are shared,
+        only the data and the firing are new (cheaper than working them out again)."""
+        new = object.__new__(BurnRateAlert)
+        new.__dict__.update(self.__dict__)
+        new._sums, new._first_end, new.firing = _RunningSums(), None, None
+        return new
+
     def _n_slots(self, window: float) -> int:
         return max(1, math.ceil(window / self.slot_width - _TOL))
 
@@ -329,16 +337,7 @@ class BurnRateAlert:
 
     def evaluate(self, ends: Any, requests: Any, bad: Any) -> AlertFiring | None:
         """One-shot: the first firing on these slots alone (this object's state is untouched)."""
-        fresh = BurnRateAlert(
-            self.rules,
-            self.slo_target,
-            slot_width=self.slot_width,
-            evaluation_interval=self.evaluation_interval,
-            pre_release_rate=self.pre_release_rate,
-            baseline_error_ratio=self.baseline_error_ratio,
-            scrape_delay=self.scrape_delay,
-            evaluation_offset=self.evaluation_offset,
-        )
+        fresh = self.fresh()
         fresh.extend(ends, requests, bad)
         return fresh.firing
 
