@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.engine.cells import UserCells
+from sim.engine.cells import _SEARCH_BELOW, UserCells
 from sim.world.users import UserPopulation, Users
 
 Z = 4.0
@@ -54,6 +54,13 @@ def test_guide_table_lookup_is_binary_search():
     picks = zeros._locate(GROUP, u.copy())
     assert np.array_equal(picks, np.searchsorted(zc, u, side="right") - 1)
     assert not np.any(zeros.users.activity[zm[picks]] == 0.0)
+
+    # few values take plain binary searches (_SEARCH_BELOW): the same positions, at the same
+    # edges, ends and users with no activity, on either side of the switch
+    for k in (1, 5, _SEARCH_BELOW - 1, _SEARCH_BELOW):
+        some = np.sort(np.append(rng.choice(np.concatenate((u, zc[:-1])), k - 1), zc[-1]))
+        expected = np.minimum(np.searchsorted(zc, some, side="right") - 1, zc.size - 2)
+        assert np.array_equal(zeros._locate(GROUP, some.copy()), expected)
 
 
 def _counts(cells: UserCells, rng: np.random.Generator, k: int, n: int) -> np.ndarray:
