@@ -169,9 +169,9 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
     def _loop_key(self) -> tuple:
         """The base's key, then the steps', the plugin's and the experiment's state: one flat
         tuple, without super() (nesting and super() cost, twice per reconcile)."""
-        return (self.status, self.reason, self.promoted, self.finished, self.step_index,
-            self.step_started, self.paused, self.plugin_run, self.plugin_phase,
-            self.exp is not None, self.exp_running, self.exp_failed)  # fmt: skip
+        base = (self.status, self.reason, self.promoted, self.finished, self.step_index)
+        steps = (self.step_started, self.paused, self.plugin_run, self.plugin_phase)
+        return (*base, *steps, self.exp is not None, self.exp_running, self.exp_failed)
 
     # ------------------------------------------------------------------ reconcile
 

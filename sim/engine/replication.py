@@ -169,7 +169,7 @@ class Replication:
     def run(self) -> Outcome:
         self.clock.call(self.horizon, self._end)
         self._apply(self.ctl.start(), initial=True)
-        self._deliver_queued()
+        self._deliver()
         self.drafter.schedule()
         self.drafter.after_event()
         with contextlib.suppress(_Stop):
@@ -198,16 +198,12 @@ class Replication:
 
     # ------------------------------------------------------------------ the controller
 
-    def _deliver(self, event) -> None:
-        """Feed an event to the controller and carry out its actions (measurements answer at
-        once: their results are queued and delivered in turn)."""
+    def _deliver(self, event=None) -> None:
+        """Feed an event (None: only those queued) to the controller and carry out its actions
+        (measurements answer at once: their results are queued and delivered in turn)."""
         queue, handle, apply = self.queue, self.ctl.handle, self._apply
-        queue.append(event)
-        while queue:  # (_deliver_queued's loop, inline: one call fewer per event)
-            apply(handle(queue.pop(0)))
-
-    def _deliver_queued(self) -> None:
-        queue, handle, apply = self.queue, self.ctl.handle, self._apply
+        if event is not None:
+            queue.append(event)
         while queue:
             apply(handle(queue.pop(0)))
 
