@@ -115,7 +115,8 @@ class FlowSet:
         by_slot[3], by_slot[4, 0] = ~self.canary, ~self.canary
         by_slot[5], by_slot[6, :2] = users, users
         self.by_slot = by_slot.reshape(7, -1)
-        self.probabilities: dict = {}  # (p, q) -> (3, flows) request probabilities (tape.py)
+        # (p, q) -> request probabilities per flow, as tape.py keeps them (``_probabilities``)
+        self.probabilities: dict = {}
 
     def __len__(self) -> int:
         return len(self.flows)

@@ -43,19 +43,57 @@ class FaultState:
 
     def __post_init__(self) -> None:
         # the earliest and latest onsets (inf: no pod), read by every piece under this state
-        self.first = float(self.onsets.min()) if self.pods else math.inf
-        self.last = float(self.onsets.max()) if self.pods else math.inf
+        # (Python's min and max: numpy's of a few times, never NaN, without the call overhead)
+        onsets = self.onsets.tolist() if self.pods else [math.inf]
+        self.first, self.last = float(min(onsets)), float(max(onsets))
 
 
 NO_FAULT = FaultState(np.empty(0), 0)
 """The fault state of a release without a fault (its pods' onsets are never read)."""
 
 
-def _never(n: int) -> np.ndarray:
-    """n times inf (an onset that never comes): as np.full, with less overhead."""
-    out = np.empty(n)
-    out.fill(math.inf)
-    return out
+_shared: dict = {v: np.zeros(0) for v in (0.0, 1.0, math.inf)}  # _filled's and _grid's arrays
+
+
+def _grid(slot: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slot edges k × slot and slot numbers k for k up to at least n, read-only: the numbers of
+    np.arange(first, last, dtype=float) * slot (whole numbers as floats, times the slot)."""
+    found = _shared.get(("grid", slot))
+    if found is None or found[1].size < n:
+        k = np.arange(max(n, 1024, 2 * found[1].size if found else 0), dtype=np.intp)
+        found = _shared["grid", slot] = (k * slot, k)  # (k as a float, times the slot)
+        found[0].flags.writeable = k.flags.writeable = False
+    return found
+
+
+def _filled(value: float, n: int) -> np.ndarray:
+    """n times ``value`` (a share of pods in the fault, 0 or 1; inf: an onset that never
+    comes): a read-only view of one array per value, as no block writes its shares or onsets
+    (``_thin`` sets an onset to inf only where it is finite)."""
+    found = _shared[value]
+    if found.size < n:
+        found = _shared[value] = np.full(max(n, 2 * found.size), value)
+        found.flags.writeable = False
+    return found[:n]
+
+
+_last_setup: tuple = (None, None, None)  # (world, fault, their setup): the last pair's
+
+
+def _setup_of(cw, fault) -> tuple:
+    """What every tape of ``cw`` and ``fault`` reads: the constant rate (None: it varies), the
+    baseline's and the faulty candidate's request probabilities (once its fault is on, no ramp;
+    NaN without a fault). Both are frozen: the last pair's are kept, as replication.py's plan."""
+    global _last_setup
+    if _last_setup[0] is not cw or _last_setup[1] is not fault:
+        world, p0, p1, q1 = cw.world, cw.baseline_failure, math.nan, math.nan
+        objective, profile = world.latency_objective, world.traffic.rate
+        if fault is not None:
+            p1 = float(fault.failure_probability(p0, 0.0))
+            q1 = float(fault.slow_probability(world.baseline, objective, 0.0))
+        rate = profile.rate_ if isinstance(profile, Constant) else None
+        _last_setup = (cw, fault, (rate, p0, cw.baseline_slow, cw.baseline_bad, objective, p1, q1))
+    return _last_setup[2]
 
 
 class _Block:
@@ -80,15 +118,20 @@ class _Block:
         self, flows, starts, ends, slots, means, counts, phi, onset_in, fault=None, serving=None
     ):
         self.flows, self.starts, self.ends, self.slots = flows, starts, ends, slots
-        self.means, self.counts, self.phi, self.onset_in = means, counts, phi, onset_in
+        self.means, self.counts, self.onset_in = means, counts, onset_in
         self.fault, self.serving = fault, serving
         self.values = self.slot_values(counts, phi)
+        self.phi = _filled(phi, starts.size) if isinstance(phi, float) else phi
 
-    def slot_values(self, counts: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    def slot_values(self, counts: np.ndarray, phi: np.ndarray | float) -> np.ndarray:
         """Contribution to the seven per-slot series, per piece: (7, pieces). (Counts as floats:
-        sums of whole numbers are exact in any order, and numpy's float product is the fast one.)"""
+        sums of whole numbers are exact in any order, and numpy's float product is the fast one.)
+        A float ``phi`` (0 or 1 in every piece) times a whole count >= 0 is +0.0 or the count."""
         out = self.flows.by_slot @ counts.reshape(-1, counts.shape[2]).astype(float)
-        out[2] *= phi
+        if not isinstance(phi, float):
+            out[2] *= phi
+        elif phi == 0.0:
+            out[2].fill(0.0)
         return out
 
     def trim_front(self, n: int) -> None:
@@ -115,24 +158,17 @@ class Tape:
     ):
         self.cw, self.fault, self.slot = cw, fault, float(slot)
         self.traffic = cw.world.traffic
-        profile = self.traffic.rate
-        self.constant_rate = profile.rate_ if isinstance(profile, Constant) else None
         self.cells, self.rng, self.user_rng = cells, rng, user_rng
-        self.p0, self.q0, self.b0 = cw.baseline_failure, cw.baseline_slow, cw.baseline_bad
-        self.objective = cw.world.latency_objective
-        if fault is not None:  # the candidate's probabilities once its fault is on (no ramp)
-            self.p1 = float(fault.failure_probability(self.p0, 0.0))
-            self.q1 = float(fault.slow_probability(cw.world.baseline, self.objective, 0.0))
+        setup = _setup_of(cw, fault)
+        self.constant_rate, self.p0, self.q0, self.b0, self.objective, self.p1, self.q1 = setup
         self.capacity = cw.world.platform.capacity_per_pod
         n = math.ceil(horizon / self.slot) + 2
         # the per-slot series, rows of one table so a block is added in one indexed update
         self.table = np.zeros((7, n))
         self.c_req, self.c_err, self.c_fault = self.table[0], self.table[1], self.table[2]
-        self.s_req, self.s_err = self.table[3], self.table[4]
-        self.svc_req, self.svc_bad = self.table[5], self.table[6]
+        self.s_req, self.s_err, self.svc_req, self.svc_bad = self.table[3:]
         self.blocks: list[_Block] = []
-        self.committed_until = 0.0
-        self.drafted_until = 0.0
+        self.committed_until = self.drafted_until = 0.0
         full = None if self.capacity is None else replicas * self.capacity
         self.blast = BlastRadius(cells, self.b0, full, user_rng, make_cause_rng)
         self.totals: Totals = self.blast.totals
@@ -152,9 +188,8 @@ class Tape:
             return
         s = self.slot
         first, last = int(t0 // s), math.ceil(t1 / s)
-        edges = np.arange(first, last + 1, dtype=float)  # (whole numbers, as from integers)
-        edges *= s
-        starts, ends = edges[:-1].copy(), edges[1:]
+        edges, indices = _grid(s, last + 1)
+        starts, ends = edges[first:last].copy(), edges[first + 1 : last + 1].copy()
         # clipped to [t0, t1] as np.maximum/np.minimum would: only the first start and the last
         # end can lie beyond (first is floor(t0 / s) exactly, so edge 1 rounds to >= t0, and
         # t1 / s >= last - 1, so edge last - 1 rounds to <= t1)
@@ -163,7 +198,7 @@ class Tape:
         if ends.item(-1) > t1:
             ends[-1] = t1
         if ends.item(0) > starts.item(0) and ends.item(-1) > starts.item(-1):  # no empty piece
-            slots = np.arange(first, last, dtype=np.intp)
+            slots = indices[first:last]
         else:
             keep = ends > starts
             starts, ends = starts[keep], ends[keep]
@@ -178,20 +213,20 @@ class Tape:
         self.blocks.append(block)
         self.drafted_until = t1
 
-    def _fault_on(self, starts, ends, fault: FaultState) -> bool | None:
-        """Whether the candidate's fault is on in these pieces: False (nowhere), True (in
-        full, on every pod, throughout) or None (it varies)."""
+    def _fault_on(self, start: float, end: float, fault: FaultState) -> bool | None:
+        """Whether the candidate's fault is on in pieces from ``start`` to ``end``: False
+        (nowhere), True (in full, on every pod, throughout) or None (it varies)."""
         f = self.fault
-        if f is None or fault.pods == 0 or fault.first >= ends[-1]:
+        if f is None or fault.pods == 0 or fault.first >= end:
             return False
-        if f.growth is None and fault.last <= starts[0]:
+        if f.growth is None and fault.last <= start:
             return True
         return None
 
     def _fault_probabilities(self, starts, ends, fault: FaultState):
         """Mean failure and slow probabilities of the candidate's pods per piece (scalars when
         the same for all)."""
-        on = self._fault_on(starts, ends, fault)
+        on = self._fault_on(starts.item(0), ends.item(-1), fault)
         if on is not None:
             return (self.p1, self.q1) if on else (self.p0, self.q0)
         f = self.fault
@@ -203,20 +238,21 @@ class Tape:
 
     def _reach(self, fs, starts, ends, fault: FaultState):
         """Per piece, the share of the candidate's pods whose fault is active (for latency
-        mixtures) and when the users' flows first meet the fault (inf: not in it)."""
+        mixtures; a float, 0 or 1, when the same in every piece) and when the users' flows
+        first meet the fault (inf: not in it)."""
         n = starts.size
         if not fs.any_faulty and (fs.shadow is None or not fs.faulty.any()):
-            return np.zeros(n), _never(n)  # not even copies meet the fault
-        on = self._fault_on(starts, ends, fault)
+            return 0.0, _filled(math.inf, n)  # not even copies meet the fault
+        on = self._fault_on(starts.item(0), ends.item(-1), fault)
         if on is None:
             mid = 0.5 * (starts + ends)
             phi = (fault.onsets[:, None] <= mid[None, :]).mean(axis=0)
             onset_in = np.where(fault.first < ends, np.maximum(starts, fault.first), np.inf)
         elif on:
-            phi, onset_in = np.ones(n), starts.copy()
+            phi, onset_in = 1.0, starts.copy()
         else:
-            return np.zeros(n), _never(n)
-        return phi, onset_in if fs.any_faulty else _never(n)
+            return 0.0, _filled(math.inf, n)
+        return phi, onset_in if fs.any_faulty else _filled(math.inf, n)
 
     def _means(self, fs, starts, ends, fault, serving_by_service) -> np.ndarray:
         """Expected failed, slow and good requests per flow and piece: (3, flows, pieces)."""
@@ -230,7 +266,7 @@ class Tape:
             base = base + fs.rate[:, None] * (ends - starts)
         if self.capacity is None and isinstance(p_c, float) and isinstance(q_c, float):
             # the same request probabilities in every piece: one (3, flows) table per flows
-            return self._probabilities(fs, p_c, q_c)[:, :, None] * base
+            return self._probabilities(fs, p_c, q_c)[0] * base
         p = np.where(fs.faulty[:, None], p_c, self.p0)  # (flows, 1 or pieces)
         q = np.where(fs.faulty[:, None], q_c, self.q0)
         p[fs.unserved] = 1.0
@@ -243,14 +279,16 @@ class Tape:
         means[2] = ok * (1.0 - q)  # good
         return means
 
-    def _probabilities(self, fs, p_c: float, q_c: float) -> np.ndarray:
-        """Per flow, the probability that a request fails, is slow, is good (no overload)."""
+    def _probabilities(self, fs, p_c: float, q_c: float) -> tuple[np.ndarray, list]:
+        """Per flow, the probability that a request fails, is slow, is good (no overload): as
+        a (3, flows, 1) array to broadcast over pieces, and as (3, flows) lists."""
         found = fs.probabilities.get((p_c, q_c, self.p0, self.q0))
         if found is None:
             p = np.where(fs.faulty, p_c, self.p0)
             q = np.where(fs.faulty, q_c, self.q0)
             p[fs.unserved], q[fs.unserved] = 1.0, 0.0
-            found = np.stack([p, (1.0 - p) * q, (1.0 - p) * (1.0 - q)])
+            table = np.stack([p, (1.0 - p) * q, (1.0 - p) * (1.0 - q)])
+            found = (table[:, :, None], table.tolist())
             fs.probabilities[(p_c, q_c, self.p0, self.q0)] = found
         return found
 
@@ -271,22 +309,24 @@ class Tape:
             out[rows] = np.clip(1.0 - capacity / np.maximum(load, 1e-300), 0.0, 1.0)
         return out
 
-    def _add(self, block: _Block, sign: int) -> None:
-        # the pieces of one block lie in distinct, consecutive slots
-        slots = block.slots
+    def _add(self, block: _Block, sign: int, start: int = 0) -> None:
+        """Add (+1) or remove (-1) pieces ``start:`` of a block (in distinct, consecutive slots)."""
+        slots, values = block.slots, block.values
+        if start:
+            slots, values = slots[start:], values[:, start:]
         if not slots.size:
             return
         first, last = slots.item(0), slots.item(-1)
         if last - first + 1 == slots.size:  # a view, updated in place (not set back)
             columns = self.table[:, first : last + 1]
             if sign > 0:
-                columns += block.values
+                columns += values
             else:
-                columns -= block.values
+                columns -= values
         elif sign > 0:
-            self.table[:, slots] += block.values
+            self.table[:, slots] += values
         else:
-            self.table[:, slots] -= block.values
+            self.table[:, slots] -= values
 
     # ------------------------------------------------------------------ committing
 
@@ -294,7 +334,8 @@ class Tape:
         """The clock has reached ``t``: every drafted piece that ends by then counts. (The
         counting itself waits for a cut or the end: a draft nobody cuts never changes.)"""
         if t > self.committed_until:  # (never beyond drafted_until, which is never behind it)
-            self.committed_until = min(t, self.drafted_until)
+            drafted = self.drafted_until
+            self.committed_until = drafted if drafted < t else t  # min(t, drafted), no call
 
     def settle(self) -> Totals:
         """Count the committed pieces into the blast radius; returns the totals so far."""
@@ -317,15 +358,19 @@ class Tape:
     def cut(self, t: float) -> None:
         """The world changes at ``t``: commit up to t (thinning the piece it cuts), discard
         the rest of the draft."""
-        for block in self.blocks:
-            k = int(block.ends.searchsorted(t, side="right"))
-            if k < block.ends.size:
+        committed = [0] * len(self.blocks)  # per block, its pieces that end by t
+        for i, block in enumerate(self.blocks):
+            k = committed[i] = int(block.ends.searchsorted(t, side="right"))
+            if k < block.ends.size:  # the first block that t cuts: none after it is committed
                 if block.starts.item(k) < t:
-                    self._thin(block, k, t)
+                    self._thin(block, k, t)  # (its piece now ends at t)
+                    committed[i] = k + 1
                 break
-        self._settle(t)
-        for other in self.blocks:
-            self._add(other, -1)
+        # as _settle(t), then the rest of each block out of the series (no trim: all go)
+        for block, done in zip(self.blocks, committed):
+            if done:
+                self._account(block, slice(0, done))
+            self._add(block, -1, done)
         self.blocks.clear()
         self.drafted_until = t
         self.committed_until = t
@@ -339,21 +384,25 @@ class Tape:
         counts = block.counts[:, :, k]  # (a view: thinned in place)
         if full.size <= _FEW:  # one by one: the same draws, in the same order, as one call
             binomial = self.rng.binomial  # on the arrays, whose checks cost more than a few draws
-            counts.flat = [
-                binomial(n, min(max(part / whole, 0.0), 1.0) if whole > 0 else 0.0)
+            # (of 0 requests 0 are kept, with no draw: numpy's random_binomial returns at once)
+            thinned = [
+                binomial(n, min(max(part / whole, 0.0), 1.0) if whole > 0 else 0.0) if n else 0
                 for n, part, whole in zip(
                     counts.ravel().tolist(), part_means, full.ravel().tolist()
                 )
             ]
+            counts.flat = thinned
+            kept = np.array(thinned, dtype=float)
         else:
             part = np.array(part_means).reshape(full.shape)
             ratio = np.divide(part, full, out=np.zeros_like(full), where=full > 0)
             counts[...] = self.rng.binomial(counts, np.clip(ratio, 0, 1))
+            kept = counts.ravel().astype(float)
         full.flat = part_means
-        if block.onset_in.item(k) >= t:
-            block.onset_in[k] = np.inf
+        if t <= block.onset_in.item(k) < math.inf:  # (an inf stays: the arrays may be shared)
+            block.onset_in[k] = math.inf
         # the piece's share of the per-slot series, as slot_values has it for one piece
-        values = block.flows.by_slot @ counts.ravel().astype(float)
+        values = block.flows.by_slot @ kept
         values[2] *= block.phi.item(k)
         column = self.table[:, block.slots.item(k)]  # (a view: updated in place)
         column += values - block.values[:, k]
@@ -366,13 +415,13 @@ class Tape:
         fs, fault = block.flows, block.fault
         start, end = block.starts.item(k), block.ends.item(k)
         if self.constant_rate is not None and self.capacity is None and fs.rate is None:
-            on = self._fault_on((start,), (end,), fault)
+            on = self._fault_on(start, end, fault)
             p_c, q_c = (self.p1, self.q1) if on else (self.p0, self.q0)
             if on is not None and isinstance(p_c, float) and isinstance(q_c, float):
-                probabilities = self._probabilities(fs, p_c, q_c)
+                probabilities = self._probabilities(fs, p_c, q_c)[1]
                 lam = self.constant_rate * (end - start)
                 bases = [share * lam for share in fs.share.tolist()]  # as ``base`` in _means
-                return [p * base for row in probabilities.tolist() for p, base in zip(row, bases)]
+                return [p * base for row in probabilities for p, base in zip(row, bases)]
         piece = slice(k, k + 1)
         means = self._means(fs, block.starts[piece], block.ends[piece], fault, block.serving)
         return means[:, :, 0].ravel().tolist()
