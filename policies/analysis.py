@@ -348,9 +348,10 @@ class AnalysisRun:
                     state.failed += 1
                 else:
                     state.inconclusive += 1
-        before, state.phase = state.phase, self._metric_phase(state)
-        if state.phase != before:  # the run's phase reads only its metrics' phases
-            if state.phase.bad and not state.dry_run:
+        metric_phase = self._metric_phase(state)
+        if metric_phase != state.phase:  # the run's phase reads only its metrics' phases
+            state.phase = metric_phase
+            if metric_phase.bad and not state.dry_run:
                 self.terminating = True
             self.phase = self._assess()
 
@@ -388,7 +389,7 @@ class AnalysisRun:
         state = self.metrics[name]
         if state.phase.completed or self.terminated or self.terminating:
             return None
-        if state.history and state.history[-1][0] == _ERROR:
+        if state.consecutive_error:  # the last measurement was an Error (any other resets it)
             return ERROR_RETRY_INTERVAL_S
         return state.metric.interval  # None: a single measurement (count 1) already happened
 

@@ -103,11 +103,7 @@ class ControllerBase:
                 return self._out
             self._timer(event.key)
         elif isinstance(event, MeasurementTaken):
-            run = self.runs.get(event.run)  # (_run_phase, inlined: a call less, twice)
-            before = None if run is None else run.phase
-            self._measured(event)
-            run = self.runs.get(event.run)
-            if self.quiet_measurements and (None if run is None else run.phase) == before:
+            if not self._measured(event) and self.quiet_measurements:
                 return self._out  # nothing a reconcile reads has changed (see above)
         elif isinstance(event, PodsChanged):
             self.available.update(event.available)
@@ -170,7 +166,8 @@ class ControllerBase:
         Where it is stopped the signature is not needed: only this method starts the timer, so
         the next call where it applies restarts it whatever the signature was."""
         if not self._deadline_applies():
-            self._cancel_timer(DEADLINE_TIMER)
+            if DEADLINE_TIMER in self.timers:  # (_cancel_timer's test first: a call less)
+                self._cancel_timer(DEADLINE_TIMER)
             return
         signature = self._progress_signature()
         if signature != self._last_progress or DEADLINE_TIMER not in self.timers:
@@ -274,7 +271,8 @@ class ControllerBase:
 
     def _loop_key(self) -> tuple:
         """State whose change means another reconcile is due (a step completed silently).
-        CanaryController's key repeats these fields, flat: a field added here goes there too."""
+        A subclass that extends the key repeats these fields, flat (calls fewer than super(),
+        twice per reconcile): a field added here goes into each of those too."""
         return (self.status, self.reason, self.promoted, self.finished)
 
     def _ready(self, group: str) -> bool:
@@ -333,17 +331,23 @@ class ControllerBase:
         if request is not None:  # None: its run was stopped
             self._out.append(request)
 
-    def _measured(self, event: MeasurementTaken) -> None:
+    def _measured(self, event: MeasurementTaken) -> bool:
+        """Judge a measurement; whether its run's phase changed (else, with
+        ``quiet_measurements``, nothing a reconcile reads has)."""
         run = self.runs.get(event.run)
-        if run is None or event.metric not in run.metrics:
-            return  # the run was stopped while the measurement was in flight
-        run.measure(event.metric, event.observation, self.rng)
-        delay = run.next_delay(event.metric)
+        metric = event.metric
+        if run is None or metric not in run.metrics:
+            return False  # the run was stopped while the measurement was in flight
+        before = run.phase
+        run.measure(metric, event.observation, self.rng)
+        delay = run.next_delay(metric)
         if delay is not None and not math.isinf(delay):
-            self._start_timer(_measure_timer(event.run, event.metric), delay)
-        if run.terminating or run.phase.completed:
+            self._start_timer(_measure_timer(event.run, metric), delay)
+        phase = run.phase
+        if run.terminating or phase.completed:
             for name in run.metrics:
                 self._cancel_timer(_measure_timer(event.run, name))
+        return phase != before
 
     def _verdict(self, key: str, phase: Phase, step: int | None) -> GateVerdict:
         """Which run ended badly, with the deciding metrics that went bad (read before

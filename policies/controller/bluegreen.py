@@ -151,7 +151,17 @@ class BlueGreenController(ArgoControllerBase):
         return False
 
     def _loop_key(self) -> tuple:
-        return (*super()._loop_key(), self.stage, self.paused, self.switched)
+        """The base's key, then the stage's: one flat tuple, without super() (twice per
+        reconcile), as CanaryController's."""
+        return (
+            self.status,
+            self.reason,
+            self.promoted,
+            self.finished,
+            self.stage,
+            self.paused,
+            self.switched,
+        )
 
     def _end_pause(self) -> None:
         self.paused = None

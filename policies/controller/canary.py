@@ -21,6 +21,7 @@ from policies.canary import (
 )
 from policies.common import RolloutAnalysis, RouteMatch
 from policies.controller.base import ArgoControllerBase
+from policies.controller.canary_walk import walk_back
 from policies.controller.experiments import ArgoExperiments
 from policies.controller.plugins import ArgoStepPlugins
 from policies.controller.protocol import AwaitingApproval, Cause, Progress
@@ -38,28 +39,6 @@ PAUSE_TIMER = "pause"
 SCALE_DOWN_OLD_TIMER = "scaleDownOld"
 ABORT_SCALE_DOWN_TIMER = "abortScaleDown"
 BACKGROUND_RUN = "background"
-_WALKED: list = [(None, ())]  # (the policy last walked, its walk): a run's replications share it
-
-
-def _walk_back(policy: Canary) -> tuple:
-    """Per step, the setWeight and setCanaryScale in effect there, the step's deciding action
-    and whether it waits indefinitely, and a cache of the routed pod counts that its controllers
-    fill (``_reconcile_replicas``); once per policy object (immutable, one per run)."""
-    last, walk = _WALKED[0]  # one read: a pair of one policy, whatever another thread does
-    if last is policy:
-        return walk
-    steps, weights, scales, weight, scale = policy.steps, [], [], 0, None
-    for step in steps:
-        weight = step.set_weight if step.set_weight is not None else weight
-        if (set_scale := step.set_canary_scale) is not None:
-            scale = None if set_scale.match_traffic_weight else set_scale
-        weights.append(weight)
-        scales.append(scale)
-    waits = [(s.pause, s.analysis, s.experiment) for s in steps]  # Argo's isIndefiniteStep
-    indefinite = tuple(any(action is not None for action in w) for w in waits)
-    walk = (steps, tuple(weights), tuple(scales), indefinite, tuple(s.operation for s in steps), {})
-    _WALKED[0] = (policy, walk)
-    return walk
 
 
 class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
@@ -85,7 +64,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self.canary_weight = 0.0  # the router's weight without the experiment's templates'
         self._init_experiments()
         self._init_plugins()
-        walk = _walk_back(policy)  # per step: reconciles ask often, model fields read slowly
+        walk = walk_back(policy)  # per step: reconciles ask often, model fields read slowly
         self._steps, self._set_weights, self._scales, self._indefinite, self._deciding = walk[:5]
         self._routed_counts: dict[tuple, tuple[int, int]] = walk[5]  # see _reconcile_replicas
 
@@ -169,9 +148,20 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
     def _loop_key(self) -> tuple:
         """The base's key, then the steps', the plugin's and the experiment's state: one flat
         tuple, without super() (nesting and super() cost, twice per reconcile)."""
-        base = (self.status, self.reason, self.promoted, self.finished, self.step_index)
-        steps = (self.step_started, self.paused, self.plugin_run, self.plugin_phase)
-        return (*base, *steps, self.exp is not None, self.exp_running, self.exp_failed)
+        return (
+            self.status,
+            self.reason,
+            self.promoted,
+            self.finished,
+            self.step_index,
+            self.step_started,
+            self.paused,
+            self.plugin_run,
+            self.plugin_phase,
+            self.exp is not None,
+            self.exp_running,
+            self.exp_failed,
+        )
 
     # ------------------------------------------------------------------ reconcile
 
@@ -188,13 +178,17 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
             self._reconcile_progress()
 
     def _reconcile_progress(self) -> None:
-        self._react_to_background()
+        background = self.runs.get(BACKGROUND_RUN)  # (until it ends, a call less: every time)
+        if background is not None and background.phase.completed:
+            self._react_to_background()
         if self.aborted or self.paused == "InconclusiveAnalysisRun":
             return  # an Inconclusive pause halts replica reconciliation too (haltProgress)
         if not self.background_started:  # (else it does nothing: a call less, every reconcile)
             self._start_background_if_due()
-        counts_reached = self._reconcile_replicas(self._current_set_weight())
-        step = self._step()
+        i, steps = self.step_index, self._steps  # (_current_set_weight and _step, inlined)
+        weight = self._set_weights[i] if i < len(steps) else self.max_weight
+        counts_reached = self._reconcile_replicas(weight)
+        step = steps[i] if i < len(steps) else None
         if step is None:
             self._reconcile_full_promotion(counts_reached)
             return
@@ -336,17 +330,18 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
                 min_pods_per_replica_set=self.policy.min_pods_per_replica_set,
             )
         canary, stable = counts
-        if counts != (self.desired["canary"], self.desired["stable"]):  # (else no-ops: fewer calls)
+        desired, available = self.desired, self.available
+        if counts != (desired["canary"], desired["stable"]):  # (else no-ops: fewer calls)
             self._scale("canary", canary)
             self._scale("stable", stable)
-        canary_ok = self._ready("canary")
+        canary_ok = available["canary"] == desired["canary"]  # (_ready inlined: both have both)
         target = self.canary_weight
         if canary_ok and self._stable_can_take(weight):
             target = float(weight)  # the weight moves only once the canary is available
-        if self.available["canary"] == 0:
+        if available["canary"] == 0:
             target = 0.0
         self._route(target)
-        return canary_ok and self._ready("stable")
+        return canary_ok and available["stable"] == desired["stable"]
 
     def _route(self, canary_weight: float) -> None:
         """The router's weight: the canary's, plus the weights of a running experiment's

@@ -188,13 +188,25 @@ class FlaggerController(ControllerBase):
         self.stuck = True  # Flagger notices on its next tick (non-retriable: rollback)
 
     def _loop_key(self) -> tuple:
-        return (*super()._loop_key(), self.phase, self.canary_weight, self.iterations, self.gate)
+        """The base's key, then the analysis's: one flat tuple, without super() (twice per
+        reconcile), as CanaryController's."""
+        return (
+            self.status,
+            self.reason,
+            self.promoted,
+            self.finished,
+            self.phase,
+            self.canary_weight,
+            self.iterations,
+            self.gate,
+        )
 
-    def _measured(self, event: MeasurementTaken) -> None:
+    def _measured(self, event: MeasurementTaken) -> bool:
         if event.run == self._tick_key() and event.metric in self.pending:
             self.pending[event.metric] = event
             if all(v is not None for v in self.pending.values()):
                 self._finish_analysis()
+        return True  # (its reconcile reads the measurements themselves: never quiet)
 
     # ------------------------------------------------------------------ the tick
 

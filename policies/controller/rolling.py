@@ -142,7 +142,8 @@ class BatchController(_FencedRollout):
         return (self.batch, *super()._progress_signature())
 
     def _loop_key(self) -> tuple:
-        return (*super()._loop_key(), self.batch, self.waiting)
+        """The base's key, then the batch's: flat, without super() (as CanaryController's)."""
+        return (self.status, self.reason, self.promoted, self.finished, self.batch, self.waiting)
 
     def _deadline_applies(self) -> bool:
         return super()._deadline_applies() and self.waiting is None
