@@ -79,9 +79,9 @@ class BlastRadius:
         # any bad answer from the new version; "hurt", a release-caused bad answer, either
         # version; "late", bad answers once the fault began
         self._marks: dict[str, np.ndarray] = {}
-        # a mark while one draw alone set it, as in most replications: counted as drawn, with
-        # no byte per user and its users not gathered
-        self._drawn: dict[str, Drawn] = {}
+        # a mark while draws alone set it, as in most replications: counted as drawn (by the
+        # users' positions in their cells), with no byte per user and no users gathered
+        self._drawn: dict[str, list[Drawn]] = {}
         self.pending_bad: collections.Counter = collections.Counter()  # (selector, late) -> n
         # (selector, late) -> [bad, caused] requests expected of the new version
         self.pools: collections.defaultdict = collections.defaultdict(lambda: [0.0, 0.0])
@@ -110,7 +110,7 @@ class BlastRadius:
     @staticmethod
     def _change(means: np.ndarray, b_ref) -> np.ndarray:
         """Per flow and piece: expected bad requests minus the counterfactual's (rounding to 0)."""
-        total = means.sum(axis=0)
+        total = np.add.reduce(means, axis=0)  # what ``sum`` runs, without its wrapper
         change = means[0] + means[1] - total * b_ref
         change[np.abs(change) <= _ROUNDING * total] = 0.0
         return change
@@ -131,8 +131,9 @@ class BlastRadius:
         # (a fault state with no onset, no fault or no pod, reaches no piece: nothing to look for)
         if totals.t_fault is None and block.fault.first < math.inf:
             onset = block.onset_in[sel]
-            if np.isfinite(onset).any():
-                totals.t_fault = float(onset[np.isfinite(onset)][0])
+            finite = np.isfinite(onset)
+            if finite.any():
+                totals.t_fault = float(onset[finite.argmax()])  # the first finite one
         flows = block.flows
         b_ref = self._b_ref(block, sel) if can_change else self.b0
         old_can_change = self.full_capacity is not None or flows.any_unserved
@@ -141,9 +142,7 @@ class BlastRadius:
         idx = flows.canary_idx
         if not idx.size:
             return
-        ids = idx.tolist()
-        # contiguous flows (as usual: one) as a slice, so the arrays below are views, not copies
-        rows = slice(ids[0], ids[-1] + 1) if ids[-1] - ids[0] + 1 == len(ids) else idx
+        rows = flows.canary_rows  # a slice if contiguous: the arrays below are views
         counts = block.counts[:, rows, sel]  # (failed/slow/good, canary flows, pieces)
         failed_f, slow_f, good_f = np.add.reduce(counts, axis=2).tolist()  # per flow (few)
         failed, slow = sum(failed_f), sum(slow_f)
@@ -160,16 +159,16 @@ class BlastRadius:
         means = block.means[:, rows, sel]  # (failed/slow/good, canary flows, pieces)
         bad_means = means[0] + means[1]
         bad_sums = np.add.reduce(bad_means, axis=1).tolist()  # per flow, each row summed alone
-        selectors = [flows.flows[i].users for i in ids]
+        selectors = flows.canary_users
         caused_means = np.maximum(self._change(means, b_ref), 0.0) if can_change else None
         late = [0] * idx.size
         after = None  # the share of each piece after the fault began
         late_caused = None
         if totals.t_fault is not None and totals.t_fault <= block.starts[sel.start]:
             late, after = n_bad, 1.0  # all of it after the onset
-            summed = means.sum(axis=2)
-            expected, expected_bad = summed.sum(axis=0), summed[0] + summed[1]
-            late_caused = None if caused_means is None else caused_means.sum(axis=1)
+            summed = np.add.reduce(means, axis=2)  # (as ``sum``, without its wrapper)
+            expected, expected_bad = np.add.reduce(summed, axis=0), summed[0] + summed[1]
+            late_caused = None if caused_means is None else np.add.reduce(caused_means, axis=1)
         elif totals.t_fault is not None:
             starts, ends = block.starts[sel], block.ends[sel]
             after = np.clip((ends - np.maximum(starts, totals.t_fault)) / (ends - starts), 0, 1)
@@ -189,7 +188,7 @@ class BlastRadius:
         for f, users in enumerate(selectors):
             if n_bad[f]:
                 self.pending_bad[(users, False)] += int(n_bad[f] - late[f])
-            caused_f = 0.0 if caused_means is None else float(caused_means[f].sum())
+            caused_f = 0.0 if caused_means is None else float(np.add.reduce(caused_means[f]))
             early = self.pools[(users, False)]
             if after is None:
                 early[0] += bad_sums[f]
@@ -248,18 +247,16 @@ class BlastRadius:
     # ------------------------------------------------------------------ users
 
     def _mark(self, name: str, drawn: Drawn) -> None:
-        if name in self._marks or name in self._drawn:
-            self._marked(name)[drawn.users] = True
+        found = self._marks.get(name)
+        if found is not None:
+            found[drawn.users] = True
         else:
-            self._drawn[name] = drawn
+            self._drawn.setdefault(name, []).append(drawn)
 
     def _marked(self, name: str) -> np.ndarray:
         found = self._marks.get(name)
         if found is None:
-            found = self._marks[name] = np.zeros(self.cells.n, dtype=bool)
-            drawn = self._drawn.pop(name, None)
-            if drawn is not None:
-                found[drawn.users] = True
+            found = self._marks[name] = self.cells.users_mask(self._drawn.pop(name, None))
         return found
 
     @property
@@ -275,9 +272,9 @@ class BlastRadius:
         return self._marked("late")
 
     def _count(self, name: str) -> int:
-        drawn = self._drawn.get(name)
-        if drawn is not None:
-            return drawn.distinct()
+        draws = self._drawn.get(name)
+        if draws is not None:
+            return self.cells.distinct_users(draws)
         found = self._marks.get(name)
         return 0 if found is None else int(np.count_nonzero(found))
 
@@ -292,28 +289,32 @@ class BlastRadius:
                 self._mark("late", drawn)
             bad, caused = self.pools[(selector, late)]
             if caused > 0 and bad > 0 and drawn.counts.size:
-                self._caused_users(drawn.users, drawn.counts, min(1.0, caused / bad))
+                self._caused_users(drawn, drawn.counts, min(1.0, caused / bad))
         for selector, k in sorted(self.pending_caused_old.items(), key=repr):
             self.hurt[self.cells.draw(self.make_cause_rng(), k, selector)] = True
         self.pending_bad.clear()
         self.pools.clear()
         self.pending_caused_old.clear()
 
-    def _caused_users(self, users: np.ndarray, counts: np.ndarray, share: float) -> None:
+    def _caused_users(self, users: Drawn | np.ndarray, counts: np.ndarray, share: float) -> None:
         """Binomial(c, share) of each user's c bad requests are caused; a user with one is hurt.
         Drawn as the first caused request's position, Geometric(share): the user is hurt when
         it is ≤ c, and the caused ones after it, over all users, are one Binomial(Σ rest,
-        share) — the same law as a binomial per user, at a fraction of its cost."""
+        share) — the same law as a binomial per user, at a fraction of its cost. (``users``:
+        as drawn, whose hurt are then counted as drawn, not marked, or an array of users.)"""
+        drawn = users if isinstance(users, Drawn) else Drawn(users, np.arange(users.size), counts)
         if share >= 1.0:
-            self.hurt[users] = True
+            self._mark("hurt", drawn)
             self.totals.caused += int(counts.sum())
             return
         rng = self.make_cause_rng()
-        first = rng.geometric(share, users.size)
+        first = rng.geometric(share, counts.size)
         hit = first <= counts
-        self.hurt[users[hit]] = True
-        rest = int((counts[hit] - first[hit]).sum())
-        self.totals.caused += int(np.count_nonzero(hit)) + int(rng.binomial(rest, share))
+        # the hurt as a draw of their own (a subset keeps the order), counted, not yet marked
+        hurt = Drawn(drawn.members, drawn.positions[hit], counts[hit], drawn.ascending)
+        self._mark("hurt", hurt)
+        rest = int((hurt.counts - first[hit]).sum())
+        self.totals.caused += hurt.positions.size + int(rng.binomial(rest, share))
 
     def forget(self) -> None:
         """Drop the per-user marks once counted (a byte per user each): a finished replication
@@ -342,12 +343,16 @@ class BlastRadius:
         self.split()
         if not self.exposure and not self.joined:
             return self._count("late")
-        already = self.hurt_after_fault
-        if self.joined:  # session affinity: every joiner reached it (sim/engine/affinity.py)
-            already = already.copy()
-            for selector in sorted(self.joined, key=repr):
-                already[self.cells.members(selector)] = True
-        if not self.exposure:
-            return int(np.count_nonzero(already))
+        already: np.ndarray | list[Drawn] | None
+        if self.joined or "late" in self._marks:
+            already = self.hurt_after_fault
+            if self.joined:  # session affinity: every joiner reached it (sim/engine/affinity.py)
+                already = already.copy()
+                for selector in sorted(self.joined, key=repr):
+                    already[self.cells.members(selector)] = True
+            if not self.exposure:
+                return int(np.count_nonzero(already))
+        else:  # the draws' users, or nobody: passed as drawn (counted there, maybe unmarked)
+            already = self._drawn.get("late")
         good = {k: max(v[0] - v[1], 0.0) for k, v in self.exposure.items()}  # Λ − Λᵇ
         return self.cells.exposed(self.user_rng, good, already)

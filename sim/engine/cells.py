@@ -47,6 +47,7 @@ class Drawn:
     members: np.ndarray
     positions: np.ndarray
     counts: np.ndarray
+    ascending: bool = False  # positions ascending (a group's lookups)
 
     @cached_property
     def users(self) -> np.ndarray:
@@ -212,12 +213,12 @@ class UserCells:
     def _draw_range(self, rng, k: int, group_key, i: int, j: int) -> Drawn:
         members = self._group(*group_key)[0]
         if k <= 0 or j <= i:
-            return Drawn(members, np.empty(0, dtype=np.intp), np.empty(0, dtype=np.int64))
+            return Drawn(members, np.empty(0, dtype=np.intp), np.empty(0, dtype=np.int64), True)
         if k > _PER_USER_DRAW * (j - i):  # per user is cheaper than k lookups
             hit, counts = self._hits(rng, k, group_key, i, j)
-            return Drawn(members[i:j], hit, counts)
+            return Drawn(members, hit + i if i else hit, counts)  # (positions in the group)
         picks = self._picks(rng, k, group_key, i, j)
-        return Drawn(members, picks, _ones(k))
+        return Drawn(members, picks, _ones(k), ascending=True)
 
     def _picks(self, rng, k: int, group_key, i: int, j: int) -> np.ndarray:
         """Positions in the group of k draws ∝ activity from [i, j), in ascending order."""
@@ -272,24 +273,44 @@ class UserCells:
         picks[end:] = size - 1
         return picks
 
-    def exposed(self, rng: np.random.Generator, terms: dict, already: np.ndarray) -> int:
-        """How many users were reached: ``already`` plus the users of Poisson(Λ) requests from
-        each selection, {selector: Λ}. A user's requests are then Poisson of its intensity λ
-        (∝ activity) and the selections' processes independent, so a user is reached with
-        probability 1 − e^−Σλ. Few requests are drawn one by one (``draw``); many, per user:
-        reached iff an Exp(1) variable is below Σλ (the same probability, in one pass)."""
-        reached = already.copy()
+    def exposed(
+        self, rng: np.random.Generator, terms: dict, already: np.ndarray | list[Drawn] | None
+    ) -> int:
+        """How many users were reached: ``already`` (a mask of users, the draws that reached
+        them, or None) plus the users of Poisson(Λ) requests from each selection, {selector:
+        Λ}. A user's requests are then Poisson of its intensity λ (∝ activity) and the
+        selections' processes independent, so a user is reached with probability 1 − e^−Σλ.
+        Few requests are drawn one by one (``draw``); many, per user: reached iff an Exp(1)
+        variable is below Σλ (the same probability, in one pass)."""
         groups = self._ranges_by_group(terms)
         disjoint = _disjoint(groups)  # then a per-user pass counts its new users, unmarked
+        # by position: ``already`` is draws of the groups, which hold no user twice, so each
+        # group's users are counted by their positions in it (a position is one user): no
+        # users gathered, no byte per user of the population. Else users are marked.
+        by_group = None if isinstance(already, np.ndarray) else self._by_group(already or [])
+        if not (disjoint and by_group is not None and by_group.keys() <= groups.keys()):
+            by_group = None
+            reached = (
+                already.copy() if isinstance(already, np.ndarray) else self.users_mask(already)
+            )
         counted = 0
         for (key, order), ranges in groups.items():
             members, _, _ = self._group(key, order)
+            drawn = [] if by_group is None else list(by_group.get((key, order), ()))
             lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
             if sum(r[3] for r in ranges) <= _PER_USER_EXPOSED * (hi - lo):
                 for i, j, _, expected in ranges:
                     k = int(rng.poisson(expected))
-                    reached[self._draw_range(rng, k, (key, order), i, j).users] = True
+                    drawn.append(self._draw_range(rng, k, (key, order), i, j))
+                if by_group is not None:
+                    counted += _distinct_positions(drawn, members.size)
+                else:
+                    for d in drawn:
+                        reached[d.users] = True
                 continue
+            if by_group is not None:  # the group's marks by position
+                marks = _position_mask(drawn, members.size)
+                counted += int(np.count_nonzero(marks))
             carry = 0.0  # in steps of _CHUNK users: the same draws, no n-sized temporaries
             for a in range(lo, hi, _CHUNK):
                 b = min(a + _CHUNK, hi)
@@ -298,11 +319,45 @@ class UserCells:
                     rng.standard_exponential(b - a)
                     < self._sorted_activity(key, order, a, b) * steps
                 )
-                if disjoint:
+                if by_group is not None:
+                    counted += int(np.count_nonzero(hit & ~marks[a:b]))
+                elif disjoint:
                     counted += int(np.count_nonzero(hit & ~reached[members[a:b]]))
                 else:
                     reached[members[a:b][hit]] = True
-        return int(np.count_nonzero(reached)) + counted
+        return counted if by_group is not None else int(np.count_nonzero(reached)) + counted
+
+    def distinct_users(self, draws: list[Drawn]) -> int:
+        """How many users the draws hold together: counted by position when they are draws
+        of groups that hold no user twice (as a blast radius's cells), else marked."""
+        if len(draws) == 1:
+            return draws[0].distinct()
+        by_group = self._by_group(draws)
+        if by_group is not None and _disjoint(by_group):
+            return sum(
+                _distinct_positions(found, self._group(*group_key)[0].size)
+                for group_key, found in by_group.items()
+            )
+        return int(np.count_nonzero(self.users_mask(draws)))
+
+    def _by_group(self, draws: list[Drawn]) -> dict | None:
+        """The draws by their group, {(cell key, order): draws}; None if one is of none (a
+        cookie order's ``each``: its joiners)."""
+        owners = {id(g[0]): key for key, g in self._groups.items() if not is_each(key[1])}
+        found: dict = {}
+        for drawn in draws:
+            group_key = owners.get(id(drawn.members))
+            if group_key is None:
+                return None
+            found.setdefault(group_key, []).append(drawn)
+        return found
+
+    def users_mask(self, draws: list[Drawn] | None) -> np.ndarray:
+        """A mask of the users of ``draws``."""
+        reached = np.zeros(self.n, dtype=bool)
+        for drawn in draws or ():
+            reached[drawn.users] = True
+        return reached
 
     def _ranges_by_group(self, terms: dict) -> dict:
         by_group: dict = {}
@@ -333,6 +388,42 @@ def _ones(k: int) -> np.ndarray:
 
 
 _ONE = np.ones(1, np.int64).tobytes()  # immutable bytes: a view of them is read-only
+
+
+def _distinct_positions(draws: list[Drawn], size: int) -> int:
+    """How many distinct positions draws of one group (of ``size`` users) hold together."""
+    if all(drawn.ascending for drawn in draws):
+        return _distinct_union([drawn.positions for drawn in draws])
+    return int(np.count_nonzero(_position_mask(draws, size)))
+
+
+def _position_mask(draws: list[Drawn], size: int) -> np.ndarray:
+    """A mask of the positions, in their group of ``size`` users, that draws hold."""
+    mask = np.zeros(size, dtype=bool)
+    for drawn in draws:
+        mask[drawn.positions] = True
+    return mask
+
+
+def _distinct_union(positions: list[np.ndarray]) -> int:
+    """How many distinct values ascending arrays hold together: those of the largest, plus
+    the others' not in it (a binary search each: few). Three or more: ``np.unique``."""
+    positions = sorted((at for at in positions if at.size), key=len)
+    if len(positions) > 2:
+        return int(np.unique(np.concatenate(positions)).size)
+    if not positions:
+        return 0
+    large = positions[-1]
+    count = 1 + int(np.count_nonzero(large[1:] != large[:-1]))  # one per run
+    if len(positions) == 2:
+        small = positions[0]
+        first = np.empty(small.size, dtype=bool)  # of each run of the small one
+        first[0] = True
+        np.not_equal(small[1:], small[:-1], out=first[1:])
+        new = small[first]
+        found = np.minimum(large.searchsorted(new), large.size - 1)
+        count += int(np.count_nonzero(large.take(found) != new))
+    return count
 
 
 def _disjoint(groups: dict) -> bool:

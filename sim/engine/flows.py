@@ -77,6 +77,8 @@ class FlowSet:
         "by_slot",
         "canary",
         "canary_idx",
+        "canary_rows",
+        "canary_users",
         "faulty",
         "flows",
         "probabilities",
@@ -98,6 +100,11 @@ class FlowSet:
         self.shadow = shadow if shadow.any() else None
         reach = self.canary & ~shadow  # users' requests served by the new version
         self.canary_idx = np.flatnonzero(reach)
+        ids = self.canary_idx.tolist()
+        # (the blast radius's) contiguous flows, as usual one, as a slice: indexing gives views
+        contiguous = bool(ids) and ids[-1] - ids[0] + 1 == len(ids)
+        self.canary_rows = slice(ids[0], ids[-1] + 1) if contiguous else self.canary_idx
+        self.canary_users = tuple(flows[i].users for i in ids)  # their selectors
         self.stable_idx = np.flatnonzero(~self.canary & ~shadow)
         self.faulty = self.canary & np.array([f.faulty for f in flows], dtype=bool)
         self.any_faulty = bool((self.faulty & ~shadow).any())  # users meet the fault
@@ -225,8 +232,10 @@ def flow_set(
     moved: float = 1.0,
 ) -> FlowSet:
     """``compute_flows`` as a ``FlowSet``, cached on ``cells``: replications of one run meet
-    the same few states (weights, pod counts) again and again."""
-    key = (state, tuple(sorted(serving.items())), fault_segment, sticky, moved)
+    the same few states (weights, pod counts) again and again. (The pod counts' key is in the
+    dict's order, unsorted: ``Pods.serving`` keeps one order; another order of equal counts
+    would only build an equal ``FlowSet`` once more.)"""
+    key = (state, tuple(serving.items()), fault_segment, sticky, moved)
     found = cells.flow_sets.get(key)
     if found is None:
         if len(cells.flow_sets) >= _FLOW_SETS_MAX:
