@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from policies.controller import Cause, Measure, MeasurementTaken, detector
+from sim.engine.kept import kept_for_the_last
 from sim.world.operators import BurnRateAlert
 
 __all__ = ["Detectors"]
@@ -191,25 +192,22 @@ class Detectors:
             self.detected(self.env.now, by)
 
 
-_last_alert: tuple = (None, None, None, math.inf)
-"""(world, baseline bad ratio, its alert with no slots, its floor): the last world's, the alert
-copied for each replication (working out its rules' parameters costs more than a copy)."""
-
-
 def _alert_of(cw) -> tuple[BurnRateAlert | None, float]:
     """A new burn-rate alert (no slots seen) of ``cw``'s world and baseline (None: alerting
     off), and its floor: a window's bad ratio never exceeds its worst slot's, so until a slot
     (the history before the release at baseline included) exceeds the lowest threshold, with
-    some slack, no rule can fire and the alert need not evaluate."""
-    global _last_alert
-    world, baseline = cw.world, cw.baseline_bad
-    last_world, last_baseline, alert, floor = _last_alert
-    if last_world is not world or last_baseline != baseline:
-        alert = world.operators.burn_rate_alert(
-            world.platform,
-            pre_release_rate=float(world.traffic.rate_at(0.0)),
-            baseline_error_ratio=baseline,
-        )
-        floor = alert.lowest_threshold * (1 - 1e-6) if alert else math.inf
-        _last_alert = (world, baseline, alert, floor)
+    some slack, no rule can fire and the alert need not evaluate. (Its rules' parameters are
+    worked out once per world: a copy of the alert costs less.)"""
+    alert, floor = _alert_and_floor(cw)
     return (None if alert is None else alert.fresh()), floor
+
+
+@kept_for_the_last
+def _alert_and_floor(cw) -> tuple[BurnRateAlert | None, float]:
+    world = cw.world
+    alert = world.operators.burn_rate_alert(
+        world.platform,
+        pre_release_rate=float(world.traffic.rate_at(0.0)),
+        baseline_error_ratio=cw.baseline_bad,
+    )
+    return alert, (alert.lowest_threshold * (1 - 1e-6) if alert else math.inf)

@@ -19,6 +19,7 @@ import numpy as np
 from policies.controller import Cause
 from sim.engine.cells import UserCells
 from sim.engine.flows import flow_set
+from sim.engine.kept import kept_for_the_last
 from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace
@@ -144,9 +145,8 @@ class Recorder:
         out.caused_bad_requests = totals.caused  # complete once the users are drawn
         if totals.t_fault is not None:
             out.t_fault = totals.t_fault
-        slo = self.world.operators.slo
-        expected = float(self.world.traffic.integral(0.0, slo.period))
-        out.error_budget_used = totals.excess / slo.budget(expected) if expected else 0.0
+        expected, budget = _error_budget(self.world)
+        out.error_budget_used = totals.excess / budget if expected else 0.0
         rolled_back = not math.isnan(out.t_rollback_start)
         if rolled_back:
             out.outcome = "rolled_back"
@@ -174,6 +174,15 @@ class Recorder:
             tape.s_err[:n].copy(),
             list(events),
         )
+
+
+@kept_for_the_last
+def _error_budget(world) -> tuple[float, float]:
+    """The expected requests in the SLO period and the bad requests they allow (0 when none
+    are expected): the same for every replication of a world."""
+    slo = world.operators.slo
+    expected = float(world.traffic.integral(0.0, slo.period))
+    return expected, (slo.budget(expected) if expected else 0.0)
 
 
 @functools.cache

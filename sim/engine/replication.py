@@ -49,6 +49,7 @@ from sim.engine.cells import UserCells
 from sim.engine.clock import Clock
 from sim.engine.detectors import Detectors
 from sim.engine.drafting import Drafter
+from sim.engine.kept import kept_for_the_last
 from sim.engine.outcome import Outcome
 from sim.engine.pods import Pods
 from sim.engine.recorder import Recorder
@@ -59,6 +60,20 @@ from sim.engine.trace import Trace
 from sim.world.plugins import check_step_plugins
 
 __all__ = ["Replication", "simulate"]
+
+
+@kept_for_the_last
+def _plan_of(world, policy) -> tuple[int, float, float, float]:
+    """What ``policy`` in ``world`` sets up in every replication: its replicas, router and
+    selector delays and minReadySeconds, once its step plugins are checked."""
+    check_step_plugins(world.step_plugins, policy)  # (the runner refuses it before a run)
+    platform = world.platform
+    return (
+        platform.resolve_replicas(getattr(policy, "replicas", None)),
+        max(platform.router_delay_for(k) for k in routers_of(policy)),
+        platform.router_delay_for("serviceSelector"),
+        float(getattr(policy, "min_ready_seconds", 0.0)),
+    )
 
 
 class Replication:
@@ -203,7 +218,10 @@ class Replication:
         (measurements answer at once: their results are queued and delivered in turn)."""
         queue, handle, apply = self.queue, self.ctl.handle, self._apply
         if event is not None:
-            queue.append(event)
+            if queue:  # (delivered during another's actions: after the results queued)
+                queue.append(event)
+            else:  # (the usual case: first in an empty queue, so handled at once)
+                apply(handle(event))
         while queue:
             apply(handle(queue.pop(0)))
 
@@ -223,12 +241,14 @@ class Replication:
         events at the very same time, a carried timer runs after those scheduled before it was
         carried.) Each start is a new tuple (deadline,): its identity tells the current one."""
         key = action.key
-        armed = self.timers[key] = (self.env.now + action.delay,)
+        at = self.env.now + action.delay
+        armed = self.timers[key] = (at,)
         calls = self.calls.get(key)
         if calls is None:
             calls = self.calls[key] = []
-        if not calls or min(calls) >= armed[0]:  # (no earlier call will carry it)
-            self._call_timer(key, armed)
+        if not calls or min(calls) >= at:  # (no earlier call will carry it: _call_timer's)
+            calls.append(at)
+            self.clock.call(at, self._timer, key, armed)
 
     def _call_timer(self, key: str, armed: tuple[float]) -> None:
         """Call ``_timer`` at ``armed``'s deadline (a call's time is always its deadline)."""
@@ -316,29 +336,6 @@ _HANDLERS: dict[type, Callable[[Replication, Any, bool], object]] = {
 """What each controller action does in the world, by action type: handler(replication, action,
 initial). One table for every replication (an action's subclass is added once found, and a
 type with no handler too, as ``_nothing_to_do``)."""
-
-
-_last_plan: tuple = (None, None, None)
-"""(world, policy, its plan): the last pair's, reused by their next replications."""
-
-
-def _plan_of(world, policy) -> tuple[int, float, float, float]:
-    """What ``policy`` in ``world`` sets up in every replication: its replicas, router and
-    selector delays and minReadySeconds, once its step plugins are checked (both are frozen
-    models: the plan of the last pair is kept, a few µs per replication)."""
-    global _last_plan
-    last_world, last_policy, plan = _last_plan
-    if last_world is not world or last_policy is not policy:
-        check_step_plugins(world.step_plugins, policy)  # (the runner refuses it before a run)
-        platform = world.platform
-        plan = (
-            platform.resolve_replicas(getattr(policy, "replicas", None)),
-            max(platform.router_delay_for(k) for k in routers_of(policy)),
-            platform.router_delay_for("serviceSelector"),
-            float(getattr(policy, "min_ready_seconds", 0.0)),
-        )
-        _last_plan = (world, policy, plan)
-    return plan
 
 
 class _Stop(Exception):

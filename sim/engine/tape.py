@@ -26,6 +26,7 @@ from policies.measures import Observation, WindowStats
 from sim.engine.blast import BlastRadius, Totals
 from sim.engine.cells import UserCells
 from sim.engine.flows import FlowSet
+from sim.engine.kept import kept_for_the_last
 from sim.world.rates import Constant
 
 __all__ = ["NO_FAULT", "FaultState", "Tape"]
@@ -77,23 +78,18 @@ def _filled(value: float, n: int) -> np.ndarray:
     return found[:n]
 
 
-_last_setup: tuple = (None, None, None)  # (world, fault, their setup): the last pair's
-
-
+@kept_for_the_last
 def _setup_of(cw, fault) -> tuple:
     """What every tape of ``cw`` and ``fault`` reads: the constant rate (None: it varies), the
     baseline's and the faulty candidate's request probabilities (once its fault is on, no ramp;
-    NaN without a fault). Both are frozen: the last pair's are kept, as replication.py's plan."""
-    global _last_setup
-    if _last_setup[0] is not cw or _last_setup[1] is not fault:
-        world, p0, p1, q1 = cw.world, cw.baseline_failure, math.nan, math.nan
-        objective, profile = world.latency_objective, world.traffic.rate
-        if fault is not None:
-            p1 = float(fault.failure_probability(p0, 0.0))
-            q1 = float(fault.slow_probability(world.baseline, objective, 0.0))
-        rate = profile.rate_ if isinstance(profile, Constant) else None
-        _last_setup = (cw, fault, (rate, p0, cw.baseline_slow, cw.baseline_bad, objective, p1, q1))
-    return _last_setup[2]
+    NaN without a fault)."""
+    world, p0, p1, q1 = cw.world, cw.baseline_failure, math.nan, math.nan
+    objective, profile = world.latency_objective, world.traffic.rate
+    if fault is not None:
+        p1 = float(fault.failure_probability(p0, 0.0))
+        q1 = float(fault.slow_probability(world.baseline, objective, 0.0))
+    rate = profile.rate_ if isinstance(profile, Constant) else None
+    return (rate, p0, cw.baseline_slow, cw.baseline_bad, objective, p1, q1)
 
 
 class _Block:
