@@ -58,13 +58,15 @@ _shared: dict = {v: np.zeros(0) for v in (0.0, 1.0, math.inf)}  # _filled's and 
 
 def _grid(slot: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Slot edges k × slot and slot numbers k for k up to at least n, read-only: the numbers of
-    np.arange(first, last, dtype=float) * slot (whole numbers as floats, times the slot)."""
-    found = _shared.get(("grid", slot))
-    if found is None or found[1].size < n:
-        k = np.arange(max(n, 1024, 2 * found[1].size if found else 0), dtype=np.intp)
-        found = _shared["grid", slot] = (k * slot, k)  # (k as a float, times the slot)
-        found[0].flags.writeable = k.flags.writeable = False
-    return found
+    np.arange(first, last, dtype=float) * slot (whole numbers as floats, times the slot). One
+    slot length's are kept (a run has one), so a sweep over slot lengths holds one grid."""
+    found = _shared.get("grid")
+    if found is None or found[0] != slot or found[2].size < n:
+        grown = 2 * found[2].size if found is not None and found[0] == slot else 0
+        k = np.arange(max(n, 1024, grown), dtype=np.intp)
+        found = _shared["grid"] = (slot, k * slot, k)  # (k as a float, times the slot)
+        found[1].flags.writeable = k.flags.writeable = False
+    return found[1], found[2]
 
 
 def _filled(value: float, n: int) -> np.ndarray:
