@@ -1,8 +1,8 @@
-"""The one-slot cache of what a run's replications share (sim/engine/kept.py)."""
+"""The one-slot cache of what a run's replications share (policies/kept.py)."""
 
 from __future__ import annotations
 
-from sim.engine.kept import kept_for_the_last
+from policies.kept import kept_for_the_last
 
 
 def test_kept_for_the_same_objects_and_worked_out_again_for_others():

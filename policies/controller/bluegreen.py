@@ -28,6 +28,7 @@ class BlueGreenController(ArgoControllerBase):
     """Stages: preview -> prePromotion -> pause -> (scale to N) -> switched -> promoted."""
 
     kind = "BlueGreen"
+    LOOP_FIELDS = (*ArgoControllerBase.LOOP_FIELDS, "stage", "paused", "switched")
 
     def __init__(self, policy: BlueGreen, replicas: int, rng=None) -> None:
         super().__init__(policy, replicas, rng)
@@ -149,19 +150,6 @@ class BlueGreenController(ArgoControllerBase):
         else:
             self._abort(f"{key}Analysis{phase.value}", verdict)
         return False
-
-    def _loop_key(self) -> tuple:
-        """The base's key, then the stage's: one flat tuple, without super() (twice per
-        reconcile), as CanaryController's."""
-        return (
-            self.status,
-            self.reason,
-            self.promoted,
-            self.finished,
-            self.stage,
-            self.paused,
-            self.switched,
-        )
 
     def _end_pause(self) -> None:
         self.paused = None

@@ -45,6 +45,11 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
     """Argo canary: steps, background analysis, abort, promotion and undo."""
 
     kind = "Canary"
+    LOOP_FIELDS = (
+        *ArgoControllerBase.LOOP_FIELDS,
+        *("step_index", "step_started", "paused", "plugin_run", "plugin_phase"),
+        *("has_experiment", "exp_running", "exp_failed"),
+    )
 
     def __init__(self, policy: Canary, replicas: int, rng=None) -> None:
         super().__init__(policy, replicas, rng)
@@ -109,7 +114,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         return self.step_index >= len(self._steps) or not self._indefinite[self.step_index]
 
     def _progress_signature(self) -> tuple:
-        """The step, then the base's pod counts: flat, without super() (see ``_loop_key``)."""
+        """The step, then the base's pod counts: flat, without super() (after every event)."""
         return (self.step_index, self.desired.copy(), self.available.copy())
 
     # ------------------------------------------------------------------ helpers
@@ -145,24 +150,6 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
         self._advance()
         self._set_status("Progressing", "PauseEnded", Progress("StepCompleted", ended))
 
-    def _loop_key(self) -> tuple:
-        """The base's key, then the steps', the plugin's and the experiment's state: one flat
-        tuple, without super() (nesting and super() cost, twice per reconcile)."""
-        return (
-            self.status,
-            self.reason,
-            self.promoted,
-            self.finished,
-            self.step_index,
-            self.step_started,
-            self.paused,
-            self.plugin_run,
-            self.plugin_phase,
-            self.exp is not None,
-            self.exp_running,
-            self.exp_failed,
-        )
-
     # ------------------------------------------------------------------ reconcile
 
     def _reconcile(self) -> None:
@@ -180,7 +167,7 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
     def _reconcile_progress(self) -> None:
         background = self.runs.get(BACKGROUND_RUN)  # (until it ends, a call less: every time)
         if background is not None and background.phase.completed:
-            self._react_to_background()
+            self._react_to_background(background.phase)
         if self.aborted or self.paused == "InconclusiveAnalysisRun":
             return  # an Inconclusive pause halts replica reconciliation too (haltProgress)
         if not self.background_started:  # (else it does nothing: a call less, every reconcile)
@@ -274,11 +261,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
             self._abort(f"StepAnalysis{phase.value}", verdict)
         return False
 
-    def _react_to_background(self) -> None:
-        run = self.runs.get(BACKGROUND_RUN)  # (not _run_phase: every reconcile asks, a call less)
-        if run is None or not run.phase.completed:
-            return
-        phase = run.phase
+    def _react_to_background(self, phase: Phase) -> None:
+        """The background run has ended in ``phase``."""
         if phase == Phase.SUCCESSFUL:
             return  # a finished successful run is not recreated
         verdict = self._verdict(BACKGROUND_RUN, phase, self.step_index)
@@ -292,7 +276,8 @@ class CanaryController(ArgoExperiments, ArgoStepPlugins, ArgoControllerBase):
             self._abort(f"BackgroundAnalysis{phase.value}", verdict)
 
     def _start_background_if_due(self) -> None:
-        analysis = None if self.background_started else self.policy.analysis
+        """(Asked only while no background run was started.)"""
+        analysis = self.policy.analysis
         if analysis is not None and self.step_index >= analysis.starting_step:
             self.background_started = True
             self._start_run(BACKGROUND_RUN, self.policy.templates_for(analysis))

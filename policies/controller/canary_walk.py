@@ -9,21 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from policies.kept import kept_for_the_last
+
 if TYPE_CHECKING:
     from policies.canary import Canary
 
 __all__ = ["walk_back"]
 
-_WALKED: list = [(None, ())]  # (the policy last walked, its walk): a run's replications share it
 
-
+@kept_for_the_last
 def walk_back(policy: Canary) -> tuple:
     """Per step, the setWeight and setCanaryScale in effect there, the step's deciding action
     and whether it waits indefinitely, and a cache of the routed pod counts that its controllers
-    fill (``_reconcile_replicas``); once per policy object (immutable, one per run)."""
-    last, walk = _WALKED[0]  # one read: a pair of one policy, whatever another thread does
-    if last is policy:
-        return walk
+    fill (``_reconcile_replicas``)."""
     steps, weights, scales, weight, scale = policy.steps, [], [], 0, None
     for step in steps:
         weight = step.set_weight if step.set_weight is not None else weight
@@ -33,6 +31,4 @@ def walk_back(policy: Canary) -> tuple:
         scales.append(scale)
     waits = [(s.pause, s.analysis, s.experiment) for s in steps]  # Argo's isIndefiniteStep
     indefinite = tuple(any(action is not None for action in w) for w in waits)
-    walk = (steps, tuple(weights), tuple(scales), indefinite, tuple(s.operation for s in steps), {})
-    _WALKED[0] = (policy, walk)
-    return walk
+    return (steps, tuple(weights), tuple(scales), indefinite, tuple(s.operation for s in steps), {})

@@ -47,6 +47,11 @@ class ArgoExperiments(ControllerBase):
             stable = {"stable"} | (serving & {"experiment-stable"})
             self._set_selectors(stable, {"canary"} | (serving & {"experiment-canary"}))
 
+    @property
+    def has_experiment(self) -> bool:
+        """Whether a step's experiment is current (a field of the canary's loop key)."""
+        return self.exp is not None
+
     def _init_experiments(self) -> None:
         self.exp: Experiment | None = None  # the current step's experiment, while it runs
         self.exp_pods: Counter[str] = Counter()  # its pods per group

@@ -71,6 +71,7 @@ class FlaggerController(ControllerBase):
     """Phases: Progressing -> Promoting -> Finalising -> Succeeded, or Failed (rolled back)."""
 
     kind = "Flagger"
+    LOOP_FIELDS = (*ControllerBase.LOOP_FIELDS, "phase", "canary_weight", "iterations", "gate")
     quiet_measurements = False  # its checks are counted by the reconcile (the tick)
 
     def __init__(
@@ -186,20 +187,6 @@ class FlaggerController(ControllerBase):
 
     def _deadline_exceeded(self) -> None:
         self.stuck = True  # Flagger notices on its next tick (non-retriable: rollback)
-
-    def _loop_key(self) -> tuple:
-        """The base's key, then the analysis's: one flat tuple, without super() (twice per
-        reconcile), as CanaryController's."""
-        return (
-            self.status,
-            self.reason,
-            self.promoted,
-            self.finished,
-            self.phase,
-            self.canary_weight,
-            self.iterations,
-            self.gate,
-        )
 
     def _measured(self, event: MeasurementTaken) -> bool:
         if event.run == self._tick_key() and event.metric in self.pending:

@@ -112,6 +112,7 @@ class BatchController(_FencedRollout):
     analysis, then the next batch; the last batch completes the release."""
 
     kind = "BatchRelease"
+    LOOP_FIELDS = (*_FencedRollout.LOOP_FIELDS, "batch", "waiting")
     policy: BatchRelease
 
     def __init__(self, policy: BatchRelease, replicas: int, rng=None) -> None:
@@ -140,10 +141,6 @@ class BatchController(_FencedRollout):
 
     def _progress_signature(self) -> tuple:
         return (self.batch, *super()._progress_signature())
-
-    def _loop_key(self) -> tuple:
-        """The base's key, then the batch's: flat, without super() (as CanaryController's)."""
-        return (self.status, self.reason, self.promoted, self.finished, self.batch, self.waiting)
 
     def _deadline_applies(self) -> bool:
         return super()._deadline_applies() and self.waiting is None

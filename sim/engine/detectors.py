@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from policies.controller import Cause, Measure, MeasurementTaken, detector
-from sim.engine.kept import kept_for_the_last
+from policies.kept import kept_for_the_last
 from sim.world.operators import BurnRateAlert
 
 __all__ = ["Detectors"]

@@ -17,9 +17,9 @@ import math
 import numpy as np
 
 from policies.controller import Cause
+from policies.kept import kept_for_the_last
 from sim.engine.cells import UserCells
 from sim.engine.flows import flow_set
-from sim.engine.kept import kept_for_the_last
 from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.tape import Tape
 from sim.engine.trace import Trace

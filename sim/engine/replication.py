@@ -43,13 +43,13 @@ from policies.controller import (
     TimerFired,
 )
 from policies.controller.protocol import PluginFinished, RunPlugin
+from policies.kept import kept_for_the_last
 from policies.vocabulary import routers_of
 from sim.engine.affinity import Cookies
 from sim.engine.cells import UserCells
 from sim.engine.clock import Clock
 from sim.engine.detectors import Detectors
 from sim.engine.drafting import Drafter
-from sim.engine.kept import kept_for_the_last
 from sim.engine.outcome import Outcome
 from sim.engine.pods import Pods
 from sim.engine.recorder import Recorder
@@ -246,9 +246,8 @@ class Replication:
         calls = self.calls.get(key)
         if calls is None:
             calls = self.calls[key] = []
-        if not calls or min(calls) >= at:  # (no earlier call will carry it: _call_timer's)
-            calls.append(at)
-            self.clock.call(at, self._timer, key, armed)
+        if not calls or min(calls) >= at:  # (no earlier call will carry it)
+            self._call_timer(key, armed)
 
     def _call_timer(self, key: str, armed: tuple[float]) -> None:
         """Call ``_timer`` at ``armed``'s deadline (a call's time is always its deadline)."""

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policies.kept import kept_for_the_last
 from policies.measures import Observation, WindowStats
 from sim.engine.blast import BlastRadius, Totals
 from sim.engine.cells import UserCells
 from sim.engine.flows import FlowSet
-from sim.engine.kept import kept_for_the_last
 from sim.world.rates import Constant
 
 __all__ = ["NO_FAULT", "FaultState", "Tape"]

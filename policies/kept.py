@@ -1,5 +1,6 @@
 """What a run's replications share, worked out once: a one-slot cache by identity.
 
+(Here, below both the controllers and the engine, so that each uses the one cache.)
 A run hands every replication the same frozen models (its world, policy, fault). What is
 derived from them alone is worked out for the first replication and kept for the last
 arguments seen, compared by identity: a new run's models are new objects, so nothing stale is
