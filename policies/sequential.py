@@ -391,8 +391,10 @@ class SequentialState:
                     test._tau,
                 )
             )
-        if self.statistic > -math.inf:
-            # mSPRT only (the SPRT returned above): __init__ set always_valid_p to 1.0
+        if self.statistic > 0.0:
+            # mSPRT only (the SPRT returned above): __init__ set always_valid_p to 1.0, and a
+            # statistic <= 0 (e^-statistic >= 1) cannot lower it: e^-statistic would overflow
+            # for a statistic below -709, which evidence for the null reaches on busy services
             self.always_valid_p = min(cast(float, self.always_valid_p), math.exp(-self.statistic))
         if self.statistic >= self._threshold[0]:
             self.decision = "reject"

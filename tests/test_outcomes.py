@@ -155,6 +155,51 @@ def test_dns_scale_down_fails_the_clients_still_on_the_old_address():
         assert all(o.users_hurt > 0 and o.bad_requests_new == 0 for o in outs)  # p0 = 0
 
 
+def test_a_switch_still_in_flight_counts_until_it_lands():
+    """A blue-green with no scale-down delay and a 20 s selector delay: at the promotion, and
+    again at the human's undo, the old active pods go at once while the Service's selector
+    still points at them for 20 s, so every request then fails on the old version:
+    E[bad_requests_old] = 2·R·20 s (p0 = 0). The undo's 20 s come after the candidate's pods
+    are gone and the controller is done: the run must not stop before the switch lands (a
+    fast-engine bug found by comparing the engines on random worlds: it counted one switch)."""
+    rate, n = 50.0, 20
+    spec = {
+        "horizon": "400s",
+        "traffic": {"rate": rate},
+        "users": {"count": 200},
+        "baseline": {"errorRate": 0.0},
+        "releases": [{"name": "bad", "probability": 1.0, "fault": {"errorRate": 0.2}}],
+        "platform": {
+            "replicas": 2,
+            "podStartup": "30s",
+            "routerDelay": {"serviceSelector": "20s"},
+        },
+        "operators": {"alerts": [], "humanDetection": "60s"},
+    }
+    world_ = World.model_validate(spec)
+    cw, release = world_.compile(7), world_.releases["bad"]
+    policy = policy_from_yaml("kind: BlueGreen\nname: bg\nscaleDownDelaySeconds: 0\n")
+    cells = UserCells(cw.users)
+    expected = 2 * rate * 20.0
+    for engine in ("fast", "ref"):
+        outs = []
+        for i in range(n):
+            ss = np.random.SeedSequence(9, spawn_key=(i,))
+            if engine == "fast":
+                outs.append(Replication(cw, cells, policy, release, ss).run())
+            else:
+                outs.append(simulate_reference(cw, policy, release, ss))
+        assert all(o.outcome == "rolled_back" for o in outs)
+        old = [o.bad_requests_old for o in outs]
+        se = math.sqrt(expected / n)  # a Poisson count of mean ``expected`` per replication
+        check(
+            f"blue-green switches in flight, old version's bad [{engine}]",
+            np.mean(old),
+            expected,
+            se,
+        )
+
+
 def test_a_release_that_changes_nothing_hurts_nobody():
     """A "fault" at the baseline's own error rate (p = p₀): none of the new version's bad
     requests is release-caused, in either engine, so nobody is hurt (exactly), though users

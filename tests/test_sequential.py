@@ -332,6 +332,16 @@ def test_msprt_never_accepts():
     assert conditional.always_valid_p == 1.0
 
 
+def test_msprt_evidence_for_the_null_far_below_exp_range():
+    """A busy service's equal windows drive the conditional mSPRT's log statistic below -709,
+    where e^-statistic overflows a float: its always-valid p-value stays 1 and the test goes
+    on (a fuzz-found OverflowError: every replication of such a run raised it)."""
+    state = SequentialTest(test="msprt").start()
+    for _ in range(200):
+        assert state.update(30_000, 100_000, 30_000, 100_000) == "continue"
+    assert state.statistic < -709 and state.always_valid_p == 1.0
+
+
 def test_bad_counts_raise():
     state = SequentialTest(test="sprt").start()
     with pytest.raises(ValueError, match="errors <= requests"):

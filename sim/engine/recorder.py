@@ -118,12 +118,24 @@ class Recorder:
 
     def settled(self, controller_finished: bool) -> bool:
         """Rolled back, no request reaches the candidate, the controller has nothing left to
-        do and the candidate's pods are gone: nothing later can change any outcome field."""
+        do, the candidate's pods are gone, and the old version serves as before the release:
+        no routing change still on its way, every request served, by all its pods where
+        capacity is finite. Then nothing later can change any outcome field. (Until then the
+        old version's bad requests beyond its full-capacity self still count: a blue-green's
+        switch back still in flight, old pods not yet in the endpoints.)"""
         if math.isnan(self.outcome.t_mitigated) or not controller_finished:
             return False
-        if self.router.state.dns_from is not None:
+        router = self.router
+        if router.state.dns_from is not None or router.in_flight:
             return False
-        return self.pods.candidate_gone()
+        if not self.pods.candidate_gone():
+            return False
+        serving, routing = self.pods.serving(), router.now_state()
+        if flow_set(routing, serving, self.cells, self.segment, self.sticky).any_unserved:
+            return False
+        return self.tape.capacity is None or (
+            sum(serving.get(group, 0) for group in routing.stable) >= self.pods.n
+        )
 
     # ------------------------------------------------------------------ the record
 

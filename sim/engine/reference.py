@@ -39,6 +39,7 @@ import numpy as np
 import simpy
 
 import policies.controller as pc
+from policies.errors import RolloutsimError
 from policies.vocabulary import routers_of
 from sim.engine.outcome import Outcome, gate_fields
 from sim.engine.reference_metrics import Scrapes
@@ -75,6 +76,8 @@ class ReferenceReplication:
         self.n = platform.resolve_replicas(getattr(policy, "replicas", None))
         self.horizon, self.slot = world.horizon, platform.scrape_interval
         self.env = simpy.Environment()
+        if getattr(policy, "experiment_groups", set)():  # not modelled: refused at the start
+            raise RolloutsimError("the reference engine does not simulate experiment steps")
         self.ctl = pc.RolloutController(policy, self.n, rng=gate_rng)
         if isinstance(self.ctl, pc.FlaggerController):  # its ticker's phase
             interval = policy.analysis.effective_interval_s
@@ -99,10 +102,9 @@ class ReferenceReplication:
         self.growth = fault.growth.duration if fault is not None and fault.growth else None
         self.lat_m = getattr(fault, "latency_multiplier", None) or 1.0  # L' = m·L + shift
         self.lat_s = getattr(fault, "latency_shift", None) or 0.0
-        self.capacity = platform.capacity_per_pod
         stable = [_Pod("stable", -math.inf, -math.inf, math.inf) for _ in range(self.n)]
         self.pods: dict[str, list[_Pod]] = {"stable": stable, "canary": [], "primary": []}
-        self.weight = 0.0
+        self.capacity, self.weight = platform.capacity_per_pod, 0.0
         self.matched: list[bool] | None = None  # per user: a match route sends them to canary
         self.routes: dict[str, tuple] = {}
         self.stable_groups, self.canary_groups = frozenset({"stable"}), frozenset({"canary"})
@@ -115,9 +117,7 @@ class ReferenceReplication:
         self.t_fault: float | None = None
         self.pod_count_t, self.extra_pod_seconds = 0.0, 0.0
         self.scrapes = Scrapes(world, self.horizon)  # what Prometheus would scrape
-        # the requests the blast radius counts: every one of the new version (``new`` 1), and
-        # the old version's while the release leaves it short of capacity (``new`` 0)
-        self.requests = RequestRecords()  # what the blast radius counts
+        self.requests = RequestRecords()  # every new one (``new`` 1), old ones while short (0)
         name = policy_name or policy.name
         self.outcome = Outcome(name, index, run_seed, release.name, release.is_bad)
         shadow_seed = np.random.SeedSequence(seed.entropy, spawn_key=(*key, 7))

@@ -32,6 +32,7 @@ class Router:
         self.users = users  # the world's user model: which segments a match route selects
         self.router_delay, self.selector_delay = router_delay, selector_delay
         self.state = RoutingState()
+        self.in_flight = 0  # changes on their way (a run is not settled before they land)
         self.match_routes: dict[str, tuple] = {}
         self.cookies = cookies  # session affinity (sim/engine/affinity.py)
         self.mirror_routes: dict[str, tuple] = {}  # name -> (percent, match), in order set
@@ -70,7 +71,12 @@ class Router:
         if delay <= 0:
             self._land(what, value)
         else:
-            self.call(self.env.now + delay, self._land, what, value)
+            self.in_flight += 1
+            self.call(self.env.now + delay, self._landing, what, value)
+
+    def _landing(self, what: str, value) -> None:
+        self.in_flight -= 1
+        self._land(what, value)
 
     # ------------------------------------------------------------------ changes landing
 

@@ -492,6 +492,8 @@ class Tape:
             mixed = phi * self.fault.latency_cdf(base, x, np.inf) + (1 - phi) * base.latency.cdf(x)
             return float(mixed) - u
 
+        if cdf_gap(lo) >= 0:  # an atom (a fixed latency) at lo holds the u-quantile: below
+            return lo  # lo both CDFs are under u, and brentq needs a change of sign
         from scipy.optimize import brentq  # a slow import, needed only for latency faults
 
         return float(brentq(cdf_gap, lo, hi))
