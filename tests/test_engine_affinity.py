@@ -148,3 +148,36 @@ def test_the_fast_engine_refuses_sticky_users_with_a_cookie_route():
     spec = {**SPEC, "users": {**SPEC["users"], "routing": "sticky"}}
     with pytest.raises(RolloutsimError, match="per-request engine"):
         Bench(spec).run("fast", {0.0: COOKIE}, "bad", 0)
+
+
+def test_a_scenario_with_session_affinity_over_sticky_users_is_refused(tmp_path):
+    """Refused when the scenario is loaded (CLI: exit 2, one line naming the field), not by
+    every replication of the run (found by a random search over valid-looking scenarios)."""
+    from rolloutsim.cli import main
+
+    scenario = tmp_path / "affinity.yaml"
+    scenario.write_text(
+        "name: affinity\n"
+        "world:\n"
+        "  horizon: 1h\n"
+        "  traffic: {rate: 100}\n"
+        "  users: {count: 1000, routing: sticky}\n"
+        "  releases: [{name: good, probability: 1}]\n"
+        "policies:\n"
+        "  - kind: Progressive\n"
+        "    name: affinity\n"
+        "    provider: istio\n"
+        "    analysis:\n"
+        "      interval: 1m\n"
+        "      threshold: 2\n"
+        "      stepWeight: 20\n"
+        "      maxWeight: 50\n"
+        "      sessionAffinity: {cookieName: flagger-cookie}\n"
+        "      metrics: [{name: request-success-rate, interval: 1m, thresholdRange: {min: 99}}]\n"
+        "replications: 2\n"
+        "seed: 1\n"
+    )
+    assert main(["validate", str(scenario)]) == 2
+    random = scenario.read_text().replace("routing: sticky", "routing: random")
+    scenario.write_text(random)
+    assert main(["validate", str(scenario)]) == 0

@@ -31,13 +31,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.random import Generator
 
-from policies.errors import RolloutsimError
+from policies.errors import PolicyError, RolloutsimError
 
 if TYPE_CHECKING:
     from sim.engine.cells import UserCells
     from sim.engine.flows import RoutingState
 
-__all__ = ["Cookies", "cookie_services", "draw_each"]
+__all__ = ["Cookies", "check_session_affinity", "cookie_services", "draw_each"]
+
+
+def check_session_affinity(policy, world, *, where: str, file: str) -> None:
+    """Refuse session affinity over sticky users when a scenario is loaded: only the
+    per-request engine simulates it (``Cookies.land``), so every replication would fail."""
+    analysis = getattr(policy, "analysis", None)
+    if getattr(analysis, "session_affinity", None) and world.users.routing == "sticky":
+        raise PolicyError(
+            f"{policy.name}: session affinity with sticky users (world.users.routing: sticky) "
+            "is not simulated; set world.users.routing: random, or drop sessionAffinity",
+            path=f"{where}.analysis.sessionAffinity",
+            file=file,
+        )
 
 
 class Cookies:

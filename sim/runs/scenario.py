@@ -21,6 +21,7 @@ from policies.base import Model, load_yaml, read_text_file, read_yaml_file, vali
 from policies.durations import ambiguous_durations, format_duration
 from policies.errors import PolicyError
 from policies.loading import parse_policy
+from sim.engine.affinity import check_session_affinity
 from sim.runs.budget import BudgetError, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
 from sim.runs.options import DEFAULTS
@@ -252,6 +253,7 @@ def _check_policy(
 ) -> None:
     """What a policy needs of this scenario's world (routes to segments, step plugins)."""
     _check_matches(policy, scenario.world, path, where)
+    check_session_affinity(policy, scenario.world, where=where, file=str(path))
     check_step_plugins(scenario.world.step_plugins, policy, where=where, file=str(path))
     own, world = getattr(policy, "replicas", None), scenario.world.platform.replicas
     if own is not None and world is not None and own != world:
