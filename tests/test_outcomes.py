@@ -73,6 +73,18 @@ def _capacity_bench(p0: float) -> Bench:
     )
 
 
+def _outcomes(engine: str, cw, cells, policy, release, seed: int, n: int) -> list:
+    """Replications 0..n-1 of run ``seed`` by the fast engine or the reference."""
+    outs = []
+    for i in range(n):
+        ss = np.random.SeedSequence(seed, spawn_key=(i,))
+        if engine == "fast":
+            outs.append(Replication(cw, cells, policy, release, ss).run())
+        else:
+            outs.append(simulate_reference(cw, policy, release, ss))
+    return outs
+
+
 def _short(table, p0: float) -> dict[str, float]:
     """Expected counts while short: per interval the overload o = 1 − C·pods/R fails, and a
     request not overloaded fails with p0; the counterfactual (4 pods, 440 ≥ R) fails p0."""
@@ -141,13 +153,7 @@ def test_dns_scale_down_fails_the_clients_still_on_the_old_address():
     keys = rate * float(np.sum(np.sqrt(moved * (1 - moved) / users)))  # bound, per second
     cells = UserCells(cw.users)
     for engine in ("fast", "ref"):
-        outs = []
-        for i in range(n):
-            ss = np.random.SeedSequence(8, spawn_key=(i,))
-            if engine == "fast":
-                outs.append(Replication(cw, cells, policy, release, ss).run())
-            else:
-                outs.append(simulate_reference(cw, policy, release, ss))
+        outs = _outcomes(engine, cw, cells, policy, release, 8, n)
         old = [o.bad_requests_old for o in outs]
         se = math.hypot(math.sqrt(expected / n), keys if engine == "fast" else 0.0)
         check(f"DNS scale-down, old version's bad [{engine}]", np.mean(old), expected, se)
@@ -182,13 +188,7 @@ def test_a_switch_still_in_flight_counts_until_it_lands():
     cells = UserCells(cw.users)
     expected = 2 * rate * 20.0
     for engine in ("fast", "ref"):
-        outs = []
-        for i in range(n):
-            ss = np.random.SeedSequence(9, spawn_key=(i,))
-            if engine == "fast":
-                outs.append(Replication(cw, cells, policy, release, ss).run())
-            else:
-                outs.append(simulate_reference(cw, policy, release, ss))
+        outs = _outcomes(engine, cw, cells, policy, release, 9, n)
         assert all(o.outcome == "rolled_back" for o in outs)
         old = [o.bad_requests_old for o in outs]
         se = math.sqrt(expected / n)  # a Poisson count of mean ``expected`` per replication
