@@ -178,6 +178,5 @@ def test_a_scenario_with_session_affinity_over_sticky_users_is_refused(tmp_path)
         "seed: 1\n"
     )
     assert main(["validate", str(scenario)]) == 2
-    random = scenario.read_text().replace("routing: sticky", "routing: random")
-    scenario.write_text(random)
+    scenario.write_text(scenario.read_text().replace("routing: sticky", "routing: random"))
     assert main(["validate", str(scenario)]) == 0

@@ -563,19 +563,6 @@ def test_reference_fault_probability_is_the_fault_model():
     np.testing.assert_allclose([rep._fault_p(s) for s in since], expected, rtol=1e-12)
 
 
-if __name__ == "__main__":
-    cw, _, policy, release = _setup("a-random-threshold")
-    start, requests = time.process_time(), 0
-    for i in range(20):
-        rep = ReferenceReplication(
-            cw, policy, release, np.random.SeedSequence(REF_SEED, spawn_key=(i,))
-        )
-        rep.run()
-        requests += sum(rep.scrapes.svc_req)
-    cpu = time.process_time() - start
-    print(f"{requests} requests, {cpu:.2f} s CPU: {cpu / requests * 1e6:.2f} µs per request")
-
-
 def test_reference_refuses_experiment_steps():
     """An Argo experiment step's pods have no group in the reference engine: it refuses the
     policy at the start, in one line, rather than failing mid-run (found by a random search)."""
@@ -588,3 +575,16 @@ def test_reference_refuses_experiment_steps():
     )
     with pytest.raises(RolloutsimError, match="does not simulate experiment steps"):
         simulate_reference(cw, policy, world.releases["bad"], np.random.SeedSequence(1))
+
+
+if __name__ == "__main__":
+    cw, _, policy, release = _setup("a-random-threshold")
+    start, requests = time.process_time(), 0
+    for i in range(20):
+        rep = ReferenceReplication(
+            cw, policy, release, np.random.SeedSequence(REF_SEED, spawn_key=(i,))
+        )
+        rep.run()
+        requests += sum(rep.scrapes.svc_req)
+    cpu = time.process_time() - start
+    print(f"{requests} requests, {cpu:.2f} s CPU: {cpu / requests * 1e6:.2f} µs per request")
