@@ -9,6 +9,9 @@
   they hurt with the integral.
 * A DNS switch whose old pods go while clients still resolve them fails those clients' requests
   on the old version: R·∫(1 − moved) dt after the scale-down, in both engines.
+* The old version's bad requests after an undo count until the old version is whole again: a
+  switch back still in flight (closed form), old pods not yet in the endpoints (fast engine
+  against the reference).
 * A release that changes nothing hurts nobody (exactly 0), though it serves baseline errors.
 * ``users_with_bad`` is what ``users_hurt`` counted before the split by cause (pinned numbers).
 * The gate fields name the gate that rolled back, from the controller's typed cause.
@@ -198,6 +201,41 @@ def test_a_switch_still_in_flight_counts_until_it_lands():
             expected,
             se,
         )
+
+
+def test_old_pods_not_yet_serving_after_an_undo_count_in_both_engines():
+    """A rolling update of a good release on 2 pods, undone by the burn-rate alert (a 2 %
+    baseline burns a 99.9 % SLO): the undo brings the old pods back, and until they join the
+    endpoints (1 s after ready) the Service has none, so requests fail on the old version.
+    The fast engine must count them as the per-request reference does (it stopped the run as
+    soon as the new pods were gone: half of the old version's bad requests, 60 against 120).
+    Welch: the difference of the means within Z standard errors."""
+    n = 60
+    spec = {
+        "horizon": "300s",
+        "traffic": {"rate": 60},
+        "users": {"count": 150},
+        "baseline": {"errorRate": 0.02},
+        "releases": [{"name": "good", "probability": 1.0}],
+        "platform": {"replicas": 2, "podStartup": "30s"},
+        "operators": {
+            "alerts": [{"longWindow": "1h", "shortWindow": "5m", "burnRate": 6}],
+            "acknowledgement": "30s",
+        },
+    }
+    world_ = World.model_validate(spec)
+    cw, release = world_.compile(7), world_.releases["good"]
+    policy = policy_from_yaml("kind: RollingUpdate\nname: ru\nmaxSurge: 25%\nmaxUnavailable: 50%\n")
+    cells = UserCells(cw.users)
+    old = {
+        e: [o.bad_requests_old for o in _outcomes(e, cw, cells, policy, release, 5, n)]
+        for e in ("fast", "ref")
+    }
+    assert min(old["ref"]) > 0  # the undo leaves the Service without a serving pod for a while
+    (m_f, se_f), (m_r, se_r) = mean_se(old["fast"]), mean_se(old["ref"])
+    check(
+        "old version's bad after the undo, fast − reference", m_f - m_r, 0.0, math.hypot(se_f, se_r)
+    )
 
 
 def test_a_release_that_changes_nothing_hurts_nobody():
