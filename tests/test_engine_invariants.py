@@ -133,8 +133,8 @@ def _check(o, users: int, horizon: float, is_bad: bool) -> None:
 @pytest.mark.parametrize("policy", [*(p.stem for p in POLICIES), *OWN])
 def test_random_worlds_keep_the_outcome_bounds(policy, tmp_path):
     r = random.Random(f"invariants {policy}")
-    policy_file = tmp_path / f"{policy}.yaml"
     if policy in OWN:
+        policy_file = tmp_path / f"{policy}.yaml"
         policy_file.write_text(OWN[policy])
     else:
         policy_file = ROOT / "scenarios" / "policies" / f"{policy}.yaml"

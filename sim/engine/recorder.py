@@ -97,8 +97,7 @@ class Recorder:
         out = self.outcome
         if math.isnan(out.t_rollback_start) or not math.isnan(out.t_mitigated):
             return
-        routing = self.router.now_state()
-        flows = flow_set(routing, self.pods.serving(), self.cells, self.segment, self.sticky)
+        routing, _, flows = self._now()
         if routing.dns_from is None and not flows.canary_idx.size:  # users' requests only
             out.t_mitigated = self.env.now
             self.mark("mitigated", "")
@@ -111,10 +110,14 @@ class Recorder:
             return
         if not math.isnan(out.t_rollback_start):
             return
-        routing = self.router.now_state()
-        flows = flow_set(routing, self.pods.serving(), self.cells, self.segment, self.sticky)
+        routing, _, flows = self._now()
         if routing.dns_from is None and not flows.stable_idx.size:  # users' requests only
             out.rollout_duration = self.env.now
+
+    def _now(self):
+        """The routing state, the serving pods and the flows that requests meet now."""
+        routing, serving = self.router.now_state(), self.pods.serving()
+        return routing, serving, flow_set(routing, serving, self.cells, self.segment, self.sticky)
 
     def settled(self, controller_finished: bool) -> bool:
         """Rolled back, no request reaches the candidate, the controller has nothing left to
@@ -130,8 +133,8 @@ class Recorder:
             return False
         if not self.pods.candidate_gone():
             return False
-        serving, routing = self.pods.serving(), router.now_state()
-        if flow_set(routing, serving, self.cells, self.segment, self.sticky).any_unserved:
+        routing, serving, flows = self._now()
+        if flows.any_unserved:
             return False
         return self.tape.capacity is None or (
             sum(serving.get(group, 0) for group in routing.stable) >= self.pods.n
