@@ -116,6 +116,12 @@ def test_draws_hit_users_in_proportion_to_activity():
         )  # χ² with n degrees of freedom, 6 sd
 
 
+def _reached(cells: UserCells, rng, terms: dict, already: np.ndarray) -> int:
+    """Users of Poisson(Λ) requests from each selection {selector: Λ} or of ``already``."""
+    draws = [cells.draw_positions(rng, rng.poisson(n), sel) for sel, n in terms.items()]
+    return int(np.count_nonzero(already | cells.users_mask(draws)))
+
+
 @pytest.mark.parametrize("expected_requests", [300.0, 60_000.0])
 def test_exposed_matches_poisson_users(expected_requests):
     """Users reached by Poisson(Λ) requests from a half of the population and Λ/2 from all of
@@ -135,15 +141,15 @@ def test_exposed_matches_poisson_users(expected_requests):
     prob[-5:] = 1.0
     reps = 300
     rng = np.random.default_rng(int(expected_requests))
-    got = np.array([cells.exposed(rng, terms, already) for _ in range(reps)])
+    got = np.array([_reached(cells, rng, terms, already) for _ in range(reps)])
     se = math.sqrt(float(np.sum(prob * (1 - prob))) / reps)
     assert abs(got.mean() - prob.sum()) < Z * se
 
 
-def test_exposed_counts_disjoint_cells_as_it_marks_them(monkeypatch):
-    """Users of distinct cells of one split are counted, not marked (no user is in two): the
-    count equals marking's, draw for draw, and cells that may share users (one cell in two
-    orders) are still marked."""
+def test_distinct_users_of_disjoint_cells_are_counted_as_marked(monkeypatch):
+    """Draws of distinct cells of one split are counted by position, not marked (no user is in
+    two): the count equals marking's, draw for draw, and cells that may share users (one cell
+    in two orders) are still marked."""
     from sim.engine import cells as cell_module
 
     population = UserPopulation(
@@ -152,17 +158,17 @@ def test_exposed_counts_disjoint_cells_as_it_marks_them(monkeypatch):
     cells = UserCells(population.build(3))
     inside, outside = (frozenset(), "beta", False, True), (frozenset(), "beta", False, False)
     cases = [
-        {(inside, "bucket", 0.0, 100.0): 5e3, (outside, "bucket", 0.0, 100.0): 3e4},
-        {(inside, "bucket", 0.0, 40.0): 5e3, (inside, "bucket", 10.0, 100.0): 1e3},
-        {(inside, "bucket", 0.0, 100.0): 5e3, (inside, "dns", 0.0, 60.0): 3e3},
+        {(inside, "bucket", 0.0, 100.0): 5000, (outside, "bucket", 0.0, 100.0): 30000},
+        {(inside, "bucket", 0.0, 40.0): 5000, (inside, "bucket", 10.0, 100.0): 1000},
+        {(inside, "bucket", 0.0, 100.0): 5000, (inside, "dns", 0.0, 60.0): 3000},
     ]
-    already = np.zeros(cells.n, dtype=bool)
-    already[np.random.default_rng(5).integers(0, cells.n, 300)] = True
     real = cell_module._disjoint
     for terms, disjoint in zip(cases, (True, True, False), strict=True):
-        assert real(cells._ranges_by_group(terms)) is disjoint
-        counted = cells.exposed(np.random.default_rng(9), terms, already)
+        rng = np.random.default_rng(9)
+        draws = [cells.draw_positions(rng, k, sel) for sel, k in terms.items()]
+        assert real(cells._by_group(draws)) is disjoint
+        counted = cells.distinct_users(draws)
         monkeypatch.setattr(cell_module, "_disjoint", lambda _groups: False)
-        marked = cells.exposed(np.random.default_rng(9), terms, already)
+        marked = cells.distinct_users(draws)
         monkeypatch.setattr(cell_module, "_disjoint", real)
-        assert counted == marked > int(already.sum())
+        assert counted == marked == int(cells.users_mask(draws).sum())

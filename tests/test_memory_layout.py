@@ -83,8 +83,9 @@ def _draws(cells: UserCells) -> list:
             sel = (key, "bucket", lo, hi)
             out += [cells.share(sel), cells.draw(rng, 2_000, sel).tolist()]
             out.append([a.tolist() for a in cells.draw_counts(rng, 40_000, sel)])
-        terms = {(key, "bucket", 0.0, 50.0): 20_000.0, (key, "bucket", 0.0, 100.0): 9_000.0}
-        out.append(cells.exposed(rng, terms, np.zeros(cells.n, bool)))
+        terms = {(key, "bucket", 0.0, 50.0): 20_000, (key, "bucket", 0.0, 100.0): 9_000}
+        draws = [cells.draw_positions(rng, k, sel) for sel, k in terms.items()]
+        out.append(cells.distinct_users(draws))
     return out
 
 

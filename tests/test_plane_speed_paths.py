@@ -1,7 +1,7 @@
-"""Counting without marking (issue #17): ``UserCells.exposed`` given the users reached so far as
-draws (``Drawn``) counts users by their positions in their groups; so does ``distinct_users``;
-the caused draw's hurt are kept as a draw. Each must give exactly the count that marking a byte
-per user gives, draw for draw.
+"""Counting without marking (issue #17): ``distinct_users`` counts the users of draws
+(``Drawn``, as users exposed are: the bad answers' draws and the good requests') by their
+positions in their groups; the caused draw's hurt are kept as a draw. Each must give exactly
+the count that marking a byte per user gives, draw for draw.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ IN, OUT = (SEGMENT_IN, "bucket", 0.0, 100.0), (SEGMENT_OUT, "bucket", 0.0, 100.0
         ("both cells", 300, {OUT: 400.0}),  # a draw of a group not asked for: marked
     ],
 )
-def test_exposed_given_a_draw_counts_as_its_mask(cells, already_from, k, terms):
-    """The same draws, the same count: ``already`` as draws or as their users marked."""
+def test_exposed_draws_count_as_their_mask(cells, already_from, k, terms):
+    """The same draws, the same count: users exposed counted from the draws' positions (the
+    bad answers' and the good requests' draws) or from their users marked."""
     if already_from is None:
         already = []
     elif already_from == "both cells":  # lookups in one, per user (hits) in the other
@@ -71,11 +72,9 @@ def test_exposed_given_a_draw_counts_as_its_mask(cells, already_from, k, terms):
     else:
         already = [cells.draw_positions(np.random.default_rng(1), k, already_from)]
     for seed in range(5):
-        given = cells.exposed(np.random.default_rng(seed), terms, already or None)
-        marked = cells.exposed(np.random.default_rng(seed), terms, _mask(cells, already))
-        assert given == marked > 0
-    if already:
-        assert cells.distinct_users(already) == int(_mask(cells, already).sum())
+        rng = np.random.default_rng(seed)
+        draws = already + [cells.draw_positions(rng, round(n), sel) for sel, n in terms.items()]
+        assert cells.distinct_users(draws) == int(_mask(cells, draws).sum()) > 0
 
 
 def test_distinct_union_is_unique_of_all():

@@ -54,8 +54,11 @@ def _hurt(cells: UserCells, rng, k: int, selector: tuple) -> np.ndarray:
     return mask
 
 
-def _exposed(cells: UserCells, rng, terms: dict, already: np.ndarray | None = None) -> int:
-    return cells.exposed(rng, terms, np.zeros(cells.n, bool) if already is None else already)
+def _exposed(cells: UserCells, rng, terms: dict) -> int:
+    """Users reached by Poisson(Λ) requests from each selection {selector: Λ}, as users exposed
+    are drawn: the requests' count, then their users ∝ activity."""
+    draws = [cells.draw_positions(rng, rng.poisson(n), sel) for sel, n in terms.items()]
+    return cells.distinct_users(draws)
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +321,7 @@ def test_segments_matched_by_route_matches(population):
 def test_exposed_and_hurt_have_the_right_joint_law(confined):
     """Replications of one interval at random routing: per user, bad ~ Poisson(Λᵇ), all ~
     Poisson(Λ). The engine draws the bad requests' users, then exposes the users of the good
-    requests on top (``Tape.users_exposed``). Then E[hurt] = Σ 1 − e^{−Λᵇ},
+    requests on top (``BlastRadius.users_exposed``). Then E[hurt] = Σ 1 − e^{−Λᵇ},
     E[exposed] = Σ 1 − e^{−Λ}, and exposed ⊇ hurt. ``confined``: the fault hurts only
     segment "beta" (its cell's requests fail with p, the others' never)."""
     pop = {
@@ -341,7 +344,8 @@ def test_exposed_and_hurt_have_the_right_joint_law(confined):
     hurt_counts, exposed_counts = [], []
     for _ in range(reps):
         hurt = _hurt(cells, rng, rng.poisson(bad), faulty)
-        exposed = _exposed(cells, rng, good, hurt)
+        good_draws = [cells.draw_positions(rng, rng.poisson(n), s) for s, n in good.items()]
+        exposed = int(np.count_nonzero(hurt | cells.users_mask(good_draws)))
         assert exposed >= hurt.sum()
         hurt_counts.append(hurt.sum())
         exposed_counts.append(exposed)

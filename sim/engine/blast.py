@@ -86,7 +86,10 @@ class BlastRadius:
         # (selector, late) -> [bad, caused] requests expected of the new version
         self.pools: collections.defaultdict = collections.defaultdict(lambda: [0.0, 0.0])
         self.pending_caused_old: collections.Counter = collections.Counter()  # selector -> n
-        self.exposure: dict = {}  # selector -> [candidate, bad] requests expected after onset
+        # selector -> the new version's good requests after the onset, as drawn by the tape; and
+        # (selector, good requests, share after the onset) of the pieces the onset splits
+        self.late_good: collections.Counter = collections.Counter()
+        self._late_good_split: list = []
         self.joined: set = set()  # cookie joiners (each reached the candidate) after the onset
 
     def __repr__(self) -> str:
@@ -164,6 +167,8 @@ class BlastRadius:
         late = [0] * idx.size
         after = None  # the share of each piece after the fault began
         late_caused = None
+        late_good = good_f
+        split_good = None  # the good requests of the pieces the onset splits, and their share
         if totals.t_fault is not None and totals.t_fault <= block.starts[sel.start]:
             late, after = n_bad, 1.0  # all of it after the onset
             summed = np.add.reduce(means, axis=2)  # (as ``sum``, without its wrapper)
@@ -176,9 +181,11 @@ class BlastRadius:
             # binomial share of the piece it splits
             bad = counts[0] + counts[1]  # (flows, pieces)
             late = bad[:, after >= 1].sum(axis=1)
+            late_good = counts[2][:, after >= 1].sum(axis=1).tolist()
             split = (after > 0) & (after < 1)
             if split.any():
                 late += self.user_rng.binomial(bad[:, split], after[split]).sum(axis=1)
+                split_good = (counts[2][:, split], after[split])
             expected = means.sum(axis=0) @ after
             expected_bad = bad_means @ after
             if caused_means is not None:  # the fault's caused ones come after its onset
@@ -206,9 +213,9 @@ class BlastRadius:
             if expected[f] > 0 and is_each(users[1]) and isinstance(after, float):
                 self.joined.add(self._joined_by(users, float(expected[f])))
             elif expected[f] > 0:
-                term = self.exposure.setdefault(users, [0.0, 0.0])
-                term[0] += float(expected[f])
-                term[1] += float(expected_bad[f])
+                self.late_good[users] += int(late_good[f])
+                if split_good is not None:  # their late share is drawn with the users
+                    self._late_good_split.append((users, split_good[0][f], split_good[1]))
 
     def _joined_by(self, selector, expected: float):
         """The joiners of a piece, each of whom sent its joining request: the range of its
@@ -332,27 +339,32 @@ class BlastRadius:
 
     def users_exposed(self) -> int:
         """Users who reached the new version after its fault began: those with a bad answer
-        since then, plus the users of Poisson(Λ − Λᵇ) good candidate requests per selection.
+        since then, plus the users of its good requests since then, as the tape drew them
+        (split over each selection's users ∝ activity, like the bad ones).
 
-        Why that is exact: by Poisson thinning a user's bad and good candidate requests are
-        independent Poisson(Λᵇ_u) and Poisson(Λ_u − Λᵇ_u). Hurt H_u = {bad ≥ 1} and exposed
-        X_u = {bad + good ≥ 1}, so H ⊆ X and, for a user not hurt, P(X_u | not H_u) =
-        1 − e^−(Λ_u − Λᵇ_u), independent of the bad requests. Given the bad requests already
-        split over users (∝ activity: per user Poisson(Λᵇ_u)), hurt ∪ {good ≥ 1} has exactly
-        the joint law of (hurt, exposed). (Here "hurt" is any bad answer since the onset.)"""
+        Why that is exact: by Poisson thinning a user's bad and good requests after the onset
+        are independent Poisson(Λᵇ_u) and Poisson(Λ_u − Λᵇ_u), and the users of a Poisson
+        total split ∝ activity are exactly that. Splitting the requests the tape drew, not
+        fresh ones, keeps every row whole: no more users exposed than requests after the onset.
+        (The share after the onset of a piece it splits is drawn here, after the other users'
+        draws, so those are what an engine without exposure draws.)"""
         self.split()
-        if not self.exposure and not self.joined:
+        for selector, good, after in self._late_good_split:
+            self.late_good[selector] += int(self.user_rng.binomial(good, after).sum())
+        self._late_good_split.clear()
+        draws = [
+            self.cells.draw_positions(self.user_rng, k, selector)
+            for selector, k in sorted(self.late_good.items(), key=repr)
+            if k > 0
+        ]
+        self.late_good.clear()
+        if not draws and not self.joined:
             return self._count("late")
-        already: np.ndarray | list[Drawn] | None
-        if self.joined or "late" in self._marks:
-            already = self.hurt_after_fault
-            if self.joined:  # session affinity: every joiner reached it (sim/engine/affinity.py)
-                already = already.copy()
-                for selector in sorted(self.joined, key=repr):
-                    already[self.cells.members(selector)] = True
-            if not self.exposure:
-                return int(np.count_nonzero(already))
-        else:  # the draws' users, or nobody: passed as drawn (counted there, maybe unmarked)
-            already = self._drawn.get("late")
-        good = {k: max(v[0] - v[1], 0.0) for k, v in self.exposure.items()}  # Λ − Λᵇ
-        return self.cells.exposed(self.user_rng, good, already)
+        if not (self.joined or "late" in self._marks):  # counted by position, unmarked
+            return self.cells.distinct_users(self._drawn.get("late", []) + draws)
+        reached = self.hurt_after_fault.copy()
+        for selector in sorted(self.joined, key=repr):  # session affinity: every joiner
+            reached[self.cells.members(selector)] = True  # reached it (sim/engine/affinity.py)
+        for drawn in draws:
+            reached[drawn.users] = True
+        return int(np.count_nonzero(reached))

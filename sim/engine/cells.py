@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from sim.engine.affinity import draw_each
-from sim.engine.sampling import multinomial_hits, range_sums, sorted_uniforms
+from sim.engine.sampling import multinomial_hits, sorted_uniforms
 from sim.world.users import CHUNK as _CHUNK
 from sim.world.users import SortedKeys, index_dtype
 
@@ -26,9 +26,8 @@ __all__ = ["Drawn", "Selector", "UserCells", "is_each"]
 _GUIDE_BINS = 2  # guide-table bins per user: fewer walking steps, a table still small
 # Where one pass over the users gets cheaper than k lookups, measured side by side at 200,000
 # lognormal users (issue #17): draw() 0.8 × users: 4.9 ms by lookups, 5.7 per user; 1.0 ×: 7.2,
-# 7.0. exposed() 0.4 × users: 3.2 / 3.3 ms; 0.6 ×: 4.4 / 3.4. Cost then rises with k throughout.
+# 7.0. Cost then rises with k throughout.
 _PER_USER_DRAW = 0.9  # draw(): k > 0.9 × users -> Poisson counts per user
-_PER_USER_EXPOSED = 0.4  # exposed(): Λ > 0.4 × users -> one Exp(1) test per user
 # Below this many values one binary search each (no guide table) is cheaper: measured at
 # 200,000 users, per call, searchsorted vs the guide table: 100 values 51 k vs 139 k
 # instructions, 33 vs 36 µs with the tables out of cache; 200: 75 k vs 147 k, 38 vs 40 µs;
@@ -273,60 +272,6 @@ class UserCells:
         picks[end:] = size - 1
         return picks
 
-    def exposed(
-        self, rng: np.random.Generator, terms: dict, already: np.ndarray | list[Drawn] | None
-    ) -> int:
-        """How many users were reached: ``already`` (a mask of users, the draws that reached
-        them, or None) plus the users of Poisson(Λ) requests from each selection, {selector:
-        Λ}. A user's requests are then Poisson of its intensity λ (∝ activity) and the
-        selections' processes independent, so a user is reached with probability 1 − e^−Σλ.
-        Few requests are drawn one by one (``draw``); many, per user: reached iff an Exp(1)
-        variable is below Σλ (the same probability, in one pass)."""
-        groups = self._ranges_by_group(terms)
-        disjoint = _disjoint(groups)  # then a per-user pass counts its new users, unmarked
-        # by position: ``already`` is draws of the groups, which hold no user twice, so each
-        # group's users are counted by their positions in it (a position is one user): no
-        # users gathered, no byte per user of the population. Else users are marked.
-        by_group = None if isinstance(already, np.ndarray) else self._by_group(already or [])
-        if not (disjoint and by_group is not None and by_group.keys() <= groups.keys()):
-            by_group = None
-            reached = (
-                already.copy() if isinstance(already, np.ndarray) else self.users_mask(already)
-            )
-        counted = 0
-        for (key, order), ranges in groups.items():
-            members, _, _ = self._group(key, order)
-            drawn = [] if by_group is None else list(by_group.get((key, order), ()))
-            lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
-            if sum(r[3] for r in ranges) <= _PER_USER_EXPOSED * (hi - lo):
-                for i, j, _, expected in ranges:
-                    k = int(rng.poisson(expected))
-                    drawn.append(self._draw_range(rng, k, (key, order), i, j))
-                if by_group is not None:
-                    counted += _distinct_positions(drawn, members.size)
-                else:
-                    for d in drawn:
-                        reached[d.users] = True
-                continue
-            if by_group is not None:  # the group's marks by position
-                marks = _position_mask(drawn, members.size)
-                counted += int(np.count_nonzero(marks))
-            carry = 0.0  # in steps of _CHUNK users: the same draws, no n-sized temporaries
-            for a in range(lo, hi, _CHUNK):
-                b = min(a + _CHUNK, hi)
-                steps, carry = range_sums(a, b, ranges, carry)
-                hit = (
-                    rng.standard_exponential(b - a)
-                    < self._sorted_activity(key, order, a, b) * steps
-                )
-                if by_group is not None:
-                    counted += int(np.count_nonzero(hit & ~marks[a:b]))
-                elif disjoint:
-                    counted += int(np.count_nonzero(hit & ~reached[members[a:b]]))
-                else:
-                    reached[members[a:b][hit]] = True
-        return counted if by_group is not None else int(np.count_nonzero(reached)) + counted
-
     def distinct_users(self, draws: list[Drawn]) -> int:
         """How many users the draws hold together: counted by position when they are draws
         of groups that hold no user twice (as a blast radius's cells), else marked."""
@@ -358,15 +303,6 @@ class UserCells:
         for drawn in draws or ():
             reached[drawn.users] = True
         return reached
-
-    def _ranges_by_group(self, terms: dict) -> dict:
-        by_group: dict = {}
-        for selector, expected in terms.items():
-            _, cum, i, j = self._range(selector)
-            total = cum[j] - cum[i]
-            if expected > 0 and total > 0:
-                by_group.setdefault(selector[:2], []).append((i, j, expected / total, expected))
-        return by_group
 
     def _sorted_activity(self, key, order: str, i: int = 0, j: int | None = None) -> np.ndarray:
         """The group's activity in its order over [i, j): kept for small groups, gathered when

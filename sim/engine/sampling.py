@@ -2,8 +2,7 @@
 
 Kept apart from sim/engine/cells.py (which decides *which* users a selection holds) because
 these are plain algorithms on arrays: sorted uniforms in O(k), Poisson counts per user that
-draw only for the users hit, a multinomial's total fixed without bias, and the per-position
-sums of overlapping ranges' scales that a per-user pass reads.
+draw only for the users hit, and a multinomial's total fixed without bias.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["multinomial_hits", "range_sums", "sorted_uniforms"]
+__all__ = ["multinomial_hits", "sorted_uniforms"]
 
 
 def sorted_uniforms(rng: np.random.Generator, k: int) -> np.ndarray:
@@ -60,20 +59,3 @@ def multinomial_hits(
         new, times = np.unique(more, return_counts=True)
         hit, counts = np.concatenate((hit, new)), np.concatenate((counts, times))
     return hit, counts
-
-
-def range_sums(a: int, b: int, ranges, carry: float) -> tuple[np.ndarray | float, float]:
-    """Σ of scale over the ranges (i, j, scale, …) each position of [a, b) lies in, as a
-    running sum of the ranges' ends from ``carry`` (its value before a); and its value at
-    b − 1. One range: its scale (the positions asked for lie in it)."""
-    if len(ranges) == 1:
-        return ranges[0][2], carry
-    sums = np.zeros(b - a)
-    for i, j, scale, _ in ranges:
-        if a <= i < b:
-            sums[i - a] += scale
-        if a <= j < b:
-            sums[j - a] -= scale
-    sums[0] += carry
-    np.cumsum(sums, out=sums)
-    return sums, float(sums[-1])
