@@ -70,8 +70,11 @@ class Totals:
 class BlastRadius:
     """The counting side of one replication's tape: totals, and who was hurt or exposed."""
 
-    def __init__(self, cells, b0: float, full_capacity: float | None, user_rng, make_cause_rng):
+    def __init__(
+        self, cells, b0: float, full_capacity: float | None, user_rng, make_cause_rng, varying=None
+    ):
         self.cells, self.b0, self.full_capacity = cells, b0, full_capacity
+        self.varying = varying  # the traffic, when its rate varies (None: constant)
         self.user_rng = user_rng
         self.make_cause_rng = make_cause_rng  # the same generator at every call, made at the first
         self.totals = Totals()
@@ -101,11 +104,21 @@ class BlastRadius:
         """The counterfactual's bad probability: b₀, or per piece when full capacity is short."""
         if self.full_capacity is None:
             return self.b0
-        means = block.means[:, :, sel]
-        if block.flows.shadow is not None:  # the counterfactual serves the users' requests only
-            means = means[:, ~block.flows.shadow]
-        rate = means.sum(axis=(0, 1)) / (block.ends[sel] - block.starts[sel])
-        over = np.clip(1.0 - self.full_capacity / np.maximum(rate, 1e-300), 0.0, 1.0)
+        shadow = block.flows.shadow  # the counterfactual serves the users' requests only
+        if self.varying is not None:  # the requests beyond full capacity (a piece's mean rate
+            # would undercount them), of the users' rate s·r(t), s their flows' shares
+            starts, ends = block.starts[sel], block.ends[sel]
+            share = block.flows.share if shadow is None else block.flows.share[~shadow]
+            s = float(share.sum())
+            lam = s * self.varying.integral(starts, ends)
+            beyond = s * self.varying.excess(starts, ends, self.full_capacity / max(s, 1e-300))
+            over = np.divide(beyond, lam, out=np.zeros_like(lam), where=lam > 0)
+        else:
+            means = block.means[:, :, sel]
+            if shadow is not None:
+                means = means[:, ~shadow]
+            rate = means.sum(axis=(0, 1)) / (block.ends[sel] - block.starts[sel])
+            over = np.clip(1.0 - self.full_capacity / np.maximum(rate, 1e-300), 0.0, 1.0)
         if not over.any():
             return self.b0
         return over + (1.0 - over) * self.b0

@@ -168,7 +168,8 @@ class Tape:
         self.blocks: list[_Block] = []
         self.committed_until = self.drafted_until = 0.0
         full = None if self.capacity is None else replicas * self.capacity
-        self.blast = BlastRadius(cells, self.b0, full, user_rng, make_cause_rng)
+        varying = None if self.constant_rate is not None else self.traffic
+        self.blast = BlastRadius(cells, self.b0, full, user_rng, make_cause_rng, varying)
         self.totals: Totals = self.blast.totals
 
     # ------------------------------------------------------------------ drafting
@@ -269,7 +270,7 @@ class Tape:
         q = np.where(fs.faulty[:, None], q_c, self.q0)
         p[fs.unserved] = 1.0
         q[fs.unserved] = 0.0
-        ov = self._overload(fs, lam, ends - starts, serving_by_service)
+        ov = self._overload(fs, lam, starts, ends, serving_by_service)
         means = np.empty((3, len(fs), starts.size))
         means[0] = base * (ov + (1.0 - ov) * p)  # failed
         ok = base * (1.0 - ov) * (1.0 - p)
@@ -290,11 +291,15 @@ class Tape:
             fs.probabilities[(p_c, q_c, self.p0, self.q0)] = found
         return found
 
-    def _overload(self, fs, lam, span, serving_by_service):
+    def _overload(self, fs, lam, starts, ends, serving_by_service):
         """Fraction of a Service's requests beyond what its serving pods can take (fails):
-        0, or per flow and piece."""
+        0, or per flow and piece. Under time-varying traffic, the requests beyond capacity
+        over each piece (``excess``; its mean rate would undercount them); with a load test
+        as well, their share of the piece's requests, the same for each flow."""
         if self.capacity is None:
             return 0.0
+        span = ends - starts
+        varying = self.constant_rate is None
         rate = lam / span
         out = np.zeros((len(fs), rate.size))
         for service, rows in (("canary", fs.service_canary), ("stable", ~fs.service_canary)):
@@ -303,6 +308,11 @@ class Tape:
             if share <= 0 and extra <= 0:
                 continue
             capacity = serving_by_service.get(service, 0) * self.capacity
+            if varying and share > 0:
+                beyond = share * self.traffic.excess(starts, ends, (capacity - extra) / share)
+                load = share * lam + extra * span
+                out[rows] = np.divide(beyond, load, out=np.zeros_like(load), where=load > 0)
+                continue
             load = rate * share if fs.rate is None else rate * share + extra
             out[rows] = np.clip(1.0 - capacity / np.maximum(load, 1e-300), 0.0, 1.0)
         return out

@@ -123,6 +123,12 @@ class RateProfile(Model):
         """sup of r(t) over the closed interval [t0, t1] (a thinning bound)."""
         raise NotImplementedError
 
+    def excess(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        """∫_{t0}^{t1} max(0, r(t) − level) dt, exact, per interval (t0 <= t1): the requests
+        beyond a capacity of ``level`` per second. An interval's mean rate would undercount
+        them wherever the rate crosses the level inside it (Jensen)."""
+        raise NotImplementedError
+
     def to_yaml(self) -> Any:
         """The YAML form a user would write (what ``RateSpec`` serialises to)."""
         raise NotImplementedError
@@ -144,6 +150,9 @@ class Constant(RateProfile):
 
     def max_rate(self, t0: float, t1: float) -> float:
         return self.rate_
+
+    def excess(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        return max(self.rate_ - level, 0.0) * (np.asarray(t1) - np.asarray(t0))
 
     def to_yaml(self) -> Any:
         return {"constant": self.rate_}
@@ -182,6 +191,28 @@ class Diurnal(RateProfile):
         if next_peak <= t1:
             return self.mean * (1.0 + self.amplitude)
         return max(self.rate(float(t0)), self.rate(float(t1)))
+
+    def excess(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        # In phase θ = k(t − peakAt) the rate is above the level where cos θ > u, on (−α, α)
+        # of each period (α = arccos u); G is ∫ max(0, r − level) from a trough, per period P.
+        m, a, k = self.mean, self.amplitude, _TWO_PI / self.period
+        t0, t1 = np.asarray(t0, dtype=float), np.asarray(t1, dtype=float)
+        u = (level / m - 1.0) / a if m > 0 and a > 0 else (-2.0 if level < m else 2.0)
+        if u <= -1.0:  # above the level throughout
+            return self.integral(t0, t1) - level * (t1 - t0)
+        if u >= 1.0:  # never above it
+            return np.zeros(np.broadcast(t0, t1).shape)
+        alpha, sin_alpha = math.acos(u), math.sqrt(1.0 - u * u)
+        per_period = 2.0 * ((m - level) * alpha + m * a * sin_alpha) / k
+
+        def primitive(t: np.ndarray) -> np.ndarray:
+            theta = k * (t - self.peak_at)
+            cycles = np.floor((theta + math.pi) / _TWO_PI)
+            theta = np.clip(theta - cycles * _TWO_PI, -alpha, alpha)  # within (−π, π]
+            inside = ((m - level) * (theta + alpha) + m * a * (np.sin(theta) + sin_alpha)) / k
+            return cycles * per_period + inside
+
+        return np.maximum(primitive(t1) - primitive(t0), 0.0)
 
     def to_yaml(self) -> Any:
         body: dict[str, Any] = {"mean": self.mean, "amplitude": self.amplitude}
@@ -265,6 +296,22 @@ class _StepProfile(RateProfile):
 
     def max_rate(self, t0: float, t1: float) -> float:
         return self._steps.max_rate(t0, t1)
+
+    def excess(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        # max(0, r − level) is itself a step function on the same steps
+        clipped = self._clipped.get(level)
+        if clipped is None:
+            steps = self._steps
+            rates = np.maximum(steps.tables[_Arrays][1] - level, 0.0)
+            if len(self._clipped) > 64:  # (levels are capacities: a few per run)
+                self._clipped.clear()
+            clipped = self._clipped[level] = _Steps(steps.at, rates, steps.period)
+        t0, t1 = np.asarray(t0, dtype=float), np.asarray(t1, dtype=float)
+        return np.maximum(clipped.primitive(t1) - clipped.primitive(t0), 0.0)
+
+    @cached_property
+    def _clipped(self) -> dict[float, _Steps]:
+        return {}
 
 
 class RatePoint(Model):

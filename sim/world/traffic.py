@@ -149,6 +149,11 @@ class Traffic(Model):
         """The highest rate in [t0, t1] (release time)."""
         return self.rate.max_rate(t0 + self.start_at, t1 + self.start_at)
 
+    def excess(self, t0: Any, t1: Any, level: float) -> Any:
+        """Expected requests beyond ``level`` per second in [t0, t1] (release time), exact."""
+        s = self.start_at
+        return self.rate.excess(as_times(t0) + s, as_times(t1) + s, level)
+
     @classmethod
     def load(cls, data: Any, *, base_dir: str | Path | None = None) -> Traffic:
         """Validate YAML data, reading a trace file relative to ``base_dir``."""
