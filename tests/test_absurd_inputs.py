@@ -147,6 +147,28 @@ def test_a_canary_with_weight_does_not_warn(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("delays", "warned"),
+    [
+        ("{nginx: 0s}", ["canary-20-first: platform.routerDelay.nginx 0s "]),
+        ("{serviceSelector: 500ms}", ["bluegreen: platform.routerDelay.serviceSelector 0.5 "]),
+        ("{nginx: 2s, serviceSelector: 2s, pods: 2s}", []),
+        ("0s", []),  # every delay 0: the pods join as fast as the routes land
+    ],
+)
+def test_a_router_faster_than_pods_joining_warns(tmp_path: Path, delays, warned) -> None:
+    """Found by random search (session 13): a router delay below ``pods`` fails requests of a
+    good release in both engines (nginx 0 s: ≈ 20 at 100 req/s per weight change)."""
+    text = SCENARIO.replace(
+        "platform: {replicas: 10}", f"platform: {{replicas: 10, routerDelay: {delays}}}"
+    )
+    got = _warnings(tmp_path, text)
+    assert len(got) == len(warned)
+    for line, start in zip(got, warned, strict=True):
+        assert line.startswith(f"warning: {start}"), line
+        assert "so even a good release fails the requests sent in between" in line
+
+
 def test_flagger_max_weight_0_is_said_to_mean_100(tmp_path: Path) -> None:
     """Flagger reads maxWeight 0 as unset (100): the canary does get traffic, and a note says
     so rather than let the user believe it gets none."""

@@ -18,14 +18,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from policies.base import Model, load_yaml, read_text_file, read_yaml_file, validate_model
-from policies.durations import ambiguous_durations, format_duration
+from policies.durations import ambiguous_durations
 from policies.errors import PolicyError
 from policies.loading import parse_policy
 from sim.engine.affinity import check_session_affinity
-from sim.runs.budget import BudgetError, check, estimate, few_replications
-from sim.runs.budget import counts as plan_counts
 from sim.runs.options import DEFAULTS
 from sim.runs.provenance import run_digest
+from sim.runs.scenario_warnings import warnings
 from sim.runs.sensitivity_assumptions import SensitivitySpec
 from sim.world.model import World
 from sim.world.plugins import check_step_plugins
@@ -193,7 +192,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     if problems or scenario is None:
         raise PolicyError.several(problems)
     notes += ambiguous_durations(scenario.world, data.get("world"), "world")
-    notes += _warnings(scenario, policies)
+    notes += warnings(scenario, policies)
     return LoadedScenario(scenario, policies, path, tuple(notes))
 
 
@@ -260,96 +259,6 @@ def _check_policy(
         notes.append(
             f"{name}: runs on {world} replicas (world.platform.replicas), not its own {own}"
         )
-
-
-def _warnings(scenario: Scenario, policies: dict[str, Any]) -> list[str]:
-    """What is valid but odd enough to mislead (sim/world/model.py for the world's own), each
-    saying why; and whether the file's own run is beyond the default budget, which ``run``
-    refuses (``validate`` says so here, before anything runs)."""
-    world = scenario.world
-    out = world.warnings()
-    for name, policy in policies.items():
-        least, what = _least_rollout(policy)
-        if least > world.horizon:
-            out.append(
-                f"warning: {name}: a healthy release takes at least {_dur(least)} ({what}),"
-                f" longer than world.horizon {_dur(world.horizon)}: no release can complete, so"
-                " every one ends stalled and the rollout times and escapes say nothing"
-            )
-        out += _traffic_warnings(name, policy, world)
-    try:
-        counts = plan_counts(scenario.replications, world.releases.names)
-    except PolicyError:  # a class missing from replications: run refuses it, naming the class
-        return out
-    out += few_replications(counts)
-    try:
-        check(estimate(world, policies, counts))
-    except BudgetError as exc:
-        out.append(f"warning: run refuses this file's plan as it stands: {exc}")
-    return out
-
-
-def _least_rollout(policy: Any) -> tuple[float, str]:
-    """A lower bound on a healthy release's duration (seconds) and what sets it."""
-    kind = policy.kind
-    if kind == "Canary":
-        pauses = [s.pause.duration for s in policy.steps if s.pause is not None]
-        return sum(d for d in pauses if d is not None), "its pauses"
-    if kind == "BatchRelease":
-        pauses = [b.pause.duration for b in policy.batches if b.pause is not None]
-        return sum(d for d in pauses if d is not None), "its pauses"
-    if kind == "BlueGreen":
-        return (policy.auto_promotion_seconds if policy.auto_promotion_enabled else 0.0), (
-            "autoPromotionSeconds"
-        )
-    if kind in ("Progressive", "ABTest"):
-        a = policy.analysis
-        if kind == "ABTest":
-            ticks = (a.iterations or 0) + 1
-        elif policy.blue_green:
-            ticks = policy.effective_iterations + 1
-        else:
-            ticks = len(policy.weight_schedule()) + 1
-        interval = a.effective_interval_s
-        return ticks * interval, f"{ticks} Flagger ticks of {_dur(interval)}"
-    return 0.0, ""
-
-
-def _traffic_warnings(name: str, policy: Any, world: World) -> list[str]:
-    """A canary that no step sends traffic to before promotion: nothing can judge it, and at
-    promotion every user moves at once. Odd, not always wrong (a dark launch), so a warning."""
-    kind, out = policy.kind, []
-    if kind == "Canary" and policy.steps:
-        routes = any(
-            s.experiment is not None
-            or s.set_mirror_route is not None
-            or (s.set_header_route is not None and s.set_header_route.match)
-            for s in policy.steps
-        )
-        if not routes and not any(s.set_weight for s in policy.steps):
-            out.append(
-                f"warning: {name}: no step sends traffic to the canary (every setWeight is 0,"
-                " no header or mirror route): its analysis sees no canary request and"
-                " promotion moves every user at once, as a blue-green switch does"
-            )
-    replicas = world.platform.replicas or policy.replicas  # none: run says so, naming it
-    batched = kind == "BatchRelease" and replicas and len(policy.batches) > 1
-    if batched and not any(policy.batch_pods(replicas)[:-1]):
-        out.append(
-            f"warning: {name}: every batch before the last has 0 new pods, so the new"
-            " version gets no traffic until all of it does"
-        )
-    a = policy.analysis if kind == "Progressive" else None
-    if a is not None and a.max_weight == 0 and not (policy.blue_green or a.step_weights):
-        out.append(
-            f"note: {name}: analysis.maxWeight 0 is Flagger's default, 100 (Flagger reads a"
-            " maxWeight below 1 as unset): the canary's weight goes up to 100 %"
-        )
-    return out
-
-
-def _dur(seconds: float) -> str:
-    return str(format_duration(seconds))
 
 
 def _route_matches(policy) -> list:
