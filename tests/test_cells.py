@@ -122,6 +122,48 @@ def _reached(cells: UserCells, rng, terms: dict, already: np.ndarray) -> int:
     return int(np.count_nonzero(already | cells.users_mask(draws)))
 
 
+@pytest.mark.parametrize("margin", [2.0, -4.0])  # S ≤ k at once; S > k forced: fresh tries
+@pytest.mark.parametrize("k", [500, 5_000])  # per user from 0.4 draws per user on
+def test_draw_users_hits_users_as_the_multinomial_does(monkeypatch, margin, k):
+    """Who k draws ∝ activity hit, without counts (users exposed): each user once, ascending,
+    with chance 1 − (1 − w)^k each (χ² over the users), and as many as numpy's multinomial."""
+    from sim.engine import sampling
+
+    monkeypatch.setattr(sampling, "_MARGIN", margin)
+    cells = _cells(n=1000)
+    members, _, _ = cells._group(*GROUP)
+    weights = cells._sorted_activity(*GROUP)
+    p = weights / weights.sum()
+    rng = np.random.default_rng(k + int(margin))
+    reps, hits, sizes = 400, np.zeros(cells.n), []
+    for _ in range(reps):
+        drawn = cells.draw_users(rng, k, (KEY, "bucket", 0.0, 100.0))
+        assert np.all(np.diff(drawn.positions) > 0) and drawn.ascending
+        hits[drawn.users] += 1
+        sizes.append(drawn.positions.size)
+    expected = 1 - (1 - p) ** k
+    se = np.sqrt(expected * (1 - expected) / reps)
+    chi2 = np.sum((hits[members] / reps - expected) ** 2 / np.maximum(se, 1e-9) ** 2)
+    assert chi2 < cells.n + 6 * math.sqrt(2 * cells.n)
+    ref_rng = np.random.default_rng(7)
+    theirs = np.array([(ref_rng.multinomial(k, p) > 0).sum() for _ in range(reps)])
+    se_mean = math.sqrt((np.var(sizes, ddof=1) + theirs.var(ddof=1)) / reps)
+    assert abs(np.mean(sizes) - theirs.mean()) < Z * se_mean
+
+
+def test_draw_users_in_steps_draws_the_same_users(monkeypatch):
+    """The per-user pass in steps of a few users draws what one step draws (no n-sized
+    temporaries at 10 M users, the same numbers)."""
+    from sim.engine import cells as cell_module
+
+    cells = _cells(n=1000)
+    selector = (KEY, "bucket", 10.0, 90.0)
+    whole = cells.draw_users(np.random.default_rng(5), 3_000, selector).positions
+    monkeypatch.setattr(cell_module, "_CHUNK", 97)
+    stepped = cells.draw_users(np.random.default_rng(5), 3_000, selector).positions
+    assert whole.size > 500 and np.array_equal(whole, stepped)
+
+
 @pytest.mark.parametrize("expected_requests", [300.0, 60_000.0])
 def test_exposed_matches_poisson_users(expected_requests):
     """Users reached by Poisson(Λ) requests from a half of the population and Λ/2 from all of

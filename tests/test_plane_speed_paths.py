@@ -79,7 +79,7 @@ def test_exposed_draws_count_as_their_mask(cells, already_from, k, terms):
 
 def test_distinct_union_is_unique_of_all():
     rng = np.random.default_rng(2)
-    for sizes in [(), (0,), (5,), (40, 3), (3, 40), (1, 1), (30, 30, 2), (0, 7, 0)]:
+    for sizes in [(), (0,), (5,), (40, 3), (3, 40), (1, 1), (30, 30, 2), (0, 7, 0), (9, 1, 30, 4)]:
         arrays = [np.sort(rng.integers(0, 60, size)) for size in sizes]
         expected = np.unique(np.concatenate([np.empty(0, int), *arrays])).size
         assert _distinct_union(arrays) == expected

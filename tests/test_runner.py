@@ -100,7 +100,11 @@ def test_different_policies_share_the_fault_onset():
     t_canary = f.loc[f["policy"] == "canary-basic", "t_fault"].to_numpy()
     t_rolling = f.loc[f["policy"] == "rolling-update", "t_fault"].to_numpy()
     assert np.isfinite(t_canary).sum() >= 4  # the onsets mostly land within the horizon
-    np.testing.assert_array_equal(t_canary, t_rolling)
+    # t_fault is the first faulted request: an Exp wait after the shared onset, at least 20 % of
+    # 200 req/s on the new version (the basic canary's one pod of 5, 4 replicas), each under 40
+    # mean waits (missed with probability e^−40)
+    np.testing.assert_array_equal(np.isfinite(t_canary), np.isfinite(t_rolling))
+    np.testing.assert_allclose(t_canary, t_rolling, rtol=0, atol=40 / (0.2 * 200))
     assert len(set(t_canary[np.isfinite(t_canary)])) > 3  # drawn per replication, not fixed
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.engine.tape import FaultState, _filled, _grid
+from sim.engine.fault_arrival import FaultState
+from sim.engine.tape import _filled, _grid
 
 
 @pytest.mark.parametrize("slot", [15.0, 0.1, 7.3, 1 / 3])
@@ -20,7 +21,7 @@ def test_shared_slot_edges_are_arange_times_the_slot(slot):
 
 
 def test_filled_views_are_read_only_and_grow():
-    assert np.array_equal(_filled(np.inf, 3), [np.inf] * 3)
+    assert np.array_equal(_filled(1.0, 3), [1.0] * 3)
     big = _filled(0.0, 5000)
     assert big.size == 5000 and not big.any() and not big.flags.writeable
 

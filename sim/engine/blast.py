@@ -26,8 +26,8 @@ requests: a request of a superposition of Poisson pieces comes from piece i with
 ∝ its mean and is caused with that piece's share, so it is caused with probability s,
 independently of the others and of its user — exact, and one vectorised draw per selection
 (``_caused_users``).
-(Bad requests are pooled before and after the fault's onset apart, for users_exposed; the
-fault's caused ones go with those after it, so a user it hurt was exposed to it.) The old
+(Bad requests are pooled before and after t_fault apart, for users_exposed; the fault's caused
+ones go with those after it, so a user it hurt was exposed to it.) The old
 version's caused requests, drawn per piece, get users of their own. A user with at least one
 caused request is hurt. The caused draws use a random stream of their own, so every other draw
 — and ``users_with_bad`` and ``users_exposed`` with them — is what an engine without them
@@ -37,7 +37,6 @@ draws.
 from __future__ import annotations
 
 import collections
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +92,9 @@ class BlastRadius:
         # (selector, good requests, share after the onset) of the pieces the onset splits
         self.late_good: collections.Counter = collections.Counter()
         self._late_good_split: list = []
+        self._late_bad = 0  # the new version's bad requests after the onset
+        # (selector, share) of the flows the first faulted request, at t_fault, may come from
+        self.first_faulted: list = []
         self.joined: set = set()  # cookie joiners (each reached the candidate) after the onset
 
     def __repr__(self) -> str:
@@ -143,13 +145,7 @@ class BlastRadius:
     def account(self, block, sel: slice, can_change: bool) -> None:
         """Count pieces ``sel`` of a block. ``can_change``: a request of it may be more (or
         less) likely bad than the counterfactual's (a fault, finite capacity, no pods)."""
-        totals = self.totals
-        # (a fault state with no onset, no fault or no pod, reaches no piece: nothing to look for)
-        if totals.t_fault is None and block.fault.first < math.inf:
-            onset = block.onset_in[sel]
-            finite = np.isfinite(onset)
-            if finite.any():
-                totals.t_fault = float(onset[finite.argmax()])  # the first finite one
+        totals = self.totals  # (t_fault: set by the tape, sim/engine/fault_arrival.py)
         flows = block.flows
         b_ref = self._b_ref(block, sel) if can_change else self.b0
         old_can_change = self.full_capacity is not None or flows.any_unserved
@@ -216,6 +212,7 @@ class BlastRadius:
                 continue
             if n_bad[f]:
                 self.pending_bad[(users, True)] += int(late[f])
+                self._late_bad += int(late[f])
             late_bad = float(expected_bad[f])
             late_c = 0.0 if late_caused is None else float(late_caused[f])
             later = self.pools[(users, True)]
@@ -351,26 +348,34 @@ class BlastRadius:
         return self._count("with_bad")
 
     def users_exposed(self) -> int:
-        """Users who reached the new version after its fault began: those with a bad answer
-        since then, plus the users of its good requests since then, as the tape drew them
-        (split over each selection's users ∝ activity, like the bad ones).
+        """Users who reached the new version since its fault began (t_fault, its first faulted
+        request): those with a bad answer since then, the users of its good requests since
+        then, as the tape drew them (split over each selection's users ∝ activity, like the
+        bad ones), and the user of that first faulted request.
 
-        Why that is exact: by Poisson thinning a user's bad and good requests after the onset
+        Why that is exact: by Poisson thinning a user's bad and good requests after t_fault
         are independent Poisson(Λᵇ_u) and Poisson(Λ_u − Λᵇ_u), and the users of a Poisson
         total split ∝ activity are exactly that. Splitting the requests the tape drew, not
-        fresh ones, keeps every row whole: no more users exposed than requests after the onset.
+        fresh ones, keeps every row whole: no more users exposed than candidate requests.
+        The request at t_fault itself is in no count after it (sim/engine/fault_arrival.py
+        draws its time apart from the counts, which instead hold on average one faulted
+        request before it): one of the earlier requests is taken to be it, its user drawn
+        from the flows it may come from (none if there is no earlier request).
         (The share after the onset of a piece it splits is drawn here, after the other users'
         draws, so those are what an engine without exposure draws.)"""
         self.split()
         for selector, good, after in self._late_good_split:
             self.late_good[selector] += int(self.user_rng.binomial(good, after).sum())
         self._late_good_split.clear()
-        draws = [
-            self.cells.draw_positions(self.user_rng, k, selector)
+        late = self._late_bad + sum(self.late_good.values())
+        draws = [  # (who was hit alone: no counts drawn)
+            self.cells.draw_users(self.user_rng, k, selector)
             for selector, k in sorted(self.late_good.items(), key=repr)
             if k > 0
         ]
         self.late_good.clear()
+        if self.first_faulted and late < self.totals.requests:
+            draws.append(self._first_faulted_user())
         if not draws and not self.joined:
             return self._count("late")
         if not (self.joined or "late" in self._marks):  # counted by position, unmarked
@@ -381,3 +386,10 @@ class BlastRadius:
         for drawn in draws:
             reached[drawn.users] = True
         return int(np.count_nonzero(reached))
+
+    def _first_faulted_user(self) -> Drawn:
+        """The user of the first faulted request: its flow ∝ share, then ∝ activity."""
+        shares = np.cumsum([share for _, share in self.first_faulted])
+        i = int(shares.searchsorted(self.user_rng.random() * shares[-1], side="right"))
+        selector = self.first_faulted[min(i, len(self.first_faulted) - 1)][0]
+        return self.cells.draw_positions(self.user_rng, 1, selector)

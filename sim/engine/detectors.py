@@ -143,10 +143,7 @@ class Detectors:
         """When the fault began: committed, or in the draft (whose past no cut can change)."""
         if self.tape.totals.t_fault is not None:
             return self.tape.totals.t_fault
-        # per piece, when the users' flows first meet the fault (inf: not in it)
-        blocks = self.tape.blocks
-        began = min((float(b.onset_in.min()) for b in blocks if b.onset_in.size), default=math.inf)
-        return began if began < math.inf else None
+        return self.tape.arrival.peek(self.tape.blocks)
 
     def _check_fault_start(self) -> None:
         """Schedule the human who notices the fault ``human_delay`` after it began."""

@@ -79,6 +79,8 @@ class FlowSet:
         "canary_idx",
         "canary_rows",
         "canary_users",
+        "faulted_rows",
+        "faulted_share",
         "faulty",
         "flows",
         "probabilities",
@@ -111,6 +113,9 @@ class FlowSet:
         self.rate = np.array([f.rate for f in flows], dtype=float) if shadow.any() else None
         self.unserved = np.array([f.unserved for f in flows], dtype=bool)
         self.any_unserved = bool(self.unserved.any())
+        # users' requests that meet the fault with pods behind them (sim/engine/fault_arrival.py)
+        self.faulted_rows = np.flatnonzero(self.faulty & ~shadow & ~self.unserved)
+        self.faulted_share = float(self.share[self.faulted_rows].sum())
         self.service_canary = np.array([f.service == "canary" for f in flows], dtype=bool)
         # rows: canary requests, faulty canary requests, stable requests (for the slot series)
         # the seven per-slot series as one matrix over (failed/slow/good, flow) counts; the

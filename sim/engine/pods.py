@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from policies.controller import GROUP_VERSION
-from sim.engine.tape import NO_FAULT, FaultState
+from sim.engine.fault_arrival import NO_FAULT, FaultState
 
 if TYPE_CHECKING:
     from sim.engine.flows import RoutingState

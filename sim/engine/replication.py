@@ -98,8 +98,9 @@ class Replication:
         fault = release.fault
         n, router_delay, selector_delay, min_ready = _plan_of(world, policy)
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
-        # streams 0-9: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin; each made
-        # only when used (a stream is its seed and index alone: the others' numbers stay)
+        # streams 0-10: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin, the
+        # first faulted request; each made only when used (a stream is its seed and index
+        # alone: the others' numbers stay)
         self.streams = streams = Generators(seed)
         self.horizon = horizon = world.horizon
         self.clock = clock = Clock(self._step)
@@ -122,6 +123,7 @@ class Replication:
             streams(5),
             replicas=n,
             make_cause_rng=partial(streams, 6),
+            fault_rng=streams.lazy(10),
         )
         global_onset = fault.onset_time(streams.lazy(0)) if fault else None  # (a hazard draws)
         self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, streams(2))

@@ -2,16 +2,18 @@
 
 Kept apart from sim/engine/cells.py (which decides *which* users a selection holds) because
 these are plain algorithms on arrays: sorted uniforms in O(k), Poisson counts per user that
-draw only for the users hit, and a multinomial's total fixed without bias.
+draw only for the users hit, a multinomial's total fixed without bias, and who a multinomial
+hits without its counts.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["multinomial_hits", "sorted_uniforms"]
+__all__ = ["multinomial_hits", "multinomial_users", "sorted_uniforms"]
 
 
 def sorted_uniforms(rng: np.random.Generator, k: int) -> np.ndarray:
@@ -59,3 +61,47 @@ def multinomial_hits(
         new, times = np.unique(more, return_counts=True)
         hit, counts = np.concatenate((hit, new)), np.concatenate((counts, times))
     return hit, counts
+
+
+# multinomial_users' Poisson total: k − 2√k, above k once in ~44 tries. (Measured at 200,000
+# users, 2·10^5 to 2·10^7 draws: margins from 0.5 to 4 cost the same within the noise, 2-3.6 ms
+# a draw, the pass over the users dominating.)
+_MARGIN = 2.0
+
+
+def multinomial_users(
+    rng: np.random.Generator,
+    k: int,
+    weights_of: Callable[[int, int], np.ndarray],
+    n: int,
+    total_weight: float,
+    picks: Callable[[int], np.ndarray],
+    chunk: int,
+) -> np.ndarray:
+    """The positions of n users, weighted by ``weights_of(a, b)`` (theirs over [a, b), of sum
+    ``total_weight`` over all), that
+    Multinomial(k, weights) hits (ascending, each once), without its counts: one Exp(1) per
+    user and a few lookups (``picks(m)``: m draws ∝ weights), where ``multinomial_hits`` draws
+    a Poisson count per user hit; in steps of ``chunk`` users (no n-sized temporaries).
+
+    Independent Poisson counts of total mean μ = k − 2√k: a user is hit iff its first point
+    E < its mean m, and their total is S = hits + Poisson(Σ_hit (m − E)) (a sum of Poissons).
+    Given S ≤ k they are Multinomial(S), and k − S more draws ∝ weights make them
+    Multinomial(k), whatever S was: so when S > k (rarely) a fresh try, with μ lower by 2√k,
+    is exact too (the accepted try's law is Multinomial(k)'s)."""
+    margin, hit = _MARGIN, np.empty(n, dtype=bool)
+    while True:
+        scale = max(k - margin * math.sqrt(k), 0.0) / total_weight
+        hits, rest = 0, 0.0
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            beyond = weights_of(a, b) * scale  # each user's mean m, then m − E
+            beyond -= rng.standard_exponential(b - a)
+            part = np.greater(beyond, 0.0, out=hit[a:b])  # (count 1 + Poisson(m − E))
+            hits += int(np.count_nonzero(part))
+            rest += float(np.sum(beyond, where=part))
+        total = hits + (int(rng.poisson(rest)) if rest > 0 else 0)
+        if total <= k:
+            hit[picks(k - total)] = True
+            return np.flatnonzero(hit)
+        margin += 2.0

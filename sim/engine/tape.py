@@ -18,7 +18,6 @@ sim/engine/blast.py's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,34 +25,17 @@ from policies.kept import kept_for_the_last
 from policies.measures import Observation, WindowStats
 from sim.engine.blast import BlastRadius, Totals
 from sim.engine.cells import UserCells
+from sim.engine.fault_arrival import FaultArrival, FaultState, sources
 from sim.engine.flows import FlowSet
 from sim.world.rates import Constant
 
-__all__ = ["NO_FAULT", "FaultState", "Tape"]
+__all__ = ["Tape"]
 
 _FEW = 12  # a cut piece's counts up to this many are thinned one by one (measured: one call on
 # arrays costs about as much as 15 scalar draws)
 
 
-@dataclass
-class FaultState:
-    """The candidate's pods as the fault sees them: per serving pod, when its fault begins."""
-
-    onsets: np.ndarray  # absolute onset time per serving candidate pod (inf: never)
-    pods: int  # serving candidate pods (the average is over them)
-
-    def __post_init__(self) -> None:
-        # the earliest and latest onsets (inf: no pod), read by every piece under this state
-        # (Python's min and max: numpy's of a few times, never NaN, without the call overhead)
-        onsets = self.onsets.tolist() if self.pods else [math.inf]
-        self.first, self.last = float(min(onsets)), float(max(onsets))
-
-
-NO_FAULT = FaultState(np.empty(0), 0)
-"""The fault state of a release without a fault (its pods' onsets are never read)."""
-
-
-_shared: dict = {v: np.zeros(0) for v in (0.0, 1.0, math.inf)}  # _filled's and _grid's arrays
+_shared: dict = {v: np.zeros(0) for v in (0.0, 1.0)}  # _filled's and _grid's arrays
 
 
 def _grid(slot: float, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,9 +52,8 @@ def _grid(slot: float, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _filled(value: float, n: int) -> np.ndarray:
-    """n times ``value`` (a share of pods in the fault, 0 or 1; inf: an onset that never
-    comes): a read-only view of one array per value, as no block writes its shares or onsets
-    (``_thin`` sets an onset to inf only where it is finite)."""
+    """n times ``value`` (a share of pods in the fault, 0 or 1): a read-only view of one array
+    per value, as no block writes its shares."""
     found = _shared[value]
     if found.size < n:
         found = _shared[value] = np.full(max(n, 2 * found.size), value)
@@ -102,9 +83,9 @@ class _Block:
         "counts",
         "ends",
         "fault",
+        "faulted",
         "flows",
         "means",
-        "onset_in",
         "phi",
         "serving",
         "slots",
@@ -113,10 +94,11 @@ class _Block:
     )
 
     def __init__(
-        self, flows, starts, ends, slots, means, counts, phi, onset_in, fault=None, serving=None
+        self, flows, starts, ends, slots, means, counts, phi, faulted, fault=None, serving=None
     ):
         self.flows, self.starts, self.ends, self.slots = flows, starts, ends, slots
-        self.means, self.counts, self.onset_in = means, counts, onset_in
+        self.means, self.counts = means, counts
+        self.faulted = faulted  # per piece, ∫ of the faulted requests' rate (fault_arrival.py)
         self.fault, self.serving = fault, serving
         self.values = self.slot_values(counts, phi)
         self.phi = _filled(phi, starts.size) if isinstance(phi, float) else phi
@@ -135,7 +117,9 @@ class _Block:
     def trim_front(self, n: int) -> None:
         self.starts, self.ends, self.slots = self.starts[n:], self.ends[n:], self.slots[n:]
         self.means, self.counts = self.means[:, :, n:], self.counts[:, :, n:]
-        self.phi, self.onset_in, self.values = self.phi[n:], self.onset_in[n:], self.values[:, n:]
+        self.phi, self.values = self.phi[n:], self.values[:, n:]
+        if self.faulted is not None:
+            self.faulted = self.faulted[n:]
 
 
 class Tape:
@@ -153,6 +137,7 @@ class Tape:
         *,
         replicas: int,
         make_cause_rng,
+        fault_rng=None,
     ):
         self.cw, self.fault, self.slot = cw, fault, float(slot)
         self.traffic = cw.world.traffic
@@ -171,6 +156,7 @@ class Tape:
         varying = None if self.constant_rate is not None else self.traffic
         self.blast = BlastRadius(cells, self.b0, full, user_rng, make_cause_rng, varying)
         self.totals: Totals = self.blast.totals
+        self.arrival = FaultArrival(self.traffic, self.constant_rate, fault_rng)
 
     # ------------------------------------------------------------------ drafting
 
@@ -203,10 +189,10 @@ class Tape:
             starts, ends = starts[keep], ends[keep]
             slots = (starts // s).astype(np.intp)
         means = self._means(flows, starts, ends, fault, serving_by_service)
-        phi, onset_in = self._reach(flows, starts, ends, fault)
+        phi, faulted = self._reach(flows, starts, ends, fault)
         counts = self.rng.poisson(means)
         block = _Block(
-            flows, starts, ends, slots, means, counts, phi, onset_in, fault, serving_by_service
+            flows, starts, ends, slots, means, counts, phi, faulted, fault, serving_by_service
         )
         self._add(block, +1)
         self.blocks.append(block)
@@ -237,21 +223,21 @@ class Tape:
 
     def _reach(self, fs, starts, ends, fault: FaultState):
         """Per piece, the share of the candidate's pods whose fault is active (for latency
-        mixtures; a float, 0 or 1, when the same in every piece) and when the users' flows
-        first meet the fault (inf: not in it)."""
-        n = starts.size
+        mixtures; a float, 0 or 1, when the same in every piece) and, until the fault has
+        begun, the users' requests expected to meet it (``FaultArrival.mass``; None: none)."""
         if not fs.any_faulty and (fs.shadow is None or not fs.faulty.any()):
-            return 0.0, _filled(math.inf, n)  # not even copies meet the fault
+            return 0.0, None  # not even copies meet the fault
         on = self._fault_on(starts.item(0), ends.item(-1), fault)
         if on is None:
             mid = 0.5 * (starts + ends)
             phi = (fault.onsets[:, None] <= mid[None, :]).mean(axis=0)
-            onset_in = np.where(fault.first < ends, np.maximum(starts, fault.first), np.inf)
         elif on:
-            phi, onset_in = 1.0, starts.copy()
+            phi = 1.0
         else:
-            return 0.0, _filled(math.inf, n)
-        return phi, onset_in if fs.any_faulty else _filled(math.inf, n)
+            return 0.0, None
+        if not fs.any_faulty or self.totals.t_fault is not None:
+            return phi, None
+        return phi, self.arrival.mass(fs, starts, ends, fault)
 
     def _means(self, fs, starts, ends, fault, serving_by_service) -> np.ndarray:
         """Expected failed, slow and good requests per flow and piece: (3, flows, pieces)."""
@@ -407,8 +393,8 @@ class Tape:
             counts[...] = self.rng.binomial(counts, np.clip(ratio, 0, 1))
             kept = counts.ravel().astype(float)
         full.flat = part_means
-        if t <= block.onset_in.item(k) < math.inf:  # (an inf stays: the arrays may be shared)
-            block.onset_in[k] = math.inf
+        if block.faulted is not None:  # the piece's faulted requests, up to t
+            block.faulted[k] = self.arrival.piece_mass(block, k)
         # the piece's share of the per-slot series, as slot_values has it for one piece
         values = block.flows.by_slot @ kept
         values[2] *= block.phi.item(k)
@@ -437,6 +423,10 @@ class Tape:
     def _account(self, block: _Block, sel: slice) -> None:
         flows = block.flows
         can_change = self.fault is not None or self.capacity is not None or flows.any_unserved
+        if self.totals.t_fault is None:  # the first faulted request, if in these pieces
+            self.totals.t_fault = self.arrival.commit(block, sel)
+            if self.totals.t_fault is not None:  # whose it may be, for users_exposed
+                self.blast.first_faulted = sources(block.flows)
         self.blast.account(block, sel, can_change)
 
     # ------------------------------------------------------------------ reading
