@@ -88,11 +88,11 @@ class BlastRadius:
         # (selector, late) -> [bad, caused] requests expected of the new version
         self.pools: collections.defaultdict = collections.defaultdict(lambda: [0.0, 0.0])
         self.pending_caused_old: collections.Counter = collections.Counter()  # selector -> n
-        # selector -> the new version's good requests after the onset, as drawn by the tape; and
-        # (selector, good requests, share after the onset) of the pieces the onset splits
+        # selector -> the new version's good requests after t_fault, as drawn by the tape; and
+        # (selector, good requests, share after t_fault) of the pieces t_fault splits
         self.late_good: collections.Counter = collections.Counter()
         self._late_good_split: list = []
-        self._late_bad = 0  # the new version's bad requests after the onset
+        self._late_bad = 0  # the new version's bad requests after t_fault
         # (selector, share) of the flows the first faulted request, at t_fault, may come from
         self.first_faulted: list = []
         self.joined: set = set()  # cookie joiners (each reached the candidate) after the onset
@@ -177,7 +177,7 @@ class BlastRadius:
         after = None  # the share of each piece after the fault began
         late_caused = None
         late_good = good_f
-        split_good = None  # the good requests of the pieces the onset splits, and their share
+        split_good = None  # the good requests of the pieces t_fault splits, and their share
         if totals.t_fault is not None and totals.t_fault <= block.starts[sel.start]:
             late, after = n_bad, 1.0  # all of it after the onset
             summed = np.add.reduce(means, axis=2)  # (as ``sum``, without its wrapper)
@@ -361,7 +361,7 @@ class BlastRadius:
         draws its time apart from the counts, which instead hold on average one faulted
         request before it): one of the earlier requests is taken to be it, its user drawn
         from the flows it may come from (none if there is no earlier request).
-        (The share after the onset of a piece it splits is drawn here, after the other users'
+        (The share after t_fault of a piece it splits is drawn here, after the other users'
         draws, so those are what an engine without exposure draws.)"""
         self.split()
         for selector, good, after in self._late_good_split:
