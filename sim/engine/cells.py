@@ -27,10 +27,9 @@ _GUIDE_BINS = 2  # guide-table bins per user: fewer walking steps, a table still
 # Where one pass over the users gets cheaper than k lookups, measured side by side at 200,000
 # lognormal users (issue #17): draw() 0.8 × users: 4.9 ms by lookups, 5.7 per user; 1.0 ×: 7.2,
 # 7.0. Cost then rises with k throughout.
+# draw_users() (only who was hit) switches there too, to one Exp(1) per user: at 200,000 users
+# 0.6 × users 1.44 ms by lookups, 2.00 per user; 0.8 ×: 1.90, 2.09; 1.3 ×: 4.66, 2.34.
 _PER_USER_DRAW = 0.9  # draw(): k > 0.9 × users -> Poisson counts per user
-# draw_users(), only who was hit: k > 0.4 × users -> one Exp(1) per user (the same pass
-# measured 3.2 ms against 3.3 by lookups at 0.4 × users, 3.4 against 4.4 at 0.6 ×)
-_PER_USER_HITS = 0.4
 # Below this many values one binary search each (no guide table) is cheaper: measured at
 # 200,000 users, per call, searchsorted vs the guide table: 100 values 51 k vs 139 k
 # instructions, 33 vs 36 µs with the tables out of cache; 200: 75 k vs 147 k, 38 vs 40 µs;
@@ -216,7 +215,7 @@ class UserCells:
         """``draw_positions`` where only who was hit matters (users exposed): each user once,
         with no counts (``multinomial_users``: no Poisson count per user hit)."""
         _, _, i, j = self._range(selector)
-        if is_each(selector[1]) or j <= i or k <= _PER_USER_HITS * (j - i):
+        if is_each(selector[1]) or j <= i or k <= _PER_USER_DRAW * (j - i):
             return self.draw_positions(rng, k, selector)
         (key, order), (members, _, cum) = selector[:2], self._group(*selector[:2])
         hit = multinomial_users(

@@ -78,11 +78,11 @@ def multinomial_users(
     picks: Callable[[int], np.ndarray],
     chunk: int,
 ) -> np.ndarray:
-    """The positions of n users, weighted by ``weights_of(a, b)`` (theirs over [a, b), of sum
-    ``total_weight`` over all), that
-    Multinomial(k, weights) hits (ascending, each once), without its counts: one Exp(1) per
-    user and a few lookups (``picks(m)``: m draws ∝ weights), where ``multinomial_hits`` draws
-    a Poisson count per user hit; in steps of ``chunk`` users (no n-sized temporaries).
+    """Who of n users Multinomial(k, weights) hits, as positions (ascending, each once),
+    without its counts: one Exp(1) per user and a few lookups, where ``multinomial_hits``
+    draws a Poisson count per user hit. ``weights_of(a, b)``: the users' weights over [a, b)
+    (of sum ``total_weight`` over all); ``picks(m)``: m draws ∝ weights; in steps of
+    ``chunk`` users (no n-sized temporaries).
 
     Independent Poisson counts of total mean μ = k − 2√k: a user is hit iff its first point
     E < its mean m, and their total is S = hits + Poisson(Σ_hit (m − E)) (a sum of Poissons).
