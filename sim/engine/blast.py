@@ -106,20 +106,20 @@ class BlastRadius:
         """The counterfactual's bad probability: b₀, or per piece when full capacity is short."""
         if self.full_capacity is None:
             return self.b0
-        shadow = block.flows.shadow  # the counterfactual serves the users' requests only
+        means = block.means[:, :, sel]
+        shadow = block.flows.shadow
+        if shadow is not None:  # the counterfactual serves the users' requests only
+            means = means[:, ~shadow]
+        served = means.sum(axis=(0, 1))  # the users' expected requests per piece
         if self.varying is not None:  # the requests beyond full capacity (a piece's mean rate
             # would undercount them), of the users' rate s·r(t), s their flows' shares
-            starts, ends = block.starts[sel], block.ends[sel]
             share = block.flows.share if shadow is None else block.flows.share[~shadow]
             s = float(share.sum())
-            lam = s * self.varying.integral(starts, ends)
-            beyond = s * self.varying.excess(starts, ends, self.full_capacity / max(s, 1e-300))
-            over = np.divide(beyond, lam, out=np.zeros_like(lam), where=lam > 0)
+            full = self.full_capacity / max(s, 1e-300)
+            beyond = s * self.varying.excess(block.starts[sel], block.ends[sel], full)
+            over = np.divide(beyond, served, out=np.zeros_like(served), where=served > 0)
         else:
-            means = block.means[:, :, sel]
-            if shadow is not None:
-                means = means[:, ~shadow]
-            rate = means.sum(axis=(0, 1)) / (block.ends[sel] - block.starts[sel])
+            rate = served / (block.ends[sel] - block.starts[sel])
             over = np.clip(1.0 - self.full_capacity / np.maximum(rate, 1e-300), 0.0, 1.0)
         if not over.any():
             return self.b0
