@@ -234,3 +234,26 @@ def test_outcome_invariants(scenario):
     for release, values in residuals.items():
         m, se = mean_se(values)
         check(f"{release}-release excess − caused [{scenario}]", m, 0.0, se, f"n={len(values)}")
+
+
+def test_users_with_bad_of_a_good_release_many_requests_per_user():
+    """A good release's bad answers are baseline errors, none caused: who got one is drawn
+    without per-user counts (``cells.draw_users``) once they outnumber the users. Random
+    routing at w = 50 % and 10 % baseline errors over 400 lognormal users (≈ 880 bad answers
+    from the canary, 2.2 per user): 1 − e^(−w·r·b₀·T) per user, and nobody hurt."""
+    bench = Bench(
+        world(
+            None,
+            horizon=HORIZON,
+            traffic={"rate": 10.0},
+            baseline={"errorRate": 0.1},
+            users={"count": 400, "activity": _ACTIVITY["lognormal"]},
+        )
+    )
+    n = 60
+    outs = bench.outcomes(pause_canary(50), release="good", n=n)
+    assert all(o.users_hurt == 0 and o.bad_requests_new > 0.9 * 400 for o in outs)
+    prob = -np.expm1(-0.5 * bench.cw.users.activity * 10.0 * 0.1 * T)
+    se = math.sqrt(float(np.sum(prob * (1 - prob))) / n)
+    m = float(np.mean([o.users_with_bad for o in outs]))
+    check("users with bad, a good release", m, float(prob.sum()), se, "(exact SE), n=60")

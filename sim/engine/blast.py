@@ -300,11 +300,14 @@ class BlastRadius:
         for (selector, late), k in sorted(self.pending_bad.items(), key=repr):
             if k <= 0:  # (draws nothing)
                 continue
-            drawn = self.cells.draw_positions(self.user_rng, k, selector)
+            bad, caused = self.pools[(selector, late)]
+            if caused > 0 and bad > 0:  # each user's count decides whether it was hurt
+                drawn = self.cells.draw_positions(self.user_rng, k, selector)
+            else:  # who alone: no Poisson count per user (a good release's baseline errors)
+                drawn = self.cells.draw_users(self.user_rng, k, selector)
             self._mark("with_bad", drawn)
             if late:
                 self._mark("late", drawn)
-            bad, caused = self.pools[(selector, late)]
             if caused > 0 and bad > 0 and drawn.counts.size:
                 self._caused_users(drawn, drawn.counts, min(1.0, caused / bad))
         for selector, k in sorted(self.pending_caused_old.items(), key=repr):
