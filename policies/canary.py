@@ -195,7 +195,7 @@ class CanaryStep(Model):
     analysis (Argo validation), with setCanaryScale, setHeaderRoute, setMirrorRoute and a step
     plugin beside it if wanted."""
 
-    set_weight: int | None = Field(None, ge=0, le=100)
+    set_weight: int | None = Field(None, ge=0)  # at most maxTrafficWeight (the Canary checks)
     pause: Pause | None = None
     experiment: Experiment | None = None
     analysis: RolloutAnalysis | None = None
@@ -356,10 +356,9 @@ class Canary(PolicyBase):
             ):
                 with_ = " or ".join(_argo_routers_where("header_routes"))
                 raise ValueError(f"steps[{i}].setHeaderRoute requires {with_} trafficRouting")
-            if step.set_weight is not None and self.traffic_routing is not None:  # routed
-                top = self.traffic_routing.max_traffic_weight
-                if step.set_weight > top:
-                    raise ValueError(f"steps[{i}].setWeight {step.set_weight} > maxTrafficWeight")
+            if step.set_weight is not None and step.set_weight > self.max_weight:
+                top = f"maxTrafficWeight ({self.max_weight})" if self.traffic_routing else "100"
+                raise ValueError(f"steps[{i}].setWeight: {step.set_weight} must be <= {top}")
             routers = self.traffic_routing.routers if self.traffic_routing else ()
             if step.set_mirror_route is not None and not set(routers) & set(_MIRROR_ROUTERS):
                 with_ = " or ".join(_MIRROR_ROUTERS)

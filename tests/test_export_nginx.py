@@ -13,7 +13,7 @@ import pytest
 
 from policies import load_policy, policy_from_yaml
 from policies.analysis import Metric
-from policies.errors import NotExpressibleError
+from policies.errors import NotExpressibleError, PolicyError
 from policies.exporters import Target, export
 from policies.exporters.checks import argo_verdict
 from policies.exporters.k8s_validate import validate_all
@@ -113,13 +113,23 @@ def test_canary_ingress_per_step_in_step_order():
 def test_max_traffic_weight_writes_canary_weight_total():
     policy = policy_from_yaml(
         "kind: Canary\nname: c\ntrafficRouting: {nginx: {}, maxTrafficWeight: 1000}\n"
-        "steps: [{setWeight: 5}, {setWeight: 50}]\n"  # the model caps setWeight at 100
+        "steps: [{setWeight: 5}, {setWeight: 50}, {setWeight: 500}]\n"  # of 1000, not of 100
     )
     exported = export(policy, "nginx", Target(replicas=10))
     canaries = canary_ingresses(exported.manifests)
-    assert [annotation(c, "canary-weight") for c in canaries] == ["5", "50", "1000", "0"]
+    assert [annotation(c, "canary-weight") for c in canaries] == ["5", "50", "500", "1000", "0"]
     assert "deployment/app-canary --replicas=1\n" in exported.files["runbook.sh"]  # ceil(5·10/1000)
+    assert "deployment/app-canary --replicas=5\n" in exported.files["runbook.sh"]  # 500 of 1000
     assert {annotation(c, "canary-weight-total") for c in canaries} == {"1000"}
+    with pytest.raises(
+        PolicyError, match=r"steps\[0\]\.setWeight: 1001 must be <= maxTrafficWeight \(1000\)"
+    ):
+        policy_from_yaml(
+            "kind: Canary\nname: c\ntrafficRouting: {nginx: {}, maxTrafficWeight: 1000}\n"
+            "steps: [{setWeight: 1001}]\n"
+        )
+    with pytest.raises(PolicyError, match=r"steps\[0\]\.setWeight: 101 must be <= 100"):
+        policy_from_yaml("kind: Canary\nname: c\nsteps: [{setWeight: 101}]\n")
 
 
 def ab_test(match: str) -> str:

@@ -1,6 +1,7 @@
 """``{{args.x}}`` in a template's interval, initialDelay, count, limits and conditions is
 resolved as Argo resolves it when the run starts: the analysis reference's value, else the
-template's default; an argument with neither is refused in one line naming it."""
+template's default; an argument with neither is refused in one line naming it, as Argo refuses
+the Rollout ("args.x was not resolved": InvalidSpec)."""
 
 from __future__ import annotations
 
@@ -80,13 +81,19 @@ def test_an_argument_without_a_value_is_refused_naming_it(drop, field, argument)
         import_manifests(ROLLOUT.replace(drop, "") + "---" + TEMPLATE)
     message = str(info.value)
     assert "\n" not in message
-    assert f"AnalysisTemplate/success-rate: spec.metrics[0].{field}: argument" in message
-    assert f"{argument!r} has no value" in message
+    assert "AnalysisTemplate/success-rate: spec.args[" in message
+    assert f"args.{argument} is not resolved" in message and "InvalidSpec" in message
+    # one the template uses but does not declare: its field is named
+    undeclared = TEMPLATE.replace(f"{{{{args.{argument}}}}}", "{{args.nowhere}}")
+    undeclared = undeclared.replace(f"{{{{ args.{argument} }}}}", "{{args.nowhere}}")
+    with pytest.raises(PolicyError, match=rf"spec\.metrics\[0\]\.{field}: argument 'nowhere'"):
+        import_manifests(ROLLOUT + "---" + undeclared)
 
 
-def test_an_unresolvable_query_argument_stays_a_placeholder_and_reads_as_both_versions():
+def test_a_query_argument_from_the_cluster_stays_a_placeholder_and_reads_as_both_versions():
     ref = ROLLOUT.replace(
-        "          - {name: service-name, value: shop-canary.default.svc.cluster.local}\n", ""
+        "          - {name: service-name, value: shop-canary.default.svc.cluster.local}\n",
+        "          - {name: service-name, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n",
     )
     result = import_manifests(ref + "---" + TEMPLATE)
     query = result.policy.analysis_templates[0].metrics[0].provider.query

@@ -92,10 +92,65 @@ spec:
 
 
 def test_an_error_at_a_pruned_field_names_it():
-    typo = ROLLOUT.replace("- setWeight: 20", "- setWieght: 20")
+    unknown = ROLLOUT.replace("- setWeight: 20", "- weightToSet: 20")
     with pytest.raises(PolicyError) as info:
-        import_manifests(typo + "---" + TEMPLATE)
-    assert "steps[0].setWieght is not in Argo's CRD" in str(info.value)
+        import_manifests(unknown + "---" + TEMPLATE)
+    assert "steps[0].weightToSet is not in Argo's CRD" in str(info.value)
+
+
+# near misses of a declared field: the executor would run that field's default in their place
+TYPOS = [
+    (ROLLOUT.replace("- setWeight: 20", "- setWieght: 20"), "", "steps[0].setWieght", "setWeight"),
+    (ROLLOUT, TEMPLATE.replace("interval: 1m", "Interval: 1m"), "metrics[0].Interval", "interval"),
+    (ROLLOUT, TEMPLATE.replace("maxFailures", "failurLimit"), "failurLimit", "failureLimit"),
+]
+
+
+@pytest.mark.parametrize("rollout, template, path, meant", TYPOS)
+def test_a_misspelt_field_is_refused_naming_the_field_meant(
+    tmp_path, rollout, template, path, meant
+):
+    """One line, in the file that holds it (a template's own file), exit 2 from the CLI."""
+    files = [tmp_path / "rollout.yaml", tmp_path / "templates.yaml"]
+    files[0].write_text(rollout + ("" if template else "---" + TEMPLATE))
+    files[1].write_text(template or "")
+    with pytest.raises(PolicyError) as info:
+        import_manifests([f for f in files if f.read_text()])
+    message = str(info.value)
+    assert "\n" not in message and f"{path}: unknown field, did you mean {meant}?" in message
+    assert info.value.file == str(files[1] if template else files[0])
+    run = [sys.executable, "-m", "rolloutsim", "validate", *map(str, files)]
+    done = subprocess.run(run, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"did you mean {meant}?" in done.stderr
+
+
+def test_notes_about_a_template_name_its_file(tmp_path):
+    rollout, template = tmp_path / "rollout.yaml", tmp_path / "t.yaml"
+    rollout.write_text(ROLLOUT)
+    template.write_text(TEMPLATE)
+    notes = "\n".join(import_manifests([rollout, template]).notes)
+    assert f"AnalysisTemplate/success-rate (in {template}): spec.metrics[0].maxFailures" in notes
+    assert "Rollout/shop: spec.strategy.canary.trafficManagement" in notes  # its own file
+
+
+def test_a_form_the_crd_does_not_allow_says_why_not_the_object():
+    canary = """
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo}
+spec:
+  provider: istio
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis: {interval: 1m, maxWeight: 50, stepWeight: 10}
+"""
+    with pytest.raises(PolicyError) as info:
+        import_manifests(canary)
+    assert str(info.value) == (
+        "Canary/podinfo: spec.analysis: fits none of the forms its oneOf rule allows"
+        " ('threshold' is a required property), by Flagger's CRD"
+    )
 
 
 def test_pruning_keeps_what_the_schema_preserves_and_placeholders():

@@ -112,6 +112,8 @@ def _collect(source: Any) -> Manifests:
                 checked = check_object(doc)
                 doc = checked.doc
                 out.dropped[f"{kind}/{name}"] = checked.dropped
+                out.typos[f"{kind}/{name}"] = checked.typos
+                out.files[f"{kind}/{name}"] = file
                 if checked.problem:
                     out.invalid[f"{kind}/{name}"] = checked.problem
             if group == "argoproj.io" and kind == "Rollout":
@@ -170,12 +172,46 @@ def _pruned_hint(exc: PolicyError, found: Manifests) -> PolicyError:
     return PolicyError(f"{exc.message} ({what})", path=exc.path, file=exc.file)
 
 
-def _crd_problem(found: Manifests, objects: tuple, file: str | None) -> PolicyError | None:
-    """The CRD's rule the first of ``objects`` (``Kind/name``) breaks, if any."""
+def _typo_problem(found: Manifests, objects: tuple, file: str | None) -> PolicyError | None:
+    """A misspelt field of the first of ``objects`` (``Kind/name``) that has one, in the file
+    that object came from: the executor would run the default of the field meant."""
     for read in objects:
-        if read in found.invalid:
-            return PolicyError(found.invalid[read], path=read, file=file)
+        for path, meant in found.typos.get(read, {}).items():
+            return PolicyError(
+                f"unknown field, did you mean {meant}? (the API server drops it, leaving"
+                f" {meant} at its default; kubectl's strict field validation refuses the file)",
+                path=f"{read}: {path}",
+                file=found.files.get(read, file),
+            )
     return None
+
+
+def _crd_problem(found: Manifests, objects: tuple, file: str | None) -> PolicyError | None:
+    """A misspelt field of ``objects``, else the CRD's rule the first of them breaks, if any."""
+    problem = _typo_problem(found, objects, file)
+    for read in objects:
+        if problem is None and read in found.invalid:
+            problem = PolicyError(found.invalid[read], path=read, file=found.files.get(read, file))
+    return problem
+
+
+def _in_its_file(exc: PolicyError, found: Manifests) -> PolicyError:
+    """An error about a template names the template's file, not the Rollout's."""
+    label = exc.path.partition(": ")[0]
+    file = found.files.get(label, exc.file)
+    if file == exc.file:
+        return exc
+    return PolicyError(exc.message, path=exc.path, file=file)
+
+
+def _noted_with_file(note: str, found: Manifests, main: str | None) -> str:
+    """A note about an object of another file than the Rollout's says which."""
+    label, sep, rest = note.partition(": ")
+    head, space, tail = label.partition(" ")  # "AnalysisTemplate/x metric y: ..."
+    file = found.files.get(head)
+    if not sep or file is None or file == main:
+        return note
+    return f"{head} (in {file}){space}{tail}{sep}{rest}"
 
 
 def _crd(label: str) -> str:
@@ -202,8 +238,9 @@ def import_manifests(
             policy = import_rollout(doc, ctx)
         else:
             policy = import_canary(doc, ctx)
-    except PolicyError as exc:
-        raise _pruned_hint(exc, found) from None
+    except PolicyError as exc:  # a misspelt field read so far is the likelier cause
+        typo = _typo_problem(found, (label, *sorted(ctx.read)), ctx.file)
+        raise typo or _in_its_file(_pruned_hint(exc, found), found) from None
     except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
         # a field of the wrong shape the importer met before the CRD check: say the CRD's rule
         problem = _crd_problem(found, (label, *sorted(ctx.read)), ctx.file)
@@ -226,5 +263,6 @@ def import_manifests(
     unused = sorted(set(ctx.mapping) - ctx.used)
     if unused:
         ctx.notes.append(f"mapping for {', '.join(unused)} matched no metric")
-    notes = list(dict.fromkeys(ctx.notes))  # a template used several times says it once
+    notes = [_noted_with_file(note, found, ctx.file) for note in ctx.notes]
+    notes = list(dict.fromkeys(notes))  # a template used several times says it once
     return ImportResult(policy, ctx.ignored, notes)

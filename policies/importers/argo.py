@@ -186,6 +186,22 @@ def _metric(m: dict, where: str, tname: str, args: dict[str, str], ctx: Context,
     return out
 
 
+def _check_resolved(spec: dict, ref: dict, ctx: Context, label: str) -> None:
+    """Every argument the template declares without a value is given by the analysis that
+    uses it, or Argo refuses the Rollout (``MergeArgs``: "args.x was not resolved", its
+    reference validation marks the Rollout InvalidSpec and it never progresses)."""
+    given = {a.get("name") for a in ref.get("args") or [] if "value" in a or "valueFrom" in a}
+    for i, arg in enumerate(spec.get("args") or []):
+        unset = isinstance(arg, dict) and not {"value", "valueFrom"} & set(arg)
+        if unset and arg.get("name") not in given:
+            raise ctx.error(
+                f"spec.args[{i}]",
+                f"args.{arg.get('name')} is not resolved: the template gives no value and an"
+                " analysis using it passes none, so Argo marks the Rollout InvalidSpec",
+                label,
+            )
+
+
 def import_template(doc: dict, refs: list[dict], ctx: Context, prefix: str) -> dict[str, Any]:
     """One Analysis/ClusterAnalysisTemplate as policy data (``analysisTemplates[i]``)."""
     kind, meta = doc["kind"], doc.get("metadata") or {}
@@ -203,6 +219,8 @@ def import_template(doc: dict, refs: list[dict], ctx: Context, prefix: str) -> d
     tname = name[len(prefix) :] if name.startswith(prefix) and len(name) > len(prefix) else name
     results: list[list[dict[str, Any]]] = []
     for ref in refs or [{}]:
+        if refs:
+            _check_resolved(spec, ref, ctx, label)
         args = _args(ref, doc)
         metrics = [
             _metric(m, f"spec.metrics[{j}]", tname, args, ctx, label)

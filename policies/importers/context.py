@@ -56,6 +56,10 @@ class Manifests:
     """Per object (``Kind/name``): the paths the API server prunes (not in the CRD)."""
     invalid: dict[str, str] = field(default_factory=dict)
     """Per object: the first rule of its CRD's schema it breaks, once pruned."""
+    typos: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per object: its dropped paths that misspell a declared field (path -> that field)."""
+    files: dict[str, str | None] = field(default_factory=dict)
+    """Per object: the file it came from (None: given as text)."""
 
 
 @dataclass

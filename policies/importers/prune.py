@@ -6,12 +6,16 @@ sees it; ``kubectl apply`` with strict field validation (its default since 1.27)
 file instead. The importer reads what the executor reads: it prunes each Rollout, analysis
 template, Canary and MetricTemplate against its shipped CRD (``policies.exporters.crds``) and
 notes each dropped path, rather than refusing a field the executor would never see (old
-examples' ``analysis.name``, ``trafficManagement``, ``maxFailures``). What is left must then
-validate against the schema (types, enums, required fields), as the API server checks it.
+examples' ``analysis.name``, ``trafficManagement``, ``maxFailures``). A dropped key that is a
+near miss of a declared one (``maxweight``, ``failurLimit``) is a typo, not an old field: the
+executor would run the default in its place, so the importer refuses it, naming the field
+meant. What is left must then validate against the schema (types, enums, required fields), as
+the API server checks it.
 """
 
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from typing import Any
 
@@ -32,11 +36,14 @@ _ROOT = ("apiVersion", "kind", "metadata")
 
 
 class Checked:
-    """One object after pruning: the document the executor sees, the dropped paths, and the
-    first schema violation left (None: valid)."""
+    """One object after pruning: the document the executor sees, the dropped paths (and of
+    them the near misses of a declared field: path -> that field), and the first schema
+    violation left (None: valid)."""
 
-    def __init__(self, doc: dict, dropped: list[str], problem: str | None) -> None:
-        self.doc, self.dropped, self.problem = doc, dropped, problem
+    def __init__(
+        self, doc: dict, dropped: list[str], problem: str | None, typos: dict[str, str]
+    ) -> None:
+        self.doc, self.dropped, self.problem, self.typos = doc, dropped, problem, typos
 
 
 @lru_cache(maxsize=16)
@@ -57,13 +64,22 @@ def _path(parent: str, key: Any) -> str:
     return f"{parent}[{key}]" if isinstance(key, int) else f"{parent}.{key}" if parent else str(key)
 
 
-def _prune(value: Any, schema: dict, path: str, dropped: list[str]) -> Any:
+def near_miss(key: str, declared) -> str | None:
+    """The declared field ``key`` misspells: the same but for case, or close by difflib."""
+    folded = {name.lower(): name for name in declared}
+    if key.lower() in folded:
+        return folded[key.lower()]
+    close = difflib.get_close_matches(key, list(declared), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _prune(value: Any, schema: dict, path: str, dropped: list[str], typos: dict) -> Any:
     """``value`` without the fields ``schema`` does not declare (Kubernetes' pruning rules)."""
     kind = schema.get("type")
     if isinstance(value, list):
         items = schema.get("items")
         if isinstance(items, dict) and kind in (None, "array"):
-            return [_prune(v, items, _path(path, i), dropped) for i, v in enumerate(value)]
+            return [_prune(v, items, _path(path, i), dropped, typos) for i, v in enumerate(value)]
         return value
     if not isinstance(value, dict) or kind not in (None, "object"):
         return value  # a wrong type is the schema's to refuse, not pruning's to empty
@@ -74,13 +90,16 @@ def _prune(value: Any, schema: dict, path: str, dropped: list[str]) -> Any:
         if isinstance(key, FlowKey):  # an unquoted {{...}}: the importer refuses it if read
             out[key] = item
         elif key in props:
-            out[key] = _prune(item, props[key], _path(path, key), dropped)
+            out[key] = _prune(item, props[key], _path(path, key), dropped, typos)
         elif isinstance(extra, dict):
-            out[key] = _prune(item, extra, _path(path, key), dropped)
+            out[key] = _prune(item, extra, _path(path, key), dropped, typos)
         elif schema.get(_PRESERVE) or extra is True:
             out[key] = item
         else:
             dropped.append(_path(path, key))
+            meant = near_miss(str(key), props)
+            if meant is not None and meant not in value:
+                typos[_path(path, key)] = meant
     return out
 
 
@@ -98,6 +117,9 @@ def _rule(error: Any) -> str:
         return f"{error.instance!r} is not one of {error.validator_value}"
     if error.validator == "required":
         return error.message
+    if error.validator in ("oneOf", "anyOf") and error.context:  # say why, not the instance
+        best = min(error.context, key=lambda e: (len(e.message), e.message))
+        return f"fits none of the forms its {error.validator} rule allows ({best.message[:120]})"
     return f"{error.message[:200]} (its {error.validator} rule)"
 
 
@@ -107,10 +129,11 @@ def check_object(doc: dict) -> Checked:
     api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
     schema = _schema(api_version, kind)
     if schema is None:
-        return Checked(doc, [], None)
+        return Checked(doc, [], None, {})
     dropped: list[str] = []
+    typos: dict[str, str] = {}
     body = {k: v for k, v in doc.items() if k not in _ROOT}
-    pruned = _prune(body, schema, "", dropped)
+    pruned = _prune(body, schema, "", dropped, typos)
     out = {**{k: doc[k] for k in _ROOT if k in doc}, **pruned}
     problem = None
     try:
@@ -124,7 +147,7 @@ def check_object(doc: dict) -> Checked:
         if errors:
             where = crds._path(errors[0])
             problem = f"{where}: {_rule(errors[0])}, by {crd_name(api_version)}'s CRD"
-    return Checked(out, dropped, problem)
+    return Checked(out, dropped, problem, typos)
 
 
 def crd_name(group: str) -> str:
