@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel, to_snake
+from pydantic_core import InitErrorDetails
 
 from policies.analysis import AnalysisTemplate
 from policies.base import IntOrPercent, Model
@@ -333,6 +334,25 @@ class Canary(PolicyBase):
     progress_deadline_seconds: Duration = 600.0
     progress_deadline_abort: bool = False
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _weights_within_the_total(cls, data: Any, handler: Any) -> Canary:
+        """setWeight is out of maxTrafficWeight under traffic routing (Argo's range), else of
+        100: checked on the raw steps, so it is listed with the file's other problems as a
+        bound of its own field would be (the step alone does not know the total)."""
+        over = _weights_over(data)
+        if not over:
+            return cast(Canary, handler(data))
+        try:
+            handler(data)
+            errors: list[Any] = []
+        except ValidationError as exc:
+            errors = [
+                {k: e[k] for k in ("type", "loc", "input", "ctx") if k in e} for e in exc.errors()
+            ]
+        details = cast("list[InitErrorDetails]", [*over, *errors])  # (steps come early)
+        raise ValidationError.from_exception_data(cls.__name__, details)
+
     @model_validator(mode="after")
     def _argo_validation(self) -> Canary:
         if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
@@ -356,9 +376,6 @@ class Canary(PolicyBase):
             ):
                 with_ = " or ".join(_argo_routers_where("header_routes"))
                 raise ValueError(f"steps[{i}].setHeaderRoute requires {with_} trafficRouting")
-            if step.set_weight is not None and step.set_weight > self.max_weight:
-                top = f"maxTrafficWeight ({self.max_weight})" if self.traffic_routing else "100"
-                raise ValueError(f"steps[{i}].setWeight: {step.set_weight} must be <= {top}")
             routers = self.traffic_routing.routers if self.traffic_routing else ()
             if step.set_mirror_route is not None and not set(routers) & set(_MIRROR_ROUTERS):
                 with_ = " or ".join(_MIRROR_ROUTERS)
@@ -428,3 +445,25 @@ class Canary(PolicyBase):
         """The pod groups its experiments' templates make (``ExperimentTemplate.group``)."""
         routed = self.traffic_routing is not None
         return {t.group(routed) for s in self.steps if s.experiment for t in s.experiment.templates}
+
+
+def _weights_over(data: Any) -> list[dict[str, Any]]:
+    """Pydantic's errors for the raw steps' setWeight above the total they are out of."""
+    if not isinstance(data, dict):
+        return []
+    routing = data.get("trafficRouting", data.get("traffic_routing"))
+    top = 100
+    if isinstance(routing, dict):
+        given = routing.get("maxTrafficWeight", routing.get("max_traffic_weight", 100))
+        top = given if isinstance(given, int) and not isinstance(given, bool) else 100
+    steps = data.get("steps")
+    out = []
+    for i, step in enumerate(steps if isinstance(steps, list | tuple) else ()):
+        key = next(
+            (k for k in ("setWeight", "set_weight") if isinstance(step, dict) and k in step), None
+        )
+        weight = step[key] if key else None
+        if isinstance(weight, int) and not isinstance(weight, bool) and weight > top:
+            loc = ("steps", i, key)
+            out.append({"type": "less_than_equal", "loc": loc, "input": weight, "ctx": {"le": top}})
+    return out

@@ -27,6 +27,7 @@ from policies.canary import (
     SetMirrorRoute,
 )
 from policies.common import RolloutAnalysis
+from policies.controller.flagger import PRIMARY_FENCES
 from policies.durations import format_duration
 from policies.empty_windows import canary_quiet_windows, nan_guards, quiet_warnings
 from policies.flagger import ABTest, FlaggerMetric, Progressive
@@ -256,16 +257,13 @@ def _explain_canary(policy: Canary, n: int) -> Explanation:
             + _templates_gate(policy.templates_for(policy.analysis))
             + " (never blocks promotion; Failed or Error aborts)"
         )
-    if routed:
-        abort = policy.effective_abort_scale_down_delay_s
-        out.notes.append(
-            "abort: the weight goes to 0 at once; canary pods are scaled down after "
-            + (f"{_dur(abort)}" if abort else "no delay")
-        )
-    else:
-        out.notes.append(
-            "abort: a rolling update back to the stable within maxSurge/maxUnavailable"
-        )
+    abort = policy.effective_abort_scale_down_delay_s
+    out.notes.append(
+        "abort: the weight goes to 0 at once; canary pods are scaled down after "
+        + (f"{_dur(abort)}" if abort else "no delay")
+        if routed
+        else "abort: a rolling update back to the stable within maxSurge/maxUnavailable"
+    )
     if policy.progress_deadline_abort:
         out.notes.append(
             f"no progress for {_dur(policy.progress_deadline_seconds)} aborts"
@@ -298,30 +296,21 @@ def _experiment(policy: Canary, i: int, exp: Experiment, weight: int) -> tuple:
             f"step {i}: the experiment's analyses measure the new version, which no"
             " request reaches here (no weight, no template in a Service): no data"
         )
-    text = f"experiment ({'; '.join(parts)})"
-    return (
-        text,
-        gate + (f"; analyses: {runs}" if runs else ""),
-        (new, old, float(exp.weight_of("canary") * routed)),
-        warn,
-    )
+    text, weighted = f"experiment ({'; '.join(parts)})", float(exp.weight_of("canary") * routed)
+    return text, gate + (f"; analyses: {runs}" if runs else ""), (new, old, weighted), warn
 
 
 def _explain_bluegreen(policy: BlueGreen, n: int) -> Explanation:
     preview = n if policy.preview_replica_count is None else min(policy.preview_replica_count, n)
     out = Explanation(f'BlueGreen "{policy.name}" on {n} replicas (switch by {policy.switch})', [])
-    out.rows.append(
-        ExplainRow("1", f"preview: {preview} new pods", "pods available", preview, n, 0.0)
-    )
+    first = f"preview: {preview} new pods"
+    out.rows.append(ExplainRow("1", first, "pods available", preview, n, 0.0))
     if policy.pre_promotion_analysis is not None:
         gate = _templates_gate(policy.templates_for(policy.pre_promotion_analysis))
         out.rows.append(ExplainRow("2", "prePromotionAnalysis", gate, preview, n, 0.0))
     if policy.needs_pause:
-        gate = (
-            "manual promote"
-            if not policy.auto_promotion_enabled
-            else f"autoPromotionSeconds {_dur(policy.auto_promotion_seconds)}"
-        )
+        auto = f"autoPromotionSeconds {_dur(policy.auto_promotion_seconds)}"
+        gate = auto if policy.auto_promotion_enabled else "manual promote"
         out.rows.append(ExplainRow("3", "pause", gate, preview, n, 0.0))
     if preview != n:
         out.rows.append(ExplainRow("4", f"scale preview to {n}", "pods available", n, n, 0.0))
@@ -335,16 +324,8 @@ def _explain_bluegreen(policy: BlueGreen, n: int) -> Explanation:
     if policy.post_promotion_analysis is not None:
         gate = _templates_gate(policy.templates_for(policy.post_promotion_analysis))
         out.rows.append(ExplainRow("6", "postPromotionAnalysis", gate, n, n, 100.0))
-    out.rows.append(
-        ExplainRow(
-            "end",
-            "promote",
-            f"old pods scaled down after {_dur(policy.scale_down_delay_seconds)}",
-            n,
-            0,
-            100.0,
-        )
-    )
+    down = f"old pods scaled down after {_dur(policy.scale_down_delay_seconds)}"
+    out.rows.append(ExplainRow("end", "promote", down, n, 0, 100.0))
     quiet = []
     if policy.pre_promotion_analysis is not None:
         quiet = quiet_warnings(
@@ -366,13 +347,16 @@ def _explain_flagger(policy: Progressive | ABTest, n: int) -> Explanation:
     a = policy.analysis
     interval = a.effective_interval_s
     gates = "; ".join(_flagger_gate(m) for m in a.metrics) or "no metrics"
+    then = f"rollback after {a.effective_threshold} failed checks"
     out = Explanation(
         f'{policy.kind} "{policy.name}" on {n} replicas (Flagger, provider {policy.provider}; '
-        f"a tick every {_dur(interval)}, rollback after {a.effective_threshold} failed checks)",
+        f"a tick every {_dur(interval)}, {_SKIPPED if policy.skip_analysis else then})",
         [],
     )
     out.rows.append(ExplainRow("tick 0", "scale canary from zero", "canary ready", n, n, 0.0))
-    if isinstance(policy, ABTest):
+    if skip := policy.skip_analysis:  # the controller's first check once the canary is ready
+        ticks = _skipped(out, n, ", ".join(m.name for m in a.metrics))
+    elif isinstance(policy, ABTest):
         heads = {h for m in a.match for h in m.headers} | {"cookie" for m in a.match if m.cookie}
         route = f"route matching requests ({', '.join(sorted(heads))})"
         out.rows.append(ExplainRow("tick 1", route, "-", n, n, 0.0))
@@ -415,11 +399,11 @@ def _explain_flagger(policy: Progressive | ABTest, n: int) -> Explanation:
             out.rows.append(ExplainRow(f"tick {k}", f"weight {w}", gates, n, n, float(w)))
         ticks = len(schedule) + k0
         out.rows.append(ExplainRow(f"tick {ticks}", "promote", gates, n, n, float(schedule[-1])))
-    test, sticky = a.load_test, a.session_affinity
+    test, sticky = (None, None) if skip else (a.load_test, a.session_affinity)
     out.notes += [
         "mirrored requests reach the canary and count in its metrics; their responses are"
         " discarded, so they hurt no user"
-    ] * a.mirror
+    ] * (a.mirror and not skip)
     if test is not None:
         when = "from the first analysis tick until promotion or rollback (rerun every tick; that"
         when += " tick's window holds none of it yet)"
@@ -434,15 +418,14 @@ def _explain_flagger(policy: Progressive | ABTest, n: int) -> Explanation:
             f"session affinity: users routed to the canary get its cookie ({sticky.cookie_name},"
             f" {_dur(sticky.max_age)}) and stay on it until the weight returns to 0"
         )
-    out.rows.append(
-        ExplainRow("next", "primary rolled; all traffic to it", "primary ready", n, n, 100.0)
-    )
+    last = "primary rolled; all traffic to it"
+    out.rows += [ExplainRow("next", last, "primary ready", n, n, 100.0)] * (not skip)
     out.notes.append(f"a healthy release takes at least {_dur(ticks * interval)} of ticks")
     out.notes.append(
         f"tick 0 comes up to {_dur(interval)} after the release starts: Flagger's ticker belongs "
         "to the Canary, not to the release, so its phase is random"
     )
-    for gate in getattr(a, "gates", ()):
+    for gate in (g for g in a.gates if not skip or g.type == "confirm-rollout"):
         out.notes.append(
             f"{gate.type}: waits for an approval {_GATE_WAITS[gate.type]}; Flagger sees it on"
             " its next tick"
@@ -450,6 +433,27 @@ def _explain_flagger(policy: Progressive | ABTest, n: int) -> Explanation:
     return out
 
 
+def _skipped(out: Explanation, n: int, metrics: str) -> int:
+    """skipAnalysis as ``FlaggerController._skip_analysis`` runs it, whatever the strategy: no
+    check; users meet the new version in the primary's own rolling update (its fences)."""
+    what = "promote without analysis (all traffic to the primary, canary to zero)"
+    out.rows.append(ExplainRow("tick 1", what, "canary ready", 0, n, 0.0))
+    for new, old in rolling_update_trajectory(n, *PRIMARY_FENCES)[1:]:
+        share = 100.0 * new / (new + old)
+        out.rows.append(ExplainRow("next", "primary rolls", "pods available", new, old, share))
+    out.warnings.append(
+        f"{_SKIPPED}: no metric is checked ({metrics or 'none given'}), nothing rolls back on"
+        " its own: every release is promoted; a bad one is left to the backstops (alerts, humans)"
+    )
+    out.notes.append(
+        "Flagger reports Succeeded at tick 1 (no wait for the primary); the canary serves no"
+        f" request; pods from tick 1 on: the primary's new / old (maxSurge {PRIMARY_FENCES[0]},"
+        f" maxUnavailable {PRIMARY_FENCES[1]})"
+    )
+    return 1
+
+
+_SKIPPED = "skipAnalysis: no analysis runs"
 _GATE_WAITS = {
     "confirm-rollout": "before tick 0 (nothing scales)",
     "confirm-traffic-increase": "before every weight step and before promotion (analysis goes"
@@ -465,9 +469,8 @@ def _explain_rolling(policy: RollingUpdate, n: int) -> Explanation:
         f"{unavailable}; one Service, traffic follows pods; no gate)",
         [],
     )
-    for i, (new, old) in enumerate(
-        rolling_update_trajectory(n, policy.max_surge, policy.max_unavailable)
-    ):
+    trajectory = rolling_update_trajectory(n, policy.max_surge, policy.max_unavailable)
+    for i, (new, old) in enumerate(trajectory):
         share = 100.0 * new / (new + old) if new + old else 0.0
         out.rows.append(ExplainRow(str(i), "sync", "pods available", new, old, share))
     out.notes.append("a bad version is caught only by the backstops (alerts, humans)")
@@ -486,11 +489,8 @@ def _explain_batch(policy: BatchRelease, n: int) -> Explanation:
                 _templates_gate(tuple(by_name[r.template_name] for r in batch.analysis.templates))
             )
         if batch.pause is not None:
-            gate.append(
-                f"pause {_dur(batch.pause.duration)}"
-                if batch.pause.duration is not None
-                else "manual approval"
-            )
+            d = batch.pause.duration
+            gate.append(f"pause {_dur(d)}" if d is not None else "manual approval")
         share = 100.0 * pods / n if n else 0.0
         out.rows.append(
             ExplainRow(str(i), f"batch {batch.replicas}", "; ".join(gate), pods, n - pods, share)

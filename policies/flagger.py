@@ -134,7 +134,10 @@ class FlaggerMetric(Model):
 
     def check(self, observation: Observation) -> bool:
         """True if the check passes; no data is a failed check (Flagger ``ErrNoValuesFound``)."""
-        value = self.value(observation)
+        return self.passes(self.value(observation))
+
+    def passes(self, value: float) -> bool:
+        """Whether Flagger's check passes on the query's ``value`` (NaN: no data, failed)."""
         if math.isnan(value):
             return False
         if self.threshold_range is not None:

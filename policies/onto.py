@@ -15,25 +15,36 @@ walking E0's and the original's references in parallel (the importer keeps the s
 renames templates). Templates E1 adds are appended to the file holding the Rollout or Canary;
 templates it drops are removed (a ClusterAnalysisTemplate is shared: kept, with a note).
 Exported objects the originals do not hold (a Flagger target Deployment not given) are skipped,
-with a note when they changed. The result is checked: the edited files must import back as a
-policy exporting to E1, else a ``PolicyError`` says which field cannot be written.
+with a note when they changed. An arg whose place in a query the edit moves (a router switch
+turns the canary Service's name into a pod name's prefix) takes E1's value in every analysis that
+passes it: the document's value was chosen for the old place. The result is checked: the edited
+files must import back as a policy exporting to E1, and a pod matcher pinning a ReplicaSet hash
+must fit the Rollout's pod names, else a ``PolicyError`` says which field cannot be written.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from policies.base import load_yaml
 from policies.errors import PolicyError
 from policies.exporters import Target, export
-from policies.exporters.promql_versions import ARG
+from policies.exporters.promql_versions import ARG, ARG_CANARY_HASH, ARG_STABLE_HASH, argo_arg
 from policies.importers import import_manifests
 from policies.onto_files import Chunk, File, documents, name_of, read, render, sources
 from policies.onto_merge import Names, convert, merge
+from policies.regexes import re2_compile
 
 __all__ = ["OntoResult", "export_onto"]
 
 _TEMPLATES = ("AnalysisTemplate", "ClusterAnalysisTemplate", "MetricTemplate")
+_MATCHER = re.compile(r'([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+_AROUND = re.compile(r"\x00[^\x00]*\x00|\w+(?:\.\w+)*|[^\w\s]")
+_HASHES = {"latest": ARG_CANARY_HASH, "stable": ARG_STABLE_HASH}
+_SAMPLE_HASH = "5d8f7c9b4"
 
 
 @dataclass
@@ -61,6 +72,20 @@ def _argo_refs(rollout: dict) -> dict[tuple, tuple[dict, dict]]:
             for j, ref in enumerate(block.get("templates") or []):
                 out[(*where, j)] = (ref, block)
     return out
+
+
+def _blocks(rollout: dict) -> Iterator[tuple[set[tuple[str, str]], dict]]:
+    """Every block of a Rollout passing args to templates (experiments' analyses too), with the
+    templates it passes them to."""
+    seen: dict[int, tuple[set[tuple[str, str]], dict]] = {}
+    for ref, block in _argo_refs(rollout).values():
+        seen.setdefault(id(block), (set(), block))[0].add(_ref_key(ref))
+    yield from seen.values()
+    canary = (((rollout.get("spec") or {}).get("strategy") or {}).get("canary")) or {}
+    for step in canary.get("steps") or []:
+        for run in ((step or {}).get("experiment") or {}).get("analyses") or []:
+            if isinstance(run, dict) and run.get("templateName"):
+                yield {_ref_key(run)}, run
 
 
 def _flagger_refs(canary: dict) -> dict[tuple, dict]:
@@ -152,6 +177,83 @@ def _fix_args(tmpl: dict, e1_tmpl: dict, e1_main: dict, main: dict) -> bool:
     return changed
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def _places(tmpl: dict) -> dict[str, set[str]]:
+    """Where each ``{{args.x}}`` sits in the template's queries (its label matcher, else the
+    tokens either side): a value passed for an arg means what its place makes it mean."""
+    out: dict[str, set[str]] = {}
+    for metric in (tmpl.get("spec") or {}).get("metrics") or []:
+        for text in _strings((metric or {}).get("provider")):
+            text = ARG.sub(lambda g: argo_arg(g[1]), text)
+            for m in _MATCHER.finditer(text):
+                for name in ARG.findall(m[3]):
+                    out.setdefault(name, set()).add(f"{m[1]}{m[2]}{m[3]}")
+            rest = ARG.sub(lambda g: f"\x00{g[1]}\x00", _MATCHER.sub(" ", text))
+            tokens = _AROUND.findall(rest)
+            for i, token in enumerate(tokens):
+                if token.startswith("\x00"):
+                    around = " ".join(tokens[max(0, i - 2) : i + 3])
+                    out.setdefault(token.strip("\x00"), set()).add(around)
+    return out
+
+
+def _moves(before: dict[str, set[str]], after: dict[str, set[str]]) -> tuple[set, set]:
+    """(args the edit puts in a new place, args still in a place they had)."""
+    moved = {a for a, places in after.items() if places - before.get(a, set())}
+    kept = {a for a, places in after.items() if places & before.get(a, set())}
+    return moved, kept
+
+
+def _pass_args(main: dict, e1_main: dict, moves: dict[tuple[str, str], tuple[set, set]]) -> bool:
+    """Every block passing a moved arg to a template passes E1's value for it, as E1 does; one
+    the document's own query still reads at its old place with another value cannot be
+    written. True if the Rollout changed."""
+    passed = {str(a["name"]): a for _, block in _blocks(e1_main) for a in block.get("args") or []}
+    changed = False
+    for keys, block in _blocks(main):
+        moved = set().union(*(moves.get(k, (set(), set()))[0] for k in keys))
+        kept = set().union(*(moves.get(k, (set(), set()))[1] for k in keys))
+        for name in sorted(moved & set(passed)):
+            new = convert(passed[name], Names())
+            args = block.setdefault("args", [])
+            entry = next((a for a in args if str(a.get("name")) == name), None)
+            if entry is None:
+                args.append(new)
+                changed = True
+                continue
+            if _given(entry) == _given(new):
+                continue
+            if name in kept:
+                used = ", ".join(n for _, n in sorted(keys))
+                raise PolicyError(
+                    f"this change cannot be written onto the manifests: arg {name} (to {used})"
+                    f" is read by the document's own query as {_short(entry.get('value'))} and"
+                    f" by the policy's new one as {_short(new.get('value', new.get('valueFrom')))}"
+                )
+            for k in ("value", "valueFrom"):
+                if k not in new:
+                    entry.pop(k, None)
+            for k, v in _given(new).items():
+                entry[k] = v
+            changed = True
+    return changed
+
+
+def _given(arg: dict) -> dict:
+    """What an args entry passes: its value or valueFrom, without its name."""
+    return {k: v for k, v in convert(arg, Names()).items() if k != "name"}
+
+
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in [*a, *(k for k in b if k not in a)]:
@@ -221,6 +323,7 @@ def export_onto(
     before, after = _keyed(e0), _keyed(e1)
     skipped: set[tuple[str, str]] = set()
     e1_main = after[(str(main.get("kind")), target.service)]
+    moves: dict[tuple[str, str], tuple[set, set]] = {}
     for key, new in after.items():
         label = f"{key[0]}/{key[1]}"
         old = before.get(key)
@@ -239,15 +342,20 @@ def export_onto(
             skipped.add(key)
             continue
         _, chunk, doc = found
+        places = _places(doc) if executor == "argo" and key[0] in _TEMPLATES else None
         merge(doc, old, new, match.names)
         chunk.dirty = True
-        if executor == "argo" and key[0] in _TEMPLATES and _fix_args(doc, new, e1_main, main):
-            main_chunk.dirty = True
+        if places is not None:
+            moves[_key(doc)] = _moves(places, _places(doc))
+            if _fix_args(doc, new, e1_main, main):
+                main_chunk.dirty = True
         if doc.get("kind") == "ClusterAnalysisTemplate":
             result.notes.append(
                 f"ClusterAnalysisTemplate/{name_of(doc)} changed: it is cluster-wide, so every"
                 " Rollout using it changes too"
             )
+    if moves and _pass_args(main, e1_main, moves):
+        main_chunk.dirty = True
     for key, old in before.items():
         found = match.original(old) if key not in after else None
         if found is None:
@@ -264,8 +372,64 @@ def export_onto(
         if text != f.text:
             result.files[f.name] = text
             result.changed.append(f.name)
-    _check(result, mapping, name, executor, target, [m for m in e1 if _key(m) not in skipped])
+    kept = [m for m in e1 if _key(m) not in skipped]
+    _check(result, mapping, name, executor, target, kept, [f.text for f in files], name_of(main))
     return result
+
+
+def _values(spec: dict, block: dict) -> dict[str, str]:
+    """The args one block passes a template, as the importer resolves them: the template's
+    defaults, then the block's values, ReplicaSet hashes as their ``{{args.x}}`` placeholders."""
+    out = {str(a["name"]): str(a["value"]) for a in spec.get("args") or [] if "value" in a}
+    for a in block.get("args") or []:
+        hash_of = str(((a.get("valueFrom") or {}).get("podTemplateHashValue")) or "").lower()
+        if hash_of in _HASHES:
+            out[str(a["name"])] = argo_arg(_HASHES[hash_of])
+        elif "value" in a:
+            out[str(a["name"])] = str(a["value"])
+    return out
+
+
+def _misfits(query: str, values: dict[str, str], rollout: str) -> list[str]:
+    """The ``=~`` pod matchers of a query, its args resolved, that pin a ReplicaSet hash and
+    cannot match a pod of the Rollout."""
+    out = []
+    for m in _MATCHER.finditer(ARG.sub(lambda g: values.get(g[1], g[0]), query)):
+        pattern = m[3].replace("\\\\", "\\")
+        for h in _HASHES.values():
+            pattern = pattern.replace(argo_arg(h), _SAMPLE_HASH)
+        if m[2] != "=~" or _SAMPLE_HASH not in pattern or ARG.search(pattern):
+            continue
+        try:  # Prometheus' regexes are RE2's, anchored at both ends
+            fits = re2_compile(pattern).fullmatch(f"{rollout}-{_SAMPLE_HASH}-x7k2q")
+        except ValueError:
+            continue
+        if not fits:
+            out.append(f'{m[1]}=~"{m[3]}"')
+    return out
+
+
+def _unserved(texts: list[str], rollout: str) -> list[str]:
+    """Pod matchers that pin a ReplicaSet hash yet fit no pod of the Rollout, with the args
+    passed resolved: Argo names its pods ``<rollout>-<hash>-<suffix>``, so such a query
+    selects nothing, every measurement is an Error and the rollout aborts. The import reads
+    only the query's form, so the read-back check cannot see this."""
+    found = [d for t in texts for d in load_yaml(t, multi=True) if isinstance(d, dict)]
+    found += [i for d in found if d.get("kind") == "List" for i in d.get("items") or []]
+    docs = {_key(d): d for d in found if isinstance(d, dict)}
+    out: list[str] = []
+    for keys, block in _blocks(docs.get(("Rollout", rollout)) or {}):
+        for key in sorted(keys):
+            spec = (docs.get(key) or {}).get("spec") or {}
+            values = _values(spec, block)
+            for metric in spec.get("metrics") or []:
+                query = str(((metric.get("provider") or {}).get("prometheus") or {}).get("query"))
+                out += [
+                    f"{key[0]}/{key[1]} metric {metric.get('name')}: {matcher} selects no pod of"
+                    f" Rollout/{rollout} (named {rollout}-<hash>-<suffix>): check the args passed"
+                    for matcher in _misfits(query, values, rollout)
+                ]
+    return out
 
 
 def _check(
@@ -275,9 +439,12 @@ def _check(
     executor: str,
     target: Target,
     e1: list[dict],
+    originals: list[str],
+    rollout: str,
 ) -> None:
     """The edited files must import back as a policy that exports to ``e1`` (less what was
-    skipped): never write a manifest that runs another policy than the one asked for."""
+    skipped), and select the Rollout's own pods where the document did: never write a
+    manifest that runs another policy than the one asked for."""
     texts = [t for t in result.files.values() if t.strip()]
     try:
         again = import_manifests(texts, mapping=mapping, name=name).policy
@@ -292,3 +459,8 @@ def _check(
                 f"this change cannot be written onto the manifests: {key[0]}/{key[1]} {where}"
                 + hint
             )
+    if executor == "argo":
+        had = set(_unserved(originals, rollout))
+        for problem in _unserved(texts, rollout):
+            if problem not in had:
+                raise PolicyError(f"this change cannot be written onto the manifests: {problem}")

@@ -145,12 +145,12 @@ def explain_command(args: argparse.Namespace) -> int:
 
 def _explain_policy(args: argparse.Namespace, file: str, data: Any) -> dict[str, Any]:
     from policies.durations import ambiguous_durations
+    from policies.gate_ranges import unit_mixups
     from policies.loading import parse_policy
 
     policy = parse_policy(data, file=file)
-    _say(
-        f"warning: {file}: {w.removeprefix('warning: ')}" for w in ambiguous_durations(policy, data)
-    )
+    warned = ambiguous_durations(policy, data) + unit_mixups(policy)
+    _say(f"warning: {file}: {w.removeprefix('warning: ')}" for w in warned)
     return _table(policy, args.replicas, _replica_notes(policy.replicas, args.replicas))
 
 
@@ -259,11 +259,12 @@ def _validate(file: str, kinds: dict[str, FileKind], args: argparse.Namespace) -
 
     if kind.kind == "policy":
         from policies.durations import ambiguous_durations
+        from policies.gate_ranges import unit_mixups
         from policies.loading import parse_policy
 
         policy = parse_policy(kind.data, file=file)
         check_name(policy.name, "name", file=file)
-        warned = ambiguous_durations(policy, kind.data)
+        warned = ambiguous_durations(policy, kind.data) + unit_mixups(policy)
         _say(f"warning: {file}: {w.removeprefix('warning: ')}" for w in warned)
         return f"{policy.kind} {policy.name!r}"
     if kind.kind == "scenario":

@@ -244,7 +244,10 @@ def test_each_policy_line_says_which_gate_metric_and_step_caught_it() -> None:
     )
     assert "(at step" not in line  # the run's name says the step already
     (line,) = policy_lines(Facts.build(gated("flagger", "request-success-rate", [4.0] * 40)))
-    assert "Flagger's analysis 'request-success-rate' in 40 of 40 bad releases (at step 4)" in line
+    assert (
+        "Flagger's analysis 'request-success-rate' in 40 of 40 bad releases (held at tick 4)"
+        in line
+    )
 
 
 def test_a_frame_without_the_gate_fields_still_reads() -> None:

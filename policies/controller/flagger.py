@@ -108,10 +108,24 @@ class FlaggerController(ControllerBase):
         self.routed = policy.provider != "kubernetes"  # kubernetes: no router at all
         self.loading = False  # the load tester's hey runs against the canary
         self.sticky = False  # the session-affinity cookie route is written
+        self.schedule = (  # explain's weight rows (a blue/green has none)
+            policy.weight_schedule() if isinstance(policy, Progressive) else []
+        )
 
     @property
     def step_index(self) -> int:
         return self.tick_count
+
+    @property
+    def walk_tick(self) -> int:
+        """The tick of ``rolloutsim explain``'s walk the release is held at: the last strategy
+        step that took effect (the weight, mirror, route or iteration the checks measure). A
+        failed check does not advance it, so a catch names a row explain lists; ``tick_count``
+        counts every tick, the failed and waiting ones too."""
+        if isinstance(self.policy, ABTest) or self.blue_green:
+            return self.iterations  # the pre-rollout tick's route or mirror is iteration 1
+        mirrored = self.analysis.mirror and (self.mirrored or self.canary_weight > 0)
+        return int(mirrored) + sum(w <= self.canary_weight for w in self.schedule)
 
     # ------------------------------------------------------------------ events
 
@@ -272,7 +286,7 @@ class FlaggerController(ControllerBase):
 
     def _failed_checks(self) -> FailedChecks:
         threshold = self.analysis.effective_threshold
-        return FailedChecks(self.failed_metric, self.failed_checks, threshold, self.tick_count)
+        return FailedChecks(self.failed_metric, self.failed_checks, threshold, self.walk_tick)
 
     def _strategy_step(self) -> None:
         if self.blue_green:

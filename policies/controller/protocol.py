@@ -294,7 +294,8 @@ class GateVerdict:
 @dataclass(frozen=True, slots=True)
 class FailedChecks:
     """Flagger: ``metric`` failed its check, making ``count`` failed checks; with status
-    ``Aborted`` the count reached ``threshold`` and the canary is rolled back."""
+    ``Aborted`` the count reached ``threshold`` and the canary is rolled back. ``step``: the
+    tick of explain's listing the walk was held at (a failed check does not advance it)."""
 
     metric: str
     count: int

@@ -29,6 +29,7 @@ from typing import Any
 
 from policies.base import brief, load_yaml, read_text_file
 from policies.errors import PolicyError
+from policies.gate_ranges import unit_mixups
 from policies.importers.argo import import_rollout
 from policies.importers.context import (
     MAP_SYNTAX,
@@ -263,6 +264,7 @@ def import_manifests(
     unused = sorted(set(ctx.mapping) - ctx.used)
     if unused:
         ctx.notes.append(f"mapping for {', '.join(unused)} matched no metric")
+    ctx.notes += unit_mixups(policy)
     notes = [_noted_with_file(note, found, ctx.file) for note in ctx.notes]
     notes = list(dict.fromkeys(notes))  # a template used several times says it once
     return ImportResult(policy, ctx.ignored, notes)

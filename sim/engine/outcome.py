@@ -63,7 +63,8 @@ class Outcome:
                               (``background``, ``step-2``, ``prePromotion``, ``batch-1``…;
                               ``flagger`` for Flagger's failed checks), "" if no gate did
     gate_metrics              the failing metrics of that verdict, joined by ","
-    gate_step                 the step (or batch) index the gate ran at (nan: none)
+    gate_step                 the step (or batch) index the gate ran at; Flagger's: the tick
+                              explain lists the walk held at (nan: none)
     t_rollback_start          the abort or undo action (after any human acknowledgement)
     t_mitigated               when no traffic was left on the candidate after the rollback
     rollout_duration          start to full promotion

@@ -396,11 +396,13 @@ def gate_words(g: GateCatch) -> str:
 
 
 def _step_words(g: GateCatch) -> str:
-    """`` (mostly at step 2)``; nothing when the run's name says its step already."""
+    """`` (mostly at step 2)``; nothing when the run's name says its step already. Flagger's
+    is the tick of explain's walk where its failed checks held it (`` (held at tick 1)``)."""
     if nan(g.step) or g.run.startswith(("step-", "batch-")):
         return ""
     how = "" if g.at_step == g.count else ("mostly " if 2 * g.at_step > g.count else "most often ")
-    return f" ({how}at step {g.step:.0f})"
+    where = f"held at tick {g.step:.0f}" if g.run == "flagger" else f"at step {g.step:.0f}"
+    return f" ({how}{where})"
 
 
 def _caught(f: Facts, p: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from policies.durations import format_duration
 from policies.errors import PolicyError
+from policies.gate_ranges import unit_mixups
 from policies.vocabulary import routers_of
 from sim.runs.budget import BudgetError, check, estimate, few_replications
 from sim.runs.budget import counts as plan_counts
@@ -29,6 +30,7 @@ def warnings(scenario, policies: dict[str, Any]) -> list[str]:
                 f" longer than world.horizon {_dur(world.horizon)}: no release can complete, so"
                 " every one ends stalled and the rollout times and escapes say nothing"
             )
+        out += [f"warning: {name}: {said}" for said in unit_mixups(policy)]
         out += _traffic_warnings(name, policy, world)
         out += _router_race_warnings(name, policy, world)
     try:
