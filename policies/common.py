@@ -126,7 +126,10 @@ class RouteMatch(Model):
 def check_template_refs(
     templates: tuple[AnalysisTemplate, ...], refs: dict[str, RolloutAnalysis | None]
 ) -> None:
-    """Every templateName used must be defined once under analysisTemplates."""
+    """Every templateName used must be defined once under analysisTemplates; a step's, a
+    prePromotion's or a postPromotion's analysis must end (Argo's reference validation: a
+    metric with an interval and no count "runs indefinitely", and the Rollout is InvalidSpec;
+    a background analysis may run until the rollout ends)."""
     names = [t.name for t in templates]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -141,3 +144,17 @@ def check_template_refs(
                     f"{where}: templateName {ref.template_name!r} is not in analysisTemplates"
                     f" ({known})"
                 )
+            if where.startswith(("steps[", "prePromotion", "postPromotion")) and (
+                ".experiment." not in where
+            ):
+                _check_bounded(where, templates[names.index(ref.template_name)])
+
+
+def _check_bounded(where: str, template: AnalysisTemplate) -> None:
+    for metric in template.metrics:
+        if metric.effective_count is None:
+            raise ValueError(
+                f"{where}: template {template.name!r} metric {metric.name!r} runs indefinitely"
+                " (an interval and no count): Argo refuses such a Rollout (InvalidSpec), so give"
+                " it a count"
+            )

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from policies.base import Model
 from policies.common import PolicyBase, RouteMatch
 from policies.durations import Duration
-from policies.measures import Observation, Query
+from policies.measures import MEAN, Observation, Query
 from policies.vocabulary import FlaggerProvider
 
 __all__ = [
@@ -99,6 +99,17 @@ class ThresholdRange(Model):
         return self
 
 
+def duration_read(provider: str) -> tuple[float, float]:
+    """What Flagger's built-in request-duration reads on ``provider`` (its observer's query,
+    ``pkg/metrics/observers``): the latency (a quantile, or ``MEAN``) and the factor from
+    seconds to the number Flagger truncates to whole ms: the mean in ms on nginx and skipper,
+    the P99 in seconds on Traefik (read as ms: 0 below 1 s), the P99 in ms elsewhere."""
+    return _DURATION_READ.get(provider, (0.99, 1000.0))
+
+
+_DURATION_READ = {"nginx": (MEAN, 1000.0), "skipper": (MEAN, 1000.0), "traefik": (0.99, 1.0)}
+
+
 class FlaggerMetric(Model):
     """A Flagger metric: a built-in (request-success-rate in %, request-duration in ms) or a
     custom one whose ``query`` is what its MetricTemplate would compute."""
@@ -120,8 +131,9 @@ class FlaggerMetric(Model):
             raise ValueError("a Flagger metric needs thresholdRange (or the deprecated threshold)")
         return self
 
-    def value(self, observation: Observation) -> float:
-        """The value Flagger's query returns: percent for success rate, ms for duration."""
+    def value(self, observation: Observation, provider: str = "istio") -> float:
+        """The value Flagger's query returns: percent for success rate; for duration what
+        ``provider``'s built-in reads (``duration_read``), truncated to whole ms."""
         if self.query is not None:
             return self.query.evaluate(observation)
         stats = observation.canary
@@ -129,12 +141,13 @@ class FlaggerMetric(Model):
             return math.nan
         if self.name == "request-success-rate":
             return 100.0 * (1.0 - stats.errors / stats.requests)
-        seconds = stats.latency.get(0.99, math.nan)
-        return math.floor(seconds * 1000.0) if not math.isnan(seconds) else math.nan
+        key, factor = duration_read(provider)
+        seconds = stats.latency.get(key, math.nan)
+        return math.floor(seconds * factor) if not math.isnan(seconds) else math.nan
 
-    def check(self, observation: Observation) -> bool:
+    def check(self, observation: Observation, provider: str = "istio") -> bool:
         """True if the check passes; no data is a failed check (Flagger ``ErrNoValuesFound``)."""
-        return self.passes(self.value(observation))
+        return self.passes(self.value(observation, provider))
 
     def passes(self, value: float) -> bool:
         """Whether Flagger's check passes on the query's ``value`` (NaN: no data, failed)."""

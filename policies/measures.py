@@ -78,6 +78,11 @@ UNITS: dict[str, tuple[Unit, ...]] = {
 _FACTOR: dict[str, float] = {"percent": 100.0, "milliseconds": 1000.0}
 
 
+MEAN = -1.0
+"""The ``WindowStats.latency`` key of the window's mean latency (no quantile is negative):
+Flagger's request-duration on nginx and skipper is the canary's mean."""
+
+
 @dataclass(slots=True)
 class WindowStats:
     """One version's traffic in a query window, as a metrics backend would report it.
@@ -87,7 +92,7 @@ class WindowStats:
 
     requests: int = 0
     errors: int = 0
-    latency: Mapping[float, float] = field(default_factory=dict)  # quantile -> seconds
+    latency: Mapping[float, float] = field(default_factory=dict)  # quantile (or MEAN) -> s
     has_series: bool | None = None
     """Whether the version's series exist at the window's end, i.e. one of its pods served a
     request before then: True -> a window without requests gives NaN (0/0); False -> an empty

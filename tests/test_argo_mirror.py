@@ -28,6 +28,7 @@ analysisTemplates:
     metrics:
       - name: err
         interval: 60s
+        count: 3
         failureCondition: result > 0.10
         provider: {query: {measure: errorRate}}
 """

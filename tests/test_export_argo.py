@@ -87,6 +87,7 @@ def test_istio_router_and_hash_args():
                         {
                             "name": "p95",
                             "interval": 30,
+                            "count": 4,
                             "successCondition": "result <= 0.3",
                             "provider": {"query": {"measure": "latency", "quantile": 0.95}},
                         }

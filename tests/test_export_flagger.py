@@ -9,7 +9,7 @@ import pytest
 
 from policies import load_policy, parse_policy
 from policies.errors import NotExpressibleError
-from policies.exporters import Target, crds, export, flagger, k8s_validate, promql
+from policies.exporters import Target, crds, export, flagger, k8s_validate
 from policies.importers import import_manifests
 
 SHIPPED = Path(__file__).parent.parent / "scenarios" / "policies"
@@ -65,26 +65,21 @@ def test_shipped_policy_exports_or_is_refused(path):
     assert spec["provider"] == policy.provider
 
 
-def test_progressive_nginx_keeps_its_success_rate_and_templates_the_p99():
+def test_progressive_nginx_keeps_its_built_in_metrics():
     """Since Flagger 1.15 the ingress-nginx built-in success rate selects the canary's requests
-    only (``canary!=""``, fluxcd/flagger#1023): the simulated measure, so it stays built in. Its
-    built-in duration is the mean, so the simulated P99 becomes a canary-only template."""
+    only (``canary!=""``, fluxcd/flagger#1023), and its built-in duration is the canary's mean,
+    which the simulator judges too (``policies.flagger.duration_read``): both stay built in."""
     policy = load_policy(SHIPPED / "progressive.yaml")
     out = export(policy, "flagger", Target(service="podinfo"))
     check_valid(out.manifests)
-    templates = {m["metadata"]["name"]: m for m in out.manifests if m["kind"] == "MetricTemplate"}
     spec = out.manifests[-1]["spec"]
     assert spec["ingressRef"]["name"] == "podinfo"
     assert spec["analysis"]["interval"] == "1m" and spec["analysis"]["stepWeight"] == 20
     metrics = {m["name"]: m for m in spec["analysis"]["metrics"]}
-    assert set(metrics) == {"request-success-rate", "request-duration-canary"}
-    assert "templateRef" not in metrics["request-success-rate"]
-    assert set(templates) == {"podinfo-request-duration-canary"}
-    duration = promql.recognise_form(templates["podinfo-request-duration-canary"]["spec"]["query"])
-    assert (duration.query.measure, duration.query.version) == ("latency", "canary")
-    assert duration.scale == "ms_floor" and duration.query.quantile == 0.99
-    assert duration.query.window is None  # {{ interval }}: the metric's own interval
-    assert metrics["request-duration-canary"]["thresholdRange"] == {"max": 500.0}
+    assert set(metrics) == {"request-success-rate", "request-duration"}
+    assert not any("templateRef" in m for m in metrics.values())
+    assert not [m for m in out.manifests if m["kind"] == "MetricTemplate"]
+    assert metrics["request-duration"]["thresholdRange"] == {"max": 500.0}
     back = import_manifests(out.to_yaml()).policy
     assert back == policy.model_copy(update={"replicas": 10, "name": "podinfo"})
 

@@ -151,6 +151,7 @@ def test_the_loop_between_kubernetes_and_nginx_is_gone(tmp_path):
                     {
                         "name": "sr",
                         "interval": "1m",
+                        "count": 3,
                         "successCondition": "result[0] >= 0.99",
                         "provider": {"query": {"measure": "successRate", "version": "canary"}},
                     }

@@ -215,7 +215,10 @@ def test_steps_with_several_actions_import_as_argo_accepts_them():
         "- setCanaryScale: {replicas: 2}\n  pause: {duration: 30s}\n"
         f"- analysis: {ANALYSIS}\n  setCanaryScale: {{weight: 40}}"
     )
-    steps = imported(canary, TEMPLATE).policy.steps
+    bounded = TEMPLATE.replace(
+        "    interval: 5m\n", "    interval: 5m\n    count: 3\n"
+    )  # a step's ends
+    steps = imported(canary, bounded).policy.steps
     assert [s.actions for s in steps] == [
         ("set_weight", "set_header_route"),
         ("pause", "set_canary_scale"),

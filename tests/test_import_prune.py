@@ -21,6 +21,7 @@ spec:
   metrics:
   - name: success-rate
     interval: 1m
+    count: 3
     maxFailures: 2
     successCondition: result[0] >= 0.95
     provider:

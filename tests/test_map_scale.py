@@ -47,6 +47,7 @@ spec:
   metrics:
   - name: success-rate
     interval: 1m
+    count: 3
     successCondition: result[0] >= 99
     provider:
       prometheus:
@@ -58,6 +59,7 @@ spec:
             pod=~"podinfo-{{args.hash}}-.+"}[1m])) * 100
   - name: latency
     interval: 1m
+    count: 3
     successCondition: result[0] <= 500
     provider:
       prometheus:
@@ -179,6 +181,7 @@ spec:
   metrics:
   - name: success-rate
     interval: 1m
+    count: 3
     successCondition: result >= 99
     provider:
       plugin:

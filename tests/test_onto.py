@@ -184,6 +184,7 @@ def test_a_new_template_is_appended_to_the_rollouts_file() -> None:
                 {
                     "name": "error-rate",
                     "interval": "1m",
+                    "count": 3,
                     "failureCondition": "result[0] > 0.05",
                     "provider": {"query": {"measure": "errorRate"}},
                 }

@@ -205,6 +205,7 @@ metric = st.fixed_dictionaries(
     {
         "name": st.just("m"),
         "interval": durations.filter(bool),
+        "count": st.integers(3, 6),  # a step's analysis must end (Argo: InvalidSpec otherwise)
         "failureLimit": st.integers(0, 3),
         "successCondition": st.sampled_from(["result >= 0.99", "result[0] <= 0.01"]),
         "provider": st.sampled_from(

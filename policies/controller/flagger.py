@@ -56,7 +56,7 @@ from policies.controller.protocol import (
     SetLoad,
     SetSessionAffinity,
 )
-from policies.flagger import ABTest, Progressive
+from policies.flagger import ABTest, Progressive, duration_read
 from policies.replicas import resolve_fenceposts, rolling_update_sync
 
 __all__ = ["FlaggerController"]
@@ -262,7 +262,8 @@ class FlaggerController(ControllerBase):
             return
         self.pending = {m.name: None for m in self.analysis.metrics}
         for metric in self.analysis.metrics:
-            quantiles = (0.99,) if metric.name == "request-duration" else ()
+            builtin = metric.name == "request-duration" and metric.query is None
+            quantiles = (duration_read(self.policy.provider)[0],) if builtin else ()
             if metric.query is not None and metric.query.measure == "latency":
                 quantiles = (metric.query.quantile,)
             window = (
@@ -277,7 +278,7 @@ class FlaggerController(ControllerBase):
         if self.phase != "Progressing":
             return
         for metric in self.analysis.metrics:  # the first failing metric short-circuits
-            if not metric.check(results[metric.name].observation):
+            if not metric.check(results[metric.name].observation, self.policy.provider):
                 self.failed_checks += 1
                 self.failed_metric = metric.name
                 self._set_status("Progressing", "FailedCheck", self._failed_checks())

@@ -41,7 +41,6 @@ from policies.exporters import Export, Target, crds
 from policies.exporters.flagger_argo import canary_analysis
 from policies.exporters.flagger_metrics import (
     API_VERSION,
-    BUILTIN_SUFFIX,
     EXECUTOR,
     flagger_interval,
     metric_entry,
@@ -62,7 +61,6 @@ from policies.vocabulary import provider_router, routers_where
 
 __all__ = [
     "API_VERSION",
-    "BUILTIN_SUFFIX",
     "EXECUTOR",
     "PROVIDERS",
     "cookie_regex",

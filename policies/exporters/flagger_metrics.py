@@ -1,11 +1,9 @@
 """Flagger's metric checks out: built-ins by name, custom queries as ``MetricTemplate`` objects.
 
-A built-in stays built in where Flagger's observer measures what the simulator measures. With
-ingress-nginx that is ``request-success-rate``: since Flagger 1.15 its query selects the canary's
-requests only (``canary!=""`` on ``nginx_ingress_controller_requests``, fluxcd/flagger#1023), in
-percent, as simulated. Its ``request-duration`` is the canary's *mean* upstream latency, while
-the simulator checks the P99, so that one becomes a MetricTemplate computing the simulated value
-(truncated milliseconds), named ``request-duration-canary``. A custom metric's query is written
+A built-in stays built in: the simulator judges what each provider's observer measures
+(``policies.flagger.duration_read``: request-duration is the canary's mean on ingress-nginx and
+skipper, its P99 elsewhere; on ingress-nginx, since Flagger 1.15, the success rate selects the
+canary's requests only, ``canary!=""``, fluxcd/flagger#1023). A custom metric's query is written
 for the router's own metrics (ingress-nginx's, Istio's, Linkerd's, App Mesh's Envoy, Traefik's,
 APISIX's, Open Service Mesh's, with the selectors of Flagger's own built-ins); with the
 Gateway API, whose metrics are its implementation's, for the Gateway's Envoy upstream clusters
@@ -30,7 +28,6 @@ from policies.vocabulary import FlaggerProvider as Provider
 
 __all__ = [
     "API_VERSION",
-    "BUILTIN_SUFFIX",
     "EXECUTOR",
     "canary_metric",
     "flagger_interval",
@@ -42,8 +39,6 @@ __all__ = [
 
 EXECUTOR: Executor = "flagger"
 API_VERSION = "flagger.app/v1beta1"
-BUILTIN_SUFFIX = "-canary"
-"""Name suffix of a built-in metric rewritten as a canary-only MetricTemplate (nginx)."""
 _BUILTIN = ("request-success-rate", "request-duration")
 
 
@@ -133,12 +128,7 @@ def metric_entry(
     """``analysis.metrics[i]``; a MetricTemplate it needs is appended to ``templates``."""
     where = f"analysis.metrics[{i}]"
     entry: dict[str, Any] = {"name": metric.name}
-    if metric.query is None and provider == "nginx" and metric.name == "request-duration":
-        name = metric.name + BUILTIN_SUFFIX  # nginx's built-in is the mean, not the P99
-        text = _query(Query(measure="latency", quantile=0.99), "nginx", f"{where}.name", "ms_floor")
-        templates.append(template(name, text, target, f"{where}.name"))
-        entry = {"name": name, "templateRef": {"name": f"{target.service}-{name}"}}
-    elif metric.query is not None:
+    if metric.query is not None:
         if metric.name in _BUILTIN:
             raise refuse(
                 f"{where}.name",

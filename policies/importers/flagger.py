@@ -9,8 +9,8 @@ forces blue/green as Flagger does (``scheduler.go``): match dropped, weights rep
 and ``sessionAffinity`` are read as they are (the policy refuses what the provider's router
 cannot do). Built-in metrics stay built in; a custom metric's
 query becomes a simulated query in its own unit when ``promql`` recognises it (a canary-only
-query of the P99 in truncated milliseconds, exactly the built-in ``request-duration``, becomes
-that built-in), else it needs an explicit mapping.
+query of the P99 in truncated milliseconds becomes the built-in ``request-duration`` where that
+reads the P99, not on nginx, skipper or Traefik), else it needs an explicit mapping.
 Webhooks (``flagger_traffic``): ``confirm-*`` become approval gates, a ``hey`` load test on
 the canary's own Service ``analysis.loadTest``; the others and alerts are listed as ignored:
 the simulated world supplies the users' traffic and its operators decide rollbacks. Without
@@ -30,6 +30,7 @@ from policies.flagger import (
     DEFAULT_PROVIDER_VERSION,
     GATE_URL,
     PROVIDER_VERSIONS,
+    duration_read,
 )
 from policies.importers.argo_fields import go_seconds
 from policies.importers.context import Context, map_hint
@@ -149,7 +150,7 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
         if name == _BUILTIN[1] and provider in what:
             ctx.notes.append(
                 f"metric {name}: Flagger's {provider} built-in is the canary's {what[provider]}"
-                " ms; the simulator measures the canary's P99"
+                " ms, and is simulated so"
             )
         return out
     if name in _BUILTIN:
@@ -182,11 +183,13 @@ def _metric(m: dict, i: int, spec_vars: dict[str, str], ctx: Context, provider: 
         and query.measure == "latency"
         and canary_only
         and query.quantile == 0.99
+        and duration_read(provider) == (0.99, 1000.0)  # what the built-in reads there
     ):
         ctx.notes.append(f"metric {name}: computes request-duration; imported as it")
         return {**out, "name": "request-duration"}
     if form.scale == "ms_floor":
-        raise ctx.error(where, map_hint(name, "truncated milliseconds of another quantile"))
+        why = f"truncated milliseconds of a latency {provider}'s built-in request-duration does"
+        raise ctx.error(where, map_hint(name, why + " not read (no simulated query truncates)"))
     if query.unit is not None:  # the thresholds stay as written, in the query's unit
         ctx.notes.append(
             f"metric {name}: the query returns {query.unit}; its thresholds are compared in"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from policies.measures import Observation, WindowStats
+from policies.measures import MEAN, Observation, WindowStats
 
 __all__ = ["Scrapes"]
 
@@ -62,6 +62,9 @@ class Scrapes:
             if n and quantiles:
                 lats = np.concatenate([np.asarray(x, float) for x in self.lat[version][j0:j1]])
                 for quantile in quantiles:  # the k-th order statistic, k = ⌈q·n⌉
+                    if quantile == MEAN:
+                        q[MEAN] = float(lats.mean())
+                        continue
                     k = min(n, max(1, math.ceil(quantile * n)))
                     q[quantile] = float(np.partition(lats, k - 1)[k - 1])
             served = not version or n > 0 or any(self.req[version][:j0])  # the series exist

@@ -22,11 +22,12 @@ import math
 import numpy as np
 
 from policies.kept import kept_for_the_last
-from policies.measures import Observation, WindowStats
+from policies.measures import MEAN, Observation, WindowStats
 from sim.engine.blast import BlastRadius, Totals
 from sim.engine.cells import UserCells
 from sim.engine.fault_arrival import FaultArrival, FaultState, sources
 from sim.engine.flows import FlowSet
+from sim.engine.latency import mixture_mean, mixture_ppf
 from sim.world.rates import Constant
 
 __all__ = ["Tape"]
@@ -466,34 +467,17 @@ class Tape:
         return Observation(j0 * self.slot, j1 * self.slot, canary, stable)
 
     def _quantiles(self, n: int, phi: float, quantiles, rng) -> dict:
-        """The q-quantile of n latencies: the k-th order statistic, F⁻¹ of a Beta(k, n−k+1)."""
+        """The q-quantile of n latencies: the k-th order statistic, F⁻¹ of a Beta(k, n−k+1);
+        for ``MEAN``, their mean (sim/engine/latency.py)."""
         if not n or not quantiles:
             return {}
-        base = self.cw.world.baseline
+        base, fault = self.cw.world.baseline, self.fault
         out = {}
         for q in quantiles:
+            if q == MEAN:
+                out[q] = mixture_mean(fault, base, n, phi, rng)
+                continue
             k = min(n, max(1, math.ceil(q * n)))
             u = float(rng.beta(k, n - k + 1))
-            out[q] = self._mixture_ppf(u, phi, base)
+            out[q] = mixture_ppf(fault, base, u, phi)
         return out
-
-    def _mixture_ppf(self, u: float, phi: float, base) -> float:
-        if self.fault is None or phi <= 0 or not self.fault.changes_latency:
-            return float(base.latency.ppf(u))
-        fault_ppf = float(self.fault.latency_ppf(base, u, np.inf))
-        if phi >= 1:
-            return fault_ppf
-        base_ppf = float(base.latency.ppf(u))
-        lo, hi = min(base_ppf, fault_ppf), max(base_ppf, fault_ppf)
-        if hi - lo < 1e-12:
-            return lo
-
-        def cdf_gap(x: float) -> float:
-            mixed = phi * self.fault.latency_cdf(base, x, np.inf) + (1 - phi) * base.latency.cdf(x)
-            return float(mixed) - u
-
-        if cdf_gap(lo) >= 0:  # an atom (a fixed latency) at lo holds the u-quantile: below
-            return lo  # lo both CDFs are under u, and brentq needs a change of sign
-        from scipy.optimize import brentq  # a slow import, needed only for latency faults
-
-        return float(brentq(cdf_gap, lo, hi))
