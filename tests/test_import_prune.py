@@ -198,3 +198,11 @@ def test_the_cli_takes_name(tmp_path):
     chosen = subprocess.run([*run, "--name", "cart"], capture_output=True, text=True)
     assert chosen.returncode == 0, chosen.stderr
     assert "name: cart" in chosen.stdout
+
+
+def test_a_file_with_no_rollout_is_named(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(PolicyError) as info:
+        import_manifests([empty])
+    assert str(info.value).startswith(f"{empty}: found no Argo Rollout or Flagger Canary")

@@ -359,3 +359,13 @@ def test_significant_means_the_interval_excludes_zero() -> None:
         c = compare(pd.DataFrame(rows), "A", "B")
         for _, r in c.iterrows():
             assert bool(r["significant"]) == bool(r["ci_low"] > 0 or r["ci_high"] < 0)
+
+
+def test_a_latency_shift_is_said_with_its_unit() -> None:
+    """A world's fault in words: "+600 ms latency", not "+0.6 latency" (user review)."""
+    from sim.report.text import describe_fault
+
+    assert describe_fault({"latencyShift": 0.6}) == "+600 ms latency"
+    assert describe_fault({"latencyShift": 2.5, "segment": "beta"}) == (
+        "+2.5 s latency, only for beta"
+    )

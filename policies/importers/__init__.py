@@ -89,6 +89,7 @@ def _texts(source: Any) -> list[tuple[str, str | None]]:
 def _collect(source: Any) -> Manifests:
     out = Manifests()
     for text, file in _texts(source):
+        out.sources.append(file)
         docs = load_yaml(text, file=file, multi=True)
         stack = list(docs)
         while stack:
@@ -151,9 +152,11 @@ def _choose(found: Manifests, name: str | None, ctx: Context) -> tuple[dict, str
         return chosen[0]
     if len(candidates) != 1:
         if not candidates:
+            read = [f for f in found.sources if f is not None]
             raise PolicyError(
                 "found no Argo Rollout or Flagger Canary: import exactly one Rollout or Canary"
-                " at a time"
+                " at a time",
+                file=", ".join(read) or None,
             )
         listed = ", ".join(_label(d) for d, _ in candidates)
         raise PolicyError(

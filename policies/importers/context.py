@@ -60,6 +60,8 @@ class Manifests:
     """Per object: its dropped paths that misspell a declared field (path -> that field)."""
     files: dict[str, str | None] = field(default_factory=dict)
     """Per object: the file it came from (None: given as text)."""
+    sources: list[str | None] = field(default_factory=list)
+    """Every file read, in order (None: a text)."""
 
 
 @dataclass

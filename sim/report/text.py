@@ -126,13 +126,20 @@ def fmt_signed(fmt, x) -> str:
 _FAULT_WORDS = {
     "errorRate": lambda v: f"fails {fmt_pct(v)} of requests",
     "errorRateMultiplier": lambda v: f"error rate ×{v:g}",
-    "latencyShift": lambda v: f"+{v} latency",
+    "latencyShift": lambda v: f"+{_latency(v)} latency",
     "latencyMultiplier": lambda v: f"latency ×{v:g}",
     "growth": lambda v: f"ramping up over {v.get('duration', '?')}",
     "segment": lambda v: f"only for {v}",
     "crashLoop": lambda v: "pods never become ready" if v else "",
     "onset": lambda v: "onset " + ", ".join(f"{k} {x}" for k, x in v.items()),
 }
+
+
+def _latency(seconds) -> str:
+    """A request latency: 600 ms, 1.5 s (``fmt_duration`` rounds below a second to 0.6 s)."""
+    if isinstance(seconds, str) or _nan(seconds):
+        return str(seconds)
+    return f"{seconds * 1000:.3g} ms" if seconds < 1 else fmt_duration(seconds)
 
 
 def describe_fault(fault: dict | None) -> str:
