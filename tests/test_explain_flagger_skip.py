@@ -59,3 +59,32 @@ def test_explain_says_plainly_that_no_analysis_runs():
     assert "nothing rolls back on its own" in warning
     text = told.to_text()
     assert "weight 10" not in text and "load test" not in text  # none of it happens
+
+
+def test_an_imported_skip_analysis_notes_no_load_test():
+    """A load-test webhook runs from each analysis tick: with skipAnalysis there is none."""
+    from policies.importers import import_manifests
+
+    canary = """
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  provider: istio
+  skipAnalysis: true
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis:
+    interval: 1m
+    threshold: 5
+    maxWeight: 50
+    stepWeight: 10
+    metrics: [{name: request-success-rate, thresholdRange: {min: 99}, interval: 1m}]
+    webhooks:
+    - name: load-test
+      url: http://flagger-loadtester.test/
+      metadata: {cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"}
+"""
+    notes = import_manifests(canary).notes
+    assert not any("from each analysis tick" in note for note in notes)
+    assert "spec.skipAnalysis: no analysis runs (no metric, no load test)" in notes

@@ -429,7 +429,9 @@ def import_canary(doc: dict, ctx: Context) -> Any:
         deadline = spec["progressDeadlineSeconds"]
         data["progressDeadlineSeconds"] = number(deadline, "spec.progressDeadlineSeconds", ctx)
     if spec.get("skipAnalysis"):
-        data["skipAnalysis"] = True
+        data["skipAnalysis"] = True  # no tick analyses: their hooks' notes say nothing
+        ctx.notes[:] = [n for n in ctx.notes if "from each analysis tick" not in n]
+        ctx.notes.append("spec.skipAnalysis: no analysis runs (no metric, no load test)")
     try:
         return parse_policy(data, path=ctx.label)
     except PolicyError as exc:
