@@ -64,7 +64,7 @@ def _path(parent: str, key: Any) -> str:
     return f"{parent}[{key}]" if isinstance(key, int) else f"{parent}.{key}" if parent else str(key)
 
 
-def near_miss(key: str, declared) -> str | None:
+def _near_miss(key: str, declared) -> str | None:
     """The declared field ``key`` misspells: the same but for case, or close by difflib."""
     folded = {name.lower(): name for name in declared}
     if key.lower() in folded:
@@ -97,7 +97,7 @@ def _prune(value: Any, schema: dict, path: str, dropped: list[str], typos: dict)
             out[key] = item
         else:
             dropped.append(_path(path, key))
-            meant = near_miss(str(key), props)
+            meant = _near_miss(str(key), props)
             if meant is not None and meant not in value:
                 typos[_path(path, key)] = meant
     return out
