@@ -71,3 +71,46 @@ def test_traefik_reads_its_p99_in_seconds_as_ms():
     so even a 1 ms limit passes a 256 ms P99."""
     assert set(_good_release("traefik", 1)) == {"promoted"}
     assert set(_good_release("linkerd", 1)) == {"rolled_back"}
+
+
+@pytest.mark.slow
+def test_both_engines_judge_nginxs_mean_alike():
+    """A latency fault that puts the canary's mean at the limit (90.7 + 30 ms against 120 ms,
+    truncated to whole ms: each check fails with probability ≈ 0.46): the fast engine's drawn
+    mean and the per-request reference's average give the same rollbacks and detection times."""
+    from policies import policy_from_yaml
+    from sim.engine.cells import UserCells
+    from sim.engine.reference import simulate_reference
+    from sim.engine.replication import Replication
+
+    spec = world(
+        {"latencyShift": "30ms"},
+        horizon=900,
+        traffic={"rate": 50},
+        baseline={"latency": LATENCY},
+        users={"count": 500},
+    )
+    spec["releases"] = [{"name": "bad", "probability": 1.0, "fault": {"latencyShift": "30ms"}}]
+    cw = World.model_validate(spec).compile(3)
+    cells, release = UserCells(cw.users), cw.world.releases["bad"]
+    policy = policy_from_yaml(
+        "kind: Progressive\nname: f\nprovider: nginx\n"
+        "analysis: {interval: 1m, threshold: 2, stepWeight: 20, maxWeight: 60, metrics:\n"
+        "  [{name: request-duration, thresholdRange: {max: 120}, interval: 1m}]}\n"
+    )
+    n = 80
+    fast, ref = [], []
+    for i in range(n):
+        ss = np.random.SeedSequence(11, spawn_key=(i,))
+        fast.append(Replication(cw, cells, policy, release, ss, index=i, run_seed=11).run())
+        ss = np.random.SeedSequence(12, spawn_key=(i,))
+        ref.append(simulate_reference(cw, policy, release, ss, index=i, run_seed=12))
+    for what in ("rolled back", "t_detect"):
+        if what == "rolled back":
+            a = np.array([o.outcome == "rolled_back" for o in fast], float)
+            b = np.array([o.outcome == "rolled_back" for o in ref], float)
+        else:
+            a = np.array([o.t_detect for o in fast if math.isfinite(o.t_detect)])
+            b = np.array([o.t_detect for o in ref if math.isfinite(o.t_detect)])
+        se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+        assert a.mean() > 0 and abs(a.mean() - b.mean()) < 4 * se, (what, a.mean(), b.mean(), se)
