@@ -23,6 +23,9 @@ spec:
     canary:
 """
 TEMPLATE = SUCCESS_RATE_TEMPLATE  # Argo's documentation, named success-rate
+# a step's analysis must end (Argo marks a Rollout whose step analysis runs indefinitely
+# InvalidSpec): the documentation's background template with a count
+STEP_TEMPLATE = TEMPLATE.replace("    interval: 5m\n", "    interval: 5m\n    count: 3\n")
 ANALYSIS = (
     "{templates: [{templateName: success-rate}],"
     " args: [{name: service-name, value: shop-canary.default.svc.cluster.local}]}"
@@ -82,7 +85,7 @@ def test_a_used_template_with_a_flow_mapping_key_is_refused_in_one_line():
 
 def test_referenced_templates_are_imported_in_the_given_order():
     steps = f"steps:\n- setWeight: 50\n- analysis: {ANALYSIS}"
-    result = imported(steps, UNUSED, TEMPLATE)
+    result = imported(steps, UNUSED, STEP_TEMPLATE)
     assert [t.name for t in result.policy.analysis_templates] == ["success-rate"]
     assert "AnalysisTemplate/load-test: not referenced by Rollout/shop" in result.ignored
 
@@ -215,10 +218,7 @@ def test_steps_with_several_actions_import_as_argo_accepts_them():
         "- setCanaryScale: {replicas: 2}\n  pause: {duration: 30s}\n"
         f"- analysis: {ANALYSIS}\n  setCanaryScale: {{weight: 40}}"
     )
-    bounded = TEMPLATE.replace(
-        "    interval: 5m\n", "    interval: 5m\n    count: 3\n"
-    )  # a step's ends
-    steps = imported(canary, bounded).policy.steps
+    steps = imported(canary, STEP_TEMPLATE).policy.steps
     assert [s.actions for s in steps] == [
         ("set_weight", "set_header_route"),
         ("pause", "set_canary_scale"),
