@@ -210,3 +210,41 @@ def test_pods_joining_an_empty_group_at_one_instant_serve_at_once(engine):
     seen = script.seen["m"].canary
     near(seen.requests, 0.5 * RATE * WINDOW, "half the traffic on the canary")
     assert seen.errors == 0  # a good release with no baseline errors, and pods serving
+
+
+def test_the_reference_load_tester_stops_before_it_starts():
+    """A Flagger A/B test whose load test is set and stopped at one instant (iterations 1): the
+    reference's load tester process starts after the rate is back to 0 and must not divide by
+    it (it raised ZeroDivisionError in 31 of 40 replications; session 15's differential
+    search)."""
+    import numpy as np
+    from test_oracles import Bench
+
+    from policies import policy_from_yaml
+    from sim.engine.reference import simulate_reference
+
+    bench = Bench(
+        {
+            "horizon": "20m",
+            "traffic": {"rate": 25.6},
+            "users": {
+                "count": 198,
+                "routing": "sticky",
+                "segments": {
+                    "beta": {"share": "10%", "header": {"name": "x-canary", "value": "insider"}}
+                },
+            },
+            "baseline": {"errorRate": 0.03},
+            "releases": [{"name": "bad", "probability": 1.0, "fault": {"errorRate": 0.3}}],
+            "platform": {"replicas": 4, "podStartup": "13s", "routerDelay": {"nginx": "20s"}},
+            "operators": {"alerts": []},
+        }
+    )
+    policy = policy_from_yaml(
+        "kind: ABTest\nname: f\nprovider: nginx\nanalysis:\n  interval: 30s\n  threshold: 3\n"
+        "  iterations: 1\n  match: [{headers: {x-canary: {exact: insider}}}]\n"
+        "  loadTest: {rate: 20, duration: 120}\n"
+    )
+    release = bench.cw.world.releases["bad"]
+    for i in range(12):
+        simulate_reference(bench.cw, policy, release, np.random.SeedSequence(3, spawn_key=(i,)))

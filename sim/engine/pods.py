@@ -221,6 +221,10 @@ class Pods:
         return GROUP_VERSION[group] == "canary" and bool(selecting) and not uniform
 
 
+REACHED_TOL = 1e-9
+"""Seconds by which a pod's time counts as reached early: rounding, never a model time."""
+
+
 class _Counts:
     """How many pods of each group have reached a time of theirs (``time_of``: serve, or
     available) by now. A group's pods change only by scaling it (``stale``): its times are
@@ -239,7 +243,9 @@ class _Counts:
         self.until = math.inf  # the next time a count changes
 
     def at(self, now: float, groups: dict[str, list[Pod]]) -> dict[str, int]:
-        """The counts at ``now`` (a copy: callers may keep it)."""
+        """The counts at ``now`` (a copy: callers may keep it); a time within rounding of now
+        is reached (a call made for it lands at now + (at − now), an ulp either side)."""
+        now += REACHED_TOL
         if self.stale:
             self._sort(now, groups)
         elif now >= self.until:

@@ -14,21 +14,20 @@ Semantics (the engine's promises, DESIGN §5): router changes land after the rou
 (selectors: the Service-selector delay; the controller's first actions at once); a pod joins the
 endpoints the ``pods`` delay after its start-up sample; Kubernetes deletes unready pods first, then
 the newest; a DNS switch moves each client at its own uniform time within the TTL; a gate sees whole
-scrape slots [end − window, end), end = last scrape ≤ now − scrapeDelay, its q-quantile the k-th
-order statistic (k = ⌈q·n⌉); the burn-rate rules run every ruleEvaluationInterval on per-slot counts
-with baseline history before t = 0; a human notices humanDetection after the fault's first request.
+scrape slots [end − window, end), end = last scrape ≤ now − scrapeDelay (none before 0), its
+q-quantile the k-th order statistic (k = ⌈q·n⌉), its mean their mean; the burn-rate rules run every
+ruleEvaluationInterval on per-slot counts with baseline history before t = 0; a human notices
+humanDetection after the fault's first request.
 
 The blast radius (sim/engine/outcome.py) is counted here by its plain meaning, request by request,
 on a coupled counterfactual: each request also meets *the old version alone at full capacity* with
 its own random numbers (the same failure draw against p₀, the same overload draw against full
 capacity's overload, its latency before the fault's change). It is release-caused when it is bad and
 its counterfactual is not; the fast engine's thinning, (b − b_ref)/b of the bad requests, has the
-same law whenever the release makes no request more likely to be good. Counted are every request of
-the new version and the old version's while the release leaves it short of capacity (overloaded
-beyond full capacity's share, or no serving pod).
+same law whenever the release makes no request more likely to be good. Counted: every request of the
+new version, and the old version's while the release leaves it worse off than full capacity.
 
-Cost: 1–1.5 µs of CPU per request (tests/test_reference.py): for ≲ 100 req/s and ≲ 2 h only.
-"""
+Cost: 1–1.5 µs of CPU per request (tests/test_reference.py): for ≲ 100 req/s and ≲ 2 h only."""
 
 from __future__ import annotations
 
@@ -42,6 +41,7 @@ import policies.controller as pc
 from policies.errors import RolloutsimError
 from policies.vocabulary import routers_of
 from sim.engine.outcome import Outcome, gate_fields
+from sim.engine.pods import REACHED_TOL
 from sim.engine.reference_metrics import Scrapes
 from sim.engine.reference_plugins import Plugins
 from sim.engine.reference_records import RequestRecords
@@ -220,7 +220,7 @@ class ReferenceReplication:
             fn()
 
     def _pods_changed(self) -> None:
-        ready_by = self.env.now - self.min_ready
+        ready_by = self.env.now - self.min_ready + REACHED_TOL  # the call lands within rounding
         available = {g: sum(p.ready <= ready_by for p in pods) for g, pods in self.pods.items()}
         self._deliver([pc.PodsChanged(available)])
 

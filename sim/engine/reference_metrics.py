@@ -44,7 +44,7 @@ class Scrapes:
     def observe(self, now: float, window: float, quantiles, series_step) -> Observation:
         """A gate's window as of ``now`` (and, for a comparative judge, its series)."""
         s = self.slot
-        j1 = math.floor((now - self.world.platform.scrape_delay) / s + _TOL)
+        j1 = max(0, math.floor((now - self.world.platform.scrape_delay) / s + _TOL))
         j0 = max(0, j1 - max(1, round(window / s)))
         obs = self._window(j0, j1, quantiles)
         if series_step:

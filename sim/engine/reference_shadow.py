@@ -139,7 +139,7 @@ class Shadow:
     def _synthetic(self, token: object):
         """The load tester: Poisson arrivals at ``load`` per second until the rate changes."""
         env, segment = self.r.env, self.r.fault.segment if self.r.fault is not None else None
-        while True:
+        while token is self.generation:  # (a process starts later: the rate may be 0 by then)
             yield env.timeout(float(self.rng.exponential(1.0 / self.load)))
             if token is not self.generation or env.now >= self.r.horizon:
                 return

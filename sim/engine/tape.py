@@ -433,9 +433,10 @@ class Tape:
     # ------------------------------------------------------------------ reading
 
     def observation(self, end: float, window: float, quantiles, series_step, rng) -> Observation:
-        """What a metrics query sees over [end − window, end): whole scrape slots only."""
+        """What a metrics query sees over [end − window, end): whole scrape slots only (none
+        before the first scrape it may see: ``end`` below 0, under a scrape delay)."""
         s = self.slot
-        j1 = int(end // s)
+        j1 = max(0, int(end // s))  # (a negative slice end would read the drafted future)
         j0 = max(0, j1 - max(1, round(window / s)))
         obs = self._window(j0, j1, quantiles, rng)
         if series_step:
