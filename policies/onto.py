@@ -145,36 +145,15 @@ class _Match:
         return None
 
 
-def _fix_args(tmpl: dict, e1_tmpl: dict, e1_main: dict, main: dict) -> bool:
-    """An Argo query written from E1 uses E1's args: declare the ones the template lacks and
-    pass them from every analysis block of the Rollout that uses the template. True if the
-    Rollout changed."""
+def _declare_args(tmpl: dict, e1_tmpl: dict) -> None:
+    """An Argo query written from E1 uses E1's args: declare the ones the template lacks (the
+    blocks using it are given their values with the other moved args, ``_pass_args``)."""
     spec = tmpl.get("spec") or {}
     used = {a for m in spec.get("metrics") or [] for a in ARG.findall(str(m.get("provider")))}
     declared = {str(a.get("name")) for a in spec.get("args") or []}
-    missing = sorted(used - declared)
-    if not missing:
-        return False
     e1_args = {str(a["name"]): a for a in (e1_tmpl.get("spec") or {}).get("args") or []}
-    spec.setdefault("args", [])
-    for name in missing:
-        spec["args"].append(convert(e1_args.get(name, {"name": name}), Names()))
-    passed = {
-        str(a["name"]): a
-        for _, block in _argo_refs(e1_main).values()
-        for a in block.get("args") or []
-    }
-    key, changed = (str(tmpl.get("kind")), name_of(tmpl)), False
-    for ref, block in _argo_refs(main).values():
-        if _ref_key(ref) != key:
-            continue
-        have = {str(a.get("name")) for a in block.get("args") or []}
-        for name in missing:
-            if name not in have and name in passed:
-                block.setdefault("args", []).append(convert(passed[name], Names()))
-                have.add(name)
-                changed = True
-    return changed
+    for name in sorted(used - declared):
+        spec.setdefault("args", []).append(convert(e1_args.get(name, {"name": name}), Names()))
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -346,9 +325,8 @@ def export_onto(
         merge(doc, old, new, match.names)
         chunk.dirty = True
         if places is not None:
+            _declare_args(doc, new)
             moves[_key(doc)] = _moves(places, _places(doc))
-            if _fix_args(doc, new, e1_main, main):
-                main_chunk.dirty = True
         if doc.get("kind") == "ClusterAnalysisTemplate":
             result.notes.append(
                 f"ClusterAnalysisTemplate/{name_of(doc)} changed: it is cluster-wide, so every"

@@ -301,14 +301,15 @@ class BlastRadius:
             if k <= 0:  # (draws nothing)
                 continue
             bad, caused = self.pools[(selector, late)]
-            if caused > 0 and bad > 0:  # each user's count decides whether it was hurt
+            hurting = caused > 0 and bad > 0  # each user's count decides whether it was hurt
+            if hurting:
                 drawn = self.cells.draw_positions(self.user_rng, k, selector)
             else:  # who alone: no Poisson count per user (a good release's baseline errors)
                 drawn = self.cells.draw_users(self.user_rng, k, selector)
             self._mark("with_bad", drawn)
             if late:
                 self._mark("late", drawn)
-            if caused > 0 and bad > 0 and drawn.counts.size:
+            if hurting and drawn.counts.size:
                 self._caused_users(drawn, drawn.counts, min(1.0, caused / bad))
         for selector, k in sorted(self.pending_caused_old.items(), key=repr):
             self.hurt[self.cells.draw(self.make_cause_rng(), k, selector)] = True

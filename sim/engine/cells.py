@@ -212,8 +212,9 @@ class UserCells:
         return self._draw_range(rng, k, selector[:2], i, j)
 
     def draw_users(self, rng: np.random.Generator, k: int, selector: Selector) -> Drawn:
-        """``draw_positions`` where only who was hit matters (users exposed): each user once,
-        with no counts (``multinomial_users``: no Poisson count per user hit)."""
+        """``draw_positions`` where only who was hit matters (users exposed, bad answers that
+        hurt nobody): each user once, with no counts (``multinomial_users``: no Poisson count
+        per user hit)."""
         _, _, i, j = self._range(selector)
         if is_each(selector[1]) or j <= i or k <= _PER_USER_DRAW * (j - i):
             return self.draw_positions(rng, k, selector)

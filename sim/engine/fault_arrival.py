@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 __all__ = ["NO_FAULT", "FaultArrival", "FaultState", "sources"]
 
@@ -132,4 +131,6 @@ class FaultArrival:
 
         if left(end) <= 0.0:
             return end
+        from scipy.optimize import brentq  # a slow import (0.2 s), needed only for varying rates
+
         return float(brentq(left, start, end, xtol=1e-9, rtol=4 * math.ulp(1.0)))

@@ -50,7 +50,7 @@ def mixture_mean(fault, base, n: int, phi: float, rng: np.random.Generator) -> f
     faulted = 0
     if fault is not None and fault.changes_latency and phi > 0:
         faulted = int(rng.binomial(n, min(phi, 1.0)))
-    m, shift = (fault.latency_multiplier or 1.0, fault.latency_shift or 0.0) if faulted else (1, 0)
+    m, shift = fault.latency_scale() if faulted else (1.0, 0.0)
     dist = base.latency
     total = _sum(dist, n - faulted, rng) + m * _sum(dist, faulted, rng) + shift * faulted
     return total / n

@@ -291,7 +291,8 @@ class Fault(Model):
 
     # --- latency ---------------------------------------------------------------------------
 
-    def _scale(self) -> tuple[float, float]:
+    def latency_scale(self) -> tuple[float, float]:
+        """(m, shift): a faulted request's latency is m·L + shift, L the baseline's."""
         return (self.latency_multiplier or 1.0), (self.latency_shift or 0.0)
 
     def latency_cdf(self, baseline: Version, x: Any, since_onset: Any) -> Any:
@@ -300,7 +301,7 @@ class Fault(Model):
         before = _f(baseline.latency.cdf(x))
         if not self.changes_latency:
             return _out(before)
-        m, shift = self._scale()
+        m, shift = self.latency_scale()
         y = (x - shift) / m
         after = np.where(y < 0, 0.0, _f(baseline.latency.cdf(np.maximum(y, 0.0))))
         return _out(np.where(s >= 0, after, before))
@@ -309,7 +310,7 @@ class Fault(Model):
         """F'⁻¹(q) = m·F⁻¹(q) + shift after onset (for order-statistic quantiles)."""
         q, s = np.broadcast_arrays(_f(q), _f(since_onset))
         base = _f(baseline.latency.ppf(q))
-        m, shift = self._scale()
+        m, shift = self.latency_scale()
         return _out(np.where(s >= 0, m * base + shift, base))
 
     def slow_probability(self, baseline: Version, objective_s: float | None, since_onset: Any):
