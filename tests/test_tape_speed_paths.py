@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sim.engine.fault_arrival import FaultState
-from sim.engine.tape import _filled, _grid
+from sim.engine.tape import _grid
 
 
 @pytest.mark.parametrize("slot", [15.0, 0.1, 7.3, 1 / 3])
@@ -18,12 +18,6 @@ def test_shared_slot_edges_are_arange_times_the_slot(slot):
         assert edges[first : last + 1].tobytes() == expected.tobytes()
         assert np.array_equal(indices[first:last], np.arange(first, last))
         assert not edges.flags.writeable and not indices.flags.writeable
-
-
-def test_filled_views_are_read_only_and_grow():
-    assert np.array_equal(_filled(1.0, 3), [1.0] * 3)
-    big = _filled(0.0, 5000)
-    assert big.size == 5000 and not big.any() and not big.flags.writeable
 
 
 def test_a_binomial_of_no_requests_draws_nothing():

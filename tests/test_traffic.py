@@ -88,6 +88,35 @@ def test_integral_matches_quad_on_random_intervals(name, t0, length):
     assert exact >= -1e-9
 
 
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(sorted(PROFILES)),
+    t0=st.floats(-2 * DAY, 3 * DAY),
+    length=st.floats(0.0, 3600.0),
+    behind=st.floats(-600.0, 7200.0),
+)
+def test_moment_matches_quad_on_random_intervals(name, t0, length, behind):
+    """∫ (t − origin)·r(t) dt, the requests weighted by their time since a fault's onset (its
+    growth ramp over them): the same tolerance as the integral's, scaled by the spans."""
+    profile = PROFILES[name]
+    if name.startswith("trace"):
+        length = length / 100.0
+    t1, origin = t0 + length, t0 - behind
+    exact = float(profile.moment(np.array(t0), np.array(t1), np.array(origin)))
+    points = _breakpoints(profile, t0, t1)
+    expected, _ = integrate.quad(
+        lambda t: (t - origin) * profile.rate(t),
+        t0,
+        t1,
+        points=points or None,
+        limit=max(200, 4 * len(points)),
+        epsabs=1e-9,
+    )
+    scale = max(abs(t1 - origin), abs(t0 - origin), 1.0)
+    assert exact == pytest.approx(expected, rel=1e-7, abs=1e-6 * scale)
+
+
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_array_integrals_and_rates_match_the_scalar_path(name):
     profile = PROFILES[name]

@@ -28,6 +28,7 @@ from sim.engine.cells import UserCells
 from sim.engine.fault_arrival import FaultArrival, FaultState, sources
 from sim.engine.flows import FlowSet
 from sim.engine.latency import mixture_mean, mixture_ppf
+from sim.engine.onset import onset_shares
 from sim.world.rates import Constant
 
 __all__ = ["Tape"]
@@ -36,7 +37,7 @@ _FEW = 12  # a cut piece's counts up to this many are thinned one by one (measur
 # arrays costs about as much as 15 scalar draws)
 
 
-_shared: dict = {v: np.zeros(0) for v in (0.0, 1.0)}  # _filled's and _grid's arrays
+_shared: dict = {}  # _grid's arrays
 
 
 def _grid(slot: float, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,16 +51,6 @@ def _grid(slot: float, n: int) -> tuple[np.ndarray, np.ndarray]:
         found = _shared["grid"] = (slot, k * slot, k)  # (k as a float, times the slot)
         found[1].flags.writeable = k.flags.writeable = False
     return found[1], found[2]
-
-
-def _filled(value: float, n: int) -> np.ndarray:
-    """n times ``value`` (a share of pods in the fault, 0 or 1): a read-only view of one array
-    per value, as no block writes its shares."""
-    found = _shared[value]
-    if found.size < n:
-        found = _shared[value] = np.full(max(n, 2 * found.size), value)
-        found.flags.writeable = False
-    return found[:n]
 
 
 @kept_for_the_last
@@ -87,7 +78,6 @@ class _Block:
         "faulted",
         "flows",
         "means",
-        "phi",
         "serving",
         "slots",
         "starts",
@@ -102,7 +92,6 @@ class _Block:
         self.faulted = faulted  # per piece, ∫ of the faulted requests' rate (fault_arrival.py)
         self.fault, self.serving = fault, serving
         self.values = self.slot_values(counts, phi)
-        self.phi = _filled(phi, starts.size) if isinstance(phi, float) else phi
 
     def slot_values(self, counts: np.ndarray, phi: np.ndarray | float) -> np.ndarray:
         """Contribution to the seven per-slot series, per piece: (7, pieces). (Counts as floats:
@@ -118,7 +107,7 @@ class _Block:
     def trim_front(self, n: int) -> None:
         self.starts, self.ends, self.slots = self.starts[n:], self.ends[n:], self.slots[n:]
         self.means, self.counts = self.means[:, :, n:], self.counts[:, :, n:]
-        self.phi, self.values = self.phi[n:], self.values[:, n:]
+        self.values = self.values[:, n:]
         if self.faulted is not None:
             self.faulted = self.faulted[n:]
 
@@ -145,6 +134,9 @@ class Tape:
         self.cells, self.rng, self.user_rng = cells, rng, user_rng
         setup = _setup_of(cw, fault)
         self.constant_rate, self.p0, self.q0, self.b0, self.objective, self.p1, self.q1 = setup
+        # the error rate once the fault has grown (p1 is at onset: the same without growth)
+        grown = math.nan if fault is None else fault.failure_probability(self.p0, math.inf)
+        self.p_grown = float(grown)
         self.capacity = cw.world.platform.capacity_per_pod
         n = math.ceil(horizon / self.slot) + 2
         # the per-slot series, rows of one table so a block is added in one indexed update
@@ -189,8 +181,9 @@ class Tape:
             keep = ends > starts
             starts, ends = starts[keep], ends[keep]
             slots = (starts // s).astype(np.intp)
-        means = self._means(flows, starts, ends, fault, serving_by_service)
-        phi, faulted = self._reach(flows, starts, ends, fault)
+        onset = self._onset(starts, ends, fault)
+        means = self._means(flows, starts, ends, onset, serving_by_service)
+        phi, faulted = self._reach(flows, starts, ends, fault, onset)
         counts = self.rng.poisson(means)
         block = _Block(
             flows, starts, ends, slots, means, counts, phi, faulted, fault, serving_by_service
@@ -209,44 +202,56 @@ class Tape:
             return True
         return None
 
-    def _fault_probabilities(self, starts, ends, fault: FaultState):
-        """Mean failure and slow probabilities of the candidate's pods per piece (scalars when
-        the same for all)."""
+    def _onset(self, starts, ends, fault: FaultState) -> tuple:
+        """(``_fault_on`` over the pieces, where it varies the pods' ``onset_shares`` of their
+        requests: (after, ramp), each (pods, pieces), else None; and the pods' onsets)."""
         on = self._fault_on(starts.item(0), ends.item(-1), fault)
         if on is not None:
-            return (self.p1, self.q1) if on else (self.p0, self.q0)
-        f = self.fault
-        a = starts[None, :] - fault.onsets[:, None]
-        b = ends[None, :] - fault.onsets[:, None]
-        p = f.mean_failure_over(self.p0, a, b).mean(axis=0)
-        q = f.mean_slow_over(self.cw.world.baseline, self.objective, a, b).mean(axis=0)
-        return p, q
+            return on, None, fault.onsets
+        profile = None if self.constant_rate is not None else self.traffic
+        return on, onset_shares(self.fault, profile, starts, ends, fault.onsets), fault.onsets
 
-    def _reach(self, fs, starts, ends, fault: FaultState):
-        """Per piece, the share of the candidate's pods whose fault is active (for latency
-        mixtures; a float, 0 or 1, when the same in every piece) and, until the fault has
-        begun, the users' requests expected to meet it (``FaultArrival.mass``; None: none)."""
-        if not fs.any_faulty and (fs.shadow is None or not fs.faulty.any()):
-            return 0.0, None  # not even copies meet the fault
-        on = self._fault_on(starts.item(0), ends.item(-1), fault)
-        if on is None:
-            mid = 0.5 * (starts + ends)
-            phi = (fault.onsets[:, None] <= mid[None, :]).mean(axis=0)
-        elif on:
-            phi = 1.0
-        else:
+    def _fault_probabilities(self, onset: tuple):
+        """Mean failure and slow probabilities of the candidate's pods' requests per piece
+        (scalars when the same for all)."""
+        on, shares, _ = onset
+        if on is not None:
+            return (self.p1, self.q1) if on else (self.p0, self.q0)
+        return self._over(*shares)
+
+    def _over(self, after, ramp):
+        """The failure and slow probabilities per piece of requests whose ``onset_shares``
+        are (after, ramp): the fault's error rate ramps, its latency steps at onset."""
+        p = self.p0 + (self.p_grown - self.p0) * ramp.mean(axis=0)
+        return p, self.q0 + (self.q1 - self.q0) * after.mean(axis=0)
+
+    def _reach(self, fs, starts, ends, fault: FaultState, onset: tuple):
+        """Per piece, the share of the candidate's requests whose pod's fault is active (for
+        latency mixtures; a float, 0 or 1, when the same in every piece) and, until the fault
+        has begun, the users' requests expected to meet it (``FaultArrival.mass``; None:
+        none)."""
+        phi = self._phi(fs, onset)
+        if isinstance(phi, float) and phi == 0.0:
             return 0.0, None
         if not fs.any_faulty or self.totals.t_fault is not None:
             return phi, None
         return phi, self.arrival.mass(fs, starts, ends, fault)
 
-    def _means(self, fs, starts, ends, fault, serving_by_service) -> np.ndarray:
+    @staticmethod
+    def _phi(fs, onset: tuple) -> np.ndarray | float:
+        """``_reach``'s share of the candidate's requests whose pod's fault is active."""
+        if not fs.any_faulty and (fs.shadow is None or not fs.faulty.any()):
+            return 0.0  # not even copies meet the fault
+        on, shares, _ = onset
+        return shares[0].mean(axis=0) if on is None else float(on)
+
+    def _means(self, fs, starts, ends, onset, serving_by_service) -> np.ndarray:
         """Expected failed, slow and good requests per flow and piece: (3, flows, pieces)."""
         if self.constant_rate is not None:
             lam = self.constant_rate * (ends - starts)
         else:
             lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
-        p_c, q_c = self._fault_probabilities(starts, ends, fault)
+        p_c, q_c = self._fault_probabilities(onset)
         base = fs.share[:, None] * lam
         if fs.rate is not None:  # synthetic requests come at their own rate
             base = base + fs.rate[:, None] * (ends - starts)
@@ -255,6 +260,11 @@ class Tape:
             return self._probabilities(fs, p_c, q_c)[0] * base
         p = np.where(fs.faulty[:, None], p_c, self.p0)  # (flows, 1 or pieces)
         q = np.where(fs.faulty[:, None], q_c, self.q0)
+        if fs.rate is not None and onset[1] is not None and self.constant_rate is None:
+            # a load tester's requests come evenly over time: theirs are time averages
+            even = self._over(*onset_shares(self.fault, None, starts, ends, onset[2]))
+            tester = (fs.faulty & (fs.rate > 0))[:, None]
+            p, q = np.where(tester, even[0], p), np.where(tester, even[1], q)
         p[fs.unserved] = 1.0
         q[fs.unserved] = 0.0
         ov = self._overload(fs, lam, starts, ends, serving_by_service)
@@ -374,7 +384,8 @@ class Tape:
         """Piece k of the block becomes [start, t): each count keeps each of its requests with
         probability (mean up to t) / (mean of the piece), exact for a Poisson process."""
         block.ends[k] = t
-        part_means = self._piece_means(block, k)  # (failed/slow/good, flow), flat
+        onset = self._onset(block.starts[k : k + 1], block.ends[k : k + 1], block.fault)
+        part_means = self._piece_means(block, k, onset)  # (failed/slow/good, flow), flat
         full = block.means[:, :, k]
         counts = block.counts[:, :, k]  # (a view: thinned in place)
         if full.size <= _FEW:  # one by one: the same draws, in the same order, as one call
@@ -398,19 +409,19 @@ class Tape:
             block.faulted[k] = self.arrival.piece_mass(block, k)
         # the piece's share of the per-slot series, as slot_values has it for one piece
         values = block.flows.by_slot @ kept
-        values[2] *= block.phi.item(k)
+        values[2] *= float(np.asarray(self._phi(block.flows, onset)).item(0))
         column = self.table[:, block.slots.item(k)]  # (a view: updated in place)
         column += values - block.values[:, k]
         block.values[:, k] = values
 
-    def _piece_means(self, block: _Block, k: int) -> list[float]:
+    def _piece_means(self, block: _Block, k: int, onset: tuple) -> list[float]:
         """``_means`` of piece k of a block alone, flattened. When those are products of
         scalars (constant traffic, no overload, no load test, one fault state throughout) they
         are taken in Python floats: the same IEEE operations in the same order as numpy's."""
-        fs, fault = block.flows, block.fault
+        fs = block.flows
         start, end = block.starts.item(k), block.ends.item(k)
         if self.constant_rate is not None and self.capacity is None and fs.rate is None:
-            on = self._fault_on(start, end, fault)
+            on = onset[0]
             p_c, q_c = (self.p1, self.q1) if on else (self.p0, self.q0)
             if on is not None and isinstance(p_c, float) and isinstance(q_c, float):
                 probabilities = self._probabilities(fs, p_c, q_c)[1]
@@ -418,7 +429,7 @@ class Tape:
                 bases = [share * lam for share in fs.share.tolist()]  # as ``base`` in _means
                 return [p * base for row in probabilities for p, base in zip(row, bases)]
         piece = slice(k, k + 1)
-        means = self._means(fs, block.starts[piece], block.ends[piece], fault, block.serving)
+        means = self._means(fs, block.starts[piece], block.ends[piece], onset, block.serving)
         return means[:, :, 0].ravel().tolist()
 
     def _account(self, block: _Block, sel: slice) -> None:

@@ -11,11 +11,8 @@ are seconds of *profile* time (e.g. time of day for a diurnal profile). Their YA
 from __future__ import annotations
 
 import bisect
-import csv
-import io
 import itertools
 import math
-import re
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -24,9 +21,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from policies.base import Model, read_text_file
+from policies.base import Model
 from policies.durations import Duration, format_duration
-from policies.errors import PolicyError
+from sim.world.trace_file import MAX_TRACE_BYTES, read_trace
 
 __all__ = [
     "MAX_TRACE_BYTES",
@@ -129,6 +126,12 @@ class RateProfile(Model):
         them wherever the rate crosses the level inside it (Jensen)."""
         raise NotImplementedError
 
+    def moment(self, t0: np.ndarray, t1: np.ndarray, origin: np.ndarray) -> np.ndarray:
+        """∫_{t0}^{t1} (t − origin)·r(t) dt, exact, elementwise over broadcastable arrays: the
+        requests of an interval weighted by their time since ``origin`` (a fault's growth ramp
+        over the requests it meets, sim/engine/onset.py)."""
+        raise NotImplementedError
+
     def to_yaml(self) -> Any:
         """The YAML form a user would write (what ``RateSpec`` serialises to)."""
         raise NotImplementedError
@@ -153,6 +156,9 @@ class Constant(RateProfile):
 
     def excess(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
         return max(self.rate_ - level, 0.0) * (np.asarray(t1) - np.asarray(t0))
+
+    def moment(self, t0: np.ndarray, t1: np.ndarray, origin: np.ndarray) -> np.ndarray:
+        return self.rate_ * (t1 - t0) * (0.5 * (t0 + t1) - origin)
 
     def to_yaml(self) -> Any:
         return {"constant": self.rate_}
@@ -214,6 +220,17 @@ class Diurnal(RateProfile):
 
         return np.maximum(primitive(t1) - primitive(t0), 0.0)
 
+    def moment(self, t0: np.ndarray, t1: np.ndarray, origin: np.ndarray) -> np.ndarray:
+        # ∫ (t − o)·cos(k(t − c)) dt = (t − o)·sin(k(t − c))/k + cos(k(t − c))/k²
+        k = _TWO_PI / self.period
+
+        def wave(t: np.ndarray) -> np.ndarray:
+            theta = k * (t - self.peak_at)
+            return (t - origin) * np.sin(theta) / k + np.cos(theta) / (k * k)
+
+        flat = (t1 - t0) * (0.5 * (t0 + t1) - origin)
+        return self.mean * (flat + self.amplitude * (wave(t1) - wave(t0)))
+
     def to_yaml(self) -> Any:
         body: dict[str, Any] = {"mean": self.mean, "amplitude": self.amplitude}
         if self.peak_at:
@@ -234,13 +251,17 @@ class _Steps:
     steps on [0, period) repeat.
     """
 
-    __slots__ = ("at", "at_list", "period", "tables", "total")
+    __slots__ = ("at", "at_list", "moments", "period", "tables", "total", "total_moment")
 
     def __init__(self, at: np.ndarray, rates: np.ndarray, period: float | None) -> None:
         self.at, self.period = at, period
         ends = np.append(at[1:], period if period is not None else at[-1])
         cum = np.concatenate(([0.0], np.cumsum(rates * (ends - at))))[:-1]
         self.total = float(cum[-1] + rates[-1] * (ends[-1] - at[-1]))  # one period's worth
+        # the same for ∫_0^t τ·r(τ) dτ (``moment_primitive``)
+        halves = rates * (ends * ends - at * at) / 2.0
+        self.moments = np.concatenate(([0.0], np.cumsum(halves)))[:-1]
+        self.total_moment = float(self.moments[-1] + halves[-1])
         lists = (at.tolist(), rates.tolist(), cum.tolist())
         self.tables: dict[_Backend, _Table] = {_Floats: lists, _Arrays: (at, rates, cum)}
         self.at_list: list[float] = lists[0]
@@ -266,6 +287,18 @@ class _Steps:
         at, rates, cum = self.tables[xp]
         whole = cycles * self.total if self.period is not None else 0.0
         return whole + cum[k] + rates[k] * (t - at[k])
+
+    def moment_primitive(self, t: np.ndarray) -> np.ndarray:
+        """G(t) = ∫_0^t τ·r(τ) dτ (arrays): period c of a repeating profile adds
+        c·P·(one period's requests) + its own moment."""
+        cycles, t, k = self._locate(_Arrays, np.asarray(t, dtype=float))
+        at, rates, cum = self.tables[_Arrays]
+        inside = self.moments[k] + rates[k] * (t * t - at[k] * at[k]) / 2.0
+        if self.period is None:
+            return inside
+        p = self.period
+        whole = p * self.total * cycles * (cycles - 1.0) / 2.0 + cycles * self.total_moment
+        return whole + cycles * p * (cum[k] + rates[k] * (t - at[k])) + inside
 
     def max_rate(self, t0: float, t1: float) -> float:
         if t1 < t0:
@@ -296,6 +329,14 @@ class _StepProfile(RateProfile):
 
     def max_rate(self, t0: float, t1: float) -> float:
         return self._steps.max_rate(t0, t1)
+
+    def moment(self, t0: np.ndarray, t1: np.ndarray, origin: np.ndarray) -> np.ndarray:
+        steps = self._steps
+        return (
+            steps.moment_primitive(t1)
+            - steps.moment_primitive(t0)
+            - origin * (steps.primitive(t1) - steps.primitive(t0))
+        )
 
     def excess(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
         # max(0, r − level) is itself a step function on the same steps
@@ -424,47 +465,3 @@ class Trace(_StepProfile):
             yield "counts", self.counts
         if self.beyond != "repeat":
             yield "beyond", self.beyond
-
-
-MAX_TRACE_BYTES = 16 * 1024 * 1024
-"""A trace file is read up to this size (16 MiB: a year of per-minute counts fits)."""
-_COUNT = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
-
-
-def read_trace(path: Path, column: str) -> tuple[float, ...]:
-    """Per-minute counts from ``column`` of a CSV file with a header row.
-
-    The file may be anything a scenario names (``/etc/passwd`` included), so its errors name
-    the file, line and rule and never show what the file holds; only a regular UTF-8 file
-    (``read_text_file``) is read, and a count is plain ASCII digits (``float()`` would read
-    "nan", "1_000" and "１２").
-    """
-    where = f"trace file {str(path)!r}"
-    try:
-        text = read_text_file(path, limit=MAX_TRACE_BYTES)
-    except PolicyError as exc:  # names the file and rule, never its bytes
-        if exc.message.startswith("cannot read file"):
-            raise ValueError(f"cannot read {where}{exc.message[16:]}") from None
-        line = f" {exc.path}" if exc.path else ""
-        raise ValueError(f"{where}{line}: {exc.message}") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    counts: list[float] = []
-    try:
-        header = [name.strip() for name in next(reader, [])]
-        if column not in header:
-            raise ValueError(f"{where} has no column {column!r} (its header has {len(header)})")
-        index = header.index(column)
-        for row in reader:
-            if not row:
-                continue  # a blank line, as csv.DictReader skips it
-            value = row[index].strip() if index < len(row) else ""
-            if not _COUNT.fullmatch(value):
-                raise ValueError(
-                    f"{where} line {reader.line_num}: {column} is not a number (value not shown)"
-                )
-            counts.append(float(value))
-    except csv.Error as exc:
-        raise ValueError(f"{where} line {reader.line_num}: not CSV ({exc})") from None
-    if not counts:
-        raise ValueError(f"{where} has no rows")
-    return tuple(counts)

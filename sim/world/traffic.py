@@ -154,6 +154,12 @@ class Traffic(Model):
         s = self.start_at
         return self.rate.excess(as_times(t0) + s, as_times(t1) + s, level)
 
+    def moment(self, t0: Any, t1: Any, origin: Any) -> Any:
+        """∫_{t0}^{t1} (t − origin)·rate dt (release time), exact: requests weighted by their
+        time since ``origin``."""
+        s = self.start_at
+        return self.rate.moment(as_times(t0) + s, as_times(t1) + s, as_times(origin) + s)
+
     @classmethod
     def load(cls, data: Any, *, base_dir: str | Path | None = None) -> Traffic:
         """Validate YAML data, reading a trace file relative to ``base_dir``."""
