@@ -198,11 +198,12 @@ def test_distinct_users_of_disjoint_cells_are_counted_as_marked(monkeypatch):
         count=3000, activity={"lognormal": {"sigma": 1.5}}, segments={"beta": {"share": "10%"}}
     )
     cells = UserCells(population.build(3))
+    dns = cells.dns_order(np.random.default_rng(4).random(cells.n) * 100.0, object())
     inside, outside = (frozenset(), "beta", False, True), (frozenset(), "beta", False, False)
     cases = [
         {(inside, "bucket", 0.0, 100.0): 5000, (outside, "bucket", 0.0, 100.0): 30000},
         {(inside, "bucket", 0.0, 40.0): 5000, (inside, "bucket", 10.0, 100.0): 1000},
-        {(inside, "bucket", 0.0, 100.0): 5000, (inside, "dns", 0.0, 60.0): 3000},
+        {(inside, "bucket", 0.0, 100.0): 5000, (inside, dns, 0.0, 60.0): 3000},
     ]
     real = cell_module._disjoint
     for terms, disjoint in zip(cases, (True, True, False), strict=True):

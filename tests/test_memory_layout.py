@@ -50,7 +50,7 @@ def _shared_cells(n_seed: int = 1) -> UserCells:
     """Cells as a worker builds them: on the population mapped from shared memory."""
     built = POPULATION.build(n_seed)
     descriptor = pool.share_users(f"layout-{n_seed}", lambda: built)
-    return UserCells(pool.users_of(descriptor), seed=7)
+    return UserCells(pool.users_of(descriptor))
 
 
 def _blocks(prefix: str) -> list[str]:
@@ -98,10 +98,10 @@ def test_a_worker_keeps_under_two_bytes_per_user_of_its_own(large) -> None:
     activity = cells.users.activity
     assert np.array_equal(cum, np.concatenate(([0.0], np.cumsum(activity[members]))))
     assert _own_bytes(cells) < 2 * cells.n  # the sampled keys only
-    assert cells._dns is None  # no DNS switch: no client keys drawn
+    assert not cells._dns  # no DNS switch: no client keys drawn
     name = pool._SHARED[next(iter(pool._SHARED))][0].name
     assert len(_blocks(name)) == 4  # 2 cells (all users, not in beta) and their guides
-    private = UserCells(POPULATION.build(1), seed=7)
+    private = UserCells(POPULATION.build(1))
     assert _draws(private) == draws  # the same numbers from private arrays
     pool.shutdown()
     assert not _blocks(name)
@@ -111,7 +111,7 @@ def test_a_worker_keeps_under_two_bytes_per_user_of_its_own(large) -> None:
 def test_a_second_process_maps_the_cells_the_first_built() -> None:
     first = _shared_cells()
     members, _, cum = first._group(SEGMENT, "bucket")
-    again = UserCells(pool.users_of(next(iter(pool._SHARED.values()))[1]), seed=7)
+    again = UserCells(pool.users_of(next(iter(pool._SHARED.values()))[1]))
     filled = []
     original = again.users.store
 
@@ -142,15 +142,6 @@ def test_sorted_keys_search_is_searchsorted(large, n) -> None:
     probes = np.concatenate((ordered, ordered + 0.05, [-1.0, 0.0, 100.0, 101.0]))
     for value in probes:
         assert keys.search(value) == np.searchsorted(ordered, value, side="left")
-
-
-def test_dns_keys_are_drawn_when_needed_from_their_own_stream() -> None:
-    users = POPULATION.build(4)
-    cells = UserCells(users, seed=np.random.SeedSequence(9))
-    cells._group(KEY, "bucket")
-    assert cells._dns is None
-    expected = np.random.default_rng(np.random.SeedSequence(9)).random(users.n) * 100.0
-    assert np.array_equal(cells._dns_key, expected)
 
 
 def test_a_pickled_population_keeps_its_order_but_no_store() -> None:

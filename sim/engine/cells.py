@@ -36,7 +36,8 @@ _PER_USER_DRAW = 0.9  # draw(): k > 0.9 × users -> Poisson counts per user
 # 300: 82 k vs 167 k but 50 vs 40 µs (the searches' cache misses), 700: 84 vs 48 µs.
 _SEARCH_BELOW = 200
 
-Selector = tuple  # (cell key, order "bucket"|"dns", lo, hi): users of the cell with key in [lo, hi)
+Selector = tuple  # (cell key, order, lo, hi): users of the cell with key in [lo, hi); orders:
+# "bucket" (sticky buckets), a DNS switch's ("dns", n) and a replication's ("cookie", n[, "each"])
 
 
 @dataclass(eq=False)
@@ -63,13 +64,13 @@ class Drawn:
 
 class UserCells:
     """The population split by (matched, in fault segment), each cell sorted by sticky bucket
-    (and, for DNS switches, by an independent per-client key) with cumulative activity.
+    (and, for a DNS switch or a cookie route, by that one's keys) with cumulative activity.
 
     A cell in bucket order and its guide table are the population's arrays (``Users.arrays``:
     its shared memory under the process backend): about 20 bytes per user and cell split, once
     per run, not per worker (int32 positions; sorted keys not stored: ``SortedKeys``)."""
 
-    def __init__(self, users, seed: int | np.random.SeedSequence = 0) -> None:
+    def __init__(self, users) -> None:
         self.users = users
         self.n = users.n
         self._groups: dict = {}
@@ -78,15 +79,9 @@ class UserCells:
         self.flow_sets: dict = {}  # flow_set's cache
         self._mirrors: dict = {}  # mirror routes -> percent copied per user
         self._cookie: dict = {}  # a replication's cookie order -> (keys, exponentials)
-        self._serial, self._seed = 0, seed
-        self._dns: np.ndarray | None = None
-
-    @property
-    def _dns_key(self) -> np.ndarray:
-        """Per client, a DNS switch's key: drawn when first needed, from its own stream."""
-        if self._dns is None:
-            self._dns = np.random.default_rng(self._seed).random(self.n) * 100.0
-        return self._dns
+        self._dns: dict = {}  # a DNS switch's order -> its clients' keys
+        self._dns_owner: object = None  # the replication whose switches those are
+        self._serial = 0
 
     def _mask(self, names: frozenset) -> np.ndarray:
         if not names:
@@ -117,7 +112,7 @@ class UserCells:
                 members, cum = self.users.bucket_cell(tag, inside)
                 keys = SortedKeys(self.users.bucket, members, tag)
             else:  # a DNS switch's client keys, or a replication's cookie keys
-                source = self._dns_key if order == "dns" else self._cookie[order][0]
+                source = self._dns[order] if order[0] == "dns" else self._cookie[order][0]
                 members = np.flatnonzero(inside)
                 members = members[np.argsort(source[members], kind="stable")]
                 members = members.astype(index_dtype(self.n), copy=False)
@@ -130,23 +125,40 @@ class UserCells:
         key, order, lo, hi = selector
         members, keys, cum = self._group(key, order)
         i = 0 if lo <= 0 else keys.search(lo)
-        full = hi >= 100 if isinstance(order, str) else hi == np.inf  # cookie keys: unbounded
+        full = hi == np.inf if order[0] == "cookie" else hi >= 100  # (cookie keys: unbounded)
         j = members.size if full else keys.search(hi)
         return members, cum, i, j
 
     def cookie_order(self, exponentials: np.ndarray) -> tuple:
         """A replication's cookie keys K = E / activity (sim/engine/affinity.py) as an order
         of the cells; the previous replication's order and what was cached for it go."""
-        for old in list(self._cookie):
-            del self._cookie[old]
-            for cache in (self._groups, self._activity, self._guides):
-                for k in [k for k in cache if isinstance(k[1], tuple) and k[1][:2] == old]:
-                    del cache[k]
-            self.flow_sets.clear()
+        self._forget(self._cookie)
         self._serial += 1
         order = ("cookie", self._serial)
         self._cookie[order] = (exponentials / self.users.activity, exponentials)
         return order
+
+    def dns_order(self, keys: np.ndarray, owner: object) -> tuple:
+        """A DNS switch's client keys (uniform on [0, 100): clients move in their order over
+        the TTL) as an order of the cells. Each switch draws its own, as each client's
+        resolver expires on its own clock. ``owner``: the replication, whose switches' orders
+        stay until it is done (its users are drawn at its end); another's go."""
+        if owner is not self._dns_owner:
+            self._forget(self._dns)
+            self._dns_owner = owner
+        self._serial += 1
+        order = ("dns", self._serial)
+        self._dns[order] = keys
+        return order
+
+    def _forget(self, store: dict) -> None:
+        """Drop the orders in ``store`` and what was cached for them."""
+        for old in list(store):
+            del store[old]
+            for cache in (self._groups, self._activity, self._guides):
+                for k in [k for k in cache if isinstance(k[1], tuple) and k[1][:2] == old]:
+                    del cache[k]
+            self.flow_sets.clear()
 
     def members(self, selector: Selector) -> np.ndarray:
         members, _, i, j = self._range(selector)

@@ -116,9 +116,10 @@ class Drafter:
             t = t0
             while t < min(target, dns_end):  # client by client: one slot at a time
                 t1 = min(target, dns_end, (math.floor(t / slot) + 1) * slot)
-                moved = routing.dns_moved(0.5 * (t + t1))
+                moved = _moved(tape.traffic, routing, t, t1)
                 flows = flow_set(routing, serving, cells, segment, sticky, moved)
-                tape.draft(t, t1, flows, fault_state, by_service)
+                dns = (routing.dns_start, routing.dns_ttl, moved)
+                tape.draft(t, t1, flows, fault_state, by_service, dns)
                 t = t1
         if routing.dns_from is not None and tape.drafted_until >= dns_end:
             routing = routing._replace(dns_from=None)  # past the TTL every client has moved
@@ -139,3 +140,13 @@ class Drafter:
             flows = flow_set(routing, serving, cells, segment, sticky)
             tape.draft(tape.drafted_until, target, flows, fault_state, by_service)
         detectors.drafted()
+
+
+def _moved(traffic, routing, t0: float, t1: float) -> float:
+    """The share of [t0, t1)'s requests sent by clients that have moved: (t − start)/TTL
+    averaged over the requests (over time when none come)."""
+    requests = float(traffic.integral(t0, t1))
+    if requests <= 0:
+        return routing.dns_moved(0.5 * (t0 + t1))
+    mean = float(traffic.moment(t0, t1, routing.dns_start)) / (routing.dns_ttl * requests)
+    return min(max(mean, 0.0), 1.0)

@@ -59,22 +59,33 @@ class FaultArrival:
         self.budget: float | None = None  # E, drawn when some piece first holds a faulted request
         self.spent = 0.0  # ∫μ over the pieces committed so far
 
-    def mass(self, fs, starts: np.ndarray, ends: np.ndarray, fault) -> np.ndarray | None:
-        """∫μ over each piece (None: no faulted request can come in any)."""
+    def mass(self, fs, starts, ends, fault, dns: tuple | None = None) -> np.ndarray | None:
+        """∫μ over each piece (None: no faulted request can come in any). ``dns``: the pieces
+        are of a DNS switch (``_served``)."""
         share = fs.faulted_share
         if share <= 0 or fault.pods == 0:
             return None
         at = np.clip(fault.onsets[:, None], starts[None, :], ends[None, :])  # (pods, pieces)
-        if self.constant_rate is not None:
+        if self.constant_rate is not None and dns is None:
             served = self.constant_rate * (ends[None, :] - at)
         else:
-            served = self.traffic.integral(at, np.broadcast_to(ends, at.shape))
+            served = self._served(at, np.broadcast_to(ends, at.shape), dns)
         return share * served.sum(axis=0) / fault.pods
+
+    def _served(self, at: np.ndarray, t: np.ndarray, dns: tuple | None) -> np.ndarray:
+        """The users' requests from ``at`` to ``t`` per unit of their share. In a DNS
+        switch's piece the share is the piece's mean of the clients moved, m̄, while the moved
+        grow as (τ − start)/TTL: ∫ r·(τ − start) dτ / (TTL·m̄)."""
+        if dns is None:
+            return self.traffic.integral(at, t)
+        start, ttl, moved = dns
+        return self.traffic.moment(at, t, np.full(at.shape, start)) / (ttl * moved)
 
     def piece_mass(self, block, k: int) -> float:
         """``mass`` of piece k of a block alone (after a cut shortened it)."""
         piece = slice(k, k + 1)
-        mass = self.mass(block.flows, block.starts[piece], block.ends[piece], block.fault)
+        starts, ends = block.starts[piece], block.ends[piece]
+        mass = self.mass(block.flows, starts, ends, block.fault, block.dns)
         return 0.0 if mass is None else mass.item(0)
 
     def commit(self, block, sel: slice) -> float | None:
@@ -110,12 +121,13 @@ class FaultArrival:
 
     def _time(self, block, k: int, mass: float) -> float:
         """Where in piece k the ∫μ from its start reaches ``mass``: under a constant rate ∫μ
-        is piecewise linear, steeper at each pod's onset (walked exactly); else a root search."""
+        is piecewise linear, steeper at each pod's onset (walked exactly); else (a varying
+        rate, a DNS switch's clients moving) a root search."""
         start, end = block.starts.item(k), block.ends.item(k)
         fault = block.fault
         onsets = sorted(min(max(o, start), end) for o in fault.onsets.tolist())
         per_pod = block.flows.faulted_share / fault.pods
-        if self.constant_rate is not None:
+        if self.constant_rate is not None and block.dns is None:
             step, at, reached = per_pod * self.constant_rate, onsets[0], 0.0
             for active, onset in enumerate([*onsets[1:], end], start=1):
                 gained = step * active * (onset - at)
@@ -127,7 +139,7 @@ class FaultArrival:
 
         def left(t: float) -> float:
             at = np.minimum(clipped, t)
-            return per_pod * float(self.traffic.integral(at, np.full(at.shape, t)).sum()) - mass
+            return per_pod * float(self._served(at, np.full(at.shape, t), block.dns).sum()) - mass
 
         if left(end) <= 0.0:
             return end

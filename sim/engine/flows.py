@@ -40,6 +40,7 @@ class RoutingState(NamedTuple):
     dns_from: frozenset | None = None  # stable Service groups before a DNS switch
     dns_start: float = 0.0
     dns_ttl: float = 0.0
+    dns_order: tuple = ()  # the clients' order of that switch (``UserCells.dns_order``)
     # session affinity over one piece (sim/engine/affinity.py): (order, lo, W(s), W(e), requests)
     cookie: tuple | None = None
     # mirror routes in order, (percent, segments matched or None for every request): a stable
@@ -172,10 +173,11 @@ def compute_flows(
                 ("canary", state.canary, to_canary, canary_sel)
             ]
             for groups, part, tag in stable_sets:
-                sel = rest_sel
-                if tag == "dns_old" or (tag == "dns_new" and len(stable_sets) > 1):
+                sel: Selector | None = rest_sel
+                if len(stable_sets) > 1:  # the requests of the clients that have moved, or not
                     lo, hi = (0.0, moved * 100.0) if tag == "dns_new" else (moved * 100.0, 100.0)
-                    sel = (key, "dns", lo, hi)
+                    sel = (key, state.dns_order, lo, hi)
+                    part = cells.share(sel) / a_cell
                 services.append(("stable", groups, (1.0 - to_canary) * part, sel))
             if state.cookie is not None and not in_m:  # session affinity: who holds a cookie
                 services = cookie_services(state, cells, key, a_cell)

@@ -97,8 +97,8 @@ class Recorder:
         out = self.outcome
         if math.isnan(out.t_rollback_start) or not math.isnan(out.t_mitigated):
             return
-        routing, _, flows = self._now()
-        if routing.dns_from is None and not flows.canary_idx.size:  # users' requests only
+        _, _, flows = self._now()
+        if not flows.canary_idx.size:  # users' requests only
             out.t_mitigated = self.env.now
             self.mark("mitigated", "")
 
@@ -110,14 +110,17 @@ class Recorder:
             return
         if not math.isnan(out.t_rollback_start):
             return
-        routing, _, flows = self._now()
-        if routing.dns_from is None and not flows.stable_idx.size:  # users' requests only
+        _, _, flows = self._now()
+        if not flows.stable_idx.size:  # users' requests only
             out.rollout_duration = self.env.now
 
     def _now(self):
-        """The routing state, the serving pods and the flows that requests meet now."""
+        """The routing state, the serving pods and the flows that requests meet now (during
+        a DNS switch, from the clients at either address)."""
         routing, serving = self.router.now_state(), self.pods.serving()
-        return routing, serving, flow_set(routing, serving, self.cells, self.segment, self.sticky)
+        moved = routing.dns_moved(self.env.now)
+        flows = flow_set(routing, serving, self.cells, self.segment, self.sticky, moved)
+        return routing, serving, flows
 
     def settled(self, controller_finished: bool) -> bool:
         """Rolled back, no request reaches the candidate, the controller has nothing left to

@@ -98,9 +98,9 @@ class Replication:
         fault = release.fault
         n, router_delay, selector_delay, min_ready = _plan_of(world, policy)
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
-        # streams 0-10: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin, the
-        # first faulted request; each made only when used (a stream is its seed and index
-        # alone: the others' numbers stay)
+        # streams 0-11: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin, the
+        # first faulted request, a DNS switch's clients; each made only when used (a stream is
+        # its seed and index alone: the others' numbers stay)
         self.streams = streams = Generators(seed)
         self.horizon = horizon = world.horizon
         self.clock = clock = Clock(self._step)
@@ -128,7 +128,15 @@ class Replication:
         global_onset = fault.onset_time(streams.lazy(0)) if fault else None  # (a hazard draws)
         self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, streams(2))
         cookies = Cookies(world.traffic, cells, partial(streams, 8), sticky)
-        self.router = router = Router(clock, world.users, router_delay, selector_delay, cookies)
+
+        owner = object()  # this replication, to the cells (its DNS switches' orders stay)
+
+        def dns_order() -> tuple:  # each switch's clients move in an order of their own
+            return cells.dns_order(streams(11).random(cells.n) * 100.0, owner)
+
+        self.router = router = Router(
+            clock, world.users, router_delay, selector_delay, cookies, dns_order
+        )
         outcome = Outcome(policy_name or policy.name, index, run_seed, release.name, release.is_bad)
         self.recorder = recorder = Recorder(
             clock,

@@ -26,9 +26,17 @@ class Router:
     and ``landed()`` follows every change (the rollback may now be complete for users)."""
 
     def __init__(
-        self, clock, users, router_delay: float, selector_delay: float, cookies: Cookies
+        self,
+        clock,
+        users,
+        router_delay: float,
+        selector_delay: float,
+        cookies: Cookies,
+        dns_order: Callable[[], tuple],
     ) -> None:
+        """``dns_order()``: a new DNS switch's order of its clients (``UserCells.dns_order``)."""
         self.env, self.call = clock.env, clock.call
+        self.dns_order = dns_order
         self.users = users  # the world's user model: which segments a match route selects
         self.router_delay, self.selector_delay = router_delay, selector_delay
         self.state = RoutingState()
@@ -93,7 +101,10 @@ class Router:
         elif what == "selectors":
             if value.transition_s > 0:
                 state = state._replace(
-                    dns_from=state.stable, dns_start=now, dns_ttl=value.transition_s
+                    dns_from=state.stable,
+                    dns_start=now,
+                    dns_ttl=value.transition_s,
+                    dns_order=self.dns_order(),
                 )
                 self.call(now + value.transition_s, self._dns_settled, now)
             state = state._replace(stable=value.stable, canary=value.canary)

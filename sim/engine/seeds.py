@@ -3,7 +3,7 @@ reports, notebooks and ``simulate`` all reproduce the same numbers.
 
 Replication ``i`` of release class ``c`` gets ``SeedSequence(seed, spawn_key=(c, i))`` under
 every policy (common random numbers); the run's shared parts (the user population and its
-cells) come from ``spawn_key=(WORLD_KEY,)`` and ``(WORLD_KEY, 1)``, never a class index.
+cells) come from ``spawn_key=(WORLD_KEY,)``, never a class index.
 
 Inside a replication each engine takes numbered children of its seed (``streams``), one per
 job; a stream added later takes the next number, so the earlier ones and their numbers stay
@@ -66,8 +66,7 @@ def shared_parts(world, seed: int, users=None):
     from sim.world.model import CompiledWorld
 
     cw = world.compile(world_seed(seed)) if users is None else CompiledWorld(world, users)
-    cells = UserCells(cw.users, seed=np.random.SeedSequence(seed, spawn_key=(WORLD_KEY, 1)))
-    return cw, cells
+    return cw, UserCells(cw.users)
 
 
 def streams(seed: np.random.SeedSequence, n: int) -> list[np.random.SeedSequence]:

@@ -73,6 +73,7 @@ class _Block:
 
     __slots__ = (
         "counts",
+        "dns",
         "ends",
         "fault",
         "faulted",
@@ -88,6 +89,7 @@ class _Block:
         self, flows, starts, ends, slots, means, counts, phi, faulted, fault=None, serving=None
     ):
         self.flows, self.starts, self.ends, self.slots = flows, starts, ends, slots
+        self.dns: tuple | None = None  # a DNS switch's piece: (start, TTL, moved share)
         self.means, self.counts = means, counts
         self.faulted = faulted  # per piece, ∫ of the faulted requests' rate (fault_arrival.py)
         self.fault, self.serving = fault, serving
@@ -160,8 +162,10 @@ class Tape:
         flows: FlowSet,
         fault: FaultState,
         serving_by_service: dict[str, int],
+        dns: tuple | None = None,
     ) -> None:
-        """Draw the pieces of [t0, t1) under one world state (t0 == drafted_until)."""
+        """Draw the pieces of [t0, t1) under one world state (t0 == drafted_until); ``dns``:
+        one piece of a DNS switch, (its start, TTL, the share of requests from moved clients)."""
         if t1 <= t0:
             return
         s = self.slot
@@ -183,11 +187,12 @@ class Tape:
             slots = (starts // s).astype(np.intp)
         onset = self._onset(starts, ends, fault)
         means = self._means(flows, starts, ends, onset, serving_by_service)
-        phi, faulted = self._reach(flows, starts, ends, fault, onset)
+        phi, faulted = self._reach(flows, starts, ends, fault, onset, dns)
         counts = self.rng.poisson(means)
         block = _Block(
             flows, starts, ends, slots, means, counts, phi, faulted, fault, serving_by_service
         )
+        block.dns = dns
         self._add(block, +1)
         self.blocks.append(block)
         self.drafted_until = t1
@@ -225,7 +230,7 @@ class Tape:
         p = self.p0 + (self.p_grown - self.p0) * ramp.mean(axis=0)
         return p, self.q0 + (self.q1 - self.q0) * after.mean(axis=0)
 
-    def _reach(self, fs, starts, ends, fault: FaultState, onset: tuple):
+    def _reach(self, fs, starts, ends, fault: FaultState, onset: tuple, dns: tuple | None):
         """Per piece, the share of the candidate's requests whose pod's fault is active (for
         latency mixtures; a float, 0 or 1, when the same in every piece) and, until the fault
         has begun, the users' requests expected to meet it (``FaultArrival.mass``; None:
@@ -235,7 +240,7 @@ class Tape:
             return 0.0, None
         if not fs.any_faulty or self.totals.t_fault is not None:
             return phi, None
-        return phi, self.arrival.mass(fs, starts, ends, fault)
+        return phi, self.arrival.mass(fs, starts, ends, fault, dns)
 
     @staticmethod
     def _phi(fs, onset: tuple) -> np.ndarray | float:

@@ -1,0 +1,112 @@
+"""A blue-green DNS switch as its clients see it: each client's resolver moves at its own
+uniform time within the TTL, afresh for every switch, as the per-request reference draws them
+(sim/engine/reference.py). Found by session 15's differential search: the fast engine held
+the moved share at the slot's midpoint from the switch on (the first candidate request came
+at 31.4 s where 33.2 s was due), ordered every switch of every replication by one key per
+client (the clients failing longest on the way out failed longest on the way back: fewer users
+hurt), and waited for the whole TTL before a rollback was done although the candidate's pods
+were gone before it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from test_oracles import Bench, mean_se
+
+from policies import policy_from_yaml
+from sim.engine.reference import simulate_reference
+
+TFAULT = {
+    "horizon": "5m",
+    "traffic": {"rate": 20},
+    "users": {"count": 1000},
+    "releases": [{"name": "bad", "probability": 1.0, "fault": {"errorRate": 0.1}}],
+    "platform": {"replicas": 2, "podStartup": "30s"},
+    "operators": {"alerts": []},
+}
+KEEP = "kind: BlueGreen\nname: dns\nswitch: dns\ndnsTtl: 60s\nscaleDownDelaySeconds: 3600\n"
+
+
+def _reference(bench: Bench, policy: str, n: int, seed: int = 5) -> list:
+    pol, release = policy_from_yaml(policy), bench.cw.world.releases["bad"]
+    return [
+        simulate_reference(bench.cw, pol, release, np.random.SeedSequence(seed, spawn_key=(i,)))
+        for i in range(n)
+    ]
+
+
+def _agree(fast: list, ref: list, field: str) -> tuple:
+    """(fast mean, reference mean, Welch z) of one outcome field where it is set (t_fault
+    is NaN in a replication without a candidate request)."""
+    values = ([v for o in x if math.isfinite(v := getattr(o, field))] for x in (fast, ref))
+    (m_f, se_f), (m_r, se_r) = (mean_se(v) for v in values)
+    return m_f, m_r, (m_f - m_r) / math.hypot(se_f, se_r)
+
+
+def test_the_first_request_after_a_dns_switch_comes_as_clients_move():
+    """A switch from 31 s, each client moving at a uniform time within the 60 s TTL at 20 req/s:
+    the first candidate request's wait is Rayleigh with rate 20·(t − 31)/60, E[t_fault] =
+    31 + √(π·60/(2·20)) = 33.17 (the reference: 33.17 ± 0.09)."""
+    m, se = mean_se([o.t_fault for o in Bench(TFAULT).outcomes(KEEP, n=200)])
+    assert abs(m - (31 + math.sqrt(math.pi * 60 / 40))) < 4 * se, (m, se)
+
+
+def test_a_few_clients_of_unequal_activity_move_one_by_one():
+    """20 clients of lognormal(σ = 2) activity and a 600 s TTL: the candidate's first request
+    waits for a busy client to move, not for a share of the requests growing smoothly (the
+    fast engine read 24.6 s against the reference's 54.3 ± 2.5 with a smooth share)."""
+    spec = TFAULT | {
+        "horizon": "3m",
+        "traffic": {"rate": 5},
+        "users": {"count": 20, "activity": {"lognormal": {"sigma": 2.0}}},
+    }
+    policy = KEEP.replace("dnsTtl: 60s", "dnsTtl: 600s")
+    bench = Bench(spec)
+    fast, ref = bench.outcomes(policy, n=300), _reference(bench, policy, 150)
+    for field in ("t_fault", "users_exposed", "candidate_requests"):
+        m_f, m_r, z = _agree(fast, ref, field)
+        assert abs(z) < 4, (field, m_f, m_r, z)
+
+
+UNDO = {
+    "horizon": "8m",
+    "traffic": {"rate": 20},
+    "users": {"count": 1000},
+    "releases": [{"name": "bad", "probability": 1.0, "fault": {"errorRate": 0.1}}],
+    "platform": {"replicas": 2, "podStartup": "10s"},
+    "operators": {"alerts": [], "humanDetection": "3m", "acknowledgement": "0s"},
+}
+
+
+def test_each_switch_moves_the_clients_in_an_order_of_its_own():
+    """Old pods scaled down at the switch, a human undoing the release 3 min later: unmoved
+    clients fail on the way out and again on the way back. With one order for both switches
+    the same clients failed longest twice (the fast engine: 742 users hurt against the
+    reference's 766)."""
+    policy = KEEP.replace("scaleDownDelaySeconds: 3600", "scaleDownDelaySeconds: 0")
+    bench = Bench(UNDO)
+    fast, ref = bench.outcomes(policy, n=200), _reference(bench, policy, 100)
+    for field in ("users_hurt", "users_with_bad", "bad_requests"):
+        m_f, m_r, z = _agree(fast, ref, field)
+        assert abs(z) < 4, (field, m_f, m_r, z)
+
+
+def test_a_rollback_is_done_when_the_candidate_pods_are_gone_inside_the_ttl():
+    """Undone after promotion with the old pods gone (scaleDownDelaySeconds 30 < TTL 60): the
+    old pods are ready 6 s after the undo, the controller switches back and scales the
+    candidate down 30 s later, while clients are still moving: from then no request can reach
+    it. The fast engine waited for the whole TTL (71 s)."""
+    spec = UNDO | {
+        "horizon": "16m",
+        "traffic": {"rate": 7.4},
+        "baseline": {"errorRate": 0.03},
+        "platform": {"replicas": 6, "podStartup": "6s", "routerDelay": {"serviceSelector": "5s"}},
+        "operators": {"alerts": [], "humanDetection": "591s", "acknowledgement": "0s"},
+    }
+    policy = KEEP.replace("scaleDownDelaySeconds: 3600", "scaleDownDelaySeconds: 30")
+    bench = Bench(spec)
+    for outcomes in (bench.outcomes(policy, n=20), _reference(bench, policy, 20)):
+        for out in outcomes:
+            assert out.outcome == "rolled_back"
+            assert out.t_mitigated - out.t_rollback_start == 36.0
