@@ -21,7 +21,7 @@ before it (∫μ up to it is E, of mean 1) where the per-request engine has one 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,12 +34,28 @@ class FaultState:
 
     onsets: np.ndarray  # absolute onset time per serving candidate pod (inf: never)
     pods: int  # serving candidate pods (the average is over them)
+    groups: tuple = ()  # per pod, its group (the Services behind which it serves)
+    _of: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # the earliest and latest onsets (inf: no pod), read by every piece under this state
         # (Python's min and max: numpy's of a few times, never NaN, without the call overhead)
         onsets = self.onsets.tolist() if self.pods else [math.inf]
         self.first, self.last = float(min(onsets)), float(max(onsets))
+
+    def of(self, groups: frozenset) -> FaultState:
+        """The pods of ``groups`` alone: the ones a Service's requests meet (itself if all)."""
+        found = self._of.get(groups)
+        if found is None:
+            keep = [g in groups for g in self.groups]
+            if all(keep):
+                found = self
+            else:
+                mask = np.array(keep, dtype=bool)
+                kept = tuple(g for g in self.groups if g in groups)
+                found = FaultState(self.onsets[mask], len(kept), kept)
+            self._of[groups] = found
+        return found
 
 
 NO_FAULT = FaultState(np.empty(0), 0)
@@ -61,16 +77,20 @@ class FaultArrival:
 
     def mass(self, fs, starts, ends, fault, dns: tuple | None = None) -> np.ndarray | None:
         """∫μ over each piece (None: no faulted request can come in any). ``dns``: the pieces
-        are of a DNS switch (``_served``)."""
-        share = fs.faulted_share
-        if share <= 0 or fault.pods == 0:
-            return None
-        at = np.clip(fault.onsets[:, None], starts[None, :], ends[None, :])  # (pods, pieces)
-        if self.constant_rate is not None and dns is None:
-            served = self.constant_rate * (ends[None, :] - at)
-        else:
-            served = self._served(at, np.broadcast_to(ends, at.shape), dns)
-        return share * served.sum(axis=0) / fault.pods
+        are of a DNS switch (``_served``). Each Service's share over its own pods."""
+        total = None
+        for groups, share in fs.faulted_sets:
+            pods = fault.of(groups)
+            if share <= 0 or pods.pods == 0:
+                continue
+            at = np.clip(pods.onsets[:, None], starts[None, :], ends[None, :])  # (pods, pieces)
+            if self.constant_rate is not None and dns is None:
+                served = self.constant_rate * (ends[None, :] - at)
+            else:
+                served = self._served(at, np.broadcast_to(ends, at.shape), dns)
+            mass = share * served.sum(axis=0) / pods.pods
+            total = mass if total is None else total + mass
+        return total
 
     def _served(self, at: np.ndarray, t: np.ndarray, dns: tuple | None) -> np.ndarray:
         """The users' requests from ``at`` to ``t`` per unit of their share. In a DNS
@@ -124,25 +144,37 @@ class FaultArrival:
         is piecewise linear, steeper at each pod's onset (walked exactly); else (a varying
         rate, a DNS switch's clients moving) a root search."""
         start, end = block.starts.item(k), block.ends.item(k)
-        fault = block.fault
-        onsets = sorted(min(max(o, start), end) for o in fault.onsets.tolist())
-        per_pod = block.flows.faulted_share / fault.pods
-        if self.constant_rate is not None and block.dns is None:
-            step, at, reached = per_pod * self.constant_rate, onsets[0], 0.0
-            for active, onset in enumerate([*onsets[1:], end], start=1):
+        sets = block.flows.faulted_sets
+        per_pod: float | np.ndarray
+        if len(sets) == 1:  # every pod alike: its Service's share over its pods
+            pods = block.fault.of(sets[0][0])
+            onsets, per_pod = pods.onsets, sets[0][1] / pods.pods
+        else:  # each pod its own Service's share over that Service's pods
+            parts = [(block.fault.of(g), share) for g, share in sets]
+            parts = [(pods, share) for pods, share in parts if pods.pods]
+            onsets = np.concatenate([pods.onsets for pods, _ in parts])
+            per_pod = np.concatenate([np.full(p.pods, share / p.pods) for p, share in parts])
+        clipped = sorted(min(max(o, start), end) for o in onsets.tolist())
+        if self.constant_rate is not None and block.dns is None and isinstance(per_pod, float):
+            step, at, reached = per_pod * self.constant_rate, clipped[0], 0.0
+            for active, onset in enumerate([*clipped[1:], end], start=1):
                 gained = step * active * (onset - at)
                 if reached + gained >= mass:
                     return min(at + (mass - reached) / (step * active), end)
                 reached, at = reached + gained, onset
             return end  # (rounding: the piece's sum reached it at its very end)
-        clipped = np.array(onsets)
+        # (weights per pod follow the pods' order: unsorted then)
+        bounds = np.array(clipped) if isinstance(per_pod, float) else np.clip(onsets, start, end)
 
         def left(t: float) -> float:
-            at = np.minimum(clipped, t)
-            return per_pod * float(self._served(at, np.full(at.shape, t), block.dns).sum()) - mass
+            at = np.minimum(bounds, t)
+            served = self._served(at, np.full(at.shape, t), block.dns)
+            if isinstance(per_pod, float):
+                return per_pod * float(served.sum()) - mass
+            return float((per_pod * served).sum()) - mass
 
         if left(end) <= 0.0:
             return end
-        from scipy.optimize import brentq  # a slow import (0.2 s), needed only for varying rates
+        from scipy.optimize import brentq  # a slow import (0.2 s), needed only here
 
         return float(brentq(left, start, end, xtol=1e-9, rtol=4 * math.ulp(1.0)))

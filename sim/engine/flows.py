@@ -66,6 +66,8 @@ class Flow:
     # a copy (mirror) or a synthetic request: the canary's metrics see it, no user does
     shadow: bool = False
     rate: float = 0.0  # requests per second on top of ``share`` of the traffic (load tests)
+    # the candidate's pod groups behind the Service (a request meets those pods alone)
+    pods_of: frozenset = field(default=frozenset(), compare=False)
 
 
 class FlowSet:
@@ -80,7 +82,9 @@ class FlowSet:
         "canary_idx",
         "canary_rows",
         "canary_users",
+        "fault_sets",
         "faulted_rows",
+        "faulted_sets",
         "faulted_share",
         "faulty",
         "flows",
@@ -117,6 +121,18 @@ class FlowSet:
         # users' requests that meet the fault with pods behind them (sim/engine/fault_arrival.py)
         self.faulted_rows = np.flatnonzero(self.faulty & ~shadow & ~self.unserved)
         self.faulted_share = float(self.share[self.faulted_rows].sum())
+        # the faulty rows by the candidate pods behind them, (groups, rows), and the users'
+        # faulted share of each: one entry but while two Services hold candidate pods (a
+        # Flagger promotion: the canary's and the primary's new ones)
+        by_pods: dict = {}
+        for i in np.flatnonzero(self.faulty).tolist():
+            by_pods.setdefault(flows[i].pods_of, []).append(i)
+        self.fault_sets = tuple((g, np.array(rows)) for g, rows in by_pods.items())
+        faulted = set(self.faulted_rows.tolist())
+        self.faulted_sets = tuple(
+            (g, float(self.share[[i for i in rows.tolist() if i in faulted]].sum()))
+            for g, rows in self.fault_sets
+        )
         self.service_canary = np.array([f.service == "canary" for f in flows], dtype=bool)
         # rows: canary requests, faulty canary requests, stable requests (for the slot series)
         # the seven per-slot series as one matrix over (failed/slow/good, flow) counts; the
@@ -187,13 +203,15 @@ def compute_flows(
                 pods = {g: serving.get(g, 0) for g in groups}
                 total = sum(pods.values())
                 new = sum(n for g, n in pods.items() if GROUP_VERSION.get(g) == "canary")
+                behind = _candidates(groups)
                 # nobody to serve: the requests fail on the version the Service is for
                 unserved = 1.0 if service == "canary" else 0.0
                 new_frac = new / total if total else unserved
                 for version, part_v in (("canary", new_frac), ("stable", 1.0 - new_frac)):
                     share = a_cell * fraction * part_v
                     if share > 0:
-                        flows.append(Flow(version, service, share, faulty, sel, total == 0))
+                        flow = Flow(version, service, share, faulty, sel, total == 0)
+                        flows.append(replace(flow, pods_of=behind) if version == "canary" else flow)
     if state.mirrors or state.load > 0:
         flows += _shadow_flows(state, serving, cells, flows, fault_segment)
     return flows
@@ -208,6 +226,7 @@ def _shadow_flows(state: RoutingState, serving, cells: UserCells, flows, fault_s
     new = sum(n for g, n in pods.items() if GROUP_VERSION.get(g) == "canary")
     new_frac = new / total if total else 1.0  # nobody serves: they fail on the canary version
     parts = [(v, p) for v, p in (("canary", new_frac), ("stable", 1.0 - new_frac)) if p > 0]
+    behind = _candidates(state.canary)
     out: list[Flow] = []
     if state.mirrors:
         percent = cells.mirror_percent(state.mirrors)
@@ -218,13 +237,18 @@ def _shadow_flows(state: RoutingState, serving, cells: UserCells, flows, fault_s
             for version, part_v in parts:
                 if copied * part_v > 0:
                     shadow = Flow(version, "canary", copied * part_v, f.faulty, None, total == 0)
-                    out.append(replace(shadow, shadow=True))
+                    out.append(replace(shadow, shadow=True, pods_of=behind))
     if state.load > 0:
         faulty = fault_segment is None
         for version, part_v in parts:
             load = Flow(version, "canary", 0.0, faulty, None, total == 0, True, state.load * part_v)
-            out.append(load)
+            out.append(replace(load, pods_of=behind))
     return out
+
+
+def _candidates(groups: frozenset) -> frozenset:
+    """The groups of the new version's pods among a Service's."""
+    return frozenset(g for g in groups if GROUP_VERSION.get(g) == "canary")
 
 
 _FLOW_SETS_MAX = 4096

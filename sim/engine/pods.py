@@ -102,14 +102,15 @@ class Pods:
             return NO_FAULT
         now = self.env.now
         selected = self._selected()
-        onsets = [
-            p.onset
+        serving = [
+            (p.onset, g)
             for g, pods in self.groups.items()
             if GROUP_VERSION[g] == "canary" and g in selected
             for p in pods
             if p.serve <= now
         ]
-        return FaultState(np.array(onsets, dtype=float), len(onsets))
+        onsets = np.array([onset for onset, _ in serving], dtype=float)
+        return FaultState(onsets, len(serving), tuple(g for _, g in serving))
 
     def candidate_gone(self) -> bool:
         """No pod of the new version is left (running or starting), an experiment's included."""

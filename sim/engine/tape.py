@@ -28,7 +28,7 @@ from sim.engine.cells import UserCells
 from sim.engine.fault_arrival import FaultArrival, FaultState, sources
 from sim.engine.flows import FlowSet
 from sim.engine.latency import mixture_mean, mixture_ppf
-from sim.engine.onset import onset_shares
+from sim.engine.onset import CandidateFault
 from sim.world.rates import Constant
 
 __all__ = ["Tape"]
@@ -100,7 +100,10 @@ class _Block:
         sums of whole numbers are exact in any order, and numpy's float product is the fast one.)
         A float ``phi`` (0 or 1 in every piece) times a whole count >= 0 is +0.0 or the count."""
         out = self.flows.by_slot @ counts.reshape(-1, counts.shape[2]).astype(float)
-        if not isinstance(phi, float):
+        if isinstance(phi, list):  # per Service: its requests times its own share
+            served = counts.sum(axis=0)
+            out[2] = sum(share * served[rows].sum(axis=0) for rows, share in phi)
+        elif not isinstance(phi, float):
             out[2] *= phi
         elif phi == 0.0:
             out[2].fill(0.0)
@@ -136,9 +139,8 @@ class Tape:
         self.cells, self.rng, self.user_rng = cells, rng, user_rng
         setup = _setup_of(cw, fault)
         self.constant_rate, self.p0, self.q0, self.b0, self.objective, self.p1, self.q1 = setup
-        # the error rate once the fault has grown (p1 is at onset: the same without growth)
-        grown = math.nan if fault is None else fault.failure_probability(self.p0, math.inf)
-        self.p_grown = float(grown)
+        profile = None if self.constant_rate is not None else self.traffic
+        self.candidate = CandidateFault(fault, profile, self.p0, self.q0, self.p1, self.q1)
         self.capacity = cw.world.platform.capacity_per_pod
         n = math.ceil(horizon / self.slot) + 2
         # the per-slot series, rows of one table so a block is added in one indexed update
@@ -185,9 +187,9 @@ class Tape:
             keep = ends > starts
             starts, ends = starts[keep], ends[keep]
             slots = (starts // s).astype(np.intp)
-        onset = self._onset(starts, ends, fault)
-        means = self._means(flows, starts, ends, onset, serving_by_service)
-        phi, faulted = self._reach(flows, starts, ends, fault, onset, dns)
+        parts = self.candidate.parts(flows, starts, ends, fault)
+        means = self._means(flows, starts, ends, parts, serving_by_service)
+        phi, faulted = self._reach(flows, starts, ends, fault, parts, dns)
         counts = self.rng.poisson(means)
         block = _Block(
             flows, starts, ends, slots, means, counts, phi, faulted, fault, serving_by_service
@@ -197,79 +199,32 @@ class Tape:
         self.blocks.append(block)
         self.drafted_until = t1
 
-    def _fault_on(self, start: float, end: float, fault: FaultState) -> bool | None:
-        """Whether the candidate's fault is on in pieces from ``start`` to ``end``: False
-        (nowhere), True (in full, on every pod, throughout) or None (it varies)."""
-        f = self.fault
-        if f is None or fault.pods == 0 or fault.first >= end:
-            return False
-        if f.growth is None and fault.last <= start:
-            return True
-        return None
-
-    def _onset(self, starts, ends, fault: FaultState) -> tuple:
-        """(``_fault_on`` over the pieces, where it varies the pods' ``onset_shares`` of their
-        requests: (after, ramp), each (pods, pieces), else None; and the pods' onsets)."""
-        on = self._fault_on(starts.item(0), ends.item(-1), fault)
-        if on is not None:
-            return on, None, fault.onsets
-        profile = None if self.constant_rate is not None else self.traffic
-        return on, onset_shares(self.fault, profile, starts, ends, fault.onsets), fault.onsets
-
-    def _fault_probabilities(self, onset: tuple):
-        """Mean failure and slow probabilities of the candidate's pods' requests per piece
-        (scalars when the same for all)."""
-        on, shares, _ = onset
-        if on is not None:
-            return (self.p1, self.q1) if on else (self.p0, self.q0)
-        return self._over(*shares)
-
-    def _over(self, after, ramp):
-        """The failure and slow probabilities per piece of requests whose ``onset_shares``
-        are (after, ramp): the fault's error rate ramps, its latency steps at onset."""
-        p = self.p0 + (self.p_grown - self.p0) * ramp.mean(axis=0)
-        return p, self.q0 + (self.q1 - self.q0) * after.mean(axis=0)
-
-    def _reach(self, fs, starts, ends, fault: FaultState, onset: tuple, dns: tuple | None):
+    def _reach(self, fs, starts, ends, fault: FaultState, parts: list, dns: tuple | None):
         """Per piece, the share of the candidate's requests whose pod's fault is active (for
         latency mixtures; a float, 0 or 1, when the same in every piece) and, until the fault
         has begun, the users' requests expected to meet it (``FaultArrival.mass``; None:
         none)."""
-        phi = self._phi(fs, onset)
+        phi = self.candidate.phi(fs, parts)
         if isinstance(phi, float) and phi == 0.0:
             return 0.0, None
         if not fs.any_faulty or self.totals.t_fault is not None:
             return phi, None
         return phi, self.arrival.mass(fs, starts, ends, fault, dns)
 
-    @staticmethod
-    def _phi(fs, onset: tuple) -> np.ndarray | float:
-        """``_reach``'s share of the candidate's requests whose pod's fault is active."""
-        if not fs.any_faulty and (fs.shadow is None or not fs.faulty.any()):
-            return 0.0  # not even copies meet the fault
-        on, shares, _ = onset
-        return shares[0].mean(axis=0) if on is None else float(on)
-
-    def _means(self, fs, starts, ends, onset, serving_by_service) -> np.ndarray:
+    def _means(self, fs, starts, ends, parts, serving_by_service) -> np.ndarray:
         """Expected failed, slow and good requests per flow and piece: (3, flows, pieces)."""
         if self.constant_rate is not None:
             lam = self.constant_rate * (ends - starts)
         else:
             lam = np.asarray(self.traffic.integral(starts, ends), dtype=float)
-        p_c, q_c = self._fault_probabilities(onset)
         base = fs.share[:, None] * lam
         if fs.rate is not None:  # synthetic requests come at their own rate
             base = base + fs.rate[:, None] * (ends - starts)
-        if self.capacity is None and isinstance(p_c, float) and isinstance(q_c, float):
+        if self.capacity is None and len(parts) == 1 and parts[0].on is not None:
             # the same request probabilities in every piece: one (3, flows) table per flows
+            p_c, q_c = self.candidate.probabilities(parts[0])
             return self._probabilities(fs, p_c, q_c)[0] * base
-        p = np.where(fs.faulty[:, None], p_c, self.p0)  # (flows, 1 or pieces)
-        q = np.where(fs.faulty[:, None], q_c, self.q0)
-        if fs.rate is not None and onset[1] is not None and self.constant_rate is None:
-            # a load tester's requests come evenly over time: theirs are time averages
-            even = self._over(*onset_shares(self.fault, None, starts, ends, onset[2]))
-            tester = (fs.faulty & (fs.rate > 0))[:, None]
-            p, q = np.where(tester, even[0], p), np.where(tester, even[1], q)
+        p, q = self.candidate.per_flow(fs, parts, starts, ends)  # (flows, 1 or pieces)
         p[fs.unserved] = 1.0
         q[fs.unserved] = 0.0
         ov = self._overload(fs, lam, starts, ends, serving_by_service)
@@ -389,8 +344,9 @@ class Tape:
         """Piece k of the block becomes [start, t): each count keeps each of its requests with
         probability (mean up to t) / (mean of the piece), exact for a Poisson process."""
         block.ends[k] = t
-        onset = self._onset(block.starts[k : k + 1], block.ends[k : k + 1], block.fault)
-        part_means = self._piece_means(block, k, onset)  # (failed/slow/good, flow), flat
+        piece, fs = slice(k, k + 1), block.flows
+        parts = self.candidate.parts(fs, block.starts[piece], block.ends[piece], block.fault)
+        part_means = self._piece_means(block, k, parts)  # (failed/slow/good, flow), flat
         full = block.means[:, :, k]
         counts = block.counts[:, :, k]  # (a view: thinned in place)
         if full.size <= _FEW:  # one by one: the same draws, in the same order, as one call
@@ -413,28 +369,26 @@ class Tape:
         if block.faulted is not None:  # the piece's faulted requests, up to t
             block.faulted[k] = self.arrival.piece_mass(block, k)
         # the piece's share of the per-slot series, as slot_values has it for one piece
-        values = block.flows.by_slot @ kept
-        values[2] *= float(np.asarray(self._phi(block.flows, onset)).item(0))
+        values = block.slot_values(kept.reshape(3, -1, 1), self.candidate.phi(fs, parts))[:, 0]
         column = self.table[:, block.slots.item(k)]  # (a view: updated in place)
         column += values - block.values[:, k]
         block.values[:, k] = values
 
-    def _piece_means(self, block: _Block, k: int, onset: tuple) -> list[float]:
+    def _piece_means(self, block: _Block, k: int, parts: list) -> list[float]:
         """``_means`` of piece k of a block alone, flattened. When those are products of
         scalars (constant traffic, no overload, no load test, one fault state throughout) they
         are taken in Python floats: the same IEEE operations in the same order as numpy's."""
         fs = block.flows
         start, end = block.starts.item(k), block.ends.item(k)
-        if self.constant_rate is not None and self.capacity is None and fs.rate is None:
-            on = onset[0]
-            p_c, q_c = (self.p1, self.q1) if on else (self.p0, self.q0)
-            if on is not None and isinstance(p_c, float) and isinstance(q_c, float):
-                probabilities = self._probabilities(fs, p_c, q_c)[1]
-                lam = self.constant_rate * (end - start)
-                bases = [share * lam for share in fs.share.tolist()]  # as ``base`` in _means
-                return [p * base for row in probabilities for p, base in zip(row, bases)]
+        uniform = len(parts) == 1 and parts[0].on is not None
+        if self.constant_rate is not None and self.capacity is None and fs.rate is None and uniform:
+            p_c, q_c = self.candidate.probabilities(parts[0])
+            probabilities = self._probabilities(fs, p_c, q_c)[1]
+            lam = self.constant_rate * (end - start)
+            bases = [share * lam for share in fs.share.tolist()]  # as ``base`` in _means
+            return [p * base for row in probabilities for p, base in zip(row, bases)]
         piece = slice(k, k + 1)
-        means = self._means(fs, block.starts[piece], block.ends[piece], onset, block.serving)
+        means = self._means(fs, block.starts[piece], block.ends[piece], parts, block.serving)
         return means[:, :, 0].ravel().tolist()
 
     def _account(self, block: _Block, sel: slice) -> None:
