@@ -65,6 +65,9 @@ class Part(NamedTuple):
     state: object  # their pods (a ``FaultState``)
 
 
+_NOWHERE, _THROUGHOUT = [Part(None, False, None, None)], [Part(None, True, None, None)]
+
+
 class CandidateFault:
     """The candidate's fault over pieces, for one tape. ``profile``: the traffic (None under a
     constant rate); p/q: the baseline's and the fault's failure and slow probabilities."""
@@ -91,8 +94,10 @@ class CandidateFault:
         hold candidate pods whose faults differ over the pieces."""
         start, end = starts.item(0), ends.item(-1)
         on = self.on(start, end, state)
+        if on is not None:  # (the most common: one part, its pods not read)
+            return _THROUGHOUT if on else _NOWHERE
         sets = fs.fault_sets
-        if on is not None or (len(sets) < 2 and (not sets or state.of(sets[0][0]) is state)):
+        if len(sets) < 2 and (not sets or state.of(sets[0][0]) is state):
             return [self._part(None, on, starts, ends, state)]
         out = []
         for groups, rows in sets:

@@ -57,14 +57,16 @@ def _grid(slot: float, n: int) -> tuple[np.ndarray, np.ndarray]:
 def _setup_of(cw, fault) -> tuple:
     """What every tape of ``cw`` and ``fault`` reads: the constant rate (None: it varies), the
     baseline's and the faulty candidate's request probabilities (once its fault is on, no ramp;
-    NaN without a fault)."""
+    NaN without a fault), and the candidate's fault over pieces."""
     world, p0, p1, q1 = cw.world, cw.baseline_failure, math.nan, math.nan
     objective, profile = world.latency_objective, world.traffic.rate
     if fault is not None:
         p1 = float(fault.failure_probability(p0, 0.0))
         q1 = float(fault.slow_probability(world.baseline, objective, 0.0))
     rate = profile.rate_ if isinstance(profile, Constant) else None
-    return (rate, p0, cw.baseline_slow, cw.baseline_bad, objective, p1, q1)
+    q0 = cw.baseline_slow
+    candidate = CandidateFault(fault, None if rate is not None else world.traffic, p0, q0, p1, q1)
+    return (rate, p0, q0, cw.baseline_bad, objective, p1, q1, candidate)
 
 
 class _Block:
@@ -95,10 +97,11 @@ class _Block:
         self.fault, self.serving = fault, serving
         self.values = self.slot_values(counts, phi)
 
-    def slot_values(self, counts: np.ndarray, phi: np.ndarray | float) -> np.ndarray:
+    def slot_values(self, counts: np.ndarray, phi: np.ndarray | float | list) -> np.ndarray:
         """Contribution to the seven per-slot series, per piece: (7, pieces). (Counts as floats:
         sums of whole numbers are exact in any order, and numpy's float product is the fast one.)
-        A float ``phi`` (0 or 1 in every piece) times a whole count >= 0 is +0.0 or the count."""
+        A float ``phi`` (0 or 1 in every piece) times a whole count >= 0 is +0.0 or the count;
+        a list, per Service's rows (``CandidateFault.phi``)."""
         out = self.flows.by_slot @ counts.reshape(-1, counts.shape[2]).astype(float)
         if isinstance(phi, list):  # per Service: its requests times its own share
             served = counts.sum(axis=0)
@@ -138,9 +141,8 @@ class Tape:
         self.traffic = cw.world.traffic
         self.cells, self.rng, self.user_rng = cells, rng, user_rng
         setup = _setup_of(cw, fault)
-        self.constant_rate, self.p0, self.q0, self.b0, self.objective, self.p1, self.q1 = setup
-        profile = None if self.constant_rate is not None else self.traffic
-        self.candidate = CandidateFault(fault, profile, self.p0, self.q0, self.p1, self.q1)
+        self.constant_rate, self.p0, self.q0, self.b0, self.objective, self.p1, self.q1 = setup[:7]
+        self.candidate = setup[7]
         self.capacity = cw.world.platform.capacity_per_pod
         n = math.ceil(horizon / self.slot) + 2
         # the per-slot series, rows of one table so a block is added in one indexed update
@@ -369,7 +371,12 @@ class Tape:
         if block.faulted is not None:  # the piece's faulted requests, up to t
             block.faulted[k] = self.arrival.piece_mass(block, k)
         # the piece's share of the per-slot series, as slot_values has it for one piece
-        values = block.slot_values(kept.reshape(3, -1, 1), self.candidate.phi(fs, parts))[:, 0]
+        values = fs.by_slot @ kept
+        phi = self.candidate.phi(fs, parts)
+        if isinstance(phi, list):
+            values[2] = block.slot_values(kept.reshape(3, -1, 1), phi)[2, 0]
+        else:
+            values[2] *= phi if isinstance(phi, float) else phi.item(0)
         column = self.table[:, block.slots.item(k)]  # (a view: updated in place)
         column += values - block.values[:, k]
         block.values[:, k] = values
