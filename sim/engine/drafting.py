@@ -128,10 +128,13 @@ class Drafter:
             t = tape.drafted_until
             while t < target:
                 t1 = min(target, cookies.steady_until(t))
-                if t1 <= t:  # the range moves: one slot at a time, and no further ahead than
-                    if t >= self.env.peek():  # the next event (a cut would discard the rest)
+                if t1 <= t:  # the range moves: one slot at a time, ending at the next event
+                    # (a cut there would keep the front of a piece whose share rises inside it
+                    # at the piece's mean share, and discard the rest)
+                    peek = self.env.peek()
+                    if t >= peek:
                         break
-                    t1 = min(target, (math.floor(t / slot) + 1) * slot)
+                    t1 = min(target, (math.floor(t / slot) + 1) * slot, peek)
                 piece = routing._replace(cookie=cookies.piece(t, t1))
                 flows = flow_set(piece, serving, cells, segment, sticky)
                 tape.draft(t, t1, flows, fault_state, by_service)
