@@ -124,15 +124,20 @@ class FlowSet:
         # the faulty rows by the candidate pods behind them, (groups, rows), and the users'
         # faulted share of each: one entry but while two Services hold candidate pods (a
         # Flagger promotion: the canary's and the primary's new ones)
-        by_pods: dict = {}
-        for i in np.flatnonzero(self.faulty).tolist():
-            by_pods.setdefault(flows[i].pods_of, []).append(i)
-        self.fault_sets = tuple((g, np.array(rows)) for g, rows in by_pods.items())
-        faulted = set(self.faulted_rows.tolist())
-        self.faulted_sets = tuple(
-            (g, float(self.share[[i for i in rows.tolist() if i in faulted]].sum()))
-            for g, rows in self.fault_sets
-        )
+        rows = np.flatnonzero(self.faulty)
+        behind = [flows[i].pods_of for i in rows.tolist()]
+        groups = list(dict.fromkeys(behind))  # (in the flows' order: the same in every process)
+        self.fault_sets: tuple = ()
+        self.faulted_sets: tuple = ()
+        if len(groups) == 1:
+            self.fault_sets = ((groups[0], rows),)
+            self.faulted_sets = ((groups[0], self.faulted_share),)
+        elif groups:
+            self.fault_sets = tuple((g, rows[[b == g for b in behind]]) for g in groups)
+            faulted = np.isin(np.arange(len(flows)), self.faulted_rows)
+            self.faulted_sets = tuple(
+                (g, float(self.share[r[faulted[r]]].sum())) for g, r in self.fault_sets
+            )
         self.service_canary = np.array([f.service == "canary" for f in flows], dtype=bool)
         # rows: canary requests, faulty canary requests, stable requests (for the slot series)
         # the seven per-slot series as one matrix over (failed/slow/good, flow) counts; the
@@ -210,8 +215,9 @@ def compute_flows(
                 for version, part_v in (("canary", new_frac), ("stable", 1.0 - new_frac)):
                     share = a_cell * fraction * part_v
                     if share > 0:
-                        flow = Flow(version, service, share, faulty, sel, total == 0)
-                        flows.append(replace(flow, pods_of=behind) if version == "canary" else flow)
+                        on = behind if version == "canary" else frozenset()
+                        flow = Flow(version, service, share, faulty, sel, total == 0, pods_of=on)
+                        flows.append(flow)
     if state.mirrors or state.load > 0:
         flows += _shadow_flows(state, serving, cells, flows, fault_segment)
     return flows
@@ -241,8 +247,8 @@ def _shadow_flows(state: RoutingState, serving, cells: UserCells, flows, fault_s
     if state.load > 0:
         faulty = fault_segment is None
         for version, part_v in parts:
-            load = Flow(version, "canary", 0.0, faulty, None, total == 0, True, state.load * part_v)
-            out.append(replace(load, pods_of=behind))
+            rate = state.load * part_v
+            out.append(Flow(version, "canary", 0.0, faulty, None, total == 0, True, rate, behind))
     return out
 
 
