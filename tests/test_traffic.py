@@ -117,6 +117,53 @@ def test_moment_matches_quad_on_random_intervals(name, t0, length, behind):
     assert exact == pytest.approx(expected, rel=1e-7, abs=1e-6 * scale)
 
 
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(sorted(PROFILES)),
+    t0=st.floats(-2 * DAY, 3 * DAY),
+    length=st.floats(0.0, 1.5 * DAY),
+    level=st.floats(0.0, 3500.0),
+)
+def test_time_above_a_level_matches_quad(name, t0, length, level):
+    """The seconds with r(t) > level: with ``excess``, the requests that come while a capacity
+    of ``level`` is short (sim/engine/short_capacity.py)."""
+    profile = PROFILES[name]
+    if name.startswith("trace"):
+        length = length / 100.0
+    t1 = t0 + length
+    exact = float(profile.time_above(np.array(t0), np.array(t1), level))
+    if isinstance(profile, Diurnal):  # the crossings, where the indicator jumps, for quad
+        crossings = _crossings(profile, t0, t1, level)
+    else:
+        crossings = _breakpoints(profile, t0, t1)
+    expected, _ = integrate.quad(
+        lambda t: float(profile.rate(t) > level),
+        t0,
+        t1,
+        points=crossings or None,
+        limit=max(200, 4 * len(crossings)),
+        epsabs=1e-9,
+    )
+    assert exact == pytest.approx(expected, rel=1e-7, abs=1e-5)
+
+
+def _crossings(profile: Diurnal, t0: float, t1: float, level: float) -> list[float]:
+    """Where a diurnal rate crosses ``level`` inside [t0, t1]."""
+    u = (level / profile.mean - 1.0) / profile.amplitude if profile.mean > 0 else 2.0
+    if not -1.0 < u < 1.0:
+        return []
+    k, alpha = 2 * math.pi / profile.period, math.acos(u)
+    first = math.floor((t0 - profile.peak_at) / profile.period) - 1
+    last = math.ceil((t1 - profile.peak_at) / profile.period) + 1
+    points = [
+        profile.peak_at + (c * 2 * math.pi + side * alpha) / k
+        for c in range(first, last + 1)
+        for side in (-1, 1)
+    ]
+    return sorted(p for p in points if t0 < p < t1)
+
+
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_array_integrals_and_rates_match_the_scalar_path(name):
     profile = PROFILES[name]

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.engine.cells import Drawn, is_each
+from sim.engine.short_capacity import changed_part
 
 __all__ = ["BlastRadius", "Totals"]
 
@@ -70,10 +71,23 @@ class BlastRadius:
     """The counting side of one replication's tape: totals, and who was hurt or exposed."""
 
     def __init__(
-        self, cells, b0: float, full_capacity: float | None, user_rng, make_cause_rng, varying=None
+        self,
+        cells,
+        b0: float,
+        full_capacity: float | None,
+        user_rng,
+        make_cause_rng,
+        varying=None,
+        *,
+        capacity: float = 0.0,
+        make_thin_rng=None,
     ):
+        """With ``varying`` traffic and a ``full_capacity``: ``capacity``, a pod's, and
+        ``make_thin_rng()``, the stream that thins the old version's pieces to where their odds
+        change (sim/engine/short_capacity.py)."""
         self.cells, self.b0, self.full_capacity = cells, b0, full_capacity
         self.varying = varying  # the traffic, when its rate varies (None: constant)
+        self.capacity, self.make_thin_rng = capacity, make_thin_rng
         self.user_rng = user_rng
         self.make_cause_rng = make_cause_rng  # the same generator at every call, made at the first
         self.totals = Totals()
@@ -245,14 +259,31 @@ class BlastRadius:
         counted = change != 0
         if not counted.any():
             return
-        counts = block.counts[:, rows, sel] * counted  # (failed/slow/good, flows, pieces)
+        counts = block.counts[:, rows, sel]  # (failed/slow/good, flows, pieces)
+        if self.varying is not None and self.full_capacity is not None:
+            part = changed_part(
+                self.varying, self.capacity, self.full_capacity, self.b0, block, sel, rows, means
+            )
+            if part is not None:  # thinned to where the release changes the old one's odds
+                shares, part_ref = part
+                b_ref = np.where(np.isnan(part_ref), b_ref, part_ref)
+                counts = self.make_thin_rng().binomial(counts, shares)
+                means = means * shares
+                change = self._change(means, b_ref)
+                counted = change != 0
+        counts = counts * counted
         failed, slow = int(counts[0].sum()), int(counts[1].sum())
         totals = self.totals
         totals.failed += failed
         totals.slow += slow
         totals.bad_old += failed + slow
         served = counts.sum(axis=(0, 1))  # per piece
-        expected = served.sum() * b_ref if isinstance(b_ref, float) else served @ b_ref
+        if isinstance(b_ref, float):
+            expected = served.sum() * b_ref
+        elif b_ref.ndim == 1:
+            expected = served @ b_ref
+        else:  # per flow and piece
+            expected = (counts.sum(axis=0) * b_ref).sum()
         totals.excess += failed + slow - float(expected)
         if failed + slow and (change > 0).any():
             caused = self._caused(counts[0] + counts[1], means, change)

@@ -98,9 +98,9 @@ class Replication:
         fault = release.fault
         n, router_delay, selector_delay, min_ready = _plan_of(world, policy)
         # (a stream added later goes last: the earlier ones, and their numbers, stay)
-        # streams 0-11: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin, the
-        # first faulted request, a DNS switch's clients; each made only when used (a stream is
-        # its seed and index alone: the others' numbers stay)
+        # streams 0-12: fault, data, pods, ops, gate, user, cause, tick, cookie, plugin, the
+        # first faulted request, a DNS switch's clients, the old version's pieces thinned; each
+        # made only when used (a stream is its seed and index alone: the others' numbers stay)
         self.streams = streams = Generators(seed)
         self.horizon = horizon = world.horizon
         self.clock = clock = Clock(self._step)
@@ -124,6 +124,7 @@ class Replication:
             replicas=n,
             make_cause_rng=partial(streams, 6),
             fault_rng=streams.lazy(10),
+            make_thin_rng=partial(streams, 12),
         )
         global_onset = fault.onset_time(streams.lazy(0)) if fault else None  # (a hazard draws)
         self.pods = pods = Pods(clock, platform, fault, global_onset, n, min_ready, streams(2))

@@ -135,6 +135,7 @@ class Tape:
         *,
         replicas: int,
         make_cause_rng,
+        make_thin_rng,
         fault_rng=None,
     ):
         self.cw, self.fault, self.slot = cw, fault, float(slot)
@@ -153,7 +154,16 @@ class Tape:
         self.committed_until = self.drafted_until = 0.0
         full = None if self.capacity is None else replicas * self.capacity
         varying = None if self.constant_rate is not None else self.traffic
-        self.blast = BlastRadius(cells, self.b0, full, user_rng, make_cause_rng, varying)
+        self.blast = BlastRadius(
+            cells,
+            self.b0,
+            full,
+            user_rng,
+            make_cause_rng,
+            varying,
+            capacity=self.capacity or 0.0,
+            make_thin_rng=make_thin_rng,
+        )
         self.totals: Totals = self.blast.totals
         self.arrival = FaultArrival(self.traffic, self.constant_rate, fault_rng)
 

@@ -126,6 +126,11 @@ class RateProfile(Model):
         them wherever the rate crosses the level inside it (Jensen)."""
         raise NotImplementedError
 
+    def time_above(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        """The time in [t0, t1] with r(t) > ``level``, exact, per interval (t0 <= t1): with
+        ``excess``, the requests arriving while the rate is above a level."""
+        raise NotImplementedError
+
     def moment(self, t0: np.ndarray, t1: np.ndarray, origin: np.ndarray) -> np.ndarray:
         """∫_{t0}^{t1} (t − origin)·r(t) dt, exact, elementwise over broadcastable arrays: the
         requests of an interval weighted by their time since ``origin`` (a fault's growth ramp
@@ -156,6 +161,9 @@ class Constant(RateProfile):
 
     def excess(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
         return max(self.rate_ - level, 0.0) * (np.asarray(t1) - np.asarray(t0))
+
+    def time_above(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        return (self.rate_ > level) * (np.asarray(t1) - np.asarray(t0))
 
     def moment(self, t0: np.ndarray, t1: np.ndarray, origin: np.ndarray) -> np.ndarray:
         return self.rate_ * (t1 - t0) * (0.5 * (t0 + t1) - origin)
@@ -199,23 +207,38 @@ class Diurnal(RateProfile):
         return max(self.rate(float(t0)), self.rate(float(t1)))
 
     def excess(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        return self._above(t0, t1, level, requests=True)
+
+    def time_above(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        return self._above(t0, t1, level, requests=False)
+
+    def _above(self, t0: np.ndarray, t1: np.ndarray, level: float, requests: bool) -> np.ndarray:
         # In phase θ = k(t − peakAt) the rate is above the level where cos θ > u, on (−α, α)
-        # of each period (α = arccos u); G is ∫ max(0, r − level) from a trough, per period P.
+        # of each period (α = arccos u); G is ∫ max(0, r − level) (``requests``, else ∫ 1)
+        # from a trough, per period P.
         m, a, k = self.mean, self.amplitude, _TWO_PI / self.period
         t0, t1 = np.asarray(t0, dtype=float), np.asarray(t1, dtype=float)
         u = (level / m - 1.0) / a if m > 0 and a > 0 else (-2.0 if level < m else 2.0)
         if u <= -1.0:  # above the level throughout
+            if not requests:
+                return np.broadcast_to(t1 - t0, np.broadcast(t0, t1).shape).copy()
             return self.integral(t0, t1) - level * (t1 - t0)
         if u >= 1.0:  # never above it
             return np.zeros(np.broadcast(t0, t1).shape)
         alpha, sin_alpha = math.acos(u), math.sqrt(1.0 - u * u)
-        per_period = 2.0 * ((m - level) * alpha + m * a * sin_alpha) / k
+        if requests:
+            per_period = 2.0 * ((m - level) * alpha + m * a * sin_alpha) / k
+        else:
+            per_period = 2.0 * alpha / k
 
         def primitive(t: np.ndarray) -> np.ndarray:
             theta = k * (t - self.peak_at)
             cycles = np.floor((theta + math.pi) / _TWO_PI)
             theta = np.clip(theta - cycles * _TWO_PI, -alpha, alpha)  # within (−π, π]
-            inside = ((m - level) * (theta + alpha) + m * a * (np.sin(theta) + sin_alpha)) / k
+            if requests:
+                inside = ((m - level) * (theta + alpha) + m * a * (np.sin(theta) + sin_alpha)) / k
+            else:
+                inside = (theta + alpha) / k
             return cycles * per_period + inside
 
         return np.maximum(primitive(t1) - primitive(t0), 0.0)
@@ -350,8 +373,18 @@ class _StepProfile(RateProfile):
         t0, t1 = np.asarray(t0, dtype=float), np.asarray(t1, dtype=float)
         return np.maximum(clipped.primitive(t1) - clipped.primitive(t0), 0.0)
 
+    def time_above(self, t0: np.ndarray, t1: np.ndarray, level: float) -> np.ndarray:
+        # 1{r > level} is a step function on the same steps
+        above = self._clipped.get(("time", level))
+        if above is None:
+            steps = self._steps
+            rates = (steps.tables[_Arrays][1] > level).astype(float)
+            above = self._clipped[("time", level)] = _Steps(steps.at, rates, steps.period)
+        t0, t1 = np.asarray(t0, dtype=float), np.asarray(t1, dtype=float)
+        return np.maximum(above.primitive(t1) - above.primitive(t0), 0.0)
+
     @cached_property
-    def _clipped(self) -> dict[float, _Steps]:
+    def _clipped(self) -> dict:
         return {}
 
 

@@ -154,6 +154,11 @@ class Traffic(Model):
         s = self.start_at
         return self.rate.excess(as_times(t0) + s, as_times(t1) + s, level)
 
+    def time_above(self, t0: Any, t1: Any, level: float) -> Any:
+        """Seconds in [t0, t1] (release time) with the rate above ``level``, exact."""
+        s = self.start_at
+        return self.rate.time_above(as_times(t0) + s, as_times(t1) + s, level)
+
     def moment(self, t0: Any, t1: Any, origin: Any) -> Any:
         """∫_{t0}^{t1} (t − origin)·rate dt (release time), exact: requests weighted by their
         time since ``origin``."""

@@ -1,32 +1,28 @@
-"""Known gaps of the fast engine against the per-request reference, not yet fixed: each kept
-as a strict expected failure so that its fix shows (a test that passes by accident fails the
-suite). The cause and the fix proposed are in each docstring."""
+"""The old version's requests while full capacity is short in part of a piece: counted where the
+release changes their odds, not the whole piece (sim/engine/short_capacity.py). Found by
+session 15's differential search, root cause by a helper in session 16."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pytest
 from test_oracles import Bench, mean_se
 
 from policies import policy_from_yaml
 from sim.engine.reference import simulate_reference
 
 
-@pytest.mark.xfail(strict=True, reason="the old version's requests counted per whole piece")
 def test_the_old_versions_bad_requests_while_full_capacity_is_short_part_of_a_piece():
     """One replica of capacity 59.5 req/s under a diurnal rate peaking at 74 req/s: the old
     version at full capacity (the counterfactual) is overloaded only while r(t) > 59.5, for
     t in (46.4, 233.6) s, and the old version's requests count only while the release changes
-    its odds (``Outcome``). ``BlastRadius._account_old`` counts every old request of a 60 s
+    its odds (``Outcome``). ``BlastRadius._account_old`` counted every old request of a 60 s
     piece in which they change anywhere, so its baseline errors before 46.4 s and after
-    233.6 s are counted too: bad_requests_old 116.4 ± 0.7 where the reference gives
-    102.1 ± 1.1 (a helper's hand calculation of the overcount: 14.7). The fix: thin each
-    counted piece's old requests to the time where r(t) exceeds min(L_S, L_full) (the levels
-    at which the old Service and full capacity overload), which needs the time a profile
-    spends above a level (closed forms: diurnal from the phase its ``excess`` clips, steps
-    summed)."""
+    233.6 s were counted too: bad_requests_old 116.4 ± 0.7 where the reference gives
+    102.1 ± 1.1 (a hand calculation of the overcount: 14.7). Each counted piece is now thinned
+    to the time where r(t) exceeds min(L_S, L_full), the levels at which the old Service and
+    full capacity overload."""
     spec = {
         "horizon": "300s",
         "traffic": {
