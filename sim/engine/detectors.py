@@ -6,8 +6,9 @@
   draft is drawn (from the first slot over its lowest threshold on: none can fire before), so
   it fires at its exact evaluation time; a cut withdraws what it had seen. It pages a person,
   who aborts after the acknowledgement and abort latencies.
-* A human notices ``humanDetection`` after the fault began (first seen in a draft, whose past no
-  cut changes) and aborts after the abort latency.
+* A human notices ``humanDetection`` after the fault began (first seen in a draft; a cut before
+  that request withdraws the human, and the new draft's first faulted request schedules it
+  again) and aborts after the abort latency.
 * The detection record (``t_detect``, ``detected_by``) keeps the first detector: an alert or a
   human as it fires, the controller's own (a gate, the progress deadline) as the rollback it
   causes begins — read from the status's typed cause, never from its text.
@@ -25,6 +26,8 @@ from policies.kept import kept_for_the_last
 from sim.world.operators import BurnRateAlert
 
 __all__ = ["Detectors"]
+
+_NOTICED = object()  # the human's token once it has noticed (no cut schedules another)
 
 
 class Detectors:
@@ -87,7 +90,11 @@ class Detectors:
         self._check_fault_start()
 
     def cut(self, now: float) -> None:
-        """The draft after ``now`` was discarded: the alert forgets the slots it saw there."""
+        """The draft after ``now`` was discarded: the alert forgets the slots it saw there, and
+        a human scheduled from a first faulted request in it waits for the new draft's."""
+        token = self.human_token
+        if token is not None and token is not _NOTICED and self.tape.totals.t_fault is None:
+            self.human_token = None  # (the cut committed up to now: the fault began after it)
         if self.alert is not None:
             kept = int(now // self.slot)
             self.alert.truncate(kept)
@@ -140,7 +147,7 @@ class Detectors:
     # ------------------------------------------------------------------ the human
 
     def fault_start(self) -> float | None:
-        """When the fault began: committed, or in the draft (whose past no cut can change)."""
+        """When the fault began: committed, or in the draft (a cut before it may move it)."""
         if self.tape.totals.t_fault is not None:
             return self.tape.totals.t_fault
         return self.tape.arrival.peek(self.tape.blocks)
@@ -169,6 +176,7 @@ class Detectors:
             token = self.human_token = object()
             self.call(due, self._human, token)
             return
+        self.human_token = _NOTICED
         self.detected(now, "human")
         delay = float(self.operators.abort_latency.sample(self.make_ops_rng()))
         self.call(now + delay, self.request_rollback, "human")
