@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from test_oracles import Bench, mean_se
-
-from policies import policy_from_yaml
-from sim.engine.reference import simulate_reference
+from test_oracles import Bench, mean_se, reference_outcomes, welch
 
 TFAULT = {
     "horizon": "5m",
@@ -26,22 +22,6 @@ TFAULT = {
     "operators": {"alerts": []},
 }
 KEEP = "kind: BlueGreen\nname: dns\nswitch: dns\ndnsTtl: 60s\nscaleDownDelaySeconds: 3600\n"
-
-
-def _reference(bench: Bench, policy: str, n: int, seed: int = 5) -> list:
-    pol, release = policy_from_yaml(policy), bench.cw.world.releases["bad"]
-    return [
-        simulate_reference(bench.cw, pol, release, np.random.SeedSequence(seed, spawn_key=(i,)))
-        for i in range(n)
-    ]
-
-
-def _agree(fast: list, ref: list, field: str) -> tuple:
-    """(fast mean, reference mean, Welch z) of one outcome field where it is set (t_fault
-    is NaN in a replication without a candidate request)."""
-    values = ([v for o in x if math.isfinite(v := getattr(o, field))] for x in (fast, ref))
-    (m_f, se_f), (m_r, se_r) = (mean_se(v) for v in values)
-    return m_f, m_r, (m_f - m_r) / math.hypot(se_f, se_r)
 
 
 def test_the_first_request_after_a_dns_switch_comes_as_clients_move():
@@ -63,9 +43,9 @@ def test_a_few_clients_of_unequal_activity_move_one_by_one():
     }
     policy = KEEP.replace("dnsTtl: 60s", "dnsTtl: 600s")
     bench = Bench(spec)
-    fast, ref = bench.outcomes(policy, n=300), _reference(bench, policy, 150)
+    fast, ref = bench.outcomes(policy, n=300), reference_outcomes(bench, policy, 150)
     for field in ("t_fault", "users_exposed", "candidate_requests"):
-        m_f, m_r, z = _agree(fast, ref, field)
+        m_f, m_r, z = welch(fast, ref, field)
         assert abs(z) < 4, (field, m_f, m_r, z)
 
 
@@ -86,9 +66,9 @@ def test_each_switch_moves_the_clients_in_an_order_of_its_own():
     reference's 766)."""
     policy = KEEP.replace("scaleDownDelaySeconds: 3600", "scaleDownDelaySeconds: 0")
     bench = Bench(UNDO)
-    fast, ref = bench.outcomes(policy, n=200), _reference(bench, policy, 100)
+    fast, ref = bench.outcomes(policy, n=200), reference_outcomes(bench, policy, 100)
     for field in ("users_hurt", "users_with_bad", "bad_requests"):
-        m_f, m_r, z = _agree(fast, ref, field)
+        m_f, m_r, z = welch(fast, ref, field)
         assert abs(z) < 4, (field, m_f, m_r, z)
 
 
@@ -106,7 +86,7 @@ def test_a_rollback_is_done_when_the_candidate_pods_are_gone_inside_the_ttl():
     }
     policy = KEEP.replace("scaleDownDelaySeconds: 3600", "scaleDownDelaySeconds: 30")
     bench = Bench(spec)
-    for outcomes in (bench.outcomes(policy, n=20), _reference(bench, policy, 20)):
+    for outcomes in (bench.outcomes(policy, n=20), reference_outcomes(bench, policy, 20)):
         for out in outcomes:
             assert out.outcome == "rolled_back"
             assert out.t_mitigated - out.t_rollback_start == 36.0

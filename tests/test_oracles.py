@@ -128,6 +128,25 @@ def mean_se(values) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
 
 
+def reference_outcomes(bench: Bench, policy: str, n: int, seed: int = 5, release: str = "bad"):
+    """n replications of the per-request reference engine on the bench's world."""
+    from sim.engine.reference import simulate_reference
+
+    pol, rel = policy_from_yaml(policy), bench.cw.world.releases[release]
+    return [
+        simulate_reference(bench.cw, pol, rel, np.random.SeedSequence(seed, spawn_key=(i,)))
+        for i in range(n)
+    ]
+
+
+def welch(fast, ref, field: str) -> tuple[float, float, float]:
+    """(fast mean, reference mean, Welch z) of an outcome field where it is set (t_fault is
+    NaN in a replication without a candidate request)."""
+    values = ([v for o in x if math.isfinite(v := getattr(o, field))] for x in (fast, ref))
+    (m_f, se_f), (m_r, se_r) = (mean_se(v) for v in values)
+    return m_f, m_r, (m_f - m_r) / math.hypot(se_f, se_r)
+
+
 def fault_began(outs, start: float, rate: float) -> bool:
     """t_fault is the first faulted request (as the reference has it): ``start``, when traffic
     first meets the fault, plus an Exp(``rate``) wait, below 40 mean waits (missed: e^−40)."""
