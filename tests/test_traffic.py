@@ -61,10 +61,17 @@ def _breakpoints(profile, t0: float, t1: float) -> list[float]:
     return []
 
 
-def _quad(profile, t0: float, t1: float) -> float:
-    points = _breakpoints(profile, t0, t1)
+def _quad(profile, t0: float, t1: float, integrand=None, points=None) -> float:
+    """∫ integrand (default: the rate) over [t0, t1], handed the points where it jumps (by
+    default the step profiles' breakpoints)."""
+    points = _breakpoints(profile, t0, t1) if points is None else points
     value, _ = integrate.quad(
-        profile.rate, t0, t1, points=points or None, limit=max(200, 4 * len(points)), epsabs=1e-9
+        integrand or profile.rate,
+        t0,
+        t1,
+        points=points or None,
+        limit=max(200, 4 * len(points)),
+        epsabs=1e-9,
     )
     return value
 
@@ -104,15 +111,7 @@ def test_moment_matches_quad_on_random_intervals(name, t0, length, behind):
         length = length / 100.0
     t1, origin = t0 + length, t0 - behind
     exact = float(profile.moment(np.array(t0), np.array(t1), np.array(origin)))
-    points = _breakpoints(profile, t0, t1)
-    expected, _ = integrate.quad(
-        lambda t: (t - origin) * profile.rate(t),
-        t0,
-        t1,
-        points=points or None,
-        limit=max(200, 4 * len(points)),
-        epsabs=1e-9,
-    )
+    expected = _quad(profile, t0, t1, lambda t: (t - origin) * profile.rate(t))
     scale = max(abs(t1 - origin), abs(t0 - origin), 1.0)
     assert exact == pytest.approx(expected, rel=1e-7, abs=1e-6 * scale)
 
@@ -137,14 +136,7 @@ def test_time_above_a_level_matches_quad(name, t0, length, level):
         crossings = _crossings(profile, t0, t1, level)
     else:
         crossings = _breakpoints(profile, t0, t1)
-    expected, _ = integrate.quad(
-        lambda t: float(profile.rate(t) > level),
-        t0,
-        t1,
-        points=crossings or None,
-        limit=max(200, 4 * len(crossings)),
-        epsabs=1e-9,
-    )
+    expected = _quad(profile, t0, t1, lambda t: float(profile.rate(t) > level), crossings)
     assert exact == pytest.approx(expected, rel=1e-7, abs=1e-5)
 
 

@@ -99,7 +99,7 @@ class FaultArrival:
         if dns is None:
             return self.traffic.integral(at, t)
         start, ttl, moved = dns
-        return self.traffic.moment(at, t, np.full(at.shape, start)) / (ttl * moved)
+        return self.traffic.moment(at, t, start) / (ttl * moved)
 
     def piece_mass(self, block, k: int) -> float:
         """``mass`` of piece k of a block alone (after a cut shortened it)."""

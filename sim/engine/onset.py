@@ -140,9 +140,10 @@ class CandidateFault:
             # a load tester's requests come evenly over time: theirs are time averages
             tester = fs.faulty & (fs.rate > 0)
             for part in parts:
-                rows = tester.copy()
-                if part.rows is not None:
-                    rows[np.setdiff1d(np.arange(len(fs)), part.rows)] = False
+                rows = tester
+                if part.rows is not None:  # its own flows only
+                    rows = np.zeros_like(tester)
+                    rows[part.rows] = tester[part.rows]
                 if part.on is None and rows.any():
                     even = self._mean(*self._shares(None, starts, ends, part.state))
                     p[rows], q[rows] = even

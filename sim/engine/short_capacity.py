@@ -38,23 +38,33 @@ def changed_part(traffic, capacity: float, full: float, b0: float, block, sel, r
     b_ref = np.full(means.shape[1:], np.nan)  # (NaN: the piece's own, filled by the caller)
     lam = np.asarray(traffic.integral(starts, ends), dtype=float)
     e_full = traffic.excess(starts, ends, full_level)
-    touched = False
-    for j, i in enumerate(rows.tolist()):
-        flow = fs.flows[i]
-        on_service = fs.service_canary == (flow.service == "canary")
-        if flow.unserved or (fs.rate is not None and fs.rate[on_service].any()):
-            continue  # no pods (worse off throughout), or a load tester's Service
-        level = block.serving.get(flow.service, 0) * capacity / float(fs.share[on_service].sum())
+    services: dict = {}  # per Service, what its flows share: (ok, E_S, b_ref), or None
+
+    def of_service(service: str):
+        on_service = fs.service_canary == (service == "canary")
+        if fs.rate is not None and fs.rate[on_service].any():
+            return None  # a load tester's Service
+        level = block.serving.get(service, 0) * capacity / float(fs.share[on_service].sum())
         low = min(level, full_level)
         above = traffic.excess(starts, ends, low) + low * traffic.time_above(starts, ends, low)
         e_s = traffic.excess(starts, ends, level)
-        rest = lam - e_s  # (the flow's requests not overloaded, per unit of its share)
+        rest = lam - e_s  # (a flow's requests not overloaded, per unit of its share)
         ok = np.divide(above - e_s, rest, out=np.ones_like(rest), where=rest > 0)
+        ref = (b0 * above + (1.0 - b0) * e_full) / np.where(above > 0, above, 1.0)
+        return ok, e_s, np.where(above > 0, ref, b0)
+
+    for j, i in enumerate(rows.tolist()):
+        flow = fs.flows[i]
+        if flow.unserved:
+            continue  # no pods: worse off throughout
+        if flow.service not in services:
+            services[flow.service] = of_service(flow.service)
+        found = services[flow.service]
+        if found is None:
+            continue
+        ok, e_s, b_ref[j] = found
         failed = means[0, j] - (means[0, j] - flow.share * e_s) * (1.0 - ok)
         shares[0, j] = np.divide(failed, means[0, j], out=ok.copy(), where=means[0, j] > 0)
         shares[1, j] = shares[2, j] = ok
-        b_ref[j] = np.divide(
-            b0 * above + (1.0 - b0) * e_full, above, out=np.full_like(above, b0), where=above > 0
-        )
-        touched = True
+    touched = any(found is not None for found in services.values())
     return (np.clip(shares, 0.0, 1.0), b_ref) if touched else None
