@@ -259,8 +259,8 @@ class LiveExecutor(Stopping):
         elif not manual:
             self.timers.pop(_APPROVE, None)
         if live:
-            step = "" if action.step is None else f" (step {action.step})"
-            self._say(f"status {action.status}: {action.reason}{step}")
+            where = self.ctl.position(action)
+            self._say(f"status {action.status}: {action.reason}" + (f" ({where})" * bool(where)))
             if manual:
                 self._say(f"paused for approval: rolloutsim live promote --state {self.state.path}")
 

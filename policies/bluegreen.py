@@ -47,6 +47,7 @@ class BlueGreen(PolicyBase):
             raise ValueError("dnsTtl applies only to switch: dns")
         check_template_refs(
             self.analysis_templates,
+            {},
             {
                 "prePromotionAnalysis": self.pre_promotion_analysis,
                 "postPromotionAnalysis": self.post_promotion_analysis,

@@ -384,13 +384,13 @@ class Canary(PolicyBase):
                 self._check_experiment(i, step.experiment, routers)
         if self.analysis is not None and self.analysis.starting_step > len(self.steps):
             raise ValueError("analysis.startingStep is beyond the last step")
-        refs = {f"steps[{i}].analysis": s.analysis for i, s in enumerate(self.steps)}
-        refs["analysis"] = self.analysis
+        refs: dict[str, RolloutAnalysis | None] = {"analysis": self.analysis}
         for i, step in enumerate(self.steps):
             for j, a in enumerate(step.experiment.analyses if step.experiment else ()):
                 ref = RolloutAnalysis(templates=(TemplateRef(template_name=a.template_name),))
                 refs[f"steps[{i}].experiment.analyses[{j}]"] = ref
-        check_template_refs(self.analysis_templates, refs)
+        steps = {f"steps[{i}].analysis": s.analysis for i, s in enumerate(self.steps)}
+        check_template_refs(self.analysis_templates, refs, steps)
         return self
 
     def _check_experiment(self, i: int, experiment: Experiment, routers: tuple) -> None:

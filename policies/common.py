@@ -124,29 +124,29 @@ class RouteMatch(Model):
 
 
 def check_template_refs(
-    templates: tuple[AnalysisTemplate, ...], refs: dict[str, RolloutAnalysis | None]
+    templates: tuple[AnalysisTemplate, ...],
+    refs: dict[str, RolloutAnalysis | None],
+    ending: dict[str, RolloutAnalysis | None] | None = None,
 ) -> None:
-    """Every templateName used must be defined once under analysisTemplates; a step's, a
-    prePromotion's or a postPromotion's analysis must end (Argo's reference validation: a
-    metric with an interval and no count "runs indefinitely", and the Rollout is InvalidSpec;
-    a background analysis may run until the rollout ends)."""
+    """Every templateName used (in ``refs`` or ``ending``, by where it is) must be defined once
+    under analysisTemplates; an analysis that gates a step (``ending``: a step's, a
+    prePromotion's or a postPromotion's) must end (Argo's reference validation: a metric with an
+    interval and no count "runs indefinitely", and the Rollout is InvalidSpec; a background
+    analysis may run until the rollout ends)."""
     names = [t.name for t in templates]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"analysisTemplates: names must be unique (repeated: {', '.join(dupes)})")
-    for where, analysis in refs.items():
-        if analysis is None:
-            continue
-        for ref in analysis.templates:
+    gates = ending or {}
+    for where, analysis in {**gates, **refs}.items():
+        for ref in analysis.templates if analysis is not None else ():
             if ref.template_name not in names:
                 known = ", ".join(names) or "none defined"
                 raise ValueError(
                     f"{where}: templateName {ref.template_name!r} is not in analysisTemplates"
                     f" ({known})"
                 )
-            if where.startswith(("steps[", "prePromotion", "postPromotion")) and (
-                ".experiment." not in where
-            ):
+            if where in gates:
                 _check_bounded(where, templates[names.index(ref.template_name)])
 
 

@@ -64,6 +64,8 @@ def run_options(args: argparse.Namespace):
         raise usage(f"-j: {args.workers} must be >= 1")
     if replications is not None and replications < 1:
         raise usage(f"--replications: {replications} must be >= 1")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise usage(f"--seed: {args.seed} must be a whole number in [0, 2**63)")
     return RunOptions(
         replications=replications,
         seed=args.seed,

@@ -65,6 +65,8 @@ def test_run_writes_the_report_and_prints_the_verdict(tmp_path: Path, capsys) ->
         (["run", "nope.yaml"], "nope.yaml: cannot read file"),
         (["run", "SCENARIO", "--replications", "0"], "--replications: 0 must be >= 1"),
         (["run", "SCENARIO", "-j", "0"], "-j: 0 must be >= 1"),
+        (["run", "SCENARIO", "--seed", "-1"], "--seed: -1 must be a whole number in [0, 2**63)"),
+        (["sweep", "SCENARIO", "--seed", str(2**63)], f"--seed: {2**63} must be a whole"),
         (
             ["sweep", "SCENARIO", "--param", "world.trafic.startAt=1h"],
             "world.trafic does not exist",

@@ -323,9 +323,9 @@ def _warnings(tmp_path: Path, world: str, policies: str = "  - {kind: RollingUpd
 def test_a_bare_latency_objective_of_1000_is_a_warning(tmp_path: Path) -> None:
     (warning,) = _warnings(tmp_path, "world: {traffic: {rate: 5}, latencyObjective: 1000}\n")
     assert warning == (
-        "warning: world.latencyObjective: 1000 is read as 1000 seconds (16.7 minutes), long for a"
-        ' request latency written without a unit (over 10 seconds): write "1000ms" if you meant'
-        ' milliseconds, or "1000s" to keep it'
+        f"warning: {tmp_path / 's.yaml'}: world.latencyObjective: 1000 is read as 1000 seconds"
+        " (16.7 minutes), long for a request latency written without a unit (over 10 seconds):"
+        ' write "1000ms" if you meant milliseconds, or "1000s" to keep it'
     )
     assert not _warnings(tmp_path, 'world: {traffic: {rate: 5}, latencyObjective: "1000s"}\n')
     assert not _warnings(tmp_path, "world: {traffic: {rate: 5}, latencyObjective: 2}\n")
@@ -339,7 +339,7 @@ def test_latency_distributions_and_shifts_use_the_latency_threshold(tmp_path: Pa
         " {name: slow, probability: 0.5, fault: {latencyShift: 200}}]\n"
         "  platform: {replicas: 4, podStartup: {uniform: [20, 40]}}\n"  # pod start-up: seconds
     )
-    paths = [w.split(":")[1].strip() for w in _warnings(tmp_path, world)]
+    paths = [w.split(": ")[2] for w in _warnings(tmp_path, world)]
     assert paths == ["world.baseline.latency.median", "world.releases[1].fault.latencyShift"]
 
 
@@ -348,7 +348,7 @@ def test_other_durations_warn_only_beyond_a_day(tmp_path: Path) -> None:
     pauses = ", ".join(f"{{pause: {{duration: {d:.0f}}}}}" for d in (3600, day, day + 1))
     policies = f"  - {{kind: Canary, name: c, steps: [{pauses}]}}\n"
     world = f"world: {{traffic: {{rate: 5}}, horizon: {3 * day:.0f}}}\n"
-    paths = [w.split(":")[1].strip() for w in _warnings(tmp_path, world, policies)]
+    paths = [w.split(": ")[2] for w in _warnings(tmp_path, world, policies)]
     assert paths == ["policies[0].steps[2].pause.duration", "world.horizon"]
 
 
@@ -367,4 +367,5 @@ def test_ambiguous_durations_reads_the_short_forms(tmp_path: Path) -> None:
     for raw in ("{exponential: {mean: 50}}", "{exponential: 50}", "50", "{uniform: [1, 50]}"):
         world = f"world: {{traffic: {{rate: 5}}, baseline: {{latency: {raw}}}}}\n"
         (warning,) = _warnings(tmp_path, world)
-        assert warning.startswith("warning: world.baseline.latency") and "50 is read as" in warning
+        assert warning.startswith(f"warning: {tmp_path / 's.yaml'}: world.baseline.latency")
+        assert "50 is read as" in warning

@@ -464,6 +464,24 @@ def test_every_kind_becomes_a_share_and_reaches_the_new_version(tmp_path, text, 
         assert seen[: len(shares)] == shares
 
 
+def test_flagger_statuses_name_the_weight_and_failed_checks_not_the_tick_count(tmp_path):
+    """Flagger's ticks include waiting and failed ones: the live log says where the canary is as
+    Flagger's status does (weight, failed checks); an Argo canary says its step."""
+    fast = {"time_scale": 0.002, "replicas": 4}
+    executor, _, _, lines = make(PROGRESSIVE, tmp_path / "f", canary_p=0.2, **fast)
+    assert executor.run(until=time.time() + 20).status == "Aborted"
+    said = [line.split("] ", 1)[1] for line in lines if "] status " in line]
+    assert said == [
+        "status Progressing: RolloutStarted (at weight 0, failed checks 0)",
+        "status Progressing: FailedCheck (at weight 25, failed checks 1)",
+        "status Aborted: FailedChecksThreshold (at weight 25, failed checks 2)",
+    ]
+    executor, *_, lines = make(THRESHOLD, tmp_path / "a")
+    executor.run(until=time.time() + 10)
+    last = [line for line in lines if "] status " in line][-1]
+    assert last.endswith("status Promoted: RolloutCompleted (step 4)")
+
+
 # THRESHOLD's first step alone, its pause 30 s: the third measurement (30 s) is due at the
 # instant the pause ends
 TIE = THRESHOLD.split("  - pause: {duration: 50s}")[0] + "  - pause: {duration: 30s}\n"

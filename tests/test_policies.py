@@ -3,6 +3,7 @@ input is refused with one line naming the file, the field path and the rule."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -185,6 +186,33 @@ def test_bad_input_is_one_line_naming_file_field_and_rule(case: str, tmp_path: P
     assert message.startswith(f"{path}: ")
     assert expected in message
     assert "\n" not in message and "Traceback" not in message
+
+
+UNENDING = (
+    "analysisTemplates:\n  - name: t\n    metrics:\n      - name: m\n        interval: 1m\n"
+    "        provider: {query: {measure: errorRate}}\n"
+)
+RUNS = "{templates: [{templateName: t}]}"
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        (f"kind: Canary\nname: x\n{UNENDING}steps:\n  - analysis: {RUNS}\n", "steps[0].analysis"),
+        (f"kind: Canary\nname: x\n{UNENDING}analysis: {RUNS}\n", None),  # a background one
+        (f"kind: BlueGreen\nname: x\n{UNENDING}prePromotionAnalysis: {RUNS}\n", "prePromotion"),
+        (f"kind: BlueGreen\nname: x\n{UNENDING}postPromotionAnalysis: {RUNS}\n", "postPromotion"),
+    ],
+)
+def test_an_analysis_that_gates_a_step_must_end(text: str, refused: str | None) -> None:
+    """Argo marks a Rollout InvalidSpec when a step's or a promotion's analysis runs
+    indefinitely (an interval, no count); a background analysis may."""
+    if refused is None:
+        assert policy_from_yaml(text).analysis is not None
+        return
+    rule = rf"{re.escape(refused)}\w*: template 't' metric 'm' runs indefinitely"
+    with pytest.raises(PolicyError, match=rule):
+        policy_from_yaml(text)
 
 
 def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from policies.errors import PolicyError
 from rolloutsim.cli import main
 from sim.runs.options import DEFAULTS, RunOptions, checkpoint_beside
 from sim.runs.scenario import Scenario, load_scenario
-from sim.runs.sweep import cells, parse_params, sweep_grid
+from sim.runs.sweep import cells, parse_params, run_scenario, sweep_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_PRACTICE = ROOT / "scenarios" / "seed-practice.yaml"
@@ -61,6 +61,18 @@ def test_the_sweep_from_python_is_what_the_command_line_writes(tmp_path: Path) -
     # without a folder nothing is written, and a loaded scenario or "PATH=V" strings do as well
     again = sim.sweep(load_scenario(scenario), ["world.traffic.rate=100,400"], FAST)
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_a_sweep_by_class_gives_each_release_class_and_the_mixture(tmp_path: Path) -> None:
+    scenario = small_scenario(tmp_path)
+    mixture = sim.sweep(scenario, {"world.traffic.rate": [100, 400]}, FAST)
+    table = sim.sweep(scenario, {"world.traffic.rate": [100, 400]}, FAST, by_class=True)
+    assert list(table.columns[:3]) == ["world.traffic.rate", "policy", "release_class"]
+    own = run_scenario(load_scenario(scenario, {"world.traffic.rate": 400}), FAST).summary()
+    rows = table[table["world.traffic.rate"] == 400].drop(columns="world.traffic.rate")
+    pd.testing.assert_frame_equal(rows.reset_index(drop=True), own.reset_index(), check_dtype=False)
+    kept = table[table["release_class"] == "mixture"].drop(columns="release_class")
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), mixture)
 
 
 def test_the_scenario_sweep_section_and_params_make_the_grid(tmp_path: Path) -> None:

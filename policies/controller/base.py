@@ -286,6 +286,10 @@ class ControllerBase:
         """The step (or batch, or Flagger tick) the rollout is at, for kinds that have one."""
         return getattr(self, "step_index", None)
 
+    def position(self, status: StatusChanged) -> str | None:
+        """Where a status change found the rollout, in its executor's words (the live log)."""
+        return None if status.step is None else f"step {status.step}"
+
     # ------------------------------------------------------------------ pods
 
     def _loop_key(self) -> tuple:

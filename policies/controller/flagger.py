@@ -55,6 +55,7 @@ from policies.controller.protocol import (
     Progress,
     SetLoad,
     SetSessionAffinity,
+    StatusChanged,
 )
 from policies.flagger import ABTest, Progressive, duration_read
 from policies.replicas import resolve_fenceposts, rolling_update_sync
@@ -115,6 +116,14 @@ class FlaggerController(ControllerBase):
     @property
     def step_index(self) -> int:
         return self.tick_count
+
+    def position(self, status: StatusChanged) -> str:
+        """In the words of Flagger's status: the canary weight reached (an A/B test's or a
+        blue/green's iteration) and the failed checks; not ``status.step``, the tick count,
+        which counts waiting and failed ticks too."""
+        iterated = isinstance(self.policy, ABTest) or self.blue_green
+        at = f"iteration {self.iterations}" if iterated else f"weight {self.canary_weight:g}"
+        return f"at {at}, failed checks {self.failed_checks}"
 
     @property
     def walk_tick(self) -> int:

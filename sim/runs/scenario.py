@@ -183,17 +183,21 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             continue
         policies[name] = policy
         if "kind" in entry:
-            notes += ambiguous_durations(policy, raw, where)
+            notes += _in_file(path, ambiguous_durations(policy, raw, where))
         elif raw is not None:  # a policy file: its own paths, after its name
-            warned = ambiguous_durations(policy, raw)
-            notes += [f"warning: {entry['file']}: {w.removeprefix('warning: ')}" for w in warned]
+            notes += _in_file(entry["file"], ambiguous_durations(policy, raw))
     if scenario is not None and not overrides:  # a cell sets its paths: checked as it loads
         problems += _sweep_problems(scenario, data, path)
     if problems or scenario is None:
         raise PolicyError.several(problems)
-    notes += ambiguous_durations(scenario.world, data.get("world"), "world")
+    notes += _in_file(path, ambiguous_durations(scenario.world, data.get("world"), "world"))
     notes += warnings(scenario, policies)
     return LoadedScenario(scenario, policies, path, tuple(notes))
+
+
+def _in_file(file: str | Path, warned: list[str]) -> list[str]:
+    """Warnings about fields, each naming the file that holds the field, as errors do."""
+    return [f"warning: {file}: {w.removeprefix('warning: ')}" for w in warned]
 
 
 def as_loaded(scenario) -> LoadedScenario:

@@ -143,10 +143,21 @@ def cells(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def sweep(scenario, params=None, options: RunOptions | None = None, out=None, *, on_cell=None):
+def sweep(
+    scenario,
+    params=None,
+    options: RunOptions | None = None,
+    out=None,
+    *,
+    on_cell=None,
+    by_class: bool = False,
+):
     """Run a scenario (its path or a ``LoadedScenario``) on every cell of its grid and return a
     DataFrame with one row per cell and policy: the swept values (a column per dotted path),
     ``policy``, then the mixture's summary (sim.runs.summary: mean, CI, quantiles per metric).
+    ``by_class``: a row per cell, policy and release class instead, the mixture among them
+    (a ``release_class`` column after ``policy``), as ``RunResult.summary()`` gives them;
+    ``sweep.csv`` keeps the mixture's rows.
 
     ``params``: paths and values added to the scenario's ``sweep:`` section (``sweep_grid``);
     ``options``: ``RunOptions`` over each cell's own (``RunOptions.resolve``). With ``out`` (a
@@ -168,12 +179,12 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None, *,
         raise PolicyError("a sweep needs a scenario loaded from a file (its cells are reloaded)")
     grid = sweep_grid(base, params)
     if out is None:
-        return _sweep(base, grid, options, None, on_cell)[0]
+        return _sweep(base, grid, options, None, on_cell, by_class)[0]
     out_dir = check_output(out, "sweep")
     with output_lock(out_dir):
         if not (options or RunOptions()).resume:  # a fresh sweep: no cell of an earlier grid
             shutil.rmtree(out_dir / "cells", ignore_errors=True)
-        table, done, texts, incomplete = _sweep(base, grid, options, out_dir, on_cell)
+        table, done, texts, incomplete = _sweep(base, grid, options, out_dir, on_cell, by_class)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = pd.DataFrame(texts)
         atomic_write(out_dir / "sweep.csv", lambda tmp: written.to_csv(tmp, index=False))
@@ -191,9 +202,10 @@ def sweep(scenario, params=None, options: RunOptions | None = None, out=None, *,
     return table
 
 
-def _sweep(base, grid, options, out_dir: Path | None, on_cell=None):
-    """Run (or read back) every cell: (table, the cells as ``SweptCell``, text rows,
-    ``ReportIncomplete`` of the cells whose report could not be drawn whole)."""
+def _sweep(base, grid, options, out_dir: Path | None, on_cell=None, by_class: bool = False):
+    """Run (or read back) every cell: (table, the cells as ``SweptCell``, text rows (the
+    mixture's, for sweep.csv), ``ReportIncomplete`` of the cells whose report could not be
+    drawn whole)."""
     import pandas as pd
 
     from sim.report.write import ReportIncomplete
@@ -227,11 +239,13 @@ def _sweep(base, grid, options, out_dir: Path | None, on_cell=None):
         done.append(SweptCell(dict(cell), name, result, reused))
         if on_cell is not None:
             on_cell(i, len(all_cells), name, reused)
-        mixture = result.summary().xs("mixture", level="release_class")
-        for policy, row in mixture.iterrows():
-            summary = {"policy": policy, **row.to_dict()}
-            rows.append({**cell, **summary})
-            texts.append({**text, **summary})
+        summary = result.summary()
+        for policy, row in summary.xs("mixture", level="release_class").iterrows():
+            texts.append({**text, "policy": policy, **row.to_dict()})
+            if not by_class:
+                rows.append({**cell, "policy": policy, **row.to_dict()})
+        for (policy, release_class), row in summary.iterrows() if by_class else ():
+            rows.append({**cell, "policy": policy, "release_class": release_class, **row.to_dict()})
     return pd.DataFrame(rows), done, texts, incomplete
 
 
