@@ -14,9 +14,11 @@ capacity (0 unless even that is short: ``capacityPerPod`` × replicas below the 
   excess's mean; they are left out, and their noise with them.
 * ``excess``: bad requests minus b_ref × requests, over the pieces counted.
 * Release-caused: of a flow's bad requests, each is caused independently with probability
-  (b − b_ref)/b (b the flow's bad probability in the piece; none when b ≤ b_ref). This
-  thinning of Poisson counts makes the caused requests Poisson of the rate times b − b_ref:
-  their mean is the excess's whenever the release makes no request more likely to be good.
+  c/b (b the flow's bad probability in the piece), c the probability that a request is bad
+  and its counterfactual, on the same draws for failure, overload and slowness, is not
+  (``_caused_means``): c = b − b_ref (none when b ≤ b_ref) whenever the release makes no way
+  of going bad less likely, so the caused mean is the excess's; more when it does. This
+  thinning of Poisson counts makes the caused requests Poisson of the rate times c.
 
 Whose requests: the new version's bad requests are split over users ∝ activity once per user
 selection (all at once: the draws are iid, so one draw of the total is the same in
@@ -81,13 +83,16 @@ class BlastRadius:
         *,
         capacity: float = 0.0,
         make_thin_rng=None,
+        coupled: tuple[float, float] | None = None,
     ):
         """With ``varying`` traffic and a ``full_capacity``: ``capacity``, a pod's, and
         ``make_thin_rng()``, the stream that thins the old version's pieces to where their odds
-        change (sim/engine/short_capacity.py)."""
+        change (sim/engine/short_capacity.py). ``coupled``: the baseline's (p₀, q₀) when the
+        release may make one way of going bad less likely (``_caused_means``)."""
         self.cells, self.b0, self.full_capacity = cells, b0, full_capacity
         self.varying = varying  # the traffic, when its rate varies (None: constant)
         self.capacity, self.make_thin_rng = capacity, make_thin_rng
+        self.coupled = coupled
         self.user_rng = user_rng
         self.make_cause_rng = make_cause_rng  # the same generator at every call, made at the first
         self.totals = Totals()
@@ -116,10 +121,10 @@ class BlastRadius:
 
     # ------------------------------------------------------------------ counting
 
-    def _b_ref(self, block, sel: slice):
-        """The counterfactual's bad probability: b₀, or per piece when full capacity is short."""
+    def _full_over(self, block, sel: slice):
+        """The counterfactual's share of requests beyond full capacity: 0.0, or per piece."""
         if self.full_capacity is None:
-            return self.b0
+            return 0.0
         means = block.means[:, :, sel]
         shadow = block.flows.shadow
         if shadow is not None:  # the counterfactual serves the users' requests only
@@ -135,9 +140,7 @@ class BlastRadius:
         else:
             rate = served / (block.ends[sel] - block.starts[sel])
             over = np.clip(1.0 - self.full_capacity / np.maximum(rate, 1e-300), 0.0, 1.0)
-        if not over.any():
-            return self.b0
-        return over + (1.0 - over) * self.b0
+        return over if over.any() else 0.0
 
     @staticmethod
     def _change(means: np.ndarray, b_ref) -> np.ndarray:
@@ -147,9 +150,37 @@ class BlastRadius:
         change[np.abs(change) <= _ROUNDING * total] = 0.0
         return change
 
+    def _caused_means(self, means: np.ndarray, b_ref, over, full) -> np.ndarray:
+        """The new version's release-caused bad requests expected, per flow and piece: those
+        bad whose counterfactual, on the same draws, is not. A request goes bad three ways,
+        each on a draw of its own that the counterfactual shares: it fails (p; p₀ there), it
+        is overloaded (o, its Service's share beyond capacity; f there, full capacity's), it is
+        slow (q; q₀). So it is caused with probability (1 − p₀)(1 − q₀)(1 − f) − (1 − max(p,
+        p₀))(1 − max(q, q₀))(1 − max(o, f)), which is b − b_ref when no way is less likely than
+        the counterfactual's (``coupled`` None) but more when one is: extra pods relieving an
+        overload do not make up for the fault's errors (sim/engine/reference.py counts so).
+        p, q and o are the flow's in the piece (its means give 1 − p and 1 − q given o); o and
+        f are each the request-weighted share of the piece, and one of them is the larger
+        throughout it (both fall with the capacity per request of the same rate)."""
+        change = self._change(means, b_ref)
+        if self.coupled is None:
+            return np.maximum(change, 0.0)
+        p0, q0 = self.coupled
+        total = np.add.reduce(means, axis=0)
+        kept = total if over is None else total * (1.0 - over)  # not overloaded
+        ok, good = means[1] + means[2], means[2]  # not failed; and not slow
+        zero = np.zeros_like(total)
+        not_p = np.minimum(np.divide(ok, kept, out=zero.copy(), where=kept > 0), 1.0 - p0)
+        not_q = np.minimum(np.divide(good, ok, out=zero.copy(), where=ok > 0), 1.0 - q0)
+        not_o = np.minimum(np.divide(kept, total, out=zero, where=total > 0), 1.0 - full)
+        caused = total * ((1.0 - p0) * (1.0 - q0) * (1.0 - full) - not_p * not_q * not_o)
+        caused[caused <= _ROUNDING * total] = 0.0
+        return caused
+
     def _caused(self, bad: np.ndarray, means: np.ndarray, change: np.ndarray) -> np.ndarray:
         """Release-caused bad requests per flow (of the old version): each bad one of a piece
-        with probability (b − b_ref)/b."""
+        with probability (b − b_ref)/b (``_caused_means`` with p = p₀ and q = q₀: only an
+        overload beyond full capacity's causes any)."""
         expected_bad = means[0] + means[1]
         share = np.divide(
             change, expected_bad, out=np.zeros_like(change), where=(change > 0) & (bad > 0)
@@ -161,7 +192,8 @@ class BlastRadius:
         less) likely bad than the counterfactual's (a fault, finite capacity, no pods)."""
         totals = self.totals  # (t_fault: set by the tape, sim/engine/fault_arrival.py)
         flows = block.flows
-        b_ref = self._b_ref(block, sel) if can_change else self.b0
+        full = self._full_over(block, sel) if can_change else 0.0  # full capacity's overload
+        b_ref = self.b0 if isinstance(full, float) else full + (1.0 - full) * self.b0
         old_can_change = self.full_capacity is not None or flows.any_unserved
         if old_can_change and flows.stable_idx.size:  # else the old version is the reference
             self._account_old(block, sel, b_ref)
@@ -186,7 +218,10 @@ class BlastRadius:
         bad_means = means[0] + means[1]
         bad_sums = np.add.reduce(bad_means, axis=1).tolist()  # per flow, each row summed alone
         selectors = flows.canary_users
-        caused_means = np.maximum(self._change(means, b_ref), 0.0) if can_change else None
+        caused_means = None
+        if can_change:
+            over = None if block.over is None else block.over[rows, sel]
+            caused_means = self._caused_means(means, b_ref, over, full)
         late = [0] * idx.size
         after = None  # the share of each piece after the fault began
         late_caused = None

@@ -25,11 +25,17 @@ class Outcome:
     capacity** (every request on the old version, ``replicas`` serving pods), whose bad
     probability is b_ref = o + (1 − o)·b₀ (b₀ the baseline's failed-or-slow probability, o the
     share beyond full capacity: 0 unless ``capacityPerPod`` × replicas is below the rate).
-    A request of a flow whose bad probability is b is *release-caused* with probability
-    (b − b_ref)/b (0 when b ≤ b_ref), independently: for the new version's fault that is
-    (p − p₀)/p of its bad requests; for a shortfall of pods (a stable scaled down while canary
-    pods start, an abort or undo onto scaled-down or starting pods, a rolling update without
-    surge) the overloaded requests that would not have been bad anyway.
+    A request is *release-caused* when it is bad and would not have been there, on the same
+    draws for each way a request goes bad (it fails, it is overloaded, it is slow): of a flow's
+    bad requests, whose bad probability is b, a share (b − b_ref)/b (0 when b ≤ b_ref)
+    whenever the release makes no way likelier to spare it: for the new version's fault that
+    is (p − p₀)/p of its bad requests; for a shortfall of pods (a stable scaled down while
+    canary pods start, an abort or undo onto scaled-down or starting pods, a rolling update
+    without surge) the overloaded requests that would not have been bad anyway. Where it does
+    (extra pods relieving an overload of full capacity, a fault with fewer errors but slower
+    answers) the fault's own bad requests are still caused: (1 − p₀)(1 − q₀)(1 − f) −
+    (1 − max(p, p₀))(1 − max(q, q₀))(1 − max(o, f)) of the requests, f and o the overloads
+    of full capacity and of the request's Service (sim/engine/blast.py).
 
     ========================  ===========================================================
     outcome                   promoted, rolled_back, or stalled (neither by the horizon)
@@ -45,7 +51,8 @@ class Outcome:
                               among (mean: Δp × exposure plus the release-caused overload;
                               < 0 is possible)
     caused_bad_requests       release-caused bad requests, either version (mean: the
-                              excess's, when the release makes no request less likely bad)
+                              excess's, when the release makes no way of going bad less
+                              likely)
     candidate_requests        requests served by the new version
     users_hurt                unique users with at least one release-caused bad response,
                               from either version (≈ 0 for a good release without a

@@ -23,9 +23,9 @@ The blast radius (sim/engine/outcome.py) is counted here by its plain meaning, r
 on a coupled counterfactual: each request also meets *the old version alone at full capacity* with
 its own random numbers (the same failure draw against p₀, the same overload draw against full
 capacity's overload, its latency before the fault's change). It is release-caused when it is bad and
-its counterfactual is not; the fast engine's thinning, (b − b_ref)/b of the bad requests, has the
-same law whenever the release makes no request more likely to be good. Counted: every request of the
-new version, and the old version's while the release leaves it worse off than full capacity.
+its counterfactual is not; the fast engine's thinning of the bad requests per way they go bad
+(sim/engine/blast.py, ``_caused_means``) has the same law. Counted: every request of the new
+version, and the old version's while the release leaves it worse off than full capacity.
 
 Cost: 1–1.5 µs of CPU per request (tests/test_reference.py): for ≲ 100 req/s and ≲ 2 h only."""
 

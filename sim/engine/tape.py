@@ -81,6 +81,7 @@ class _Block:
         "faulted",
         "flows",
         "means",
+        "over",
         "serving",
         "slots",
         "starts",
@@ -93,6 +94,7 @@ class _Block:
         self.flows, self.starts, self.ends, self.slots = flows, starts, ends, slots
         self.dns: tuple | None = None  # a DNS switch's piece: (start, TTL, moved share)
         self.means, self.counts = means, counts
+        self.over: np.ndarray | None = None  # per flow and piece, its Service's overload share
         self.faulted = faulted  # per piece, ∫ of the faulted requests' rate (fault_arrival.py)
         self.fault, self.serving = fault, serving
         self.values = self.slot_values(counts, phi)
@@ -116,6 +118,8 @@ class _Block:
         self.starts, self.ends, self.slots = self.starts[n:], self.ends[n:], self.slots[n:]
         self.means, self.counts = self.means[:, :, n:], self.counts[:, :, n:]
         self.values = self.values[:, n:]
+        if self.over is not None:
+            self.over = self.over[:, n:]
         if self.faulted is not None:
             self.faulted = self.faulted[n:]
 
@@ -163,9 +167,18 @@ class Tape:
             varying,
             capacity=self.capacity or 0.0,
             make_thin_rng=make_thin_rng,
+            coupled=self._coupled(),
         )
         self.totals: Totals = self.blast.totals
         self.arrival = FaultArrival(self.traffic, self.constant_rate, fault_rng)
+
+    def _coupled(self) -> tuple[float, float] | None:
+        """The baseline's failure and slow probabilities when the release can make one way a
+        request goes bad likelier and another less likely (overload relieved by extra pods,
+        a fault with fewer errors or faster answers): then release-caused requests are counted
+        per way (sim/engine/blast.py); else None, and b − b_ref says it."""
+        improves = self.p1 < self.p0 or self.q1 < self.q0  # (False without a fault: NaN)
+        return (self.p0, self.q0) if self.capacity is not None or improves else None
 
     # ------------------------------------------------------------------ drafting
 
@@ -200,13 +213,13 @@ class Tape:
             starts, ends = starts[keep], ends[keep]
             slots = (starts // s).astype(np.intp)
         parts = self.candidate.parts(flows, starts, ends, fault)
-        means = self._means(flows, starts, ends, parts, serving_by_service)
+        means, over = self._means(flows, starts, ends, parts, serving_by_service)
         phi, faulted = self._reach(flows, starts, ends, fault, parts, dns)
         counts = self.rng.poisson(means)
         block = _Block(
             flows, starts, ends, slots, means, counts, phi, faulted, fault, serving_by_service
         )
-        block.dns = dns
+        block.dns, block.over = dns, over
         self._add(block, +1)
         self.blocks.append(block)
         self.drafted_until = t1
@@ -223,8 +236,9 @@ class Tape:
             return phi, None
         return phi, self.arrival.mass(fs, starts, ends, fault, dns)
 
-    def _means(self, fs, starts, ends, parts, serving_by_service) -> np.ndarray:
-        """Expected failed, slow and good requests per flow and piece: (3, flows, pieces)."""
+    def _means(self, fs, starts, ends, parts, serving_by_service):
+        """Expected failed, slow and good requests per flow and piece, (3, flows, pieces), and
+        the share of them beyond their Service's capacity (None: no capacity is set)."""
         if self.constant_rate is not None:
             lam = self.constant_rate * (ends - starts)
         else:
@@ -235,7 +249,7 @@ class Tape:
         if self.capacity is None and len(parts) == 1 and parts[0].on is not None:
             # the same request probabilities in every piece: one (3, flows) table per flows
             p_c, q_c = self.candidate.probabilities(parts[0])
-            return self._probabilities(fs, p_c, q_c)[0] * base
+            return self._probabilities(fs, p_c, q_c)[0] * base, None
         p, q = self.candidate.per_flow(fs, parts, starts, ends)  # (flows, 1 or pieces)
         p[fs.unserved] = 1.0
         q[fs.unserved] = 0.0
@@ -245,7 +259,7 @@ class Tape:
         ok = base * (1.0 - ov) * (1.0 - p)
         means[1] = ok * q  # slow
         means[2] = ok * (1.0 - q)  # good
-        return means
+        return means, None if self.capacity is None else ov
 
     def _probabilities(self, fs, p_c: float, q_c: float) -> tuple[np.ndarray, list]:
         """Per flow, the probability that a request fails, is slow, is good (no overload): as
@@ -392,9 +406,10 @@ class Tape:
         block.values[:, k] = values
 
     def _piece_means(self, block: _Block, k: int, parts: list) -> list[float]:
-        """``_means`` of piece k of a block alone, flattened. When those are products of
-        scalars (constant traffic, no overload, no load test, one fault state throughout) they
-        are taken in Python floats: the same IEEE operations in the same order as numpy's."""
+        """``_means`` of piece k of a block alone, flattened (its overload kept in the block's).
+        When those are products of scalars (constant traffic, no overload, no load test, one
+        fault state throughout) they are taken in Python floats: the same IEEE operations in
+        the same order as numpy's."""
         fs = block.flows
         start, end = block.starts.item(k), block.ends.item(k)
         uniform = len(parts) == 1 and parts[0].on is not None
@@ -405,7 +420,9 @@ class Tape:
             bases = [share * lam for share in fs.share.tolist()]  # as ``base`` in _means
             return [p * base for row in probabilities for p, base in zip(row, bases)]
         piece = slice(k, k + 1)
-        means = self._means(fs, block.starts[piece], block.ends[piece], parts, block.serving)
+        means, over = self._means(fs, block.starts[piece], block.ends[piece], parts, block.serving)
+        if over is not None and block.over is not None:  # (kept current with the means)
+            block.over[:, k] = over[:, 0]
         return means[:, :, 0].ravel().tolist()
 
     def _account(self, block: _Block, sel: slice) -> None:
