@@ -208,18 +208,6 @@ def test_integral_matches_quadrature(spec, a, b):
     exact = f.integrated_failure(P0, a, b)
     numeric = quad(lambda s: f.failure_probability(P0, s), a, b)
     assert exact == pytest.approx(numeric, rel=1e-9, abs=1e-12)
-    assert f.mean_failure_over(P0, a, b) == pytest.approx(numeric / (b - a), rel=1e-9)
-
-
-def test_mean_failure_over_is_vectorised_and_handles_empty_intervals():
-    f = fault(errorRate=0.101, growth={"duration": "1h"})
-    a = np.array([-100.0, 0.0, 1800.0])
-    b = np.array([-100.0, 3600.0, 1800.0])
-    out = f.mean_failure_over(P0, a, b)
-    assert out.shape == (3,)
-    assert np.allclose(out, [P0, 0.051, 0.051])  # empty interval: p(a)
-    with pytest.raises(ValueError, match="a <= b"):
-        f.mean_failure_over(P0, 5.0, 1.0)
 
 
 # --- latency ---------------------------------------------------------------------------------
@@ -253,19 +241,6 @@ def test_latency_fault_on_a_uniform_baseline():
     assert base.latency == Uniform(low=0.02, high=0.12)
     f = fault(latencyShift="40ms")
     assert f.slow_probability(base, 0.1, 1.0) == pytest.approx((0.12 - 0.06) / 0.1)
-
-
-def test_mean_slow_and_bad_over_match_quadrature():
-    f = fault(errorRate=0.101, growth={"duration": "1h"}, latencyShift="100ms")
-    objective = 0.25
-    for a, b in [(-600.0, 600.0), (-100.0, -10.0), (10.0, 5000.0), (-3600.0, 7200.0)]:
-        slow = quad(lambda s: f.slow_probability(BASE, objective, s), a, b) / (b - a)
-        bad = quad(lambda s: f.bad_probability(BASE, objective, s), a, b) / (b - a)
-        assert f.mean_slow_over(BASE, objective, a, b) == pytest.approx(slow, rel=1e-8)
-        assert f.mean_bad_over(BASE, objective, a, b) == pytest.approx(bad, rel=1e-8)
-    assert f.mean_bad_over(BASE, objective, 5.0, 5.0) == pytest.approx(
-        f.bad_probability(BASE, objective, 5.0)
-    )
 
 
 # --- release population ----------------------------------------------------------------------

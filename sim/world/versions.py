@@ -278,17 +278,6 @@ class Fault(Model):
         p1 = _f(self.target_error_rate(p0))
         return _out(p0 * (b - a) + (p1 - p0) * (self._ramp_primitive(b) - self._ramp_primitive(a)))
 
-    def mean_failure_over(self, baseline_p: Any, a: Any, b: Any) -> Any:
-        """∫_a^b p(s) ds / (b − a) for a ≤ b (p(a) when a == b): a window's exact mean."""
-        p0, a, b = np.broadcast_arrays(_f(baseline_p), _f(a), _f(b))
-        width = b - a
-        if np.any(width < 0):
-            raise ValueError("mean_failure_over needs a <= b")
-        total = _f(self.integrated_failure(p0, a, b))
-        safe = np.where(width > 0, width, 1.0)
-        point = _f(self.failure_probability(p0, a))
-        return _out(np.clip(np.where(width > 0, total / safe, point), 0.0, 1.0))
-
     # --- latency ---------------------------------------------------------------------------
 
     def latency_scale(self) -> tuple[float, float]:
@@ -320,21 +309,6 @@ class Fault(Model):
             return _out(np.zeros(s.shape))
         return _out(1.0 - _f(self.latency_cdf(baseline, objective_s, s)))
 
-    def _slow_pair(self, baseline: Version, objective_s: float | None) -> tuple[float, float]:
-        q = _f(self.slow_probability(baseline, objective_s, np.array([-1.0, 0.0])))
-        return float(q[0]), float(q[1])
-
-    def mean_slow_over(self, baseline: Version, objective_s: float | None, a: Any, b: Any):
-        """Exact mean slow probability over since-onset [a, b] (a step at onset)."""
-        a, b = np.broadcast_arrays(_f(a), _f(b))
-        if np.any(b < a):
-            raise ValueError("mean_slow_over needs a <= b")
-        q0, q1 = self._slow_pair(baseline, objective_s)
-        width = b - a
-        after = np.maximum(b, 0.0) - np.maximum(a, 0.0)
-        frac = np.where(width > 0, after / np.where(width > 0, width, 1.0), (a >= 0) * 1.0)
-        return _out(q0 + (q1 - q0) * frac)
-
     # --- bad = failed or slow --------------------------------------------------------------
 
     def bad_probability(self, baseline: Version, objective_s: float | None, since_onset: Any):
@@ -342,22 +316,6 @@ class Fault(Model):
         p = _f(self.failure_probability(baseline.error_rate, since_onset))
         q = _f(self.slow_probability(baseline, objective_s, since_onset))
         return _out(p + (1.0 - p) * q)
-
-    def mean_bad_over(self, baseline: Version, objective_s: float | None, a: Any, b: Any):
-        """Exact mean of p + (1 − p)·q over since-onset [a, b] (a ≤ b)."""
-        a, b = np.broadcast_arrays(_f(a), _f(b))
-        if np.any(b < a):
-            raise ValueError("mean_bad_over needs a <= b")
-        p0 = baseline.error_rate
-        q0, q1 = self._slow_pair(baseline, objective_s)
-        width = b - a
-        mid_lo, mid_hi = np.minimum(b, 0.0), np.maximum(a, 0.0)
-        fail_before = np.where(a < mid_lo, _f(self.integrated_failure(p0, a, mid_lo)), 0.0)
-        fail_after = np.where(mid_hi < b, _f(self.integrated_failure(p0, mid_hi, b)), 0.0)
-        slow = q0 * np.maximum(mid_lo - a, 0.0) + q1 * np.maximum(b - mid_hi, 0.0)
-        total = slow + (1.0 - q0) * fail_before + (1.0 - q1) * fail_after
-        point = _f(self.bad_probability(baseline, objective_s, a))
-        return _out(np.where(width > 0, total / np.where(width > 0, width, 1.0), point))
 
 
 class ReleaseClass(Model):
