@@ -90,3 +90,32 @@ def test_a_rollback_is_done_when_the_candidate_pods_are_gone_inside_the_ttl():
         for out in outcomes:
             assert out.outcome == "rolled_back"
             assert out.t_mitigated - out.t_rollback_start == 36.0
+
+
+CUT_MID_SLOT = {
+    "horizon": "400s",
+    "traffic": {"rate": 16.5},
+    "users": {"count": 5000, "activity": "uniform"},
+    "releases": [{"name": "bad", "probability": 1.0, "fault": {"errorRate": 0.02}}],
+    "platform": {"replicas": 5, "podStartup": "8s", "scrapeInterval": "15s"},
+    "operators": {"alerts": [], "acknowledgement": "0s"},
+}
+FAILS_AT_ONCE = (
+    "kind: BlueGreen\nname: bg\nswitch: dns\ndnsTtl: 30s\nscaleDownDelaySeconds: 3600\n"
+    "autoPromotionSeconds: 120\npostPromotionAnalysis: {templates: [{templateName: g}]}\n"
+    "analysisTemplates:\n  - name: g\n    metrics:\n      - name: m\n        interval: 30s\n"
+    "        count: 1\n        initialDelay: 0s\n        successCondition: 'result[0] < 0'\n"
+    "        provider: {query: {measure: requestCount}}\n"
+)
+
+
+def test_a_switch_back_inside_a_slot_keeps_the_moved_share_up_to_it():
+    """The switch at t₁ = 129, a post-promotion gate failing at once, the switch back at t₂ =
+    139 (Δ = 10 s into a 15 s slot), TTL 30 s: each client reaches the candidate from t₁ + 30·U
+    to t₂ + 30·U', so the candidate gets 16.5 · (Δ²/(2·30) + 30/2) = 275.0 requests. A piece of
+    the switch drafted to the slot's end and cut at t₂ kept the whole slot's mean moved share
+    (0.45 where [135, 139) has 0.27): 286.0 (found by session 17's differential search)."""
+    outs = Bench(CUT_MID_SLOT).outcomes(FAILS_AT_ONCE, n=150)
+    assert all(o.t_rollback_start == 138.0 for o in outs)  # the timeline the closed form has
+    mean, se = mean_se([o.candidate_requests for o in outs])
+    assert abs(mean - 16.5 * (10**2 / 60 + 15)) < 4 * se, (mean, se)

@@ -114,13 +114,21 @@ class Drafter:
         dns_end = routing.dns_start + routing.dns_ttl
         if routing.dns_from is not None and t0 < dns_end:
             t = t0
-            while t < min(target, dns_end):  # client by client: one slot at a time
-                t1 = min(target, dns_end, (math.floor(t / slot) + 1) * slot)
+            while t < min(target, dns_end):  # client by client: one slot at a time, ending at
+                # the next event (a cut there would keep the front of a piece whose moved share
+                # rises inside it at the piece's mean share, as a cookie piece's below)
+                peek = self.env.peek()
+                if t >= peek:
+                    break
+                t1 = min(target, dns_end, (math.floor(t / slot) + 1) * slot, peek)
                 moved = _moved(tape.traffic, routing, t, t1)
                 flows = flow_set(routing, serving, cells, segment, sticky, moved)
                 dns = (routing.dns_start, routing.dns_ttl, moved)
                 tape.draft(t, t1, flows, fault_state, by_service, dns)
                 t = t1
+            if tape.drafted_until < min(target, dns_end):  # drafted on after the next event
+                detectors.drafted()
+                return
         if routing.dns_from is not None and tape.drafted_until >= dns_end:
             routing = routing._replace(dns_from=None)  # past the TTL every client has moved
         if routing.cookie is not None:  # session affinity: the cookie holders, slot by slot
