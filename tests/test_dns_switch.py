@@ -119,3 +119,19 @@ def test_a_switch_back_inside_a_slot_keeps_the_moved_share_up_to_it():
     assert all(o.t_rollback_start == 138.0 for o in outs)  # the timeline the closed form has
     mean, se = mean_se([o.candidate_requests for o in outs])
     assert abs(mean - 16.5 * (10**2 / 60 + 15)) < 4 * se, (mean, se)
+
+
+def test_clients_move_within_a_slot_longer_than_the_ttl():
+    """A 60 s slot, TTL 30 s, the switch at t₁ = 129 and back at t₂ = 189: client u is on the
+    candidate over [t₁ + 30·U, t₂ + 30·U'], so with λ = 16.5/5000 per client and a = 30λ,
+    users_exposed = 5000·(1 − e^(−60λ)·(2 cosh a − 2)/a²) = 894.8. Drafted one slot at a time,
+    the clients moved in one step per slot: 879.7 (found by session 17's differential search)."""
+    world = {**CUT_MID_SLOT, "platform": {**CUT_MID_SLOT["platform"], "scrapeInterval": "60s"}}
+    policy = FAILS_AT_ONCE.replace("initialDelay: 0s", "initialDelay: 40s")
+    outs = Bench(world).outcomes(policy, n=300)
+    assert all(o.t_rollback_start == 188.0 for o in outs)
+    lam = 16.5 / 5000
+    a = 30 * lam
+    expected = 5000 * (1 - math.exp(-60 * lam) * (2 * math.cosh(a) - 2) / a**2)
+    mean, se = mean_se([o.users_exposed for o in outs])
+    assert abs(mean - expected) < 4 * se, (mean, se, expected)

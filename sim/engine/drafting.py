@@ -114,13 +114,14 @@ class Drafter:
         dns_end = routing.dns_start + routing.dns_ttl
         if routing.dns_from is not None and t0 < dns_end:
             t = t0
-            while t < min(target, dns_end):  # client by client: one slot at a time, ending at
-                # the next event (a cut there would keep the front of a piece whose moved share
-                # rises inside it at the piece's mean share, as a cookie piece's below)
+            while t < min(target, dns_end):  # client by client: a slot or TTL / DNS_STEPS at a
+                # time, ending at the next event (a cut there would keep the front of a piece
+                # whose moved share rises inside it at the piece's mean share, as a cookie's)
                 peek = self.env.peek()
                 if t >= peek:
                     break
-                t1 = min(target, dns_end, (math.floor(t / slot) + 1) * slot, peek)
+                step = min((math.floor(t / slot) + 1) * slot, t + routing.dns_ttl / DNS_STEPS)
+                t1 = min(target, dns_end, step, peek)
                 moved = _moved(tape.traffic, routing, t, t1)
                 flows = flow_set(routing, serving, cells, segment, sticky, moved)
                 dns = (routing.dns_start, routing.dns_ttl, moved)
@@ -151,6 +152,13 @@ class Drafter:
             flows = flow_set(routing, serving, cells, segment, sticky)
             tape.draft(tape.drafted_until, target, flows, fault_state, by_service)
         detectors.drafted()
+
+
+DNS_STEPS = 8
+"""A DNS switch is drafted in pieces of at most TTL / DNS_STEPS (and a slot): within a piece
+the moved clients are one set, so a client's time on either address is its uniform switch
+time rounded to a piece; 8 steps leave 1/64 of a whole-TTL piece's error in users_exposed
+(session 17: 893.5 ± 1.6 against the closed form's 894.8, where one piece gave 879.7)."""
 
 
 def _moved(traffic, routing, t0: float, t1: float) -> float:
