@@ -236,7 +236,9 @@ class Tape:
             return phi, None
         return phi, self.arrival.mass(fs, starts, ends, fault, dns)
 
-    def _means(self, fs, starts, ends, parts, serving_by_service):
+    def _means(
+        self, fs, starts, ends, parts, serving_by_service
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Expected failed, slow and good requests per flow and piece, (3, flows, pieces), and
         the share of them beyond their Service's capacity (None: no capacity is set)."""
         if self.constant_rate is not None:
