@@ -97,8 +97,7 @@ class Recorder:
         out = self.outcome
         if math.isnan(out.t_rollback_start) or not math.isnan(out.t_mitigated):
             return
-        _, _, flows = self._now()
-        if not flows.canary_idx.size:  # users' requests only
+        if not self._reaches("canary_idx"):  # users' requests only
             out.t_mitigated = self.env.now
             self.mark("mitigated", "")
 
@@ -110,9 +109,21 @@ class Recorder:
             return
         if not math.isnan(out.t_rollback_start):
             return
-        _, _, flows = self._now()
-        if not flows.stable_idx.size:  # users' requests only
+        if not self._reaches("stable_idx"):  # users' requests only
             out.rollout_duration = self.env.now
+
+    def _reaches(self, rows: str) -> bool:
+        """Whether users' requests can reach the candidate (``rows`` "canary_idx") or the old
+        version ("stable_idx") now. During a DNS switch, until its TTL has run out, at either
+        address, whichever clients have moved so far: one that has not yet may still, and a
+        switch back sends every client to the address it leaves (the reference's rule, as
+        few clients as there may be)."""
+        routing, serving = self.router.now_state(), self.pods.serving()
+        moving = routing.dns_from is not None and self.env.now < routing.dns_start + routing.dns_ttl
+        return any(
+            getattr(flow_set(routing, serving, self.cells, self.segment, self.sticky, m), rows).size
+            for m in ((0.0, 1.0) if moving else (1.0,))
+        )
 
     def _now(self):
         """The routing state, the serving pods and the flows that requests meet now (during
