@@ -162,9 +162,8 @@ class BlastRadius:
         p, q and o are the flow's in the piece (its means give 1 − p and 1 − q given o); o and
         f are each the request-weighted share of the piece, and one of them is the larger
         throughout it (both fall with the capacity per request of the same rate)."""
-        change = self._change(means, b_ref)
         if self.coupled is None:
-            return np.maximum(change, 0.0)
+            return np.maximum(self._change(means, b_ref), 0.0)
         p0, q0 = self.coupled
         total = np.add.reduce(means, axis=0)
         kept = total if over is None else total * (1.0 - over)  # not overloaded
